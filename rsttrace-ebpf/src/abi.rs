@@ -1,0 +1,376 @@
+//! Event and configuration layouts shared by the kernel programs and userspace.
+//!
+//! Rules (they keep the layouts identical on both sides and free of padding):
+//! `#[repr(C)]`, fixed-width integers and byte arrays only, explicit `_pad`
+//! fields, no `bool`/`Option`/Rust enums (enumerations are plain integer
+//! constants in the modules below), and a `const` size assertion per struct.
+
+/// Bumped whenever a layout below changes; userspace refuses other versions.
+pub const ABI_VERSION: u16 = 1;
+
+/// Names of the maps and globals in the object file, used by the loader.
+pub const EVENTS_MAP: &str = "EVENTS";
+pub const COUNTERS_MAP: &str = "COUNTERS";
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+pub const FILTER_GLOBAL: &str = "FILTER";
+pub const TUNING_GLOBAL: &str = "TUNING";
+
+/// Program names (the function names in `src/main.rs`).
+pub mod program {
+    pub const BTF_SEND_RESET: &str = "btf_tcp_send_reset";
+    pub const BTF_SEND_RESET_NO_REASON: &str = "btf_tcp_send_reset_no_reason";
+    pub const BTF_RECEIVE_RESET: &str = "btf_tcp_receive_reset";
+    pub const TP_SEND_RESET: &str = "tp_tcp_send_reset";
+    pub const TP_RECEIVE_RESET: &str = "tp_tcp_receive_reset";
+    pub const SOFTIRQ_ENTRY: &str = "softirq_entry";
+    pub const SOFTIRQ_EXIT: &str = "softirq_exit";
+}
+
+/// `EventHeader::kind`.
+pub mod kind {
+    pub const RST: u8 = 1;
+}
+
+/// `RstEvent::direction`.
+pub mod direction {
+    /// This host sent the RST.
+    pub const SENT: u8 = 1;
+    /// This host received (and accepted) the RST.
+    pub const RECEIVED: u8 = 2;
+}
+
+/// `RstEvent::hook`: which kernel hook produced the event.
+pub mod hook {
+    pub const BTF_SEND_RESET: u8 = 1;
+    pub const BTF_RECEIVE_RESET: u8 = 2;
+    pub const TP_SEND_RESET: u8 = 3;
+    pub const TP_RECEIVE_RESET: u8 = 4;
+}
+
+/// `RstEvent::context`: what the CPU was doing when the RST was made.
+pub mod context {
+    pub const UNKNOWN: u8 = 0;
+    /// Process context: `actor` ran the code (a syscall such as close()).
+    pub const TASK: u8 = 1;
+    /// Softirq: `actor` is whatever task the interrupt landed on; see `softirq_vec`.
+    pub const SOFTIRQ: u8 = 2;
+}
+
+/// Bits of `RstEvent::flags`.
+pub mod flag {
+    /// A socket (full, request or timewait) was involved; `sk` is non-zero.
+    pub const HAS_SOCK: u32 = 1 << 0;
+    /// A packet was involved (the trigger of a passive RST); the `pkt_*` fields are valid.
+    pub const HAS_PACKET: u32 = 1 << 1;
+    /// `reason` holds a kernel `enum sk_rst_reason` value.
+    pub const HAS_REASON: u32 = 1 << 2;
+    /// The socket is a full socket (not timewait/request), so the `tcp_sock` fields are valid.
+    pub const FULL_SOCK: u32 = 1 << 3;
+    /// `SOCK_DEAD`: the application already closed the socket (orphan).
+    pub const SOCK_DEAD: u32 = 1 << 4;
+    /// `SOCK_LINGER`: SO_LINGER is enabled; see `lingertime`.
+    pub const SOCK_LINGER: u32 = 1 << 5;
+    /// `SOCK_KEEPOPEN`: SO_KEEPALIVE is enabled.
+    pub const SOCK_KEEPOPEN: u32 = 1 << 6;
+    /// The current task has `PF_EXITING` set; `exit_signal` says why.
+    pub const TASK_EXITING: u32 = 1 << 7;
+    /// `SOCK_DONE`: the peer's FIN was received (it counts in `unread`).
+    pub const PEER_FIN: u32 = 1 << 8;
+}
+
+/// Indices into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Events that could not be reserved in the ring buffer (lost).
+    pub const LOST: u32 = 0;
+    /// Events dropped by the in-kernel filters.
+    pub const FILTERED: u32 = 1;
+    /// Events whose kernel memory reads failed (sent anyway, marked incomplete).
+    pub const READ_ERRORS: u32 = 2;
+    /// Events submitted to the ring buffer.
+    pub const SUBMITTED: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Sentinel for "this field does not exist on the running kernel".
+pub const ABSENT: u32 = u32::MAX;
+
+/// First bytes of every record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `ABI_VERSION` of the program that wrote the record.
+    pub version: u16,
+    /// Size in bytes of the whole record.
+    pub size: u16,
+    /// One of `kind::*`.
+    pub kind: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
+
+/// One RST, sent or received, with the socket and packet facts read at that moment.
+///
+/// Addresses are in network byte order as 16 bytes (IPv4 in the first 4);
+/// ports are in host byte order. "Local" and "remote" are from this host's view.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RstEvent {
+    pub header: EventHeader,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Kernel address of the socket (0 when none), an identity for joins.
+    pub sk: u64,
+    /// Kernel address of the trigger skb (0 for active resets).
+    pub skb: u64,
+    /// Socket cookie (0 when unknown).
+    pub cookie: u64,
+
+    /// `flag::*` bits.
+    pub flags: u32,
+    /// Raw `enum sk_rst_reason` value, valid with `flag::HAS_REASON`.
+    pub reason: u32,
+
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// `direction::*`.
+    pub direction: u8,
+    /// `hook::*`.
+    pub hook: u8,
+
+    /// TCP state (`skc_state`) at the hook; 0 when there is no socket.
+    pub state: u8,
+    /// For a timewait socket, the state it came from (`tw_substate`).
+    pub tw_substate: u8,
+    /// `context::*` and, in softirq, the vector (NET_RX=3, TIMER=1).
+    pub context: u8,
+    pub softirq_vec: u8,
+    /// `sk_shutdown` bits (RCV_SHUTDOWN=1, SEND_SHUTDOWN=2).
+    pub shutdown: u8,
+    /// Keepalive / zero-window probes sent without answer (`icsk_probes_out`).
+    pub probes_out: u8,
+    /// Signal number that made the current task exit (with `flag::TASK_EXITING`).
+    pub exit_signal: u8,
+    pub pkt_flags: u8,
+
+    /// The packet: for a sent passive RST the segment that provoked it.
+    pub pkt_seq: u32,
+    pub pkt_ack: u32,
+    /// TCP payload bytes of the packet.
+    pub pkt_len: u32,
+    pub pkt_window: u16,
+    pub pkt_ttl: u8,
+    pub _pad0: u8,
+
+    /// Bytes received but not read by the application (`rcv_nxt - copied_seq`).
+    pub unread: u32,
+    /// Bytes written but not yet sent (`write_seq - snd_nxt`).
+    pub unsent: u32,
+    /// Bytes sent but not acknowledged (`snd_nxt - snd_una`).
+    pub unacked: u32,
+    /// `sk_lingertime` in jiffies (clamped to u32).
+    pub lingertime: u32,
+    /// Pending socket error (`sk_err`, positive errno).
+    pub sk_err: u32,
+
+    /// The task that ran the code (`current`); in softirq it is unrelated to the socket.
+    pub actor_pid: u32,
+    pub actor_tgid: u32,
+    pub actor_comm: [u8; 16],
+    pub _pad1: u32,
+}
+const _: () = assert!(core::mem::size_of::<RstEvent>() == 160);
+
+/// Where a kernel field lives, resolved from BTF by userspace at start-up.
+///
+/// `offset` is in bytes from the start of the containing object (e.g. a
+/// `struct sock *`); `ABSENT` when the running kernel has no such field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u32,
+    /// Size in bytes of the load (1, 2, 4 or 8).
+    pub size: u8,
+    /// For bitfields: shift right by this many bits after the load...
+    pub bit_shift: u8,
+    /// ...and keep this many bits (0 = not a bitfield).
+    pub bit_width: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<Field>() == 8);
+
+impl Field {
+    pub const ABSENT: Field = Field {
+        offset: ABSENT,
+        size: 0,
+        bit_shift: 0,
+        bit_width: 0,
+        _pad: 0,
+    };
+
+    pub const fn is_present(&self) -> bool {
+        self.offset != ABSENT
+    }
+}
+
+/// Kernel struct layout of the running kernel, handed to the programs as a
+/// read-only global so the verifier sees constants. Offsets of socket fields
+/// are from the `struct sock *` (the structs nest: sock_common ⊂ sock ⊂
+/// inet_sock ⊂ inet_connection_sock ⊂ tcp_sock).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    // struct sock_common (shared by full, request and timewait sockets)
+    pub skc_daddr: Field,
+    pub skc_rcv_saddr: Field,
+    pub skc_dport: Field,
+    pub skc_num: Field,
+    pub skc_family: Field,
+    pub skc_state: Field,
+    pub skc_v6_daddr: Field,
+    pub skc_v6_rcv_saddr: Field,
+    pub skc_cookie: Field,
+    // struct sock / inet_sock
+    pub sk_flags: Field,
+    pub sk_shutdown: Field,
+    pub sk_lingertime: Field,
+    pub sk_err: Field,
+    pub inet_sport: Field,
+    // struct inet_connection_sock / tcp_sock
+    pub icsk_probes_out: Field,
+    pub rcv_nxt: Field,
+    pub copied_seq: Field,
+    pub snd_nxt: Field,
+    pub snd_una: Field,
+    pub write_seq: Field,
+    // struct inet_timewait_sock
+    pub tw_substate: Field,
+    // struct sk_buff
+    pub skb_head: Field,
+    pub skb_transport_header: Field,
+    pub skb_network_header: Field,
+    // struct task_struct
+    pub task_flags: Field,
+    pub task_exit_code: Field,
+    /// Bit numbers in `sk_flags` (enum sock_flags), from BTF.
+    pub sock_dead_bit: u32,
+    pub sock_linger_bit: u32,
+    pub sock_keepopen_bit: u32,
+    /// SOCK_DONE: the peer's FIN was received.
+    pub sock_done_bit: u32,
+}
+const _: () = assert!(core::mem::size_of::<Offsets>() == 26 * 8 + 16);
+
+impl Offsets {
+    pub const UNRESOLVED: Offsets = Offsets {
+        skc_daddr: Field::ABSENT,
+        skc_rcv_saddr: Field::ABSENT,
+        skc_dport: Field::ABSENT,
+        skc_num: Field::ABSENT,
+        skc_family: Field::ABSENT,
+        skc_state: Field::ABSENT,
+        skc_v6_daddr: Field::ABSENT,
+        skc_v6_rcv_saddr: Field::ABSENT,
+        skc_cookie: Field::ABSENT,
+        sk_flags: Field::ABSENT,
+        sk_shutdown: Field::ABSENT,
+        sk_lingertime: Field::ABSENT,
+        sk_err: Field::ABSENT,
+        inet_sport: Field::ABSENT,
+        icsk_probes_out: Field::ABSENT,
+        rcv_nxt: Field::ABSENT,
+        copied_seq: Field::ABSENT,
+        snd_nxt: Field::ABSENT,
+        snd_una: Field::ABSENT,
+        write_seq: Field::ABSENT,
+        tw_substate: Field::ABSENT,
+        skb_head: Field::ABSENT,
+        skb_transport_header: Field::ABSENT,
+        skb_network_header: Field::ABSENT,
+        task_flags: Field::ABSENT,
+        task_exit_code: Field::ABSENT,
+        sock_dead_bit: ABSENT,
+        sock_linger_bit: ABSENT,
+        sock_keepopen_bit: ABSENT,
+        sock_done_bit: ABSENT,
+    };
+}
+
+/// Byte offsets of the classic tracepoint fields, parsed from tracefs
+/// `format` files at run time (layouts differ between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracepointLayout {
+    /// `tcp:tcp_send_reset`: `skaddr`, `skbaddr`, and `reason` (ABSENT before 6.10).
+    pub send_skaddr: u32,
+    pub send_skbaddr: u32,
+    pub send_reason: u32,
+    /// `tcp:tcp_receive_reset`: `skaddr`.
+    pub recv_skaddr: u32,
+}
+const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 16);
+
+/// Maximum number of values per in-kernel filter list.
+pub const MAX_FILTER_PORTS: usize = 16;
+pub const MAX_FILTER_PIDS: usize = 16;
+
+/// In-kernel filters. An empty list matches everything; lists are ORed
+/// within and ANDed across.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// Local or remote port, host byte order.
+    pub ports: [u16; MAX_FILTER_PORTS],
+    /// Thread-group ids (what users call a pid).
+    pub pids: [u32; MAX_FILTER_PIDS],
+    pub n_ports: u32,
+    pub n_pids: u32,
+}
+const _: () = assert!(core::mem::size_of::<Filter>() == 2 * 16 + 4 * 16 + 8);
+
+impl Filter {
+    pub const ALL: Filter = Filter {
+        ports: [0; MAX_FILTER_PORTS],
+        pids: [0; MAX_FILTER_PIDS],
+        n_ports: 0,
+        n_pids: 0,
+    };
+}
+
+/// Ring-buffer and wake-up tuning, set by userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Force a reader wake-up once this many bytes are waiting; below it
+    /// events are submitted with BPF_RB_NO_WAKEUP and the reader's periodic
+    /// drain picks them up. 0 wakes on every event.
+    pub wakeup_bytes: u64,
+    /// The tracepoint layout for the classic tracepoint programs.
+    pub tp: TracepointLayout,
+}
+const _: () = assert!(core::mem::size_of::<Tuning>() == 24);
+
+impl Tuning {
+    pub const DEFAULT: Tuning = Tuning {
+        wakeup_bytes: 0,
+        tp: TracepointLayout {
+            send_skaddr: ABSENT,
+            send_skbaddr: ABSENT,
+            send_reason: ABSENT,
+            recv_skaddr: ABSENT,
+        },
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type here is #[repr(C)], made only of integers and byte
+    // arrays, with explicit padding fields and a size assertion: any bit
+    // pattern is a valid value and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Filter {}
+    unsafe impl aya::Pod for super::Tuning {}
+}

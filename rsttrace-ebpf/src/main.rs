@@ -1,0 +1,544 @@
+//! rsttrace kernel programs: one event per TCP RST sent or received.
+//!
+//! Hooks (userspace picks per kernel, see `rsttrace/src/probes.rs`):
+//! - `tp_btf/tcp_send_reset` (sk, skb, reason) on 6.10+, or (sk, skb) before;
+//! - `tp_btf/tcp_receive_reset` (sk);
+//! - the classic `tcp:tcp_send_reset` / `tcp:tcp_receive_reset` tracepoints as
+//!   a fallback, reading `skaddr`/`skbaddr`/`reason` at offsets parsed from tracefs;
+//! - `irq:softirq_entry/exit`, to know whether an RST is made in softirq
+//!   (where `current` is unrelated to the socket) or by a task.
+//!
+//! Rust eBPF has no CO-RE: every kernel struct field is read at an offset that
+//! userspace resolved from the running kernel's BTF (`OFFSETS`).
+#![no_std]
+#![no_main]
+
+use core::ptr::{addr_of, read_volatile};
+
+use aya_ebpf::{
+    Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use rsttrace_ebpf::abi::{
+    ABSENT, EventHeader, Field, Filter, MAX_FILTER_PIDS, MAX_FILTER_PORTS, Offsets, RstEvent,
+    Tuning, context, counter, direction, flag, hook, kind,
+};
+
+#[unsafe(no_mangle)]
+static OFFSETS: Global<Offsets> = Global::new(Offsets::UNRESOLVED);
+#[unsafe(no_mangle)]
+static FILTER: Global<Filter> = Global::new(Filter::ALL);
+#[unsafe(no_mangle)]
+static TUNING: Global<Tuning> = Global::new(Tuning::DEFAULT);
+
+/// Default 4 MiB; userspace resizes it (`--ring-buffer`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+/// Per CPU: 0 outside softirq, vector + 1 inside.
+#[map]
+static SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+// The globals are read field by field through these pointers rather than
+// with `Global::load`, which would copy a whole struct onto the 512-byte
+// stack. Reads are volatile: the loader rewrites the values after compilation.
+// `Global<T>` is `repr(transparent)` over an initialised `T`.
+fn offsets() -> *const Offsets {
+    (&OFFSETS as *const Global<Offsets>).cast()
+}
+fn filter() -> *const Filter {
+    (&FILTER as *const Global<Filter>).cast()
+}
+fn tuning() -> *const Tuning {
+    (&TUNING as *const Global<Tuning>).cast()
+}
+
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: see `offsets()`.
+        unsafe { read_volatile(addr_of!((*offsets()).$field)) }
+    };
+}
+macro_rules! tuning {
+    ($field:ident) => {
+        // SAFETY: see `offsets()`.
+        unsafe { read_volatile(addr_of!((*tuning()).$field)) }
+    };
+}
+
+// ---------------------------------------------------------------- programs
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn btf_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    let skb: *const u8 = ctx.arg(1);
+    let reason: u32 = ctx.arg(2);
+    on_send_reset(sk, skb, Some(reason), hook::BTF_SEND_RESET);
+    0
+}
+
+/// Kernels before 6.10 have no reason argument; the verifier rejects reading it.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn btf_tcp_send_reset_no_reason(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    let skb: *const u8 = ctx.arg(1);
+    on_send_reset(sk, skb, None, hook::BTF_SEND_RESET);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    on_receive_reset(sk, hook::BTF_RECEIVE_RESET);
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
+    let tp = tuning!(tp);
+    let (Some(sk), Some(skb)) = (
+        read_ctx::<u64>(&ctx, tp.send_skaddr),
+        read_ctx::<u64>(&ctx, tp.send_skbaddr),
+    ) else {
+        count(counter::READ_ERRORS);
+        return 0;
+    };
+    let reason = read_ctx::<u32>(&ctx, tp.send_reason);
+    on_send_reset(
+        sk as *const u8,
+        skb as *const u8,
+        reason,
+        hook::TP_SEND_RESET,
+    );
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    let tp = tuning!(tp);
+    let Some(sk) = read_ctx::<u64>(&ctx, tp.recv_skaddr) else {
+        count(counter::READ_ERRORS);
+        return 0;
+    };
+    on_receive_reset(sk as *const u8, hook::TP_RECEIVE_RESET);
+    0
+}
+
+/// `irq:softirq_entry`: `unsigned int vec` follows the 8-byte common header.
+#[tracepoint(category = "irq", name = "softirq_entry")]
+pub fn softirq_entry(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset 8 is `vec` in every kernel's format for this event.
+    let vec = unsafe { ctx.read_at::<u32>(8) }.unwrap_or(0xff);
+    if let Some(slot) = SOFTIRQ.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot = vec.wrapping_add(1) };
+    }
+    0
+}
+
+#[tracepoint(category = "irq", name = "softirq_exit")]
+pub fn softirq_exit(_ctx: TracePointContext) -> u32 {
+    if let Some(slot) = SOFTIRQ.get_ptr_mut(0) {
+        // SAFETY: as above.
+        unsafe { *slot = 0 };
+    }
+    0
+}
+
+// ---------------------------------------------------------------- event building
+
+fn read_ctx<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    if offset == ABSENT {
+        return None;
+    }
+    // SAFETY: the offset comes from the tracepoint's own format file.
+    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+}
+
+/// What the hook saw, passed by reference (BPF calls take at most 5 arguments).
+struct Origin {
+    sk: *const u8,
+    skb: *const u8,
+    reason: Option<u32>,
+    hook: u8,
+    direction: u8,
+}
+
+/// A passive RST answers the trigger `skb`; an active one (skb NULL) comes
+/// from close(), a timer or tcp_abort(). `sk` may be NULL (no socket),
+/// a timewait or request sock, or a full socket.
+fn on_send_reset(sk: *const u8, skb: *const u8, reason: Option<u32>, hook: u8) {
+    let origin = Origin {
+        sk,
+        skb,
+        reason,
+        hook,
+        direction: direction::SENT,
+    };
+    let mut tuple = Tuple::default();
+    let mut pkt = Packet::default();
+    let has_packet = !skb.is_null() && read_packet(skb, &mut pkt, &mut tuple);
+    if !has_packet && !sk.is_null() {
+        read_sock_tuple(sk, &mut tuple);
+    }
+    emit(&origin, &tuple, has_packet.then_some(&pkt));
+}
+
+fn on_receive_reset(sk: *const u8, hook: u8) {
+    let origin = Origin {
+        sk,
+        skb: core::ptr::null(),
+        reason: None,
+        hook,
+        direction: direction::RECEIVED,
+    };
+    let mut tuple = Tuple::default();
+    if !sk.is_null() {
+        read_sock_tuple(sk, &mut tuple);
+    }
+    emit(&origin, &tuple, None);
+}
+
+#[derive(Default)]
+struct Tuple {
+    family: u16,
+    local_port: u16,
+    remote_port: u16,
+    local_addr: [u8; 16],
+    remote_addr: [u8; 16],
+}
+
+#[derive(Default)]
+struct Packet {
+    flags: u8,
+    ttl: u8,
+    window: u16,
+    seq: u32,
+    ack: u32,
+    len: u32,
+}
+
+fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
+    let sk = origin.sk;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let in_softirq = SOFTIRQ.get(0).copied().unwrap_or(0);
+    if !passes_filter(tuple, (pid_tgid >> 32) as u32, in_softirq == 0) {
+        count(counter::FILTERED);
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<RstEvent>(0) else {
+        count(counter::LOST);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned RstEvent-sized
+    // slot; every field is written before submit (unread ones are zeroed).
+    unsafe {
+        core::ptr::write_bytes(ev, 0, 1);
+        let ev = &mut *ev;
+        ev.header = EventHeader {
+            version: rsttrace_ebpf::abi::ABI_VERSION,
+            size: core::mem::size_of::<RstEvent>() as u16,
+            kind: kind::RST,
+            _pad: [0; 3],
+        };
+        ev.ts_ns = bpf_ktime_get_ns();
+        ev.sk = sk as u64;
+        ev.skb = origin.skb as u64;
+        ev.direction = origin.direction;
+        ev.hook = origin.hook;
+        ev.family = tuple.family;
+        ev.local_port = tuple.local_port;
+        ev.remote_port = tuple.remote_port;
+        ev.local_addr = tuple.local_addr;
+        ev.remote_addr = tuple.remote_addr;
+        if let Some(r) = origin.reason {
+            ev.reason = r;
+            ev.flags |= flag::HAS_REASON;
+        }
+        if let Some(p) = pkt {
+            ev.flags |= flag::HAS_PACKET;
+            ev.pkt_flags = p.flags;
+            ev.pkt_ttl = p.ttl;
+            ev.pkt_window = p.window;
+            ev.pkt_seq = p.seq;
+            ev.pkt_ack = p.ack;
+            ev.pkt_len = p.len;
+        }
+        if in_softirq != 0 {
+            ev.context = context::SOFTIRQ;
+            ev.softirq_vec = (in_softirq - 1) as u8;
+        } else {
+            ev.context = context::TASK;
+        }
+        ev.actor_pid = pid_tgid as u32;
+        ev.actor_tgid = (pid_tgid >> 32) as u32;
+        ev.actor_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        read_task(ev);
+        if !sk.is_null() {
+            read_sock(sk, ev);
+        }
+    }
+    let wakeup_bytes = tuning!(wakeup_bytes);
+    let wake = if wakeup_bytes == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    };
+    entry.submit(wake);
+    count(counter::SUBMITTED);
+}
+
+fn passes_filter(tuple: &Tuple, tgid: u32, task_context: bool) -> bool {
+    let f = filter();
+    // SAFETY: see `offsets()`.
+    let (n_ports, n_pids) = unsafe {
+        (
+            read_volatile(addr_of!((*f).n_ports)),
+            read_volatile(addr_of!((*f).n_pids)),
+        )
+    };
+    if n_ports > 0 {
+        let mut hit = false;
+        for i in 0..MAX_FILTER_PORTS {
+            if i as u32 >= n_ports {
+                break;
+            }
+            // SAFETY: i < MAX_FILTER_PORTS.
+            let port = unsafe { read_volatile(addr_of!((*f).ports[i])) };
+            if port == tuple.local_port || port == tuple.remote_port {
+                hit = true;
+                break;
+            }
+        }
+        if !hit {
+            return false;
+        }
+    }
+    if n_pids > 0 {
+        // In softirq `current` is unrelated to the socket: it cannot prove a match.
+        if !task_context {
+            return false;
+        }
+        let mut hit = false;
+        for i in 0..MAX_FILTER_PIDS {
+            if i as u32 >= n_pids {
+                break;
+            }
+            // SAFETY: i < MAX_FILTER_PIDS.
+            let pid = unsafe { read_volatile(addr_of!((*f).pids[i])) };
+            if pid == tgid {
+                hit = true;
+                break;
+            }
+        }
+        if !hit {
+            return false;
+        }
+    }
+    true
+}
+
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; programs do not nest on one CPU for these hooks.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Loads `field` from `base`; `None` when the kernel lacks it or the read fails.
+#[inline(always)]
+fn load(base: *const u8, field: Field) -> Option<u64> {
+    if field.offset == ABSENT {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one yields Err.
+    let raw = unsafe {
+        let p = base.add(field.offset as usize);
+        match field.size {
+            1 => bpf_probe_read_kernel(p).map(|v: u8| v as u64),
+            2 => bpf_probe_read_kernel(p.cast::<u16>()).map(|v| v as u64),
+            4 => bpf_probe_read_kernel(p.cast::<u32>()).map(|v| v as u64),
+            8 => bpf_probe_read_kernel(p.cast::<u64>()),
+            _ => Err(-1),
+        }
+    };
+    match raw {
+        Ok(v) if field.bit_width != 0 && field.bit_width < 64 => {
+            Some((v >> field.bit_shift) & ((1u64 << field.bit_width) - 1))
+        }
+        Ok(v) => Some(v),
+        Err(_) => {
+            count(counter::READ_ERRORS);
+            None
+        }
+    }
+}
+
+fn read_bytes<const N: usize>(base: *const u8, field: Field, out: &mut [u8; N]) {
+    if field.offset == ABSENT {
+        return;
+    }
+    // SAFETY: bpf_probe_read_kernel_buf checks the address.
+    if unsafe { bpf_probe_read_kernel_buf(base.add(field.offset as usize), out) }.is_err() {
+        count(counter::READ_ERRORS);
+    }
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_NEW_SYN_RECV: u8 = 12;
+const PF_EXITING: u64 = 0x4;
+
+/// Parses the trigger skb's IP and TCP headers; the RST goes back to its source,
+/// so the packet's destination is the local end.
+fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
+    let (Some(head), Some(nh), Some(th)) = (
+        load(skb, off!(skb_head)),
+        load(skb, off!(skb_network_header)),
+        load(skb, off!(skb_transport_header)),
+    ) else {
+        return false;
+    };
+    let head = head as *const u8;
+    let mut tcp = [0u8; 20];
+    // SAFETY: checked reads of kernel memory.
+    if unsafe { bpf_probe_read_kernel_buf(head.add(th as usize), &mut tcp) }.is_err() {
+        count(counter::READ_ERRORS);
+        return false;
+    }
+    let mut ip = [0u8; 40];
+    // SAFETY: as above; an IPv4 header may be shorter than 40 bytes but the
+    // TCP header follows it in the same linear buffer.
+    if unsafe { bpf_probe_read_kernel_buf(head.add(nh as usize), &mut ip) }.is_err() {
+        count(counter::READ_ERRORS);
+        return false;
+    }
+    let doff = ((tcp[12] >> 4) as u32) * 4;
+    tuple.remote_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+    tuple.local_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    pkt.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    pkt.ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    pkt.flags = tcp[13];
+    pkt.window = u16::from_be_bytes([tcp[14], tcp[15]]);
+    match ip[0] >> 4 {
+        4 => {
+            let ihl = ((ip[0] & 0x0f) as u32) * 4;
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as u32;
+            pkt.len = total.saturating_sub(ihl + doff);
+            pkt.ttl = ip[8];
+            tuple.family = AF_INET;
+            tuple.remote_addr[..4].copy_from_slice(&ip[12..16]);
+            tuple.local_addr[..4].copy_from_slice(&ip[16..20]);
+        }
+        6 => {
+            let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
+            pkt.len = payload.saturating_sub(doff);
+            pkt.ttl = ip[7];
+            tuple.family = AF_INET6;
+            tuple.remote_addr.copy_from_slice(&ip[8..24]);
+            tuple.local_addr.copy_from_slice(&ip[24..40]);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// The 4-tuple from `struct sock_common`, valid for full, request and timewait sockets.
+fn read_sock_tuple(sk: *const u8, tuple: &mut Tuple) {
+    tuple.family = load(sk, off!(skc_family)).unwrap_or(0) as u16;
+    tuple.remote_port = u16::from_be(load(sk, off!(skc_dport)).unwrap_or(0) as u16);
+    tuple.local_port = load(sk, off!(skc_num)).unwrap_or(0) as u16;
+    // tcp_set_state(CLOSE) unhashes the socket and zeroes skc_num; a full
+    // socket still has its port in inet_sport (timewait/request socks do not).
+    if tuple.local_port == 0 {
+        let state = load(sk, off!(skc_state)).unwrap_or(0) as u8;
+        if state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV {
+            tuple.local_port = u16::from_be(load(sk, off!(inet_sport)).unwrap_or(0) as u16);
+        }
+    }
+    if tuple.family == AF_INET6 {
+        read_bytes(sk, off!(skc_v6_rcv_saddr), &mut tuple.local_addr);
+        read_bytes(sk, off!(skc_v6_daddr), &mut tuple.remote_addr);
+    } else {
+        let local = load(sk, off!(skc_rcv_saddr)).unwrap_or(0) as u32;
+        let remote = load(sk, off!(skc_daddr)).unwrap_or(0) as u32;
+        // The kernel stores them in network order; keep the bytes as they are.
+        tuple.local_addr[..4].copy_from_slice(&local.to_ne_bytes());
+        tuple.remote_addr[..4].copy_from_slice(&remote.to_ne_bytes());
+    }
+}
+
+/// Socket facts that explain why the RST was made.
+fn read_sock(sk: *const u8, ev: &mut RstEvent) {
+    ev.flags |= flag::HAS_SOCK;
+    ev.state = load(sk, off!(skc_state)).unwrap_or(0) as u8;
+    ev.cookie = load(sk, off!(skc_cookie)).unwrap_or(0);
+    if ev.state == TCP_TIME_WAIT {
+        ev.tw_substate = load(sk, off!(tw_substate)).unwrap_or(0) as u8;
+        return;
+    }
+    if ev.state == TCP_NEW_SYN_RECV {
+        return;
+    }
+    ev.flags |= flag::FULL_SOCK;
+    let sk_flags = load(sk, off!(sk_flags)).unwrap_or(0);
+    let bit = |n: u32| n < 64 && sk_flags & (1u64 << n) != 0;
+    if bit(off!(sock_dead_bit)) {
+        ev.flags |= flag::SOCK_DEAD;
+    }
+    if bit(off!(sock_linger_bit)) {
+        ev.flags |= flag::SOCK_LINGER;
+    }
+    if bit(off!(sock_keepopen_bit)) {
+        ev.flags |= flag::SOCK_KEEPOPEN;
+    }
+    if bit(off!(sock_done_bit)) {
+        ev.flags |= flag::PEER_FIN;
+    }
+    ev.shutdown = load(sk, off!(sk_shutdown)).unwrap_or(0) as u8;
+    ev.lingertime = load(sk, off!(sk_lingertime))
+        .unwrap_or(0)
+        .min(u32::MAX as u64) as u32;
+    ev.sk_err = load(sk, off!(sk_err)).unwrap_or(0) as u32;
+    ev.probes_out = load(sk, off!(icsk_probes_out)).unwrap_or(0) as u8;
+    let seq = |f: Field| load(sk, f).unwrap_or(0) as u32;
+    ev.unread = seq(off!(rcv_nxt)).wrapping_sub(seq(off!(copied_seq)));
+    ev.unsent = seq(off!(write_seq)).wrapping_sub(seq(off!(snd_nxt)));
+    ev.unacked = seq(off!(snd_nxt)).wrapping_sub(seq(off!(snd_una)));
+}
+
+/// Whether the current task is exiting, and with which signal.
+fn read_task(ev: &mut RstEvent) {
+    // SAFETY: the helper returns the current task pointer.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if task.is_null() {
+        return;
+    }
+    if load(task, off!(task_flags)).unwrap_or(0) & PF_EXITING != 0 {
+        ev.flags |= flag::TASK_EXITING;
+        ev.exit_signal = (load(task, off!(task_exit_code)).unwrap_or(0) & 0x7f) as u8;
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: eBPF programs cannot panic; the verifier rejects any reachable panic path.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
