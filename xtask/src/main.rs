@@ -1,0 +1,168 @@
+//! `cargo xtask <command>`: the developer tasks of rsttrace.
+//!
+//! The eBPF object needs a different toolchain from the rest of the workspace
+//! (bpfel-unknown-none, `-Z build-std=core`, bpf-linker), so building, running
+//! and testing rsttrace go through here rather than through plain cargo.
+
+mod build;
+mod lint;
+mod run;
+mod system;
+mod test;
+mod toolchain;
+
+use std::{env, ffi::OsString, path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for rsttrace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Find or install the BPF toolchain (rustc with library sources, LLVM,
+    /// bpf-linker). Idempotent; does nothing when all is in place.
+    Setup,
+    /// Set up, then build the eBPF object and print its path.
+    BuildEbpf {
+        /// Build the dev profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build the eBPF object, then rsttrace with it embedded; print the binary path.
+    Build {
+        /// Build rsttrace in release mode.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run rsttrace as root (through `sudo -E` when not root).
+    Run {
+        /// Run the release build.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for rsttrace, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Lint, set up, build the eBPF object and run every test (needs root for
+    /// the kernel tests).
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for the workspace `cargo test`, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Clippy (-D warnings) on the host crates and on the eBPF crate for its target.
+    Clippy,
+}
+
+/// Paths of the workspace this xtask belongs to.
+pub struct Workspace {
+    pub root: PathBuf,
+}
+
+impl Workspace {
+    fn locate() -> Self {
+        // `cargo run` sets CARGO_MANIFEST_DIR at run time; the compile-time value
+        // is the fallback for running target/debug/xtask directly.
+        let manifest = env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = manifest.parent().map(PathBuf::from).unwrap_or(manifest);
+        Self { root }
+    }
+
+    /// Host build output (honours CARGO_TARGET_DIR like cargo does).
+    pub fn target_dir(&self) -> PathBuf {
+        match env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => self.root.join(dir),
+            None => self.root.join("target"),
+        }
+    }
+
+    /// Tools built for this workspace (bpf-linker), kept out of ~/.cargo.
+    pub fn tools_dir(&self) -> PathBuf {
+        self.root.join("target/tools")
+    }
+
+    /// The BPF build has its own target dir so it never shares (and
+    /// invalidates) the host build's cache.
+    pub fn bpf_target_dir(&self) -> PathBuf {
+        self.root.join("target/bpf")
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command, &Workspace::locate()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes; a backtrace of xtask helps nobody.
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
+    match command {
+        Command::Setup => toolchain::setup(ws).map(drop),
+        Command::BuildEbpf { debug } => {
+            let toolchain = toolchain::setup(ws)?;
+            let profile = if debug {
+                build::Profile::Debug
+            } else {
+                build::Profile::Release
+            };
+            let object = build::ebpf(ws, &toolchain, profile)?;
+            println!("{}", object.display());
+            Ok(())
+        }
+        Command::Build { release } => {
+            let binary = build::all(ws, build::Profile::from_release(release))?;
+            println!("{}", binary.display());
+            Ok(())
+        }
+        Command::Run { release, args } => {
+            run::run(ws, build::Profile::from_release(release), &args)
+        }
+        Command::Test { no_lint, args } => test::test(ws, !no_lint, &args),
+        Command::Clippy => lint::clippy(ws),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_after_double_dash_go_to_rsttrace() {
+        let cli = Cli::try_parse_from(["xtask", "run", "--release", "--", "--help", "-v"]).unwrap();
+        let Command::Run { release, args } = cli.command else {
+            panic!("not run")
+        };
+        assert!(release);
+        assert_eq!(args, ["--help", "-v"]);
+    }
+
+    #[test]
+    fn test_flags() {
+        let cli = Cli::try_parse_from(["xtask", "test", "--no-lint", "--", "probes"]).unwrap();
+        let Command::Test { no_lint, args } = cli.command else {
+            panic!("not test")
+        };
+        assert!(no_lint);
+        assert_eq!(args, ["probes"]);
+    }
+}
