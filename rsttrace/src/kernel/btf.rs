@@ -1,0 +1,1231 @@
+//! A small, read-only parser for the kernel's BTF type information.
+//!
+//! Rust eBPF has no CO-RE relocations, so userspace looks up struct member
+//! offsets in `/sys/kernel/btf/vmlinux` and hands them to the programs.
+//! Only what that needs is decoded: composite members, enums, typedefs and
+//! function prototypes. Every kind is still walked so the type section can be
+//! traversed. The input is untrusted: every read is bounds-checked and every
+//! walk of the type graph is bounded, so malformed data yields an error or
+//! `None`, never a panic or a hang.
+//!
+//! Format reference: <https://docs.kernel.org/bpf/btf.html>.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the running kernel exposes its own BTF.
+pub const SYS_FS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+const MAGIC: u16 = 0xeb9f;
+const HEADER_LEN: usize = 24;
+
+/// Bounds on walks of the type graph, which malformed input can make cyclic
+/// (typedef loops) or exponential (shared anonymous members).
+const MAX_DEPTH: u32 = 32;
+const MAX_MEMBER_VISITS: u32 = 1 << 20;
+
+/// Where a struct member lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberLoc {
+    /// Offset in bits from the start of the outermost struct of the lookup.
+    pub bit_offset: u32,
+    /// Width of a bitfield in bits; 0 when the member is not a bitfield.
+    pub bit_size: u32,
+    /// Size in bytes of the member's type (after typedefs and qualifiers).
+    pub byte_size: u32,
+}
+
+impl MemberLoc {
+    pub fn is_bitfield(&self) -> bool {
+        self.bit_size != 0
+    }
+}
+
+#[derive(Debug)]
+pub enum BtfError {
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The data ends before the named structure does.
+    Truncated(&'static str),
+    BadMagic(u16),
+    /// Byte-swapped magic: BTF of a big-endian machine.
+    BigEndian,
+    UnsupportedVersion(u8),
+    /// A header or section field is inconsistent.
+    Malformed(&'static str),
+    UnknownKind {
+        type_id: u32,
+        kind: u32,
+    },
+    /// A name offset points outside the string section.
+    BadString(u32),
+}
+
+impl fmt::Display for BtfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BtfError::Io { path, source } => {
+                write!(f, "cannot read BTF from {}: {source}", path.display())
+            }
+            BtfError::Truncated(what) => write!(f, "BTF data truncated in {what}"),
+            BtfError::BadMagic(m) => {
+                write!(f, "not BTF data (magic {m:#06x}, expected {MAGIC:#06x})")
+            }
+            BtfError::BigEndian => write!(f, "big-endian BTF is not supported"),
+            BtfError::UnsupportedVersion(v) => write!(f, "unsupported BTF version {v}"),
+            BtfError::Malformed(what) => write!(f, "malformed BTF: {what}"),
+            BtfError::UnknownKind { type_id, kind } => {
+                write!(f, "malformed BTF: type {type_id} has unknown kind {kind}")
+            }
+            BtfError::BadString(off) => {
+                write!(f, "malformed BTF: string offset {off} out of range")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BtfError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BtfError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Parsed BTF: the type table (type id `n` is `types[n - 1]`; 0 is void)
+/// and the string section that names refer to by offset.
+#[derive(Debug)]
+pub struct Btf {
+    types: Vec<Type>,
+    strings: Vec<u8>,
+    /// BTF has no size for pointers; taken from `long` (8 when absent).
+    ptr_size: u32,
+}
+
+#[derive(Debug)]
+enum Type {
+    Int {
+        name: u32,
+        size: u32,
+        bits: u32,
+        bit_offset: u32,
+    },
+    Ptr {
+        target: u32,
+    },
+    Array {
+        elem: u32,
+        nelems: u32,
+    },
+    Composite {
+        name: u32,
+        size: u32,
+        is_union: bool,
+        kind_flag: bool,
+        members: Vec<Member>,
+    },
+    Enum {
+        name: u32,
+        size: u32,
+        values: Vec<(u32, i64)>,
+    },
+    Fwd {
+        name: u32,
+    },
+    Typedef {
+        name: u32,
+        target: u32,
+    },
+    /// VOLATILE, CONST, RESTRICT and TYPE_TAG: transparent for layout.
+    Qualifier {
+        target: u32,
+    },
+    Func {
+        name: u32,
+    },
+    FuncProto {
+        params: Vec<Param>,
+    },
+    Var {
+        name: u32,
+    },
+    Datasec {
+        name: u32,
+        size: u32,
+    },
+    Float {
+        name: u32,
+        size: u32,
+    },
+    DeclTag {
+        name: u32,
+    },
+}
+
+#[derive(Debug)]
+struct Member {
+    name: u32,
+    ty: u32,
+    /// Decoded from the raw offset word according to the struct's kind_flag.
+    bit_offset: u32,
+    bit_size: u32,
+}
+
+#[derive(Debug)]
+struct Param {
+    name: u32,
+    ty: u32,
+}
+
+impl Btf {
+    /// The running kernel's BTF.
+    pub fn from_sys_fs() -> Result<Btf, BtfError> {
+        Btf::from_file(SYS_FS_VMLINUX)
+    }
+
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Btf, BtfError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| BtfError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Btf::parse(&bytes)
+    }
+
+    /// Parses raw (little-endian) BTF, e.g. the contents of /sys/kernel/btf/vmlinux.
+    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        let mut hdr = Reader::new(data, "header");
+        let magic = hdr.u16()?;
+        if magic == MAGIC.swap_bytes() {
+            return Err(BtfError::BigEndian);
+        }
+        if magic != MAGIC {
+            return Err(BtfError::BadMagic(magic));
+        }
+        let version = hdr.u8()?;
+        if version != 1 {
+            return Err(BtfError::UnsupportedVersion(version));
+        }
+        let _flags = hdr.u8()?;
+        let hdr_len = hdr.u32()? as usize;
+        let type_off = hdr.u32()?;
+        let type_len = hdr.u32()?;
+        let str_off = hdr.u32()?;
+        let str_len = hdr.u32()?;
+        // Newer kernels may append header fields; the section offsets are
+        // relative to the end of the header whatever its length.
+        if hdr_len < HEADER_LEN {
+            return Err(BtfError::Malformed("header length too small"));
+        }
+        let type_sec = section(data, hdr_len, type_off, type_len, "type section")?;
+        let strings = section(data, hdr_len, str_off, str_len, "string section")?;
+        // Offset 0 is the empty name and every string is NUL-terminated, so
+        // any in-range offset yields a terminated string.
+        if strings.first() != Some(&0) || strings.last() != Some(&0) {
+            return Err(BtfError::Malformed(
+                "string section must start and end with NUL",
+            ));
+        }
+
+        let types = parse_types(type_sec, strings.len())?;
+        let mut btf = Btf {
+            types,
+            strings: strings.to_vec(),
+            ptr_size: 8,
+        };
+        if let Some(&Type::Int {
+            size: s @ (4 | 8), ..
+        }) = btf.find_type("long unsigned int", |t| matches!(t, Type::Int { .. }))
+        {
+            btf.ptr_size = s;
+        }
+        Ok(btf)
+    }
+
+    /// Looks up a member of `struct struct_name` (or union) by a dotted path
+    /// such as `"__sk_common.skc_state"`. Each path component may sit inside
+    /// anonymous structs/unions, which are searched transparently, as in C.
+    pub fn struct_member(&self, struct_name: &str, path: &str) -> Option<MemberLoc> {
+        let mut comp = self
+            .find_type(struct_name, |t| {
+                matches!(
+                    t,
+                    Type::Composite {
+                        is_union: false,
+                        ..
+                    }
+                )
+            })
+            .or_else(|| {
+                self.find_type(struct_name, |t| {
+                    matches!(t, Type::Composite { is_union: true, .. })
+                })
+            })?;
+        let mut base = 0u32;
+        let mut budget = MAX_MEMBER_VISITS;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if part.is_empty() {
+                return None;
+            }
+            let (member, kind_flag, offset) = self.find_member(comp, part, base, &mut budget, 0)?;
+            let loc = self.member_loc(member, kind_flag, offset)?;
+            if parts.peek().is_none() {
+                return Some(loc);
+            }
+            if loc.is_bitfield() {
+                return None;
+            }
+            comp = self.get(self.skip_qualifiers(member.ty)?)?;
+            if !matches!(comp, Type::Composite { .. }) {
+                return None;
+            }
+            base = loc.bit_offset;
+        }
+        None
+    }
+
+    /// Enumerators of `enum enum_name` (ENUM or ENUM64). Values are read with
+    /// the enum's signedness; unsigned 64-bit values above `i64::MAX` wrap.
+    pub fn enum_values(&self, enum_name: &str) -> Option<Vec<(String, i64)>> {
+        // Prefer a definition with enumerators over a forward-declared enum.
+        let ty = self
+            .find_type(
+                enum_name,
+                |t| matches!(t, Type::Enum { values, .. } if !values.is_empty()),
+            )
+            .or_else(|| self.find_type(enum_name, |t| matches!(t, Type::Enum { .. })))?;
+        let Type::Enum { values, .. } = ty else {
+            return None;
+        };
+        values
+            .iter()
+            .map(|&(name, value)| Some((self.str_at(name)?.to_owned(), value)))
+            .collect()
+    }
+
+    /// Number of parameters of the function-pointer typedef `typedef_name`
+    /// (e.g. `btf_trace_tcp_send_reset`: typedef -> PTR -> FUNC_PROTO). A
+    /// trailing varargs marker is not counted.
+    pub fn func_proto_param_count(&self, typedef_name: &str) -> Option<usize> {
+        let Type::Typedef { target, .. } =
+            self.find_type(typedef_name, |t| matches!(t, Type::Typedef { .. }))?
+        else {
+            return None;
+        };
+        let Type::Ptr { target } = self.get(self.skip_qualifiers(*target)?)? else {
+            return None;
+        };
+        let Type::FuncProto { params } = self.get(self.skip_qualifiers(*target)?)? else {
+            return None;
+        };
+        let varargs = params.last().is_some_and(|p| p.name == 0 && p.ty == 0);
+        Some(params.len() - usize::from(varargs))
+    }
+
+    /// Whether any type (struct, enum, typedef, function, ...) has this name.
+    pub fn has_type(&self, name: &str) -> bool {
+        self.find_type(name, |_| true).is_some()
+    }
+
+    /// Size in bytes of `struct name` (or union).
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        match self.find_type(name, |t| matches!(t, Type::Composite { .. }))? {
+            Type::Composite { size, .. } => Some(*size),
+            _ => None,
+        }
+    }
+
+    /// Depth-first search for a named member in declaration order, entering
+    /// anonymous struct/union members. Returns the member, its struct's
+    /// kind_flag, and the bit offset of that struct.
+    fn find_member<'a>(
+        &'a self,
+        comp: &'a Type,
+        name: &str,
+        base: u32,
+        budget: &mut u32,
+        depth: u32,
+    ) -> Option<(&'a Member, bool, u32)> {
+        let Type::Composite {
+            members, kind_flag, ..
+        } = comp
+        else {
+            return None;
+        };
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        for m in members {
+            *budget = budget.checked_sub(1)?;
+            if m.name != 0 {
+                if self.name_is(m.name, name) {
+                    return Some((m, *kind_flag, base));
+                }
+                continue;
+            }
+            let Some(inner) = self.skip_qualifiers(m.ty).and_then(|id| self.get(id)) else {
+                continue;
+            };
+            if matches!(inner, Type::Composite { .. }) {
+                let inner_base = base.checked_add(m.bit_offset)?;
+                if let Some(found) = self.find_member(inner, name, inner_base, budget, depth + 1) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+
+    fn member_loc(&self, m: &Member, kind_flag: bool, base: u32) -> Option<MemberLoc> {
+        let mut bit_offset = base.checked_add(m.bit_offset)?;
+        let mut bit_size = m.bit_size;
+        // Without kind_flag a bitfield is encoded in its INT type instead.
+        if !kind_flag
+            && let Some(&Type::Int {
+                size,
+                bits,
+                bit_offset: int_off,
+                ..
+            }) = self.skip_qualifiers(m.ty).and_then(|id| self.get(id))
+            && (bits != size.saturating_mul(8) || int_off != 0)
+        {
+            bit_size = bits;
+            bit_offset = bit_offset.checked_add(int_off)?;
+        }
+        Some(MemberLoc {
+            bit_offset,
+            bit_size,
+            byte_size: self.type_size(m.ty, 0)?,
+        })
+    }
+
+    fn type_size(&self, id: u32, depth: u32) -> Option<u32> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.get(id)? {
+            Type::Int { size, .. }
+            | Type::Composite { size, .. }
+            | Type::Enum { size, .. }
+            | Type::Datasec { size, .. }
+            | Type::Float { size, .. } => Some(*size),
+            Type::Ptr { .. } => Some(self.ptr_size),
+            Type::Array { elem, nelems } => self.type_size(*elem, depth + 1)?.checked_mul(*nelems),
+            Type::Typedef { target, .. } | Type::Qualifier { target } => {
+                self.type_size(*target, depth + 1)
+            }
+            Type::Fwd { .. }
+            | Type::Func { .. }
+            | Type::FuncProto { .. }
+            | Type::Var { .. }
+            | Type::DeclTag { .. } => None,
+        }
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type id.
+    fn skip_qualifiers(&self, mut id: u32) -> Option<u32> {
+        for _ in 0..MAX_DEPTH {
+            match self.get(id)? {
+                Type::Typedef { target, .. } | Type::Qualifier { target } => id = *target,
+                _ => return Some(id),
+            }
+        }
+        None
+    }
+
+    fn get(&self, id: u32) -> Option<&Type> {
+        self.types.get(usize::try_from(id).ok()?.checked_sub(1)?)
+    }
+
+    /// First type of the wanted kind with this name. A linear scan: vmlinux
+    /// BTF is deduplicated and callers make a few dozen lookups at start-up.
+    fn find_type(&self, name: &str, want: impl Fn(&Type) -> bool) -> Option<&Type> {
+        if name.is_empty() {
+            return None;
+        }
+        self.types
+            .iter()
+            .find(|t| t.name().is_some_and(|n| self.name_is(n, name)) && want(t))
+    }
+
+    fn name_is(&self, off: u32, name: &str) -> bool {
+        self.str_bytes(off) == Some(name.as_bytes())
+    }
+
+    fn str_bytes(&self, off: u32) -> Option<&[u8]> {
+        let rest = self.strings.get(usize::try_from(off).ok()?..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        Some(&rest[..end])
+    }
+
+    fn str_at(&self, off: u32) -> Option<&str> {
+        std::str::from_utf8(self.str_bytes(off)?).ok()
+    }
+}
+
+impl Type {
+    fn name(&self) -> Option<u32> {
+        match self {
+            Type::Int { name, .. }
+            | Type::Composite { name, .. }
+            | Type::Enum { name, .. }
+            | Type::Fwd { name }
+            | Type::Typedef { name, .. }
+            | Type::Func { name }
+            | Type::Var { name }
+            | Type::Datasec { name, .. }
+            | Type::Float { name, .. }
+            | Type::DeclTag { name } => Some(*name),
+            Type::Ptr { .. }
+            | Type::Array { .. }
+            | Type::Qualifier { .. }
+            | Type::FuncProto { .. } => None,
+        }
+    }
+}
+
+fn section<'a>(
+    data: &'a [u8],
+    hdr_len: usize,
+    off: u32,
+    len: u32,
+    what: &'static str,
+) -> Result<&'a [u8], BtfError> {
+    let start = hdr_len
+        .checked_add(off as usize)
+        .ok_or(BtfError::Truncated(what))?;
+    let end = start
+        .checked_add(len as usize)
+        .ok_or(BtfError::Truncated(what))?;
+    data.get(start..end).ok_or(BtfError::Truncated(what))
+}
+
+fn parse_types(sec: &[u8], str_len: usize) -> Result<Vec<Type>, BtfError> {
+    let check_name = |off: u32| {
+        if (off as usize) < str_len {
+            Ok(off)
+        } else {
+            Err(BtfError::BadString(off))
+        }
+    };
+    let mut r = Reader::new(sec, "type section");
+    let mut types = Vec::new();
+    while !r.is_empty() {
+        let type_id =
+            u32::try_from(types.len() + 1).map_err(|_| BtfError::Malformed("too many types"))?;
+        let name = check_name(r.u32()?)?;
+        let info = r.u32()?;
+        let size_or_type = r.u32()?;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let kind_flag = info >> 31 == 1;
+        let ty = match kind {
+            1 => {
+                let enc = r.u32()?;
+                Type::Int {
+                    name,
+                    size: size_or_type,
+                    bits: enc & 0xff,
+                    bit_offset: (enc >> 16) & 0xff,
+                }
+            }
+            2 => Type::Ptr {
+                target: size_or_type,
+            },
+            3 => {
+                let elem = r.u32()?;
+                let _index_type = r.u32()?;
+                Type::Array {
+                    elem,
+                    nelems: r.u32()?,
+                }
+            }
+            4 | 5 => {
+                let mut members = Vec::with_capacity(vlen.min(r.remaining() / 12));
+                for _ in 0..vlen {
+                    let name = check_name(r.u32()?)?;
+                    let ty = r.u32()?;
+                    let raw = r.u32()?;
+                    let (bit_offset, bit_size) = if kind_flag {
+                        (raw & 0xff_ffff, raw >> 24)
+                    } else {
+                        (raw, 0)
+                    };
+                    members.push(Member {
+                        name,
+                        ty,
+                        bit_offset,
+                        bit_size,
+                    });
+                }
+                Type::Composite {
+                    name,
+                    size: size_or_type,
+                    is_union: kind == 5,
+                    kind_flag,
+                    members,
+                }
+            }
+            6 => {
+                let mut values = Vec::with_capacity(vlen.min(r.remaining() / 8));
+                for _ in 0..vlen {
+                    let name = check_name(r.u32()?)?;
+                    let raw = r.u32()?;
+                    // kind_flag marks a signed enum.
+                    let value = if kind_flag {
+                        i64::from(raw as i32)
+                    } else {
+                        i64::from(raw)
+                    };
+                    values.push((name, value));
+                }
+                Type::Enum {
+                    name,
+                    size: size_or_type,
+                    values,
+                }
+            }
+            7 => Type::Fwd { name },
+            8 => Type::Typedef {
+                name,
+                target: size_or_type,
+            },
+            9..=11 | 18 => Type::Qualifier {
+                target: size_or_type,
+            },
+            12 => Type::Func { name },
+            13 => {
+                let mut params = Vec::with_capacity(vlen.min(r.remaining() / 8));
+                for _ in 0..vlen {
+                    let name = check_name(r.u32()?)?;
+                    params.push(Param { name, ty: r.u32()? });
+                }
+                Type::FuncProto { params }
+            }
+            14 => {
+                let _linkage = r.u32()?;
+                Type::Var { name }
+            }
+            15 => {
+                // Section variables (type, offset, size) are not needed.
+                r.skip(
+                    vlen.checked_mul(12)
+                        .ok_or(BtfError::Truncated("type section"))?,
+                )?;
+                Type::Datasec {
+                    name,
+                    size: size_or_type,
+                }
+            }
+            16 => Type::Float {
+                name,
+                size: size_or_type,
+            },
+            17 => {
+                let _component_idx = r.u32()?;
+                Type::DeclTag { name }
+            }
+            19 => {
+                let mut values = Vec::with_capacity(vlen.min(r.remaining() / 12));
+                for _ in 0..vlen {
+                    let name = check_name(r.u32()?)?;
+                    let lo = u64::from(r.u32()?);
+                    let hi = u64::from(r.u32()?);
+                    values.push((name, (hi << 32 | lo) as i64));
+                }
+                Type::Enum {
+                    name,
+                    size: size_or_type,
+                    values,
+                }
+            }
+            _ => return Err(BtfError::UnknownKind { type_id, kind }),
+        };
+        types.push(ty);
+    }
+    Ok(types)
+}
+
+/// Little-endian cursor that reports truncation instead of panicking.
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8], what: &'static str) -> Self {
+        Reader { data, pos: 0, what }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    fn remaining(&self) -> usize {
+        self.data.len().saturating_sub(self.pos)
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], BtfError> {
+        let end = self
+            .pos
+            .checked_add(N)
+            .ok_or(BtfError::Truncated(self.what))?;
+        let bytes = self
+            .data
+            .get(self.pos..end)
+            .ok_or(BtfError::Truncated(self.what))?;
+        self.pos = end;
+        bytes.try_into().map_err(|_| BtfError::Truncated(self.what))
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), BtfError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or(BtfError::Truncated(self.what))?;
+        self.pos = end;
+        Ok(())
+    }
+
+    fn u8(&mut self) -> Result<u8, BtfError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, BtfError> {
+        Ok(u16::from_le_bytes(self.take()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, BtfError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Assembles BTF blobs for tests; ids are assigned in call order from 1.
+    #[derive(Default)]
+    pub(crate) struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    impl Builder {
+        pub(crate) fn new() -> Self {
+            Builder {
+                types: Vec::new(),
+                strings: vec![0],
+                next_id: 1,
+            }
+        }
+
+        fn name(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+
+        fn words(&mut self, words: &[u32]) {
+            for w in words {
+                self.types.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+
+        fn header(
+            &mut self,
+            name: &str,
+            kind: u32,
+            vlen: usize,
+            kind_flag: bool,
+            size_or_type: u32,
+        ) -> u32 {
+            let name = self.name(name);
+            let info = (u32::from(kind_flag) << 31) | (kind << 24) | vlen as u32;
+            self.words(&[name, info, size_or_type]);
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        pub(crate) fn int(&mut self, name: &str, size: u32) -> u32 {
+            let id = self.header(name, 1, 0, false, size);
+            self.words(&[size.wrapping_mul(8)]);
+            id
+        }
+
+        /// An INT that encodes a bitfield (the pre-kind_flag encoding).
+        pub(crate) fn int_bits(
+            &mut self,
+            name: &str,
+            size: u32,
+            bit_offset: u32,
+            bits: u32,
+        ) -> u32 {
+            let id = self.header(name, 1, 0, false, size);
+            self.words(&[(bit_offset << 16) | bits]);
+            id
+        }
+
+        pub(crate) fn ptr(&mut self, target: u32) -> u32 {
+            self.header("", 2, 0, false, target)
+        }
+
+        pub(crate) fn array(&mut self, elem: u32, index: u32, nelems: u32) -> u32 {
+            let id = self.header("", 3, 0, false, 0);
+            self.words(&[elem, index, nelems]);
+            id
+        }
+
+        /// Members are (name, type, bit offset, bitfield size); a non-zero
+        /// bitfield size requires `kind_flag`.
+        pub(crate) fn composite(
+            &mut self,
+            union: bool,
+            name: &str,
+            size: u32,
+            kind_flag: bool,
+            members: &[(&str, u32, u32, u32)],
+        ) -> u32 {
+            let names: Vec<u32> = members.iter().map(|m| self.name(m.0)).collect();
+            let id = self.header(
+                name,
+                if union { 5 } else { 4 },
+                members.len(),
+                kind_flag,
+                size,
+            );
+            for (m, n) in members.iter().zip(names) {
+                let off = if kind_flag { (m.3 << 24) | m.2 } else { m.2 };
+                self.words(&[n, m.1, off]);
+            }
+            id
+        }
+
+        pub(crate) fn strukt(
+            &mut self,
+            name: &str,
+            size: u32,
+            members: &[(&str, u32, u32)],
+        ) -> u32 {
+            let members: Vec<_> = members.iter().map(|&(n, t, o)| (n, t, o, 0)).collect();
+            self.composite(false, name, size, false, &members)
+        }
+
+        pub(crate) fn enumeration(
+            &mut self,
+            name: &str,
+            signed: bool,
+            values: &[(&str, i32)],
+        ) -> u32 {
+            let names: Vec<u32> = values.iter().map(|v| self.name(v.0)).collect();
+            let id = self.header(name, 6, values.len(), signed, 4);
+            for (v, n) in values.iter().zip(names) {
+                self.words(&[n, v.1 as u32]);
+            }
+            id
+        }
+
+        pub(crate) fn enum64(&mut self, name: &str, values: &[(&str, u64)]) -> u32 {
+            let names: Vec<u32> = values.iter().map(|v| self.name(v.0)).collect();
+            let id = self.header(name, 19, values.len(), false, 8);
+            for (v, n) in values.iter().zip(names) {
+                self.words(&[n, v.1 as u32, (v.1 >> 32) as u32]);
+            }
+            id
+        }
+
+        pub(crate) fn typedef(&mut self, name: &str, target: u32) -> u32 {
+            self.header(name, 8, 0, false, target)
+        }
+
+        /// kind 9 volatile, 10 const, 11 restrict, 18 type tag.
+        pub(crate) fn qualifier(&mut self, kind: u32, target: u32) -> u32 {
+            self.header("", kind, 0, false, target)
+        }
+
+        pub(crate) fn func_proto(&mut self, ret: u32, params: &[u32]) -> u32 {
+            let id = self.header("", 13, params.len(), false, ret);
+            for &p in params {
+                self.words(&[0, p]);
+            }
+            id
+        }
+
+        pub(crate) fn raw(
+            &mut self,
+            name: &str,
+            kind: u32,
+            vlen: usize,
+            size_or_type: u32,
+            trailer: &[u32],
+        ) -> u32 {
+            let id = self.header(name, kind, vlen, false, size_or_type);
+            self.words(trailer);
+            id
+        }
+
+        pub(crate) fn build(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&MAGIC.to_le_bytes());
+            out.extend_from_slice(&[1, 0]);
+            for w in [
+                HEADER_LEN as u32,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// A miniature `struct sock_common` with the real nesting:
+    /// union { u64 addrpair; struct { u32 daddr; u32 rcv_saddr; }; } at 0,
+    /// then u16 family at 8, a bitfield group, and a typedef'd in6_addr.
+    fn sock_blob() -> Vec<u8> {
+        let mut b = Builder::new();
+        let u8t = b.int("unsigned char", 1);
+        let u16t = b.int("short unsigned int", 2);
+        let u32t = b.int("unsigned int", 4);
+        let u64t = b.int("long long unsigned int", 8);
+        let be32 = b.typedef("__be32", u32t);
+        let anon_s = b.strukt(
+            "",
+            8,
+            &[("skc_daddr", be32, 0), ("skc_rcv_saddr", be32, 32)],
+        );
+        let anon_u = b.composite(
+            true,
+            "",
+            8,
+            false,
+            &[("skc_addrpair", u64t, 0, 0), ("", anon_s, 0, 0)],
+        );
+        let vol_u8 = b.qualifier(9, u8t);
+        let idx = b.int("int", 4);
+        let arr = b.array(u8t, idx, 16);
+        let in6 = b.strukt("in6_addr", 16, &[("s6_addr", arr, 0)]);
+        let common = b.composite(
+            false,
+            "sock_common",
+            48,
+            true,
+            &[
+                ("", anon_u, 0, 0),
+                ("skc_family", u16t, 64, 0),
+                ("skc_state", vol_u8, 80, 0),
+                ("skc_reuse", u8t, 88, 4),
+                ("skc_reuseport", u8t, 92, 1),
+                ("skc_v6_daddr", in6, 128, 0),
+            ],
+        );
+        let cv = b.qualifier(10, common);
+        let td = b.typedef("sock_common_t", cv);
+        b.strukt("sock", 64, &[("__sk_common", td, 0), ("sk_err", idx, 384)]);
+        b.build()
+    }
+
+    #[test]
+    fn finds_members_through_anonymous_unions() {
+        let btf = Btf::parse(&sock_blob()).unwrap();
+        let loc = |s, p| btf.struct_member(s, p);
+        assert_eq!(
+            loc("sock_common", "skc_daddr"),
+            Some(MemberLoc {
+                bit_offset: 0,
+                bit_size: 0,
+                byte_size: 4
+            })
+        );
+        assert_eq!(
+            loc("sock_common", "skc_rcv_saddr"),
+            Some(MemberLoc {
+                bit_offset: 32,
+                bit_size: 0,
+                byte_size: 4
+            })
+        );
+        assert_eq!(
+            loc("sock_common", "skc_addrpair").map(|l| l.byte_size),
+            Some(8)
+        );
+        assert_eq!(
+            loc("sock_common", "skc_state"),
+            Some(MemberLoc {
+                bit_offset: 80,
+                bit_size: 0,
+                byte_size: 1
+            })
+        );
+        assert_eq!(
+            loc("sock_common", "skc_v6_daddr").map(|l| (l.bit_offset, l.byte_size)),
+            Some((128, 16))
+        );
+        assert_eq!(
+            loc("sock_common", "skc_v6_daddr.s6_addr").map(|l| l.byte_size),
+            Some(16)
+        );
+        // Through a typedef and a const into a named nested struct.
+        assert_eq!(
+            loc("sock", "__sk_common.skc_rcv_saddr").map(|l| l.bit_offset),
+            Some(32)
+        );
+        assert_eq!(loc("sock", "sk_err").map(|l| l.bit_offset), Some(384));
+        assert_eq!(
+            loc("sock", "skc_daddr"),
+            None,
+            "named members are not searched transparently"
+        );
+        assert_eq!(loc("sock", "__sk_common.nope"), None);
+        assert_eq!(loc("sock", "sk_err.x"), None);
+        assert_eq!(loc("sock", ""), None);
+        assert_eq!(loc("sock", "__sk_common."), None);
+        assert_eq!(loc("nope", "sk_err"), None);
+        assert!(btf.has_type("in6_addr"));
+        assert_eq!(btf.struct_size("sock"), Some(64));
+    }
+
+    #[test]
+    fn decodes_bitfields() {
+        let btf = Btf::parse(&sock_blob()).unwrap();
+        assert_eq!(
+            btf.struct_member("sock_common", "skc_reuse"),
+            Some(MemberLoc {
+                bit_offset: 88,
+                bit_size: 4,
+                byte_size: 1
+            })
+        );
+        assert_eq!(
+            btf.struct_member("sock_common", "skc_reuseport"),
+            Some(MemberLoc {
+                bit_offset: 92,
+                bit_size: 1,
+                byte_size: 1
+            })
+        );
+
+        // Without kind_flag the width and extra offset live in the INT.
+        let mut b = Builder::new();
+        let bits = b.int_bits("unsigned int", 4, 3, 5);
+        let plain = b.int("unsigned int", 4);
+        b.strukt("old", 8, &[("a", plain, 0), ("flags", bits, 32)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert_eq!(
+            btf.struct_member("old", "flags"),
+            Some(MemberLoc {
+                bit_offset: 35,
+                bit_size: 5,
+                byte_size: 4
+            })
+        );
+        assert_eq!(btf.struct_member("old", "a").map(|l| l.bit_size), Some(0));
+    }
+
+    #[test]
+    fn reads_enums() {
+        let mut b = Builder::new();
+        b.enumeration("sock_flags", false, &[]); // a forward declaration
+        b.enumeration("sock_flags", false, &[("SOCK_DEAD", 0), ("SOCK_LINGER", 4)]);
+        b.enumeration("signed_e", true, &[("NEG", -2)]);
+        b.enumeration("unsigned_e", false, &[("BIG", -2)]);
+        b.enum64("wide", &[("W", 1 << 40), ("ALL", u64::MAX)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert_eq!(
+            btf.enum_values("sock_flags"),
+            Some(vec![("SOCK_DEAD".into(), 0), ("SOCK_LINGER".into(), 4)])
+        );
+        assert_eq!(btf.enum_values("signed_e"), Some(vec![("NEG".into(), -2)]));
+        assert_eq!(
+            btf.enum_values("unsigned_e"),
+            Some(vec![("BIG".into(), 0xffff_fffe)])
+        );
+        assert_eq!(
+            btf.enum_values("wide"),
+            Some(vec![("W".into(), 1 << 40), ("ALL".into(), -1)])
+        );
+        assert_eq!(btf.enum_values("missing"), None);
+    }
+
+    #[test]
+    fn counts_func_proto_params_through_typedef() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        let vp = b.ptr(0);
+        let sk = b.strukt("sock", 8, &[]);
+        let skp = b.ptr(sk);
+        let csk = b.qualifier(10, skp);
+        let proto4 = b.func_proto(0, &[vp, csk, skp, int]);
+        let p4 = b.ptr(proto4);
+        b.typedef("btf_trace_tcp_send_reset", p4);
+        let proto3 = b.func_proto(0, &[vp, skp, 0]); // trailing 0 = varargs
+        let p3 = b.ptr(proto3);
+        b.typedef("btf_trace_varargs", p3);
+        b.typedef("not_a_fn", int);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert_eq!(
+            btf.func_proto_param_count("btf_trace_tcp_send_reset"),
+            Some(4)
+        );
+        assert_eq!(btf.func_proto_param_count("btf_trace_varargs"), Some(2));
+        assert_eq!(btf.func_proto_param_count("not_a_fn"), None);
+        assert_eq!(btf.func_proto_param_count("missing"), None);
+    }
+
+    #[test]
+    fn walks_every_kind() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        b.raw("fwd", 7, 0, 0, &[]);
+        b.qualifier(11, int);
+        b.raw("f", 12, 0, 0, &[]);
+        b.raw("v", 14, 0, int, &[1]);
+        b.raw(".data", 15, 2, 8, &[int, 0, 4, int, 4, 4]);
+        b.raw("double", 16, 0, 8, &[]);
+        b.raw("tag", 17, 0, int, &[u32::MAX]);
+        let tagged = b.qualifier(18, int);
+        b.strukt("after", 4, &[("x", tagged, 0)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert_eq!(
+            btf.struct_member("after", "x").map(|l| l.byte_size),
+            Some(4)
+        );
+        assert!(btf.has_type(".data") && btf.has_type("double") && !btf.has_type(""));
+    }
+
+    #[test]
+    fn rejects_malformed_input() {
+        let good = sock_blob();
+        assert!(Btf::parse(&good).is_ok());
+        for len in 0..good.len() {
+            assert!(
+                Btf::parse(&good[..len]).is_err(),
+                "prefix of {len} bytes accepted"
+            );
+        }
+        assert!(matches!(
+            Btf::parse(&[0x9f, 0xeb]),
+            Err(BtfError::Truncated(_))
+        ));
+        assert!(matches!(
+            Btf::parse(b"\xeb\x9f\x01\x00"),
+            Err(BtfError::BigEndian)
+        ));
+        assert!(matches!(
+            Btf::parse(b"garbage garbage garbage garbage"),
+            Err(BtfError::BadMagic(_))
+        ));
+
+        let mut bad = good.clone();
+        bad[2] = 2;
+        assert!(matches!(
+            Btf::parse(&bad),
+            Err(BtfError::UnsupportedVersion(2))
+        ));
+        let mut bad = good.clone();
+        bad[4..8].copy_from_slice(&u32::MAX.to_le_bytes()); // hdr_len
+        assert!(Btf::parse(&bad).is_err());
+        let mut bad = good.clone();
+        bad[20..24].copy_from_slice(&u32::MAX.to_le_bytes()); // str_len
+        assert!(Btf::parse(&bad).is_err());
+
+        let mut b = Builder::new();
+        b.raw("x", 20, 0, 0, &[]);
+        assert!(matches!(
+            Btf::parse(&b.build()),
+            Err(BtfError::UnknownKind {
+                type_id: 1,
+                kind: 20
+            })
+        ));
+        let mut b = Builder::new();
+        b.raw("x", 4, 1, 4, &[1000, 0, 0]); // member name beyond the strings
+        assert!(matches!(
+            Btf::parse(&b.build()),
+            Err(BtfError::BadString(1000))
+        ));
+    }
+
+    #[test]
+    fn survives_cycles_and_corruption() {
+        // typedef a -> typedef b -> typedef a, and a struct embedding itself anonymously.
+        let mut b = Builder::new();
+        b.typedef("a", 2);
+        b.typedef("b", 1);
+        b.strukt("loop", 4, &[("", 3, 0), ("t", 1, 0)]);
+        b.strukt("dangling", 4, &[("p", 999, 0)]);
+        let arr = b.array(6, 0, u32::MAX);
+        b.int("big", u32::MAX);
+        b.strukt("huge", 4, &[("h", arr, 0)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert_eq!(btf.struct_member("loop", "t"), None);
+        assert_eq!(btf.struct_member("loop", "missing"), None);
+        assert_eq!(btf.struct_member("dangling", "p"), None);
+        assert_eq!(btf.struct_member("huge", "h"), None);
+
+        // Flip every byte of a valid blob: parse and lookups must not panic.
+        let good = sock_blob();
+        for i in 0..good.len() {
+            for v in [0x00, 0xff, 0x80, 0x01] {
+                let mut bad = good.clone();
+                bad[i] = v;
+                if let Ok(btf) = Btf::parse(&bad) {
+                    let _ = btf.struct_member("sock", "__sk_common.skc_state");
+                    let _ = btf.struct_member("sock_common", "skc_reuse");
+                    let _ = btf.enum_values("sock_flags");
+                    let _ = btf.func_proto_param_count("sock_common_t");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parses_running_kernel() {
+        if !Path::new(SYS_FS_VMLINUX).exists() {
+            eprintln!("skipped: no {SYS_FS_VMLINUX}");
+            return;
+        }
+        let btf = Btf::from_sys_fs().unwrap();
+        let state = btf.struct_member("sock_common", "skc_state").unwrap();
+        assert_eq!(state.byte_size, 1);
+        assert!(state.bit_offset / 8 < 64);
+        assert_eq!(
+            btf.struct_member("sock", "__sk_common.skc_state"),
+            Some(state)
+        );
+        let daddr = btf.struct_member("sock_common", "skc_daddr").unwrap();
+        assert_eq!(daddr.byte_size, 4);
+        assert_eq!(
+            btf.struct_member("sock_common", "skc_v6_daddr")
+                .map(|l| l.byte_size),
+            Some(16)
+        );
+        if let Some(reasons) = btf.enum_values("sk_rst_reason") {
+            assert!(
+                reasons.iter().any(|(n, _)| n == "SK_RST_REASON_NO_SOCKET"),
+                "{reasons:?}"
+            );
+        } else {
+            eprintln!("kernel has no enum sk_rst_reason (before 6.10)");
+        }
+        let params = btf
+            .func_proto_param_count("btf_trace_tcp_send_reset")
+            .unwrap();
+        assert!(params == 3 || params == 4, "{params}");
+    }
+}
