@@ -1,0 +1,343 @@
+//! `rsttrace` (trace): load, read, classify, write, and account for every event.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use log::warn;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cause::Classified;
+use crate::classify::classify;
+use crate::cli::{StdoutFormat, TraceArgs};
+use crate::clock::BootClock;
+use crate::decode::{self, Record};
+use crate::event::{Event, ReasonNames};
+use crate::filter;
+use crate::loader::{Counters, KernelInfo, Options, Session};
+use crate::output::{self, Format, Sink, TextOptions};
+use crate::source::RingSource;
+use crate::summary::Summary;
+
+/// Ring buffers must be a power-of-two number of pages.
+pub fn ring_buffer_bytes(requested: u64) -> Result<u32> {
+    let page = page_size();
+    let size = requested.max(page).next_power_of_two();
+    u32::try_from(size).map_err(|_| anyhow!("--ring-buffer {requested} is too large (max 2G)"))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+/// Wake the reader when a quarter of the buffer is full (at most 1 MiB):
+/// large batches under a storm, and the drain timer covers quiet periods.
+fn wakeup_bytes(ring: u32) -> u64 {
+    (u64::from(ring) / 4).min(1 << 20)
+}
+
+struct Reasons(std::collections::HashMap<u32, String>);
+
+impl ReasonNames for Reasons {
+    fn reason_name(&self, value: u32) -> Option<String> {
+        self.0.get(&value).cloned()
+    }
+}
+
+/// An output that may fail (full disk, closed pipe) without stopping the others.
+struct Output {
+    name: String,
+    sink: Box<dyn Sink + Send>,
+    failed: Option<io::Error>,
+    /// Events not written because this output had failed.
+    unwritten: u64,
+}
+
+impl Output {
+    fn write(&mut self, rec: &Classified) {
+        if self.failed.is_some() {
+            self.unwritten += 1;
+            return;
+        }
+        if let Err(e) = self.sink.write(rec) {
+            self.fail(e);
+            self.unwritten += 1;
+        }
+    }
+
+    fn gap(&mut self, lost: u64) {
+        if self.failed.is_none()
+            && let Err(e) = self.sink.write_gap(lost)
+        {
+            self.fail(e);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.failed.is_none()
+            && let Err(e) = self.sink.flush()
+        {
+            self.fail(e);
+        }
+    }
+
+    fn fail(&mut self, e: io::Error) {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            eprintln!(
+                "rsttrace: cannot write to {}: {e}; no more events go there, tracing continues",
+                self.name
+            );
+        }
+        self.failed = Some(e);
+    }
+}
+
+/// Creates an export file: mode 0600, never through a symlink planted at the path.
+pub fn create_export(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::ENOENT) => "; the directory does not exist",
+                Some(libc::ELOOP) => "; it is a symbolic link, which rsttrace refuses to follow",
+                Some(libc::EACCES) | Some(libc::EPERM) => "; permission denied",
+                Some(libc::EISDIR) => "; it is a directory",
+                _ => "",
+            };
+            anyhow!("cannot create --write file {}: {e}{hint}", path.display())
+        })
+}
+
+fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.write {
+        let format = Format::from_path(path).ok_or_else(|| {
+            anyhow!(
+                "--write {}: unknown extension; use .jsonl or .json (JSON Lines), .csv, or .txt/.log (text)",
+                path.display()
+            )
+        })?;
+        let file = create_export(path)?;
+        outputs.push(Output {
+            name: path.display().to_string(),
+            sink: output::sink(format, Box::new(file), &TextOptions { color: false }),
+            failed: None,
+            unwritten: 0,
+        });
+    }
+    if !args.quiet {
+        let stdout = io::stdout();
+        let color =
+            stdout.is_terminal() && !args.no_color && std::env::var_os("NO_COLOR").is_none();
+        let format = match args.format {
+            StdoutFormat::Text => Format::Text,
+            StdoutFormat::Json => Format::Json,
+            StdoutFormat::Csv => Format::Csv,
+        };
+        outputs.push(Output {
+            name: "stdout".into(),
+            sink: output::sink(format, Box::new(stdout), &TextOptions { color }),
+            failed: None,
+            unwritten: 0,
+        });
+    }
+    Ok(outputs)
+}
+
+pub async fn trace(args: TraceArgs) -> Result<()> {
+    let ring_bytes = ring_buffer_bytes(args.ring_buffer)?;
+    let opts = Options {
+        hooks: args.hooks,
+        filter: filter::kernel_filter(&args.ports, &args.pids)?,
+        ring_buffer_bytes: ring_bytes,
+        wakeup_bytes: wakeup_bytes(ring_bytes),
+    };
+    // Validate and create outputs before touching the kernel: a bad path
+    // must not cost an attach.
+    let mut outputs = build_outputs(&args)?;
+
+    let kernel = KernelInfo::probe();
+    let mut session = Session::load(&kernel, &opts)?;
+    let mut source = RingSource::new(
+        session.take_ring_buffer()?,
+        Duration::from_millis(args.drain_interval),
+    )?;
+    let reasons = Reasons(kernel.reasons);
+    let clock = BootClock::sample();
+    eprintln!(
+        "rsttrace: tracing TCP resets ({}); Ctrl-C to stop",
+        session.plan
+    );
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = async {
+        match args.duration {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+
+    let mut state = Pipeline {
+        summary: Summary::default(),
+        clock,
+        reasons: &reasons,
+        limit: args.count,
+        seen_lost: 0,
+    };
+    loop {
+        let batch = tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline => break,
+            batch = source.next_batch(|bytes| state.handle(bytes, &mut outputs)) => batch,
+        };
+        batch.context("reading the ring buffer")?;
+        state.account_losses(&session, &mut outputs)?;
+        let all_outputs_failed = !outputs.is_empty() && outputs.iter().all(|o| o.failed.is_some());
+        if state.done() || all_outputs_failed {
+            break;
+        }
+    }
+    // Everything the kernel already wrote is read and written before exit.
+    if !state.done() {
+        source.drain_now(|bytes| state.handle(bytes, &mut outputs));
+    }
+    state.account_losses(&session, &mut outputs)?;
+    for o in &mut outputs {
+        o.flush();
+    }
+    let counters = session.counters()?;
+    finish(state.summary, counters, &outputs)
+}
+
+struct Pipeline<'a> {
+    summary: Summary,
+    clock: BootClock,
+    reasons: &'a Reasons,
+    limit: Option<u64>,
+    /// Kernel `lost` counter already reported as a gap.
+    seen_lost: u64,
+}
+
+impl Pipeline<'_> {
+    fn done(&self) -> bool {
+        self.limit.is_some_and(|n| self.summary.total() >= n)
+    }
+
+    fn handle(&mut self, bytes: &[u8], outputs: &mut [Output]) {
+        if self.done() {
+            return;
+        }
+        let raw = match decode::decode(bytes) {
+            Ok(Record::Rst(raw)) => raw,
+            Err(e) => {
+                if self.summary.decode_errors == 0 {
+                    warn!("undecodable record: {e}");
+                }
+                self.summary.decode_errors += 1;
+                return;
+            }
+        };
+        let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
+        let cause = classify(&event);
+        let rec = Classified { event, cause };
+        for o in outputs.iter_mut() {
+            o.write(&rec);
+        }
+        self.summary.add(&rec);
+    }
+
+    /// Marks lost events in the outputs where they happened (between batches).
+    fn account_losses(&mut self, session: &Session, outputs: &mut [Output]) -> Result<()> {
+        let lost = session.counters()?.lost;
+        if lost > self.seen_lost {
+            for o in outputs.iter_mut() {
+                o.gap(lost - self.seen_lost);
+            }
+            self.seen_lost = lost;
+        }
+        Ok(())
+    }
+}
+
+fn finish(mut summary: Summary, counters: Counters, outputs: &[Output]) -> Result<()> {
+    summary.lost = counters.lost;
+    summary.filtered = counters.filtered;
+    summary.read_errors = counters.read_errors;
+    summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
+    eprint!("{}", summary.render());
+    for o in outputs {
+        if let Some(e) = &o.failed
+            && e.kind() != io::ErrorKind::BrokenPipe
+        {
+            eprintln!(
+                "rsttrace: {} events were not written to {}: {e}",
+                o.unwritten, o.name
+            );
+        }
+    }
+    let file_failed = outputs
+        .iter()
+        .any(|o| o.name != "stdout" && o.failed.is_some());
+    if file_failed {
+        bail!("the export file is incomplete (see above)");
+    }
+    io::stderr().flush().ok();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_buffer_sizes_are_power_of_two_pages() {
+        let page = page_size();
+        assert_eq!(u64::from(ring_buffer_bytes(1).unwrap()), page);
+        assert_eq!(ring_buffer_bytes(4 << 20).unwrap(), 4 << 20);
+        assert_eq!(ring_buffer_bytes((4 << 20) + 1).unwrap(), 8 << 20);
+        assert!(ring_buffer_bytes(1 << 33).is_err());
+    }
+
+    #[test]
+    fn export_refuses_symlinks_and_missing_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        std::fs::write(&target, "keep me").unwrap();
+        let link = dir.path().join("out.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = create_export(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+
+        let err = create_export(&dir.path().join("nope/out.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("nope"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn export_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        create_export(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    }
+}

@@ -1,0 +1,613 @@
+//! Event → cause. Pure: every branch is unit-tested from crafted events.
+//!
+//! Two sources of truth, used together:
+//! - the kernel's `sk_rst_reason` (6.10+), which is precise for some paths and
+//!   misleading for others (SO_LINGER 0 says TCP_STATE, a full accept queue
+//!   says INVALID_SYN: see ../shared/docs/rst-causes.md);
+//! - the socket and trigger-packet facts, which are the only evidence on
+//!   kernels without a reason and confirm (or contradict) the reason elsewhere.
+//!
+//! `certain` requires the reason and the facts to agree; inference alone is
+//! `likely`. An event that fits nothing is `unknown` with its raw facts.
+
+use serde_json::{Map, Value, json};
+
+use crate::cause::{Cause, CauseId, Confidence};
+use crate::event::{Direction, Event, ExecContext, TcpFlags, TcpState};
+
+const SOFTIRQ_TIMER: u8 = 1;
+
+pub fn classify(ev: &Event) -> Cause {
+    let mut ctx = Verdict::new(ev);
+    let id = match ev.direction {
+        Direction::Received => received(ev, &mut ctx),
+        Direction::Sent => match ev.reason() {
+            Some(reason) if reason != "NOT_SPECIFIED" => sent_with_reason(ev, reason, &mut ctx),
+            _ => sent_without_reason(ev, &mut ctx),
+        },
+    };
+    ctx.finish(id)
+}
+
+/// Accumulates evidence and the confidence while a rule decides.
+struct Verdict {
+    evidence: Map<String, Value>,
+    confidence: Confidence,
+}
+
+impl Verdict {
+    fn new(ev: &Event) -> Verdict {
+        let mut evidence = Map::new();
+        evidence.insert("state".into(), json!(ev.state.name()));
+        if let Some(reason) = ev.reason() {
+            evidence.insert("kernel_reason".into(), json!(reason));
+        }
+        if let Some(p) = ev.packet {
+            evidence.insert("trigger_flags".into(), json!(p.flags.tcpdump()));
+            if p.len > 0 {
+                evidence.insert("trigger_payload".into(), json!(p.len));
+            }
+        }
+        if ev.socket.is_none() && ev.direction == Direction::Sent {
+            evidence.insert("socket".into(), json!("none"));
+        }
+        Verdict {
+            evidence,
+            confidence: Confidence::Likely,
+        }
+    }
+
+    fn fact(&mut self, key: &str, value: impl Into<Value>) {
+        self.evidence.insert(key.into(), value.into());
+    }
+
+    /// The kernel reason and the facts agree.
+    fn certain(&mut self) {
+        self.confidence = Confidence::Certain;
+    }
+
+    /// The kernel reason names this path, but the facts disagree: keep the
+    /// cause, say so, and do not claim certainty.
+    fn disagree(&mut self, what: &str) {
+        self.confidence = Confidence::Likely;
+        self.fact("disagreement", what);
+    }
+
+    fn finish(self, id: CauseId) -> Cause {
+        let confidence = if id == CauseId::Unknown {
+            Confidence::Likely
+        } else {
+            self.confidence
+        };
+        Cause {
+            id,
+            confidence,
+            evidence: self.evidence,
+        }
+    }
+}
+
+fn received(ev: &Event, v: &mut Verdict) -> CauseId {
+    if let Some(sock) = ev.socket {
+        if sock.unacked > 0 {
+            v.fact("unacked", sock.unacked);
+        }
+        if sock.unread > 0 {
+            v.fact("unread", sock.unread);
+        }
+    }
+    // The kernel accepted this RST (tcp_reset()), so it matched the
+    // connection exactly: the state it hit says what the peer refused.
+    if ev.state == TcpState::SYN_SENT {
+        v.fact("errno", "ECONNREFUSED");
+        v.certain();
+        return CauseId::PeerRefused;
+    }
+    v.fact(
+        "errno",
+        if ev.state == TcpState::CLOSE_WAIT {
+            "EPIPE"
+        } else {
+            "ECONNRESET"
+        },
+    );
+    v.certain();
+    CauseId::PeerReset
+}
+
+fn trigger(ev: &Event) -> TcpFlags {
+    ev.packet.map(|p| p.flags).unwrap_or_default()
+}
+
+fn is_syn(f: TcpFlags) -> bool {
+    f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK)
+}
+
+fn is_syn_ack(f: TcpFlags) -> bool {
+    f.has(TcpFlags::SYN) && f.has(TcpFlags::ACK)
+}
+
+/// Unread bytes beyond a received FIN (which counts as one sequence number).
+/// `sk_shutdown` cannot tell: close() sets it to SHUTDOWN_MASK before the RST.
+fn unread_data(ev: &Event) -> u32 {
+    ev.socket
+        .map(|s| s.unread.saturating_sub(u32::from(s.peer_fin)))
+        .unwrap_or(0)
+}
+
+fn linger_zero(ev: &Event) -> bool {
+    ev.socket.is_some_and(|s| s.linger == Some(0))
+}
+
+fn sent_with_reason(ev: &Event, reason: &str, v: &mut Verdict) -> CauseId {
+    let flags = trigger(ev);
+    match reason {
+        "NO_SOCKET" => {
+            v.certain();
+            no_socket(ev, flags, v)
+        }
+        "TCP_ABORT_ON_CLOSE" => {
+            let unread = unread_data(ev);
+            v.fact("unread_bytes_lost", unread);
+            if unread > 0 {
+                v.certain();
+            } else {
+                v.disagree("ABORT_ON_CLOSE but no unread bytes were seen");
+            }
+            CauseId::CloseUnreadData
+        }
+        "TCP_ABORT_ON_DATA" => {
+            // Data (or a FIN) arrived on a socket whose application already
+            // shut down reading or closed it.
+            if let Some(p) = ev.packet {
+                v.fact("peer_sent_bytes", p.len);
+            }
+            v.certain();
+            CauseId::DataAfterClose
+        }
+        "TCP_TIMEWAIT_SOCKET" => timewait_socket(ev, flags, v),
+        "TCP_STATE" => tcp_state(ev, v),
+        "TCP_KEEPALIVE_TIMEOUT" => {
+            if let Some(s) = ev.socket {
+                v.fact("probes_out", s.probes_out);
+            }
+            v.certain();
+            CauseId::KeepaliveTimeout
+        }
+        "TCP_ABORT_ON_LINGER" => {
+            v.certain();
+            CauseId::Linger2Abort
+        }
+        "TCP_ABORT_ON_MEMORY" => {
+            v.certain();
+            CauseId::MemoryPressure
+        }
+        "TCP_DISCONNECT_WITH_DATA" => {
+            if let Some(s) = ev.socket {
+                v.fact("unsent", s.unsent);
+            }
+            v.certain();
+            CauseId::Disconnect
+        }
+        "INVALID_SYN" => {
+            // tcp_check_req() says INVALID_SYN both for a duplicate SYN and
+            // for a full accept queue at the third ACK (abort_on_overflow).
+            if flags.has(TcpFlags::ACK) && !flags.has(TcpFlags::SYN) {
+                v.fact(
+                    "misleading_reason",
+                    "INVALID_SYN for a pure ACK: accept queue overflow",
+                );
+                CauseId::BacklogOverflow
+            } else {
+                v.fact("invalid", "duplicate SYN to a request socket");
+                v.certain();
+                CauseId::InvalidPacket
+            }
+        }
+        "TCP_INVALID_ACK_SEQUENCE" | "TCP_RFC7323_PAWS" if ev.state == TcpState::SYN_SENT => {
+            // Our SYN got an ACK for something else: a TIME_WAIT (or stale)
+            // socket at the peer answered it.
+            v.fact("invalid", reason.to_ascii_lowercase());
+            CauseId::TimeWait
+        }
+        "TCP_INVALID_ACK_SEQUENCE"
+        | "TCP_RFC7323_PAWS"
+        | "TCP_TOO_OLD_ACK"
+        | "TCP_ACK_UNSENT_DATA"
+        | "TCP_FLAGS"
+        | "TCP_OLD_ACK" => {
+            v.fact("invalid", reason.to_ascii_lowercase());
+            v.certain();
+            CauseId::InvalidPacket
+        }
+        _ => {
+            v.fact("unmapped_reason", reason);
+            sent_without_reason(ev, v)
+        }
+    }
+}
+
+fn no_socket(ev: &Event, flags: TcpFlags, v: &mut Verdict) -> CauseId {
+    if is_syn(flags) {
+        return CauseId::PortNotOpen;
+    }
+    if is_syn_ack(flags) {
+        // Our connect() gave up (timeout, close()) before the SYN-ACK came.
+        v.confidence = Confidence::Likely;
+        return CauseId::ConnectTimeout;
+    }
+    if ev.packet.is_some() && !flags.has(TcpFlags::RST) {
+        v.confidence = Confidence::Likely;
+        return CauseId::HalfOpen;
+    }
+    v.confidence = Confidence::Likely;
+    CauseId::Unknown
+}
+
+fn timewait_socket(ev: &Event, flags: TcpFlags, v: &mut Verdict) -> CauseId {
+    let sub = ev.socket.and_then(|s| s.tw_substate);
+    if let Some(sub) = sub {
+        v.fact("tw_substate", sub.name());
+    }
+    // An orphan in FIN_WAIT2 became a timewait socket; the peer's data (or
+    // its late FIN with data) got TCP_TW_RST: the peer wrote after our close.
+    let data = ev.packet.is_some_and(|p| p.len > 0) || flags.has(TcpFlags::FIN);
+    if data {
+        v.certain();
+    } else {
+        v.disagree("timewait RST without payload in the trigger");
+    }
+    CauseId::DataAfterClose
+}
+
+/// TCP_STATE covers SO_LINGER 0, tcp_abort (ss -K), closing a listener with
+/// pending children, connect(AF_UNSPEC), and dead FIN_WAIT2 timers.
+fn tcp_state(ev: &Event, v: &mut Verdict) -> CauseId {
+    let Some(sock) = ev.socket else {
+        return CauseId::Unknown;
+    };
+    if ev.state != TcpState::CLOSE {
+        // tcp_abort() resets in the original state; the timer path for a
+        // dead FIN_WAIT2 with linger2 < 0 also lands here.
+        if matches!(ev.context, ExecContext::Softirq(SOFTIRQ_TIMER)) {
+            v.fact("timer", "FIN_WAIT2 expiry with TCP_LINGER2 < 0");
+            return CauseId::Linger2Abort;
+        }
+        v.fact("actor", ev.actor.comm.clone());
+        return CauseId::SocketKilled;
+    }
+    if sock.linger == Some(0) {
+        v.fact("so_linger", "on, 0");
+        v.certain();
+        return CauseId::LingerZero;
+    }
+    if sock.dead && ev.process.is_none() {
+        // Children of a closing listener are reset from inet_csk_listen_stop.
+        return CauseId::ListenerClosed;
+    }
+    if ev.context == ExecContext::Task {
+        v.fact("unsent", sock.unsent);
+        return CauseId::Disconnect;
+    }
+    CauseId::Unknown
+}
+
+/// Kernels before 6.10 give no reason: decide from the socket and packet facts
+/// (decision procedure in ../shared/docs/rst-causes.md, section 3).
+fn sent_without_reason(ev: &Event, v: &mut Verdict) -> CauseId {
+    let flags = trigger(ev);
+    v.confidence = Confidence::Likely;
+    let Some(sock) = ev.socket else {
+        return no_socket(ev, flags, v);
+    };
+    if ev.packet.is_none() {
+        // Active reset: close(), a timer, tcp_abort() or disconnect.
+        if ev.state == TcpState::CLOSE {
+            let unread = unread_data(ev);
+            if unread > 0 {
+                v.fact("unread_bytes_lost", unread);
+                return CauseId::CloseUnreadData;
+            }
+            if linger_zero(ev) {
+                v.fact("so_linger", "on, 0");
+                return CauseId::LingerZero;
+            }
+            if sock.dead {
+                return CauseId::MemoryPressure;
+            }
+            return CauseId::Unknown;
+        }
+        if sock.keepalive
+            && sock.probes_out > 0
+            && matches!(ev.context, ExecContext::Softirq(SOFTIRQ_TIMER))
+        {
+            v.fact("probes_out", sock.probes_out);
+            return CauseId::KeepaliveTimeout;
+        }
+        if ev.context == ExecContext::Task {
+            return CauseId::SocketKilled;
+        }
+        return CauseId::Unknown;
+    }
+    match ev.state {
+        TcpState::TIME_WAIT => timewait_socket(ev, flags, v),
+        TcpState::CLOSE if ev.packet.is_some_and(|p| p.len > 0) || flags.has(TcpFlags::FIN) => {
+            CauseId::DataAfterClose
+        }
+        TcpState::LISTEN => CauseId::InvalidPacket,
+        TcpState::SYN_SENT => CauseId::TimeWait,
+        _ => CauseId::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::event::{Packet, Socket, Task};
+
+    fn base(direction: Direction, state: TcpState) -> Event {
+        Event {
+            time: SystemTime::UNIX_EPOCH,
+            direction,
+            hook: "test",
+            local: "127.0.0.1:8080".parse::<SocketAddr>().unwrap(),
+            remote: "127.0.0.1:40000".parse::<SocketAddr>().unwrap(),
+            state,
+            kernel_reason: None,
+            packet: None,
+            socket: None,
+            context: ExecContext::Task,
+            actor: Task {
+                pid: 42,
+                tid: 42,
+                comm: "app".into(),
+            },
+            exit_signal: None,
+            process: None,
+        }
+    }
+
+    fn sock() -> Socket {
+        Socket {
+            addr: 0xffff_0000,
+            cookie: 1,
+            full: true,
+            dead: false,
+            linger: None,
+            keepalive: false,
+            peer_fin: false,
+            shutdown: 0,
+            unread: 0,
+            unsent: 0,
+            unacked: 0,
+            probes_out: 0,
+            sk_err: 0,
+            tw_substate: None,
+        }
+    }
+
+    fn pkt(flags: u8, len: u32) -> Packet {
+        Packet {
+            flags: TcpFlags(flags),
+            seq: 1,
+            ack: 2,
+            len,
+            window: 512,
+            ttl: 64,
+        }
+    }
+
+    fn with_reason(mut ev: Event, name: &str) -> Event {
+        ev.kernel_reason = Some((99, name.into()));
+        ev
+    }
+
+    const S: u8 = TcpFlags::SYN;
+    const SA: u8 = TcpFlags::SYN | TcpFlags::ACK;
+    const A: u8 = TcpFlags::ACK;
+    const PA: u8 = TcpFlags::PSH | TcpFlags::ACK;
+
+    fn check(ev: &Event, id: CauseId, confidence: Confidence) -> Cause {
+        let c = classify(ev);
+        assert_eq!(
+            (c.id, c.confidence),
+            (id, confidence),
+            "evidence: {:?}",
+            c.evidence
+        );
+        c
+    }
+
+    // ---- 6.18-shaped events (with a kernel reason)
+
+    #[test]
+    fn syn_to_closed_port() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::NONE), "NO_SOCKET");
+        ev.packet = Some(pkt(S, 0));
+        check(&ev, CauseId::PortNotOpen, Confidence::Certain);
+        ev.kernel_reason = None;
+        check(&ev, CauseId::PortNotOpen, Confidence::Likely);
+    }
+
+    #[test]
+    fn late_syn_ack_is_connect_timeout() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::NONE), "NO_SOCKET");
+        ev.packet = Some(pkt(SA, 0));
+        check(&ev, CauseId::ConnectTimeout, Confidence::Likely);
+    }
+
+    #[test]
+    fn data_without_socket_is_half_open() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::NONE), "NO_SOCKET");
+        ev.packet = Some(pkt(PA, 10));
+        check(&ev, CauseId::HalfOpen, Confidence::Likely);
+    }
+
+    #[test]
+    fn close_with_unread_data() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_ABORT_ON_CLOSE");
+        ev.socket = Some(Socket {
+            unread: 100,
+            ..sock()
+        });
+        let c = check(&ev, CauseId::CloseUnreadData, Confidence::Certain);
+        assert_eq!(c.evidence["unread_bytes_lost"], 100);
+        // A received FIN counts as one unread sequence number, not data.
+        ev.socket = Some(Socket {
+            unread: 1,
+            peer_fin: true,
+            ..sock()
+        });
+        check(&ev, CauseId::CloseUnreadData, Confidence::Likely);
+        // Without a reason the facts alone decide, as on 6.1.
+        ev.kernel_reason = None;
+        ev.socket = Some(Socket {
+            unread: 5,
+            ..sock()
+        });
+        check(&ev, CauseId::CloseUnreadData, Confidence::Likely);
+    }
+
+    #[test]
+    fn linger_zero_reported_as_tcp_state() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_STATE");
+        ev.socket = Some(Socket {
+            linger: Some(0),
+            ..sock()
+        });
+        check(&ev, CauseId::LingerZero, Confidence::Certain);
+        ev.kernel_reason = None;
+        check(&ev, CauseId::LingerZero, Confidence::Likely);
+    }
+
+    #[test]
+    fn unread_data_wins_over_linger_zero() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_ABORT_ON_CLOSE");
+        ev.socket = Some(Socket {
+            linger: Some(0),
+            unread: 10,
+            ..sock()
+        });
+        check(&ev, CauseId::CloseUnreadData, Confidence::Certain);
+    }
+
+    #[test]
+    fn data_after_close_timewait_and_abort_on_data() {
+        let mut ev = with_reason(
+            base(Direction::Sent, TcpState::TIME_WAIT),
+            "TCP_TIMEWAIT_SOCKET",
+        );
+        ev.packet = Some(pkt(PA, 5));
+        ev.socket = Some(Socket {
+            full: false,
+            tw_substate: Some(TcpState::FIN_WAIT2),
+            ..sock()
+        });
+        let c = check(&ev, CauseId::DataAfterClose, Confidence::Certain);
+        assert_eq!(c.evidence["tw_substate"], "FIN_WAIT2");
+
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_ABORT_ON_DATA");
+        ev.packet = Some(pkt(PA, 5));
+        ev.socket = Some(sock());
+        check(&ev, CauseId::DataAfterClose, Confidence::Certain);
+        ev.kernel_reason = None;
+        check(&ev, CauseId::DataAfterClose, Confidence::Likely);
+    }
+
+    #[test]
+    fn keepalive_timeout() {
+        let mut ev = with_reason(
+            base(Direction::Sent, TcpState::ESTABLISHED),
+            "TCP_KEEPALIVE_TIMEOUT",
+        );
+        ev.context = ExecContext::Softirq(SOFTIRQ_TIMER);
+        ev.socket = Some(Socket {
+            keepalive: true,
+            probes_out: 3,
+            ..sock()
+        });
+        check(&ev, CauseId::KeepaliveTimeout, Confidence::Certain);
+        ev.kernel_reason = None;
+        check(&ev, CauseId::KeepaliveTimeout, Confidence::Likely);
+    }
+
+    #[test]
+    fn invalid_syn_with_pure_ack_is_backlog_overflow() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::LISTEN), "INVALID_SYN");
+        ev.socket = Some(sock());
+        ev.packet = Some(pkt(A, 0));
+        check(&ev, CauseId::BacklogOverflow, Confidence::Likely);
+        ev.packet = Some(pkt(S, 0));
+        check(&ev, CauseId::InvalidPacket, Confidence::Certain);
+    }
+
+    #[test]
+    fn ss_kill_is_tcp_state_in_original_state() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::ESTABLISHED), "TCP_STATE");
+        ev.socket = Some(sock());
+        ev.actor.comm = "ss".into();
+        check(&ev, CauseId::SocketKilled, Confidence::Likely);
+    }
+
+    #[test]
+    fn connecting_into_time_wait() {
+        let mut ev = with_reason(
+            base(Direction::Sent, TcpState::SYN_SENT),
+            "TCP_INVALID_ACK_SEQUENCE",
+        );
+        ev.socket = Some(sock());
+        ev.packet = Some(pkt(A, 0));
+        check(&ev, CauseId::TimeWait, Confidence::Likely);
+    }
+
+    #[test]
+    fn other_reasons_map_to_their_causes() {
+        for (reason, id) in [
+            ("TCP_ABORT_ON_LINGER", CauseId::Linger2Abort),
+            ("TCP_ABORT_ON_MEMORY", CauseId::MemoryPressure),
+            ("TCP_DISCONNECT_WITH_DATA", CauseId::Disconnect),
+            ("TCP_FLAGS", CauseId::InvalidPacket),
+        ] {
+            let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), reason);
+            ev.socket = Some(sock());
+            check(&ev, id, Confidence::Certain);
+        }
+    }
+
+    // ---- received
+
+    #[test]
+    fn received_rst_in_syn_sent_is_refused() {
+        let mut ev = base(Direction::Received, TcpState::SYN_SENT);
+        ev.socket = Some(sock());
+        let c = check(&ev, CauseId::PeerRefused, Confidence::Certain);
+        assert_eq!(c.evidence["errno"], "ECONNREFUSED");
+    }
+
+    #[test]
+    fn received_rst_on_established_is_peer_reset() {
+        let mut ev = base(Direction::Received, TcpState::ESTABLISHED);
+        ev.socket = Some(Socket {
+            unacked: 7,
+            ..sock()
+        });
+        let c = check(&ev, CauseId::PeerReset, Confidence::Certain);
+        assert_eq!(c.evidence["unacked"], 7);
+        ev.state = TcpState::CLOSE_WAIT;
+        assert_eq!(classify(&ev).evidence["errno"], "EPIPE");
+    }
+
+    #[test]
+    fn unexplained_is_unknown_never_certain() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::NONE), "NO_SOCKET");
+        ev.packet = None;
+        check(&ev, CauseId::Unknown, Confidence::Likely);
+        let mut ev = base(Direction::Sent, TcpState::ESTABLISHED);
+        ev.socket = Some(sock());
+        ev.context = ExecContext::Softirq(3);
+        check(&ev, CauseId::Unknown, Confidence::Likely);
+    }
+}

@@ -1,0 +1,166 @@
+//! Command line. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::probes::HookMode;
+
+/// Who sent that TCP RST, and why.
+///
+/// Traces every TCP reset this host sends or receives and names its root cause
+/// (port not open, close() with unread data, SO_LINGER 0, data after close,
+/// keepalive timeout, ...). Runs until Ctrl-C, --duration or --count, then
+/// prints a summary (to stderr) with lost-event counts.
+///
+/// Examples:
+///   sudo rsttrace
+///   sudo rsttrace --port 8080 --write resets.jsonl
+///   sudo rsttrace --format json --duration 60 | jq .cause
+#[derive(Debug, Parser)]
+#[command(name = "rsttrace", version, verbatim_doc_comment)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace resets (the default when no command is given).
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Only resets whose local or remote port is PORT (repeatable, up to 16).
+    #[arg(short, long = "port", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+
+    /// Only resets on sockets of process PID, matched in the task that made
+    /// the reset (repeatable, up to 16).
+    #[arg(long = "pid", value_name = "PID",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// Format of the events on stdout.
+    #[arg(short, long, value_enum, default_value_t = StdoutFormat::Text)]
+    pub format: StdoutFormat,
+
+    /// Also write every event to FILE; the format follows the extension:
+    /// .jsonl/.json (JSON Lines), .csv, .txt/.log (text).
+    #[arg(short, long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+
+    /// Print nothing per event on stdout (use with --write).
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Stop after SECS seconds.
+    #[arg(short, long, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+
+    /// Stop after N events.
+    #[arg(short = 'n', long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Kernel hooks: auto picks the best the kernel offers.
+    #[arg(long, value_enum, default_value_t = HookMode::Auto)]
+    pub hooks: HookMode,
+
+    /// Ring buffer size (e.g. 4M, 512K); rounded up to a power of two.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
+    pub ring_buffer: u64,
+
+    /// How often the reader drains the ring buffer when no wake-up came (ms).
+    #[arg(long, value_name = "MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub drain_interval: u64,
+
+    /// Never colour the text output (also NO_COLOR=1).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StdoutFormat {
+    Text,
+    Json,
+    Csv,
+}
+
+/// `4M`, `512K`, `1G` or a plain byte count.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("`{s}` is not a size; use a number with an optional K, M or G suffix")
+    })?;
+    let mult = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("unknown size unit in `{s}`; use K, M or G")),
+    };
+    n.checked_mul(mult)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("`{s}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        for args in [
+            &["rsttrace", "--port", "70000"][..],
+            &["rsttrace", "--port", "0"],
+            &["rsttrace", "--pid", "x"],
+            &["rsttrace", "--format", "xml"],
+            &["rsttrace", "--ring-buffer", "4X"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains(args[1]), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn repeatable_filters() {
+        let cli =
+            Cli::try_parse_from(["rsttrace", "-p", "80", "--port", "443", "--pid", "7"]).unwrap();
+        assert_eq!(cli.trace.ports, vec![80, 443]);
+        assert_eq!(cli.trace.pids, vec![7]);
+    }
+}

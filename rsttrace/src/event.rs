@@ -1,0 +1,322 @@
+//! The owned, decoded form of one RST, as the classifier and the outputs see it.
+//!
+//! `decode` turns the kernel's `abi::RstEvent` into a `Raw` view; `Event::new`
+//! gives the facts names (states, flags, addresses) and `classify` adds the cause.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::SystemTime;
+
+use rsttrace_ebpf::abi::{self, RstEvent};
+use serde::Serialize;
+
+/// Who sent the RST, from this host's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        }
+    }
+}
+
+/// Linux TCP states (include/net/tcp_states.h); values are kernel ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpState(pub u8);
+
+impl TcpState {
+    pub const NONE: TcpState = TcpState(0);
+    pub const ESTABLISHED: TcpState = TcpState(1);
+    pub const SYN_SENT: TcpState = TcpState(2);
+    pub const SYN_RECV: TcpState = TcpState(3);
+    pub const FIN_WAIT1: TcpState = TcpState(4);
+    pub const FIN_WAIT2: TcpState = TcpState(5);
+    pub const TIME_WAIT: TcpState = TcpState(6);
+    pub const CLOSE: TcpState = TcpState(7);
+    pub const CLOSE_WAIT: TcpState = TcpState(8);
+    pub const LAST_ACK: TcpState = TcpState(9);
+    pub const LISTEN: TcpState = TcpState(10);
+    pub const CLOSING: TcpState = TcpState(11);
+    pub const NEW_SYN_RECV: TcpState = TcpState(12);
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0 => "NONE",
+            1 => "ESTABLISHED",
+            2 => "SYN_SENT",
+            3 => "SYN_RECV",
+            4 => "FIN_WAIT1",
+            5 => "FIN_WAIT2",
+            6 => "TIME_WAIT",
+            7 => "CLOSE",
+            8 => "CLOSE_WAIT",
+            9 => "LAST_ACK",
+            10 => "LISTEN",
+            11 => "CLOSING",
+            12 => "NEW_SYN_RECV",
+            _ => "INVALID",
+        }
+    }
+}
+
+/// The TCP flag byte of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// tcpdump's notation: `S`, `S.`, `P.`, `F.`, `R` ...
+    pub fn tcpdump(self) -> String {
+        let mut s = String::new();
+        for (bit, c) in [
+            (Self::SYN, 'S'),
+            (Self::FIN, 'F'),
+            (Self::PSH, 'P'),
+            (Self::RST, 'R'),
+            (Self::URG, 'U'),
+        ] {
+            if self.has(bit) {
+                s.push(c);
+            }
+        }
+        if self.has(Self::ACK) {
+            s.push('.');
+        }
+        if s.is_empty() {
+            s.push_str("none");
+        }
+        s
+    }
+}
+
+/// The segment that provoked a passive RST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub flags: TcpFlags,
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP payload bytes.
+    pub len: u32,
+    pub window: u16,
+    pub ttl: u8,
+}
+
+/// Socket facts read when the RST was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub addr: u64,
+    pub cookie: u64,
+    /// A full socket (the `tcp_sock` fields below are meaningful).
+    pub full: bool,
+    /// Orphaned: the application already closed it.
+    pub dead: bool,
+    /// SO_LINGER enabled, with this linger time in jiffies.
+    pub linger: Option<u32>,
+    pub keepalive: bool,
+    /// The peer's FIN was received (SOCK_DONE); it counts as one unread byte.
+    pub peer_fin: bool,
+    pub shutdown: u8,
+    pub unread: u32,
+    pub unsent: u32,
+    pub unacked: u32,
+    pub probes_out: u8,
+    pub sk_err: u32,
+    /// For a TIME_WAIT socket, the state it came from.
+    pub tw_substate: Option<TcpState>,
+}
+
+/// What the CPU was doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecContext {
+    Unknown,
+    Task,
+    Softirq(u8),
+}
+
+impl ExecContext {
+    pub fn name(self) -> String {
+        match self {
+            ExecContext::Unknown => "unknown".into(),
+            ExecContext::Task => "task".into(),
+            ExecContext::Softirq(vec) => format!("softirq:{}", softirq_name(vec)),
+        }
+    }
+}
+
+fn softirq_name(vec: u8) -> &'static str {
+    // include/linux/interrupt.h; stable since 2.6.
+    match vec {
+        0 => "HI",
+        1 => "TIMER",
+        2 => "NET_TX",
+        3 => "NET_RX",
+        4 => "BLOCK",
+        5 => "IRQ_POLL",
+        6 => "TASKLET",
+        7 => "SCHED",
+        8 => "HRTIMER",
+        9 => "RCU",
+        _ => "OTHER",
+    }
+}
+
+/// A task as the kernel saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+/// One decoded RST.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub time: SystemTime,
+    pub direction: Direction,
+    /// Which kernel hook saw it (`tp_btf:tcp_send_reset`, ...).
+    pub hook: &'static str,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: TcpState,
+    /// `enum sk_rst_reason` value and its BTF name without the `SK_RST_REASON_` prefix.
+    pub kernel_reason: Option<(u32, String)>,
+    pub packet: Option<Packet>,
+    pub socket: Option<Socket>,
+    pub context: ExecContext,
+    /// The task that ran the code (`current`).
+    pub actor: Task,
+    /// The signal the actor was exiting with, if it was exiting.
+    pub exit_signal: Option<u8>,
+    /// The process that owns the socket, when it could be proven; `None` when
+    /// no process owns it (no socket, or made in softirq/timer context).
+    pub process: Option<Task>,
+}
+
+/// Turns kernel-side facts into names; the reason table comes from BTF.
+pub trait ReasonNames {
+    fn reason_name(&self, value: u32) -> Option<String>;
+}
+
+impl Event {
+    /// `boot_to_wall` converts the kernel's CLOCK_MONOTONIC nanoseconds to wall time.
+    pub fn new(
+        raw: &RstEvent,
+        reasons: &dyn ReasonNames,
+        boot_to_wall: impl Fn(u64) -> SystemTime,
+    ) -> Event {
+        let has = |bit: u32| raw.flags & bit != 0;
+        let direction = match raw.direction {
+            abi::direction::RECEIVED => Direction::Received,
+            _ => Direction::Sent,
+        };
+        let hook = match raw.hook {
+            abi::hook::BTF_SEND_RESET => "tp_btf:tcp_send_reset",
+            abi::hook::BTF_RECEIVE_RESET => "tp_btf:tcp_receive_reset",
+            abi::hook::TP_SEND_RESET => "tracepoint:tcp:tcp_send_reset",
+            abi::hook::TP_RECEIVE_RESET => "tracepoint:tcp:tcp_receive_reset",
+            _ => "unknown",
+        };
+        let ip = |bytes: &[u8; 16]| -> IpAddr {
+            if raw.family == AF_INET6 {
+                let v6 = Ipv6Addr::from(*bytes);
+                // Dual-stack sockets carry IPv4 peers as ::ffff:a.b.c.d.
+                match v6.to_ipv4_mapped() {
+                    Some(v4) => IpAddr::V4(v4),
+                    None => IpAddr::V6(v6),
+                }
+            } else {
+                IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+            }
+        };
+        let kernel_reason = has(abi::flag::HAS_REASON).then(|| {
+            let name = reasons
+                .reason_name(raw.reason)
+                .unwrap_or_else(|| format!("UNKNOWN_{}", raw.reason));
+            (raw.reason, name)
+        });
+        let packet = has(abi::flag::HAS_PACKET).then_some(Packet {
+            flags: TcpFlags(raw.pkt_flags),
+            seq: raw.pkt_seq,
+            ack: raw.pkt_ack,
+            len: raw.pkt_len,
+            window: raw.pkt_window,
+            ttl: raw.pkt_ttl,
+        });
+        let socket = has(abi::flag::HAS_SOCK).then_some(Socket {
+            addr: raw.sk,
+            cookie: raw.cookie,
+            full: has(abi::flag::FULL_SOCK),
+            dead: has(abi::flag::SOCK_DEAD),
+            linger: has(abi::flag::SOCK_LINGER).then_some(raw.lingertime),
+            keepalive: has(abi::flag::SOCK_KEEPOPEN),
+            peer_fin: has(abi::flag::PEER_FIN),
+            shutdown: raw.shutdown,
+            unread: raw.unread,
+            unsent: raw.unsent,
+            unacked: raw.unacked,
+            probes_out: raw.probes_out,
+            sk_err: raw.sk_err,
+            tw_substate: (raw.state == TcpState::TIME_WAIT.0).then_some(TcpState(raw.tw_substate)),
+        });
+        let context = match raw.context {
+            abi::context::TASK => ExecContext::Task,
+            abi::context::SOFTIRQ => ExecContext::Softirq(raw.softirq_vec),
+            _ => ExecContext::Unknown,
+        };
+        let actor = Task {
+            pid: raw.actor_tgid,
+            tid: raw.actor_pid,
+            comm: comm_string(&raw.actor_comm),
+        };
+        // In task context the actor of an RST on a socket is its owner (the
+        // kernel runs the owner's syscall, or its backlog under the socket
+        // lock). In softirq `current` is whoever the interrupt landed on.
+        let process = (context == ExecContext::Task && socket.is_some() && actor.pid != 0)
+            .then(|| actor.clone());
+        Event {
+            time: boot_to_wall(raw.ts_ns),
+            direction,
+            hook,
+            local: SocketAddr::new(ip(&raw.local_addr), raw.local_port),
+            remote: SocketAddr::new(ip(&raw.remote_addr), raw.remote_port),
+            state: TcpState(raw.state),
+            kernel_reason,
+            packet,
+            socket,
+            context,
+            actor,
+            exit_signal: has(abi::flag::TASK_EXITING).then_some(raw.exit_signal),
+            process,
+        }
+    }
+
+    /// The kernel reason name, if the kernel reported one.
+    pub fn reason(&self) -> Option<&str> {
+        self.kernel_reason.as_ref().map(|(_, name)| name.as_str())
+    }
+}
+
+const AF_INET6: u16 = 10;
+
+/// `comm` is NUL-padded and chosen by the process; keep it as lossy UTF-8.
+/// Escaping for terminals and files is the outputs' job.
+fn comm_string(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}

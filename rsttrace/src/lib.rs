@@ -1,0 +1,22 @@
+//! rsttrace: who sent that TCP RST, and why.
+//!
+//! Pipeline: `loader` attaches the kernel programs chosen by `probes`;
+//! `source` reads the ring buffer; `decode` validates records; `event` names
+//! the facts; `classify` maps them to a `cause`; `output` writes them.
+//! Pure logic (decode, classify, filter, output formats) is kept apart from
+//! I/O so it can be unit-tested without a kernel.
+
+pub mod app;
+pub mod cause;
+pub mod classify;
+pub mod cli;
+pub mod clock;
+pub mod decode;
+pub mod event;
+pub mod filter;
+pub mod kernel;
+pub mod loader;
+pub mod output;
+pub mod probes;
+pub mod source;
+pub mod summary;

@@ -1,0 +1,214 @@
+//! JSON Lines, schema v1 (documented in docs/schema.md).
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Sink, escape_control, rfc3339};
+use crate::cause::Classified;
+use crate::event::{Event, Task};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Record<'a> {
+    v: u32,
+    time: String,
+    direction: &'static str,
+    cause: &'static str,
+    confidence: &'static str,
+    explanation: &'static str,
+    kernel_reason: Option<&'a str>,
+    state: &'static str,
+    local_addr: String,
+    local_port: u16,
+    remote_addr: String,
+    remote_port: u16,
+    pid: Option<u32>,
+    comm: Option<String>,
+    actor: Actor,
+    hook: &'static str,
+    packet: Option<Packet>,
+    socket: Option<Socket>,
+    exit_signal: Option<u8>,
+    evidence: &'a Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct Actor {
+    pid: u32,
+    tid: u32,
+    comm: String,
+    context: String,
+}
+
+#[derive(Serialize)]
+struct Packet {
+    flags: String,
+    seq: u32,
+    ack: u32,
+    len: u32,
+    window: u16,
+    ttl: u8,
+}
+
+#[derive(Serialize)]
+struct Socket {
+    cookie: u64,
+    full: bool,
+    dead: bool,
+    linger: Option<u32>,
+    keepalive: bool,
+    peer_fin: bool,
+    shutdown: u8,
+    unread: u32,
+    unsent: u32,
+    unacked: u32,
+    probes_out: u8,
+    sk_err: u32,
+    tw_substate: Option<&'static str>,
+}
+
+fn comm(t: &Task) -> String {
+    escape_control(&t.comm).into_owned()
+}
+
+/// One event as one line of JSON (no trailing newline).
+pub fn format(rec: &Classified) -> String {
+    let e: &Event = &rec.event;
+    let record = Record {
+        v: SCHEMA_VERSION,
+        time: rfc3339(e.time),
+        direction: e.direction.as_str(),
+        cause: rec.cause.id.id(),
+        confidence: rec.cause.confidence.as_str(),
+        explanation: rec.cause.id.explanation(),
+        kernel_reason: e.reason(),
+        state: e.state.name(),
+        local_addr: e.local.ip().to_string(),
+        local_port: e.local.port(),
+        remote_addr: e.remote.ip().to_string(),
+        remote_port: e.remote.port(),
+        pid: e.process.as_ref().map(|p| p.pid),
+        comm: e.process.as_ref().map(comm),
+        actor: Actor {
+            pid: e.actor.pid,
+            tid: e.actor.tid,
+            comm: comm(&e.actor),
+            context: e.context.name(),
+        },
+        hook: e.hook,
+        packet: e.packet.map(|p| Packet {
+            flags: p.flags.tcpdump(),
+            seq: p.seq,
+            ack: p.ack,
+            len: p.len,
+            window: p.window,
+            ttl: p.ttl,
+        }),
+        socket: e.socket.map(|s| Socket {
+            cookie: s.cookie,
+            full: s.full,
+            dead: s.dead,
+            linger: s.linger,
+            keepalive: s.keepalive,
+            peer_fin: s.peer_fin,
+            shutdown: s.shutdown,
+            unread: s.unread,
+            unsent: s.unsent,
+            unacked: s.unacked,
+            probes_out: s.probes_out,
+            sk_err: s.sk_err,
+            tw_substate: s.tw_substate.map(|t| t.name()),
+        }),
+        exit_signal: e.exit_signal,
+        evidence: &rec.cause.evidence,
+    };
+    serde_json::to_string(&record).expect("serialising plain data cannot fail")
+}
+
+/// Marks lost events in the stream, so a reader knows the file has a hole.
+pub fn format_gap(lost: u64, now: std::time::SystemTime) -> String {
+    serde_json::json!({"v": SCHEMA_VERSION, "time": rfc3339(now), "gap": {"lost": lost}})
+        .to_string()
+}
+
+pub struct JsonSink<W: Write> {
+    pub out: W,
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn write(&mut self, rec: &Classified) -> io::Result<()> {
+        writeln!(self.out, "{}", format(rec))
+    }
+
+    fn write_gap(&mut self, lost: u64) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "{}",
+            format_gap(lost, std::time::SystemTime::now())
+        )
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::fixtures::record;
+
+    #[test]
+    fn one_valid_line_with_the_schema_fields() {
+        let line = format(&record());
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123456789Z");
+        assert_eq!(v["direction"], "sent");
+        assert_eq!(v["cause"], "close_unread_data");
+        assert_eq!(v["confidence"], "certain");
+        assert_eq!(v["kernel_reason"], "TCP_ABORT_ON_CLOSE");
+        assert_eq!(v["state"], "CLOSE");
+        assert_eq!(v["local_addr"], "127.0.0.1");
+        assert_eq!(v["local_port"], 8080);
+        assert_eq!(v["remote_addr"], "::1");
+        assert_eq!(v["remote_port"], 40000);
+        assert_eq!(v["pid"], 7);
+        assert_eq!(v["packet"]["flags"], "P.");
+        assert_eq!(v["socket"], Value::Null);
+        assert_eq!(v["evidence"]["unread_bytes_lost"], 100);
+        assert_eq!(v["actor"]["context"], "task");
+    }
+
+    #[test]
+    fn hostile_names_stay_inert() {
+        let line = format(&record());
+        assert!(!line.contains('\x1b'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["comm"], "=cmd|evil\\x1b[2J");
+        assert_eq!(v["actor"]["comm"], "evil\\x1b[31m,\"x\"\\x0aname");
+    }
+
+    #[test]
+    fn unknown_owner_is_null() {
+        let mut rec = record();
+        rec.event.process = None;
+        rec.event.kernel_reason = None;
+        let v: Value = serde_json::from_str(&format(&rec)).unwrap();
+        assert_eq!(v["pid"], Value::Null);
+        assert_eq!(v["comm"], Value::Null);
+        assert_eq!(v["kernel_reason"], Value::Null);
+    }
+
+    #[test]
+    fn gap_records_count_the_loss() {
+        let v: Value =
+            serde_json::from_str(&format_gap(12, std::time::SystemTime::UNIX_EPOCH)).unwrap();
+        assert_eq!(v["gap"]["lost"], 12);
+        assert_eq!(v["v"], 1);
+    }
+}

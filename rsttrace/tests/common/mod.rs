@@ -1,0 +1,218 @@
+//! Helpers for the kernel integration tests: run the real rsttrace binary
+//! against the real kernel, provoke real RSTs, read its JSON Lines export.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Whether kernel tests can run here. In CI (`RSTTRACE_REQUIRE_KERNEL_TESTS=1`)
+/// a missing prerequisite fails the test instead of skipping it.
+pub fn kernel_tests_possible(test: &str) -> bool {
+    let problem = if unsafe { libc::geteuid() } != 0 {
+        Some("not running as root")
+    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no /sys/kernel/btf/vmlinux")
+    } else {
+        None
+    };
+    match problem {
+        None => true,
+        Some(why) if std::env::var_os("RSTTRACE_REQUIRE_KERNEL_TESTS").is_some() => {
+            panic!("{test}: kernel test cannot run: {why} (RSTTRACE_REQUIRE_KERNEL_TESTS is set)")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}; run `cargo xtask test` as root");
+            false
+        }
+    }
+}
+
+/// A running `rsttrace` writing JSON Lines to a temp file.
+pub struct Tracer {
+    child: Option<Child>,
+    pub export: PathBuf,
+    _dir: tempfile::TempDir,
+    stderr: mpsc::Receiver<String>,
+    pub stderr_text: String,
+}
+
+impl Tracer {
+    /// Starts rsttrace with `args` (plus `--write <tmp>.jsonl --quiet`) and
+    /// waits until it reports that its hooks are attached.
+    pub fn start(args: &[&str]) -> Tracer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let export = dir.path().join("events.jsonl");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+            .args(args)
+            .arg("--write")
+            .arg(&export)
+            .arg("--quiet")
+            .arg("--drain-interval")
+            .arg("20")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rsttrace");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut tracer = Tracer {
+            child: Some(child),
+            export,
+            _dir: dir,
+            stderr: rx,
+            stderr_text: String::new(),
+        };
+        tracer.wait_for_stderr("tracing TCP resets", Duration::from_secs(20));
+        tracer
+    }
+
+    fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_text.push_str(&line);
+                    self.stderr_text.push('\n');
+                    if line.contains(needle) {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let status = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
+                    panic!(
+                        "rsttrace did not print {needle:?} (exit: {status:?}); stderr:\n{}",
+                        self.stderr_text
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stops rsttrace with SIGINT, as a user would, and returns the events.
+    pub fn stop(mut self) -> Vec<Value> {
+        let mut child = self.child.take().unwrap();
+        // Let the last RSTs reach the ring buffer and one drain pass run.
+        std::thread::sleep(Duration::from_millis(150));
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = wait_timeout(&mut child, Duration::from_secs(10));
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.stderr_text.push_str(&line);
+            self.stderr_text.push('\n');
+        }
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "rsttrace exited with {status:?}; stderr:\n{}",
+            self.stderr_text
+        );
+        read_jsonl(&self.export)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok();
+    None
+}
+
+pub fn read_jsonl(path: &std::path::Path) -> Vec<Value> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .expect("export file exists")
+        .read_to_string(&mut text)
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// A loopback port nothing listens on (bound once, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Events matching direction and cause.
+pub fn find<'a>(events: &'a [Value], direction: &str, cause: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["direction"] == direction && e["cause"] == cause)
+        .collect()
+}
+
+pub fn describe(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}:{} -> {}:{} state={} reason={} evidence={}",
+                e["direction"],
+                e["cause"],
+                e["local_addr"],
+                e["local_port"],
+                e["remote_addr"],
+                e["remote_port"],
+                e["state"],
+                e["kernel_reason"],
+                e["evidence"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Sets SO_LINGER {on, 0}: close() then sends an RST instead of a FIN.
+pub fn set_linger_zero(fd: i32) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+}
