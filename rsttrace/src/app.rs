@@ -172,7 +172,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         session.take_ring_buffer()?,
         Duration::from_millis(args.drain_interval),
     )?;
-    let reasons = Reasons(kernel.reasons);
+    // Keep only the reason names: the parsed BTF (megabytes) is not needed
+    // once the programs are loaded.
+    let KernelInfo { reasons, .. } = kernel;
+    let reasons = Reasons(reasons);
     let clock = BootClock::sample();
     eprintln!(
         "rsttrace: tracing TCP resets ({}); Ctrl-C to stop",
@@ -203,7 +206,13 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             _ = &mut deadline => break,
             batch = source.next_batch(|bytes| state.handle(bytes, &mut outputs)) => batch,
         };
-        batch.context("reading the ring buffer")?;
+        if batch.context("reading the ring buffer")? > 0 {
+            // Once per batch: a person watching sees each RST within one
+            // drain interval, and a storm costs one write per batch, not per event.
+            for o in &mut outputs {
+                o.flush();
+            }
+        }
         state.account_losses(&session, &mut outputs)?;
         let all_outputs_failed = !outputs.is_empty() && outputs.iter().all(|o| o.failed.is_some());
         if state.done() || all_outputs_failed {

@@ -4,6 +4,7 @@
 //! (bpfel-unknown-none, `-Z build-std=core`, bpf-linker), so building, running
 //! and testing rsttrace go through here rather than through plain cargo.
 
+mod bench;
 mod build;
 mod lint;
 mod run;
@@ -65,6 +66,16 @@ enum Command {
     },
     /// Clippy (-D warnings) on the host crates and on the eBPF crate for its target.
     Clippy,
+    /// Measure the cost of tracing under a loopback RST storm (ratios from
+    /// one interleaved run; needs root).
+    Bench {
+        /// Seconds per scenario per round.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds of all scenarios, interleaved.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
 }
 
 /// Paths of the workspace this xtask belongs to.
@@ -139,6 +150,7 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
         }
         Command::Test { no_lint, args } => test::test(ws, !no_lint, &args),
         Command::Clippy => lint::clippy(ws),
+        Command::Bench { seconds, rounds } => bench::bench(ws, &bench::Options { seconds, rounds }),
     }
 }
 

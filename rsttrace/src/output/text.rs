@@ -108,9 +108,7 @@ impl<W: Write> Sink for TextSink<W> {
             writeln!(self.out, "{}", header())?;
             self.header_written = true;
         }
-        writeln!(self.out, "{}", line(rec, self.opts))?;
-        // A person is watching: show each RST as it comes.
-        self.out.flush()
+        writeln!(self.out, "{}", line(rec, self.opts))
     }
 
     fn write_gap(&mut self, lost: u64) -> io::Result<()> {
