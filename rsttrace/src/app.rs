@@ -201,6 +201,8 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     };
     loop {
         let batch = tokio::select! {
+            // Stop requests first: under a storm the ring buffer is always ready.
+            biased;
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
@@ -214,6 +216,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             }
         }
         state.account_losses(&session, &mut outputs)?;
+        // Under a storm the ring buffer is never empty, so no branch above
+        // ever waits: yield so the runtime polls its driver (signals, timers).
+        tokio::task::yield_now().await;
         let all_outputs_failed = !outputs.is_empty() && outputs.iter().all(|o| o.failed.is_some());
         if state.done() || all_outputs_failed {
             break;
@@ -221,7 +226,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     }
     // Everything the kernel already wrote is read and written before exit.
     if !state.done() {
-        source.drain_now(|bytes| state.handle(bytes, &mut outputs));
+        // What a full buffer held when we stopped; a storm still running
+        // does not keep rsttrace from exiting.
+        let limit = ring_bytes as usize / size_of::<rsttrace_ebpf::abi::RstEvent>();
+        source.drain_now(|bytes| state.handle(bytes, &mut outputs), limit);
     }
     state.account_losses(&session, &mut outputs)?;
     for o in &mut outputs {

@@ -18,6 +18,11 @@ pub struct RingSource {
     drain: Interval,
 }
 
+/// Records handled per wake-up before the caller gets control back: under a
+/// storm the producer refills the buffer as fast as it drains, and an
+/// unbounded drain would never let Ctrl-C, timers or flushes run.
+const BATCH_LIMIT: usize = 1024;
+
 impl RingSource {
     pub fn new(ring: RingBuf<MapData>, drain_every: Duration) -> io::Result<RingSource> {
         // SAFETY: the RingBuf owns its map fd and keeps it open for as long
@@ -35,26 +40,33 @@ impl RingSource {
         tokio::select! {
             guard = self.ring.readable_mut() => {
                 let mut guard = guard?;
-                let n = drain(guard.get_inner_mut(), each);
+                let (n, empty) = drain(guard.get_inner_mut(), each, BATCH_LIMIT);
                 // Only after the buffer was seen empty (tokio#6302).
-                guard.clear_ready();
+                if empty {
+                    guard.clear_ready();
+                }
                 Ok(n)
             }
-            _ = self.drain.tick() => Ok(self.drain_now(each)),
+            _ = self.drain.tick() => Ok(drain(self.ring.get_mut(), each, BATCH_LIMIT).0),
         }
     }
 
-    /// Reads everything waiting, without blocking (used at exit).
-    pub fn drain_now(&mut self, each: impl FnMut(&[u8])) -> usize {
-        drain(self.ring.get_mut(), each)
+    /// Reads what is waiting, without blocking (used at exit). Bounded by
+    /// `limit` so that a storm still running cannot keep rsttrace from exiting.
+    pub fn drain_now(&mut self, each: impl FnMut(&[u8]), limit: usize) -> usize {
+        drain(self.ring.get_mut(), each, limit).0
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, mut each: impl FnMut(&[u8])) -> usize {
+/// Hands up to `limit` records to `each`; says whether the buffer was seen empty.
+fn drain(ring: &mut RingBuf<MapData>, mut each: impl FnMut(&[u8]), limit: usize) -> (usize, bool) {
     let mut n = 0;
-    while let Some(item) = ring.next() {
+    while n < limit {
+        let Some(item) = ring.next() else {
+            return (n, true);
+        };
         each(&item);
         n += 1;
     }
-    n
+    (n, false)
 }

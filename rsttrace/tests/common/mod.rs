@@ -108,7 +108,12 @@ impl Tracer {
     }
 
     /// Stops rsttrace with SIGINT, as a user would, and returns the events.
-    pub fn stop(mut self) -> Vec<Value> {
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_with_raw().0
+    }
+
+    /// Like `stop`, also returning the export file's bytes.
+    pub fn stop_with_raw(mut self) -> (Vec<Value>, Vec<u8>) {
         let mut child = self.child.take().unwrap();
         // Let the last RSTs reach the ring buffer and one drain pass run.
         std::thread::sleep(Duration::from_millis(150));
@@ -123,7 +128,8 @@ impl Tracer {
             "rsttrace exited with {status:?}; stderr:\n{}",
             self.stderr_text
         );
-        read_jsonl(&self.export)
+        let raw = std::fs::read(&self.export).expect("export file exists");
+        (read_jsonl(&self.export), raw)
     }
 }
 

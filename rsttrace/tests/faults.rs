@@ -1,0 +1,339 @@
+//! Bad input and hostile conditions: rsttrace must say what is wrong, lose
+//! nothing silently, and never panic.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+fn rsttrace() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs rsttrace to completion and returns (success, stdout, stderr).
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run rsttrace");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flag_values_name_the_flag() {
+    for (args, flag) in [
+        (&["--port", "70000"][..], "--port"),
+        (&["--pid", "abc"], "--pid"),
+        (&["--duration", "0"], "--duration"),
+        (&["--format", "xml"], "--format"),
+        (&["--ring-buffer", "lots"], "--ring-buffer"),
+        (&["--hooks", "magic"], "--hooks"),
+    ] {
+        let (ok, _, stderr) = run(rsttrace().args(args));
+        assert!(!ok, "{args:?} was accepted");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+        assert_no_panic(&stderr);
+    }
+}
+
+#[test]
+fn unusable_export_paths_fail_before_tracing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir/r.jsonl");
+    let (ok, _, stderr) = run(rsttrace().arg("--write").arg(&missing));
+    assert!(!ok);
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!stderr.contains("tracing TCP resets"), "{stderr}");
+
+    let (ok, _, stderr) = run(rsttrace().arg("--write").arg(dir.path().join("r.pcapx")));
+    assert!(!ok);
+    assert!(stderr.contains("unknown extension"), "{stderr}");
+    assert_no_panic(&stderr);
+}
+
+#[test]
+fn without_privileges_one_clear_message() {
+    if !kernel_tests_possible("without_privileges_one_clear_message") {
+        return;
+    }
+    let (ok, _, stderr) = run(Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_rsttrace"))
+        .args(["--duration", "1"])
+        .stdin(Stdio::null()));
+    assert!(!ok, "rsttrace ran without privileges: {stderr}");
+    assert!(
+        stderr.contains("root") && stderr.contains("CAP_BPF"),
+        "{stderr}"
+    );
+    assert_no_panic(&stderr);
+}
+
+/// connect()s to a closed loopback port from `threads` threads until stopped.
+struct Storm {
+    stop: Arc<AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Storm {
+    fn start(port: u16, threads: usize) -> Storm {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = TcpStream::connect(loopback(port));
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        Storm { stop, workers }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.workers.drain(..).map(|w| w.join().unwrap()).sum()
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_storm_beyond_capacity_is_counted_and_marked() {
+    if !kernel_tests_possible("a_storm_beyond_capacity_is_counted_and_marked") {
+        return;
+    }
+    let port = free_port();
+    // One page of ring buffer and a slow drain: most events cannot be queued.
+    let tracer = Tracer::start(&["--port", &port.to_string(), "--ring-buffer", "4K"]);
+    let storm = Storm::start(port, 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let attempts = storm.stop();
+    let events = tracer.stop();
+    assert!(attempts > 1000, "storm too small: {attempts}");
+    let lost: u64 = events
+        .iter()
+        .filter_map(|e| e["gap"]["lost"].as_u64())
+        .sum();
+    assert!(lost > 0, "no gap records in {} lines", events.len());
+    let rsts = events.iter().filter(|e| e["gap"].is_null()).count() as u64;
+    // Every attempt makes two events (the RST sent and the RST received):
+    // each is either exported or counted as lost, none vanishes.
+    assert_eq!(
+        rsts + lost,
+        2 * attempts,
+        "{rsts} exported + {lost} lost for {attempts} attempts"
+    );
+}
+
+#[test]
+fn sigterm_during_a_storm_leaves_valid_files() {
+    if !kernel_tests_possible("sigterm_during_a_storm_leaves_valid_files") {
+        return;
+    }
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["jsonl", "csv"] {
+        let path = dir.path().join(format!("storm.{ext}"));
+        let mut child = rsttrace()
+            .args(["--port", &port.to_string(), "--quiet", "--write"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        wait_for(&mut stderr, "tracing TCP resets");
+        let storm = Storm::start(port, 2);
+        std::thread::sleep(Duration::from_millis(700));
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        storm.stop();
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).unwrap();
+        assert!(status.success(), "{status}: {rest}");
+        assert!(rest.contains("rsttrace summary"), "{rest}");
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n'), "{ext} export ends mid-record");
+        match ext {
+            "jsonl" => {
+                let n = text
+                    .lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                    .count();
+                assert!(n > 0);
+            }
+            _ => {
+                let mut reader = csv::Reader::from_reader(text.as_bytes());
+                let width = reader.headers().unwrap().len();
+                let rows: Vec<_> = reader.records().map(Result::unwrap).collect();
+                assert!(!rows.is_empty());
+                assert!(rows.iter().all(|r| r.len() == width));
+            }
+        }
+    }
+}
+
+fn wait_for(stderr: &mut impl Read, needle: &str) {
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        match stderr.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            _ => panic!(
+                "rsttrace ended before {needle:?}: {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+}
+
+/// A tiny tmpfs, unmounted even when the test fails.
+struct TinyFs(tempfile::TempDir);
+
+impl TinyFs {
+    fn mount(size: &str) -> TinyFs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs");
+        TinyFs(dir)
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_export_not_the_trace() {
+    if !kernel_tests_possible("a_full_disk_stops_the_export_not_the_trace") {
+        return;
+    }
+    let fs = TinyFs::mount("16k");
+    let path = fs.0.path().join("full.jsonl");
+    let port = free_port();
+    let mut child = rsttrace()
+        .args(["--port", &port.to_string(), "--format", "json", "--write"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    wait_for(&mut stderr, "tracing TCP resets");
+    // ~1 KB per event: 200 refused connects overflow 16 KiB.
+    for _ in 0..200 {
+        let _ = TcpStream::connect(loopback(port));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+
+    assert!(!status.success(), "an incomplete export must not exit 0");
+    assert!(rest.contains("No space left on device"), "{rest}");
+    assert!(rest.contains(&*path.to_string_lossy()), "{rest}");
+    assert!(rest.contains("events were not written"), "{rest}");
+    // stdout kept every event.
+    let on_stdout = stdout.lines().filter(|l| l.contains("\"cause\"")).count();
+    assert_eq!(on_stdout, 400, "stdout lines: {on_stdout}\n{rest}");
+    assert_no_panic(&rest);
+}
+
+#[test]
+fn hostile_process_names_cannot_inject() {
+    if !kernel_tests_possible("hostile_process_names_cannot_inject") {
+        return;
+    }
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("h.csv");
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let mut csv_child = rsttrace()
+        .args(["--port", &port.to_string(), "--quiet", "--write"])
+        .arg(&csv_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut csv_err = csv_child.stderr.take().unwrap();
+    wait_for(&mut csv_err, "tracing TCP resets");
+
+    // close() with unread data from a thread whose name is hostile: the RST
+    // is made in its task context, so its comm is reported.
+    let mut client = TcpStream::connect(loopback(port)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    client.write_all(b"unread").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::thread::spawn(move || {
+        let name = b"\x1b[2J=x,\"y\n\0";
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        drop(server);
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (events, raw) = tracer.stop_with_raw();
+    unsafe { libc::kill(csv_child.id() as i32, libc::SIGINT) };
+    csv_child.wait().unwrap();
+
+    let ev = find(&events, "sent", "close_unread_data");
+    assert_eq!(ev.len(), 1, "events:\n{}", describe(&events));
+    assert_eq!(ev[0]["comm"], "\\x1b[2J=x,\"y\\x0a");
+    assert!(!raw.contains(&0x1b), "ESC in JSON export");
+    let csv_text = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(!csv_text.contains('\x1b'), "ESC in CSV export");
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let width = reader.headers().unwrap().len();
+    for row in reader.records() {
+        assert_eq!(row.unwrap().len(), width, "{csv_text}");
+    }
+    assert!(csv_text.contains("\\x1b[2J=x,"), "{csv_text}");
+}
