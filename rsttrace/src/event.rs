@@ -150,11 +150,11 @@ pub enum ExecContext {
 }
 
 impl ExecContext {
-    pub fn name(self) -> String {
+    pub fn name(self) -> &'static str {
         match self {
-            ExecContext::Unknown => "unknown".into(),
-            ExecContext::Task => "task".into(),
-            ExecContext::Softirq(vec) => format!("softirq:{}", softirq_name(vec)),
+            ExecContext::Unknown => "unknown",
+            ExecContext::Task => "task",
+            ExecContext::Softirq(vec) => softirq_name(vec),
         }
     }
 }
@@ -162,17 +162,17 @@ impl ExecContext {
 fn softirq_name(vec: u8) -> &'static str {
     // include/linux/interrupt.h; stable since 2.6.
     match vec {
-        0 => "HI",
-        1 => "TIMER",
-        2 => "NET_TX",
-        3 => "NET_RX",
-        4 => "BLOCK",
-        5 => "IRQ_POLL",
-        6 => "TASKLET",
-        7 => "SCHED",
-        8 => "HRTIMER",
-        9 => "RCU",
-        _ => "OTHER",
+        0 => "softirq:HI",
+        1 => "softirq:TIMER",
+        2 => "softirq:NET_TX",
+        3 => "softirq:NET_RX",
+        4 => "softirq:BLOCK",
+        5 => "softirq:IRQ_POLL",
+        6 => "softirq:TASKLET",
+        7 => "softirq:SCHED",
+        8 => "softirq:HRTIMER",
+        9 => "softirq:RCU",
+        _ => "softirq:OTHER",
     }
 }
 

@@ -54,7 +54,7 @@ pub fn row(rec: &Classified) -> [String; 18] {
         opt(e.process.as_ref().map(|p| cell_text(&p.comm))),
         e.actor.pid.to_string(),
         cell_text(&e.actor.comm),
-        e.context.name(),
+        e.context.name().into(),
         opt(e.packet.map(|p| p.flags.tcpdump())),
         opt(e.socket.map(|s| s.unread.to_string())),
         e.hook.into(),

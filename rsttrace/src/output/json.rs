@@ -1,6 +1,7 @@
 //! JSON Lines, schema v1 (documented in docs/schema.md).
 
 use std::io::{self, Write};
+use std::net::IpAddr;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -14,16 +15,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Serialize)]
 struct Record<'a> {
     v: u32,
-    time: String,
+    time: Rfc3339,
     direction: &'static str,
     cause: &'static str,
     confidence: &'static str,
     explanation: &'static str,
     kernel_reason: Option<&'a str>,
     state: &'static str,
-    local_addr: String,
+    local_addr: IpAddr,
     local_port: u16,
-    remote_addr: String,
+    remote_addr: IpAddr,
     remote_port: u16,
     pid: Option<u32>,
     comm: Option<String>,
@@ -35,12 +36,21 @@ struct Record<'a> {
     evidence: &'a Map<String, Value>,
 }
 
+/// Serialised straight into the output (no intermediate String).
+struct Rfc3339(std::time::SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_nanos(self.0))
+    }
+}
+
 #[derive(Serialize)]
 struct Actor {
     pid: u32,
     tid: u32,
     comm: String,
-    context: String,
+    context: &'static str,
 }
 
 #[derive(Serialize)]
@@ -76,19 +86,23 @@ fn comm(t: &Task) -> String {
 
 /// One event as one line of JSON (no trailing newline).
 pub fn format(rec: &Classified) -> String {
+    serde_json::to_string(&record(rec)).expect("serialising plain data cannot fail")
+}
+
+fn record(rec: &Classified) -> Record<'_> {
     let e: &Event = &rec.event;
-    let record = Record {
+    Record {
         v: SCHEMA_VERSION,
-        time: rfc3339(e.time),
+        time: Rfc3339(e.time),
         direction: e.direction.as_str(),
         cause: rec.cause.id.id(),
         confidence: rec.cause.confidence.as_str(),
         explanation: rec.cause.id.explanation(),
         kernel_reason: e.reason(),
         state: e.state.name(),
-        local_addr: e.local.ip().to_string(),
+        local_addr: e.local.ip(),
         local_port: e.local.port(),
-        remote_addr: e.remote.ip().to_string(),
+        remote_addr: e.remote.ip(),
         remote_port: e.remote.port(),
         pid: e.process.as_ref().map(|p| p.pid),
         comm: e.process.as_ref().map(comm),
@@ -124,8 +138,7 @@ pub fn format(rec: &Classified) -> String {
         }),
         exit_signal: e.exit_signal,
         evidence: &rec.cause.evidence,
-    };
-    serde_json::to_string(&record).expect("serialising plain data cannot fail")
+    }
 }
 
 /// Marks lost events in the stream, so a reader knows the file has a hole.
@@ -140,7 +153,9 @@ pub struct JsonSink<W: Write> {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn write(&mut self, rec: &Classified) -> io::Result<()> {
-        writeln!(self.out, "{}", format(rec))
+        // Straight into the buffered writer: no per-event String.
+        serde_json::to_writer(&mut self.out, &record(rec))?;
+        self.out.write_all(b"\n")
     }
 
     fn write_gap(&mut self, lost: u64) -> io::Result<()> {
