@@ -129,6 +129,30 @@ fn candidates_known(policy: &str, expected: usize) -> bool {
     candidates.len() == expected && candidates.iter().all(|c| *c != "(none)")
 }
 
+/// Installs the Debian package of every missing program, when apt is usable;
+/// otherwise says what is missing and lets the tests that need it fail.
+pub fn ensure_programs(programs: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = programs
+        .iter()
+        .filter(|(program, _)| {
+            which(program).is_none() && !Path::new("/usr/sbin").join(program).exists()
+        })
+        .map(|&(_, package)| package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if Apt::usable() {
+        return Apt::new().install(&missing);
+    }
+    say!(
+        "warning: missing {}; tests that need them will fail (install them with apt-get as root)",
+        missing.join(" ")
+    );
+    Ok(())
+}
+
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Mounts tracefs where the probes and tests look for tracepoint formats.
