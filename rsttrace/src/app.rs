@@ -123,7 +123,7 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
     if let Some(path) = &args.write {
         let format = Format::from_path(path).ok_or_else(|| {
             anyhow!(
-                "--write {}: unknown extension; use .jsonl or .json (JSON Lines), .csv, or .txt/.log (text)",
+                "--write {}: unknown extension; use .jsonl or .json (JSON Lines), .csv, .pcapng (Wireshark), or .txt/.log (text)",
                 path.display()
             )
         })?;

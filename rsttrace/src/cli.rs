@@ -56,7 +56,8 @@ pub struct TraceArgs {
     pub format: StdoutFormat,
 
     /// Also write every event to FILE; the format follows the extension:
-    /// .jsonl/.json (JSON Lines), .csv, .txt/.log (text).
+    /// .jsonl/.json (JSON Lines), .csv, .pcapng (Wireshark, cause in the
+    /// packet comment), .txt/.log (text).
     #[arg(short, long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
 

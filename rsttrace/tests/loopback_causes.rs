@@ -183,3 +183,89 @@ fn wait_reset(s: &TcpStream) {
         }
     }
 }
+
+/// The pcapng export opens in tshark: one RST packet per event, the right
+/// ports, and the cause in each packet's comment.
+#[test]
+fn pcapng_export_reads_back_in_tshark() {
+    if !kernel_tests_possible("pcapng_export_reads_back_in_tshark") {
+        return;
+    }
+    let tshark = ["/usr/bin/tshark", "/usr/sbin/tshark"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("tshark is installed by `cargo xtask test`");
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("resets.pcapng");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+        .args(["--port", &port.to_string(), "--quiet", "--write"])
+        .arg(&capture)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("tracing TCP resets") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "rsttrace ended early"
+        );
+    }
+    for _ in 0..3 {
+        let _ = TcpStream::connect(loopback(port));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+
+    let out = std::process::Command::new(tshark)
+        .args(["-r"])
+        .arg(&capture)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "tcp.flags.reset",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "frame.comment",
+            "-e",
+            "pkt_comment",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = text.lines().collect();
+    // Three refused connects: three RSTs sent, three received.
+    assert_eq!(rows.len(), 6, "{text}");
+    for row in &rows {
+        let cols: Vec<&str> = row.split('\t').collect();
+        assert!(cols[0] == "1" || cols[0] == "True", "not an RST: {row}");
+        assert!(
+            cols[1] == port.to_string() || cols[2] == port.to_string(),
+            "{row}"
+        );
+        assert!(row.contains("rsttrace:"), "no comment: {row}");
+    }
+    assert_eq!(
+        rows.iter().filter(|r| r.contains("port_not_open")).count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.contains("peer_refused")).count(),
+        3,
+        "{text}"
+    );
+}

@@ -20,8 +20,14 @@ pub fn test(ws: &Workspace, lint: bool, extra: &[OsString]) -> Result<()> {
     let toolchain = toolchain::setup(ws)?;
     system::ensure_tracefs();
     // The integration tests build network namespaces, veth pairs and
-    // nftables rules, and kill sockets with `ss -K`.
-    system::ensure_programs(&[("ip", "iproute2"), ("ss", "iproute2"), ("nft", "nftables")])?;
+    // nftables rules, and kill sockets with `ss -K`;
+    // tshark reads back the pcapng exports.
+    system::ensure_programs(&[
+        ("ip", "iproute2"),
+        ("ss", "iproute2"),
+        ("nft", "nftables"),
+        ("tshark", "tshark"),
+    ])?;
     let object = build::ebpf(ws, &toolchain, Profile::Release)?;
 
     let root = system::is_root();

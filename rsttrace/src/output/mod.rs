@@ -3,6 +3,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod pcapng;
 pub mod text;
 
 use std::borrow::Cow;
@@ -24,6 +25,8 @@ pub enum Format {
     Text,
     Json,
     Csv,
+    /// Packets for Wireshark/tshark, the cause in each packet's comment.
+    Pcapng,
 }
 
 impl Format {
@@ -33,6 +36,7 @@ impl Format {
         match ext.as_str() {
             "jsonl" | "json" | "ndjson" => Some(Format::Json),
             "csv" => Some(Format::Csv),
+            "pcapng" => Some(Format::Pcapng),
             "txt" | "log" => Some(Format::Text),
             _ => None,
         }
@@ -55,6 +59,7 @@ pub fn sink(
         Format::Text => Box::new(text::TextSink::new(out, *opts)),
         Format::Json => Box::new(json::JsonSink { out }),
         Format::Csv => Box::new(csv::CsvSink::new(out)),
+        Format::Pcapng => Box::new(pcapng::PcapngSink::new(out)),
     }
 }
 
@@ -148,6 +153,10 @@ mod tests {
         assert_eq!(Format::from_path(Path::new("a.JSON")), Some(Format::Json));
         assert_eq!(Format::from_path(Path::new("a.csv")), Some(Format::Csv));
         assert_eq!(Format::from_path(Path::new("a.log")), Some(Format::Text));
+        assert_eq!(
+            Format::from_path(Path::new("a.pcapng")),
+            Some(Format::Pcapng)
+        );
         assert_eq!(Format::from_path(Path::new("a.pcap")), None);
         assert_eq!(Format::from_path(Path::new("noext")), None);
     }
