@@ -253,7 +253,7 @@ fn option(body: &mut Vec<u8>, code: u16, value: &[u8]) {
 }
 
 fn pad4(body: &mut Vec<u8>) {
-    while body.len() % 4 != 0 {
+    while !body.len().is_multiple_of(4) {
         body.push(0);
     }
 }
@@ -281,7 +281,7 @@ mod tests {
         while at < bytes.len() {
             let kind = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
             let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-            assert_eq!(len % 4, 0);
+            assert!(len.is_multiple_of(4));
             let trailer = u32::from_le_bytes(bytes[at + len - 4..at + len].try_into().unwrap());
             assert_eq!(trailer as usize, len);
             out.push((kind, bytes[at + 8..at + len - 4].to_vec()));
