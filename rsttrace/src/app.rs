@@ -12,11 +12,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cause::Classified;
 use crate::classify::classify;
-use crate::cli::{StdoutFormat, TraceArgs};
+use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
 use crate::clock::BootClock;
 use crate::decode::{self, Record};
 use crate::event::{Event, ReasonNames};
-use crate::filter;
+use crate::filter::{self, RecordFilter};
 use crate::loader::{Counters, KernelInfo, Options, Session};
 use crate::output::{self, Format, Sink, TextOptions};
 use crate::source::RingSource;
@@ -118,6 +118,22 @@ pub fn create_export(path: &Path) -> Result<File> {
         })
 }
 
+fn stdout_output(format: StdoutFormat, no_color: bool) -> Output {
+    let stdout = io::stdout();
+    let color = stdout.is_terminal() && !no_color && std::env::var_os("NO_COLOR").is_none();
+    let format = match format {
+        StdoutFormat::Text => Format::Text,
+        StdoutFormat::Json => Format::Json,
+        StdoutFormat::Csv => Format::Csv,
+    };
+    Output {
+        name: "stdout".into(),
+        sink: output::sink(format, Box::new(stdout), &TextOptions { color }),
+        failed: None,
+        unwritten: 0,
+    }
+}
+
 fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
     let mut outputs = Vec::new();
     if let Some(path) = &args.write {
@@ -136,20 +152,7 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
         });
     }
     if !args.quiet {
-        let stdout = io::stdout();
-        let color =
-            stdout.is_terminal() && !args.no_color && std::env::var_os("NO_COLOR").is_none();
-        let format = match args.format {
-            StdoutFormat::Text => Format::Text,
-            StdoutFormat::Json => Format::Json,
-            StdoutFormat::Csv => Format::Csv,
-        };
-        outputs.push(Output {
-            name: "stdout".into(),
-            sink: output::sink(format, Box::new(stdout), &TextOptions { color }),
-            failed: None,
-            unwritten: 0,
-        });
+        outputs.push(stdout_output(args.format, args.no_color));
     }
     Ok(outputs)
 }
@@ -196,6 +199,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         summary: Summary::default(),
         clock,
         reasons: &reasons,
+        filter: args.filters.to_filter(&[], &[]),
         limit: args.count,
         seen_lost: 0,
     };
@@ -239,10 +243,54 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     finish(state.summary, counters, &outputs)
 }
 
+/// `rsttrace read FILE`: replays an export through the same outputs and filters.
+pub fn read(args: ReadArgs) -> Result<()> {
+    use std::io::BufRead;
+
+    use crate::replay::{Line, parse_line};
+
+    let input: Box<dyn io::BufRead> = if args.file.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = File::open(&args.file)
+            .map_err(|e| anyhow!("cannot read {}: {e}", args.file.display()))?;
+        Box::new(io::BufReader::new(file))
+    };
+    let filter = args.filters.to_filter(&args.ports, &args.pids);
+    let mut out = stdout_output(args.format, args.no_color);
+    let mut summary = Summary::default();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", args.file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(&line) {
+            Ok(Line::Event(rec)) if filter.matches(&rec) => {
+                out.write(&rec);
+                summary.add(&rec);
+            }
+            Ok(Line::Event(_)) => summary.filtered_userspace += 1,
+            Ok(Line::Gap(lost)) => {
+                out.gap(lost);
+                summary.lost += lost;
+            }
+            Err(e) => {
+                summary.decode_errors += 1;
+                warn!("{}:{}: {e:#}", args.file.display(), n + 1);
+            }
+        }
+    }
+    out.flush();
+    eprint!("{}", summary.render());
+    Ok(())
+}
+
 struct Pipeline<'a> {
     summary: Summary,
     clock: BootClock,
     reasons: &'a Reasons,
+    /// The kernel already applied --port/--pid; this holds the rest.
+    filter: RecordFilter,
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
@@ -270,6 +318,10 @@ impl Pipeline<'_> {
         let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         let cause = classify(&event);
         let rec = Classified { event, cause };
+        if !self.filter.matches(&rec) {
+            self.summary.filtered_userspace += 1;
+            return;
+        }
         for o in outputs.iter_mut() {
             o.write(&rec);
         }

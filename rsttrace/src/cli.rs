@@ -36,6 +36,74 @@ pub struct Cli {
 pub enum Command {
     /// Trace resets (the default when no command is given).
     Trace(TraceArgs),
+    /// Replay a JSON Lines export through the same formatters and filters
+    /// (post-mortem, on any machine, no privileges needed).
+    Read(ReadArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    /// The .jsonl export to read (`-` for stdin).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub filters: RecordFilterArgs,
+
+    /// Only resets on sockets of process PID (repeatable).
+    #[arg(long = "pid", value_name = "PID",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// Only resets whose local or remote port is PORT (repeatable).
+    #[arg(short, long = "port", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = StdoutFormat::Text)]
+    pub format: StdoutFormat,
+
+    /// Never colour the text output (also NO_COLOR=1).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+/// Filters on facts known only in userspace (the cause) or cheap there.
+#[derive(Debug, Clone, Args)]
+pub struct RecordFilterArgs {
+    /// Only this cause (repeatable), e.g. port_not_open, linger_zero;
+    /// `rsttrace explain` lists them.
+    #[arg(long = "cause", value_name = "ID", value_parser = crate::filter::parse_cause)]
+    pub causes: Vec<crate::cause::CauseId>,
+
+    /// Only RSTs this host sent, or received (repeatable).
+    #[arg(long = "direction", value_name = "DIR", value_enum)]
+    pub directions: Vec<DirectionArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    Sent,
+    Received,
+}
+
+impl RecordFilterArgs {
+    pub fn to_filter(&self, ports: &[u16], pids: &[u32]) -> crate::filter::RecordFilter {
+        crate::filter::RecordFilter {
+            ports: ports.to_vec(),
+            pids: pids.to_vec(),
+            causes: self.causes.clone(),
+            directions: self
+                .directions
+                .iter()
+                .map(|d| match d {
+                    DirectionArg::Sent => crate::event::Direction::Sent,
+                    DirectionArg::Received => crate::event::Direction::Received,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -50,6 +118,9 @@ pub struct TraceArgs {
     #[arg(long = "pid", value_name = "PID",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
+
+    #[command(flatten)]
+    pub filters: RecordFilterArgs,
 
     /// Format of the events on stdout.
     #[arg(short, long, value_enum, default_value_t = StdoutFormat::Text)]

@@ -85,3 +85,81 @@ mod tests {
         assert!(err.contains("--pid"), "{err}");
     }
 }
+
+/// Filters applied in userspace, where the fact is only known there (the
+/// cause) or when replaying a file (everything).
+#[derive(Clone, Debug, Default)]
+pub struct RecordFilter {
+    pub ports: Vec<u16>,
+    pub pids: Vec<u32>,
+    pub causes: Vec<crate::cause::CauseId>,
+    pub directions: Vec<crate::event::Direction>,
+}
+
+impl RecordFilter {
+    pub fn matches(&self, rec: &crate::cause::Classified) -> bool {
+        let e = &rec.event;
+        let any = |empty: bool, hit: bool| empty || hit;
+        // The kernel's rule: the owner, or the actor where it ran the code.
+        let pid = e
+            .process
+            .as_ref()
+            .map(|p| p.pid)
+            .or((e.context == crate::event::ExecContext::Task).then_some(e.actor.pid));
+        any(
+            self.ports.is_empty(),
+            self.ports.contains(&e.local.port()) || self.ports.contains(&e.remote.port()),
+        ) && any(
+            self.pids.is_empty(),
+            pid.is_some_and(|p| self.pids.contains(&p)),
+        ) && any(self.causes.is_empty(), self.causes.contains(&rec.cause.id))
+            && any(
+                self.directions.is_empty(),
+                self.directions.contains(&e.direction),
+            )
+    }
+}
+
+/// `--cause ID`: a stable cause id.
+pub fn parse_cause(s: &str) -> Result<crate::cause::CauseId, String> {
+    crate::cause::CauseId::from_id(s).ok_or_else(|| {
+        let ids: Vec<&str> = crate::cause::CauseId::ALL.iter().map(|c| c.id()).collect();
+        format!("unknown cause `{s}`; known causes: {}", ids.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod record_filter_tests {
+    use super::*;
+    use crate::cause::CauseId;
+    use crate::event::Direction;
+    use crate::output::fixtures::record;
+
+    #[test]
+    fn each_list_narrows_and_lists_combine() {
+        let rec = record();
+        assert!(RecordFilter::default().matches(&rec));
+        let f =
+            |ports: &[u16], pids: &[u32], causes: &[CauseId], dirs: &[Direction]| RecordFilter {
+                ports: ports.to_vec(),
+                pids: pids.to_vec(),
+                causes: causes.to_vec(),
+                directions: dirs.to_vec(),
+            };
+        assert!(f(&[8080], &[], &[], &[]).matches(&rec));
+        assert!(f(&[40000], &[], &[], &[]).matches(&rec));
+        assert!(!f(&[1], &[], &[], &[]).matches(&rec));
+        assert!(f(&[], &[7], &[], &[]).matches(&rec));
+        assert!(!f(&[], &[8], &[], &[]).matches(&rec));
+        assert!(f(&[], &[], &[CauseId::CloseUnreadData], &[Direction::Sent]).matches(&rec));
+        assert!(!f(&[], &[], &[CauseId::PortNotOpen], &[]).matches(&rec));
+        assert!(!f(&[8080], &[], &[], &[Direction::Received]).matches(&rec));
+    }
+
+    #[test]
+    fn unknown_causes_list_the_known_ones() {
+        let err = parse_cause("nope").unwrap_err();
+        assert!(err.contains("port_not_open"), "{err}");
+        assert_eq!(parse_cause("linger_zero"), Ok(CauseId::LingerZero));
+    }
+}

@@ -18,5 +18,6 @@ pub mod kernel;
 pub mod loader;
 pub mod output;
 pub mod probes;
+pub mod replay;
 pub mod source;
 pub mod summary;

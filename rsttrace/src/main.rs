@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Trace(args)) => rsttrace::app::trace(args).await,
+            Some(Command::Read(args)) => rsttrace::app::read(args),
             None => rsttrace::app::trace(cli.trace).await,
         }
     });

@@ -14,6 +14,8 @@ pub struct Summary {
     pub lost: u64,
     /// Events the in-kernel filters dropped.
     pub filtered: u64,
+    /// Events the userspace filters (--cause, --direction) dropped.
+    pub filtered_userspace: u64,
     /// Kernel memory reads that failed (facts may be incomplete).
     pub read_errors: u64,
     /// Records userspace could not decode.
@@ -51,6 +53,7 @@ impl Summary {
         let _ = writeln!(s, "  lost (ring buffer full): {}", self.lost);
         let _ = writeln!(s, "  filtered in kernel:      {}", self.filtered);
         for (label, n) in [
+            ("filtered in userspace:   ", self.filtered_userspace),
             ("kernel read errors:      ", self.read_errors),
             ("undecodable records:     ", self.decode_errors),
             ("events not written:      ", self.write_errors),
