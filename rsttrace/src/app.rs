@@ -169,6 +169,18 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // must not cost an attach.
     let mut outputs = build_outputs(&args)?;
 
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let shared = std::sync::Arc::new(std::sync::Mutex::new(crate::metrics::Metrics::new(
+                args.metrics_top_ports as usize,
+            )));
+            let bound = crate::metrics::serve(addr, shared.clone()).await?;
+            eprintln!("rsttrace: metrics on http://{bound}/metrics");
+            Some(shared)
+        }
+        None => None,
+    };
+
     let kernel = KernelInfo::probe();
     let mut session = Session::load(&kernel, &opts)?;
     let mut source = RingSource::new(
@@ -200,6 +212,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         clock,
         reasons: &reasons,
         filter: args.filters.to_filter(&[], &[]),
+        metrics,
         limit: args.count,
         seen_lost: 0,
     };
@@ -291,6 +304,7 @@ struct Pipeline<'a> {
     reasons: &'a Reasons,
     /// The kernel already applied --port/--pid; this holds the rest.
     filter: RecordFilter,
+    metrics: Option<crate::metrics::Shared>,
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
@@ -320,7 +334,17 @@ impl Pipeline<'_> {
         let rec = Classified { event, cause };
         if !self.filter.matches(&rec) {
             self.summary.filtered_userspace += 1;
+            if let Some(m) = &self.metrics
+                && let Ok(mut m) = m.lock()
+            {
+                m.filtered_userspace += 1;
+            }
             return;
+        }
+        if let Some(m) = &self.metrics
+            && let Ok(mut m) = m.lock()
+        {
+            m.add(&rec);
         }
         for o in outputs.iter_mut() {
             o.write(&rec);
@@ -330,7 +354,14 @@ impl Pipeline<'_> {
 
     /// Marks lost events in the outputs where they happened (between batches).
     fn account_losses(&mut self, session: &Session, outputs: &mut [Output]) -> Result<()> {
-        let lost = session.counters()?.lost;
+        let counters = session.counters()?;
+        if let Some(m) = &self.metrics
+            && let Ok(mut m) = m.lock()
+        {
+            m.lost = counters.lost;
+            m.filtered_kernel = counters.filtered;
+        }
+        let lost = counters.lost;
         if lost > self.seen_lost {
             for o in outputs.iter_mut() {
                 o.gap(lost - self.seen_lost);

@@ -162,6 +162,15 @@ pub struct TraceArgs {
     /// Never colour the text output (also NO_COLOR=1).
     #[arg(long)]
     pub no_color: bool,
+
+    /// Serve Prometheus metrics on ADDR:PORT (a bare PORT binds 127.0.0.1).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// How many of the busiest local ports get their own metric series.
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub metrics_top_ports: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

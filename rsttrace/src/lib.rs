@@ -16,6 +16,7 @@ pub mod event;
 pub mod filter;
 pub mod kernel;
 pub mod loader;
+pub mod metrics;
 pub mod output;
 pub mod probes;
 pub mod replay;

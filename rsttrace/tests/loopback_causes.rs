@@ -269,3 +269,45 @@ fn pcapng_export_reads_back_in_tshark() {
         "{text}"
     );
 }
+
+/// `--metrics` serves Prometheus text that counts the provoked resets.
+#[test]
+fn metrics_endpoint_counts_resets() {
+    if !kernel_tests_possible("metrics_endpoint_counts_resets") {
+        return;
+    }
+    let port = free_port();
+    let metrics_port = free_port();
+    let tracer = Tracer::start(&[
+        "--port",
+        &port.to_string(),
+        "--metrics",
+        &metrics_port.to_string(),
+    ]);
+    let banner = &tracer.stderr_text;
+    assert!(
+        banner.contains(&format!("127.0.0.1:{metrics_port}")),
+        "{banner}"
+    );
+    for _ in 0..4 {
+        let _ = TcpStream::connect(loopback(port));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut conn = TcpStream::connect(loopback(metrics_port)).expect("metrics endpoint listens");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    tracer.stop();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(
+        body.contains(
+            "rsttrace_resets_total{direction=\"sent\",cause=\"port_not_open\",kernel_reason=\"NO_SOCKET\"} 4"
+        ) || body.contains(
+            "rsttrace_resets_total{direction=\"sent\",cause=\"port_not_open\",kernel_reason=\"\"} 4"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("rsttrace_lost_events_total 0"), "{body}");
+    assert!(body.contains(&format!("port=\"{port}\"")), "{body}");
+}
