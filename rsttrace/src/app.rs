@@ -18,6 +18,7 @@ use crate::decode::{self, Record};
 use crate::event::{Event, ReasonNames};
 use crate::filter::{self, RecordFilter};
 use crate::loader::{Counters, KernelInfo, Options, Session};
+use crate::output::rotate::RotatingSink;
 use crate::output::{self, Format, Sink, TextOptions};
 use crate::source::RingSource;
 use crate::summary::Summary;
@@ -143,10 +144,23 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
                 path.display()
             )
         })?;
-        let file = create_export(path)?;
+        let sink = match args.rotate_size {
+            Some(max) => Box::new(RotatingSink::new(
+                path,
+                format,
+                max,
+                args.rotate_count,
+                create_export,
+            )?) as Box<dyn Sink + Send>,
+            None => output::sink(
+                format,
+                Box::new(create_export(path)?),
+                &TextOptions { color: false },
+            ),
+        };
         outputs.push(Output {
             name: path.display().to_string(),
-            sink: output::sink(format, Box::new(file), &TextOptions { color: false }),
+            sink,
             failed: None,
             unwritten: 0,
         });

@@ -132,6 +132,16 @@ pub struct TraceArgs {
     #[arg(short, long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
 
+    /// Start a new --write file when the current one passes SIZE (e.g. 100M);
+    /// older files are renamed FILE.1, FILE.2, ...
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "write")]
+    pub rotate_size: Option<u64>,
+
+    /// How many files --rotate-size keeps, the current one included.
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "rotate_size",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rotate_count: u32,
+
     /// Print nothing per event on stdout (use with --write).
     #[arg(short, long)]
     pub quiet: bool,

@@ -311,3 +311,58 @@ fn metrics_endpoint_counts_resets() {
     assert!(body.contains("rsttrace_lost_events_total 0"), "{body}");
     assert!(body.contains(&format!("port=\"{port}\"")), "{body}");
 }
+
+/// `--rotate-size`: every event lands in exactly one of the rotated files.
+#[test]
+fn rotation_keeps_every_event() {
+    if !kernel_tests_possible("rotation_keeps_every_event") {
+        return;
+    }
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--quiet",
+            "--drain-interval",
+            "10",
+        ])
+        .args(["--rotate-size", "8K", "--rotate-count", "1000", "--write"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("tracing TCP resets") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0);
+    }
+    let attempts = 60;
+    for _ in 0..attempts {
+        let _ = TcpStream::connect(loopback(port));
+        // Spread over several drain batches, so several rotations happen.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() > 3, "expected several rotated files: {files:?}");
+    let mut events = 0;
+    for f in &files {
+        for l in std::fs::read_to_string(f).unwrap().lines() {
+            let v: Value = serde_json::from_str(l).expect("whole records in every file");
+            assert!(v["gap"].is_null(), "nothing was lost");
+            events += 1;
+        }
+    }
+    assert_eq!(events, 2 * attempts, "files: {files:?}");
+}

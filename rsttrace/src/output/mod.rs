@@ -4,6 +4,7 @@
 pub mod csv;
 pub mod json;
 pub mod pcapng;
+pub mod rotate;
 pub mod text;
 
 use std::borrow::Cow;
