@@ -39,6 +39,14 @@ pub enum Command {
     /// Replay a JSON Lines export through the same formatters and filters
     /// (post-mortem, on any machine, no privileges needed).
     Read(ReadArgs),
+    /// Print a shell completion script: `rsttrace completions bash > /etc/bash_completion.d/rsttrace`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]

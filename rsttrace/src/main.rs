@@ -20,6 +20,18 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Trace(args)) => rsttrace::app::trace(args).await,
             Some(Command::Read(args)) => rsttrace::app::read(args),
+            Some(Command::Completions { shell }) => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut cmd, "rsttrace", &mut script);
+                print_all(&script)
+            }
+            Some(Command::Man) => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                    .render(&mut page)?;
+                print_all(&page)
+            }
             None => rsttrace::app::trace(cli.trace).await,
         }
     });
@@ -30,6 +42,15 @@ fn main() -> ExitCode {
             eprintln!("rsttrace: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod bench;
 mod build;
+mod dist;
 mod lint;
 mod run;
 mod system;
@@ -66,6 +67,11 @@ enum Command {
     },
     /// Clippy (-D warnings) on the host crates and on the eBPF crate for its target.
     Clippy,
+    /// Write the man page generated from the CLI definition to target/man/rsttrace.1.
+    Man,
+    /// Build one static x86_64 binary with the eBPF object embedded, to copy
+    /// to production hosts: target/dist/rsttrace-x86_64-linux.
+    Dist,
     /// Measure the cost of tracing under a loopback RST storm (ratios from
     /// one interleaved run; needs root).
     Bench {
@@ -150,6 +156,18 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
         }
         Command::Test { no_lint, args } => test::test(ws, !no_lint, &args),
         Command::Clippy => lint::clippy(ws),
+        Command::Dist => dist::dist(ws).map(|path| println!("{}", path.display())),
+        Command::Man => {
+            let binary = build::all(ws, build::Profile::Debug)?;
+            let out = std::process::Command::new(binary).arg("man").output()?;
+            anyhow::ensure!(out.status.success(), "rsttrace man failed");
+            let dir = ws.target_dir().join("man");
+            std::fs::create_dir_all(&dir)?;
+            let page = dir.join("rsttrace.1");
+            std::fs::write(&page, out.stdout)?;
+            println!("{}", page.display());
+            Ok(())
+        }
         Command::Bench { seconds, rounds } => bench::bench(ws, &bench::Options { seconds, rounds }),
     }
 }
