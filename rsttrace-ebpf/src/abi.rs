@@ -24,6 +24,15 @@ pub mod program {
     pub const TP_RECEIVE_RESET: &str = "tp_tcp_receive_reset";
     pub const SOFTIRQ_ENTRY: &str = "softirq_entry";
     pub const SOFTIRQ_EXIT: &str = "softirq_exit";
+    /// kprobes, attached by symbol name at run time.
+    pub const KPROBE_SEND_RESET: &str = "kp_send_reset";
+    pub const KPROBE_SEND_ACTIVE_RESET: &str = "kp_send_active_reset";
+    pub const KPROBE_TCP_RESET: &str = "kp_tcp_reset";
+    /// fentry, one program per kernel function.
+    pub const FENTRY_V4_SEND_RESET: &str = "fe_tcp_v4_send_reset";
+    pub const FENTRY_V6_SEND_RESET: &str = "fe_tcp_v6_send_reset";
+    pub const FENTRY_SEND_ACTIVE_RESET: &str = "fe_tcp_send_active_reset";
+    pub const FENTRY_TCP_RESET: &str = "fe_tcp_reset";
 }
 
 /// `EventHeader::kind`.
@@ -45,6 +54,12 @@ pub mod hook {
     pub const BTF_RECEIVE_RESET: u8 = 2;
     pub const TP_SEND_RESET: u8 = 3;
     pub const TP_RECEIVE_RESET: u8 = 4;
+    /// kprobe on tcp_v{4,6}_send_reset / tcp_send_active_reset.
+    pub const KPROBE_SEND_RESET: u8 = 5;
+    /// kprobe on tcp_reset (with the received RST's skb).
+    pub const KPROBE_RECEIVE_RESET: u8 = 6;
+    pub const FENTRY_SEND_RESET: u8 = 7;
+    pub const FENTRY_RECEIVE_RESET: u8 = 8;
 }
 
 /// `RstEvent::context`: what the CPU was doing when the RST was made.

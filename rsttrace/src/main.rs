@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Trace(args)) => rsttrace::app::trace(args).await,
+            Some(Command::Check(args)) => rsttrace::check::run(args.hooks),
             None => rsttrace::app::trace(cli.trace).await,
         }
     });
