@@ -5,11 +5,13 @@
 //! and testing rsttrace go through here rather than through plain cargo.
 
 mod build;
+mod causes;
 mod lint;
 mod run;
 mod system;
 mod test;
 mod toolchain;
+mod vm;
 
 use std::{env, ffi::OsString, path::PathBuf, process::ExitCode};
 
@@ -65,6 +67,14 @@ enum Command {
     },
     /// Clippy (-D warnings) on the host crates and on the eBPF crate for its target.
     Clippy,
+    /// Run the kernel integration tests on Debian bookworm's 6.1 kernel under
+    /// qemu (TCG): fetches and caches the kernel under target/vm/, needs root
+    /// for apt. Set RSTTRACE_VM_TIMEOUT (seconds, default 600) to bound it.
+    VmTest {
+        /// Arguments for the test binaries in the guest (libtest), after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
 }
 
 /// Paths of the workspace this xtask belongs to.
@@ -139,6 +149,7 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
         }
         Command::Test { no_lint, args } => test::test(ws, !no_lint, &args),
         Command::Clippy => lint::clippy(ws),
+        Command::VmTest { args } => vm::vm_test(ws, &args),
     }
 }
 
