@@ -14,6 +14,7 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub const FILTER_GLOBAL: &str = "FILTER";
 pub const TUNING_GLOBAL: &str = "TUNING";
+pub const KFREE_SKB_GLOBAL: &str = "KFREE_SKB";
 
 /// Program names (the function names in `src/main.rs`).
 pub mod program {
@@ -33,6 +34,9 @@ pub mod program {
     pub const FENTRY_V6_SEND_RESET: &str = "fe_tcp_v6_send_reset";
     pub const FENTRY_SEND_ACTIVE_RESET: &str = "fe_tcp_send_active_reset";
     pub const FENTRY_TCP_RESET: &str = "fe_tcp_reset";
+    /// `skb:kfree_skb` with reason NO_SOCKET: RSTs a tracepoint-only kernel
+    /// without a socketless `tcp_send_reset` would miss.
+    pub const TP_KFREE_SKB: &str = "tp_kfree_skb";
 }
 
 /// `EventHeader::kind`.
@@ -60,6 +64,8 @@ pub mod hook {
     pub const KPROBE_RECEIVE_RESET: u8 = 6;
     pub const FENTRY_SEND_RESET: u8 = 7;
     pub const FENTRY_RECEIVE_RESET: u8 = 8;
+    /// `skb:kfree_skb` (reason NO_SOCKET) of a TCP segment that got an RST.
+    pub const TP_KFREE_SKB_NO_SOCKET: u8 = 9;
 }
 
 /// `RstEvent::context`: what the CPU was doing when the RST was made.
@@ -328,6 +334,27 @@ pub struct TracepointLayout {
 }
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 16);
 
+/// `skb:kfree_skb` layout (from tracefs) and the value of
+/// `SKB_DROP_REASON_NO_SOCKET` (from BTF; it differs between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KfreeSkb {
+    pub skbaddr: u32,
+    pub reason: u32,
+    pub no_socket: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<KfreeSkb>() == 16);
+
+impl KfreeSkb {
+    pub const UNRESOLVED: KfreeSkb = KfreeSkb {
+        skbaddr: ABSENT,
+        reason: ABSENT,
+        no_socket: ABSENT,
+        _pad: 0,
+    };
+}
+
 /// Maximum number of values per in-kernel filter list.
 pub const MAX_FILTER_PORTS: usize = 16;
 pub const MAX_FILTER_PIDS: usize = 16;
@@ -388,4 +415,5 @@ mod pod {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::Tuning {}
+    unsafe impl aya::Pod for super::KfreeSkb {}
 }

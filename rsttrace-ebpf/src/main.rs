@@ -31,8 +31,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use rsttrace_ebpf::abi::{
-    ABSENT, EventHeader, Field, Filter, MAX_FILTER_PIDS, MAX_FILTER_PORTS, Offsets, RstEvent,
-    Tuning, context, counter, direction, flag, hook, kind,
+    ABSENT, EventHeader, Field, Filter, KfreeSkb, MAX_FILTER_PIDS, MAX_FILTER_PORTS, Offsets,
+    RstEvent, Tuning, context, counter, direction, flag, hook, kind,
 };
 
 #[unsafe(no_mangle)]
@@ -41,6 +41,8 @@ static OFFSETS: Global<Offsets> = Global::new(Offsets::UNRESOLVED);
 static FILTER: Global<Filter> = Global::new(Filter::ALL);
 #[unsafe(no_mangle)]
 static TUNING: Global<Tuning> = Global::new(Tuning::DEFAULT);
+#[unsafe(no_mangle)]
+static KFREE_SKB: Global<KfreeSkb> = Global::new(KfreeSkb::UNRESOLVED);
 
 /// Default 4 MiB; userspace resizes it (`--ring-buffer`).
 #[map]
@@ -198,6 +200,41 @@ pub fn fe_tcp_reset(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// `skb:kfree_skb` with reason NO_SOCKET: `tcp_v{4,6}_rcv` found no socket,
+/// answered with an RST (unless the segment was itself an RST) and dropped
+/// the segment. Attached only where the send hook misses socketless RSTs.
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn tp_kfree_skb(ctx: TracePointContext) -> u32 {
+    let k: *const KfreeSkb = (&KFREE_SKB as *const Global<KfreeSkb>).cast();
+    // SAFETY: see `offsets()`.
+    let (skbaddr, reason_at, no_socket) = unsafe {
+        (
+            read_volatile(addr_of!((*k).skbaddr)),
+            read_volatile(addr_of!((*k).reason)),
+            read_volatile(addr_of!((*k).no_socket)),
+        )
+    };
+    // Every dropped packet of the host passes here: leave fast.
+    if no_socket == ABSENT || read_ctx::<u32>(&ctx, reason_at) != Some(no_socket) {
+        return 0;
+    }
+    let Some(skb) = read_ctx::<u64>(&ctx, skbaddr) else {
+        return 0;
+    };
+    let skb = skb as *const u8;
+    let mut tuple = Tuple::default();
+    let mut pkt = Packet::default();
+    // UDP and others drop with NO_SOCKET too; an RST gets no RST back.
+    if !read_packet(skb, &mut pkt, &mut tuple)
+        || pkt.protocol != IPPROTO_TCP
+        || pkt.flags & TCP_FLAG_RST != 0
+    {
+        return 0;
+    }
+    on_send_reset(core::ptr::null(), skb, ABSENT, hook::TP_KFREE_SKB_NO_SOCKET);
+    0
+}
+
 /// `irq:softirq_entry`: `unsigned int vec` follows the 8-byte common header.
 #[tracepoint(category = "irq", name = "softirq_entry")]
 pub fn softirq_entry(ctx: TracePointContext) -> u32 {
@@ -302,6 +339,8 @@ struct Tuple {
 
 #[derive(Default)]
 struct Packet {
+    /// IP protocol (IPv6: the first next-header).
+    protocol: u8,
     flags: u8,
     ttl: u8,
     window: u16,
@@ -485,6 +524,7 @@ const TCP_TIME_WAIT: u8 = 6;
 const TCP_NEW_SYN_RECV: u8 = 12;
 const PF_EXITING: u64 = 0x4;
 const TCP_FLAG_RST: u8 = 0x04;
+const IPPROTO_TCP: u8 = 6;
 
 /// Parses the trigger skb's IP and TCP headers; the RST goes back to its source,
 /// so the packet's destination is the local end.
@@ -523,6 +563,7 @@ fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
             let total = u16::from_be_bytes([ip[2], ip[3]]) as u32;
             pkt.len = total.saturating_sub(ihl + doff);
             pkt.ttl = ip[8];
+            pkt.protocol = ip[9];
             tuple.family = AF_INET;
             tuple.remote_addr[..4].copy_from_slice(&ip[12..16]);
             tuple.local_addr[..4].copy_from_slice(&ip[16..20]);
@@ -531,6 +572,7 @@ fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
             let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
             pkt.len = payload.saturating_sub(doff);
             pkt.ttl = ip[7];
+            pkt.protocol = ip[6];
             tuple.family = AF_INET6;
             tuple.remote_addr.copy_from_slice(&ip[8..24]);
             tuple.local_addr.copy_from_slice(&ip[24..40]);

@@ -76,13 +76,18 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
 
     let plan = probes::choose(mode, k).ok();
     let _ = writeln!(out, "\nhooks (--hooks {}):", probes::mode_name(mode));
-    for role in [Role::Send, Role::Receive] {
+    for role in [Role::Send, Role::SendNoSocket, Role::Receive] {
         let ranked = probes::ranked(mode, role, k);
         for hook in HOOKS.iter().filter(|h| h.role == role) {
-            let chosen = plan.is_some_and(|p| p.send == hook || p.receive == hook);
+            let chosen = plan.is_some_and(|p| {
+                p.send == hook || p.receive == hook || p.no_socket_hook == Some(hook)
+            });
             let status = match hook.availability(k) {
                 Err(why) => format!("unavailable: {}", why.join("; ")),
                 Ok(()) if chosen => "CHOSEN".to_string(),
+                Ok(()) if role == Role::SendNoSocket && ranked.contains(&hook) => {
+                    "available (not needed: the send hook sees these RSTs)".to_string()
+                }
                 Ok(()) if ranked.contains(&hook) => {
                     "available (a better hook is chosen)".to_string()
                 }
@@ -95,7 +100,11 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
             let _ = writeln!(
                 out,
                 "  {:<7} {:<66} {}\n          provides: reason={} no_socket={} rx_packet={}",
-                format!("{role:?}").to_lowercase(),
+                match role {
+                    Role::Send => "send",
+                    Role::SendNoSocket => "send+",
+                    Role::Receive => "receive",
+                },
                 hook.name,
                 status,
                 yn(c.reason),
@@ -212,9 +221,9 @@ mod tests {
     }
 
     #[test]
-    fn forced_tracepoint_on_6_1_cannot_see_port_not_open() {
+    fn forced_tp_btf_on_6_1_cannot_see_port_not_open() {
         let k = linux_6_1();
-        let plan = probes::choose(HookMode::Tracepoint, &k).unwrap();
+        let plan = probes::choose(HookMode::TpBtf, &k).unwrap();
         let c = causes(&plan);
         let port = c.iter().find(|(c, _)| *c == CauseId::PortNotOpen).unwrap();
         assert!(port.1.starts_with("NO"), "{port:?}");

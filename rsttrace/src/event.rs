@@ -234,6 +234,7 @@ impl Event {
             abi::hook::KPROBE_RECEIVE_RESET => "kprobe:tcp_reset",
             abi::hook::FENTRY_SEND_RESET => "fentry:tcp_send_reset_functions",
             abi::hook::FENTRY_RECEIVE_RESET => "fentry:tcp_reset",
+            abi::hook::TP_KFREE_SKB_NO_SOCKET => "tracepoint:skb:kfree_skb",
             _ => "unknown",
         };
         let ip = |bytes: &[u8; 16]| -> IpAddr {

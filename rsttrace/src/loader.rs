@@ -9,7 +9,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
-use rsttrace_ebpf::abi::{self, Filter, Tuning, counter, program};
+use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, Tuning, counter, program};
 
 use crate::kernel::{btf::Btf, kallsyms, offsets, tracefs};
 use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
@@ -97,6 +97,7 @@ fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
                 facts.tracepoints.insert(format!("{cat}:{name}"));
             }
         }
+        facts.kfree_skb_no_socket = kfree_skb(btf, Some(root)).is_some();
         if let Ok(fields) = tracefs::read_format(root, "tcp", "tcp_send_reset") {
             facts.tp_send_reset_reason = fields.iter().any(|f| f.name == "reason");
             // The version that fires without a socket stores sockaddr_in6 (28 bytes).
@@ -117,6 +118,17 @@ fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
         Err(e) => debug!("cannot read /proc/kallsyms: {e}"),
     }
     facts
+}
+
+/// Where `skb:kfree_skb` keeps the skb and the reason, and NO_SOCKET's value.
+fn kfree_skb(btf: Option<&Btf>, tracefs: Option<&Path>) -> Option<KfreeSkb> {
+    let (skbaddr, reason) = tracefs::kfree_skb_layout(tracefs?).ok()?;
+    Some(KfreeSkb {
+        skbaddr,
+        reason,
+        no_socket: offsets::drop_reason_no_socket(btf?)?,
+        _pad: 0,
+    })
 }
 
 /// Loaded and attached programs; dropping it detaches everything.
@@ -148,7 +160,8 @@ impl Session {
             }
             None => {}
         }
-        let mut ebpf = load_object(btf, &opts.filter, &tuning, opts.ring_buffer_bytes)?;
+        let kfree = kfree_skb(Some(btf), kernel.tracefs.as_deref()).unwrap_or(KfreeSkb::UNRESOLVED);
+        let mut ebpf = load_object(btf, &opts.filter, &tuning, &kfree, opts.ring_buffer_bytes)?;
         let aya_btf = aya::Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
         if matches!(opts.hooks, HookMode::Auto | HookMode::Fentry) {
             facts.fentry = Some(try_fentry(&mut ebpf, &aya_btf, &facts));
@@ -157,7 +170,18 @@ impl Session {
 
         let send = attach_role(&mut ebpf, Role::Send, opts.hooks, &facts, &aya_btf)?;
         let receive = attach_role(&mut ebpf, Role::Receive, opts.hooks, &facts, &aya_btf)?;
-        let mut plan = Plan::new(send, receive, &facts);
+        let mut extra = Plan::no_socket_hook_for(opts.hooks, send, &facts);
+        if let Some(hook) = extra
+            && let Err(e) = attach_hook(&mut ebpf, hook, &facts, &aya_btf)
+        {
+            undo(&mut ebpf, hook);
+            warn!(
+                "{} failed ({e:#}): RSTs sent without a socket will not be seen",
+                hook.name
+            );
+            extra = None;
+        }
+        let mut plan = Plan::new(send, receive, extra, &facts);
         if plan.softirq
             && let Err(e) = attach_softirq_tracking(&mut ebpf)
         {
@@ -201,7 +225,13 @@ pub struct Counters {
     pub submitted: u64,
 }
 
-fn load_object(btf: &Btf, filter: &Filter, tuning: &Tuning, ring_bytes: u32) -> Result<Ebpf> {
+fn load_object(
+    btf: &Btf,
+    filter: &Filter,
+    tuning: &Tuning,
+    kfree: &KfreeSkb,
+    ring_bytes: u32,
+) -> Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
         bail!(
             "this rsttrace binary was built without its eBPF object; \
@@ -221,6 +251,7 @@ fn load_object(btf: &Btf, filter: &Filter, tuning: &Tuning, ring_bytes: u32) -> 
         .override_global(abi::OFFSETS_GLOBAL, &offsets, true)
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
+        .override_global(abi::KFREE_SKB_GLOBAL, kfree, true)
         .map_max_entries(abi::EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
@@ -251,7 +282,13 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
     let btf = kernel.btf.as_ref()?;
     check_privileges().ok()?;
     let aya_btf = aya::Btf::from_sys_fs().ok()?;
-    let mut ebpf = match load_object(btf, &Filter::ALL, &Tuning::DEFAULT, 4096) {
+    let mut ebpf = match load_object(
+        btf,
+        &Filter::ALL,
+        &Tuning::DEFAULT,
+        &KfreeSkb::UNRESOLVED,
+        4096,
+    ) {
         Ok(e) => e,
         Err(e) => return Some(Err(format!("{e:#}"))),
     };

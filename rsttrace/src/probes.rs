@@ -51,6 +51,8 @@ impl Family {
 pub enum Role {
     Send,
     Receive,
+    /// Added to a send hook that misses RSTs sent without a socket.
+    SendNoSocket,
 }
 
 /// How one program is attached.
@@ -95,6 +97,8 @@ pub enum Need {
     BtfFunctionArgs(&'static str, usize),
     /// A trial fentry load succeeded.
     FentryPermitted,
+    /// `skb:kfree_skb` has a reason field and BTF names SKB_DROP_REASON_NO_SOCKET.
+    KfreeSkbNoSocket,
 }
 
 /// What a hook tells about each RST.
@@ -229,6 +233,22 @@ pub static HOOKS: &[Hook] = &[
         provides: Provides::SendTracepointFormat,
     },
     Hook {
+        name: "tracepoint:skb:kfree_skb(NO_SOCKET)",
+        role: Role::SendNoSocket,
+        family: Family::Tracepoint,
+        attach: &[Attach::Tracepoint {
+            program: program::TP_KFREE_SKB,
+            category: "skb",
+            name: "kfree_skb",
+        }],
+        needs: &[Need::Tracepoint("skb", "kfree_skb"), Need::KfreeSkbNoSocket],
+        provides: Provides::Fixed {
+            reason: false,
+            no_socket: true,
+            packet: false,
+        },
+    },
+    Hook {
         name: "tp_btf:tcp_receive_reset",
         role: Role::Receive,
         family: Family::TpBtf,
@@ -336,6 +356,8 @@ pub struct KernelFacts {
     pub functions: BTreeMap<String, String>,
     /// Trial fentry load: None when not tried, Some(Err(why)) when refused.
     pub fentry: Option<Result<(), String>>,
+    /// `skb:kfree_skb` can single out NO_SOCKET drops.
+    pub kfree_skb_no_socket: bool,
 }
 
 impl KernelFacts {
@@ -382,6 +404,10 @@ impl KernelFacts {
                 Some(&have) => Err(format!("BTF {f} takes {have} arguments, need {n}")),
                 None => Err(format!("no BTF function {f} (inlined or renamed)")),
             },
+            Need::KfreeSkbNoSocket => ok(
+                self.kfree_skb_no_socket,
+                "skb:kfree_skb has no reason field, or BTF has no SKB_DROP_REASON_NO_SOCKET".into(),
+            ),
             Need::FentryPermitted => match &self.fentry {
                 Some(Ok(())) => Ok(()),
                 Some(Err(why)) => Err(format!("fentry: {why}")),
@@ -448,6 +474,8 @@ pub fn ranked(mode: HookMode, role: Role, k: &KernelFacts) -> Vec<&'static Hook>
 pub struct Plan {
     pub send: &'static Hook,
     pub receive: &'static Hook,
+    /// Attached next to `send` when it misses RSTs sent without a socket.
+    pub no_socket_hook: Option<&'static Hook>,
     /// Softirq tracking (task vs softirq context); without it context is unknown.
     pub softirq: bool,
     /// Whether sent RSTs carry the kernel's reason.
@@ -472,16 +500,35 @@ impl PartialEq for Hook {
 impl Eq for Hook {}
 
 impl Plan {
-    pub fn new(send: &'static Hook, receive: &'static Hook, k: &KernelFacts) -> Plan {
+    pub fn new(
+        send: &'static Hook,
+        receive: &'static Hook,
+        no_socket_hook: Option<&'static Hook>,
+        k: &KernelFacts,
+    ) -> Plan {
         let s = send.capabilities(k);
+        let no_socket_hook = no_socket_hook.filter(|_| !s.no_socket);
         Plan {
             send,
             receive,
+            no_socket_hook,
             softirq: k.softirq_tracking(),
             reason: s.reason,
-            no_socket: s.no_socket,
+            no_socket: s.no_socket || no_socket_hook.is_some(),
             packet: receive.capabilities(k).packet,
         }
+    }
+
+    /// The supplementary hook `choose` would add to `send`, if any.
+    pub fn no_socket_hook_for(
+        mode: HookMode,
+        send: &'static Hook,
+        k: &KernelFacts,
+    ) -> Option<&'static Hook> {
+        if send.capabilities(k).no_socket {
+            return None;
+        }
+        ranked(mode, Role::SendNoSocket, k).first().copied()
     }
 }
 
@@ -501,7 +548,11 @@ impl fmt::Display for Plan {
             if self.reason { "kernel" } else { "inferred" },
             yn(self.no_socket),
             yn(self.packet),
-        )
+        )?;
+        if let Some(extra) = self.no_socket_hook {
+            write!(f, " extra={}", extra.name)?;
+        }
+        Ok(())
     }
 }
 
@@ -517,7 +568,8 @@ pub fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
             why_not(mode, k)
         );
     };
-    Ok(Plan::new(send, receive, k))
+    let extra = Plan::no_socket_hook_for(mode, send, k);
+    Ok(Plan::new(send, receive, extra, k))
 }
 
 pub fn mode_name(mode: HookMode) -> &'static str {
@@ -573,12 +625,14 @@ pub(crate) mod tests {
                 "tcp:tcp_receive_reset",
                 "irq:softirq_entry",
                 "irq:softirq_exit",
+                "skb:kfree_skb",
             ]),
             tp_send_reset_reason: true,
             tp_send_reset_no_socket: true,
             kprobe_pmu: false,
             functions: BTreeMap::new(),
             fentry: Some(Err("Operation not permitted".into())),
+            kfree_skb_no_socket: true,
         }
     }
 
@@ -600,6 +654,23 @@ pub(crate) mod tests {
             .collect();
         k.fentry = Some(Ok(()));
         k
+    }
+
+    #[test]
+    fn kfree_skb_fills_the_no_socket_gap_of_6_1_tracepoints() {
+        let k = linux_6_1();
+        let p = choose(HookMode::Tracepoint, &k).unwrap();
+        assert_eq!(
+            p.no_socket_hook.map(|h| h.name),
+            Some("tracepoint:skb:kfree_skb(NO_SOCKET)")
+        );
+        assert!(p.no_socket);
+        assert!(p.to_string().contains("extra=tracepoint:skb:kfree_skb"));
+        // Not added where the send hook already sees those RSTs...
+        assert_eq!(choose(HookMode::Auto, &k).unwrap().no_socket_hook, None);
+        // ...nor to a forced family it does not belong to.
+        let p = choose(HookMode::TpBtf, &k).unwrap();
+        assert!(p.no_socket_hook.is_none() && !p.no_socket);
     }
 
     #[test]
@@ -648,7 +719,7 @@ pub(crate) mod tests {
     fn forced_modes() {
         let p = choose(HookMode::Tracepoint, &linux_6_1()).unwrap();
         assert_eq!(p.send.family, Family::Tracepoint);
-        assert!(!p.reason && !p.no_socket);
+        assert!(!p.reason && p.no_socket && p.no_socket_hook.is_some());
         let p = choose(HookMode::Kprobe, &linux_6_1()).unwrap();
         assert_eq!(p.send.family, Family::Kprobe);
         let err = choose(HookMode::Kprobe, &linux_6_18())

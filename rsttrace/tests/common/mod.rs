@@ -129,7 +129,7 @@ impl Tracer {
             self.stderr_text
         );
         let events = read_jsonl(&self.export);
-        report_causes(&events);
+        report_causes(&events, self.send_family());
         events
     }
 
@@ -151,6 +151,15 @@ impl Tracer {
         }
     }
 
+    /// The family of the chosen send hook ("tp_btf", "fentry", ...).
+    pub fn send_family(&self) -> &str {
+        self.plan()
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("send="))
+            .and_then(|hook| hook.split(':').next())
+            .unwrap_or("?")
+    }
+
     /// Whether the chosen send hook fires for RSTs sent without a socket
     /// (closed port, TIME_WAIT): 6.1's tcp_send_reset tracepoint does not.
     pub fn sees_socketless_rsts(&self) -> bool {
@@ -158,15 +167,16 @@ impl Tracer {
     }
 }
 
-/// Appends `test<TAB>direction<TAB>cause` per event to $RSTTRACE_CAUSE_REPORT,
-/// so `cargo xtask test` / `vm-test` can say which causes each kernel showed.
-fn report_causes(events: &[Value]) {
+/// Appends `test[send hook family]<TAB>direction<TAB>cause` per event to
+/// $RSTTRACE_CAUSE_REPORT, so `cargo xtask test` / `vm-test` can say which
+/// causes each kernel (and hook family) showed.
+fn report_causes(events: &[Value], family: &str) {
     use std::io::Write;
     let Some(path) = std::env::var_os("RSTTRACE_CAUSE_REPORT") else {
         return;
     };
     // libtest runs each test on a thread named after it.
-    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let test = format!("{}[{family}]", std::thread::current().name().unwrap_or("?"));
     let lines: String = events
         .iter()
         .map(|e| {
