@@ -14,6 +14,7 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub const FILTER_GLOBAL: &str = "FILTER";
 pub const TUNING_GLOBAL: &str = "TUNING";
+pub const KFREE_SKB_GLOBAL: &str = "KFREE_SKB";
 
 /// Program names (the function names in `src/main.rs`).
 pub mod program {
@@ -24,6 +25,18 @@ pub mod program {
     pub const TP_RECEIVE_RESET: &str = "tp_tcp_receive_reset";
     pub const SOFTIRQ_ENTRY: &str = "softirq_entry";
     pub const SOFTIRQ_EXIT: &str = "softirq_exit";
+    /// kprobes, attached by symbol name at run time.
+    pub const KPROBE_SEND_RESET: &str = "kp_send_reset";
+    pub const KPROBE_SEND_ACTIVE_RESET: &str = "kp_send_active_reset";
+    pub const KPROBE_TCP_RESET: &str = "kp_tcp_reset";
+    /// fentry, one program per kernel function.
+    pub const FENTRY_V4_SEND_RESET: &str = "fe_tcp_v4_send_reset";
+    pub const FENTRY_V6_SEND_RESET: &str = "fe_tcp_v6_send_reset";
+    pub const FENTRY_SEND_ACTIVE_RESET: &str = "fe_tcp_send_active_reset";
+    pub const FENTRY_TCP_RESET: &str = "fe_tcp_reset";
+    /// `skb:kfree_skb` with reason NO_SOCKET: RSTs a tracepoint-only kernel
+    /// without a socketless `tcp_send_reset` would miss.
+    pub const TP_KFREE_SKB: &str = "tp_kfree_skb";
 }
 
 /// `EventHeader::kind`.
@@ -45,6 +58,14 @@ pub mod hook {
     pub const BTF_RECEIVE_RESET: u8 = 2;
     pub const TP_SEND_RESET: u8 = 3;
     pub const TP_RECEIVE_RESET: u8 = 4;
+    /// kprobe on tcp_v{4,6}_send_reset / tcp_send_active_reset.
+    pub const KPROBE_SEND_RESET: u8 = 5;
+    /// kprobe on tcp_reset (with the received RST's skb).
+    pub const KPROBE_RECEIVE_RESET: u8 = 6;
+    pub const FENTRY_SEND_RESET: u8 = 7;
+    pub const FENTRY_RECEIVE_RESET: u8 = 8;
+    /// `skb:kfree_skb` (reason NO_SOCKET) of a TCP segment that got an RST.
+    pub const TP_KFREE_SKB_NO_SOCKET: u8 = 9;
 }
 
 /// `RstEvent::context`: what the CPU was doing when the RST was made.
@@ -313,6 +334,27 @@ pub struct TracepointLayout {
 }
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 16);
 
+/// `skb:kfree_skb` layout (from tracefs) and the value of
+/// `SKB_DROP_REASON_NO_SOCKET` (from BTF; it differs between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KfreeSkb {
+    pub skbaddr: u32,
+    pub reason: u32,
+    pub no_socket: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<KfreeSkb>() == 16);
+
+impl KfreeSkb {
+    pub const UNRESOLVED: KfreeSkb = KfreeSkb {
+        skbaddr: ABSENT,
+        reason: ABSENT,
+        no_socket: ABSENT,
+        _pad: 0,
+    };
+}
+
 /// Maximum number of values per in-kernel filter list.
 pub const MAX_FILTER_PORTS: usize = 16;
 pub const MAX_FILTER_PIDS: usize = 16;
@@ -373,4 +415,5 @@ mod pod {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::Tuning {}
+    unsafe impl aya::Pod for super::KfreeSkb {}
 }

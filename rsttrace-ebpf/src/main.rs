@@ -5,6 +5,10 @@
 //! - `tp_btf/tcp_receive_reset` (sk);
 //! - the classic `tcp:tcp_send_reset` / `tcp:tcp_receive_reset` tracepoints as
 //!   a fallback, reading `skaddr`/`skbaddr`/`reason` at offsets parsed from tracefs;
+//! - kprobe or fentry on the reset functions themselves (`tcp_v4_send_reset`,
+//!   `tcp_v6_send_reset`, `tcp_send_active_reset`, `tcp_reset`) where the kernel
+//!   has them: they also see RSTs sent without a socket, which 6.1's
+//!   tracepoint misses, and `tcp_reset`'s skb is the received RST itself;
 //! - `irq:softirq_entry/exit`, to know whether an RST is made in softirq
 //!   (where `current` is unrelated to the socket) or by a task.
 //!
@@ -22,13 +26,13 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use rsttrace_ebpf::abi::{
-    ABSENT, EventHeader, Field, Filter, MAX_FILTER_PIDS, MAX_FILTER_PORTS, Offsets, RstEvent,
-    Tuning, context, counter, direction, flag, hook, kind,
+    ABSENT, EventHeader, Field, Filter, KfreeSkb, MAX_FILTER_PIDS, MAX_FILTER_PORTS, Offsets,
+    RstEvent, Tuning, context, counter, direction, flag, hook, kind,
 };
 
 #[unsafe(no_mangle)]
@@ -37,6 +41,8 @@ static OFFSETS: Global<Offsets> = Global::new(Offsets::UNRESOLVED);
 static FILTER: Global<Filter> = Global::new(Filter::ALL);
 #[unsafe(no_mangle)]
 static TUNING: Global<Tuning> = Global::new(Tuning::DEFAULT);
+#[unsafe(no_mangle)]
+static KFREE_SKB: Global<KfreeSkb> = Global::new(KfreeSkb::UNRESOLVED);
 
 /// Default 4 MiB; userspace resizes it (`--ring-buffer`).
 #[map]
@@ -81,7 +87,7 @@ pub fn btf_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    on_send_reset(sk, skb, Some(reason), hook::BTF_SEND_RESET);
+    on_send_reset(sk, skb, reason, hook::BTF_SEND_RESET);
     0
 }
 
@@ -90,14 +96,14 @@ pub fn btf_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
 pub fn btf_tcp_send_reset_no_reason(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
-    on_send_reset(sk, skb, None, hook::BTF_SEND_RESET);
+    on_send_reset(sk, skb, ABSENT, hook::BTF_SEND_RESET);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
-    on_receive_reset(sk, hook::BTF_RECEIVE_RESET);
+    on_receive_reset(sk, core::ptr::null(), hook::BTF_RECEIVE_RESET);
     0
 }
 
@@ -111,7 +117,9 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
         count(counter::READ_ERRORS);
         return 0;
     };
-    let reason = read_ctx::<u32>(&ctx, tp.send_reason);
+    // ABSENT rather than an Option: a None's payload is an uninitialised
+    // register, and 6.1's verifier rejects the program for copying it.
+    let reason = read_ctx::<u32>(&ctx, tp.send_reason).unwrap_or(ABSENT);
     on_send_reset(
         sk as *const u8,
         skb as *const u8,
@@ -128,7 +136,102 @@ pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
         count(counter::READ_ERRORS);
         return 0;
     };
-    on_receive_reset(sk as *const u8, hook::TP_RECEIVE_RESET);
+    on_receive_reset(sk as *const u8, core::ptr::null(), hook::TP_RECEIVE_RESET);
+    0
+}
+
+// Function hooks. `tcp_v{4,6}_send_reset(sk, skb, ...)` runs for every passive
+// RST, including those without a socket; `tcp_send_active_reset(sk, ...)` for
+// active ones; `tcp_reset(sk, skb)` when an RST is accepted. Only the first
+// two arguments are read: they have kept their place on every kernel, and
+// userspace attaches `tcp_reset` only where BTF shows it takes the skb.
+// The kprobe ones attach by symbol name at run time (userspace finds the
+// name, which may carry a compiler suffix, in /proc/kallsyms).
+
+#[kprobe]
+pub fn kp_send_reset(ctx: ProbeContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
+    on_passive_reset_call(sk, skb, hook::KPROBE_SEND_RESET);
+    0
+}
+
+#[kprobe]
+pub fn kp_send_active_reset(ctx: ProbeContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    on_send_reset(sk, core::ptr::null(), ABSENT, hook::KPROBE_SEND_RESET);
+    0
+}
+
+#[kprobe]
+pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
+    on_receive_reset(sk, skb, hook::KPROBE_RECEIVE_RESET);
+    0
+}
+
+#[fentry(function = "tcp_v4_send_reset")]
+pub fn fe_tcp_v4_send_reset(ctx: FEntryContext) -> i32 {
+    on_passive_reset_call(ctx.arg(0), ctx.arg(1), hook::FENTRY_SEND_RESET);
+    0
+}
+
+#[fentry(function = "tcp_v6_send_reset")]
+pub fn fe_tcp_v6_send_reset(ctx: FEntryContext) -> i32 {
+    on_passive_reset_call(ctx.arg(0), ctx.arg(1), hook::FENTRY_SEND_RESET);
+    0
+}
+
+#[fentry(function = "tcp_send_active_reset")]
+pub fn fe_tcp_send_active_reset(ctx: FEntryContext) -> i32 {
+    on_send_reset(
+        ctx.arg(0),
+        core::ptr::null(),
+        ABSENT,
+        hook::FENTRY_SEND_RESET,
+    );
+    0
+}
+
+#[fentry(function = "tcp_reset")]
+pub fn fe_tcp_reset(ctx: FEntryContext) -> i32 {
+    on_receive_reset(ctx.arg(0), ctx.arg(1), hook::FENTRY_RECEIVE_RESET);
+    0
+}
+
+/// `skb:kfree_skb` with reason NO_SOCKET: `tcp_v{4,6}_rcv` found no socket,
+/// answered with an RST (unless the segment was itself an RST) and dropped
+/// the segment. Attached only where the send hook misses socketless RSTs.
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn tp_kfree_skb(ctx: TracePointContext) -> u32 {
+    let k: *const KfreeSkb = (&KFREE_SKB as *const Global<KfreeSkb>).cast();
+    // SAFETY: see `offsets()`.
+    let (skbaddr, reason_at, no_socket) = unsafe {
+        (
+            read_volatile(addr_of!((*k).skbaddr)),
+            read_volatile(addr_of!((*k).reason)),
+            read_volatile(addr_of!((*k).no_socket)),
+        )
+    };
+    // Every dropped packet of the host passes here: leave fast.
+    if no_socket == ABSENT || read_ctx::<u32>(&ctx, reason_at) != Some(no_socket) {
+        return 0;
+    }
+    let Some(skb) = read_ctx::<u64>(&ctx, skbaddr) else {
+        return 0;
+    };
+    let skb = skb as *const u8;
+    let mut tuple = Tuple::default();
+    let mut pkt = Packet::default();
+    // UDP and others drop with NO_SOCKET too; an RST gets no RST back.
+    if !read_packet(skb, &mut pkt, &mut tuple)
+        || pkt.protocol != IPPROTO_TCP
+        || pkt.flags & TCP_FLAG_RST != 0
+    {
+        return 0;
+    }
+    on_send_reset(core::ptr::null(), skb, ABSENT, hook::TP_KFREE_SKB_NO_SOCKET);
     0
 }
 
@@ -167,7 +270,8 @@ fn read_ctx<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
 struct Origin {
     sk: *const u8,
     skb: *const u8,
-    reason: Option<u32>,
+    /// `enum sk_rst_reason`, or ABSENT.
+    reason: u32,
     hook: u8,
     direction: u8,
 }
@@ -175,7 +279,7 @@ struct Origin {
 /// A passive RST answers the trigger `skb`; an active one (skb NULL) comes
 /// from close(), a timer or tcp_abort(). `sk` may be NULL (no socket),
 /// a timewait or request sock, or a full socket.
-fn on_send_reset(sk: *const u8, skb: *const u8, reason: Option<u32>, hook: u8) {
+fn on_send_reset(sk: *const u8, skb: *const u8, reason: u32, hook: u8) {
     let origin = Origin {
         sk,
         skb,
@@ -192,19 +296,36 @@ fn on_send_reset(sk: *const u8, skb: *const u8, reason: Option<u32>, hook: u8) {
     emit(&origin, &tuple, has_packet.then_some(&pkt));
 }
 
-fn on_receive_reset(sk: *const u8, hook: u8) {
+/// `tcp_v{4,6}_send_reset` entry: the function returns without sending when
+/// the trigger is itself an RST, so those calls are not RSTs sent.
+fn on_passive_reset_call(sk: *const u8, skb: *const u8, hook: u8) {
+    if !skb.is_null() {
+        let mut tuple = Tuple::default();
+        let mut pkt = Packet::default();
+        if read_packet(skb, &mut pkt, &mut tuple) && pkt.flags & TCP_FLAG_RST != 0 {
+            return;
+        }
+    }
+    on_send_reset(sk, skb, ABSENT, hook);
+}
+
+/// `skb`, when the hook has it, is the received RST: its TTL and window are
+/// evidence of who forged it.
+fn on_receive_reset(sk: *const u8, skb: *const u8, hook: u8) {
     let origin = Origin {
         sk,
-        skb: core::ptr::null(),
-        reason: None,
+        skb,
+        reason: ABSENT,
         hook,
         direction: direction::RECEIVED,
     };
     let mut tuple = Tuple::default();
-    if !sk.is_null() {
+    let mut pkt = Packet::default();
+    let has_packet = !skb.is_null() && read_packet(skb, &mut pkt, &mut tuple);
+    if !has_packet && !sk.is_null() {
         read_sock_tuple(sk, &mut tuple);
     }
-    emit(&origin, &tuple, None);
+    emit(&origin, &tuple, has_packet.then_some(&pkt));
 }
 
 #[derive(Default)]
@@ -218,6 +339,8 @@ struct Tuple {
 
 #[derive(Default)]
 struct Packet {
+    /// IP protocol (IPv6: the first next-header).
+    protocol: u8,
     flags: u8,
     ttl: u8,
     window: u16,
@@ -260,8 +383,8 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         ev.remote_port = tuple.remote_port;
         ev.local_addr = tuple.local_addr;
         ev.remote_addr = tuple.remote_addr;
-        if let Some(r) = origin.reason {
-            ev.reason = r;
+        if origin.reason != ABSENT {
+            ev.reason = origin.reason;
             ev.flags |= flag::HAS_REASON;
         }
         if let Some(p) = pkt {
@@ -400,6 +523,8 @@ const AF_INET6: u16 = 10;
 const TCP_TIME_WAIT: u8 = 6;
 const TCP_NEW_SYN_RECV: u8 = 12;
 const PF_EXITING: u64 = 0x4;
+const TCP_FLAG_RST: u8 = 0x04;
+const IPPROTO_TCP: u8 = 6;
 
 /// Parses the trigger skb's IP and TCP headers; the RST goes back to its source,
 /// so the packet's destination is the local end.
@@ -438,6 +563,7 @@ fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
             let total = u16::from_be_bytes([ip[2], ip[3]]) as u32;
             pkt.len = total.saturating_sub(ihl + doff);
             pkt.ttl = ip[8];
+            pkt.protocol = ip[9];
             tuple.family = AF_INET;
             tuple.remote_addr[..4].copy_from_slice(&ip[12..16]);
             tuple.local_addr[..4].copy_from_slice(&ip[16..20]);
@@ -446,6 +572,7 @@ fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
             let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
             pkt.len = payload.saturating_sub(doff);
             pkt.ttl = ip[7];
+            pkt.protocol = ip[6];
             tuple.family = AF_INET6;
             tuple.remote_addr.copy_from_slice(&ip[8..24]);
             tuple.local_addr.copy_from_slice(&ip[24..40]);

@@ -47,6 +47,18 @@ pub enum Command {
     /// Print the man page (roff) to stdout.
     #[command(hide = true)]
     Man,
+    /// Report what this kernel offers: version, BTF, each hook (available,
+    /// chosen, or why not), reason support, and which causes can be told
+    /// apart here. Exits non-zero when nothing usable exists. Run as root to
+    /// include the fentry trial load.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Report the plan for this hook family (as `--hooks` of trace would).
+    #[arg(long, value_enum, default_value_t = HookMode::Auto)]
+    pub hooks: HookMode,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -164,7 +176,8 @@ pub struct TraceArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
-    /// Kernel hooks: auto picks the best the kernel offers.
+    /// Kernel hooks: auto picks the best the kernel offers (see `rsttrace
+    /// check`); the others force one family: tp_btf, tracepoint, fentry, kprobe.
     #[arg(long, value_enum, default_value_t = HookMode::Auto)]
     pub hooks: HookMode,
 

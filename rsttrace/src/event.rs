@@ -230,6 +230,11 @@ impl Event {
             abi::hook::BTF_RECEIVE_RESET => "tp_btf:tcp_receive_reset",
             abi::hook::TP_SEND_RESET => "tracepoint:tcp:tcp_send_reset",
             abi::hook::TP_RECEIVE_RESET => "tracepoint:tcp:tcp_receive_reset",
+            abi::hook::KPROBE_SEND_RESET => "kprobe:tcp_send_reset_functions",
+            abi::hook::KPROBE_RECEIVE_RESET => "kprobe:tcp_reset",
+            abi::hook::FENTRY_SEND_RESET => "fentry:tcp_send_reset_functions",
+            abi::hook::FENTRY_RECEIVE_RESET => "fentry:tcp_reset",
+            abi::hook::TP_KFREE_SKB_NO_SOCKET => "tracepoint:skb:kfree_skb",
             _ => "unknown",
         };
         let ip = |bytes: &[u8; 16]| -> IpAddr {

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod cause;
+pub mod check;
 pub mod classify;
 pub mod cli;
 pub mod clock;

@@ -2,17 +2,17 @@
 //! hooks of the chosen plan. The only module that talks to aya's program API.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
-use rsttrace_ebpf::abi::{self, Filter, Offsets, Tuning, counter, program};
+use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, Tuning, counter, program};
 
-use crate::kernel::{btf::Btf, offsets, tracefs};
-use crate::probes::{self, HookMode, KernelFacts, Plan, ReceiveHook, SendHook};
+use crate::kernel::{btf::Btf, kallsyms, offsets, tracefs};
+use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
 
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
 static EBPF_OBJECT: &[u8] =
@@ -28,19 +28,23 @@ pub struct Options {
 /// Everything the kernel side needs, probed once at start-up.
 pub struct KernelInfo {
     pub btf: Option<Btf>,
+    /// Why BTF is missing, when it is.
+    pub btf_error: Option<String>,
     pub tracefs: Option<PathBuf>,
     pub facts: KernelFacts,
     /// `enum sk_rst_reason` value → name, from BTF.
     pub reasons: HashMap<u32, String>,
 }
 
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
 impl KernelInfo {
     pub fn probe() -> KernelInfo {
-        let btf = match Btf::from_sys_fs() {
-            Ok(b) => Some(b),
+        let (btf, btf_error) = match Btf::from_sys_fs() {
+            Ok(b) => (Some(b), None),
             Err(e) => {
-                warn!("kernel BTF unavailable ({e}); tp_btf hooks disabled");
-                None
+                warn!("kernel BTF unavailable ({e}); tp_btf and fentry hooks disabled");
+                (None, Some(e.to_string()))
             }
         };
         let tracefs = match tracefs::ensure_mounted() {
@@ -50,37 +54,81 @@ impl KernelInfo {
                 None
             }
         };
-        let tp = |cat: &str, name: &str| {
-            tracefs
-                .as_deref()
-                .is_some_and(|root| tracefs::tracepoint_exists(root, cat, name))
-        };
-        let tp_send_reset_reason = tracefs
-            .as_deref()
-            .and_then(|root| tracefs::read_format(root, "tcp", "tcp_send_reset").ok())
-            .is_some_and(|fields| fields.iter().any(|f| f.name == "reason"));
-        let facts = KernelFacts {
-            btf: btf.is_some(),
-            btf_send_reset_reason: btf.as_ref().and_then(offsets::send_reset_has_reason),
-            btf_receive_reset: btf
-                .as_ref()
-                .is_some_and(|b| b.has_type("btf_trace_tcp_receive_reset")),
-            tp_send_reset: tp("tcp", "tcp_send_reset"),
-            tp_send_reset_reason,
-            tp_receive_reset: tp("tcp", "tcp_receive_reset"),
-            tp_softirq: tp("irq", "softirq_entry") && tp("irq", "softirq_exit"),
-        };
+        let facts = probe_facts(btf.as_ref(), tracefs.as_deref());
         let reasons = btf
             .as_ref()
             .map(|b| offsets::rst_reason_names(b).into_iter().collect())
             .unwrap_or_default();
         KernelInfo {
             btf,
+            btf_error,
             tracefs,
             facts,
             reasons,
         }
     }
+}
+
+/// Everything the hook table asks about, except the fentry trial load
+/// (that needs the object loaded, see `Session::load` and `try_fentry`).
+fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
+    let mut facts = KernelFacts {
+        btf: btf.is_some(),
+        kprobe_pmu: Path::new(KPROBE_PMU).exists(),
+        ..KernelFacts::default()
+    };
+    let mut tracepoints = vec![("irq", "softirq_entry"), ("irq", "softirq_exit")];
+    for need in probes::HOOKS.iter().flat_map(|h| h.needs) {
+        match *need {
+            Need::BtfTracepointArgs(tp, _) => {
+                if let Some(n) =
+                    btf.and_then(|b| b.func_proto_param_count(&format!("btf_trace_{tp}")))
+                {
+                    facts.btf_tracepoint_args.insert(tp.to_string(), n);
+                }
+            }
+            Need::Tracepoint(cat, name) => tracepoints.push((cat, name)),
+            _ => {}
+        }
+    }
+    if let Some(root) = tracefs {
+        for (cat, name) in tracepoints {
+            if tracefs::tracepoint_exists(root, cat, name) {
+                facts.tracepoints.insert(format!("{cat}:{name}"));
+            }
+        }
+        facts.kfree_skb_no_socket = kfree_skb(btf, Some(root)).is_some();
+        if let Ok(fields) = tracefs::read_format(root, "tcp", "tcp_send_reset") {
+            facts.tp_send_reset_reason = fields.iter().any(|f| f.name == "reason");
+            // The version that fires without a socket stores sockaddr_in6 (28 bytes).
+            facts.tp_send_reset_no_socket =
+                fields.iter().any(|f| f.name == "saddr" && f.size == 28);
+        }
+    }
+    let wanted = probes::wanted_functions();
+    if let Some(b) = btf {
+        for f in &wanted {
+            if let Some(n) = b.func_param_count(f) {
+                facts.btf_function_args.insert(f.to_string(), n);
+            }
+        }
+    }
+    match std::fs::read_to_string("/proc/kallsyms") {
+        Ok(text) => facts.functions = kallsyms::find_functions(&text, &wanted),
+        Err(e) => debug!("cannot read /proc/kallsyms: {e}"),
+    }
+    facts
+}
+
+/// Where `skb:kfree_skb` keeps the skb and the reason, and NO_SOCKET's value.
+fn kfree_skb(btf: Option<&Btf>, tracefs: Option<&Path>) -> Option<KfreeSkb> {
+    let (skbaddr, reason) = tracefs::kfree_skb_layout(tracefs?).ok()?;
+    Some(KfreeSkb {
+        skbaddr,
+        reason,
+        no_socket: offsets::drop_reason_no_socket(btf?)?,
+        _pad: 0,
+    })
 }
 
 /// Loaded and attached programs; dropping it detaches everything.
@@ -92,54 +140,48 @@ pub struct Session {
 impl Session {
     pub fn load(kernel: &KernelInfo, opts: &Options) -> Result<Session> {
         check_privileges()?;
-        if EBPF_OBJECT.is_empty() {
-            bail!(
-                "this rsttrace binary was built without its eBPF object; \
-                 build it with `cargo xtask build` (or run `cargo xtask run -- ...`)"
-            );
-        }
         let btf = kernel.btf.as_ref().ok_or_else(|| {
             anyhow!(
                 "this kernel exposes no BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); \
-                 rsttrace needs it to find socket fields on this kernel"
+                 rsttrace needs it to find socket fields on this kernel (`rsttrace check` says \
+                 what works without it)"
             )
         })?;
-        let (offsets, missing) =
-            offsets::resolve(btf).context("resolving kernel struct offsets")?;
-        offsets::sanity_check(&offsets).context("kernel struct offsets look wrong")?;
-        if !missing.is_empty() {
-            warn!(
-                "fields missing on this kernel (their facts will read 0): {}",
-                missing.join(", ")
-            );
-        }
-        let mut plan = probes::choose(opts.hooks, &kernel.facts)?;
+        let mut facts = kernel.facts.clone();
         let mut tuning = Tuning {
             wakeup_bytes: opts.wakeup_bytes,
             ..Tuning::DEFAULT
         };
-        if let Some(root) = &kernel.tracefs
-            && (plan.send == SendHook::Tracepoint
-                || plan.receive == ReceiveHook::Tracepoint
-                || opts.hooks == HookMode::Auto)
-        {
-            // Parsed even in tp_btf mode, so a tp_btf failure can fall back.
-            match tracefs::tcp_layout(root) {
-                Ok(layout) => tuning.tp = layout,
-                Err(e) if plan.send == SendHook::Tracepoint => return Err(e),
-                Err(e) => debug!("tracepoint layout unavailable: {e:#}"),
+        match kernel.tracefs.as_deref().map(tracefs::tcp_layout) {
+            Some(Ok(layout)) => tuning.tp = layout,
+            Some(Err(e)) => {
+                warn!("tcp tracepoint layout unusable, tracepoint hooks disabled: {e:#}");
+                facts.tracepoints.retain(|tp| !tp.starts_with("tcp:"));
             }
+            None => {}
         }
-
-        let mut ebpf = load_object(&offsets, &opts.filter, &tuning, opts.ring_buffer_bytes)?;
+        let kfree = kfree_skb(Some(btf), kernel.tracefs.as_deref()).unwrap_or(KfreeSkb::UNRESOLVED);
+        let mut ebpf = load_object(btf, &opts.filter, &tuning, &kfree, opts.ring_buffer_bytes)?;
         let aya_btf = aya::Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
-
-        plan.send = attach_send(&mut ebpf, plan.send, &aya_btf, opts.hooks, &kernel.facts)?;
-        if plan.send == SendHook::Tracepoint {
-            plan.reason = tuning.tp.send_reason != abi::ABSENT;
+        if matches!(opts.hooks, HookMode::Auto | HookMode::Fentry) {
+            facts.fentry = Some(try_fentry(&mut ebpf, &aya_btf, &facts));
         }
-        plan.receive =
-            attach_receive(&mut ebpf, plan.receive, &aya_btf, opts.hooks, &kernel.facts)?;
+        probes::choose(opts.hooks, &facts)?;
+
+        let send = attach_role(&mut ebpf, Role::Send, opts.hooks, &facts, &aya_btf)?;
+        let receive = attach_role(&mut ebpf, Role::Receive, opts.hooks, &facts, &aya_btf)?;
+        let mut extra = Plan::no_socket_hook_for(opts.hooks, send, &facts);
+        if let Some(hook) = extra
+            && let Err(e) = attach_hook(&mut ebpf, hook, &facts, &aya_btf)
+        {
+            undo(&mut ebpf, hook);
+            warn!(
+                "{} failed ({e:#}): RSTs sent without a socket will not be seen",
+                hook.name
+            );
+            extra = None;
+        }
+        let mut plan = Plan::new(send, receive, extra, &facts);
         if plan.softirq
             && let Err(e) = attach_softirq_tracking(&mut ebpf)
         {
@@ -184,68 +226,199 @@ pub struct Counters {
 }
 
 fn load_object(
-    offsets: &Offsets,
+    btf: &Btf,
     filter: &Filter,
     tuning: &Tuning,
+    kfree: &KfreeSkb,
     ring_bytes: u32,
 ) -> Result<Ebpf> {
+    if EBPF_OBJECT.is_empty() {
+        bail!(
+            "this rsttrace binary was built without its eBPF object; \
+             build it with `cargo xtask build` (or run `cargo xtask run -- ...`)"
+        );
+    }
+    let (offsets, missing) = offsets::resolve(btf).context("resolving kernel struct offsets")?;
+    offsets::sanity_check(&offsets).context("kernel struct offsets look wrong")?;
+    if !missing.is_empty() {
+        warn!(
+            "fields missing on this kernel (their facts will read 0): {}",
+            missing.join(", ")
+        );
+    }
     raise_memlock_limit();
     EbpfLoader::new()
-        .override_global(abi::OFFSETS_GLOBAL, offsets, true)
+        .override_global(abi::OFFSETS_GLOBAL, &offsets, true)
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
+        .override_global(abi::KFREE_SKB_GLOBAL, kfree, true)
         .map_max_entries(abi::EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
         .context("loading the eBPF object")
 }
 
-fn attach_send(
+/// Whether this kernel lets us load fentry programs: some refuse (EPERM)
+/// even to root. The program stays loaded, ready to attach if chosen.
+fn try_fentry(ebpf: &mut Ebpf, btf: &aya::Btf, facts: &KernelFacts) -> Result<(), String> {
+    const FUNCTION: &str = "tcp_send_active_reset";
+    if !facts.btf_function_args.contains_key(FUNCTION) {
+        return Err(format!("no BTF function {FUNCTION} to try it on"));
+    }
+    load_fentry(ebpf, program::FENTRY_SEND_ACTIVE_RESET, FUNCTION, btf).map_err(|e| {
+        let text = format!("{e:#}");
+        debug!("fentry trial load: {text}");
+        if text.contains("Operation not permitted") || text.contains("EPERM") {
+            "the kernel refused (EPERM)".to_string()
+        } else {
+            text
+        }
+    })
+}
+
+/// The fentry trial for `rsttrace check`; None when it cannot be tried
+/// (no BTF, no privileges).
+pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
+    let btf = kernel.btf.as_ref()?;
+    check_privileges().ok()?;
+    let aya_btf = aya::Btf::from_sys_fs().ok()?;
+    let mut ebpf = match load_object(
+        btf,
+        &Filter::ALL,
+        &Tuning::DEFAULT,
+        &KfreeSkb::UNRESOLVED,
+        4096,
+    ) {
+        Ok(e) => e,
+        Err(e) => return Some(Err(format!("{e:#}"))),
+    };
+    Some(try_fentry(&mut ebpf, &aya_btf, &kernel.facts))
+}
+
+/// Attaches the best hook for `role`; in auto mode a hook that fails to
+/// attach is undone and the next one tried.
+fn attach_role(
     ebpf: &mut Ebpf,
-    hook: SendHook,
-    btf: &aya::Btf,
+    role: Role,
     mode: HookMode,
     facts: &KernelFacts,
-) -> Result<SendHook> {
-    let name = match hook {
-        SendHook::BtfWithReason => program::BTF_SEND_RESET,
-        SendHook::BtfNoReason => program::BTF_SEND_RESET_NO_REASON,
-        SendHook::Tracepoint => {
-            attach_tracepoint(ebpf, program::TP_SEND_RESET, "tcp", "tcp_send_reset")?;
-            return Ok(hook);
+    btf: &aya::Btf,
+) -> Result<&'static Hook> {
+    let candidates = probes::ranked(mode, role, facts);
+    let mut errors = Vec::new();
+    for hook in &candidates {
+        match attach_hook(ebpf, hook, facts, btf) {
+            Ok(()) => return Ok(hook),
+            Err(e) => {
+                undo(ebpf, hook);
+                if mode != HookMode::Auto {
+                    return Err(e);
+                }
+                warn!("{} failed ({e:#}); trying the next hook", hook.name);
+                errors.push(format!("{}: {e:#}", hook.name));
+            }
         }
-    };
-    match attach_btf(ebpf, name, "tcp_send_reset", btf) {
-        Ok(()) => Ok(hook),
-        Err(e) if mode == HookMode::Auto && facts.tp_send_reset => {
-            warn!("tp_btf tcp_send_reset failed ({e:#}); falling back to the tracepoint");
-            attach_tracepoint(ebpf, program::TP_SEND_RESET, "tcp", "tcp_send_reset")?;
-            Ok(SendHook::Tracepoint)
+    }
+    bail!(
+        "no {role:?} hook could be attached:\n  {}",
+        errors.join("\n  ")
+    )
+}
+
+fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, facts: &KernelFacts, btf: &aya::Btf) -> Result<()> {
+    for attach in hook.attach {
+        match *attach {
+            Attach::TpBtf {
+                program,
+                tracepoint,
+            } => attach_btf(ebpf, program, tracepoint, btf)?,
+            Attach::Tracepoint {
+                program,
+                category,
+                name,
+            } => attach_tracepoint(ebpf, program, category, name)?,
+            Attach::Kprobe {
+                program,
+                function,
+                optional,
+            } => match facts.functions.get(function) {
+                Some(symbol) => attach_kprobe(ebpf, program, symbol)?,
+                None if optional => debug!("{function} not found; {program} not attached to it"),
+                None => bail!("{function} not in /proc/kallsyms"),
+            },
+            Attach::Fentry {
+                program,
+                function,
+                optional,
+            } => {
+                if optional && !facts.btf_function_args.contains_key(function) {
+                    debug!("no BTF function {function}; {program} not attached");
+                    continue;
+                }
+                load_fentry(ebpf, program, function, btf)?;
+                let prog: &mut FEntry = program_mut(ebpf, program)?;
+                prog.attach()
+                    .with_context(|| format!("attaching fentry/{function}"))?;
+            }
         }
-        Err(e) => Err(e),
+    }
+    Ok(())
+}
+
+/// Unloads (and so detaches) what a failed hook managed to attach.
+fn undo(ebpf: &mut Ebpf, hook: &Hook) {
+    for attach in hook.attach {
+        // Unloading detaches the program's links; errors mean "was not loaded".
+        let _ = match *attach {
+            Attach::TpBtf { program, .. } => {
+                program_mut::<BtfTracePoint>(ebpf, program).map(|p| p.unload())
+            }
+            Attach::Tracepoint { program, .. } => {
+                program_mut::<TracePoint>(ebpf, program).map(|p| p.unload())
+            }
+            Attach::Kprobe { program, .. } => {
+                program_mut::<KProbe>(ebpf, program).map(|p| p.unload())
+            }
+            Attach::Fentry { program, .. } => {
+                program_mut::<FEntry>(ebpf, program).map(|p| p.unload())
+            }
+        };
+    }
+    debug!("undid {}", hook.name);
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?;
+    Ok(prog.try_into()?)
+}
+
+/// Loads an fentry program unless already loaded (by the trial load).
+fn load_fentry(ebpf: &mut Ebpf, program: &str, function: &str, btf: &aya::Btf) -> Result<()> {
+    let prog: &mut FEntry = program_mut(ebpf, program)?;
+    match prog.load(function, btf) {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
+        Err(e) => Err(explain_bpf_error(anyhow::Error::new(e)))
+            .with_context(|| format!("loading {program} (fentry/{function})")),
     }
 }
 
-fn attach_receive(
-    ebpf: &mut Ebpf,
-    hook: ReceiveHook,
-    btf: &aya::Btf,
-    mode: HookMode,
-    facts: &KernelFacts,
-) -> Result<ReceiveHook> {
-    if hook == ReceiveHook::Tracepoint {
-        attach_tracepoint(ebpf, program::TP_RECEIVE_RESET, "tcp", "tcp_receive_reset")?;
-        return Ok(hook);
-    }
-    match attach_btf(ebpf, program::BTF_RECEIVE_RESET, "tcp_receive_reset", btf) {
-        Ok(()) => Ok(hook),
-        Err(e) if mode == HookMode::Auto && facts.tp_receive_reset => {
-            warn!("tp_btf tcp_receive_reset failed ({e:#}); falling back to the tracepoint");
-            attach_tracepoint(ebpf, program::TP_RECEIVE_RESET, "tcp", "tcp_receive_reset")?;
-            Ok(ReceiveHook::Tracepoint)
+fn attach_kprobe(ebpf: &mut Ebpf, program: &str, symbol: &str) -> Result<()> {
+    let prog: &mut KProbe = program_mut(ebpf, program)?;
+    match prog.load() {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => {}
+        Err(e) => {
+            return Err(explain_bpf_error(anyhow::Error::new(e)))
+                .with_context(|| format!("loading {program} (kprobe)"));
         }
-        Err(e) => Err(e),
     }
+    prog.attach(symbol, 0)
+        .with_context(|| format!("attaching kprobe/{symbol}"))?;
+    Ok(())
 }
 
 fn attach_softirq_tracking(ebpf: &mut Ebpf) -> Result<()> {
@@ -254,10 +427,7 @@ fn attach_softirq_tracking(ebpf: &mut Ebpf) -> Result<()> {
 }
 
 fn attach_btf(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) -> Result<()> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
-        .try_into()?;
+    let prog: &mut BtfTracePoint = program_mut(ebpf, program)?;
     prog.load(tracepoint, btf)
         .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
         .with_context(|| format!("loading {program} (tp_btf/{tracepoint})"))?;
@@ -267,10 +437,7 @@ fn attach_btf(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) 
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
-        .try_into()?;
+    let prog: &mut TracePoint = program_mut(ebpf, program)?;
     prog.load()
         .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
         .with_context(|| format!("loading {program} (tracepoint {category}:{name})"))?;
@@ -292,7 +459,7 @@ fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
 }
 
 /// CAP_BPF (39) + CAP_PERFMON (38), or CAP_SYS_ADMIN (21), in the effective set.
-fn check_privileges() -> Result<()> {
+pub fn check_privileges() -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let caps = status
         .lines()

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
                     .render(&mut page)?;
                 print_all(&page)
             }
+            Some(Command::Check(args)) => rsttrace::check::run(args.hooks),
             None => rsttrace::app::trace(cli.trace).await,
         }
     });

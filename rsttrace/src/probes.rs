@@ -1,9 +1,17 @@
 //! Which kernel hooks to use, decided from what the running kernel offers.
-//! Pure: `choose` maps probed facts to a plan, and is unit-tested per kernel shape.
+//!
+//! `HOOKS` is the declarative table: every way rsttrace knows to see RSTs
+//! sent or received, the programs it attaches, what it needs from the kernel
+//! and what it provides. `choose` ranks the hooks whose needs the probed
+//! `KernelFacts` meet; it is pure and unit-tested per kernel shape. Support is
+//! detected by probing (BTF types, tracefs formats, the kprobe PMU, symbols in
+//! /proc/kallsyms, a trial fentry load), never by kernel version numbers.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use anyhow::{Result, bail};
+use rsttrace_ebpf::abi::program;
 
 /// `--hooks`: let rsttrace choose, or force one family of hooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -12,151 +20,686 @@ pub enum HookMode {
     #[value(name = "tp_btf", alias = "tp-btf")]
     TpBtf,
     Tracepoint,
+    Fentry,
+    Kprobe,
 }
 
-/// What the kernel offers, probed from BTF and tracefs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    // Declaration order is the preference among hooks that provide the same:
+    // typed arguments, then the cheapest function hook, then offsets from tracefs.
+    TpBtf,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl Family {
+    fn allowed_by(self, mode: HookMode) -> bool {
+        matches!(
+            (mode, self),
+            (HookMode::Auto, _)
+                | (HookMode::TpBtf, Family::TpBtf)
+                | (HookMode::Tracepoint, Family::Tracepoint)
+                | (HookMode::Fentry, Family::Fentry)
+                | (HookMode::Kprobe, Family::Kprobe)
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Send,
+    Receive,
+    /// Added to a send hook that misses RSTs sent without a socket.
+    SendNoSocket,
+}
+
+/// How one program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    TpBtf {
+        program: &'static str,
+        tracepoint: &'static str,
+    },
+    Tracepoint {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+    },
+    /// `optional`: skipped when the function is missing (tcp_v6_send_reset
+    /// lives in the ipv6 module on some kernels).
+    Kprobe {
+        program: &'static str,
+        function: &'static str,
+        optional: bool,
+    },
+    Fentry {
+        program: &'static str,
+        function: &'static str,
+        optional: bool,
+    },
+}
+
+/// What a hook needs from the kernel; each is checked against `KernelFacts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Btf,
+    /// The BTF typedef `btf_trace_<name>` with exactly this many parameters
+    /// (the first is the tracing context).
+    BtfTracepointArgs(&'static str, usize),
+    Tracepoint(&'static str, &'static str),
+    KprobePmu,
+    /// A traceable kernel function (in /proc/kallsyms, possibly with a
+    /// compiler suffix such as `.isra.0`).
+    Function(&'static str),
+    /// The BTF FUNC `name` with at least this many parameters.
+    BtfFunctionArgs(&'static str, usize),
+    /// A trial fentry load succeeded.
+    FentryPermitted,
+    /// `skb:kfree_skb` has a reason field and BTF names SKB_DROP_REASON_NO_SOCKET.
+    KfreeSkbNoSocket,
+}
+
+/// What a hook tells about each RST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provides {
+    Fixed {
+        /// The kernel's `sk_rst_reason`.
+        reason: bool,
+        /// RSTs sent without a socket (closed port, TIME_WAIT).
+        no_socket: bool,
+        /// The received RST's packet (TTL, window).
+        packet: bool,
+    },
+    /// Read from the `tcp:tcp_send_reset` format: a `reason` field, and a
+    /// layout that also fires without a socket.
+    SendTracepointFormat,
+}
+
+pub struct Hook {
+    pub name: &'static str,
+    pub role: Role,
+    pub family: Family,
+    pub attach: &'static [Attach],
+    pub needs: &'static [Need],
+    pub provides: Provides,
+}
+
+pub static HOOKS: &[Hook] = &[
+    Hook {
+        name: "tp_btf:tcp_send_reset(sk,skb,reason)",
+        role: Role::Send,
+        family: Family::TpBtf,
+        attach: &[Attach::TpBtf {
+            program: program::BTF_SEND_RESET,
+            tracepoint: "tcp_send_reset",
+        }],
+        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_send_reset", 4)],
+        provides: Provides::Fixed {
+            reason: true,
+            no_socket: true,
+            packet: false,
+        },
+    },
+    Hook {
+        name: "fentry:tcp_v4_send_reset+tcp_v6_send_reset+tcp_send_active_reset",
+        role: Role::Send,
+        family: Family::Fentry,
+        attach: &[
+            Attach::Fentry {
+                program: program::FENTRY_V4_SEND_RESET,
+                function: "tcp_v4_send_reset",
+                optional: false,
+            },
+            Attach::Fentry {
+                program: program::FENTRY_V6_SEND_RESET,
+                function: "tcp_v6_send_reset",
+                optional: true,
+            },
+            Attach::Fentry {
+                program: program::FENTRY_SEND_ACTIVE_RESET,
+                function: "tcp_send_active_reset",
+                optional: false,
+            },
+        ],
+        needs: &[
+            Need::Btf,
+            Need::BtfFunctionArgs("tcp_v4_send_reset", 2),
+            Need::BtfFunctionArgs("tcp_send_active_reset", 1),
+            Need::FentryPermitted,
+        ],
+        provides: Provides::Fixed {
+            reason: false,
+            no_socket: true,
+            packet: false,
+        },
+    },
+    Hook {
+        name: "kprobe:tcp_v4_send_reset+tcp_v6_send_reset+tcp_send_active_reset",
+        role: Role::Send,
+        family: Family::Kprobe,
+        attach: &[
+            Attach::Kprobe {
+                program: program::KPROBE_SEND_RESET,
+                function: "tcp_v4_send_reset",
+                optional: false,
+            },
+            Attach::Kprobe {
+                program: program::KPROBE_SEND_RESET,
+                function: "tcp_v6_send_reset",
+                optional: true,
+            },
+            Attach::Kprobe {
+                program: program::KPROBE_SEND_ACTIVE_RESET,
+                function: "tcp_send_active_reset",
+                optional: false,
+            },
+        ],
+        needs: &[
+            Need::KprobePmu,
+            Need::Function("tcp_v4_send_reset"),
+            Need::Function("tcp_send_active_reset"),
+        ],
+        provides: Provides::Fixed {
+            reason: false,
+            no_socket: true,
+            packet: false,
+        },
+    },
+    Hook {
+        name: "tp_btf:tcp_send_reset(sk,skb)",
+        role: Role::Send,
+        family: Family::TpBtf,
+        attach: &[Attach::TpBtf {
+            program: program::BTF_SEND_RESET_NO_REASON,
+            tracepoint: "tcp_send_reset",
+        }],
+        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_send_reset", 3)],
+        // Same kernel event as the tracepoint: it fires without a socket
+        // where the tracepoint's format says so.
+        provides: Provides::SendTracepointFormat,
+    },
+    Hook {
+        name: "tracepoint:tcp:tcp_send_reset",
+        role: Role::Send,
+        family: Family::Tracepoint,
+        attach: &[Attach::Tracepoint {
+            program: program::TP_SEND_RESET,
+            category: "tcp",
+            name: "tcp_send_reset",
+        }],
+        needs: &[Need::Tracepoint("tcp", "tcp_send_reset")],
+        provides: Provides::SendTracepointFormat,
+    },
+    Hook {
+        name: "tracepoint:skb:kfree_skb(NO_SOCKET)",
+        role: Role::SendNoSocket,
+        family: Family::Tracepoint,
+        attach: &[Attach::Tracepoint {
+            program: program::TP_KFREE_SKB,
+            category: "skb",
+            name: "kfree_skb",
+        }],
+        needs: &[Need::Tracepoint("skb", "kfree_skb"), Need::KfreeSkbNoSocket],
+        provides: Provides::Fixed {
+            reason: false,
+            no_socket: true,
+            packet: false,
+        },
+    },
+    Hook {
+        name: "tp_btf:tcp_receive_reset",
+        role: Role::Receive,
+        family: Family::TpBtf,
+        attach: &[Attach::TpBtf {
+            program: program::BTF_RECEIVE_RESET,
+            tracepoint: "tcp_receive_reset",
+        }],
+        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_receive_reset", 2)],
+        provides: Provides::Fixed {
+            reason: false,
+            no_socket: false,
+            packet: false,
+        },
+    },
+    Hook {
+        name: "fentry:tcp_reset(sk,skb)",
+        role: Role::Receive,
+        family: Family::Fentry,
+        attach: &[Attach::Fentry {
+            program: program::FENTRY_TCP_RESET,
+            function: "tcp_reset",
+            optional: false,
+        }],
+        needs: &[
+            Need::Btf,
+            Need::BtfFunctionArgs("tcp_reset", 2),
+            Need::FentryPermitted,
+        ],
+        provides: Provides::Fixed {
+            reason: false,
+            no_socket: false,
+            packet: true,
+        },
+    },
+    Hook {
+        name: "kprobe:tcp_reset(sk,skb)",
+        role: Role::Receive,
+        family: Family::Kprobe,
+        attach: &[Attach::Kprobe {
+            program: program::KPROBE_TCP_RESET,
+            function: "tcp_reset",
+            optional: false,
+        }],
+        // BTF tells whether tcp_reset takes the skb (it did not before 5.16).
+        needs: &[
+            Need::KprobePmu,
+            Need::Function("tcp_reset"),
+            Need::BtfFunctionArgs("tcp_reset", 2),
+        ],
+        provides: Provides::Fixed {
+            reason: false,
+            no_socket: false,
+            packet: true,
+        },
+    },
+    Hook {
+        name: "tracepoint:tcp:tcp_receive_reset",
+        role: Role::Receive,
+        family: Family::Tracepoint,
+        attach: &[Attach::Tracepoint {
+            program: program::TP_RECEIVE_RESET,
+            category: "tcp",
+            name: "tcp_receive_reset",
+        }],
+        needs: &[Need::Tracepoint("tcp", "tcp_receive_reset")],
+        provides: Provides::Fixed {
+            reason: false,
+            no_socket: false,
+            packet: false,
+        },
+    },
+];
+
+/// Kernel functions the table may hook (for the /proc/kallsyms scan).
+pub fn wanted_functions() -> BTreeSet<&'static str> {
+    HOOKS
+        .iter()
+        .flat_map(|h| h.attach)
+        .filter_map(|a| match a {
+            Attach::Kprobe { function, .. } | Attach::Fentry { function, .. } => Some(*function),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the kernel offers, probed from BTF, tracefs, sysfs and kallsyms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelFacts {
     /// `/sys/kernel/btf/vmlinux` parsed.
     pub btf: bool,
-    /// BTF prototype of `tcp_send_reset`: Some(true) with a reason argument
-    /// (6.10+), Some(false) without, None when the typedef is missing.
-    pub btf_send_reset_reason: Option<bool>,
-    pub btf_receive_reset: bool,
-    /// Classic tracepoints in tracefs.
-    pub tp_send_reset: bool,
+    /// `btf_trace_<tracepoint>` → parameter count.
+    pub btf_tracepoint_args: BTreeMap<String, usize>,
+    /// BTF FUNC → parameter count (absent when inlined away).
+    pub btf_function_args: BTreeMap<String, usize>,
+    /// Classic tracepoints present in tracefs, as "category:name".
+    pub tracepoints: BTreeSet<String>,
+    /// `tcp:tcp_send_reset` has a `reason` field.
     pub tp_send_reset_reason: bool,
-    pub tp_receive_reset: bool,
-    pub tp_softirq: bool,
+    /// `tcp:tcp_send_reset` records addresses as sockaddr_in6 (28 bytes), the
+    /// layout of the version that also fires when there is no socket.
+    pub tp_send_reset_no_socket: bool,
+    /// `/sys/bus/event_source/devices/kprobe`.
+    pub kprobe_pmu: bool,
+    /// Function name → the symbol to attach to (it may carry a suffix).
+    pub functions: BTreeMap<String, String>,
+    /// Trial fentry load: None when not tried, Some(Err(why)) when refused.
+    pub fentry: Option<Result<(), String>>,
+    /// `skb:kfree_skb` can single out NO_SOCKET drops.
+    pub kfree_skb_no_socket: bool,
+}
+
+impl KernelFacts {
+    pub fn has_tracepoint(&self, category: &str, name: &str) -> bool {
+        self.tracepoints.contains(&format!("{category}:{name}"))
+    }
+
+    pub fn softirq_tracking(&self) -> bool {
+        self.has_tracepoint("irq", "softirq_entry") && self.has_tracepoint("irq", "softirq_exit")
+    }
+
+    /// Why `need` is not met, or Ok.
+    pub fn check(&self, need: &Need) -> Result<(), String> {
+        let ok = |met: bool, why: String| if met { Ok(()) } else { Err(why) };
+        match *need {
+            Need::Btf => ok(
+                self.btf,
+                "no kernel BTF (/sys/kernel/btf/vmlinux)".into(),
+            ),
+            Need::BtfTracepointArgs(tp, n) => match self.btf_tracepoint_args.get(tp) {
+                Some(&have) if have == n => Ok(()),
+                Some(&have) => Err(format!(
+                    "BTF btf_trace_{tp} has {} arguments, this program reads {}",
+                    have - 1,
+                    n - 1
+                )),
+                None => Err(format!("no BTF type btf_trace_{tp}")),
+            },
+            Need::Tracepoint(cat, name) => ok(
+                self.has_tracepoint(cat, name),
+                format!("no tracepoint {cat}:{name} in tracefs"),
+            ),
+            Need::KprobePmu => ok(
+                self.kprobe_pmu,
+                "no kprobe PMU (/sys/bus/event_source/devices/kprobe): kernel without CONFIG_KPROBES"
+                    .into(),
+            ),
+            Need::Function(f) => ok(
+                self.functions.contains_key(f),
+                format!("{f} not in /proc/kallsyms (inlined or renamed)"),
+            ),
+            Need::BtfFunctionArgs(f, n) => match self.btf_function_args.get(f) {
+                Some(&have) if have >= n => Ok(()),
+                Some(&have) => Err(format!("BTF {f} takes {have} arguments, need {n}")),
+                None => Err(format!("no BTF function {f} (inlined or renamed)")),
+            },
+            Need::KfreeSkbNoSocket => ok(
+                self.kfree_skb_no_socket,
+                "skb:kfree_skb has no reason field, or BTF has no SKB_DROP_REASON_NO_SOCKET".into(),
+            ),
+            Need::FentryPermitted => match &self.fentry {
+                Some(Ok(())) => Ok(()),
+                Some(Err(why)) => Err(format!("fentry: {why}")),
+                None => Err("fentry not tried (needs root and BTF)".into()),
+            },
+        }
+    }
+}
+
+/// What a hook provides on this kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Capabilities {
+    // Field order is the ranking: seeing more RSTs beats explaining them better.
+    pub no_socket: bool,
+    pub packet: bool,
+    pub reason: bool,
+}
+
+impl Hook {
+    pub fn capabilities(&self, k: &KernelFacts) -> Capabilities {
+        match self.provides {
+            Provides::Fixed {
+                reason,
+                no_socket,
+                packet,
+            } => Capabilities {
+                no_socket,
+                packet,
+                reason,
+            },
+            Provides::SendTracepointFormat => Capabilities {
+                no_socket: k.tp_send_reset_no_socket,
+                packet: false,
+                reason: k.tp_send_reset_reason && self.family == Family::Tracepoint,
+            },
+        }
+    }
+
+    /// Ok, or every unmet need.
+    pub fn availability(&self, k: &KernelFacts) -> Result<(), Vec<String>> {
+        let missing: Vec<String> = self.needs.iter().filter_map(|n| k.check(n).err()).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+}
+
+/// The usable hooks for `role` under `mode`, best first. The loader attaches
+/// the first and, in auto mode, falls back along the list.
+pub fn ranked(mode: HookMode, role: Role, k: &KernelFacts) -> Vec<&'static Hook> {
+    let mut usable: Vec<&'static Hook> = HOOKS
+        .iter()
+        .filter(|h| h.role == role && h.family.allowed_by(mode))
+        .filter(|h| h.availability(k).is_ok())
+        .collect();
+    // Stable sort: table order breaks the remaining ties.
+    usable.sort_by_key(|h| (std::cmp::Reverse(h.capabilities(k)), h.family));
+    usable
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendHook {
-    BtfWithReason,
-    BtfNoReason,
-    Tracepoint,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReceiveHook {
-    Btf,
-    Tracepoint,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    pub send: SendHook,
-    pub receive: ReceiveHook,
+    pub send: &'static Hook,
+    pub receive: &'static Hook,
+    /// Attached next to `send` when it misses RSTs sent without a socket.
+    pub no_socket_hook: Option<&'static Hook>,
     /// Softirq tracking (task vs softirq context); without it context is unknown.
     pub softirq: bool,
     /// Whether sent RSTs carry the kernel's reason.
     pub reason: bool,
+    /// Whether RSTs sent without a socket are seen.
+    pub no_socket: bool,
+    /// Whether received RSTs come with their packet.
+    pub packet: bool,
+}
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl PartialEq for Hook {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for Hook {}
+
+impl Plan {
+    pub fn new(
+        send: &'static Hook,
+        receive: &'static Hook,
+        no_socket_hook: Option<&'static Hook>,
+        k: &KernelFacts,
+    ) -> Plan {
+        let s = send.capabilities(k);
+        let no_socket_hook = no_socket_hook.filter(|_| !s.no_socket);
+        Plan {
+            send,
+            receive,
+            no_socket_hook,
+            softirq: k.softirq_tracking(),
+            reason: s.reason,
+            no_socket: s.no_socket || no_socket_hook.is_some(),
+            packet: receive.capabilities(k).packet,
+        }
+    }
+
+    /// The supplementary hook `choose` would add to `send`, if any.
+    pub fn no_socket_hook_for(
+        mode: HookMode,
+        send: &'static Hook,
+        k: &KernelFacts,
+    ) -> Option<&'static Hook> {
+        if send.capabilities(k).no_socket {
+            return None;
+        }
+        ranked(mode, Role::SendNoSocket, k).first().copied()
+    }
 }
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let send = match self.send {
-            SendHook::BtfWithReason => "tp_btf:tcp_send_reset(sk,skb,reason)",
-            SendHook::BtfNoReason => "tp_btf:tcp_send_reset(sk,skb)",
-            SendHook::Tracepoint => "tracepoint:tcp:tcp_send_reset",
-        };
-        let receive = match self.receive {
-            ReceiveHook::Btf => "tp_btf:tcp_receive_reset",
-            ReceiveHook::Tracepoint => "tracepoint:tcp:tcp_receive_reset",
-        };
+        let yn = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "send={send} receive={receive} context={} reason={}",
+            "send={} receive={} context={} reason={} no_socket={} rx_packet={}",
+            self.send.name,
+            self.receive.name,
             if self.softirq {
                 "irq:softirq_entry/exit"
             } else {
                 "unknown"
             },
-            if self.reason { "kernel" } else { "inferred" }
-        )
+            if self.reason { "kernel" } else { "inferred" },
+            yn(self.no_socket),
+            yn(self.packet),
+        )?;
+        if let Some(extra) = self.no_socket_hook {
+            write!(f, " extra={}", extra.name)?;
+        }
+        Ok(())
     }
 }
 
 pub fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
-    let btf_send = match (k.btf, k.btf_send_reset_reason) {
-        (true, Some(true)) => Some(SendHook::BtfWithReason),
-        (true, Some(false)) => Some(SendHook::BtfNoReason),
-        _ => None,
-    };
-    let btf_receive = (k.btf && k.btf_receive_reset).then_some(ReceiveHook::Btf);
-    let tp_send = k.tp_send_reset.then_some(SendHook::Tracepoint);
-    let tp_receive = k.tp_receive_reset.then_some(ReceiveHook::Tracepoint);
-
-    let (send, receive) = match mode {
-        // Typed arguments beat offsets parsed from tracefs: prefer tp_btf.
-        HookMode::Auto => (btf_send.or(tp_send), btf_receive.or(tp_receive)),
-        HookMode::TpBtf => (btf_send, btf_receive),
-        HookMode::Tracepoint => (tp_send, tp_receive),
-    };
+    let send = ranked(mode, Role::Send, k).first().copied();
+    let receive = ranked(mode, Role::Receive, k).first().copied();
     let (Some(send), Some(receive)) = (send, receive) else {
         bail!(
-            "no usable RST hook for --hooks {mode:?} on this kernel (BTF: {}, tcp:tcp_send_reset \
-             tracepoint: {}, tcp:tcp_receive_reset tracepoint: {}); rsttrace needs Linux 4.16+ \
-             with the tcp tracepoints, and tp_btf needs /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)",
-            yes_no(k.btf),
-            yes_no(k.tp_send_reset),
-            yes_no(k.tp_receive_reset),
+            "no usable RST hook for --hooks {} on this kernel:\n{}\nrsttrace needs the tcp \
+             tracepoints (Linux 4.16+), or kprobes/fentry on the reset functions; \
+             `rsttrace check` shows what this kernel offers",
+            mode_name(mode),
+            why_not(mode, k)
         );
     };
-    let reason = match send {
-        SendHook::BtfWithReason => true,
-        SendHook::BtfNoReason => false,
-        SendHook::Tracepoint => k.tp_send_reset_reason,
-    };
-    Ok(Plan {
-        send,
-        receive,
-        softirq: k.tp_softirq,
-        reason,
-    })
+    let extra = Plan::no_socket_hook_for(mode, send, k);
+    Ok(Plan::new(send, receive, extra, k))
 }
 
-fn yes_no(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+pub fn mode_name(mode: HookMode) -> &'static str {
+    match mode {
+        HookMode::Auto => "auto",
+        HookMode::TpBtf => "tp_btf",
+        HookMode::Tracepoint => "tracepoint",
+        HookMode::Fentry => "fentry",
+        HookMode::Kprobe => "kprobe",
+    }
+}
+
+fn why_not(mode: HookMode, k: &KernelFacts) -> String {
+    HOOKS
+        .iter()
+        .filter(|h| h.family.allowed_by(mode))
+        .filter_map(|h| {
+            h.availability(k)
+                .err()
+                .map(|why| format!("  {}: {}", h.name, why.join("; ")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn linux_6_18() -> KernelFacts {
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// This machine: tracepoints and tp_btf, no kprobes, fentry refused.
+    pub(crate) fn linux_6_18() -> KernelFacts {
         KernelFacts {
             btf: true,
-            btf_send_reset_reason: Some(true),
-            btf_receive_reset: true,
-            tp_send_reset: true,
+            btf_tracepoint_args: [("tcp_send_reset", 4), ("tcp_receive_reset", 2)]
+                .into_iter()
+                .map(|(n, c)| (n.to_string(), c))
+                .collect(),
+            btf_function_args: [
+                ("tcp_v4_send_reset", 3),
+                ("tcp_v6_send_reset", 3),
+                ("tcp_send_active_reset", 3),
+                ("tcp_reset", 2),
+            ]
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect(),
+            tracepoints: set(&[
+                "tcp:tcp_send_reset",
+                "tcp:tcp_receive_reset",
+                "irq:softirq_entry",
+                "irq:softirq_exit",
+                "skb:kfree_skb",
+            ]),
             tp_send_reset_reason: true,
-            tp_receive_reset: true,
-            tp_softirq: true,
+            tp_send_reset_no_socket: true,
+            kprobe_pmu: false,
+            functions: BTreeMap::new(),
+            fentry: Some(Err("Operation not permitted".into())),
+            kfree_skb_no_socket: true,
         }
     }
 
-    fn linux_6_1() -> KernelFacts {
-        KernelFacts {
-            btf_send_reset_reason: Some(false),
-            tp_send_reset_reason: false,
-            ..linux_6_18()
+    /// Debian bookworm's 6.1: no reason anywhere, kprobes and fentry work.
+    pub(crate) fn linux_6_1() -> KernelFacts {
+        let mut k = linux_6_18();
+        k.btf_tracepoint_args.insert("tcp_send_reset".into(), 3);
+        for f in ["tcp_v4_send_reset", "tcp_v6_send_reset"] {
+            k.btf_function_args.insert(f.into(), 2);
         }
+        k.btf_function_args
+            .insert("tcp_send_active_reset".into(), 2);
+        k.tp_send_reset_reason = false;
+        k.tp_send_reset_no_socket = false;
+        k.kprobe_pmu = true;
+        k.functions = wanted_functions()
+            .into_iter()
+            .map(|f| (f.to_string(), f.to_string()))
+            .collect();
+        k.fentry = Some(Ok(()));
+        k
+    }
+
+    #[test]
+    fn kfree_skb_fills_the_no_socket_gap_of_6_1_tracepoints() {
+        let k = linux_6_1();
+        let p = choose(HookMode::Tracepoint, &k).unwrap();
+        assert_eq!(
+            p.no_socket_hook.map(|h| h.name),
+            Some("tracepoint:skb:kfree_skb(NO_SOCKET)")
+        );
+        assert!(p.no_socket);
+        assert!(p.to_string().contains("extra=tracepoint:skb:kfree_skb"));
+        // Not added where the send hook already sees those RSTs...
+        assert_eq!(choose(HookMode::Auto, &k).unwrap().no_socket_hook, None);
+        // ...nor to a forced family it does not belong to.
+        let p = choose(HookMode::TpBtf, &k).unwrap();
+        assert!(p.no_socket_hook.is_none() && !p.no_socket);
     }
 
     #[test]
     fn prefers_tp_btf_with_reason_on_6_18() {
         let p = choose(HookMode::Auto, &linux_6_18()).unwrap();
-        assert_eq!(p.send, SendHook::BtfWithReason);
-        assert_eq!(p.receive, ReceiveHook::Btf);
-        assert!(p.reason && p.softirq);
+        assert_eq!(p.send.name, "tp_btf:tcp_send_reset(sk,skb,reason)");
+        assert_eq!(p.receive.name, "tp_btf:tcp_receive_reset");
+        assert!(p.reason && p.softirq && p.no_socket && !p.packet);
     }
 
     #[test]
-    fn uses_the_two_argument_prototype_on_6_1() {
+    fn prefers_function_hooks_on_6_1_because_they_see_socketless_rsts() {
         let p = choose(HookMode::Auto, &linux_6_1()).unwrap();
-        assert_eq!(p.send, SendHook::BtfNoReason);
-        assert!(!p.reason);
+        assert_eq!(p.send.family, Family::Fentry);
+        assert_eq!(p.receive.family, Family::Fentry);
+        assert!(p.no_socket && p.packet && !p.reason);
+
+        let mut no_fentry = linux_6_1();
+        no_fentry.fentry = Some(Err("EPERM".into()));
+        let p = choose(HookMode::Auto, &no_fentry).unwrap();
+        assert_eq!(p.send.family, Family::Kprobe);
+        assert_eq!(p.receive.family, Family::Kprobe);
+    }
+
+    #[test]
+    fn uses_the_two_argument_prototype_on_6_1_when_forced() {
+        let p = choose(HookMode::TpBtf, &linux_6_1()).unwrap();
+        assert_eq!(p.send.name, "tp_btf:tcp_send_reset(sk,skb)");
+        assert!(!p.reason && !p.no_socket);
     }
 
     #[test]
@@ -166,17 +709,37 @@ mod tests {
             ..linux_6_18()
         };
         let p = choose(HookMode::Auto, &k).unwrap();
-        assert_eq!(p.send, SendHook::Tracepoint);
-        assert_eq!(p.receive, ReceiveHook::Tracepoint);
+        assert_eq!(p.send.family, Family::Tracepoint);
+        assert_eq!(p.receive.family, Family::Tracepoint);
         assert!(p.reason, "6.18's tracepoint has a reason field");
         assert!(choose(HookMode::TpBtf, &k).is_err());
     }
 
     #[test]
-    fn forced_tracepoint_mode() {
+    fn forced_modes() {
         let p = choose(HookMode::Tracepoint, &linux_6_1()).unwrap();
-        assert_eq!(p.send, SendHook::Tracepoint);
-        assert!(!p.reason);
+        assert_eq!(p.send.family, Family::Tracepoint);
+        assert!(!p.reason && p.no_socket && p.no_socket_hook.is_some());
+        let p = choose(HookMode::Kprobe, &linux_6_1()).unwrap();
+        assert_eq!(p.send.family, Family::Kprobe);
+        let err = choose(HookMode::Kprobe, &linux_6_18())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kprobe PMU"), "{err}");
+        let err = choose(HookMode::Fentry, &linux_6_18())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fentry: "), "{err}");
+    }
+
+    #[test]
+    fn an_inlined_function_disables_its_hooks() {
+        let mut k = linux_6_1();
+        k.functions.remove("tcp_reset");
+        k.btf_function_args.remove("tcp_reset");
+        let p = choose(HookMode::Auto, &k).unwrap();
+        assert_eq!(p.receive.family, Family::TpBtf);
+        assert_eq!(p.send.family, Family::Fentry);
     }
 
     #[test]
@@ -185,5 +748,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tcp:tcp_send_reset"), "{err}");
+        assert!(err.contains("kprobe PMU"), "{err}");
+    }
+
+    #[test]
+    fn wanted_functions_come_from_the_table() {
+        let f = wanted_functions();
+        assert!(f.contains("tcp_v4_send_reset") && f.contains("tcp_reset"));
     }
 }

@@ -20,9 +20,18 @@ fn port_not_open_and_peer_refused() {
     let tracer = Tracer::start(&["--port", &port.to_string()]);
     let err = TcpStream::connect(loopback(port)).expect_err("nothing listens");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let socketless = tracer.sees_socketless_rsts();
     let events = tracer.stop();
 
     let sent = find(&events, "sent", "port_not_open");
+    if !socketless {
+        // 6.1's tcp_send_reset tracepoint does not fire without a socket;
+        // rsttrace picks kprobe/fentry there, unless forced otherwise.
+        assert!(sent.is_empty(), "events:\n{}", describe(&events));
+        eprintln!("port_not_open: the send hook cannot see it on this kernel");
+        assert_eq!(find(&events, "received", "peer_refused").len(), 1);
+        return;
+    }
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
     assert_eq!(sent[0]["local_port"], port);
     assert_eq!(sent[0]["state"], "NONE");
@@ -53,13 +62,14 @@ fn close_with_unread_data() {
     let mut buf = [0u8; 16];
     let read = client.read(&mut buf);
     assert!(read.is_err(), "client should see a reset, got {read:?}");
+    let confidence = tracer.proven_confidence();
     let events = tracer.stop();
 
     let sent = find(&events, "sent", "close_unread_data");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
     let ev = sent[0];
     assert_eq!(ev["local_port"], port);
-    assert_eq!(ev["confidence"], "certain");
+    assert_eq!(ev["confidence"], confidence);
     assert_eq!(ev["evidence"]["unread_bytes_lost"], 100);
     // close() runs in the owner's task context: the owner is named.
     assert_eq!(ev["pid"], std::process::id());
@@ -84,6 +94,7 @@ fn so_linger_zero() {
     let client_port = client.local_addr().unwrap().port();
     drop(client);
     wait_reset(&server);
+    let confidence = tracer.proven_confidence();
     let events = tracer.stop();
 
     let sent = find(&events, "sent", "linger_zero");
@@ -91,7 +102,7 @@ fn so_linger_zero() {
     let ev = sent[0];
     assert_eq!(ev["remote_port"], port);
     assert_eq!(ev["local_port"], client_port);
-    assert_eq!(ev["confidence"], "certain");
+    assert_eq!(ev["confidence"], confidence);
     // The kernel calls this TCP_STATE; rsttrace must see through it.
     if !ev["kernel_reason"].is_null() {
         assert_eq!(ev["kernel_reason"], "TCP_STATE");
@@ -116,6 +127,7 @@ fn data_after_close() {
     // The peer ignores the EOF and writes: the orphan answers with an RST.
     client.write_all(b"late data").unwrap();
     wait_reset(&client);
+    let confidence = tracer.proven_confidence();
     let events = tracer.stop();
 
     let sent = find(&events, "sent", "data_after_close");
@@ -123,7 +135,7 @@ fn data_after_close() {
     let ev = sent[0];
     assert_eq!(ev["local_port"], port);
     assert_eq!(ev["packet"]["len"], 9);
-    assert_eq!(ev["confidence"], "certain");
+    assert_eq!(ev["confidence"], confidence);
 
     // The writer's socket was in CLOSE_WAIT: its next write fails with EPIPE.
     let received = find(&events, "received", "peer_reset");
@@ -142,6 +154,7 @@ fn port_filter_keeps_other_ports_out() {
     let tracer = Tracer::start(&["--port", &watched.to_string()]);
     let _ = TcpStream::connect(loopback(other));
     let _ = TcpStream::connect(loopback(watched));
+    let socketless = tracer.sees_socketless_rsts();
     let events = tracer.stop();
     assert!(
         events
@@ -150,7 +163,9 @@ fn port_filter_keeps_other_ports_out() {
         "events:\n{}",
         describe(&events)
     );
-    assert_eq!(find(&events, "sent", "port_not_open").len(), 1);
+    let expected = usize::from(socketless);
+    assert_eq!(find(&events, "sent", "port_not_open").len(), expected);
+    assert_eq!(find(&events, "received", "peer_refused").len(), 1);
 }
 
 fn wait_readable(s: &TcpStream) {

@@ -6,12 +6,14 @@
 
 mod bench;
 mod build;
+mod causes;
 mod dist;
 mod lint;
 mod run;
 mod system;
 mod test;
 mod toolchain;
+mod vm;
 
 use std::{env, ffi::OsString, path::PathBuf, process::ExitCode};
 
@@ -81,6 +83,14 @@ enum Command {
         /// Rounds of all scenarios, interleaved.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+    },
+    /// Run the kernel integration tests on Debian bookworm's 6.1 kernel under
+    /// qemu (TCG): fetches and caches the kernel under target/vm/, needs root
+    /// for apt. Set RSTTRACE_VM_TIMEOUT (seconds, default 600) to bound it.
+    VmTest {
+        /// Arguments for the test binaries in the guest (libtest), after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
     },
 }
 
@@ -169,6 +179,7 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
             Ok(())
         }
         Command::Bench { seconds, rounds } => bench::bench(ws, &bench::Options { seconds, rounds }),
+        Command::VmTest { args } => vm::vm_test(ws, &args),
     }
 }
 

@@ -95,7 +95,7 @@ impl Apt {
         }
     }
 
-    fn update(&mut self) -> Result<()> {
+    pub fn update(&mut self) -> Result<()> {
         run(Command::new("apt-get")
             .arg("update")
             .env("DEBIAN_FRONTEND", "noninteractive"))?;

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use crate::{
     Workspace,
     build::{self, Profile},
-    lint,
+    causes, lint,
     system::{self, say},
     toolchain,
 };
@@ -47,9 +47,14 @@ pub fn test(ws: &Workspace, lint: bool, extra: &[OsString]) -> Result<()> {
     system::run(&mut abi)?;
 
     // The default members: rsttrace (unit + kernel integration tests) and xtask.
+    let report = ws.target_dir().join("causes-host.tsv");
+    let _ = std::fs::remove_file(&report);
     let mut tests = test_command(ws, &object, root);
-    tests.args(extra);
-    system::run(&mut tests)
+    tests.env("RSTTRACE_CAUSE_REPORT", &report).args(extra);
+    let result = system::run(&mut tests);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    causes::print_summary(kernel.trim(), &causes::read(&report));
+    result
 }
 
 fn test_command(ws: &Workspace, object: &Path, root: bool) -> Command {

@@ -145,6 +145,8 @@ enum Type {
     },
     Func {
         name: u32,
+        /// The FUNC_PROTO type id.
+        proto: u32,
     },
     FuncProto {
         params: Vec<Param>,
@@ -326,6 +328,20 @@ impl Btf {
         Some(params.len() - usize::from(varargs))
     }
 
+    /// Number of parameters of the kernel function `name` (BTF FUNC), which
+    /// exists only when the function was not inlined away.
+    pub fn func_param_count(&self, name: &str) -> Option<usize> {
+        let Type::Func { proto, .. } = self.find_type(name, |t| matches!(t, Type::Func { .. }))?
+        else {
+            return None;
+        };
+        let Type::FuncProto { params } = self.get(*proto)? else {
+            return None;
+        };
+        let varargs = params.last().is_some_and(|p| p.name == 0 && p.ty == 0);
+        Some(params.len() - usize::from(varargs))
+    }
+
     /// Whether any type (struct, enum, typedef, function, ...) has this name.
     pub fn has_type(&self, name: &str) -> bool {
         self.find_type(name, |_| true).is_some()
@@ -475,7 +491,7 @@ impl Type {
             | Type::Enum { name, .. }
             | Type::Fwd { name }
             | Type::Typedef { name, .. }
-            | Type::Func { name }
+            | Type::Func { name, .. }
             | Type::Var { name }
             | Type::Datasec { name, .. }
             | Type::Float { name, .. }
@@ -597,7 +613,10 @@ fn parse_types(sec: &[u8], str_len: usize) -> Result<Vec<Type>, BtfError> {
             9..=11 | 18 => Type::Qualifier {
                 target: size_or_type,
             },
-            12 => Type::Func { name },
+            12 => Type::Func {
+                name,
+                proto: size_or_type,
+            },
             13 => {
                 let mut params = Vec::with_capacity(vlen.min(r.remaining() / 8));
                 for _ in 0..vlen {

@@ -5,5 +5,6 @@
 //! Everything here runs once at start-up, in userspace.
 
 pub mod btf;
+pub mod kallsyms;
 pub mod offsets;
 pub mod tracefs;

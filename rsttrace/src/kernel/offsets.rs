@@ -254,6 +254,14 @@ pub fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// `SKB_DROP_REASON_NO_SOCKET` on this kernel (its number differs between kernels).
+pub fn drop_reason_no_socket(btf: &Btf) -> Option<u32> {
+    btf.enum_values("skb_drop_reason")?
+        .into_iter()
+        .find(|(name, _)| name == "SKB_DROP_REASON_NO_SOCKET")
+        .and_then(|(_, v)| u32::try_from(v).ok())
+}
+
 /// Whether the `tcp_send_reset` tracepoint passes a reason (6.10+: `void *,
 /// sk, skb, reason`) or not (`void *, sk, skb`); `None` when BTF does not say.
 pub fn send_reset_has_reason(btf: &Btf) -> Option<bool> {

@@ -149,6 +149,20 @@ pub fn tcp_layout(root: &Path) -> Result<TracepointLayout> {
     })
 }
 
+/// `skb:kfree_skb`: offsets of `skbaddr` and of the 4-byte `reason`
+/// (which the event has since 5.17).
+pub fn kfree_skb_layout(root: &Path) -> Result<(u32, u32)> {
+    let fields = read_format(root, "skb", "kfree_skb")?;
+    let reason =
+        find(&fields, "reason").ok_or_else(|| anyhow!("skb:kfree_skb has no reason field"))?;
+    ensure!(
+        reason.size == 4,
+        "skb:kfree_skb: reason has size {}, expected 4",
+        reason.size
+    );
+    Ok((pointer(&fields, "kfree_skb", "skbaddr")?, reason.offset))
+}
+
 fn find<'a>(fields: &'a [TpField], name: &str) -> Option<&'a TpField> {
     fields.iter().find(|f| f.name == name)
 }

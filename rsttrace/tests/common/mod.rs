@@ -77,7 +77,12 @@ impl Tracer {
             stderr: rx,
             stderr_text: String::new(),
         };
-        tracer.wait_for_stderr("tracing TCP resets", Duration::from_secs(20));
+        // Emulated kernels (cargo xtask vm-test) start much slower.
+        let start_secs = std::env::var("RSTTRACE_TEST_START_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20);
+        tracer.wait_for_stderr("tracing TCP resets", Duration::from_secs(start_secs));
         tracer
     }
 
@@ -129,7 +134,73 @@ impl Tracer {
             self.stderr_text
         );
         let raw = std::fs::read(&self.export).expect("export file exists");
-        (read_jsonl(&self.export), raw)
+        let events = read_jsonl(&self.export);
+        report_causes(&events, self.send_family());
+        (events, raw)
+    }
+
+    /// The hook plan rsttrace announced ("send=... receive=... no_socket=...").
+    pub fn plan(&self) -> &str {
+        self.stderr_text
+            .lines()
+            .find_map(|l| l.split_once("tracing TCP resets (")?.1.rsplit_once(')'))
+            .map_or("", |(plan, _)| plan)
+    }
+
+    /// Confidence of a cause the facts prove: "certain" needs the kernel's
+    /// reason to agree (6.10+); without it (6.1) the verdict is "likely".
+    pub fn proven_confidence(&self) -> &'static str {
+        if self.plan().contains("reason=kernel") {
+            "certain"
+        } else {
+            "likely"
+        }
+    }
+
+    /// The family of the chosen send hook ("tp_btf", "fentry", ...).
+    pub fn send_family(&self) -> &str {
+        self.plan()
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("send="))
+            .and_then(|hook| hook.split(':').next())
+            .unwrap_or("?")
+    }
+
+    /// Whether the chosen send hook fires for RSTs sent without a socket
+    /// (closed port, TIME_WAIT): 6.1's tcp_send_reset tracepoint does not.
+    pub fn sees_socketless_rsts(&self) -> bool {
+        self.plan().contains("no_socket=yes")
+    }
+}
+
+/// Appends `test[send hook family]<TAB>direction<TAB>cause` per event to
+/// $RSTTRACE_CAUSE_REPORT, so `cargo xtask test` / `vm-test` can say which
+/// causes each kernel (and hook family) showed.
+fn report_causes(events: &[Value], family: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("RSTTRACE_CAUSE_REPORT") else {
+        return;
+    };
+    // libtest runs each test on a thread named after it.
+    let test = format!("{}[{family}]", std::thread::current().name().unwrap_or("?"));
+    let lines: String = events
+        .iter()
+        .filter(|e| e["gap"].is_null())
+        .map(|e| {
+            format!(
+                "{test}\t{}\t{}\n",
+                e["direction"].as_str().unwrap_or("?"),
+                e["cause"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    // One write per test: O_APPEND keeps lines of parallel tests whole.
+    if let Ok(mut f) = file {
+        let _ = f.write_all(lines.as_bytes());
     }
 }
 

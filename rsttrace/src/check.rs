@@ -1,0 +1,249 @@
+//! `rsttrace check`: what this kernel offers, which hooks rsttrace would
+//! use, and which causes it can tell apart here. The report is built by a
+//! pure function from the probed facts, so each kernel shape is unit-tested.
+
+use std::fmt::Write as _;
+
+use anyhow::{Result, bail};
+
+use crate::cause::CauseId;
+use crate::loader::{self, KernelInfo};
+use crate::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
+
+pub fn run(mode: HookMode) -> Result<()> {
+    let mut kernel = KernelInfo::probe();
+    if matches!(mode, HookMode::Auto | HookMode::Fentry) {
+        kernel.facts.fentry = loader::probe_fentry(&kernel);
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let header = Header {
+        release,
+        btf_error: kernel.btf_error.clone(),
+        tracefs: kernel.tracefs.as_ref().map(|p| p.display().to_string()),
+        reason_names: kernel.reasons.len(),
+        root: loader::check_privileges().is_ok(),
+    };
+    let (text, usable) = report(&header, mode, &kernel.facts);
+    print!("{text}");
+    if !usable {
+        bail!("no usable RST hook on this kernel (see above)");
+    }
+    Ok(())
+}
+
+pub struct Header {
+    pub release: String,
+    pub btf_error: Option<String>,
+    pub tracefs: Option<String>,
+    pub reason_names: usize,
+    pub root: bool,
+}
+
+/// The report text, and whether a plan exists.
+pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
+    let mut out = String::new();
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    let _ = writeln!(out, "kernel:      {}", h.release);
+    match &h.btf_error {
+        None => {
+            let _ = writeln!(out, "BTF:         yes (/sys/kernel/btf/vmlinux)");
+        }
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "BTF:         no ({e})\n             Without BTF rsttrace cannot locate socket fields (no CO-RE in Rust \
+                 eBPF), so it does not trace: tp_btf and fentry need BTF, and the classic \
+                 tracepoints alone give only addresses and ports. Use a kernel built with \
+                 CONFIG_DEBUG_INFO_BTF=y (all major distributions since 2020)."
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "tracefs:     {}",
+        h.tracefs.as_deref().unwrap_or("not mounted")
+    );
+    let _ = writeln!(out, "kprobes:     {}", yn(k.kprobe_pmu));
+    let fentry = match &k.fentry {
+        Some(Ok(())) => "permitted (trial load succeeded)".to_string(),
+        Some(Err(why)) => format!("not usable: {why}"),
+        None if !h.root => "not tried (run as root to try)".to_string(),
+        None => "not tried".to_string(),
+    };
+    let _ = writeln!(out, "fentry:      {fentry}");
+
+    let plan = probes::choose(mode, k).ok();
+    let _ = writeln!(out, "\nhooks (--hooks {}):", probes::mode_name(mode));
+    for role in [Role::Send, Role::SendNoSocket, Role::Receive] {
+        let ranked = probes::ranked(mode, role, k);
+        for hook in HOOKS.iter().filter(|h| h.role == role) {
+            let chosen = plan.is_some_and(|p| {
+                p.send == hook || p.receive == hook || p.no_socket_hook == Some(hook)
+            });
+            let status = match hook.availability(k) {
+                Err(why) => format!("unavailable: {}", why.join("; ")),
+                Ok(()) if chosen => "CHOSEN".to_string(),
+                Ok(()) if role == Role::SendNoSocket && ranked.contains(&hook) => {
+                    "available (not needed: the send hook sees these RSTs)".to_string()
+                }
+                Ok(()) if ranked.contains(&hook) => {
+                    "available (a better hook is chosen)".to_string()
+                }
+                Ok(()) => format!(
+                    "available (not allowed by --hooks {})",
+                    probes::mode_name(mode)
+                ),
+            };
+            let c = hook.capabilities(k);
+            let _ = writeln!(
+                out,
+                "  {:<7} {:<66} {}\n          provides: reason={} no_socket={} rx_packet={}",
+                match role {
+                    Role::Send => "send",
+                    Role::SendNoSocket => "send+",
+                    Role::Receive => "receive",
+                },
+                hook.name,
+                status,
+                yn(c.reason),
+                yn(c.no_socket),
+                yn(c.packet)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  context irq:softirq_entry/exit{:<37} {}",
+        "",
+        if k.softirq_tracking() {
+            "available"
+        } else {
+            "unavailable: task vs softirq context unknown"
+        }
+    );
+
+    let Some(plan) = plan else {
+        let _ = writeln!(out, "\nplan: none; rsttrace cannot trace on this kernel");
+        return (out, false);
+    };
+    if h.btf_error.is_some() {
+        let _ = writeln!(
+            out,
+            "\nplan: {plan}\n      but without BTF rsttrace cannot read socket fields: it does not trace here"
+        );
+        return (out, false);
+    }
+    let _ = writeln!(out, "\nplan: {plan}");
+    let _ = writeln!(
+        out,
+        "reason:      {}",
+        if plan.reason {
+            format!(
+                "the kernel's sk_rst_reason ({} names from BTF)",
+                h.reason_names
+            )
+        } else {
+            "none on this kernel: causes are inferred from socket and packet facts".to_string()
+        }
+    );
+    let _ = writeln!(out, "\ncauses on this kernel:");
+    for (cause, seen) in causes(&plan) {
+        let _ = writeln!(out, "  {:<20} {seen}", cause.id());
+    }
+    (out, true)
+}
+
+/// Whether each cause can be told apart with this plan, and how sure.
+pub fn causes(plan: &Plan) -> Vec<(CauseId, String)> {
+    let how = if plan.reason {
+        "yes (kernel reason + facts)"
+    } else {
+        "yes (inferred from facts)"
+    };
+    CauseId::ALL
+        .iter()
+        .filter(|c| **c != CauseId::Unknown)
+        .map(|&c| {
+            let seen = match c {
+                // Sent with no socket: invisible to 6.1's tracepoint.
+                CauseId::PortNotOpen | CauseId::ConnectTimeout | CauseId::HalfOpen
+                    if !plan.no_socket =>
+                {
+                    "NO: the send hook does not fire for RSTs sent without a socket".to_string()
+                }
+                // Decided from the context (timer softirq vs the task).
+                CauseId::KeepaliveTimeout
+                | CauseId::Linger2Abort
+                | CauseId::SocketKilled
+                | CauseId::Disconnect
+                    if !plan.softirq =>
+                {
+                    "NO: needs softirq context tracking".to_string()
+                }
+                CauseId::PeerRefused | CauseId::PeerReset if plan.packet => {
+                    "yes (with the received RST's TTL and window)".to_string()
+                }
+                CauseId::PeerRefused | CauseId::PeerReset => "yes".to_string(),
+                _ => how.to_string(),
+            };
+            (c, seen)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::tests::{linux_6_1, linux_6_18};
+
+    fn header() -> Header {
+        Header {
+            release: "test".into(),
+            btf_error: None,
+            tracefs: Some("/sys/kernel/tracing".into()),
+            reason_names: 40,
+            root: true,
+        }
+    }
+
+    #[test]
+    fn on_6_18_everything_with_the_kernel_reason() {
+        let (text, ok) = report(&header(), HookMode::Auto, &linux_6_18());
+        assert!(ok);
+        assert!(
+            text.contains("tp_btf:tcp_send_reset(sk,skb,reason)"),
+            "{text}"
+        );
+        assert!(text.contains("unavailable: no kprobe PMU"), "{text}");
+        assert!(!text.contains("NO:"), "{text}");
+    }
+
+    #[test]
+    fn forced_tp_btf_on_6_1_cannot_see_port_not_open() {
+        let k = linux_6_1();
+        let plan = probes::choose(HookMode::TpBtf, &k).unwrap();
+        let c = causes(&plan);
+        let port = c.iter().find(|(c, _)| *c == CauseId::PortNotOpen).unwrap();
+        assert!(port.1.starts_with("NO"), "{port:?}");
+        let auto = probes::choose(HookMode::Auto, &k).unwrap();
+        let port = causes(&auto)
+            .into_iter()
+            .find(|(c, _)| *c == CauseId::PortNotOpen)
+            .unwrap();
+        assert!(port.1.starts_with("yes"), "{port:?}");
+    }
+
+    #[test]
+    fn no_hooks_is_not_usable_and_no_btf_is_explained() {
+        let h = Header {
+            btf_error: Some("not found".into()),
+            ..header()
+        };
+        let (text, ok) = report(&h, HookMode::Auto, &KernelFacts::default());
+        assert!(!ok);
+        assert!(text.contains("CONFIG_DEBUG_INFO_BTF"), "{text}");
+        assert!(text.contains("plan: none"), "{text}");
+    }
+}
