@@ -119,7 +119,7 @@ pub fn create_export(path: &Path) -> Result<File> {
         })
 }
 
-fn stdout_output(format: StdoutFormat, no_color: bool) -> Output {
+fn stdout_output(format: StdoutFormat, no_color: bool, lang: crate::explain::Lang) -> Output {
     let stdout = io::stdout();
     let color = stdout.is_terminal() && !no_color && std::env::var_os("NO_COLOR").is_none();
     let format = match format {
@@ -129,7 +129,7 @@ fn stdout_output(format: StdoutFormat, no_color: bool) -> Output {
     };
     Output {
         name: "stdout".into(),
-        sink: output::sink(format, Box::new(stdout), &TextOptions { color }),
+        sink: output::sink(format, Box::new(stdout), &TextOptions { color, lang }),
         failed: None,
         unwritten: 0,
     }
@@ -144,19 +144,20 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
                 path.display()
             )
         })?;
+        let file_opts = TextOptions {
+            color: false,
+            lang: args.lang,
+        };
         let sink = match args.rotate_size {
             Some(max) => Box::new(RotatingSink::new(
                 path,
                 format,
+                file_opts,
                 max,
                 args.rotate_count,
                 create_export,
             )?) as Box<dyn Sink + Send>,
-            None => output::sink(
-                format,
-                Box::new(create_export(path)?),
-                &TextOptions { color: false },
-            ),
+            None => output::sink(format, Box::new(create_export(path)?), &file_opts),
         };
         outputs.push(Output {
             name: path.display().to_string(),
@@ -166,7 +167,7 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
         });
     }
     if !args.quiet {
-        outputs.push(stdout_output(args.format, args.no_color));
+        outputs.push(stdout_output(args.format, args.no_color, args.lang));
     }
     Ok(outputs)
 }
@@ -284,7 +285,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
         Box::new(io::BufReader::new(file))
     };
     let filter = args.filters.to_filter(&args.ports, &args.pids);
-    let mut out = stdout_output(args.format, args.no_color);
+    let mut out = stdout_output(args.format, args.no_color, crate::explain::Lang::En);
     let mut summary = Summary::default();
     for (n, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", args.file.display()))?;

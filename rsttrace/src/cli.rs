@@ -44,6 +44,19 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Explain one cause (or all): what the application sees, what the
+    /// kernel does, what rsttrace observes, how to fix it.
+    Explain {
+        /// A cause id, e.g. close_unread_data; all causes when omitted.
+        #[arg(value_parser = crate::filter::parse_cause)]
+        cause: Option<crate::cause::CauseId>,
+        /// Language of the explanations.
+        #[arg(long, value_enum, default_value_t = crate::explain::Lang::En)]
+        lang: crate::explain::Lang,
+        /// Print docs/causes.md instead.
+        #[arg(long, hide = true)]
+        markdown: bool,
+    },
     /// Print the man page (roff) to stdout.
     #[command(hide = true)]
     Man,
@@ -193,6 +206,10 @@ pub struct TraceArgs {
     /// Never colour the text output (also NO_COLOR=1).
     #[arg(long)]
     pub no_color: bool,
+
+    /// Language of the explanations in the output (JSON `explanation`).
+    #[arg(long, value_enum, default_value_t = crate::explain::Lang::En)]
+    pub lang: crate::explain::Lang,
 
     /// Serve Prometheus metrics on ADDR:PORT (a bare PORT binds 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT", value_parser = crate::metrics::parse_addr)]

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod decode;
 pub mod event;
+pub mod explain;
 pub mod filter;
 pub mod kernel;
 pub mod loader;

@@ -26,6 +26,22 @@ fn main() -> ExitCode {
                 clap_complete::generate(shell, &mut cmd, "rsttrace", &mut script);
                 print_all(&script)
             }
+            Some(Command::Explain {
+                cause,
+                lang,
+                markdown,
+            }) => {
+                let text = match (markdown, cause) {
+                    (true, _) => rsttrace::explain::markdown(),
+                    (false, Some(c)) => rsttrace::explain::render(c, lang),
+                    (false, None) => rsttrace::cause::CauseId::ALL
+                        .iter()
+                        .map(|&c| rsttrace::explain::render(c, lang))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                };
+                print_all(text.as_bytes())
+            }
             Some(Command::Man) => {
                 let mut page = Vec::new();
                 clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::{Sink, escape_control, rfc3339};
 use crate::cause::Classified;
 use crate::event::{Event, Task};
+use crate::explain::Lang;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -86,10 +87,10 @@ fn comm(t: &Task) -> String {
 
 /// One event as one line of JSON (no trailing newline).
 pub fn format(rec: &Classified) -> String {
-    serde_json::to_string(&record(rec)).expect("serialising plain data cannot fail")
+    serde_json::to_string(&record(rec, Lang::En)).expect("serialising plain data cannot fail")
 }
 
-fn record(rec: &Classified) -> Record<'_> {
+fn record(rec: &Classified, lang: Lang) -> Record<'_> {
     let e: &Event = &rec.event;
     Record {
         v: SCHEMA_VERSION,
@@ -97,7 +98,7 @@ fn record(rec: &Classified) -> Record<'_> {
         direction: e.direction.as_str(),
         cause: rec.cause.id.id(),
         confidence: rec.cause.confidence.as_str(),
-        explanation: rec.cause.id.explanation(),
+        explanation: crate::explain::explanation(rec.cause.id, lang),
         kernel_reason: e.reason(),
         state: e.state.name(),
         local_addr: e.local.ip(),
@@ -149,12 +150,13 @@ pub fn format_gap(lost: u64, now: std::time::SystemTime) -> String {
 
 pub struct JsonSink<W: Write> {
     pub out: W,
+    pub lang: Lang,
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn write(&mut self, rec: &Classified) -> io::Result<()> {
         // Straight into the buffered writer: no per-event String.
-        serde_json::to_writer(&mut self.out, &record(rec))?;
+        serde_json::to_writer(&mut self.out, &record(rec, self.lang))?;
         self.out.write_all(b"\n")
     }
 

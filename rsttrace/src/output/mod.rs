@@ -48,6 +48,8 @@ impl Format {
 pub struct TextOptions {
     /// ANSI colours (only for terminals).
     pub color: bool,
+    /// Language of explanations.
+    pub lang: crate::explain::Lang,
 }
 
 pub fn sink(
@@ -58,7 +60,10 @@ pub fn sink(
     let out = BufWriter::with_capacity(64 * 1024, writer);
     match format {
         Format::Text => Box::new(text::TextSink::new(out, *opts)),
-        Format::Json => Box::new(json::JsonSink { out }),
+        Format::Json => Box::new(json::JsonSink {
+            out,
+            lang: opts.lang,
+        }),
         Format::Csv => Box::new(csv::CsvSink::new(out)),
         Format::Pcapng => Box::new(pcapng::PcapngSink::new(out)),
     }

@@ -20,6 +20,7 @@ pub type Opener = fn(&Path) -> anyhow::Result<File>;
 pub struct RotatingSink {
     path: PathBuf,
     format: Format,
+    opts: TextOptions,
     max_bytes: u64,
     keep: u32,
     open: Opener,
@@ -31,15 +32,17 @@ impl RotatingSink {
     pub fn new(
         path: &Path,
         format: Format,
+        opts: TextOptions,
         max_bytes: u64,
         keep: u32,
         open: Opener,
     ) -> anyhow::Result<RotatingSink> {
         let written = Arc::new(AtomicU64::new(0));
-        let current = start(path, format, open, &written)?;
+        let current = start(path, format, opts, open, &written)?;
         Ok(RotatingSink {
             path: path.to_owned(),
             format,
+            opts,
             max_bytes,
             keep: keep.max(1),
             open,
@@ -61,8 +64,8 @@ impl RotatingSink {
         } else {
             std::fs::remove_file(&self.path)?;
         }
-        self.current =
-            start(&self.path, self.format, self.open, &self.written).map_err(io::Error::other)?;
+        self.current = start(&self.path, self.format, self.opts, self.open, &self.written)
+            .map_err(io::Error::other)?;
         Ok(())
     }
 }
@@ -76,6 +79,7 @@ pub fn numbered(path: &Path, i: u32) -> PathBuf {
 fn start(
     path: &Path,
     format: Format,
+    opts: TextOptions,
     open: Opener,
     written: &Arc<AtomicU64>,
 ) -> anyhow::Result<Box<dyn Sink + Send>> {
@@ -85,11 +89,7 @@ fn start(
         inner: file,
         written: written.clone(),
     };
-    Ok(sink(
-        format,
-        Box::new(counted),
-        &TextOptions { color: false },
-    ))
+    Ok(sink(format, Box::new(counted), &opts))
 }
 
 impl Sink for RotatingSink {
@@ -143,7 +143,8 @@ mod tests {
     fn rotates_keeps_n_files_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
-        let mut sink = RotatingSink::new(&path, Format::Json, 4096, 3, open).unwrap();
+        let mut sink =
+            RotatingSink::new(&path, Format::Json, TextOptions::default(), 4096, 3, open).unwrap();
         let total = 200;
         for _ in 0..total {
             sink.write(&record()).unwrap();
@@ -173,7 +174,8 @@ mod tests {
     fn every_csv_file_has_its_header() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
-        let mut sink = RotatingSink::new(&path, Format::Csv, 1024, 2, open).unwrap();
+        let mut sink =
+            RotatingSink::new(&path, Format::Csv, TextOptions::default(), 1024, 2, open).unwrap();
         for _ in 0..20 {
             sink.write(&record()).unwrap();
             sink.flush().unwrap();

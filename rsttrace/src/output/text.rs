@@ -127,7 +127,13 @@ mod tests {
 
     #[test]
     fn a_line_says_who_what_and_why() {
-        let l = line(&record(), TextOptions { color: false });
+        let l = line(
+            &record(),
+            TextOptions {
+                color: false,
+                ..TextOptions::default()
+            },
+        );
         assert!(
             l.starts_with("11:06:40.123 SENT > 127.0.0.1:8080 -> [::1]:40000"),
             "{l}"
@@ -143,9 +149,21 @@ mod tests {
 
     #[test]
     fn no_escape_sequences_unless_colour_is_asked_for() {
-        let plain = line(&record(), TextOptions { color: false });
+        let plain = line(
+            &record(),
+            TextOptions {
+                color: false,
+                ..TextOptions::default()
+            },
+        );
         assert!(!plain.contains('\x1b'), "{plain:?}");
-        let coloured = line(&record(), TextOptions { color: true });
+        let coloured = line(
+            &record(),
+            TextOptions {
+                color: true,
+                ..TextOptions::default()
+            },
+        );
         assert!(coloured.contains("\x1b[31m"));
     }
 

@@ -1,0 +1,285 @@
+//! `rsttrace explain [CAUSE]` and `--lang`: what each cause means, how the
+//! kernel gets there, what rsttrace looks at, and what to change.
+//!
+//! The Chinese texts use the vocabulary of the articles our users read
+//! (端口未打开, 请求超时, 接收缓冲区还有数据未被读出, 异常终止 ...).
+//! docs/causes.md is generated from this table (a test keeps it in sync).
+
+use std::fmt::Write as _;
+
+use crate::cause::CauseId;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    #[default]
+    En,
+    Zh,
+}
+
+struct Text {
+    zh_title: &'static str,
+    zh_explanation: &'static str,
+    zh_remedy: &'static str,
+    /// What the application sees.
+    sees: &'static str,
+    /// The kernel path that sends (or accepts) the RST.
+    kernel: &'static str,
+    /// What rsttrace reads to tell this cause apart.
+    observes: &'static str,
+}
+
+fn text(c: CauseId) -> Text {
+    use CauseId::*;
+    let t = |zh_title, zh_explanation, zh_remedy, sees, kernel, observes| Text {
+        zh_title,
+        zh_explanation,
+        zh_remedy,
+        sees,
+        kernel,
+        observes,
+    };
+    match c {
+        PortNotOpen => t(
+            "端口未打开",
+            "SYN 到达了一个没有进程监听的端口，内核直接回复 RST",
+            "确认服务已启动并监听正确的地址和端口；检查端口是否只 bind 而未 listen",
+            "the client's connect() fails with ECONNREFUSED (\"Connection refused\")",
+            "tcp_v4_rcv() finds no socket and calls tcp_v4_send_reset(NULL, skb); reason NO_SOCKET (6.10+)",
+            "a sent RST with no socket whose trigger segment is a SYN without ACK",
+        ),
+        ConnectTimeout => t(
+            "请求超时（连接超时）",
+            "本端已放弃连接（connect 超时或 close），迟到的 SYN-ACK 被回复 RST",
+            "加大客户端连接超时，或排查服务端为何响应慢（积压、丢包、SYN-ACK 重传）",
+            "the client already reported a timeout; the server sees its half-open connection reset",
+            "close() in SYN_SENT sends nothing; the late SYN-ACK finds no socket: NO_SOCKET",
+            "a sent RST with no socket whose trigger is a SYN-ACK",
+        ),
+        CloseUnreadData => t(
+            "接收缓冲区还有数据未被读出",
+            "应用在接收缓冲区仍有未读数据时调用 close()，内核发送 RST 而不是 FIN，数据丢失",
+            "close() 前读完请求/响应；或先 shutdown(SHUT_WR) 再读到 EOF 后关闭",
+            "the peer's read or write fails with ECONNRESET; the unread bytes are lost",
+            "__tcp_close(): data_was_unread -> tcp_set_state(CLOSE) -> tcp_send_active_reset(); reason TCP_ABORT_ON_CLOSE",
+            "an active RST in state CLOSE with rcv_nxt - copied_seq > 0 (a received FIN counts one), made in the owner's close()",
+        ),
+        DataAfterClose => t(
+            "对端在本端 close() 之后继续写",
+            "本端已关闭套接字，对端仍发送数据，内核回复 RST；对端下一次 write 得到 EPIPE/SIGPIPE",
+            "约定由谁先关闭；对端读到 EOF（read 返回 0）后应停止写入",
+            "the writer's first write succeeds, the next one fails with EPIPE (SIGPIPE)",
+            "an orphan in FIN_WAIT2/TIME_WAIT gets data: TCP_TW_RST (TCP_TIMEWAIT_SOCKET), or tcp_rcv_state_process() with RCV_SHUTDOWN (TCP_ABORT_ON_DATA)",
+            "a passive RST whose trigger carries payload (or a FIN) on a closed/timewait socket",
+        ),
+        LingerZero => t(
+            "SO_LINGER 为 0",
+            "应用设置了 SO_LINGER {1, 0} 后 close()，内核丢弃未发数据并发送 RST（内核原因显示为 TCP_STATE）",
+            "除非确实要异常终止，否则去掉 SO_LINGER 0；它会丢弃未发送的数据",
+            "the peer sees ECONNRESET; data not yet sent is discarded",
+            "__tcp_close() -> tcp_disconnect() -> tcp_send_active_reset(); reason TCP_STATE (misleading); counts TCPAbortOnData",
+            "an active RST in state CLOSE with SOCK_LINGER set and sk_lingertime 0, in the owner's close()",
+        ),
+        Linger2Abort => t(
+            "TCP_LINGER2 小于 0",
+            "在 FIN_WAIT2 状态 close()，且 TCP_LINGER2 < 0，内核直接发送 RST",
+            "把 TCP_LINGER2 设为 >= 0，除非确实希望 FIN_WAIT2 时异常终止",
+            "the peer sees ECONNRESET instead of a clean close",
+            "__tcp_close() in FIN_WAIT2 with linger2 < 0: TCP_ABORT_ON_LINGER; the keepalive timer does the same for a dead FIN_WAIT2 (TCP_STATE)",
+            "reason TCP_ABORT_ON_LINGER, or TCP_STATE from the timer in a non-CLOSE state",
+        ),
+        KeepaliveTimeout => t(
+            "keepalive 超时",
+            "keepalive 探测包连续无应答，内核判定连接已死并发送 RST",
+            "对端或路径已失效；检查 NAT/负载均衡的空闲超时和对端健康状况",
+            "the application gets ETIMEDOUT on its next call",
+            "tcp_keepalive_timer(): probes_out >= keepalive_probes -> tcp_send_active_reset(); reason TCP_KEEPALIVE_TIMEOUT",
+            "an active RST from the TIMER softirq on a socket with SO_KEEPALIVE and probes_out > 0",
+        ),
+        TimeWait => t(
+            "TIME_WAIT 冲突",
+            "新连接使用的四元组在对端仍处于 TIME_WAIT（或 PAWS 校验失败），本端回复 RST",
+            "让客户端使用随机临时端口（不要固定源端口），或开启 TCP 时间戳",
+            "connect() usually succeeds ~10 ms later after a SYN retransmit; with tcp_rfc1337=1 it can time out",
+            "the peer's TIME_WAIT answers the SYN with an ACK; our SYN_SENT socket replies RST: TCP_INVALID_ACK_SEQUENCE or TCP_RFC7323_PAWS",
+            "a passive RST in SYN_SENT triggered by a pure ACK or a SYN-ACK with a bad timestamp",
+        ),
+        InvalidPacket => t(
+            "无效报文",
+            "收到了 TCP 状态机拒绝的报文（对监听端口的错误 ACK、重复 SYN、PAWS 等）",
+            "排查过期的对端、改写报文的 NAT 或有问题的 TCP 协议栈",
+            "usually nothing: the stray segment's sender gets the RST",
+            "tcp_rcv_state_process(LISTEN) -> TCP_FLAGS; tcp_check_req() -> INVALID_SYN; other ACK checks -> TCP_*_ACK",
+            "the kernel reason, the state (LISTEN, SYN_RECV) and the trigger flags",
+        ),
+        HalfOpen => t(
+            "半打开连接",
+            "对端还保留着本机已经不存在的连接（本机崩溃、重启或连接已过期），其报文被回复 RST",
+            "对端持有的是死连接：在对端开启 keepalive，并在 ECONNRESET 时重试",
+            "the surviving peer gets ECONNRESET on its next send",
+            "tcp_v4_rcv() finds no socket for a non-SYN segment: NO_SOCKET",
+            "a sent RST with no socket whose trigger is neither SYN nor SYN-ACK",
+        ),
+        BacklogOverflow => t(
+            "监听队列溢出",
+            "accept 队列已满且 tcp_abort_on_overflow=1，第三次握手的 ACK 被回复 RST（内核原因显示为 INVALID_SYN）",
+            "加快 accept()，加大 listen backlog 和 net.core.somaxconn",
+            "the client's connect() succeeded, then its first read or write fails with ECONNRESET",
+            "tcp_check_req(): syn_recv_sock() fails on a full queue -> listen_overflow -> RST; reason INVALID_SYN (misleading)",
+            "reason INVALID_SYN with a pure-ACK trigger on a LISTEN socket",
+        ),
+        MemoryPressure => t(
+            "孤儿连接过多 / 内存压力",
+            "孤儿套接字数量或 tcp_mem 超限，内核主动终止连接",
+            "调大 net.ipv4.tcp_max_orphans / tcp_mem，或让应用更平缓地关闭连接",
+            "peers see ECONNRESET; dmesg says \"too many orphaned sockets\"",
+            "tcp_check_oom() in __tcp_close() or tcp_out_of_resources(): TCP_ABORT_ON_MEMORY",
+            "the kernel reason, or (without it) an orphan (SOCK_DEAD) reset in CLOSE with nothing unread",
+        ),
+        Disconnect => t(
+            "connect(AF_UNSPEC) 断开",
+            "应用对一个活动连接调用 connect(AF_UNSPEC)（tcp_disconnect），内核发送 RST",
+            "这是应用有意为之；检查它为何在数据未发完时断开",
+            "the peer sees ECONNRESET",
+            "__inet_stream_connect() -> tcp_disconnect(): TCP_STATE, or TCP_DISCONNECT_WITH_DATA with unsent data in CLOSING/LAST_ACK",
+            "an active RST in CLOSE from the owner's task without SO_LINGER 0 or unread data",
+        ),
+        SocketKilled => t(
+            "连接被外部强制关闭",
+            "连接被 ss -K、tcp_abort 或 BPF sock_destroy 从外部销毁",
+            "找到执行销毁的进程（actor）及其原因",
+            "the owner gets ECONNABORTED; the peer sees ECONNRESET",
+            "tcp_abort() resets in the original state (not CLOSE): TCP_STATE",
+            "an active RST with TCP_STATE in a state other than CLOSE, made by a task other than a timer",
+        ),
+        ListenerClosed => t(
+            "监听套接字关闭",
+            "监听套接字关闭时 accept 队列中还有未被 accept 的连接，这些连接被 RST",
+            "停止监听前先把 accept 队列处理完（优雅退出）",
+            "clients whose handshake completed see ECONNRESET without ever being served",
+            "inet_csk_listen_stop() -> inet_child_forget() -> tcp_disconnect(): TCP_STATE on an orphan child",
+            "TCP_STATE in CLOSE on an orphan child socket that no process owns",
+        ),
+        PeerRefused => t(
+            "对端拒绝连接",
+            "本端的 SYN 得到 RST：对端端口未打开，或防火墙以 RST 拒绝",
+            "对端端口未打开或被防火墙拒绝；在对端运行 rsttrace 可确认",
+            "connect() fails with ECONNREFUSED",
+            "tcp_rcv_synsent_state_process() accepts the RST -> tcp_reset() in SYN_SENT",
+            "a received RST accepted in SYN_SENT",
+        ),
+        PeerReset => t(
+            "对端复位连接",
+            "对端复位了一个已建立的连接",
+            "查看对端：在对端运行 rsttrace 或查看其日志可知原因",
+            "ECONNRESET (\"Connection reset by peer\"), or EPIPE if the RST hit CLOSE_WAIT",
+            "tcp_validate_incoming() accepts an in-window RST -> tcp_reset()",
+            "a received RST, with the state it hit and the unacked/unread bytes",
+        ),
+        Unknown => t(
+            "未知原因",
+            "内核事实与已知原因都不匹配",
+            "请附上事件的 evidence 报告：这可能是新的原因",
+            "an aborted connection",
+            "any reset path not listed above",
+            "nothing matched; every raw fact is in the event",
+        ),
+    }
+}
+
+pub fn explanation(c: CauseId, lang: Lang) -> &'static str {
+    match lang {
+        Lang::En => c.explanation(),
+        Lang::Zh => text(c).zh_explanation,
+    }
+}
+
+pub fn remedy(c: CauseId, lang: Lang) -> &'static str {
+    match lang {
+        Lang::En => c.remedy(),
+        Lang::Zh => text(c).zh_remedy,
+    }
+}
+
+/// The full entry for one cause, as `rsttrace explain CAUSE` prints it.
+pub fn render(c: CauseId, lang: Lang) -> String {
+    let t = text(c);
+    let mut s = String::new();
+    match lang {
+        Lang::En => {
+            let _ = writeln!(s, "{}: {}", c.id(), c.explanation());
+            let _ = writeln!(s, "  the application sees: {}", t.sees);
+            let _ = writeln!(s, "  the kernel:           {}", t.kernel);
+            let _ = writeln!(s, "  rsttrace observes:    {}", t.observes);
+            let _ = writeln!(s, "  fix:                  {}", c.remedy());
+        }
+        Lang::Zh => {
+            let _ = writeln!(s, "{}（{}）：{}", c.id(), t.zh_title, t.zh_explanation);
+            let _ = writeln!(s, "  应用看到：{}", t.sees);
+            let _ = writeln!(s, "  内核路径：{}", t.kernel);
+            let _ = writeln!(s, "  rsttrace 依据：{}", t.observes);
+            let _ = writeln!(s, "  解决办法：{}", t.zh_remedy);
+        }
+    }
+    s
+}
+
+/// docs/causes.md.
+pub fn markdown() -> String {
+    let mut s = String::from(
+        "# Causes\n\nGenerated from `rsttrace/src/explain.rs` (`rsttrace explain`, \
+         `rsttrace explain --lang zh`). Ids are stable: they are part of the export schema.\n",
+    );
+    for &c in CauseId::ALL {
+        let t = text(c);
+        let _ = write!(
+            s,
+            "\n## `{}` — {}\n\n{} ({})\n\n- **What the application sees:** {}\n- **What the kernel does:** {}\n- **What rsttrace observes:** {}\n- **How to fix it:** {}\n- **解决办法：** {}\n",
+            c.id(),
+            t.zh_title,
+            capitalise(c.explanation()),
+            t.zh_explanation,
+            t.sees,
+            t.kernel,
+            t.observes,
+            capitalise(c.remedy()),
+            t.zh_remedy,
+        );
+    }
+    s
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect::<String>() + ".",
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_has_both_languages() {
+        for &c in CauseId::ALL {
+            for lang in [Lang::En, Lang::Zh] {
+                assert!(!explanation(c, lang).is_empty(), "{c:?}");
+                assert!(!remedy(c, lang).is_empty(), "{c:?}");
+                assert!(render(c, lang).starts_with(c.id()));
+            }
+            assert!(!text(c).zh_title.is_empty());
+        }
+        assert!(render(CauseId::PortNotOpen, Lang::Zh).contains("端口未打开"));
+    }
+
+    #[test]
+    fn docs_causes_md_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/causes.md");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == markdown(),
+            "docs/causes.md is stale: regenerate it with `rsttrace explain --markdown > docs/causes.md`"
+        );
+    }
+}
