@@ -37,11 +37,9 @@ struct Verdict {
 
 impl Verdict {
     fn new(ev: &Event) -> Verdict {
+        // The state and the kernel reason are top-level fields of every
+        // event; evidence holds the facts that decided between causes.
         let mut evidence = Map::new();
-        evidence.insert("state".into(), json!(ev.state.name()));
-        if let Some(reason) = ev.reason() {
-            evidence.insert("kernel_reason".into(), json!(reason));
-        }
         if let Some(p) = ev.packet {
             evidence.insert("trigger_flags".into(), json!(p.flags.tcpdump()));
             if p.len > 0 {
@@ -251,11 +249,12 @@ fn timewait_socket(ev: &Event, flags: TcpFlags, v: &mut Verdict) -> CauseId {
     }
     // An orphan in FIN_WAIT2 became a timewait socket; the peer's data (or
     // its late FIN with data) got TCP_TW_RST: the peer wrote after our close.
+    // Certain only when the kernel said so too (6.10+).
     let data = ev.packet.is_some_and(|p| p.len > 0) || flags.has(TcpFlags::FIN);
-    if data {
-        v.certain();
-    } else {
+    if !data {
         v.disagree("timewait RST without payload in the trigger");
+    } else if ev.reason() == Some("TCP_TIMEWAIT_SOCKET") {
+        v.certain();
     }
     CauseId::DataAfterClose
 }
@@ -508,6 +507,9 @@ mod tests {
         });
         let c = check(&ev, CauseId::DataAfterClose, Confidence::Certain);
         assert_eq!(c.evidence["tw_substate"], "FIN_WAIT2");
+        // 6.1 shape (kprobe/fentry see the timewait RST, no reason): likely.
+        ev.kernel_reason = None;
+        check(&ev, CauseId::DataAfterClose, Confidence::Likely);
 
         let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_ABORT_ON_DATA");
         ev.packet = Some(pkt(PA, 5));
