@@ -6,7 +6,7 @@
 //! constants in the modules below), and a `const` size assertion per struct.
 
 /// Bumped whenever a layout below changes; userspace refuses other versions.
-pub const ABI_VERSION: u16 = 1;
+pub const ABI_VERSION: u16 = 2;
 
 /// Names of the maps and globals in the object file, used by the loader.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -14,6 +14,10 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub const FILTER_GLOBAL: &str = "FILTER";
 pub const TUNING_GLOBAL: &str = "TUNING";
+pub const OWNERS_MAP: &str = "OWNERS";
+pub const OWNER_TP_GLOBAL: &str = "OWNER_TP";
+/// Sockets whose owner is remembered at once (LRU beyond that).
+pub const MAX_OWNERS: u32 = 65_536;
 pub const KFREE_SKB_GLOBAL: &str = "KFREE_SKB";
 
 /// Program names (the function names in `src/main.rs`).
@@ -25,6 +29,9 @@ pub mod program {
     pub const TP_RECEIVE_RESET: &str = "tp_tcp_receive_reset";
     pub const SOFTIRQ_ENTRY: &str = "softirq_entry";
     pub const SOFTIRQ_EXIT: &str = "softirq_exit";
+    pub const OWNER_SET_STATE: &str = "owner_set_state";
+    pub const OWNER_RCV_SPACE: &str = "owner_rcv_space";
+    pub const OWNER_DESTROY: &str = "owner_destroy_sock";
     /// kprobes, attached by symbol name at run time.
     pub const KPROBE_SEND_RESET: &str = "kp_send_reset";
     pub const KPROBE_SEND_ACTIVE_RESET: &str = "kp_send_active_reset";
@@ -97,6 +104,8 @@ pub mod flag {
     pub const TASK_EXITING: u32 = 1 << 7;
     /// `SOCK_DONE`: the peer's FIN was received (it counts in `unread`).
     pub const PEER_FIN: u32 = 1 << 8;
+    /// The socket's owner was proven earlier (`owner_*` fields are valid).
+    pub const OWNER_KNOWN: u32 = 1 << 9;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -201,9 +210,59 @@ pub struct RstEvent {
     pub actor_pid: u32,
     pub actor_tgid: u32,
     pub actor_comm: [u8; 16],
-    pub _pad1: u32,
+
+    /// The process that owns the socket (with `flag::OWNER_KNOWN`): seen in
+    /// its own task context on connect(), listen(), close()/shutdown() or recv().
+    pub owner_uid: u32,
+    pub owner_tgid: u32,
+    pub owner_pid: u32,
+    pub owner_cgroup: u64,
+    pub owner_comm: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<RstEvent>() == 160);
+const _: () = assert!(core::mem::size_of::<RstEvent>() == 192);
+
+/// A socket's owner, as remembered in the `OWNERS` map (key: socket address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    /// cgroup v2 id of the owner.
+    pub cgroup: u64,
+    pub comm: [u8; 16],
+    /// When tcp_destroy_sock ran (0: alive). Kept briefly because the RST
+    /// of an aborted orphan is sent just after its socket is destroyed.
+    pub destroyed_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+
+/// Offsets of the fields the owner-tracking tracepoints read (from tracefs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerTracepoints {
+    /// `sock:inet_sock_set_state`
+    pub set_state_skaddr: u32,
+    pub set_state_oldstate: u32,
+    pub set_state_newstate: u32,
+    pub set_state_protocol: u32,
+    /// `tcp:tcp_rcv_space_adjust` and `tcp:tcp_destroy_sock` (`skaddr`).
+    pub rcv_space_skaddr: u32,
+    pub destroy_skaddr: u32,
+}
+const _: () = assert!(core::mem::size_of::<OwnerTracepoints>() == 24);
+
+impl OwnerTracepoints {
+    pub const UNRESOLVED: OwnerTracepoints = OwnerTracepoints {
+        set_state_skaddr: ABSENT,
+        set_state_oldstate: ABSENT,
+        set_state_newstate: ABSENT,
+        set_state_protocol: ABSENT,
+        rcv_space_skaddr: ABSENT,
+        destroy_skaddr: ABSENT,
+    };
+}
 
 /// Where a kernel field lives, resolved from BTF by userspace at start-up.
 ///
@@ -415,5 +474,7 @@ mod pod {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::Tuning {}
+    unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::OwnerTracepoints {}
     unsafe impl aya::Pod for super::KfreeSkb {}
 }

@@ -23,16 +23,18 @@ use aya_ebpf::{
     Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use rsttrace_ebpf::abi::{
-    ABSENT, EventHeader, Field, Filter, KfreeSkb, MAX_FILTER_PIDS, MAX_FILTER_PORTS, Offsets,
-    RstEvent, Tuning, context, counter, direction, flag, hook, kind,
+    ABSENT, EventHeader, Field, Filter, KfreeSkb, MAX_FILTER_PIDS, MAX_FILTER_PORTS, MAX_OWNERS,
+    Offsets, Owner, OwnerTracepoints, RstEvent, Tuning, context, counter, direction, flag, hook,
+    kind,
 };
 
 #[unsafe(no_mangle)]
@@ -47,6 +49,11 @@ static KFREE_SKB: Global<KfreeSkb> = Global::new(KfreeSkb::UNRESOLVED);
 /// Default 4 MiB; userspace resizes it (`--ring-buffer`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+/// Socket address → the process proven to own it (see `owner_set_state`).
+#[map]
+static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(MAX_OWNERS, 0);
+#[unsafe(no_mangle)]
+static OWNER_TP: Global<OwnerTracepoints> = Global::new(OwnerTracepoints::UNRESOLVED);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 /// Per CPU: 0 outside softirq, vector + 1 inside.
@@ -62,6 +69,9 @@ fn offsets() -> *const Offsets {
 }
 fn filter() -> *const Filter {
     (&FILTER as *const Global<Filter>).cast()
+}
+fn owner_tp() -> *const OwnerTracepoints {
+    (&OWNER_TP as *const Global<OwnerTracepoints>).cast()
 }
 fn tuning() -> *const Tuning {
     (&TUNING as *const Global<Tuning>).cast()
@@ -256,6 +266,104 @@ pub fn softirq_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
+// ---------------------------------------------------------------- socket owners
+//
+// An RST is usually made in softirq or a timer, where `current` is whoever
+// the interrupt landed on. The owner is remembered earlier, from moments that
+// prove it: the socket's own process running connect() (SYN_SENT), listen()
+// (LISTEN), close()/shutdown() (FIN_WAIT1, LAST_ACK) or recv() (accepted
+// sockets), always in task context. tcp_abort() (`ss -K`) goes straight to
+// CLOSE, so a killer is never mistaken for the owner.
+
+macro_rules! owner_tp {
+    ($field:ident) => {
+        // SAFETY: see `offsets()`.
+        unsafe { read_volatile(addr_of!((*owner_tp()).$field)) }
+    };
+}
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_RECV: i32 = 3;
+const OWNER_AFTER_DESTROY_NS: u64 = 1_000_000_000;
+
+const OWNER_PROVING_STATES: [i32; 4] = [
+    2,  /* SYN_SENT */
+    10, /* LISTEN */
+    4,  /* FIN_WAIT1 */
+    9,  /* LAST_ACK */
+];
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn owner_set_state(ctx: TracePointContext) -> u32 {
+    let (Some(protocol), Some(oldstate), Some(newstate), Some(sk)) = (
+        read_ctx::<u16>(&ctx, owner_tp!(set_state_protocol)),
+        read_ctx::<i32>(&ctx, owner_tp!(set_state_oldstate)),
+        read_ctx::<i32>(&ctx, owner_tp!(set_state_newstate)),
+        read_ctx::<u64>(&ctx, owner_tp!(set_state_skaddr)),
+    ) else {
+        return 0;
+    };
+    if protocol != IPPROTO_TCP as u16 {
+        return 0;
+    }
+    if in_softirq() {
+        // A child socket completing its handshake is new: whatever an
+        // earlier socket at this address left behind is stale.
+        if oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED {
+            let _ = OWNERS.remove(sk);
+        }
+        return 0;
+    }
+    if OWNER_PROVING_STATES.contains(&newstate) {
+        remember_owner(sk);
+    }
+    0
+}
+
+/// tcp_rcv_space_adjust() runs in tcp_recvmsg(): the reader owns the socket.
+#[tracepoint(category = "tcp", name = "tcp_rcv_space_adjust")]
+pub fn owner_rcv_space(ctx: TracePointContext) -> u32 {
+    if in_softirq() {
+        return 0;
+    }
+    if let Some(sk) = read_ctx::<u64>(&ctx, owner_tp!(rcv_space_skaddr))
+        && OWNERS.get_ptr(sk).is_none()
+    {
+        remember_owner(sk);
+    }
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_destroy_sock")]
+pub fn owner_destroy_sock(ctx: TracePointContext) -> u32 {
+    if let Some(sk) = read_ctx::<u64>(&ctx, owner_tp!(destroy_skaddr))
+        && let Some(owner) = OWNERS.get_ptr_mut(sk)
+    {
+        // SAFETY: map value, valid for this run of the program.
+        unsafe { (*owner).destroyed_ns = bpf_ktime_get_ns() };
+    }
+    0
+}
+
+fn remember_owner(sk: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let owner = Owner {
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        _pad: 0,
+        // SAFETY: the helper has no preconditions.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        destroyed_ns: 0,
+    };
+    let _ = OWNERS.insert(sk, owner, 0);
+}
+
+fn in_softirq() -> bool {
+    SOFTIRQ.get(0).copied().unwrap_or(0) != 0
+}
+
 // ---------------------------------------------------------------- event building
 
 fn read_ctx<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
@@ -353,7 +461,19 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
     let in_softirq = SOFTIRQ.get(0).copied().unwrap_or(0);
-    if !passes_filter(tuple, (pid_tgid >> 32) as u32, in_softirq == 0) {
+    let owner = owner_of(sk);
+    // --pid matches the owner; the actor only where it ran the code.
+    // (Plain values with sentinels, not Options: the verifier rejects the
+    // uninitialised payload register of a None that LLVM copies around.)
+    let pid = if !owner.is_null() {
+        // SAFETY: map value, valid for this run of the program.
+        unsafe { (*owner).tgid }
+    } else if in_softirq == 0 {
+        (pid_tgid >> 32) as u32
+    } else {
+        ABSENT
+    };
+    if !passes_filter(tuple, pid) {
         count(counter::FILTERED);
         return;
     }
@@ -409,6 +529,15 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         if !sk.is_null() {
             read_sock(sk, ev);
         }
+        if !owner.is_null() {
+            let o = &*owner;
+            ev.flags |= flag::OWNER_KNOWN;
+            ev.owner_tgid = o.tgid;
+            ev.owner_pid = o.pid;
+            ev.owner_uid = o.uid;
+            ev.owner_cgroup = o.cgroup;
+            ev.owner_comm = o.comm;
+        }
     }
     let wakeup_bytes = tuning!(wakeup_bytes);
     let wake = if wakeup_bytes == 0 {
@@ -422,7 +551,26 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     count(counter::SUBMITTED);
 }
 
-fn passes_filter(tuple: &Tuple, tgid: u32, task_context: bool) -> bool {
+/// The socket's remembered owner, or null. A destroyed socket's owner is
+/// trusted only for the RST that immediately follows its destruction, not
+/// for another socket that reuses the address.
+fn owner_of(sk: *const u8) -> *const Owner {
+    if sk.is_null() {
+        return core::ptr::null();
+    }
+    let Some(o) = OWNERS.get_ptr(sk as u64) else {
+        return core::ptr::null();
+    };
+    // SAFETY: map value, valid for this run of the program; the clock helper
+    // has no preconditions.
+    let (destroyed, now) = unsafe { ((*o).destroyed_ns, bpf_ktime_get_ns()) };
+    if destroyed != 0 && now.saturating_sub(destroyed) >= OWNER_AFTER_DESTROY_NS {
+        return core::ptr::null();
+    }
+    o
+}
+
+fn passes_filter(tuple: &Tuple, pid: u32) -> bool {
     let f = filter();
     // SAFETY: see `offsets()`.
     let (n_ports, n_pids) = unsafe {
@@ -449,8 +597,8 @@ fn passes_filter(tuple: &Tuple, tgid: u32, task_context: bool) -> bool {
         }
     }
     if n_pids > 0 {
-        // In softirq `current` is unrelated to the socket: it cannot prove a match.
-        if !task_context {
+        // Neither an owner nor a task that ran the code: nothing to match.
+        if pid == ABSENT {
             return false;
         }
         let mut hit = false;
@@ -459,8 +607,8 @@ fn passes_filter(tuple: &Tuple, tgid: u32, task_context: bool) -> bool {
                 break;
             }
             // SAFETY: i < MAX_FILTER_PIDS.
-            let pid = unsafe { read_volatile(addr_of!((*f).pids[i])) };
-            if pid == tgid {
+            let wanted = unsafe { read_volatile(addr_of!((*f).pids[i])) };
+            if wanted == pid {
                 hit = true;
                 break;
             }

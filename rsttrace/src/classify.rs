@@ -366,6 +366,7 @@ mod tests {
             },
             exit_signal: None,
             process: None,
+            owner: crate::event::Owner::NotSeen,
         }
     }
 

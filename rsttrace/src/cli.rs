@@ -146,8 +146,8 @@ pub struct TraceArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
 
-    /// Only resets on sockets of process PID, matched in the task that made
-    /// the reset (repeatable, up to 16).
+    /// Only resets on sockets owned by process PID (or, without a known
+    /// owner, made in PID's task context); repeatable, up to 16.
     #[arg(long = "pid", value_name = "PID",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,

@@ -204,8 +204,35 @@ pub struct Event {
     /// The signal the actor was exiting with, if it was exiting.
     pub exit_signal: Option<u8>,
     /// The process that owns the socket, when it could be proven; `None` when
-    /// no process owns it (no socket, or made in softirq/timer context).
+    /// no process owns it (no socket) or none was seen (see `owner`).
     pub process: Option<Task>,
+    /// How the owner is known, or why it is not.
+    pub owner: Owner,
+}
+
+/// Who owns the socket the RST was made on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Remembered in the kernel from the owner's own connect(), listen(),
+    /// close()/shutdown() or recv().
+    Tracked { uid: u32, cgroup_id: u64 },
+    /// The RST was made in task context, by the socket's own process.
+    Actor,
+    /// No socket: a SYN to a closed port, a segment for a forgotten connection.
+    NoSocket,
+    /// A socket, but its owner was never seen (opened before rsttrace started,
+    /// or a timewait/request socket).
+    NotSeen,
+}
+
+impl Owner {
+    pub fn unknown_reason(&self) -> Option<&'static str> {
+        match self {
+            Owner::NoSocket => Some("no_socket"),
+            Owner::NotSeen => Some("not_seen"),
+            _ => None,
+        }
+    }
 }
 
 /// Turns kernel-side facts into names; the reason table comes from BTF.
@@ -289,11 +316,28 @@ impl Event {
             tid: raw.actor_pid,
             comm: comm_string(&raw.actor_comm),
         };
-        // In task context the actor of an RST on a socket is its owner (the
-        // kernel runs the owner's syscall, or its backlog under the socket
-        // lock). In softirq `current` is whoever the interrupt landed on.
-        let process = (context == ExecContext::Task && socket.is_some() && actor.pid != 0)
-            .then(|| actor.clone());
+        // The kernel remembers owners from moments that prove them. Failing
+        // that, in task context the actor of an RST on a socket is its owner
+        // (the kernel runs the owner's syscall, or its backlog under the
+        // socket lock). In softirq `current` is whoever the interrupt landed on.
+        let (process, owner) = if has(abi::flag::OWNER_KNOWN) {
+            let task = Task {
+                pid: raw.owner_tgid,
+                tid: raw.owner_pid,
+                comm: comm_string(&raw.owner_comm),
+            };
+            let owner = Owner::Tracked {
+                uid: raw.owner_uid,
+                cgroup_id: raw.owner_cgroup,
+            };
+            (Some(task), owner)
+        } else if socket.is_none() {
+            (None, Owner::NoSocket)
+        } else if context == ExecContext::Task && actor.pid != 0 {
+            (Some(actor.clone()), Owner::Actor)
+        } else {
+            (None, Owner::NotSeen)
+        };
         Event {
             time: boot_to_wall(raw.ts_ns),
             direction,
@@ -308,6 +352,7 @@ impl Event {
             actor,
             exit_signal: has(abi::flag::TASK_EXITING).then_some(raw.exit_signal),
             process,
+            owner,
         }
     }
 

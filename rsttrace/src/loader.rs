@@ -9,7 +9,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
-use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, Tuning, counter, program};
+use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, counter, program};
 
 use crate::kernel::{btf::Btf, kallsyms, offsets, tracefs};
 use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
@@ -161,7 +161,24 @@ impl Session {
             None => {}
         }
         let kfree = kfree_skb(Some(btf), kernel.tracefs.as_deref()).unwrap_or(KfreeSkb::UNRESOLVED);
-        let mut ebpf = load_object(btf, &opts.filter, &tuning, &kfree, opts.ring_buffer_bytes)?;
+        let owner_tp = match kernel.tracefs.as_deref().map(tracefs::owner_layout) {
+            Some(Ok(layout)) => Some(layout),
+            Some(Err(e)) => {
+                warn!(
+                    "socket owners cannot be tracked ({e:#}): RSTs made in softirq will show no process"
+                );
+                None
+            }
+            None => None,
+        };
+        let mut ebpf = load_object(
+            btf,
+            &opts.filter,
+            &tuning,
+            &kfree,
+            &owner_tp.unwrap_or(OwnerTracepoints::UNRESOLVED),
+            opts.ring_buffer_bytes,
+        )?;
         let aya_btf = aya::Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
         if matches!(opts.hooks, HookMode::Auto | HookMode::Fentry) {
             facts.fentry = Some(try_fentry(&mut ebpf, &aya_btf, &facts));
@@ -187,6 +204,13 @@ impl Session {
         {
             warn!("softirq tracking unavailable ({e:#}): the context of each RST will be unknown");
             plan.softirq = false;
+        }
+        if owner_tp.is_some()
+            && let Err(e) = attach_owner_tracking(&mut ebpf)
+        {
+            warn!(
+                "socket owners cannot be tracked ({e:#}): RSTs made in softirq will show no process"
+            );
         }
         info!("hooks: {plan}");
         Ok(Session { ebpf, plan })
@@ -230,6 +254,7 @@ fn load_object(
     filter: &Filter,
     tuning: &Tuning,
     kfree: &KfreeSkb,
+    owner_tp: &OwnerTracepoints,
     ring_bytes: u32,
 ) -> Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
@@ -252,6 +277,7 @@ fn load_object(
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
         .override_global(abi::KFREE_SKB_GLOBAL, kfree, true)
+        .override_global(abi::OWNER_TP_GLOBAL, owner_tp, true)
         .map_max_entries(abi::EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
@@ -287,6 +313,7 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
         &Filter::ALL,
         &Tuning::DEFAULT,
         &KfreeSkb::UNRESOLVED,
+        &OwnerTracepoints::UNRESOLVED,
         4096,
     ) {
         Ok(e) => e,
@@ -419,6 +446,23 @@ fn attach_kprobe(ebpf: &mut Ebpf, program: &str, symbol: &str) -> Result<()> {
     prog.attach(symbol, 0)
         .with_context(|| format!("attaching kprobe/{symbol}"))?;
     Ok(())
+}
+
+/// The programs that remember which process owns each socket.
+fn attach_owner_tracking(ebpf: &mut Ebpf) -> Result<()> {
+    attach_tracepoint(
+        ebpf,
+        program::OWNER_SET_STATE,
+        "sock",
+        "inet_sock_set_state",
+    )?;
+    attach_tracepoint(
+        ebpf,
+        program::OWNER_RCV_SPACE,
+        "tcp",
+        "tcp_rcv_space_adjust",
+    )?;
+    attach_tracepoint(ebpf, program::OWNER_DESTROY, "tcp", "tcp_destroy_sock")
 }
 
 fn attach_softirq_tracking(ebpf: &mut Ebpf) -> Result<()> {

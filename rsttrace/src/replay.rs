@@ -8,7 +8,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 use crate::cause::{Cause, CauseId, Classified, Confidence};
-use crate::event::{Direction, Event, ExecContext, Packet, Socket, Task, TcpFlags, TcpState};
+use crate::event::{
+    Direction, Event, ExecContext, Owner, Packet, Socket, Task, TcpFlags, TcpState,
+};
 
 /// One line of an export.
 #[derive(Debug)]
@@ -51,7 +53,7 @@ fn event(v: &Value) -> Result<Classified> {
     ) {
         (Some(pid), comm) => Some(Task {
             pid: pid as u32,
-            tid: pid as u32,
+            tid: v["owner"]["tid"].as_u64().unwrap_or(pid) as u32,
             comm: comm.unwrap_or_default().to_owned(),
         }),
         _ => None,
@@ -88,6 +90,7 @@ fn event(v: &Value) -> Result<Classified> {
             .and_then(Value::as_u64)
             .map(|s| s as u8),
         process,
+        owner: owner(v),
     };
     let evidence = match v.get("evidence") {
         Some(Value::Object(map)) => map.clone(),
@@ -101,6 +104,19 @@ fn event(v: &Value) -> Result<Classified> {
             evidence,
         },
     })
+}
+
+fn owner(v: &Value) -> Owner {
+    let o = &v["owner"];
+    match o["source"].as_str() {
+        Some("tracked") => Owner::Tracked {
+            uid: o["uid"].as_u64().unwrap_or(0) as u32,
+            cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
+        },
+        Some("actor") => Owner::Actor,
+        _ if v["owner_unknown"] == "no_socket" => Owner::NoSocket,
+        _ => Owner::NotSeen,
+    }
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Result<&'a str> {

@@ -381,3 +381,65 @@ fn rotation_keeps_every_event() {
     }
     assert_eq!(events, 2 * attempts, "files: {files:?}");
 }
+
+/// An RST made in softirq names the socket's owner, not the task the
+/// interrupt landed on: here the peer process, whose write provokes it.
+#[test]
+fn softirq_reset_names_the_owner_not_the_actor() {
+    if !kernel_tests_possible("softirq_reset_names_the_owner_not_the_actor") {
+        return;
+    }
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+
+    // The peer is another process: it connects, waits for our FIN, then
+    // writes into our closed socket. Only async-signal-safe calls after fork.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+                },
+                sin_zero: [0; 8],
+            };
+            let ok = libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            ) == 0;
+            let mut byte = 0u8;
+            // EOF once the owner closes.
+            let eof = ok && libc::read(fd, (&mut byte as *mut u8).cast(), 1) == 0;
+            let late = b"late";
+            libc::write(fd, late.as_ptr().cast(), late.len());
+            libc::usleep(200_000);
+            libc::_exit(if eof { 0 } else { 1 });
+        }
+    }
+    let (server, _) = listener.accept().unwrap();
+    drop(server); // close(): FIN; the peer's later write gets the RST
+    let mut status = 0;
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "peer failed"
+    );
+    let events = tracer.stop();
+
+    let sent = find(&events, "sent", "data_after_close");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["pid"], std::process::id(), "owner: {}", ev["owner"]);
+    assert_eq!(ev["owner"]["source"], "tracked");
+    assert_eq!(ev["actor"]["context"], "softirq:NET_RX");
+    assert_eq!(
+        ev["actor"]["pid"], child,
+        "the actor is the peer that wrote"
+    );
+}

@@ -6,7 +6,7 @@ use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use rsttrace_ebpf::abi::{ABSENT, TracepointLayout};
+use rsttrace_ebpf::abi::{ABSENT, OwnerTracepoints, TracepointLayout};
 
 const TRACING: &str = "/sys/kernel/tracing";
 const DEBUG_TRACING: &str = "/sys/kernel/debug/tracing";
@@ -161,6 +161,33 @@ pub fn kfree_skb_layout(root: &Path) -> Result<(u32, u32)> {
         reason.size
     );
     Ok((pointer(&fields, "kfree_skb", "skbaddr")?, reason.offset))
+}
+
+/// Offsets for the owner-tracking programs: `sock:inet_sock_set_state`
+/// (`skaddr`, 4-byte `newstate`, 2-byte `protocol`), and the `skaddr` of
+/// `tcp:tcp_rcv_space_adjust` and `tcp:tcp_destroy_sock`.
+pub fn owner_layout(root: &Path) -> Result<OwnerTracepoints> {
+    let set_state = read_format(root, "sock", "inet_sock_set_state")?;
+    let sized = |name: &str, size: u32| -> Result<u32> {
+        let f = find(&set_state, name)
+            .ok_or_else(|| anyhow!("sock:inet_sock_set_state has no field {name}"))?;
+        ensure!(
+            f.size == size,
+            "sock:inet_sock_set_state: {name} has size {}, expected {size}",
+            f.size
+        );
+        Ok(f.offset)
+    };
+    let rcv = read_format(root, "tcp", "tcp_rcv_space_adjust")?;
+    let destroy = read_format(root, "tcp", "tcp_destroy_sock")?;
+    Ok(OwnerTracepoints {
+        set_state_skaddr: pointer(&set_state, "inet_sock_set_state", "skaddr")?,
+        set_state_oldstate: sized("oldstate", 4)?,
+        set_state_newstate: sized("newstate", 4)?,
+        set_state_protocol: sized("protocol", 2)?,
+        rcv_space_skaddr: pointer(&rcv, "tcp_rcv_space_adjust", "skaddr")?,
+        destroy_skaddr: pointer(&destroy, "tcp_destroy_sock", "skaddr")?,
+    })
 }
 
 fn find<'a>(fields: &'a [TpField], name: &str) -> Option<&'a TpField> {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{Sink, escape_control, rfc3339};
 use crate::cause::Classified;
-use crate::event::{Event, Task};
+use crate::event::{Event, Owner, Task};
 use crate::explain::Lang;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,6 +29,8 @@ struct Record<'a> {
     remote_port: u16,
     pid: Option<u32>,
     comm: Option<String>,
+    owner: Option<OwnerJson>,
+    owner_unknown: Option<&'static str>,
     actor: Actor,
     hook: &'static str,
     packet: Option<Packet>,
@@ -44,6 +46,18 @@ impl Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_nanos(self.0))
     }
+}
+
+/// The socket's owner: `source` says how it is known (`tracked`: remembered
+/// from its own connect/listen/close/recv; `actor`: it ran the code).
+#[derive(Serialize)]
+struct OwnerJson {
+    pid: u32,
+    tid: u32,
+    comm: String,
+    uid: Option<u32>,
+    cgroup_id: Option<u64>,
+    source: &'static str,
 }
 
 #[derive(Serialize)]
@@ -107,6 +121,22 @@ fn record(rec: &Classified, lang: Lang) -> Record<'_> {
         remote_port: e.remote.port(),
         pid: e.process.as_ref().map(|p| p.pid),
         comm: e.process.as_ref().map(comm),
+        owner: e.process.as_ref().and_then(|p| {
+            let (uid, cgroup_id, source) = match e.owner {
+                Owner::Tracked { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "tracked"),
+                Owner::Actor => (None, None, "actor"),
+                _ => return None,
+            };
+            Some(OwnerJson {
+                pid: p.pid,
+                tid: p.tid,
+                comm: comm(p),
+                uid,
+                cgroup_id,
+                source,
+            })
+        }),
+        owner_unknown: e.owner.unknown_reason(),
         actor: Actor {
             pid: e.actor.pid,
             tid: e.actor.tid,

@@ -139,6 +139,10 @@ pub(crate) mod fixtures {
                     tid: 8,
                     comm: "=cmd|evil\x1b[2J".into(),
                 }),
+                owner: Owner::Tracked {
+                    uid: 1000,
+                    cgroup_id: 42,
+                },
             },
             cause: Cause {
                 id: CauseId::CloseUnreadData,
