@@ -63,7 +63,21 @@ pub fn vm_test(ws: &Workspace, test_args: &[OsString]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     print_report(&kernel.package, &report);
+    compare_with_host(ws, &report);
     report.verdict()
+}
+
+/// Puts the guest's causes next to those of the last host run
+/// (`cargo xtask test` writes target/causes-host.tsv).
+fn compare_with_host(ws: &Workspace, report: &Report) {
+    let host_rows = causes::read(&ws.target_dir().join("causes-host.tsv"));
+    if host_rows.is_empty() || report.causes.is_empty() {
+        return;
+    }
+    let host = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let guest = report.kernel.as_deref().unwrap_or("guest");
+    eprintln!();
+    causes::print_comparison(&[(host.trim(), &host_rows), (guest, &report.causes)]);
 }
 
 // ------------------------------------------------------------ host tools
