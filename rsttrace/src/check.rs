@@ -45,6 +45,13 @@ pub struct Header {
 pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     let mut out = String::new();
     let yn = |b: bool| if b { "yes" } else { "no" };
+    if !h.root {
+        let _ = writeln!(
+            out,
+            "note:        not root: tracefs and the fentry trial may be out of reach, so \
+             hooks can look missing; run `sudo rsttrace check` for the real picture"
+        );
+    }
     let _ = writeln!(out, "kernel:      {}", h.release);
     match &h.btf_error {
         None => {
