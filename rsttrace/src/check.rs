@@ -45,6 +45,13 @@ pub struct Header {
 pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     let mut out = String::new();
     let yn = |b: bool| if b { "yes" } else { "no" };
+    if !h.root {
+        let _ = writeln!(
+            out,
+            "note:        not root: tracefs and the fentry trial may be out of reach, so \
+             hooks can look missing; run `sudo rsttrace check` for the real picture"
+        );
+    }
     let _ = writeln!(out, "kernel:      {}", h.release);
     match &h.btf_error {
         None => {
@@ -155,6 +162,16 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     (out, true)
 }
 
+/// Causes that classify.rs reaches only through the kernel's reason
+/// (`sent_with_reason`): without it their RSTs land in another cause or
+/// `unknown`. Keep in step with classify.rs.
+const NEED_REASON: [CauseId; 4] = [
+    CauseId::Linger2Abort,
+    CauseId::BacklogOverflow,
+    CauseId::Disconnect,
+    CauseId::ListenerClosed,
+];
+
 /// Whether each cause can be told apart with this plan, and how sure.
 pub fn causes(plan: &Plan) -> Vec<(CauseId, String)> {
     let how = if plan.reason {
@@ -167,6 +184,9 @@ pub fn causes(plan: &Plan) -> Vec<(CauseId, String)> {
         .filter(|c| **c != CauseId::Unknown)
         .map(|&c| {
             let seen = match c {
+                c if !plan.reason && NEED_REASON.contains(&c) => {
+                    "NO: only the kernel's reason (6.10+) tells it apart".to_string()
+                }
                 // Sent with no socket: invisible to 6.1's tracepoint.
                 CauseId::PortNotOpen | CauseId::ConnectTimeout | CauseId::HalfOpen
                     if !plan.no_socket =>
@@ -233,6 +253,15 @@ mod tests {
             .find(|(c, _)| *c == CauseId::PortNotOpen)
             .unwrap();
         assert!(port.1.starts_with("yes"), "{port:?}");
+    }
+
+    #[test]
+    fn without_a_reason_some_causes_are_not_told_apart() {
+        let plan = probes::choose(HookMode::Auto, &linux_6_1()).unwrap();
+        let c = causes(&plan);
+        let seen = |id| c.iter().find(|(c, _)| *c == id).unwrap().1.clone();
+        assert!(seen(CauseId::BacklogOverflow).starts_with("NO"));
+        assert!(seen(CauseId::CloseUnreadData).starts_with("yes"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::TcpStream;
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 
 use common::*;
@@ -29,7 +29,16 @@ fn each_usable_hook_family_sees_a_refused_connection() {
         usable.push(family);
 
         let port = free_port();
-        let tracer = Tracer::start(&["--hooks", family, "--port", &port.to_string()]);
+        // The IPv6 reset functions are separate hooks (tcp_v6_send_reset).
+        let port6 = free_port_v6();
+        let mut args = vec!["--hooks", family, "--port"];
+        let port_arg = port.to_string();
+        args.push(&port_arg);
+        let port6_arg = port6.map(|p| p.to_string());
+        if let Some(p) = &port6_arg {
+            args.extend(["--port", p]);
+        }
+        let tracer = Tracer::start(&args);
         let plan = tracer.plan().to_string();
         assert!(
             plan.contains(&format!("send={family}:")),
@@ -37,24 +46,49 @@ fn each_usable_hook_family_sees_a_refused_connection() {
         );
         let socketless = tracer.sees_socketless_rsts();
         let _ = TcpStream::connect(loopback(port));
+        if let Some(p6) = port6 {
+            let _ = TcpStream::connect(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)));
+        }
         let events = tracer.stop();
+        let (v4, v6): (Vec<_>, Vec<_>) = events
+            .iter()
+            .cloned()
+            .partition(|e| e["local_port"] == port || e["remote_port"] == port);
         eprintln!("hook family {family}: {plan}\n{}", describe(&events));
-        assert_eq!(
-            find(&events, "received", "peer_refused").len(),
-            1,
-            "--hooks {family}:\n{}",
-            describe(&events)
-        );
-        assert_eq!(
-            find(&events, "sent", "port_not_open").len(),
-            usize::from(socketless),
-            "--hooks {family}:\n{}",
-            describe(&events)
-        );
+        let sets: &[(&str, &[serde_json::Value])] = if port6.is_some() {
+            &[("IPv4", &v4), ("IPv6", &v6)]
+        } else {
+            &[("IPv4", &v4)]
+        };
+        for (ip, events) in sets {
+            assert_eq!(
+                find(events, "received", "peer_refused").len(),
+                1,
+                "--hooks {family} {ip}:\n{}",
+                describe(events)
+            );
+            assert_eq!(
+                find(events, "sent", "port_not_open").len(),
+                usize::from(socketless),
+                "--hooks {family} {ip}:\n{}",
+                describe(events)
+            );
+        }
     }
     // Every kernel with BTF has the tracepoints and tp_btf.
     assert!(
         usable.contains(&"tp_btf") && usable.contains(&"tracepoint"),
         "usable: {usable:?}"
     );
+}
+
+/// A free [::1] port, or None where the host has no IPv6 loopback.
+fn free_port_v6() -> Option<u16> {
+    match TcpListener::bind((Ipv6Addr::LOCALHOST, 0)) {
+        Ok(l) => l.local_addr().ok().map(|a| a.port()),
+        Err(e) => {
+            eprintln!("no IPv6 loopback ({e}): IPv6 hooks not exercised");
+            None
+        }
+    }
 }

@@ -135,7 +135,17 @@ fn data_after_close() {
     let ev = sent[0];
     assert_eq!(ev["local_port"], port);
     assert_eq!(ev["packet"]["len"], 9);
-    assert_eq!(ev["confidence"], confidence);
+    if confidence == "certain" {
+        assert_eq!(ev["confidence"], confidence);
+    } else {
+        // Without a kernel reason it depends on a race: the orphan may still
+        // be a full socket in CLOSE (likely), or already a FIN_WAIT2 timewait
+        // socket, whose substate proves the cause (certain). Seen on 6.1.
+        assert!(
+            ev["confidence"] == "likely" || ev["confidence"] == "certain",
+            "{ev}"
+        );
+    }
 
     // The writer's socket was in CLOSE_WAIT: its next write fails with EPIPE.
     let received = find(&events, "received", "peer_reset");

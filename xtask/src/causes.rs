@@ -49,6 +49,54 @@ pub fn print_summary(kernel: &str, rows: &[Row]) {
     }
 }
 
+/// One table for several kernels: per direction/cause, which send hook
+/// families saw it on each kernel ("-" for none), so a cause one kernel
+/// cannot see stands out.
+pub fn print_comparison(kernels: &[(&str, &[Row])]) {
+    type Key = (String, String);
+    let mut keys: Vec<Key> = kernels
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().map(|r| (r.direction.clone(), r.cause.clone())))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    eprintln!("causes per kernel (send hook families that saw them):");
+    let header: Vec<String> = kernels.iter().map(|(k, _)| format!("{k:<28}")).collect();
+    eprintln!("  {:<32} {}", "", header.join(" "));
+    for (direction, cause) in keys {
+        let cells: Vec<String> = kernels
+            .iter()
+            .map(|(_, rows)| {
+                let mut families: Vec<&str> = rows
+                    .iter()
+                    .filter(|r| r.direction == direction && r.cause == cause)
+                    .map(|r| family(&r.test))
+                    .collect();
+                families.sort();
+                families.dedup();
+                let cell = if families.is_empty() {
+                    "-".to_string()
+                } else {
+                    families.join(",")
+                };
+                format!("{cell:<28}")
+            })
+            .collect();
+        eprintln!(
+            "  {:<32} {}",
+            format!("{direction} {cause}"),
+            cells.join(" ")
+        );
+    }
+}
+
+/// "test[family]" → "family" (the integration tests tag each row).
+fn family(test: &str) -> &str {
+    test.rsplit_once('[')
+        .and_then(|(_, f)| f.strip_suffix(']'))
+        .unwrap_or("?")
+}
+
 fn group(rows: &[Row]) -> BTreeMap<(String, String), Vec<String>> {
     let mut by_cause: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for r in rows {
@@ -87,5 +135,7 @@ mod tests {
             g[&("sent".to_string(), "port_not_open".to_string())],
             ["a", "b"]
         );
+        assert_eq!(family("t[fentry]"), "fentry");
+        assert_eq!(family("t"), "?");
     }
 }

@@ -37,6 +37,9 @@ const MARK: &str = "RSTTRACE-VM:";
 const KERNEL_PACKAGE_RE: &str = r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$";
 /// Host tools the integration tests may drive inside the guest.
 const GUEST_TOOLS: [&str; 3] = ["ip", "nft", "ss"];
+/// Kernel modules (with their dependencies) loaded before the tests: network
+/// namespaces joined by veth, nftables rules that drop or reset.
+const GUEST_MODULES: [&str; 4] = ["veth", "nf_tables", "nft_reject_inet", "nft_ct"];
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
 pub fn vm_test(ws: &Workspace, test_args: &[OsString]) -> Result<()> {
@@ -45,7 +48,7 @@ pub fn vm_test(ws: &Workspace, test_args: &[OsString]) -> Result<()> {
     ensure_host_tools(&mut apt)?;
     let kernel = fetch_kernel(ws, &mut apt)?;
     let built = build_tests(ws)?;
-    let initrd = build_initramfs(ws, &built, test_args)?;
+    let initrd = build_initramfs(ws, &built, &kernel, test_args)?;
     let timeout = env::var("RSTTRACE_VM_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -60,7 +63,21 @@ pub fn vm_test(ws: &Workspace, test_args: &[OsString]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     print_report(&kernel.package, &report);
+    compare_with_host(ws, &report);
     report.verdict()
+}
+
+/// Puts the guest's causes next to those of the last host run
+/// (`cargo xtask test` writes target/causes-host.tsv).
+fn compare_with_host(ws: &Workspace, report: &Report) {
+    let host_rows = causes::read(&ws.target_dir().join("causes-host.tsv"));
+    if host_rows.is_empty() || report.causes.is_empty() {
+        return;
+    }
+    let host = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let guest = report.kernel.as_deref().unwrap_or("guest");
+    eprintln!();
+    causes::print_comparison(&[(host.trim(), &host_rows), (guest, &report.causes)]);
 }
 
 // ------------------------------------------------------------ host tools
@@ -96,6 +113,40 @@ fn ensure_host_tools(apt: &mut Apt) -> Result<()> {
 struct Kernel {
     package: String,
     vmlinuz: PathBuf,
+    /// `lib/modules/<release>` of the unpacked package, with a modules.dep.
+    modules: PathBuf,
+    release: String,
+}
+
+impl Kernel {
+    /// Describes the unpacked tree at `root`; runs depmod there (the package's
+    /// postinst would have) when modules.dep is missing.
+    fn at(package: String, root: &Path) -> Result<Kernel> {
+        let vmlinuz = find_vmlinuz(root)
+            .with_context(|| format!("{} holds no boot/vmlinuz-*", root.display()))?;
+        let release = vmlinuz
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+            .context("vmlinuz name")?
+            .to_string();
+        let modules = root.join("lib/modules").join(&release);
+        if !modules.join("modules.dep").is_file() {
+            system::run(
+                Command::new("busybox")
+                    .arg("depmod")
+                    .arg("-b")
+                    .arg(root)
+                    .arg(&release),
+            )?;
+        }
+        Ok(Kernel {
+            package,
+            vmlinuz,
+            modules,
+            release,
+        })
+    }
 }
 
 /// The newest 6.1 cloud kernel apt knows, unpacked (once) under target/vm/.
@@ -122,9 +173,10 @@ fn fetch_kernel(ws: &Workspace, apt: &mut Apt) -> Result<Kernel> {
         },
     };
     let root = vm_dir.join(&package);
-    if let Some(vmlinuz) = find_vmlinuz(&root) {
-        say!("guest kernel: {} (cached)", vmlinuz.display());
-        return Ok(Kernel { package, vmlinuz });
+    if find_vmlinuz(&root).is_some() {
+        let kernel = Kernel::at(package, &root)?;
+        say!("guest kernel: {} (cached)", kernel.vmlinuz.display());
+        return Ok(kernel);
     }
     let debs = vm_dir.join("debs");
     fs::create_dir_all(&debs)?;
@@ -150,11 +202,11 @@ fn fetch_kernel(ws: &Workspace, apt: &mut Apt) -> Result<Kernel> {
     let partial = vm_dir.join(format!("{package}.partial"));
     let _ = fs::remove_dir_all(&partial);
     system::run(Command::new("dpkg").arg("-x").arg(&deb).arg(&partial))?;
+    Kernel::at(package.clone(), &partial)?;
     fs::rename(&partial, &root)?;
-    let vmlinuz = find_vmlinuz(&root)
-        .with_context(|| format!("{} holds no boot/vmlinuz-*", deb.display()))?;
-    say!("guest kernel: {}", vmlinuz.display());
-    Ok(Kernel { package, vmlinuz })
+    let kernel = Kernel::at(package, &root)?;
+    say!("guest kernel: {}", kernel.vmlinuz.display());
+    Ok(kernel)
 }
 
 fn vm_dir(ws: &Workspace) -> PathBuf {
@@ -272,7 +324,12 @@ fn parse_artifacts(json_lines: &str) -> Result<Built> {
     Ok(Built { rsttrace, tests })
 }
 
-fn build_initramfs(ws: &Workspace, built: &Built, test_args: &[OsString]) -> Result<PathBuf> {
+fn build_initramfs(
+    ws: &Workspace,
+    built: &Built,
+    kernel: &Kernel,
+    test_args: &[OsString],
+) -> Result<PathBuf> {
     let vm_dir = vm_dir(ws);
     let stage = vm_dir.join("initramfs");
     let _ = fs::remove_dir_all(&stage);
@@ -301,6 +358,7 @@ fn build_initramfs(ws: &Workspace, built: &Built, test_args: &[OsString]) -> Res
             }
         }
     }
+    install_modules(&stage, kernel)?;
     let init = stage.join("init");
     fs::write(&init, init_script(&built.rsttrace, &names, test_args))?;
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
@@ -355,6 +413,57 @@ fn install_binary(stage: &Path, src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// GUEST_MODULES and what they depend on, with the index files modprobe reads.
+fn install_modules(stage: &Path, kernel: &Kernel) -> Result<()> {
+    let dest = stage.join("lib/modules").join(&kernel.release);
+    fs::create_dir_all(&dest)?;
+    let dep = fs::read_to_string(kernel.modules.join("modules.dep"))?;
+    for module in module_closure(&dep, &GUEST_MODULES)? {
+        let target = dest.join(&module);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::copy(kernel.modules.join(&module), &target)
+            .with_context(|| format!("copying module {module}"))?;
+    }
+    for index in [
+        "modules.dep",
+        "modules.alias",
+        "modules.symbols",
+        "modules.builtin",
+    ] {
+        let src = kernel.modules.join(index);
+        if src.is_file() {
+            fs::copy(&src, dest.join(index))?;
+        }
+    }
+    Ok(())
+}
+
+/// The module files (paths relative to lib/modules/<release>) that `names`
+/// need, from modules.dep ("kernel/x/a.ko: kernel/y/b.ko ...").
+fn module_closure(modules_dep: &str, names: &[&str]) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for name in names {
+        let line = modules_dep
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .next()
+                    .and_then(|path| Path::new(path).file_name()?.to_str()?.split('.').next())
+                    == Some(name)
+            })
+            .with_context(|| format!("kernel module {name} is not in modules.dep"))?;
+        let (path, deps) = line.split_once(':').unwrap_or((line, ""));
+        for file in std::iter::once(path).chain(deps.split_whitespace()) {
+            if !files.iter().any(|f| f == file) {
+                files.push(file.to_string());
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Absolute paths `ldd` lists (none for a static binary).
 fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
     let Some(out) = capture(Command::new("ldd").arg(binary)) else {
@@ -377,6 +486,7 @@ fn init_script(rsttrace: &Path, tests: &[&str], test_args: &[OsString]) -> Strin
         .collect();
     let args = args.join(" ");
     let tests = tests.join(" ");
+    let modules = GUEST_MODULES.join(" ");
     format!(
         r#"#!/bin/sh
 # Generated by `cargo xtask vm-test`.
@@ -390,6 +500,12 @@ mount -t tmpfs tmpfs /run
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 ip link set lo up
+for m in {modules}; do modprobe $m || echo "{MARK} MODULE-FAILED $m"; done
+# Smoke-test what namespace/nftables tests rely on.
+ip link add rsttrace-vm0 type veth peer name rsttrace-vm1 && ip link del rsttrace-vm0 \
+    || echo "{MARK} MODULE-FAILED veth-smoke"
+nft add table inet rsttrace_vm && nft delete table inet rsttrace_vm \
+    || echo "{MARK} MODULE-FAILED nft-smoke"
 echo "{MARK} BEGIN kernel=$(uname -r) cpus=$(nproc)"
 status=0
 # What rsttrace makes of this kernel, for the record (and a first smoke test).
@@ -499,6 +615,8 @@ struct Report {
     failed_binaries: Vec<String>,
     causes: Vec<causes::Row>,
     passed: Option<bool>,
+    /// GUEST_MODULES modprobe could not load.
+    modules_failed: Vec<String>,
 }
 
 impl Report {
@@ -544,6 +662,7 @@ fn parse_serial(serial: &str) -> Report {
                     }
                 }
                 "CAUSE" => report.causes.extend(causes::Row::parse(rest)),
+                "MODULE-FAILED" => report.modules_failed.push(rest.trim().to_string()),
                 "RESULT" => report.passed = Some(rest.trim() == "PASS"),
                 _ => {}
             }
@@ -565,6 +684,12 @@ fn print_report(package: &str, report: &Report) {
     eprintln!("vm-test on {kernel} ({package}):");
     for (test, result) in &report.tests {
         eprintln!("  {result:>7}  {test}");
+    }
+    if !report.modules_failed.is_empty() {
+        eprintln!(
+            "  warning: kernel modules not loaded in the guest: {}",
+            report.modules_failed.join(", ")
+        );
     }
     causes::print_summary(kernel, &report.causes);
 }
@@ -589,9 +714,30 @@ mod tests {
     }
 
     #[test]
+    fn module_closure_follows_modules_dep() {
+        let dep = "\
+kernel/net/netfilter/nf_tables.ko: kernel/net/netfilter/nfnetlink.ko kernel/lib/libcrc32c.ko
+kernel/net/netfilter/nfnetlink.ko:
+kernel/lib/libcrc32c.ko:
+kernel/drivers/net/veth.ko:
+";
+        assert_eq!(
+            module_closure(dep, &["veth", "nf_tables"]).unwrap(),
+            [
+                "kernel/drivers/net/veth.ko",
+                "kernel/net/netfilter/nf_tables.ko",
+                "kernel/net/netfilter/nfnetlink.ko",
+                "kernel/lib/libcrc32c.ko"
+            ]
+        );
+        assert!(module_closure(dep, &["nft_nope"]).is_err());
+    }
+
+    #[test]
     fn serial_output_is_parsed_into_a_report() {
         let serial = "\
 [    1.2] random kernel line
+RSTTRACE-VM: MODULE-FAILED veth
 RSTTRACE-VM: BEGIN kernel=6.1.0-56-cloud-amd64 cpus=2
 RSTTRACE-VM: RUN loopback_causes
 running 2 tests
@@ -606,6 +752,7 @@ RSTTRACE-VM: RESULT FAIL
         assert_eq!(r.tests["so_linger_zero"], "ok");
         assert_eq!(r.tests["port_not_open_and_peer_refused"], "FAILED");
         assert_eq!(r.failed_binaries, ["loopback_causes"]);
+        assert_eq!(r.modules_failed, ["veth"]);
         assert_eq!(r.causes.len(), 1);
         assert_eq!(r.passed, Some(false));
         assert!(r.verdict().is_err());
