@@ -41,6 +41,9 @@ impl Summary {
         self.counts.get(&(cause, direction)).copied().unwrap_or(0)
     }
 
+    /// The table printed on stderr at exit. Each cause row's last word is its
+    /// count, and the loss line starts with `lost` and ends with the number
+    /// (`cargo xtask bench` reads both).
     pub fn render(&self) -> String {
         let mut s = String::from("\nrsttrace summary\n");
         let _ = writeln!(s, "  {:<20} {:<9} {:>9}", "CAUSE", "DIRECTION", "COUNT");
@@ -96,5 +99,76 @@ mod tests {
         assert!(!text.contains("raise --ring-buffer"));
         sum.lost = 5;
         assert!(sum.render().contains("raise --ring-buffer"));
+    }
+
+    #[test]
+    fn an_empty_run_still_reports_the_counters() {
+        let text = Summary::default().render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "",
+                "rsttrace summary",
+                "  CAUSE                DIRECTION     COUNT",
+                "  total                                  0",
+                "  lost (ring buffer full): 0",
+                "  filtered in kernel:      0",
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_are_aligned_biggest_first() {
+        let mut sum = Summary::default();
+        let mut refused = record();
+        refused.cause.id = CauseId::PeerRefused;
+        refused.event.direction = Direction::Received;
+        for _ in 0..12 {
+            sum.add(&refused);
+        }
+        sum.add(&record());
+        let text = sum.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[3], "  peer_refused         received         12");
+        assert_eq!(lines[4], "  close_unread_data    sent              1");
+        assert_eq!(lines[5], "  total                                 13");
+        // Counts end in the same column as the header's COUNT.
+        assert!(lines[2..=5].iter().all(|l| l.len() == lines[2].len()));
+    }
+
+    #[test]
+    fn error_counters_show_only_when_something_went_wrong() {
+        let mut sum = Summary::default();
+        let quiet = sum.render();
+        for word in ["userspace", "read errors", "undecodable", "not written"] {
+            assert!(!quiet.contains(word), "{word}: {quiet}");
+        }
+        sum.filtered = 3;
+        sum.filtered_userspace = 4;
+        sum.read_errors = 5;
+        sum.decode_errors = 6;
+        sum.write_errors = 7;
+        sum.lost = 8;
+        let text = sum.render();
+        for line in [
+            "  lost (ring buffer full): 8",
+            "  filtered in kernel:      3",
+            "  filtered in userspace:   4",
+            "  kernel read errors:      5",
+            "  undecodable records:     6",
+            "  events not written:      7",
+            "  events were lost: raise --ring-buffer or narrow the filters (--port, --pid)",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        // What `cargo xtask bench` reads: the last word of the `lost` line.
+        let lost = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("lost"))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap();
+        assert_eq!(lost, "8");
     }
 }

@@ -26,8 +26,10 @@ pub const HEADER: [&str; 18] = [
     "hook",
 ];
 
-/// Free text that a spreadsheet would run as a formula gets a leading `'`.
-fn cell_text(s: &str) -> String {
+/// Free text (process names; a kernel reason read back from a file) has its
+/// control characters escaped, and gets a leading `'` when a spreadsheet
+/// would run it as a formula.
+pub fn cell_text(s: &str) -> String {
     let s = escape_control(s);
     if s.starts_with(['=', '+', '-', '@']) {
         format!("'{s}")
@@ -44,7 +46,7 @@ pub fn row(rec: &Classified) -> [String; 18] {
         e.direction.as_str().into(),
         rec.cause.id.id().into(),
         rec.cause.confidence.as_str().into(),
-        opt(e.reason().map(str::to_owned)),
+        opt(e.reason().map(cell_text)),
         e.state.name().into(),
         e.local.ip().to_string(),
         e.local.port().to_string(),
@@ -152,6 +154,91 @@ mod tests {
         let row = reader.records().next().unwrap().unwrap();
         assert_eq!(&row[11], "'=cmd|evil\\x1b[2J");
         assert_eq!(&row[13], "evil\\x1b[31m,\"x\"\\x0aname");
+    }
+
+    fn parse(text: &str) -> Vec<csv::StringRecord> {
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(reader.headers().unwrap(), HEADER.as_slice());
+        reader.records().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn newline_comma_and_quote_in_a_comm_keep_the_columns() {
+        let mut rec = record();
+        if let Some(p) = rec.event.process.as_mut() {
+            p.comm = "a\x1b[31m\n,\"b".into();
+        }
+        let mut buf = Vec::new();
+        {
+            let mut sink = CsvSink::new(&mut buf);
+            sink.write(&rec).unwrap();
+            sink.flush().unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert!(!text.contains('\x1b'));
+        let rows = parse(&text);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].len(), HEADER.len());
+        assert_eq!(&rows[0][11], "a\\x1b[31m\\x0a,\"b");
+        assert_eq!(&rows[0][13], "evil\\x1b[31m,\"x\"\\x0aname");
+    }
+
+    #[test]
+    fn formula_prefixes_are_neutralised_only_in_free_text() {
+        for lead in ["=", "+", "-", "@"] {
+            assert_eq!(cell_text(&format!("{lead}x")), format!("'{lead}x"));
+        }
+        assert_eq!(cell_text("nginx"), "nginx");
+        assert_eq!(cell_text("a=b"), "a=b");
+        // A leading control character is escaped first, so `\x09=...` is inert.
+        assert_eq!(cell_text("\t=1"), "\\x09=1");
+        let mut rec = record();
+        rec.event.kernel_reason = Some((0, "=HYPERLINK(\"x\")".into()));
+        let r = row(&rec);
+        assert_eq!(r[4], "'=HYPERLINK(\"x\")");
+        // Numbers and names that are not free text stay as they are.
+        rec.event.local = "[::1]:1".parse().unwrap();
+        assert_eq!(row(&rec)[6], "::1");
+    }
+
+    #[test]
+    fn ipv6_and_absent_facts() {
+        let mut rec = record();
+        rec.event.local = "[2001:db8::1]:443".parse().unwrap();
+        rec.event.remote = "[2001:db8::2]:51234".parse().unwrap();
+        rec.event.process = None;
+        rec.event.kernel_reason = None;
+        rec.event.packet = None;
+        rec.event.socket = None;
+        let r = row(&rec);
+        assert_eq!(r[6], "2001:db8::1");
+        assert_eq!(r[7], "443");
+        assert_eq!(r[8], "2001:db8::2");
+        assert_eq!(r[9], "51234");
+        for i in [4, 10, 11, 15, 16] {
+            assert_eq!(r[i], "", "column {}", HEADER[i]);
+        }
+        assert_eq!(r[12], "7");
+        assert_eq!(r[14], "task");
+        assert_eq!(r[17], "tp_btf:tcp_send_reset");
+    }
+
+    #[test]
+    fn a_gap_is_a_row_with_the_lost_count() {
+        let mut buf = Vec::new();
+        {
+            let mut sink = CsvSink::new(&mut buf);
+            sink.write_gap(42).unwrap();
+            sink.write(&record()).unwrap();
+            sink.flush().unwrap();
+        }
+        let rows = parse(&String::from_utf8(buf).unwrap());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].len(), HEADER.len());
+        assert_eq!(&rows[0][2], "gap");
+        assert_eq!(&rows[0][16], "42");
+        assert!(rows[0][0].ends_with('Z'));
+        assert_eq!(&rows[1][2], "close_unread_data");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! JSON Lines, schema v1 (documented in docs/schema.md).
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Sink, escape_control, rfc3339};
+use super::{Sink, escape_control, printable_time};
 use crate::cause::Classified;
 use crate::event::{Event, Owner, Task};
 use crate::explain::Lang;
@@ -21,7 +23,7 @@ struct Record<'a> {
     cause: &'static str,
     confidence: &'static str,
     explanation: &'static str,
-    kernel_reason: Option<&'a str>,
+    kernel_reason: Option<Cow<'a, str>>,
     state: &'static str,
     local_addr: IpAddr,
     local_port: u16,
@@ -40,12 +42,26 @@ struct Record<'a> {
 }
 
 /// Serialised straight into the output (no intermediate String).
-struct Rfc3339(std::time::SystemTime);
+struct Rfc3339(SystemTime);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_nanos(self.0))
+        s.collect_str(&humantime::format_rfc3339_nanos(printable_time(self.0)))
     }
+}
+
+/// `{"v":1,"time":...,"gap":{"lost":N}}`, in that order (serde_json's map
+/// would sort the keys).
+#[derive(Serialize)]
+struct GapRecord {
+    v: u32,
+    time: Rfc3339,
+    gap: Gap,
+}
+
+#[derive(Serialize)]
+struct Gap {
+    lost: u64,
 }
 
 /// The socket's owner: `source` says how it is known (`tracked`: remembered
@@ -113,7 +129,8 @@ fn record(rec: &Classified, lang: Lang) -> Record<'_> {
         cause: rec.cause.id.id(),
         confidence: rec.cause.confidence.as_str(),
         explanation: crate::explain::explanation(rec.cause.id, lang),
-        kernel_reason: e.reason(),
+        // Names from kernel BTF; from `rsttrace read`, whatever the file says.
+        kernel_reason: e.reason().map(escape_control),
         state: e.state.name(),
         local_addr: e.local.ip(),
         local_port: e.local.port(),
@@ -173,9 +190,16 @@ fn record(rec: &Classified, lang: Lang) -> Record<'_> {
 }
 
 /// Marks lost events in the stream, so a reader knows the file has a hole.
-pub fn format_gap(lost: u64, now: std::time::SystemTime) -> String {
-    serde_json::json!({"v": SCHEMA_VERSION, "time": rfc3339(now), "gap": {"lost": lost}})
-        .to_string()
+pub fn format_gap(lost: u64, now: SystemTime) -> String {
+    serde_json::to_string(&gap(lost, now)).expect("serialising plain data cannot fail")
+}
+
+fn gap(lost: u64, now: SystemTime) -> GapRecord {
+    GapRecord {
+        v: SCHEMA_VERSION,
+        time: Rfc3339(now),
+        gap: Gap { lost },
+    }
 }
 
 pub struct JsonSink<W: Write> {
@@ -191,11 +215,8 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 
     fn write_gap(&mut self, lost: u64) -> io::Result<()> {
-        writeln!(
-            self.out,
-            "{}",
-            format_gap(lost, std::time::SystemTime::now())
-        )
+        serde_json::to_writer(&mut self.out, &gap(lost, SystemTime::now()))?;
+        self.out.write_all(b"\n")
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -253,9 +274,218 @@ mod tests {
 
     #[test]
     fn gap_records_count_the_loss() {
-        let v: Value =
-            serde_json::from_str(&format_gap(12, std::time::SystemTime::UNIX_EPOCH)).unwrap();
+        let line = format_gap(12, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            line,
+            r#"{"v":1,"time":"1970-01-01T00:00:00.000000000Z","gap":{"lost":12}}"#
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["gap"]["lost"], 12);
         assert_eq!(v["v"], 1);
+    }
+
+    /// The keys of a JSON object in the order they were written.
+    fn keys_in_order(json: &str) -> Vec<String> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Vec<String>, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(keys)
+            }
+        }
+        use serde::Deserializer as _;
+        serde_json::Deserializer::from_str(json)
+            .deserialize_map(Keys)
+            .unwrap()
+    }
+
+    /// The raw text of the object under the first `"key":` in `line`.
+    fn raw_object<'a>(line: &'a str, key: &str) -> &'a str {
+        let start = line.find(&format!("\"{key}\":{{")).unwrap() + key.len() + 3;
+        let rest = &line[start..];
+        let mut values =
+            serde_json::Deserializer::from_str(rest).into_iter::<serde::de::IgnoredAny>();
+        values.next().unwrap().unwrap();
+        &rest[..values.byte_offset()]
+    }
+
+    #[test]
+    fn keys_follow_the_schema_order() {
+        assert_eq!(
+            keys_in_order(&format(&record())),
+            [
+                "v",
+                "time",
+                "direction",
+                "cause",
+                "confidence",
+                "explanation",
+                "kernel_reason",
+                "state",
+                "local_addr",
+                "local_port",
+                "remote_addr",
+                "remote_port",
+                "pid",
+                "comm",
+                "owner",
+                "owner_unknown",
+                "actor",
+                "hook",
+                "packet",
+                "socket",
+                "exit_signal",
+                "evidence",
+            ]
+        );
+        let v: Value = serde_json::from_str(&format(&record())).unwrap();
+        assert_eq!(
+            v["explanation"],
+            crate::cause::CauseId::CloseUnreadData.explanation()
+        );
+        let line = format(&record());
+        assert_eq!(
+            keys_in_order(raw_object(&line, "actor")),
+            ["pid", "tid", "comm", "context"]
+        );
+        assert_eq!(
+            keys_in_order(raw_object(&line, "packet")),
+            ["flags", "seq", "ack", "len", "window", "ttl"]
+        );
+        assert_eq!(
+            keys_in_order(&format_gap(1, SystemTime::UNIX_EPOCH)),
+            ["v", "time", "gap"]
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_are_plain_strings() {
+        let mut rec = record();
+        rec.event.local = "[2001:db8::1]:443".parse().unwrap();
+        rec.event.remote = "[fe80::2]:51234".parse().unwrap();
+        let v: Value = serde_json::from_str(&format(&rec)).unwrap();
+        assert_eq!(v["local_addr"], "2001:db8::1");
+        assert_eq!(v["local_port"], 443);
+        assert_eq!(v["remote_addr"], "fe80::2");
+        assert_eq!(v["remote_port"], 51234);
+    }
+
+    #[test]
+    fn absent_facts_are_null() {
+        let mut rec = record();
+        rec.event.packet = None;
+        rec.event.socket = None;
+        rec.event.exit_signal = None;
+        rec.event.process = None;
+        rec.event.owner = Owner::NoSocket;
+        rec.event.state = crate::event::TcpState::NONE;
+        rec.cause.evidence.clear();
+        let v: Value = serde_json::from_str(&format(&rec)).unwrap();
+        for key in ["packet", "socket", "exit_signal", "pid", "comm", "owner"] {
+            assert_eq!(v[key], Value::Null, "{key}");
+        }
+        assert_eq!(v["owner_unknown"], "no_socket");
+        assert_eq!(v["state"], "NONE");
+        assert_eq!(v["evidence"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn socket_facts_and_exit_signal() {
+        use crate::event::{Socket as Sk, TcpState};
+        let mut rec = record();
+        rec.event.state = TcpState::TIME_WAIT;
+        rec.event.exit_signal = Some(9);
+        rec.event.socket = Some(Sk {
+            addr: 0xffff_8880_0000_1000,
+            cookie: 77,
+            full: false,
+            dead: true,
+            linger: None,
+            keepalive: true,
+            peer_fin: false,
+            shutdown: 3,
+            unread: 100,
+            unsent: 2,
+            unacked: 1,
+            probes_out: 4,
+            sk_err: 104,
+            tw_substate: Some(TcpState::FIN_WAIT2),
+        });
+        let line = format(&rec);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["state"], "TIME_WAIT");
+        assert_eq!(v["exit_signal"], 9);
+        let s = &v["socket"];
+        assert_eq!(s["cookie"], 77);
+        assert_eq!(s["linger"], Value::Null);
+        assert_eq!(s["dead"], true);
+        assert_eq!(s["unread"], 100);
+        assert_eq!(s["tw_substate"], "FIN_WAIT2");
+        // The kernel address is not exported.
+        assert!(s.get("addr").is_none());
+        assert_eq!(
+            keys_in_order(raw_object(&line, "socket")),
+            [
+                "cookie",
+                "full",
+                "dead",
+                "linger",
+                "keepalive",
+                "peer_fin",
+                "shutdown",
+                "unread",
+                "unsent",
+                "unacked",
+                "probes_out",
+                "sk_err",
+                "tw_substate"
+            ]
+        );
+        if let Some(sk) = rec.event.socket.as_mut() {
+            sk.linger = Some(0);
+        }
+        let v: Value = serde_json::from_str(&format(&rec)).unwrap();
+        assert_eq!(v["socket"]["linger"], 0);
+    }
+
+    #[test]
+    fn a_hostile_comm_with_newline_comma_and_quote_stays_one_line() {
+        let mut rec = record();
+        if let Some(p) = rec.event.process.as_mut() {
+            p.comm = "a\x1b[31m\n,\"b\u{7f}".into();
+        }
+        // A replayed file can carry anything in kernel_reason.
+        rec.event.kernel_reason = Some((0, "X\x1b]0;t\x07".into()));
+        let line = format(&rec);
+        assert_eq!(line.lines().count(), 1);
+        assert!(!line.contains('\x1b') && !line.contains('\x7f'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["comm"], "a\\x1b[31m\\x0a,\"b\\x7f");
+        assert_eq!(v["owner"]["comm"], v["comm"]);
+        assert_eq!(v["kernel_reason"], "X\\x1b]0;t\\x07");
+    }
+
+    #[test]
+    fn the_sink_writes_what_format_returns() {
+        let mut out = Vec::new();
+        let mut sink = JsonSink {
+            out: &mut out,
+            lang: Lang::En,
+        };
+        sink.write(&record()).unwrap();
+        sink.write(&record()).unwrap();
+        sink.flush().unwrap();
+        let line = format(&record());
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{line}\n{line}\n"));
     }
 }

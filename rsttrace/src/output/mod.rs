@@ -8,8 +8,10 @@ pub mod rotate;
 pub mod text;
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cause::Classified;
 
@@ -69,20 +71,28 @@ pub fn sink(
     }
 }
 
+/// The text header line (`TIME(UTC) DIR LOCAL -> REMOTE ...`) of the text format.
+pub use text::header as text_header;
+
 /// Process names and command lines are chosen by whoever runs the process:
 /// never let them reach a terminal or a file with control characters in them.
+///
+/// C0 controls, DEL and C1 controls (`U+0080..=U+009F`; `U+009B` is a CSI in
+/// some terminals) become `\xNN`; Unicode bidirectional controls, which can
+/// visually reorder the rest of a line, become `\u{NNNN}`. Idempotent: an
+/// escaped string contains nothing left to escape.
 pub fn escape_control(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() {
+        if needs_escape(c) {
             let n = c as u32;
             if n <= 0xff {
-                out.push_str(&format!("\\x{n:02x}"));
+                let _ = write!(out, "\\x{n:02x}");
             } else {
-                out.push_str(&format!("\\u{{{n:x}}}"));
+                let _ = write!(out, "\\u{{{n:04x}}}");
             }
         } else {
             out.push(c);
@@ -91,9 +101,29 @@ pub fn escape_control(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// The range RFC 3339 (and humantime) can print: 1970-01-01 up to the last
+/// nanosecond of 9999. humantime panics outside it; an event must never
+/// take the tracer down, so times outside are clamped.
+pub(crate) fn printable_time(t: SystemTime) -> SystemTime {
+    const LAST: Duration = Duration::new(253_402_300_799, 999_999_999);
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d <= LAST => t,
+        Ok(_) => UNIX_EPOCH + LAST,
+        Err(_) => UNIX_EPOCH,
+    }
+}
+
 /// `2026-11-22T22:51:03.123456789Z`
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(printable_time(t)).to_string()
 }
 
 #[cfg(test)]
@@ -163,6 +193,13 @@ mod tests {
         assert_eq!(Format::from_path(Path::new("a.JSON")), Some(Format::Json));
         assert_eq!(Format::from_path(Path::new("a.csv")), Some(Format::Csv));
         assert_eq!(Format::from_path(Path::new("a.log")), Some(Format::Text));
+        assert_eq!(Format::from_path(Path::new("a.txt")), Some(Format::Text));
+        assert_eq!(
+            Format::from_path(Path::new("/var/log/rst.ndjson")),
+            Some(Format::Json)
+        );
+        assert_eq!(Format::from_path(Path::new("out.csv/events")), None);
+        assert_eq!(Format::from_path(Path::new(".csv")), None);
         assert_eq!(
             Format::from_path(Path::new("a.pcapng")),
             Some(Format::Pcapng)
@@ -179,5 +216,87 @@ mod tests {
             "a\\x1b[31mb\\x0ac\\x7f"
         );
         assert_eq!(escape_control("x\u{9b}y"), "x\\x9by");
+        assert_eq!(escape_control("\0\t\r\x1f"), "\\x00\\x09\\x0d\\x1f");
+        // Bidi overrides could reorder the rest of a text line.
+        assert_eq!(escape_control("a\u{202e}b"), "a\\u{202e}b");
+        // Printable non-ASCII is kept; nothing allocates when nothing changes.
+        assert!(matches!(escape_control("nginx: wörker"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn escaping_is_idempotent() {
+        let once = escape_control("ev\x1b[31mil\n,\"\u{202e}\x7f").into_owned();
+        assert_eq!(escape_control(&once), once);
+        assert!(once.chars().all(|c| !c.is_control()));
+    }
+
+    #[test]
+    fn times_outside_rfc3339_are_clamped_not_panicking() {
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000000000Z");
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999999999Z");
+        let t = UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123456789Z");
+    }
+
+    /// A `Write + Send + 'static` the tests can read back.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn through_sink(format: Format, color: bool) -> String {
+        let buf = Shared::default();
+        let mut s = sink(
+            format,
+            Box::new(buf.clone()),
+            &TextOptions {
+                color,
+                ..TextOptions::default()
+            },
+        );
+        s.write(&fixtures::record()).unwrap();
+        s.write_gap(3).unwrap();
+        s.write(&fixtures::record()).unwrap();
+        s.flush().unwrap();
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn sinks_buffer_until_flush_and_write_every_format() {
+        let json = through_sink(Format::Json, true);
+        let lines: Vec<&str> = json.lines().collect();
+        assert_eq!(lines.len(), 3, "{json}");
+        assert!(lines[1].starts_with(r#"{"v":1,"time":""#), "{}", lines[1]);
+        assert!(lines[1].ends_with(r#""gap":{"lost":3}}"#), "{}", lines[1]);
+        assert!(!json.contains('\x1b'));
+
+        let csv = through_sink(Format::Csv, true);
+        let mut reader = ::csv::Reader::from_reader(csv.as_bytes());
+        let rows: Vec<_> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(&rows[1][2], "gap");
+        assert_eq!(&rows[1][16], "3");
+
+        let plain = through_sink(Format::Text, false);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        let lines: Vec<&str> = plain.lines().collect();
+        assert_eq!(lines.len(), 4, "{plain}");
+        assert_eq!(lines[0], text_header());
+        assert!(lines[2].contains("3 events lost"), "{}", lines[2]);
+
+        // Colour only ever wraps the cause; the hostile comm stays inert.
+        let coloured = through_sink(Format::Text, true);
+        assert_eq!(coloured.matches('\x1b').count(), 4, "{coloured:?}");
     }
 }

@@ -140,7 +140,7 @@ pub fn comment(rec: &Classified) -> String {
         rec.cause.confidence.as_str(),
         rec.cause.id.explanation(),
         e.state.name(),
-        e.reason().unwrap_or("-"),
+        escape_control(e.reason().unwrap_or("-")),
         owner,
         e.actor.pid,
         escape_control(&e.actor.comm),

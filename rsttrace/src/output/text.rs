@@ -8,9 +8,19 @@ use super::{Sink, TextOptions, escape_control};
 use crate::cause::Classified;
 use crate::event::{Direction, Event};
 
+/// Column widths. Endpoints fit two IPv4 ends or typical IPv6 ones (longer
+/// ones push the rest of that line right); STATE fits `NEW_SYN_RECV`, CAUSE
+/// every cause id, PROCESS a 7-digit pid and a 15-byte comm.
+const W_TIME: usize = 12;
+const W_ENDPOINTS: usize = 47;
+const W_STATE: usize = 12;
+const W_CAUSE: usize = 18;
+const W_PROCESS: usize = 23;
+
+/// The column titles, aligned with `line`.
 pub fn header() -> String {
     format!(
-        "{:<12} {:<6} {:<47} {:<11} {:<18} {:<22} {}",
+        "{:<W_TIME$} {:<6} {:<W_ENDPOINTS$} {:<W_STATE$} {:<W_CAUSE$} {:<W_PROCESS$} {}",
         "TIME(UTC)", "DIR", "LOCAL -> REMOTE", "STATE", "CAUSE", "PROCESS", "DETAILS"
     )
 }
@@ -32,9 +42,11 @@ fn endpoints(e: &Event) -> String {
     format!("{} -> {}", e.local, e.remote)
 }
 
+/// `reason=NAME pkt=S ...`. Reason names and evidence come from the kernel
+/// and the classifier, but `rsttrace read` takes them from a file: escaped too.
 fn details(rec: &Classified) -> String {
     let e = &rec.event;
-    let mut s = format!("reason={}", e.reason().unwrap_or("-"));
+    let mut s = format!("reason={}", escape_control(e.reason().unwrap_or("-")));
     if let Some(p) = e.packet {
         let _ = write!(s, " pkt={}", p.flags.tcpdump());
         if p.len > 0 {
@@ -43,10 +55,11 @@ fn details(rec: &Classified) -> String {
     }
     for key in ["unread_bytes_lost", "errno", "tw_substate", "probes_out"] {
         if let Some(v) = rec.cause.evidence.get(key) {
-            let v = v
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string());
+            let v = match v.as_str() {
+                Some(text) => escape_control(text).into_owned(),
+                // Numbers, or JSON text in which serde_json escaped controls.
+                None => v.to_string(),
+            };
             let _ = write!(s, " {key}={v}");
         }
     }
@@ -56,6 +69,8 @@ fn details(rec: &Classified) -> String {
     s
 }
 
+/// One RST as one line (no trailing newline): time, direction, endpoints,
+/// state, cause (coloured only when `opts.color`), process, details.
 pub fn line(rec: &Classified, opts: TextOptions) -> String {
     let e = &rec.event;
     let dir = match e.direction {
@@ -66,7 +81,7 @@ pub fn line(rec: &Classified, opts: TextOptions) -> String {
         Some(p) => format!("{}/{}", p.pid, escape_control(&p.comm)),
         None => "-".into(),
     };
-    let cause = format!("{:<18}", rec.cause.id.id());
+    let cause = format!("{:<W_CAUSE$}", rec.cause.id.id());
     let cause = if opts.color {
         let color = match e.direction {
             Direction::Sent => "31",
@@ -77,7 +92,7 @@ pub fn line(rec: &Classified, opts: TextOptions) -> String {
         cause
     };
     format!(
-        "{:<12} {dir} {:<47} {:<11} {cause} {:<22} {}",
+        "{:<W_TIME$} {dir} {:<W_ENDPOINTS$} {:<W_STATE$} {cause} {:<W_PROCESS$} {}",
         clock(e),
         endpoints(e),
         e.state.name(),
@@ -165,6 +180,160 @@ mod tests {
             },
         );
         assert!(coloured.contains("\x1b[31m"));
+    }
+
+    const PLAIN: TextOptions = TextOptions {
+        color: false,
+        lang: crate::explain::Lang::En,
+    };
+
+    /// A SYN to a closed port, as in the README.
+    fn port_not_open() -> Classified {
+        let mut rec = record();
+        let e = &mut rec.event;
+        e.time = UNIX_EPOCH + std::time::Duration::from_millis(1_795_042_263_123);
+        e.local = "127.0.0.1:45000".parse().unwrap();
+        e.remote = "127.0.0.1:51234".parse().unwrap();
+        e.state = crate::event::TcpState::NONE;
+        e.kernel_reason = Some((2, "NO_SOCKET".into()));
+        if let Some(p) = e.packet.as_mut() {
+            p.flags = crate::event::TcpFlags(crate::event::TcpFlags::SYN);
+            p.len = 0;
+        }
+        e.process = None;
+        rec.cause.id = crate::cause::CauseId::PortNotOpen;
+        rec.cause.evidence.clear();
+        rec
+    }
+
+    #[test]
+    fn the_whole_line() {
+        assert_eq!(
+            line(&port_not_open(), PLAIN),
+            format!(
+                "22:51:03.123 SENT > {:<47} NONE         port_not_open      {:<23} reason=NO_SOCKET pkt=S",
+                "127.0.0.1:45000 -> 127.0.0.1:51234", "-"
+            )
+        );
+    }
+
+    /// Byte offsets where each column starts (after a run of spaces).
+    fn column_starts(l: &str) -> Vec<usize> {
+        let b = l.as_bytes();
+        (1..b.len())
+            .filter(|&i| b[i] != b' ' && b[i - 1] == b' ')
+            .collect()
+    }
+
+    #[test]
+    fn columns_line_up_with_each_other_and_the_header() {
+        let mut long = record();
+        long.event.state = crate::event::TcpState::NEW_SYN_RECV;
+        long.event.direction = Direction::Received;
+        long.cause.id = crate::cause::CauseId::KeepaliveTimeout;
+        if let Some(p) = long.event.process.as_mut() {
+            p.pid = 4_194_304;
+            p.comm = "fifteen_chars_x".into();
+        }
+        long.event.remote = "192.168.100.200:65535".parse().unwrap();
+        long.event.local = "192.168.100.201:65535".parse().unwrap();
+        let lines = [line(&port_not_open(), PLAIN), line(&long, PLAIN)];
+        // After TIME: DIR (2 words), ENDPOINTS (3), STATE, CAUSE, PROCESS, DETAILS.
+        let starts = |l: &str| {
+            let c = column_starts(l);
+            [c[0], c[2], c[5], c[6], c[7], c[8]]
+        };
+        assert_eq!(starts(&lines[0]), starts(&lines[1]), "{lines:#?}");
+        let h = header();
+        let hc = column_starts(&h);
+        // After TIME(UTC): DIR, LOCAL -> REMOTE, STATE, CAUSE, PROCESS, DETAILS.
+        assert_eq!(
+            [hc[0], hc[1], hc[4], hc[5], hc[6], hc[7]],
+            starts(&lines[0]),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn ipv6_ends_are_bracketed() {
+        let mut rec = port_not_open();
+        rec.event.local = "[2001:db8::1]:443".parse().unwrap();
+        rec.event.remote = "[2001:db8::2]:51234".parse().unwrap();
+        let l = line(&rec, PLAIN);
+        assert!(
+            l.contains(" [2001:db8::1]:443 -> [2001:db8::2]:51234 "),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn a_hostile_comm_cannot_inject_anything() {
+        let mut rec = record();
+        if let Some(p) = rec.event.process.as_mut() {
+            p.comm = "a\x1b[31m\n,\"b\u{9b}2J".into();
+        }
+        rec.event.kernel_reason = Some((0, "X\x1b]0;t\x07".into()));
+        rec.cause
+            .evidence
+            .insert("errno".into(), serde_json::json!("E\x1b[2J"));
+        for opts in [
+            PLAIN,
+            TextOptions {
+                color: true,
+                ..PLAIN
+            },
+        ] {
+            let l = line(&rec, opts);
+            assert_eq!(l.lines().count(), 1, "{l:?}");
+            assert!(!l.contains('\u{9b}') && !l.contains('\x07'), "{l:?}");
+            assert!(l.contains("7/a\\x1b[31m\\x0a,\"b\\x9b2J"), "{l}");
+            assert!(l.contains("reason=X\\x1b]0;t\\x07"), "{l}");
+            assert!(l.contains("errno=E\\x1b[2J"), "{l}");
+            // Only the colour around the cause, when asked for.
+            let escapes = l.matches('\x1b').count();
+            assert_eq!(escapes, if opts.color { 2 } else { 0 }, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn received_resets_are_yellow_sent_are_red() {
+        let colour = TextOptions {
+            color: true,
+            ..PLAIN
+        };
+        let mut rec = record();
+        let sent = line(&rec, colour);
+        assert!(
+            sent.contains("\x1b[31mclose_unread_data \x1b[0m"),
+            "{sent:?}"
+        );
+        rec.event.direction = Direction::Received;
+        let recv = line(&rec, colour);
+        assert!(recv.contains(" RECV < "), "{recv}");
+        assert!(
+            recv.contains("\x1b[33mclose_unread_data \x1b[0m"),
+            "{recv:?}"
+        );
+    }
+
+    #[test]
+    fn likely_causes_and_gaps_say_so() {
+        let mut rec = record();
+        rec.cause.confidence = crate::cause::Confidence::Likely;
+        assert!(line(&rec, PLAIN).ends_with(" (likely)"));
+        let mut out = Vec::new();
+        TextSink::new(&mut out, PLAIN).write_gap(9).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "*** 9 events lost (ring buffer full) ***\n"
+        );
+    }
+
+    #[test]
+    fn times_before_the_epoch_do_not_panic() {
+        let mut rec = record();
+        rec.event.time = UNIX_EPOCH - std::time::Duration::from_secs(5);
+        assert!(line(&rec, PLAIN).starts_with("00:00:00.000 "));
     }
 
     #[test]
