@@ -492,7 +492,9 @@ fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str)
 
 /// The verifier log is long; keep it for `-v`, and put a hint first.
 fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
-    let text = format!("{e:?}");
+    // The chain only: `{:?}` would also render (and symbolise) a captured
+    // backtrace when RUST_BACKTRACE is set, costing tens of MiB and ~0.4 s.
+    let text = format!("{e:#}");
     if text.contains("Operation not permitted") || text.contains("EPERM") {
         return e.context(
             "the kernel refused to load BPF: run rsttrace as root (sudo), or grant \
