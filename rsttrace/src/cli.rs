@@ -113,6 +113,24 @@ pub struct RecordFilterArgs {
     /// Only RSTs this host sent, or received (repeatable).
     #[arg(long = "direction", value_name = "DIR", value_enum)]
     pub directions: Vec<DirectionArg>,
+
+    /// Only this local port (repeatable).
+    #[arg(long = "sport", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub sports: Vec<u16>,
+
+    /// Only this remote port (repeatable).
+    #[arg(long = "dport", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub dports: Vec<u16>,
+
+    /// Only RSTs with either end in ADDR or CIDR block, e.g. 10.0.0.0/8 (repeatable).
+    #[arg(long = "addr", value_name = "ADDR|CIDR", value_parser = crate::filter::parse_cidr)]
+    pub addrs: Vec<crate::filter::Cidr>,
+
+    /// Only sockets whose owner (or acting task) has this command name (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +145,10 @@ impl RecordFilterArgs {
             ports: ports.to_vec(),
             pids: pids.to_vec(),
             causes: self.causes.clone(),
+            sports: self.sports.clone(),
+            dports: self.dports.clone(),
+            addrs: self.addrs.clone(),
+            comms: self.comms.clone(),
             directions: self
                 .directions
                 .iter()

@@ -94,6 +94,55 @@ pub struct RecordFilter {
     pub pids: Vec<u32>,
     pub causes: Vec<crate::cause::CauseId>,
     pub directions: Vec<crate::event::Direction>,
+    /// Local (`--sport`) and remote (`--dport`) ports, tcpdump's words.
+    pub sports: Vec<u16>,
+    pub dports: Vec<u16>,
+    /// Either end inside one of these networks.
+    pub addrs: Vec<Cidr>,
+    /// The owner's (or acting task's) command name, exactly.
+    pub comms: Vec<String>,
+}
+
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let (net, ip, width) = match (self.net, ip) {
+            (V4(n), V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (V6(n), V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = width - u32::from(self.bits);
+        shift >= width || (net >> shift) == (ip >> shift)
+    }
+}
+
+/// `--addr ADDR|CIDR`.
+pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    let bad = || {
+        format!(
+            "`{s}` is not an address or CIDR block; use e.g. 10.0.0.0/8, 192.168.1.7 or 2001:db8::/32"
+        )
+    };
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b.parse::<u8>().map_err(|_| bad())?)),
+        None => (s, None),
+    };
+    let net: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    let bits = bits.unwrap_or(max);
+    if bits > max {
+        return Err(format!(
+            "`{s}`: a prefix length is at most {max} for this address family"
+        ));
+    }
+    Ok(Cidr { net, bits })
 }
 
 impl RecordFilter {
@@ -117,6 +166,24 @@ impl RecordFilter {
                 self.directions.is_empty(),
                 self.directions.contains(&e.direction),
             )
+            && any(
+                self.sports.is_empty(),
+                self.sports.contains(&e.local.port()),
+            )
+            && any(
+                self.dports.is_empty(),
+                self.dports.contains(&e.remote.port()),
+            )
+            && any(
+                self.addrs.is_empty(),
+                self.addrs
+                    .iter()
+                    .any(|c| c.contains(e.local.ip()) || c.contains(e.remote.ip())),
+            )
+            && any(self.comms.is_empty(), {
+                let comm = e.process.as_ref().unwrap_or(&e.actor).comm.as_str();
+                self.comms.iter().any(|c| c == comm)
+            })
     }
 }
 
@@ -145,6 +212,7 @@ mod record_filter_tests {
                 pids: pids.to_vec(),
                 causes: causes.to_vec(),
                 directions: dirs.to_vec(),
+                ..RecordFilter::default()
             };
         assert!(f(&[8080], &[], &[], &[]).matches(&rec));
         assert!(f(&[40000], &[], &[], &[]).matches(&rec));
@@ -154,6 +222,67 @@ mod record_filter_tests {
         assert!(f(&[], &[], &[CauseId::CloseUnreadData], &[Direction::Sent]).matches(&rec));
         assert!(!f(&[], &[], &[CauseId::PortNotOpen], &[]).matches(&rec));
         assert!(!f(&[8080], &[], &[], &[Direction::Received]).matches(&rec));
+    }
+
+    #[test]
+    fn tcpdump_style_ports_addresses_and_names() {
+        // 127.0.0.1:8080 -> [::1]:40000, owner comm "=cmd|evil\x1b[2J"
+        let rec = record();
+        let with = |f: RecordFilter| f.matches(&rec);
+        let cidr = |s: &str| parse_cidr(s).unwrap();
+        assert!(with(RecordFilter {
+            sports: vec![8080],
+            ..Default::default()
+        }));
+        assert!(!with(RecordFilter {
+            sports: vec![40000],
+            ..Default::default()
+        }));
+        assert!(with(RecordFilter {
+            dports: vec![40000],
+            ..Default::default()
+        }));
+        assert!(with(RecordFilter {
+            addrs: vec![cidr("127.0.0.0/8")],
+            ..Default::default()
+        }));
+        assert!(with(RecordFilter {
+            addrs: vec![cidr("::1")],
+            ..Default::default()
+        }));
+        assert!(!with(RecordFilter {
+            addrs: vec![cidr("10.0.0.0/8")],
+            ..Default::default()
+        }));
+        assert!(with(RecordFilter {
+            comms: vec!["=cmd|evil\x1b[2J".into()],
+            ..Default::default()
+        }));
+        assert!(!with(RecordFilter {
+            comms: vec!["nginx".into()],
+            ..Default::default()
+        }));
+    }
+
+    #[test]
+    fn cidr_blocks() {
+        let c = parse_cidr("192.168.0.0/16").unwrap();
+        assert!(c.contains("192.168.44.1".parse().unwrap()));
+        assert!(!c.contains("192.169.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        assert!(
+            parse_cidr("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            parse_cidr("2001:db8::/32")
+                .unwrap()
+                .contains("2001:db8::5".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "host", "10.0.0.0/x"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
