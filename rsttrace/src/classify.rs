@@ -580,6 +580,103 @@ mod tests {
         }
     }
 
+    #[test]
+    fn tcp_state_is_split_by_socket_facts() {
+        // TCP_STATE covers several causes: none of them is `certain` except
+        // SO_LINGER 0, where the socket fact names the cause outright.
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_STATE");
+        ev.socket = Some(Socket {
+            dead: true,
+            ..sock()
+        });
+        check(&ev, CauseId::ListenerClosed, Confidence::Likely);
+        ev.socket = Some(Socket {
+            unsent: 3,
+            ..sock()
+        });
+        let c = check(&ev, CauseId::Disconnect, Confidence::Likely);
+        assert_eq!(c.evidence["unsent"], 3);
+        let mut ev = with_reason(base(Direction::Sent, TcpState::FIN_WAIT2), "TCP_STATE");
+        ev.socket = Some(sock());
+        ev.context = ExecContext::Softirq(SOFTIRQ_TIMER);
+        check(&ev, CauseId::Linger2Abort, Confidence::Likely);
+        // No socket facts at all: nothing to split on.
+        ev.socket = None;
+        check(&ev, CauseId::Unknown, Confidence::Likely);
+    }
+
+    // ---- 6.1-shaped events (no reason): the facts decide, never `certain`
+
+    #[test]
+    fn without_reason_no_socket_paths() {
+        let mut ev = base(Direction::Sent, TcpState::NONE);
+        for (flags, len, id) in [
+            (SA, 0, CauseId::ConnectTimeout),
+            (PA, 10, CauseId::HalfOpen),
+            (A, 0, CauseId::HalfOpen),
+        ] {
+            ev.packet = Some(pkt(flags, len));
+            check(&ev, id, Confidence::Likely);
+        }
+    }
+
+    #[test]
+    fn without_reason_active_resets() {
+        // An orphan in CLOSE with nothing unread and no linger 0: the kernel
+        // aborted it for orphan/memory limits.
+        let mut ev = base(Direction::Sent, TcpState::CLOSE);
+        ev.socket = Some(Socket {
+            dead: true,
+            ..sock()
+        });
+        check(&ev, CauseId::MemoryPressure, Confidence::Likely);
+        // A live socket reset from task context in its own state: killed.
+        let mut ev = base(Direction::Sent, TcpState::ESTABLISHED);
+        ev.socket = Some(sock());
+        check(&ev, CauseId::SocketKilled, Confidence::Likely);
+        // Keepalive facts but not from the timer: not a keepalive timeout.
+        ev.socket = Some(Socket {
+            keepalive: true,
+            probes_out: 2,
+            ..sock()
+        });
+        ev.context = ExecContext::Softirq(3);
+        check(&ev, CauseId::Unknown, Confidence::Likely);
+    }
+
+    #[test]
+    fn without_reason_segment_driven_resets() {
+        let mut ev = base(Direction::Sent, TcpState::LISTEN);
+        ev.socket = Some(sock());
+        ev.packet = Some(pkt(A, 0));
+        check(&ev, CauseId::InvalidPacket, Confidence::Likely);
+        let mut ev = base(Direction::Sent, TcpState::SYN_SENT);
+        ev.socket = Some(sock());
+        ev.packet = Some(pkt(A, 0));
+        check(&ev, CauseId::TimeWait, Confidence::Likely);
+        // A timewait socket answering a bare ACK: the facts disagree with
+        // data_after_close, so it must not be `certain`.
+        let mut ev = base(Direction::Sent, TcpState::TIME_WAIT);
+        ev.socket = Some(Socket {
+            full: false,
+            tw_substate: Some(TcpState::TIME_WAIT),
+            ..sock()
+        });
+        ev.packet = Some(pkt(A, 0));
+        let c = check(&ev, CauseId::DataAfterClose, Confidence::Likely);
+        assert!(c.evidence.contains_key("disagreement"));
+    }
+
+    #[test]
+    fn not_specified_is_treated_as_no_reason() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "NOT_SPECIFIED");
+        ev.socket = Some(Socket {
+            unread: 9,
+            ..sock()
+        });
+        check(&ev, CauseId::CloseUnreadData, Confidence::Likely);
+    }
+
     // ---- received
 
     #[test]
