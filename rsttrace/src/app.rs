@@ -232,6 +232,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         reasons: &reasons,
         filter: args.filters.to_filter(&[], &[]),
         metrics,
+        procs: crate::procinfo::ProcCache::new(4096),
         limit: args.count,
         seen_lost: 0,
     };
@@ -324,6 +325,7 @@ struct Pipeline<'a> {
     /// The kernel already applied --port/--pid; this holds the rest.
     filter: RecordFilter,
     metrics: Option<crate::metrics::Shared>,
+    procs: crate::procinfo::ProcCache,
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
@@ -350,7 +352,17 @@ impl Pipeline<'_> {
         };
         let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         let cause = classify(&event);
-        let rec = Classified { event, cause };
+        // /proc reads are small and cached per pid; an exited owner is missed.
+        let owner_proc = event.process.as_ref().map(|p| {
+            self.procs
+                .get_with(p.pid, crate::procinfo::read_proc)
+                .clone()
+        });
+        let rec = Classified {
+            event,
+            cause,
+            owner_proc,
+        };
         if !self.filter.matches(&rec) {
             self.summary.filtered_userspace += 1;
             if let Some(m) = &self.metrics

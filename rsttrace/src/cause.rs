@@ -210,4 +210,7 @@ pub struct Cause {
 pub struct Classified {
     pub event: crate::event::Event,
     pub cause: Cause,
+    /// Command line, container and network namespace of the owner, read
+    /// from /proc (None when there is no owner or it already exited).
+    pub owner_proc: Option<crate::procinfo::ProcInfo>,
 }

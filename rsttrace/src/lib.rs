@@ -21,6 +21,7 @@ pub mod loader;
 pub mod metrics;
 pub mod output;
 pub mod probes;
+pub mod procinfo;
 pub mod replay;
 pub mod source;
 pub mod summary;

@@ -11,6 +11,7 @@ use crate::cause::{Cause, CauseId, Classified, Confidence};
 use crate::event::{
     Direction, Event, ExecContext, Owner, Packet, Socket, Task, TcpFlags, TcpState,
 };
+use crate::procinfo::{Container, ProcInfo};
 
 /// One line of an export.
 #[derive(Debug)]
@@ -103,7 +104,38 @@ fn event(v: &Value) -> Result<Classified> {
             confidence,
             evidence,
         },
+        owner_proc: owner_proc(v),
     })
+}
+
+/// `cmdline`, `container` and `netns`, when the export has any of them.
+fn owner_proc(v: &Value) -> Option<ProcInfo> {
+    let text = |x: &Value| x.as_str().map(str::to_owned);
+    let c = &v["container"];
+    // Runtimes are a closed set; an unknown one came from another version.
+    let container = [
+        "docker",
+        "containerd",
+        "cri-o",
+        "podman",
+        "kubernetes",
+        "systemd",
+    ]
+    .into_iter()
+    .find(|r| c["runtime"] == *r)
+    .map(|runtime| Container {
+        runtime,
+        id: text(&c["id"]),
+        pod_uid: text(&c["pod_uid"]),
+        unit: text(&c["unit"]),
+    });
+    let info = ProcInfo {
+        cmdline: text(&v["cmdline"]),
+        cgroup: None,
+        container,
+        netns: v["netns"].as_u64(),
+    };
+    (info != ProcInfo::default()).then_some(info)
 }
 
 fn owner(v: &Value) -> Owner {

@@ -452,4 +452,8 @@ fn softirq_reset_names_the_owner_not_the_actor() {
         ev["actor"]["pid"], child,
         "the actor is the peer that wrote"
     );
+    // Enriched from /proc: this test binary's command line and netns.
+    let cmdline = ev["cmdline"].as_str().unwrap_or_default();
+    assert!(cmdline.contains("loopback_causes"), "cmdline {cmdline:?}");
+    assert!(ev["netns"].is_u64(), "netns {}", ev["netns"]);
 }

@@ -33,6 +33,9 @@ struct Record<'a> {
     comm: Option<String>,
     owner: Option<OwnerJson>,
     owner_unknown: Option<&'static str>,
+    cmdline: Option<String>,
+    container: Option<&'a crate::procinfo::Container>,
+    netns: Option<u64>,
     actor: Actor,
     hook: &'static str,
     packet: Option<Packet>,
@@ -154,6 +157,13 @@ fn record(rec: &Classified, lang: Lang) -> Record<'_> {
             })
         }),
         owner_unknown: e.owner.unknown_reason(),
+        cmdline: rec
+            .owner_proc
+            .as_ref()
+            .and_then(|p| p.cmdline.as_deref())
+            .map(|c| escape_control(c).into_owned()),
+        container: rec.owner_proc.as_ref().and_then(|p| p.container.as_ref()),
+        netns: rec.owner_proc.as_ref().and_then(|p| p.netns),
         actor: Actor {
             pid: e.actor.pid,
             tid: e.actor.tid,
@@ -340,6 +350,9 @@ mod tests {
                 "comm",
                 "owner",
                 "owner_unknown",
+                "cmdline",
+                "container",
+                "netns",
                 "actor",
                 "hook",
                 "packet",

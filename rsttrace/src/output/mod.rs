@@ -179,6 +179,12 @@ pub(crate) mod fixtures {
                 confidence: Confidence::Certain,
                 evidence,
             },
+            owner_proc: Some(crate::procinfo::ProcInfo {
+                cmdline: Some("/usr/sbin/app --serve".into()),
+                cgroup: Some("/system.slice/app.service".into()),
+                container: crate::procinfo::container_from_cgroup("/system.slice/app.service"),
+                netns: Some(4026531840),
+            }),
         }
     }
 }
