@@ -55,7 +55,16 @@ pub fn vm_test(ws: &Workspace, test_args: &[OsString]) -> Result<()> {
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(DEFAULT_TIMEOUT_SECS));
     let boot_started = Instant::now();
-    let serial = boot(&kernel.vmlinuz, &initrd, timeout)?;
+    // A guest that locks up (seen once in a few runs under TCG: a CPU stuck
+    // in the kernel, RCU starved) says nothing about rsttrace; it gets one
+    // more boot, announced loudly. A test failure is never retried.
+    let serial = match boot(&kernel.vmlinuz, &initrd, timeout) {
+        Err(e) if e.to_string().contains(GUEST_LOCKUP) => {
+            say!("WARNING: {e:#}; booting the guest once more");
+            boot(&kernel.vmlinuz, &initrd, timeout)?
+        }
+        other => other?,
+    };
     let report = parse_serial(&serial);
     say!(
         "vm-test: boot and tests took {:.1} s, {:.1} s in all",
@@ -548,17 +557,14 @@ poweroff -f
 // ------------------------------------------------------------ boot and parse
 
 /// Boots the guest and returns its serial console output, echoed as it comes.
+const GUEST_LOCKUP: &str = "the guest kernel locked up";
+
 fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration) -> Result<String> {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-m",
-        "1024",
-        "-smp",
-        "2",
+        // One vCPU: with two, a guest CPU was seen spinning in the kernel
+        // (soft lockup) waiting for the other under multi-threaded TCG.
+        "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1",
     ])
     .args(["-nographic", "-no-reboot", "-kernel"])
     .arg(vmlinuz)
@@ -589,6 +595,11 @@ fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration) -> Result<String> {
                 eprintln!("vm| {line}");
                 serial.push_str(&line);
                 serial.push('\n');
+                if line.contains("BUG: soft lockup") {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("{GUEST_LOCKUP} (\"{}\")", line.trim());
+                }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
