@@ -433,9 +433,14 @@ fn softirq_reset_names_the_owner_not_the_actor() {
         }
     }
     let (server, _) = listener.accept().unwrap();
-    drop(server); // close(): FIN; the peer's later write gets the RST
+    // shutdown(SHUT_RDWR) with the fd kept open: FIN now, and the peer's
+    // later write gets the RST from this very socket. (After a close() the
+    // RST may come from a TIME_WAIT socket instead, depending on timing, and
+    // timewait sockets carry no owner yet.)
+    server.shutdown(Shutdown::Both).unwrap();
     let mut status = 0;
     unsafe { libc::waitpid(child, &mut status, 0) };
+    drop(server);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "peer failed"
