@@ -174,7 +174,7 @@ fn sigterm_during_a_storm_leaves_valid_files() {
             .spawn()
             .unwrap();
         let mut stderr = child.stderr.take().unwrap();
-        wait_for(&mut stderr, "tracing TCP resets");
+        wait_for_attach(&mut stderr);
         let storm = Storm::start(port, 2);
         std::thread::sleep(Duration::from_millis(700));
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -202,20 +202,6 @@ fn sigterm_during_a_storm_leaves_valid_files() {
                 assert!(!rows.is_empty());
                 assert!(rows.iter().all(|r| r.len() == width));
             }
-        }
-    }
-}
-
-fn wait_for(stderr: &mut impl Read, needle: &str) {
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !String::from_utf8_lossy(&seen).contains(needle) {
-        match stderr.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
-            _ => panic!(
-                "rsttrace ended before {needle:?}: {}",
-                String::from_utf8_lossy(&seen)
-            ),
         }
     }
 }
@@ -259,7 +245,7 @@ fn a_full_disk_stops_the_export_not_the_trace() {
         .spawn()
         .unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    wait_for(&mut stderr, "tracing TCP resets");
+    wait_for_attach(&mut stderr);
     // ~1 KB per event: 200 refused connects overflow 16 KiB.
     for _ in 0..200 {
         let _ = TcpStream::connect(loopback(port));
@@ -304,7 +290,7 @@ fn hostile_process_names_cannot_inject() {
         .spawn()
         .unwrap();
     let mut csv_err = csv_child.stderr.take().unwrap();
-    wait_for(&mut csv_err, "tracing TCP resets");
+    wait_for_attach(&mut csv_err);
 
     // close() with unread data from a thread whose name is hostile: the RST
     // is made in its task context, so its comm is reported.

@@ -230,15 +230,9 @@ fn pcapng_export_reads_back_in_tshark() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("tracing TCP resets") {
-        line.clear();
-        assert!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
-            "rsttrace ended early"
-        );
-    }
+    // Kept open until rsttrace exits: it prints its summary there.
+    let mut stderr = child.stderr.take().unwrap();
+    wait_for_attach(&mut stderr);
     for _ in 0..3 {
         let _ = TcpStream::connect(loopback(port));
     }
@@ -360,12 +354,9 @@ fn rotation_keeps_every_event() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("tracing TCP resets") {
-        line.clear();
-        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0);
-    }
+    // Kept open until rsttrace exits: it prints its summary there.
+    let mut stderr = child.stderr.take().unwrap();
+    wait_for_attach(&mut stderr);
     let attempts = 60;
     for _ in 0..attempts {
         let _ = TcpStream::connect(loopback(port));

@@ -237,6 +237,23 @@ pub fn read_jsonl(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// Reads `stderr` of an rsttrace started by hand until its hooks are
+/// attached (the banner), or panics with what it printed before exiting.
+pub fn wait_for_attach(stderr: &mut impl std::io::Read) {
+    let needle = "tracing TCP resets";
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        match stderr.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            _ => panic!(
+                "rsttrace ended before {needle:?}: {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+}
+
 /// A loopback port nothing listens on (bound once, then released).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
