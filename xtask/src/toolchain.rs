@@ -26,6 +26,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The LLVM majors bpf-linker 0.13.0 has a feature (`llvm-<major>`) for.
 const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 /// Debian's compiler with its library sources; needs RUSTC_BOOTSTRAP=1 for -Z.
+const DEBIAN_ORIGIN: &str = "Debian";
 const DEBIAN_RUST: [&str; 3] = ["rustc-web", "cargo-web", "rust-web-src"];
 /// LLVM major of Debian bookworm's rustc-web, for the manual instructions only.
 const DEBIAN_RUST_LLVM: u32 = 22;
@@ -103,6 +104,24 @@ pub fn setup(ws: &Workspace) -> Result<BpfToolchain> {
     let mut apt = Apt::new();
     let mut tried = Vec::new();
     let compiler = match find_compiler(&mut tried)? {
+        // A machine image may carry an older rustc-web whose LLVM bpf-linker
+        // no longer supports; the security suite has a newer one.
+        Some(compiler)
+            if compiler.is_debian()
+                && !BPF_LINKER_LLVM.contains(&compiler.llvm_major)
+                && Apt::usable() =>
+        {
+            say!(
+                "{} uses LLVM {}; upgrading Debian's compiler",
+                compiler.description,
+                compiler.llvm_major
+            );
+            apt.update()?;
+            apt.install(&DEBIAN_RUST)?;
+            debian_compiler()
+                .map_err(anyhow::Error::msg)
+                .context("after upgrading rustc-web")?
+        }
         Some(compiler) => compiler,
         None if Apt::usable() => {
             say!(
@@ -147,6 +166,12 @@ struct Compiler {
     cargo: PathBuf,
     description: String,
     llvm_major: u32,
+}
+
+impl Compiler {
+    fn is_debian(&self) -> bool {
+        self.description.starts_with(DEBIAN_ORIGIN)
+    }
 }
 
 /// The search order: explicit override, rustup nightly with rust-src (a
@@ -202,7 +227,7 @@ fn debian_compiler() -> Result<Compiler, String> {
     if !rustc.is_file() {
         return Err("not installed".into());
     }
-    probe("Debian", rustc, Path::new("/usr/bin/cargo"))
+    probe(DEBIAN_ORIGIN, rustc, Path::new("/usr/bin/cargo"))
 }
 
 /// Checks that `rustc` has the library sources build-std needs, and reads its
