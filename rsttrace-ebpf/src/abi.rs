@@ -6,7 +6,7 @@
 //! constants in the modules below), and a `const` size assertion per struct.
 
 /// Bumped whenever a layout below changes; userspace refuses other versions.
-pub const ABI_VERSION: u16 = 2;
+pub const ABI_VERSION: u16 = 3;
 
 /// Names of the maps and globals in the object file, used by the loader.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -19,6 +19,15 @@ pub const OWNER_TP_GLOBAL: &str = "OWNER_TP";
 /// Sockets whose owner is remembered at once (LRU beyond that).
 pub const MAX_OWNERS: u32 = 65_536;
 pub const KFREE_SKB_GLOBAL: &str = "KFREE_SKB";
+pub const HISTORY_MAP: &str = "HISTORY";
+/// 4-tuples and listening ports whose last close is remembered (LRU beyond
+/// that): 16384 × (44-byte key + 40-byte value) ≈ 1.4 MiB of kernel memory.
+pub const MAX_HISTORY: u32 = 16_384;
+pub const STACKS_MAP: &str = "STACKS";
+/// Distinct stacks kept by `--stack` (the map fills up; misses are counted).
+pub const MAX_STACKS: u32 = 16_384;
+/// Frames per stack (the kernel's `sysctl_perf_event_max_stack` default).
+pub const MAX_STACK_DEPTH: usize = 127;
 
 /// Program names (the function names in `src/main.rs`).
 pub mod program {
@@ -32,6 +41,8 @@ pub mod program {
     pub const OWNER_SET_STATE: &str = "owner_set_state";
     pub const OWNER_RCV_SPACE: &str = "owner_rcv_space";
     pub const OWNER_DESTROY: &str = "owner_destroy_sock";
+    /// `tp_btf/inet_sk_error_report`: connections aborted without an RST.
+    pub const BTF_ERROR_REPORT: &str = "btf_inet_sk_error_report";
     /// kprobes, attached by symbol name at run time.
     pub const KPROBE_SEND_RESET: &str = "kp_send_reset";
     pub const KPROBE_SEND_ACTIVE_RESET: &str = "kp_send_active_reset";
@@ -57,6 +68,9 @@ pub mod direction {
     pub const SENT: u8 = 1;
     /// This host received (and accepted) the RST.
     pub const RECEIVED: u8 = 2;
+    /// No RST: the kernel gave up on the connection (retransmission or
+    /// SYN timeout, ICMP unreachable) and reported the error to the socket.
+    pub const ABORT: u8 = 3;
 }
 
 /// `RstEvent::hook`: which kernel hook produced the event.
@@ -73,6 +87,27 @@ pub mod hook {
     pub const FENTRY_RECEIVE_RESET: u8 = 8;
     /// `skb:kfree_skb` (reason NO_SOCKET) of a TCP segment that got an RST.
     pub const TP_KFREE_SKB_NO_SOCKET: u8 = 9;
+    /// `inet_sk_error_report` (direction ABORT).
+    pub const BTF_ERROR_REPORT: u8 = 10;
+}
+
+/// `RstEvent::hist_kind`: what the 4-tuple (or the listening port) went
+/// through before a socketless or TIME_WAIT RST.
+pub mod history {
+    pub const NONE: u8 = 0;
+    /// The application closed a SYN_SENT socket (connect timeout, given up).
+    pub const CONNECT_ABANDONED: u8 = 1;
+    /// The listening socket on this port was closed.
+    pub const LISTENER_CLOSED: u8 = 2;
+    /// The connection was closed; `hist_err` is its error (0: orderly).
+    pub const CLOSED: u8 = 3;
+}
+
+/// Bits of `Tuning::stacks`.
+pub mod stacks {
+    pub const KERNEL: u32 = 1 << 0;
+    /// The user stack, for events made in the owner's own task context.
+    pub const USER: u32 = 1 << 1;
 }
 
 /// `RstEvent::context`: what the CPU was doing when the RST was made.
@@ -118,7 +153,9 @@ pub mod counter {
     pub const READ_ERRORS: u32 = 2;
     /// Events submitted to the ring buffer.
     pub const SUBMITTED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// `--stack`: stacks not captured (stack map full, or walk failed).
+    pub const STACK_ERRORS: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Sentinel for "this field does not exist on the running kernel".
@@ -218,8 +255,31 @@ pub struct RstEvent {
     pub owner_pid: u32,
     pub owner_cgroup: u64,
     pub owner_comm: [u8; 16],
+
+    /// Inode of the network namespace (of the socket, else of the device
+    /// the trigger arrived on); 0 when unknown.
+    pub netns: u32,
+    /// Ids in the `STACKS` map with `--stack`; negative when not captured.
+    pub kernel_stack_id: i32,
+    pub user_stack_id: i32,
+    pub _pad1: u32,
+
+    /// History of the 4-tuple (or, for a SYN to a closed port, of the
+    /// listening port) when the RST has no full socket: `history::*`.
+    /// `hist_ts_ns` is when it happened (CLOCK_MONOTONIC; 0: none).
+    pub hist_ts_ns: u64,
+    /// The process that owned (or closed) the socket then.
+    pub hist_tgid: u32,
+    pub hist_pid: u32,
+    pub hist_comm: [u8; 16],
+    pub hist_kind: u8,
+    /// The TCP state the socket left.
+    pub hist_state: u8,
+    /// Its socket error (errno), when it was aborted.
+    pub hist_err: u8,
+    pub _pad2: [u8; 5],
 }
-const _: () = assert!(core::mem::size_of::<RstEvent>() == 192);
+const _: () = assert!(core::mem::size_of::<RstEvent>() == 248);
 
 /// A socket's owner, as remembered in the `OWNERS` map (key: socket address).
 #[repr(C)]
@@ -237,6 +297,37 @@ pub struct Owner {
     pub destroyed_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+
+/// Key of the `HISTORY` map: a connection's 4-tuple, or a listening port
+/// (addresses, remote port and family zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryKey {
+    pub netns: u32,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub family: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<HistoryKey>() == 44);
+
+/// Value of the `HISTORY` map: the last close seen for the key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct History {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: [u8; 16],
+    /// `history::*`.
+    pub kind: u8,
+    pub state: u8,
+    pub err: u8,
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(core::mem::size_of::<History>() == 40);
 
 /// Offsets of the fields the owner-tracking tracepoints read (from tracefs).
 #[repr(C)]
@@ -318,6 +409,7 @@ pub struct Offsets {
     pub sk_shutdown: Field,
     pub sk_lingertime: Field,
     pub sk_err: Field,
+    pub sk_protocol: Field,
     pub inet_sport: Field,
     // struct inet_connection_sock / tcp_sock
     pub icsk_probes_out: Field,
@@ -335,6 +427,12 @@ pub struct Offsets {
     // struct task_struct
     pub task_flags: Field,
     pub task_exit_code: Field,
+    // network namespace: sock_common.skc_net.net, sk_buff.dev,
+    // net_device.nd_net.net, net.ns.inum
+    pub skc_net: Field,
+    pub skb_dev: Field,
+    pub netdev_net: Field,
+    pub net_inum: Field,
     /// Bit numbers in `sk_flags` (enum sock_flags), from BTF.
     pub sock_dead_bit: u32,
     pub sock_linger_bit: u32,
@@ -342,7 +440,7 @@ pub struct Offsets {
     /// SOCK_DONE: the peer's FIN was received.
     pub sock_done_bit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 26 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 31 * 8 + 16);
 
 impl Offsets {
     pub const UNRESOLVED: Offsets = Offsets {
@@ -359,6 +457,7 @@ impl Offsets {
         sk_shutdown: Field::ABSENT,
         sk_lingertime: Field::ABSENT,
         sk_err: Field::ABSENT,
+        sk_protocol: Field::ABSENT,
         inet_sport: Field::ABSENT,
         icsk_probes_out: Field::ABSENT,
         rcv_nxt: Field::ABSENT,
@@ -372,6 +471,10 @@ impl Offsets {
         skb_network_header: Field::ABSENT,
         task_flags: Field::ABSENT,
         task_exit_code: Field::ABSENT,
+        skc_net: Field::ABSENT,
+        skb_dev: Field::ABSENT,
+        netdev_net: Field::ABSENT,
+        net_inum: Field::ABSENT,
         sock_dead_bit: ABSENT,
         sock_linger_bit: ABSENT,
         sock_keepopen_bit: ABSENT,
@@ -417,6 +520,8 @@ impl KfreeSkb {
 /// Maximum number of values per in-kernel filter list.
 pub const MAX_FILTER_PORTS: usize = 16;
 pub const MAX_FILTER_PIDS: usize = 16;
+pub const MAX_FILTER_CGROUPS: usize = 8;
+pub const MAX_FILTER_NETNS: usize = 8;
 
 /// In-kernel filters. An empty list matches everything; lists are ORed
 /// within and ANDed across.
@@ -429,8 +534,15 @@ pub struct Filter {
     pub pids: [u32; MAX_FILTER_PIDS],
     pub n_ports: u32,
     pub n_pids: u32,
+    /// cgroup v2 ids (inode numbers) of the owner, or of the actor in its
+    /// own task context where there is no owner.
+    pub cgroups: [u64; MAX_FILTER_CGROUPS],
+    /// Network namespace inodes (`RstEvent::netns`).
+    pub netns: [u32; MAX_FILTER_NETNS],
+    pub n_cgroups: u32,
+    pub n_netns: u32,
 }
-const _: () = assert!(core::mem::size_of::<Filter>() == 2 * 16 + 4 * 16 + 8);
+const _: () = assert!(core::mem::size_of::<Filter>() == 2 * 16 + 4 * 16 + 8 + 8 * 8 + 4 * 8 + 8);
 
 impl Filter {
     pub const ALL: Filter = Filter {
@@ -438,6 +550,10 @@ impl Filter {
         pids: [0; MAX_FILTER_PIDS],
         n_ports: 0,
         n_pids: 0,
+        cgroups: [0; MAX_FILTER_CGROUPS],
+        netns: [0; MAX_FILTER_NETNS],
+        n_cgroups: 0,
+        n_netns: 0,
     };
 }
 
@@ -451,8 +567,11 @@ pub struct Tuning {
     pub wakeup_bytes: u64,
     /// The tracepoint layout for the classic tracepoint programs.
     pub tp: TracepointLayout,
+    /// `stacks::*` bits (`--stack`).
+    pub stacks: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Tuning>() == 24);
+const _: () = assert!(core::mem::size_of::<Tuning>() == 32);
 
 impl Tuning {
     pub const DEFAULT: Tuning = Tuning {
@@ -463,6 +582,8 @@ impl Tuning {
             send_reason: ABSENT,
             recv_skaddr: ABSENT,
         },
+        stacks: 0,
+        _pad: 0,
     };
 }
 

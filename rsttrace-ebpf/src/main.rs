@@ -17,24 +17,26 @@
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
-    Global,
+    EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_get_stackid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use rsttrace_ebpf::abi::{
-    ABSENT, EventHeader, Field, Filter, KfreeSkb, MAX_FILTER_PIDS, MAX_FILTER_PORTS, MAX_OWNERS,
-    Offsets, Owner, OwnerTracepoints, RstEvent, Tuning, context, counter, direction, flag, hook,
-    kind,
+    ABSENT, EventHeader, Field, Filter, History, HistoryKey, KfreeSkb, MAX_FILTER_CGROUPS,
+    MAX_FILTER_NETNS, MAX_FILTER_PIDS, MAX_FILTER_PORTS, MAX_HISTORY, MAX_OWNERS, MAX_STACKS,
+    Offsets, Owner, OwnerTracepoints, RstEvent, Tuning, context, counter, direction, flag, history,
+    hook, kind, stacks,
 };
 
 #[unsafe(no_mangle)]
@@ -56,6 +58,17 @@ static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(MAX_OWNERS,
 static OWNER_TP: Global<OwnerTracepoints> = Global::new(OwnerTracepoints::UNRESOLVED);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+/// 4-tuple or listening port → its last close (see `record_history`).
+#[map]
+static HISTORY: LruHashMap<HistoryKey, History> = LruHashMap::with_max_entries(MAX_HISTORY, 0);
+/// `--stack`: kernel and user stacks, by id.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+/// Per CPU: the socket of the last RST, so that the error report the same
+/// reset raises a moment later (tcp_reset, tcp_abort, keepalive) is not
+/// reported a second time as an abort.
+#[map]
+static LAST_RST_SK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Per CPU: 0 outside softirq, vector + 1 inside.
 #[map]
 static SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -97,7 +110,7 @@ pub fn btf_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    on_send_reset(sk, skb, reason, hook::BTF_SEND_RESET);
+    on_send_reset(ctx.as_ptr(), sk, skb, reason, hook::BTF_SEND_RESET);
     0
 }
 
@@ -106,14 +119,14 @@ pub fn btf_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
 pub fn btf_tcp_send_reset_no_reason(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
-    on_send_reset(sk, skb, ABSENT, hook::BTF_SEND_RESET);
+    on_send_reset(ctx.as_ptr(), sk, skb, ABSENT, hook::BTF_SEND_RESET);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
-    on_receive_reset(sk, core::ptr::null(), hook::BTF_RECEIVE_RESET);
+    on_receive_reset(ctx.as_ptr(), sk, core::ptr::null(), hook::BTF_RECEIVE_RESET);
     0
 }
 
@@ -131,6 +144,7 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
     // register, and 6.1's verifier rejects the program for copying it.
     let reason = read_ctx::<u32>(&ctx, tp.send_reason).unwrap_or(ABSENT);
     on_send_reset(
+        ctx.as_ptr(),
         sk as *const u8,
         skb as *const u8,
         reason,
@@ -146,7 +160,12 @@ pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
         count(counter::READ_ERRORS);
         return 0;
     };
-    on_receive_reset(sk as *const u8, core::ptr::null(), hook::TP_RECEIVE_RESET);
+    on_receive_reset(
+        ctx.as_ptr(),
+        sk as *const u8,
+        core::ptr::null(),
+        hook::TP_RECEIVE_RESET,
+    );
     0
 }
 
@@ -162,14 +181,20 @@ pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
 pub fn kp_send_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
-    on_passive_reset_call(sk, skb, hook::KPROBE_SEND_RESET);
+    on_passive_reset_call(ctx.as_ptr(), sk, skb, hook::KPROBE_SEND_RESET);
     0
 }
 
 #[kprobe]
 pub fn kp_send_active_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
-    on_send_reset(sk, core::ptr::null(), ABSENT, hook::KPROBE_SEND_RESET);
+    on_send_reset(
+        ctx.as_ptr(),
+        sk,
+        core::ptr::null(),
+        ABSENT,
+        hook::KPROBE_SEND_RESET,
+    );
     0
 }
 
@@ -177,25 +202,36 @@ pub fn kp_send_active_reset(ctx: ProbeContext) -> u32 {
 pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
-    on_receive_reset(sk, skb, hook::KPROBE_RECEIVE_RESET);
+    on_receive_reset(ctx.as_ptr(), sk, skb, hook::KPROBE_RECEIVE_RESET);
     0
 }
 
 #[fentry(function = "tcp_v4_send_reset")]
 pub fn fe_tcp_v4_send_reset(ctx: FEntryContext) -> i32 {
-    on_passive_reset_call(ctx.arg(0), ctx.arg(1), hook::FENTRY_SEND_RESET);
+    on_passive_reset_call(
+        ctx.as_ptr(),
+        ctx.arg(0),
+        ctx.arg(1),
+        hook::FENTRY_SEND_RESET,
+    );
     0
 }
 
 #[fentry(function = "tcp_v6_send_reset")]
 pub fn fe_tcp_v6_send_reset(ctx: FEntryContext) -> i32 {
-    on_passive_reset_call(ctx.arg(0), ctx.arg(1), hook::FENTRY_SEND_RESET);
+    on_passive_reset_call(
+        ctx.as_ptr(),
+        ctx.arg(0),
+        ctx.arg(1),
+        hook::FENTRY_SEND_RESET,
+    );
     0
 }
 
 #[fentry(function = "tcp_send_active_reset")]
 pub fn fe_tcp_send_active_reset(ctx: FEntryContext) -> i32 {
     on_send_reset(
+        ctx.as_ptr(),
         ctx.arg(0),
         core::ptr::null(),
         ABSENT,
@@ -206,7 +242,12 @@ pub fn fe_tcp_send_active_reset(ctx: FEntryContext) -> i32 {
 
 #[fentry(function = "tcp_reset")]
 pub fn fe_tcp_reset(ctx: FEntryContext) -> i32 {
-    on_receive_reset(ctx.arg(0), ctx.arg(1), hook::FENTRY_RECEIVE_RESET);
+    on_receive_reset(
+        ctx.as_ptr(),
+        ctx.arg(0),
+        ctx.arg(1),
+        hook::FENTRY_RECEIVE_RESET,
+    );
     0
 }
 
@@ -241,7 +282,13 @@ pub fn tp_kfree_skb(ctx: TracePointContext) -> u32 {
     {
         return 0;
     }
-    on_send_reset(core::ptr::null(), skb, ABSENT, hook::TP_KFREE_SKB_NO_SOCKET);
+    on_send_reset(
+        ctx.as_ptr(),
+        core::ptr::null(),
+        skb,
+        ABSENT,
+        hook::TP_KFREE_SKB_NO_SOCKET,
+    );
     0
 }
 
@@ -283,7 +330,10 @@ macro_rules! owner_tp {
 }
 
 const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE: i32 = 7;
+const TCP_LISTEN: i32 = 10;
 const OWNER_AFTER_DESTROY_NS: u64 = 1_000_000_000;
 
 const OWNER_PROVING_STATES: [i32; 4] = [
@@ -305,6 +355,9 @@ pub fn owner_set_state(ctx: TracePointContext) -> u32 {
     };
     if protocol != IPPROTO_TCP as u16 {
         return 0;
+    }
+    if newstate == TCP_CLOSE {
+        record_close(sk as *const u8, oldstate);
     }
     if in_softirq() {
         // A child socket completing its handshake is new: whatever an
@@ -345,6 +398,96 @@ pub fn owner_destroy_sock(ctx: TracePointContext) -> u32 {
     0
 }
 
+// ---------------------------------------------------------------- history
+//
+// A socketless RST (or one from a TIME_WAIT socket) names no process. The
+// last close of its 4-tuple does: who gave up on a connect, which listener
+// left the port, which connection was aborted with what error. Kept in an
+// LRU map, so the memory is bounded (`MAX_HISTORY`).
+
+fn record_close(sk: *const u8, oldstate: i32) {
+    let err = load(sk, off!(sk_err)).unwrap_or(0) as u8;
+    let task = !in_softirq();
+    let kind = match oldstate {
+        TCP_LISTEN => history::LISTENER_CLOSED,
+        // Only the application closing the socket itself, with no error
+        // (a refused or unreachable connect closes it with one).
+        TCP_SYN_SENT if task && err == 0 => history::CONNECT_ABANDONED,
+        TCP_SYN_SENT => return,
+        _ => history::CLOSED,
+    };
+    let mut tuple = Tuple::default();
+    read_sock_tuple(sk, &mut tuple);
+    tuple.netns = netns_of(sk, core::ptr::null());
+    let mut key = history_key(&tuple);
+    if kind == history::LISTENER_CLOSED {
+        listener_key(&mut key);
+    }
+    let mut entry = History {
+        // SAFETY: the helper has no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        tgid: 0,
+        pid: 0,
+        comm: [0; 16],
+        kind,
+        state: oldstate as u8,
+        err,
+        _pad: [0; 5],
+    };
+    // The owner where it is known; else the task closing it, which in its
+    // own context is the application (an abandoned connect, a close()).
+    let owner = owner_of(sk);
+    if !owner.is_null() {
+        // SAFETY: map value, valid for this run of the program.
+        let o = unsafe { &*owner };
+        entry.tgid = o.tgid;
+        entry.pid = o.pid;
+        entry.comm = o.comm;
+    } else if task {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        entry.tgid = (pid_tgid >> 32) as u32;
+        entry.pid = pid_tgid as u32;
+        entry.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+    let _ = HISTORY.insert(&key, &entry, 0);
+}
+
+// ---------------------------------------------------------------- aborts
+
+/// `sk_error_report()` on an inet socket: a hard error ends the connection.
+/// Errors that an RST caused (received, or sent by tcp_abort() or the
+/// keepalive timer) were events already; the others (ETIMEDOUT,
+/// EHOSTUNREACH, an ICMP reject's ECONNREFUSED) are connections that died
+/// without an RST, reported as direction ABORT.
+#[btf_tracepoint(function = "inet_sk_error_report")]
+pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    if sk.is_null() || load(sk, off!(sk_protocol)) != Some(IPPROTO_TCP as u64) {
+        return 0;
+    }
+    if let Some(last) = LAST_RST_SK.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot; no other writer on this CPU meanwhile.
+        unsafe {
+            if *last == sk as u64 {
+                *last = 0;
+                return 0;
+            }
+        }
+    }
+    if load(sk, off!(sk_err)).unwrap_or(0) == 0 {
+        return 0;
+    }
+    on_socket_event(&Origin {
+        ctx: ctx.as_ptr(),
+        sk,
+        skb: core::ptr::null(),
+        reason: ABSENT,
+        hook: hook::BTF_ERROR_REPORT,
+        direction: direction::ABORT,
+    });
+    0
+}
+
 fn remember_owner(sk: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let owner = Owner {
@@ -376,6 +519,8 @@ fn read_ctx<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
 
 /// What the hook saw, passed by reference (BPF calls take at most 5 arguments).
 struct Origin {
+    /// The program's context, for the stack helpers.
+    ctx: *mut c_void,
     sk: *const u8,
     skb: *const u8,
     /// `enum sk_rst_reason`, or ABSENT.
@@ -387,26 +532,20 @@ struct Origin {
 /// A passive RST answers the trigger `skb`; an active one (skb NULL) comes
 /// from close(), a timer or tcp_abort(). `sk` may be NULL (no socket),
 /// a timewait or request sock, or a full socket.
-fn on_send_reset(sk: *const u8, skb: *const u8, reason: u32, hook: u8) {
-    let origin = Origin {
+fn on_send_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, reason: u32, hook: u8) {
+    on_socket_event(&Origin {
+        ctx,
         sk,
         skb,
         reason,
         hook,
         direction: direction::SENT,
-    };
-    let mut tuple = Tuple::default();
-    let mut pkt = Packet::default();
-    let has_packet = !skb.is_null() && read_packet(skb, &mut pkt, &mut tuple);
-    if !has_packet && !sk.is_null() {
-        read_sock_tuple(sk, &mut tuple);
-    }
-    emit(&origin, &tuple, has_packet.then_some(&pkt));
+    });
 }
 
 /// `tcp_v{4,6}_send_reset` entry: the function returns without sending when
 /// the trigger is itself an RST, so those calls are not RSTs sent.
-fn on_passive_reset_call(sk: *const u8, skb: *const u8, hook: u8) {
+fn on_passive_reset_call(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
     if !skb.is_null() {
         let mut tuple = Tuple::default();
         let mut pkt = Packet::default();
@@ -414,30 +553,43 @@ fn on_passive_reset_call(sk: *const u8, skb: *const u8, hook: u8) {
             return;
         }
     }
-    on_send_reset(sk, skb, ABSENT, hook);
+    on_send_reset(ctx, sk, skb, ABSENT, hook);
 }
 
 /// `skb`, when the hook has it, is the received RST: its TTL and window are
 /// evidence of who forged it.
-fn on_receive_reset(sk: *const u8, skb: *const u8, hook: u8) {
-    let origin = Origin {
+fn on_receive_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
+    on_socket_event(&Origin {
+        ctx,
         sk,
         skb,
         reason: ABSENT,
         hook,
         direction: direction::RECEIVED,
-    };
+    });
+}
+
+fn on_socket_event(origin: &Origin) {
+    if origin.direction != direction::ABORT
+        && !origin.sk.is_null()
+        && let Some(last) = LAST_RST_SK.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU slot; no other writer on this CPU meanwhile.
+        unsafe { *last = origin.sk as u64 };
+    }
     let mut tuple = Tuple::default();
     let mut pkt = Packet::default();
-    let has_packet = !skb.is_null() && read_packet(skb, &mut pkt, &mut tuple);
-    if !has_packet && !sk.is_null() {
-        read_sock_tuple(sk, &mut tuple);
+    let has_packet = !origin.skb.is_null() && read_packet(origin.skb, &mut pkt, &mut tuple);
+    if !has_packet && !origin.sk.is_null() {
+        read_sock_tuple(origin.sk, &mut tuple);
     }
-    emit(&origin, &tuple, has_packet.then_some(&pkt));
+    tuple.netns = netns_of(origin.sk, origin.skb);
+    emit(origin, &tuple, has_packet.then_some(&pkt));
 }
 
 #[derive(Default)]
 struct Tuple {
+    netns: u32,
     family: u16,
     local_port: u16,
     remote_port: u16,
@@ -462,18 +614,21 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let in_softirq = SOFTIRQ.get(0).copied().unwrap_or(0);
     let owner = owner_of(sk);
-    // --pid matches the owner; the actor only where it ran the code.
-    // (Plain values with sentinels, not Options: the verifier rejects the
-    // uninitialised payload register of a None that LLVM copies around.)
-    let pid = if !owner.is_null() {
+    // --pid and --cgroup match the owner; the actor only where it ran the
+    // code. (Plain values with sentinels, not Options: the verifier rejects
+    // the uninitialised payload register of a None that LLVM copies around.)
+    let (pid, cgroup) = if !owner.is_null() {
         // SAFETY: map value, valid for this run of the program.
-        unsafe { (*owner).tgid }
+        unsafe { ((*owner).tgid, (*owner).cgroup) }
     } else if in_softirq == 0 {
-        (pid_tgid >> 32) as u32
+        // SAFETY: the helper has no preconditions.
+        ((pid_tgid >> 32) as u32, unsafe {
+            bpf_get_current_cgroup_id()
+        })
     } else {
-        ABSENT
+        (ABSENT, 0)
     };
-    if !passes_filter(tuple, pid) {
+    if !passes_filter(tuple, pid, cgroup) {
         count(counter::FILTERED);
         return;
     }
@@ -498,6 +653,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         ev.skb = origin.skb as u64;
         ev.direction = origin.direction;
         ev.hook = origin.hook;
+        ev.netns = tuple.netns;
         ev.family = tuple.family;
         ev.local_port = tuple.local_port;
         ev.remote_port = tuple.remote_port;
@@ -538,6 +694,14 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             ev.owner_cgroup = o.cgroup;
             ev.owner_comm = o.comm;
         }
+        // Without a full socket, what happened to the 4-tuple before
+        // explains the RST and names whoever owned it.
+        if ev.direction == direction::SENT && ev.flags & flag::FULL_SOCK == 0 {
+            let syn_only =
+                pkt.is_some_and(|p| p.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN);
+            read_history(tuple, syn_only, ev);
+        }
+        capture_stacks(origin.ctx, owner, ev);
     }
     let wakeup_bytes = tuning!(wakeup_bytes);
     let wake = if wakeup_bytes == 0 {
@@ -570,13 +734,110 @@ fn owner_of(sk: *const u8) -> *const Owner {
     o
 }
 
-fn passes_filter(tuple: &Tuple, pid: u32) -> bool {
+/// The 4-tuple's last close, or for a SYN the listening port's.
+fn read_history(tuple: &Tuple, syn_only: bool, ev: &mut RstEvent) {
+    let mut key = history_key(tuple);
+    let mut found = HISTORY.get_ptr(&key);
+    if found.is_none() && syn_only {
+        listener_key(&mut key);
+        found = HISTORY.get_ptr(&key);
+    }
+    let Some(h) = found else {
+        return;
+    };
+    // SAFETY: map value, valid for this run of the program.
+    let h = unsafe { &*h };
+    ev.hist_ts_ns = h.ts_ns;
+    ev.hist_tgid = h.tgid;
+    ev.hist_pid = h.pid;
+    ev.hist_comm = h.comm;
+    ev.hist_kind = h.kind;
+    ev.hist_state = h.state;
+    ev.hist_err = h.err;
+}
+
+fn history_key(tuple: &Tuple) -> HistoryKey {
+    HistoryKey {
+        netns: tuple.netns,
+        local_addr: tuple.local_addr,
+        remote_addr: tuple.remote_addr,
+        local_port: tuple.local_port,
+        remote_port: tuple.remote_port,
+        family: tuple.family,
+        _pad: 0,
+    }
+}
+
+/// A listener is keyed by namespace and port only: one bound to the
+/// wildcard address serves every local address, v4 and v6.
+fn listener_key(key: &mut HistoryKey) {
+    key.local_addr = [0; 16];
+    key.remote_addr = [0; 16];
+    key.remote_port = 0;
+    key.family = 0;
+}
+
+/// `--stack`: the kernel stack always; the user stack only where the
+/// socket's own process ran the code (close(), shutdown(), setsockopt()),
+/// which is where the application's decision lives.
+fn capture_stacks(ctx: *mut c_void, owner: *const Owner, ev: &mut RstEvent) {
+    ev.kernel_stack_id = -1;
+    ev.user_stack_id = -1;
+    let wanted = tuning!(stacks);
+    if wanted == 0 {
+        return;
+    }
+    let map = addr_of!(STACKS) as *mut c_void;
+    if wanted & stacks::KERNEL != 0 {
+        // SAFETY: ctx is the program's context, map the stack map.
+        let id = unsafe { bpf_get_stackid(ctx, map, 0) };
+        if id < 0 {
+            count(counter::STACK_ERRORS);
+        } else {
+            ev.kernel_stack_id = id as i32;
+        }
+    }
+    // SAFETY: map value, valid for this run of the program.
+    let owner_ran_it = ev.context == context::TASK
+        && (owner.is_null() || unsafe { (*owner).tgid } == ev.actor_tgid);
+    if wanted & stacks::USER != 0 && owner_ran_it {
+        // SAFETY: as above.
+        let id = unsafe { bpf_get_stackid(ctx, map, BPF_F_USER_STACK) };
+        if id < 0 {
+            count(counter::STACK_ERRORS);
+        } else {
+            ev.user_stack_id = id as i32;
+        }
+    }
+}
+
+/// The network namespace inode of the socket, else of the device the
+/// trigger packet came in on; 0 when unknown.
+fn netns_of(sk: *const u8, skb: *const u8) -> u32 {
+    let net = if !sk.is_null() {
+        load(sk, off!(skc_net))
+    } else if !skb.is_null() {
+        load(skb, off!(skb_dev))
+            .filter(|dev| *dev != 0)
+            .and_then(|dev| load(dev as *const u8, off!(netdev_net)))
+    } else {
+        None
+    };
+    match net {
+        Some(net) if net != 0 => load(net as *const u8, off!(net_inum)).unwrap_or(0) as u32,
+        _ => 0,
+    }
+}
+
+fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64) -> bool {
     let f = filter();
     // SAFETY: see `offsets()`.
-    let (n_ports, n_pids) = unsafe {
+    let (n_ports, n_pids, n_cgroups, n_netns) = unsafe {
         (
             read_volatile(addr_of!((*f).n_ports)),
             read_volatile(addr_of!((*f).n_pids)),
+            read_volatile(addr_of!((*f).n_cgroups)),
+            read_volatile(addr_of!((*f).n_netns)),
         )
     };
     if n_ports > 0 {
@@ -609,6 +870,43 @@ fn passes_filter(tuple: &Tuple, pid: u32) -> bool {
             // SAFETY: i < MAX_FILTER_PIDS.
             let wanted = unsafe { read_volatile(addr_of!((*f).pids[i])) };
             if wanted == pid {
+                hit = true;
+                break;
+            }
+        }
+        if !hit {
+            return false;
+        }
+    }
+    if n_cgroups > 0 {
+        if pid == ABSENT {
+            return false;
+        }
+        let mut hit = false;
+        for i in 0..MAX_FILTER_CGROUPS {
+            if i as u32 >= n_cgroups {
+                break;
+            }
+            // SAFETY: i < MAX_FILTER_CGROUPS.
+            let wanted = unsafe { read_volatile(addr_of!((*f).cgroups[i])) };
+            if wanted == cgroup {
+                hit = true;
+                break;
+            }
+        }
+        if !hit {
+            return false;
+        }
+    }
+    if n_netns > 0 {
+        let mut hit = false;
+        for i in 0..MAX_FILTER_NETNS {
+            if i as u32 >= n_netns {
+                break;
+            }
+            // SAFETY: i < MAX_FILTER_NETNS.
+            let wanted = unsafe { read_volatile(addr_of!((*f).netns[i])) };
+            if wanted == tuple.netns {
                 hit = true;
                 break;
             }
@@ -671,7 +969,10 @@ const AF_INET6: u16 = 10;
 const TCP_TIME_WAIT: u8 = 6;
 const TCP_NEW_SYN_RECV: u8 = 12;
 const PF_EXITING: u64 = 0x4;
+const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
+const TCP_FLAG_ACK: u8 = 0x10;
+const BPF_F_USER_STACK: u64 = 1 << 8;
 const IPPROTO_TCP: u8 = 6;
 
 /// Parses the trigger skb's IP and TCP headers; the RST goes back to its source,

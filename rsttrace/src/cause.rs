@@ -24,6 +24,9 @@ pub enum CauseId {
     ListenerClosed,
     PeerRefused,
     PeerReset,
+    MiddleboxSuspect,
+    RetransmitTimeout,
+    Unreachable,
     Unknown,
 }
 
@@ -46,6 +49,9 @@ impl CauseId {
         CauseId::ListenerClosed,
         CauseId::PeerRefused,
         CauseId::PeerReset,
+        CauseId::MiddleboxSuspect,
+        CauseId::RetransmitTimeout,
+        CauseId::Unreachable,
         CauseId::Unknown,
     ];
 
@@ -68,6 +74,9 @@ impl CauseId {
             CauseId::ListenerClosed => "listener_closed",
             CauseId::PeerRefused => "peer_refused",
             CauseId::PeerReset => "peer_reset",
+            CauseId::MiddleboxSuspect => "middlebox_suspect",
+            CauseId::RetransmitTimeout => "retransmit_timeout",
+            CauseId::Unreachable => "unreachable",
             CauseId::Unknown => "unknown",
         }
     }
@@ -118,6 +127,15 @@ impl CauseId {
             }
             CauseId::PeerReset => "the peer reset an established connection",
             CauseId::PeerRefused => "the peer refused the connection (RST in reply to our SYN)",
+            CauseId::MiddleboxSuspect => {
+                "a received RST that a NAT, load balancer or firewall on the path likely forged"
+            }
+            CauseId::RetransmitTimeout => {
+                "no RST: the peer stopped acknowledging and the kernel gave up retransmitting"
+            }
+            CauseId::Unreachable => {
+                "no RST: an ICMP error (host or network unreachable, rejected) ended the connection"
+            }
             CauseId::Unknown => "the kernel facts do not match a known cause",
         }
     }
@@ -172,6 +190,16 @@ impl CauseId {
             }
             CauseId::PeerReset => "look at the peer: its rsttrace/logs say why it reset",
             CauseId::PeerRefused => "the remote port is closed or a firewall rejects it",
+            CauseId::MiddleboxSuspect => {
+                "compare the idle gap with NAT/LB idle timeouts; enable keepalive below them"
+            }
+            CauseId::RetransmitTimeout => {
+                "check the path and the peer (packet loss, a dead host, a firewall dropping); \
+                 tune TCP_USER_TIMEOUT / tcp_retries2 / tcp_syn_retries"
+            }
+            CauseId::Unreachable => {
+                "check routes and firewalls between the hosts; the ICMP error names the hop"
+            }
             CauseId::Unknown => "report the event's evidence; it may be a new cause",
         }
     }

@@ -13,7 +13,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::cause::{Cause, CauseId, Confidence};
-use crate::event::{Direction, Event, ExecContext, TcpFlags, TcpState};
+use crate::event::{Direction, Event, ExecContext, PriorClose, PriorKind, TcpFlags, TcpState};
 
 const SOFTIRQ_TIMER: u8 = 1;
 
@@ -21,6 +21,7 @@ pub fn classify(ev: &Event) -> Cause {
     let mut ctx = Verdict::new(ev);
     let id = match ev.direction {
         Direction::Received => received(ev, &mut ctx),
+        Direction::Abort => abort(ev, &mut ctx),
         Direction::Sent => match ev.reason() {
             Some(reason) if reason != "NOT_SPECIFIED" => sent_with_reason(ev, reason, &mut ctx),
             _ => sent_without_reason(ev, &mut ctx),
@@ -48,6 +49,9 @@ impl Verdict {
         }
         if ev.socket.is_none() && ev.direction == Direction::Sent {
             evidence.insert("socket".into(), json!("none"));
+        }
+        if let Some(prior) = &ev.prior {
+            evidence.insert("prior".into(), prior_json(prior));
         }
         Verdict {
             evidence,
@@ -82,6 +86,86 @@ impl Verdict {
             confidence,
             evidence: self.evidence,
         }
+    }
+}
+
+/// What the 4-tuple went through before, for the evidence.
+fn prior_json(p: &PriorClose) -> Value {
+    let mut m = Map::new();
+    m.insert("kind".into(), json!(p.kind.as_str()));
+    m.insert("ago_ms".into(), json!(p.ago.as_millis() as u64));
+    m.insert("state".into(), json!(p.state.name()));
+    if let Some(err) = p.error {
+        m.insert("errno".into(), json!(errno_name(err)));
+    }
+    if let Some(t) = &p.process {
+        m.insert("pid".into(), json!(t.pid));
+        m.insert("comm".into(), json!(t.comm));
+    }
+    Value::Object(m)
+}
+
+const ECONNREFUSED: u32 = 111;
+const ETIMEDOUT: u32 = 110;
+
+/// Names of the errnos a TCP connection can die with (asm-generic/errno.h).
+pub fn errno_name(err: u32) -> String {
+    let name = match err {
+        13 => "EACCES",
+        32 => "EPIPE",
+        71 => "EPROTO",
+        90 => "EMSGSIZE",
+        92 => "ENOPROTOOPT",
+        100 => "ENETDOWN",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        112 => "EHOSTDOWN",
+        113 => "EHOSTUNREACH",
+        _ => return format!("errno {err}"),
+    };
+    name.to_string()
+}
+
+/// A connection the kernel ended without an RST, from its socket error.
+fn abort(ev: &Event, v: &mut Verdict) -> CauseId {
+    let Some(sock) = ev.socket else {
+        return CauseId::Unknown;
+    };
+    v.fact("errno", errno_name(sock.sk_err));
+    if sock.unacked > 0 {
+        v.fact("unacked", sock.unacked);
+    }
+    match sock.sk_err {
+        ETIMEDOUT => {
+            if ev.state == TcpState::SYN_SENT {
+                v.fact(
+                    "phase",
+                    "SYN retransmissions (tcp_syn_retries or TCP_USER_TIMEOUT)",
+                );
+            } else if sock.keepalive && sock.probes_out > 0 && sock.unacked == 0 {
+                // The keepalive timer's own abort sends an RST (an event
+                // already); this one had no data outstanding but probes.
+                v.fact("probes_out", sock.probes_out);
+                return CauseId::KeepaliveTimeout;
+            } else if sock.probes_out > 0 {
+                v.fact("zero_window_probes", sock.probes_out);
+            }
+            v.certain();
+            CauseId::RetransmitTimeout
+        }
+        // ICMP errors: tcp_v{4,6}_err() maps net/host/port unreachable and
+        // "administratively prohibited" (a firewall's reject) to these.
+        13 | 92 | 100 | 101 | ECONNREFUSED | 112 | 113 => {
+            if sock.sk_err == ECONNREFUSED {
+                v.fact("icmp", "port unreachable (a firewall's reject)");
+            }
+            v.certain();
+            CauseId::Unreachable
+        }
+        _ => CauseId::Unknown,
     }
 }
 
@@ -226,16 +310,32 @@ fn sent_with_reason(ev: &Event, reason: &str, v: &mut Verdict) -> CauseId {
 }
 
 fn no_socket(ev: &Event, flags: TcpFlags, v: &mut Verdict) -> CauseId {
+    let prior = ev.prior.as_ref();
     if is_syn(flags) {
+        if let Some(p) = prior.filter(|p| p.kind == PriorKind::ListenerClosed) {
+            v.fact("listener_closed_ago_ms", p.ago.as_millis() as u64);
+        }
         return CauseId::PortNotOpen;
     }
     if is_syn_ack(flags) {
         // Our connect() gave up (timeout, close()) before the SYN-ACK came.
-        v.confidence = Confidence::Likely;
+        // Certain only when its close of the SYN_SENT socket was seen too.
+        match prior.filter(|p| p.kind == PriorKind::ConnectAbandoned) {
+            Some(p) => v.fact("syn_ack_late_ms", p.ago.as_millis() as u64),
+            None => v.confidence = Confidence::Likely,
+        }
         return CauseId::ConnectTimeout;
     }
     if ev.packet.is_some() && !flags.has(TcpFlags::RST) {
         v.confidence = Confidence::Likely;
+        if let Some(p) = prior.filter(|p| p.kind == PriorKind::Closed) {
+            // The peer still talks to a connection we closed: with an error,
+            // ours was aborted (e.g. a retransmission timeout) and the peer
+            // never learnt of it.
+            if let Some(err) = p.error {
+                v.fact("follows_abort", errno_name(err));
+            }
+        }
         return CauseId::HalfOpen;
     }
     v.confidence = Confidence::Likely;
@@ -367,6 +467,10 @@ mod tests {
             exit_signal: None,
             process: None,
             owner: crate::event::Owner::NotSeen,
+            netns: None,
+            prior: None,
+            kernel_stack_id: None,
+            user_stack_id: None,
         }
     }
 

@@ -110,7 +110,7 @@ pub struct RecordFilterArgs {
     #[arg(long = "cause", value_name = "ID", value_parser = crate::filter::parse_cause)]
     pub causes: Vec<crate::cause::CauseId>,
 
-    /// Only RSTs this host sent, or received (repeatable).
+    /// Only RSTs this host sent, or received, or aborts without an RST (repeatable).
     #[arg(long = "direction", value_name = "DIR", value_enum)]
     pub directions: Vec<DirectionArg>,
 
@@ -137,6 +137,8 @@ pub struct RecordFilterArgs {
 pub enum DirectionArg {
     Sent,
     Received,
+    /// Connections that died without an RST (timeouts, ICMP errors).
+    Abort,
 }
 
 impl RecordFilterArgs {
@@ -155,6 +157,7 @@ impl RecordFilterArgs {
                 .map(|d| match d {
                     DirectionArg::Sent => crate::event::Direction::Sent,
                     DirectionArg::Received => crate::event::Direction::Received,
+                    DirectionArg::Abort => crate::event::Direction::Abort,
                 })
                 .collect(),
         }

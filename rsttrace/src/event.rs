@@ -4,7 +4,7 @@
 //! gives the facts names (states, flags, addresses) and `classify` adds the cause.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rsttrace_ebpf::abi::{self, RstEvent};
 use serde::Serialize;
@@ -15,6 +15,8 @@ use serde::Serialize;
 pub enum Direction {
     Sent,
     Received,
+    /// No RST: the kernel gave up on the connection (timeouts, ICMP errors).
+    Abort,
 }
 
 impl Direction {
@@ -22,6 +24,7 @@ impl Direction {
         match self {
             Direction::Sent => "sent",
             Direction::Received => "received",
+            Direction::Abort => "abort",
         }
     }
 }
@@ -184,6 +187,41 @@ pub struct Task {
     pub comm: String,
 }
 
+/// What the 4-tuple (or the listening port) went through before an RST
+/// made without a full socket: the kernel's `HISTORY` map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorClose {
+    pub kind: PriorKind,
+    /// How long before the RST it happened.
+    pub ago: Duration,
+    /// The state the socket left.
+    pub state: TcpState,
+    /// Its socket error (errno) when it was aborted.
+    pub error: Option<u32>,
+    /// The process that owned (or closed) it, when known.
+    pub process: Option<Task>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PriorKind {
+    /// The application closed its SYN_SENT socket (gave up on connect()).
+    ConnectAbandoned,
+    /// The listening socket on the port was closed.
+    ListenerClosed,
+    /// The connection was closed (`error` says whether it was aborted).
+    Closed,
+}
+
+impl PriorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriorKind::ConnectAbandoned => "connect_abandoned",
+            PriorKind::ListenerClosed => "listener_closed",
+            PriorKind::Closed => "closed",
+        }
+    }
+}
+
 /// One decoded RST.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -208,6 +246,13 @@ pub struct Event {
     pub process: Option<Task>,
     /// How the owner is known, or why it is not.
     pub owner: Owner,
+    /// Network namespace inode, when the kernel could read it.
+    pub netns: Option<u32>,
+    /// The 4-tuple's (or port's) last close, for RSTs without a full socket.
+    pub prior: Option<PriorClose>,
+    /// `--stack`: ids in the kernel's stack map.
+    pub kernel_stack_id: Option<u32>,
+    pub user_stack_id: Option<u32>,
 }
 
 /// Who owns the socket the RST was made on.
@@ -223,6 +268,9 @@ pub enum Owner {
     /// A socket, but its owner was never seen (opened before rsttrace started,
     /// or a timewait/request socket).
     NotSeen,
+    /// A TIME_WAIT socket: the owner of the connection it was, from the
+    /// 4-tuple's close.
+    Prior,
 }
 
 impl Owner {
@@ -250,6 +298,7 @@ impl Event {
         let has = |bit: u32| raw.flags & bit != 0;
         let direction = match raw.direction {
             abi::direction::RECEIVED => Direction::Received,
+            abi::direction::ABORT => Direction::Abort,
             _ => Direction::Sent,
         };
         let hook = match raw.hook {
@@ -262,6 +311,7 @@ impl Event {
             abi::hook::FENTRY_SEND_RESET => "fentry:tcp_send_reset_functions",
             abi::hook::FENTRY_RECEIVE_RESET => "fentry:tcp_reset",
             abi::hook::TP_KFREE_SKB_NO_SOCKET => "tracepoint:skb:kfree_skb",
+            abi::hook::BTF_ERROR_REPORT => "tp_btf:inet_sk_error_report",
             _ => "unknown",
         };
         let ip = |bytes: &[u8; 16]| -> IpAddr {
@@ -316,6 +366,7 @@ impl Event {
             tid: raw.actor_pid,
             comm: comm_string(&raw.actor_comm),
         };
+        let prior = prior_close(raw);
         // The kernel remembers owners from moments that prove them. Failing
         // that, in task context the actor of an RST on a socket is its owner
         // (the kernel runs the owner's syscall, or its backlog under the
@@ -333,6 +384,13 @@ impl Event {
             (Some(task), owner)
         } else if socket.is_none() {
             (None, Owner::NoSocket)
+        } else if raw.state == TcpState::TIME_WAIT.0
+            && let Some(task) = prior
+                .as_ref()
+                .filter(|p| p.kind == PriorKind::Closed)
+                .and_then(|p| p.process.clone())
+        {
+            (Some(task), Owner::Prior)
         } else if context == ExecContext::Task && actor.pid != 0 {
             (Some(actor.clone()), Owner::Actor)
         } else {
@@ -353,6 +411,10 @@ impl Event {
             exit_signal: has(abi::flag::TASK_EXITING).then_some(raw.exit_signal),
             process,
             owner,
+            netns: (raw.netns != 0).then_some(raw.netns),
+            prior,
+            kernel_stack_id: u32::try_from(raw.kernel_stack_id).ok(),
+            user_stack_id: u32::try_from(raw.user_stack_id).ok(),
         }
     }
 
@@ -363,6 +425,27 @@ impl Event {
 }
 
 const AF_INET6: u16 = 10;
+
+fn prior_close(raw: &RstEvent) -> Option<PriorClose> {
+    let kind = match raw.hist_kind {
+        abi::history::CONNECT_ABANDONED => PriorKind::ConnectAbandoned,
+        abi::history::LISTENER_CLOSED => PriorKind::ListenerClosed,
+        abi::history::CLOSED => PriorKind::Closed,
+        _ => return None,
+    };
+    let process = (raw.hist_tgid != 0).then(|| Task {
+        pid: raw.hist_tgid,
+        tid: raw.hist_pid,
+        comm: comm_string(&raw.hist_comm),
+    });
+    Some(PriorClose {
+        kind,
+        ago: Duration::from_nanos(raw.ts_ns.saturating_sub(raw.hist_ts_ns)),
+        state: TcpState(raw.hist_state),
+        error: (raw.hist_err != 0).then_some(u32::from(raw.hist_err)),
+        process,
+    })
+}
 
 /// `comm` is NUL-padded and chosen by the process; keep it as lossy UTF-8.
 /// Escaping for terminals and files is the outputs' job.

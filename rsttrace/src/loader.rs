@@ -212,6 +212,18 @@ impl Session {
                 "socket owners cannot be tracked ({e:#}): RSTs made in softirq will show no process"
             );
         }
+        match attach_btf(
+            &mut ebpf,
+            program::BTF_ERROR_REPORT,
+            "inet_sk_error_report",
+            &aya_btf,
+        ) {
+            Ok(()) => plan.aborts = true,
+            Err(e) => warn!(
+                "connections that die without an RST (retransmission timeouts, ICMP errors) \
+                 will not be seen: {e:#}"
+            ),
+        }
         info!("hooks: {plan}");
         Ok(Session { ebpf, plan })
     }

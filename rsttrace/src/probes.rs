@@ -484,6 +484,8 @@ pub struct Plan {
     pub no_socket: bool,
     /// Whether received RSTs come with their packet.
     pub packet: bool,
+    /// Whether connections that die without an RST (direction abort) are seen.
+    pub aborts: bool,
 }
 
 impl fmt::Debug for Hook {
@@ -516,6 +518,8 @@ impl Plan {
             reason: s.reason,
             no_socket: s.no_socket || no_socket_hook.is_some(),
             packet: receive.capabilities(k).packet,
+            // Set by the loader once the error-report hook is attached.
+            aborts: false,
         }
     }
 
@@ -537,7 +541,7 @@ impl fmt::Display for Plan {
         let yn = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "send={} receive={} context={} reason={} no_socket={} rx_packet={}",
+            "send={} receive={} context={} reason={} no_socket={} rx_packet={} aborts={}",
             self.send.name,
             self.receive.name,
             if self.softirq {
@@ -548,6 +552,7 @@ impl fmt::Display for Plan {
             if self.reason { "kernel" } else { "inferred" },
             yn(self.no_socket),
             yn(self.packet),
+            yn(self.aborts),
         )?;
         if let Some(extra) = self.no_socket_hook {
             write!(f, " extra={}", extra.name)?;

@@ -39,6 +39,7 @@ fn event(v: &Value) -> Result<Classified> {
     let direction = match str_of(v, "direction")? {
         "sent" => Direction::Sent,
         "received" => Direction::Received,
+        "abort" => Direction::Abort,
         other => bail!("unknown direction {other:?}"),
     };
     let cause = str_of(v, "cause")?;
@@ -92,6 +93,15 @@ fn event(v: &Value) -> Result<Classified> {
             .map(|s| s as u8),
         process,
         owner: owner(v),
+        netns: v
+            .get("netns")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
+        // The export carries the prior close in `evidence.prior`, and
+        // stacks already symbolized; the event needs neither again.
+        prior: None,
+        kernel_stack_id: None,
+        user_stack_id: None,
     };
     let evidence = match v.get("evidence") {
         Some(Value::Object(map)) => map.clone(),
@@ -146,6 +156,7 @@ fn owner(v: &Value) -> Owner {
             cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
         },
         Some("actor") => Owner::Actor,
+        Some("prior") => Owner::Prior,
         _ if v["owner_unknown"] == "no_socket" => Owner::NoSocket,
         _ => Owner::NotSeen,
     }

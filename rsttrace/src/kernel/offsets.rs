@@ -118,6 +118,8 @@ const SPECS: &[Spec] = &[
         &[("sock", "sk_lingertime")],
     ),
     spec("sk_err", Optional, Scalar, &[("sock", "sk_err")]),
+    // A bitfield before 5.6, a u16 since.
+    spec("sk_protocol", Optional, Scalar, &[("sock", "sk_protocol")]),
     spec(
         "inet_sport",
         Optional,
@@ -174,6 +176,21 @@ const SPECS: &[Spec] = &[
         Scalar,
         &[("task_struct", "exit_code")],
     ),
+    // possible_net_t is a struct holding `struct net *net` (CONFIG_NET_NS).
+    spec(
+        "skc_net",
+        Optional,
+        Scalar,
+        &[("sock_common", "skc_net.net")],
+    ),
+    spec("skb_dev", Optional, Scalar, &[("sk_buff", "dev")]),
+    spec(
+        "netdev_net",
+        Optional,
+        Scalar,
+        &[("net_device", "nd_net.net")],
+    ),
+    spec("net_inum", Optional, Scalar, &[("net", "ns.inum")]),
 ];
 
 /// Sock flag bit numbers from `enum sock_flags`, tested in `sk_flags`.
@@ -454,6 +471,7 @@ fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
         "sk_shutdown" => &mut o.sk_shutdown,
         "sk_lingertime" => &mut o.sk_lingertime,
         "sk_err" => &mut o.sk_err,
+        "sk_protocol" => &mut o.sk_protocol,
         "inet_sport" => &mut o.inet_sport,
         "icsk_probes_out" => &mut o.icsk_probes_out,
         "rcv_nxt" => &mut o.rcv_nxt,
@@ -467,6 +485,10 @@ fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
         "skb_network_header" => &mut o.skb_network_header,
         "task_flags" => &mut o.task_flags,
         "task_exit_code" => &mut o.task_exit_code,
+        "skc_net" => &mut o.skc_net,
+        "skb_dev" => &mut o.skb_dev,
+        "netdev_net" => &mut o.netdev_net,
+        "net_inum" => &mut o.net_inum,
         _ => unreachable!("SPECS names a field Offsets does not have: {name}"),
     }
 }
@@ -512,8 +534,8 @@ mod tests {
 
     #[test]
     fn every_offsets_field_has_a_spec() {
-        // 26 Field members + 3 bit numbers + padding (see the abi size assertion).
-        assert_eq!(SPECS.len(), 26);
+        // 31 Field members + 4 bit numbers (see the abi size assertion).
+        assert_eq!(SPECS.len(), 31);
         let mut names: Vec<_> = SPECS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();
@@ -754,6 +776,18 @@ mod tests {
         assert_eq!(Some(o.sock_keepopen_bit), bit("SOCK_KEEPOPEN"));
         let expect = |s, p| btf.struct_member(s, p).map(|l| l.bit_offset / 8);
         assert_eq!(Some(o.skc_state.offset), expect("sock_common", "skc_state"));
+        // The network namespace chain, read on every event.
+        for (name, f) in [
+            ("skc_net", o.skc_net),
+            ("skb_dev", o.skb_dev),
+            ("netdev_net", o.netdev_net),
+            ("net_inum", o.net_inum),
+            ("sk_protocol", o.sk_protocol),
+        ] {
+            assert!(f.is_present(), "{name} unresolved");
+        }
+        assert_eq!(o.skc_net.size, 8);
+        assert_eq!(o.net_inum.size, 4);
         assert_eq!(Some(o.write_seq.offset), expect("tcp_sock", "write_seq"));
         // The hook table's needs, on the running kernel.
         match btf.func_proto_param_count("btf_trace_tcp_send_reset") {

@@ -145,6 +145,7 @@ fn record(rec: &Classified, lang: Lang) -> Record<'_> {
             let (uid, cgroup_id, source) = match e.owner {
                 Owner::Tracked { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "tracked"),
                 Owner::Actor => (None, None, "actor"),
+                Owner::Prior => (None, None, "prior"),
                 _ => return None,
             };
             Some(OwnerJson {
@@ -163,7 +164,10 @@ fn record(rec: &Classified, lang: Lang) -> Record<'_> {
             .and_then(|p| p.cmdline.as_deref())
             .map(|c| escape_control(c).into_owned()),
         container: rec.owner_proc.as_ref().and_then(|p| p.container.as_ref()),
-        netns: rec.owner_proc.as_ref().and_then(|p| p.netns),
+        netns: e
+            .netns
+            .map(u64::from)
+            .or_else(|| rec.owner_proc.as_ref().and_then(|p| p.netns)),
         actor: Actor {
             pid: e.actor.pid,
             tid: e.actor.tid,

@@ -173,6 +173,10 @@ pub(crate) mod fixtures {
                     uid: 1000,
                     cgroup_id: 42,
                 },
+                netns: None,
+                prior: None,
+                kernel_stack_id: None,
+                user_stack_id: None,
             },
             cause: Cause {
                 id: CauseId::CloseUnreadData,

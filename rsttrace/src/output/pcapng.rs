@@ -52,6 +52,10 @@ impl<W: Write> PcapngSink<W> {
 
 impl<W: Write> Sink for PcapngSink<W> {
     fn write(&mut self, rec: &Classified) -> io::Result<()> {
+        // An abort sent no packet; a capture holds packets only.
+        if rec.event.direction == Direction::Abort {
+            return Ok(());
+        }
         self.start()?;
         self.out.write_all(&packet_block(rec))
     }
@@ -158,7 +162,7 @@ pub fn comment(rec: &Classified) -> String {
 pub fn rst_packet(rec: &Classified) -> Vec<u8> {
     let e = &rec.event;
     let (src, dst) = match e.direction {
-        Direction::Sent => (e.local, e.remote),
+        Direction::Sent | Direction::Abort => (e.local, e.remote),
         Direction::Received => (e.remote, e.local),
     };
     // tcp_v4_send_reset: answer an ACK with seq = its ack number; answer

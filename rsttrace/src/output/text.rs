@@ -76,6 +76,7 @@ pub fn line(rec: &Classified, opts: TextOptions) -> String {
     let dir = match e.direction {
         Direction::Sent => "SENT >",
         Direction::Received => "RECV <",
+        Direction::Abort => "ABORT ",
     };
     let process = match &e.process {
         Some(p) => format!("{}/{}", p.pid, escape_control(&p.comm)),
@@ -86,6 +87,7 @@ pub fn line(rec: &Classified, opts: TextOptions) -> String {
         let color = match e.direction {
             Direction::Sent => "31",
             Direction::Received => "33",
+            Direction::Abort => "35",
         };
         format!("\x1b[{color}m{cause}\x1b[0m")
     } else {
