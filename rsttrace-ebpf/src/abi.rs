@@ -89,6 +89,8 @@ pub mod hook {
     pub const TP_KFREE_SKB_NO_SOCKET: u8 = 9;
     /// `inet_sk_error_report` (direction ABORT).
     pub const BTF_ERROR_REPORT: u8 = 10;
+    /// `sock:inet_sock_set_state` SYN_SENT → CLOSE with a soft error (ABORT).
+    pub const TP_SET_STATE: u8 = 11;
 }
 
 /// `RstEvent::hist_kind`: what the 4-tuple (or the listening port) went
@@ -141,6 +143,13 @@ pub mod flag {
     pub const PEER_FIN: u32 = 1 << 8;
     /// The socket's owner was proven earlier (`owner_*` fields are valid).
     pub const OWNER_KNOWN: u32 = 1 << 9;
+    /// A listening socket whose accept queue is full (`sk_ack_backlog >
+    /// sk_max_ack_backlog`): the handshake's last ACK overflowed it.
+    pub const ACCEPT_QUEUE_FULL: u32 = 1 << 10;
+    /// An abort whose `sk_err` is the socket's soft error (`sk_err_soft`):
+    /// the application gave up on a connect after an ICMP error the kernel
+    /// had not made fatal yet.
+    pub const SOFT_ERROR: u32 = 1 << 11;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -230,7 +239,9 @@ pub struct RstEvent {
     pub pkt_len: u32,
     pub pkt_window: u16,
     pub pkt_ttl: u8,
-    pub _pad0: u8,
+    /// For a socket in CLOSE, the state it left just before, when the
+    /// transition ran in the same call as the RST (0: not seen).
+    pub closed_from: u8,
 
     /// Bytes received but not read by the application (`rcv_nxt - copied_seq`).
     pub unread: u32,
@@ -265,7 +276,8 @@ pub struct RstEvent {
     pub _pad1: u32,
 
     /// History of the 4-tuple (or, for a SYN to a closed port, of the
-    /// listening port) when the RST has no full socket: `history::*`.
+    /// listening port) when the RST has no full socket, or for a reset of
+    /// an unowned child while its listener closes: `history::*`.
     /// `hist_ts_ns` is when it happened (CLOCK_MONOTONIC; 0: none).
     pub hist_ts_ns: u64,
     /// The process that owned (or closed) the socket then.
@@ -409,7 +421,10 @@ pub struct Offsets {
     pub sk_shutdown: Field,
     pub sk_lingertime: Field,
     pub sk_err: Field,
+    pub sk_err_soft: Field,
     pub sk_protocol: Field,
+    pub sk_ack_backlog: Field,
+    pub sk_max_ack_backlog: Field,
     pub inet_sport: Field,
     // struct inet_connection_sock / tcp_sock
     pub icsk_probes_out: Field,
@@ -440,7 +455,7 @@ pub struct Offsets {
     /// SOCK_DONE: the peer's FIN was received.
     pub sock_done_bit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 31 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 34 * 8 + 16);
 
 impl Offsets {
     pub const UNRESOLVED: Offsets = Offsets {
@@ -457,7 +472,10 @@ impl Offsets {
         sk_shutdown: Field::ABSENT,
         sk_lingertime: Field::ABSENT,
         sk_err: Field::ABSENT,
+        sk_err_soft: Field::ABSENT,
         sk_protocol: Field::ABSENT,
+        sk_ack_backlog: Field::ABSENT,
+        sk_max_ack_backlog: Field::ABSENT,
         inet_sport: Field::ABSENT,
         icsk_probes_out: Field::ABSENT,
         rcv_nxt: Field::ABSENT,
@@ -520,7 +538,8 @@ impl KfreeSkb {
 /// Maximum number of values per in-kernel filter list.
 pub const MAX_FILTER_PORTS: usize = 16;
 pub const MAX_FILTER_PIDS: usize = 16;
-pub const MAX_FILTER_CGROUPS: usize = 8;
+/// `--cgroup` / `--container` expand to a cgroup and its descendants.
+pub const MAX_FILTER_CGROUPS: usize = 32;
 pub const MAX_FILTER_NETNS: usize = 8;
 
 /// In-kernel filters. An empty list matches everything; lists are ORed
@@ -542,7 +561,7 @@ pub struct Filter {
     pub n_cgroups: u32,
     pub n_netns: u32,
 }
-const _: () = assert!(core::mem::size_of::<Filter>() == 2 * 16 + 4 * 16 + 8 + 8 * 8 + 4 * 8 + 8);
+const _: () = assert!(core::mem::size_of::<Filter>() == 2 * 16 + 4 * 16 + 8 + 8 * 32 + 4 * 8 + 8);
 
 impl Filter {
     pub const ALL: Filter = Filter {

@@ -69,6 +69,10 @@ static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
 /// reported a second time as an abort.
 #[map]
 static LAST_RST_SK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// Per CPU: [socket, old state] of the last transition to CLOSE, so that
+/// the RST sent right after it (same call) says which state it left.
+#[map]
+static LAST_CLOSE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 /// Per CPU: 0 outside softirq, vector + 1 inside.
 #[map]
 static SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -357,7 +361,23 @@ pub fn owner_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if newstate == TCP_CLOSE {
-        record_close(sk as *const u8, oldstate);
+        // The application closing its own connecting socket.
+        let soft = if oldstate == TCP_SYN_SENT && !in_softirq() {
+            take_soft_error(sk)
+        } else {
+            0
+        };
+        if soft != 0 {
+            connect_given_up(&ctx, sk as *const u8, soft);
+        }
+        if let (Some(s), Some(o)) = (LAST_CLOSE.get_ptr_mut(0), LAST_CLOSE.get_ptr_mut(1)) {
+            // SAFETY: per-CPU slots; no other writer on this CPU meanwhile.
+            unsafe {
+                *s = sk;
+                *o = oldstate as u64;
+            }
+        }
+        record_close(sk as *const u8, oldstate, soft);
     }
     if in_softirq() {
         // A child socket completing its handshake is new: whatever an
@@ -405,14 +425,14 @@ pub fn owner_destroy_sock(ctx: TracePointContext) -> u32 {
 // left the port, which connection was aborted with what error. Kept in an
 // LRU map, so the memory is bounded (`MAX_HISTORY`).
 
-fn record_close(sk: *const u8, oldstate: i32) {
+fn record_close(sk: *const u8, oldstate: i32, soft_err: u32) {
     let err = load(sk, off!(sk_err)).unwrap_or(0) as u8;
     let task = !in_softirq();
     let kind = match oldstate {
         TCP_LISTEN => history::LISTENER_CLOSED,
         // Only the application closing the socket itself, with no error
         // (a refused or unreachable connect closes it with one).
-        TCP_SYN_SENT if task && err == 0 => history::CONNECT_ABANDONED,
+        TCP_SYN_SENT if task && err == 0 && soft_err == 0 => history::CONNECT_ABANDONED,
         TCP_SYN_SENT => return,
         _ => history::CLOSED,
     };
@@ -482,10 +502,38 @@ pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
         sk,
         skb: core::ptr::null(),
         reason: ABSENT,
+        soft_err: 0,
         hook: hook::BTF_ERROR_REPORT,
         direction: direction::ABORT,
     });
     0
+}
+
+/// The soft error a connecting socket still holds: an ICMP unreachable
+/// that arrived while the socket was locked, which the kernel does not make
+/// fatal. (An application that read it with SO_ERROR cleared it: its close
+/// is remembered as an abandoned connect instead.)
+fn take_soft_error(sk: u64) -> u32 {
+    load(sk as *const u8, off!(sk_err_soft)).unwrap_or(0) as u32
+}
+
+/// The application closed a SYN_SENT socket after a soft error: that error
+/// is what its connect() returned (SO_ERROR), so the connection was
+/// aborted by it, without an RST.
+fn connect_given_up(ctx: &TracePointContext, sk: *const u8, soft: u32) {
+    if load(sk, off!(sk_err)).unwrap_or(0) != 0 {
+        // A hard error was reported already.
+        return;
+    }
+    on_socket_event(&Origin {
+        ctx: ctx.as_ptr(),
+        sk,
+        skb: core::ptr::null(),
+        reason: ABSENT,
+        soft_err: soft,
+        hook: hook::TP_SET_STATE,
+        direction: direction::ABORT,
+    });
 }
 
 fn remember_owner(sk: u64) {
@@ -525,6 +573,8 @@ struct Origin {
     skb: *const u8,
     /// `enum sk_rst_reason`, or ABSENT.
     reason: u32,
+    /// For an abort on a soft error: that error (0 otherwise).
+    soft_err: u32,
     hook: u8,
     direction: u8,
 }
@@ -538,6 +588,7 @@ fn on_send_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, reason: u32, h
         sk,
         skb,
         reason,
+        soft_err: 0,
         hook,
         direction: direction::SENT,
     });
@@ -564,6 +615,7 @@ fn on_receive_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
         sk,
         skb,
         reason: ABSENT,
+        soft_err: 0,
         hook,
         direction: direction::RECEIVED,
     });
@@ -685,6 +737,10 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         if !sk.is_null() {
             read_sock(sk, ev);
         }
+        if origin.soft_err != 0 {
+            ev.sk_err = origin.soft_err;
+            ev.flags |= flag::SOFT_ERROR;
+        }
         if !owner.is_null() {
             let o = &*owner;
             ev.flags |= flag::OWNER_KNOWN;
@@ -699,7 +755,15 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         if ev.direction == direction::SENT && ev.flags & flag::FULL_SOCK == 0 {
             let syn_only =
                 pkt.is_some_and(|p| p.flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN);
-            read_history(tuple, syn_only, ev);
+            read_history(tuple, syn_only, false, ev);
+        } else if ev.direction == direction::SENT
+            && pkt.is_none()
+            && owner.is_null()
+            && ev.state == TCP_CLOSE as u8
+        {
+            // An unowned child reset in CLOSE: inet_csk_listen_stop() resets
+            // the queued children right after their listener's close.
+            read_history(tuple, false, true, ev);
         }
         capture_stacks(origin.ctx, owner, ev);
     }
@@ -734,11 +798,15 @@ fn owner_of(sk: *const u8) -> *const Owner {
     o
 }
 
-/// The 4-tuple's last close, or for a SYN the listening port's.
-fn read_history(tuple: &Tuple, syn_only: bool, ev: &mut RstEvent) {
+/// The 4-tuple's last close, or for a SYN (or `listener_only`) the
+/// listening port's.
+fn read_history(tuple: &Tuple, syn_only: bool, listener_only: bool, ev: &mut RstEvent) {
     let mut key = history_key(tuple);
-    let mut found = HISTORY.get_ptr(&key);
-    if found.is_none() && syn_only {
+    let mut found = None;
+    if !listener_only {
+        found = HISTORY.get_ptr(&key);
+    }
+    if found.is_none() && (syn_only || listener_only) {
         listener_key(&mut key);
         found = HISTORY.get_ptr(&key);
     }
@@ -1068,7 +1136,22 @@ fn read_sock(sk: *const u8, ev: &mut RstEvent) {
     if ev.state == TCP_NEW_SYN_RECV {
         return;
     }
+    if ev.state == TCP_LISTEN as u8 {
+        let queued = load(sk, off!(sk_ack_backlog));
+        let max = load(sk, off!(sk_max_ack_backlog));
+        if let (Some(queued), Some(max)) = (queued, max)
+            && queued > max
+        {
+            ev.flags |= flag::ACCEPT_QUEUE_FULL;
+        }
+    }
     ev.flags |= flag::FULL_SOCK;
+    if ev.state == TCP_CLOSE as u8
+        && LAST_CLOSE.get(0).copied() == Some(sk as u64)
+        && let Some(&old) = LAST_CLOSE.get(1)
+    {
+        ev.closed_from = old as u8;
+    }
     let sk_flags = load(sk, off!(sk_flags)).unwrap_or(0);
     let bit = |n: u32| n < 64 && sk_flags & (1u64 << n) != 0;
     if bit(off!(sock_dead_bit)) {

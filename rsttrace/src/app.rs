@@ -172,11 +172,37 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
     Ok(outputs)
 }
 
+/// The filters the kernel applies, with cgroup paths and container ids
+/// resolved to cgroup ids (each with its descendants).
+fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
+    use crate::scope;
+    let root = std::path::Path::new(scope::CGROUP_ROOT);
+    let mut dirs = Vec::new();
+    for path in &args.cgroups {
+        dirs.extend(scope::cgroup_tree(root, path)?);
+    }
+    for id in &args.filters.containers {
+        for top in scope::container_cgroups(root, id)? {
+            dirs.extend(scope::cgroup_tree(root, &top.to_string_lossy())?);
+        }
+    }
+    let cgroups = dirs
+        .iter()
+        .map(|d| scope::cgroup_id(d))
+        .collect::<Result<Vec<u64>>>()?;
+    Ok(filter::KernelScope {
+        ports: args.ports.clone(),
+        pids: args.pids.clone(),
+        netns: args.filters.netns.clone(),
+        cgroups,
+    })
+}
+
 pub async fn trace(args: TraceArgs) -> Result<()> {
     let ring_bytes = ring_buffer_bytes(args.ring_buffer)?;
     let opts = Options {
         hooks: args.hooks,
-        filter: filter::kernel_filter(&args.ports, &args.pids)?,
+        filter: filter::kernel_filter(&kernel_scope(&args)?)?,
         ring_buffer_bytes: ring_bytes,
         wakeup_bytes: wakeup_bytes(ring_bytes),
     };
@@ -230,7 +256,13 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         summary: Summary::default(),
         clock,
         reasons: &reasons,
-        filter: args.filters.to_filter(&[], &[]),
+        filter: {
+            // The kernel matched containers by cgroup id; the owner's
+            // /proc entry may be gone by now, so do not match it again.
+            let mut f = args.filters.to_filter(&[], &[]);
+            f.containers.clear();
+            f
+        },
         metrics,
         procs: crate::procinfo::ProcCache::new(4096),
         limit: args.count,

@@ -16,6 +16,8 @@ use crate::cause::{Cause, CauseId, Confidence};
 use crate::event::{Direction, Event, ExecContext, PriorClose, PriorKind, TcpFlags, TcpState};
 
 const SOFTIRQ_TIMER: u8 = 1;
+/// RCV_SHUTDOWN | SEND_SHUTDOWN.
+const SHUTDOWN_MASK: u8 = 3;
 
 pub fn classify(ev: &Event) -> Cause {
     let mut ctx = Verdict::new(ev);
@@ -138,9 +140,18 @@ fn abort(ev: &Event, v: &mut Verdict) -> CauseId {
     if sock.unacked > 0 {
         v.fact("unacked", sock.unacked);
     }
+    // Newer kernels close the socket before they report the error.
+    let state = sock.closed_from.unwrap_or(ev.state);
+    v.fact("state_before", state.name());
+    if sock.soft_error {
+        v.fact(
+            "soft_error",
+            "the application gave up on connect() after an ICMP error (SO_ERROR)",
+        );
+    }
     match sock.sk_err {
         ETIMEDOUT => {
-            if ev.state == TcpState::SYN_SENT {
+            if state == TcpState::SYN_SENT {
                 v.fact(
                     "phase",
                     "SYN retransmissions (tcp_syn_retries or TCP_USER_TIMEOUT)",
@@ -217,6 +228,18 @@ fn unread_data(ev: &Event) -> u32 {
         .unwrap_or(0)
 }
 
+fn accept_queue_full(ev: &Event) -> bool {
+    ev.socket.is_some_and(|s| s.accept_queue_full)
+}
+
+/// An unowned child reset in CLOSE right after the listener on its port
+/// closed (the kernel attaches the listener's close to such resets).
+fn listener_just_closed(ev: &Event) -> bool {
+    ev.prior.as_ref().is_some_and(|p| {
+        p.kind == PriorKind::ListenerClosed && p.ago < std::time::Duration::from_secs(1)
+    })
+}
+
 fn linger_zero(ev: &Event) -> bool {
     ev.socket.is_some_and(|s| s.linger == Some(0))
 }
@@ -277,8 +300,12 @@ fn sent_with_reason(ev: &Event, reason: &str, v: &mut Verdict) -> CauseId {
             if flags.has(TcpFlags::ACK) && !flags.has(TcpFlags::SYN) {
                 v.fact(
                     "misleading_reason",
-                    "INVALID_SYN for a pure ACK: accept queue overflow",
+                    "INVALID_SYN for an ACK: accept queue overflow",
                 );
+                if accept_queue_full(ev) {
+                    v.fact("accept_queue", "full");
+                    v.certain();
+                }
                 CauseId::BacklogOverflow
             } else {
                 v.fact("invalid", "duplicate SYN to a request socket");
@@ -380,8 +407,12 @@ fn tcp_state(ev: &Event, v: &mut Verdict) -> CauseId {
         v.certain();
         return CauseId::LingerZero;
     }
-    if sock.dead && ev.process.is_none() {
+    if listener_just_closed(ev) {
         // Children of a closing listener are reset from inet_csk_listen_stop.
+        v.certain();
+        return CauseId::ListenerClosed;
+    }
+    if sock.dead && ev.process.is_none() {
         return CauseId::ListenerClosed;
     }
     if ev.context == ExecContext::Task {
@@ -402,6 +433,15 @@ fn sent_without_reason(ev: &Event, v: &mut Verdict) -> CauseId {
     if ev.packet.is_none() {
         // Active reset: close(), a timer, tcp_abort() or disconnect.
         if ev.state == TcpState::CLOSE {
+            if listener_just_closed(ev) {
+                return CauseId::ListenerClosed;
+            }
+            // close() sets sk_shutdown to SHUTDOWN_MASK before it resets;
+            // tcp_disconnect() (connect(AF_UNSPEC)) leaves it alone.
+            if sock.shutdown != SHUTDOWN_MASK && ev.context == ExecContext::Task && !sock.dead {
+                v.fact("unsent", sock.unsent);
+                return CauseId::Disconnect;
+            }
             let unread = unread_data(ev);
             if unread > 0 {
                 v.fact("unread_bytes_lost", unread);
@@ -410,6 +450,11 @@ fn sent_without_reason(ev: &Event, v: &mut Verdict) -> CauseId {
             if linger_zero(ev) {
                 v.fact("so_linger", "on, 0");
                 return CauseId::LingerZero;
+            }
+            if sock.dead && sock.closed_from == Some(TcpState::FIN_WAIT2) {
+                // close() in FIN_WAIT2 with TCP_LINGER2 < 0 aborts at once.
+                v.fact("closed_from", "FIN_WAIT2");
+                return CauseId::Linger2Abort;
             }
             if sock.dead {
                 return CauseId::MemoryPressure;
@@ -432,6 +477,10 @@ fn sent_without_reason(ev: &Event, v: &mut Verdict) -> CauseId {
         TcpState::TIME_WAIT => timewait_socket(ev, flags, v),
         TcpState::CLOSE if ev.packet.is_some_and(|p| p.len > 0) || flags.has(TcpFlags::FIN) => {
             CauseId::DataAfterClose
+        }
+        TcpState::LISTEN if accept_queue_full(ev) => {
+            v.fact("accept_queue", "full");
+            CauseId::BacklogOverflow
         }
         TcpState::LISTEN => CauseId::InvalidPacket,
         TcpState::SYN_SENT => CauseId::TimeWait,
@@ -490,7 +539,32 @@ mod tests {
             probes_out: 0,
             sk_err: 0,
             tw_substate: None,
+            accept_queue_full: false,
+            closed_from: None,
+            soft_error: false,
         }
+    }
+
+    /// A socket as close() leaves it before the RST: SHUTDOWN_MASK set.
+    fn closed() -> Socket {
+        Socket {
+            shutdown: SHUTDOWN_MASK,
+            ..sock()
+        }
+    }
+
+    fn prior(kind: PriorKind, ago_ms: u64, error: Option<u32>) -> Option<PriorClose> {
+        Some(PriorClose {
+            kind,
+            ago: std::time::Duration::from_millis(ago_ms),
+            state: TcpState::SYN_SENT,
+            error,
+            process: Some(Task {
+                pid: 4242,
+                tid: 4242,
+                comm: "nginx".into(),
+            }),
+        })
     }
 
     fn pkt(flags: u8, len: u32) -> Packet {
@@ -555,7 +629,7 @@ mod tests {
         let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_ABORT_ON_CLOSE");
         ev.socket = Some(Socket {
             unread: 100,
-            ..sock()
+            ..closed()
         });
         let c = check(&ev, CauseId::CloseUnreadData, Confidence::Certain);
         assert_eq!(c.evidence["unread_bytes_lost"], 100);
@@ -563,14 +637,14 @@ mod tests {
         ev.socket = Some(Socket {
             unread: 1,
             peer_fin: true,
-            ..sock()
+            ..closed()
         });
         check(&ev, CauseId::CloseUnreadData, Confidence::Likely);
         // Without a reason the facts alone decide, as on 6.1.
         ev.kernel_reason = None;
         ev.socket = Some(Socket {
             unread: 5,
-            ..sock()
+            ..closed()
         });
         check(&ev, CauseId::CloseUnreadData, Confidence::Likely);
     }
@@ -580,7 +654,7 @@ mod tests {
         let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_STATE");
         ev.socket = Some(Socket {
             linger: Some(0),
-            ..sock()
+            ..closed()
         });
         check(&ev, CauseId::LingerZero, Confidence::Certain);
         ev.kernel_reason = None;
@@ -776,7 +850,158 @@ mod tests {
         let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "NOT_SPECIFIED");
         ev.socket = Some(Socket {
             unread: 9,
+            ..closed()
+        });
+        check(&ev, CauseId::CloseUnreadData, Confidence::Likely);
+    }
+
+    // ---- history joins, aborts, accept queue, disconnect
+
+    #[test]
+    fn connect_timeout_is_certain_only_with_the_abandoned_connect() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::NONE), "NO_SOCKET");
+        ev.packet = Some(pkt(SA, 0));
+        check(&ev, CauseId::ConnectTimeout, Confidence::Likely);
+        ev.prior = prior(PriorKind::ConnectAbandoned, 1500, None);
+        let c = check(&ev, CauseId::ConnectTimeout, Confidence::Certain);
+        assert_eq!(c.evidence["syn_ack_late_ms"], 1500);
+        assert_eq!(c.evidence["prior"]["pid"], 4242);
+        assert_eq!(c.evidence["prior"]["kind"], "connect_abandoned");
+        // 6.1: the same join, but no reason to agree with.
+        ev.kernel_reason = None;
+        check(&ev, CauseId::ConnectTimeout, Confidence::Likely);
+    }
+
+    #[test]
+    fn port_not_open_names_the_last_listener() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::NONE), "NO_SOCKET");
+        ev.packet = Some(pkt(S, 0));
+        ev.prior = prior(PriorKind::ListenerClosed, 3000, None);
+        let c = check(&ev, CauseId::PortNotOpen, Confidence::Certain);
+        assert_eq!(c.evidence["listener_closed_ago_ms"], 3000);
+        assert_eq!(c.evidence["prior"]["comm"], "nginx");
+    }
+
+    #[test]
+    fn half_open_links_the_abort_it_follows() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::NONE), "NO_SOCKET");
+        ev.packet = Some(pkt(PA, 10));
+        ev.prior = prior(PriorKind::Closed, 800, Some(ETIMEDOUT));
+        let c = check(&ev, CauseId::HalfOpen, Confidence::Likely);
+        assert_eq!(c.evidence["follows_abort"], "ETIMEDOUT");
+        assert_eq!(c.evidence["prior"]["errno"], "ETIMEDOUT");
+    }
+
+    fn aborted(state: TcpState, sk_err: u32) -> Event {
+        let mut ev = base(Direction::Abort, state);
+        ev.context = ExecContext::Softirq(SOFTIRQ_TIMER);
+        ev.socket = Some(Socket { sk_err, ..sock() });
+        ev
+    }
+
+    #[test]
+    fn aborts_without_an_rst() {
+        let c = check(
+            &aborted(TcpState::ESTABLISHED, ETIMEDOUT),
+            CauseId::RetransmitTimeout,
+            Confidence::Certain,
+        );
+        assert_eq!(c.evidence["errno"], "ETIMEDOUT");
+        let c = check(
+            &aborted(TcpState::SYN_SENT, ETIMEDOUT),
+            CauseId::RetransmitTimeout,
+            Confidence::Certain,
+        );
+        assert!(c.evidence["phase"].as_str().unwrap().contains("SYN"));
+        let c = check(
+            &aborted(TcpState::SYN_SENT, 113),
+            CauseId::Unreachable,
+            Confidence::Certain,
+        );
+        assert_eq!(c.evidence["errno"], "EHOSTUNREACH");
+        let c = check(
+            &aborted(TcpState::SYN_SENT, ECONNREFUSED),
+            CauseId::Unreachable,
+            Confidence::Certain,
+        );
+        assert!(c.evidence["icmp"].as_str().unwrap().contains("reject"));
+        let c = check(
+            &aborted(TcpState::ESTABLISHED, 5),
+            CauseId::Unknown,
+            Confidence::Likely,
+        );
+        assert_eq!(c.evidence["errno"], "errno 5");
+        // Keepalive probes out with nothing unacknowledged.
+        let mut ev = aborted(TcpState::ESTABLISHED, ETIMEDOUT);
+        ev.socket = Some(Socket {
+            keepalive: true,
+            probes_out: 3,
+            sk_err: ETIMEDOUT,
             ..sock()
+        });
+        check(&ev, CauseId::KeepaliveTimeout, Confidence::Likely);
+    }
+
+    #[test]
+    fn accept_queue_overflow_is_told_from_a_bad_ack() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::LISTEN), "INVALID_SYN");
+        ev.packet = Some(pkt(A, 0));
+        ev.socket = Some(Socket {
+            accept_queue_full: true,
+            ..sock()
+        });
+        let c = check(&ev, CauseId::BacklogOverflow, Confidence::Certain);
+        assert_eq!(c.evidence["accept_queue"], "full");
+        // 6.1: no reason; the full queue alone tells it from a bad ACK.
+        ev.kernel_reason = None;
+        check(&ev, CauseId::BacklogOverflow, Confidence::Likely);
+        ev.socket = Some(sock());
+        check(&ev, CauseId::InvalidPacket, Confidence::Likely);
+    }
+
+    #[test]
+    fn children_of_a_closing_listener() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_STATE");
+        ev.socket = Some(sock());
+        ev.prior = prior(PriorKind::ListenerClosed, 0, None);
+        check(&ev, CauseId::ListenerClosed, Confidence::Certain);
+        ev.kernel_reason = None;
+        check(&ev, CauseId::ListenerClosed, Confidence::Likely);
+        // A listener closed long ago says nothing about this reset.
+        ev.prior = prior(PriorKind::ListenerClosed, 5000, None);
+        check(&ev, CauseId::Disconnect, Confidence::Likely);
+    }
+
+    #[test]
+    fn linger2_abort_without_a_reason_from_the_state_it_left() {
+        let mut ev = base(Direction::Sent, TcpState::CLOSE);
+        ev.socket = Some(Socket {
+            dead: true,
+            closed_from: Some(TcpState::FIN_WAIT2),
+            ..closed()
+        });
+        check(&ev, CauseId::Linger2Abort, Confidence::Likely);
+        ev.socket = Some(Socket {
+            dead: true,
+            closed_from: Some(TcpState::FIN_WAIT1),
+            ..closed()
+        });
+        check(&ev, CauseId::MemoryPressure, Confidence::Likely);
+    }
+
+    #[test]
+    fn disconnect_is_told_from_close_by_sk_shutdown() {
+        let mut ev = base(Direction::Sent, TcpState::CLOSE);
+        ev.socket = Some(Socket {
+            unread: 5,
+            unsent: 7,
+            ..sock()
+        });
+        let c = check(&ev, CauseId::Disconnect, Confidence::Likely);
+        assert_eq!(c.evidence["unsent"], 7);
+        ev.socket = Some(Socket {
+            unread: 5,
+            ..closed()
         });
         check(&ev, CauseId::CloseUnreadData, Confidence::Likely);
     }

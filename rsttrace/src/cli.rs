@@ -131,6 +131,19 @@ pub struct RecordFilterArgs {
     /// Only sockets whose owner (or acting task) has this command name (repeatable).
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
+
+    /// Only resets in this network namespace: its inode (`ls -Li /proc/PID/ns/net`),
+    /// an `ip netns` name, or a namespace file (repeatable, up to 8; in the kernel).
+    #[arg(long = "netns", value_name = "INODE|NAME|PATH",
+          value_parser = crate::scope::parse_netns)]
+    pub netns: Vec<u32>,
+
+    /// Only sockets of processes in this container: its id or a prefix of it
+    /// (docker, containerd/Kubernetes, CRI-O, podman; repeatable). Tracing
+    /// resolves it to the container's cgroups and filters in the kernel.
+    #[arg(long = "container", value_name = "ID",
+          value_parser = crate::scope::parse_container_id)]
+    pub containers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -151,6 +164,8 @@ impl RecordFilterArgs {
             dports: self.dports.clone(),
             addrs: self.addrs.clone(),
             comms: self.comms.clone(),
+            netns: self.netns.clone(),
+            containers: self.containers.clone(),
             directions: self
                 .directions
                 .iter()
@@ -176,6 +191,11 @@ pub struct TraceArgs {
     #[arg(long = "pid", value_name = "PID",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
+
+    /// Only sockets of processes in this cgroup (v2) or below it, as
+    /// /proc/PID/cgroup shows it, e.g. /system.slice/nginx.service (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
 
     #[command(flatten)]
     pub filters: RecordFilterArgs,

@@ -142,6 +142,12 @@ pub struct Socket {
     pub sk_err: u32,
     /// For a TIME_WAIT socket, the state it came from.
     pub tw_substate: Option<TcpState>,
+    /// A listener whose accept queue is full.
+    pub accept_queue_full: bool,
+    /// For a socket in CLOSE, the state it left in the same call.
+    pub closed_from: Option<TcpState>,
+    /// `sk_err` is the soft error a connect gave up on (aborts only).
+    pub soft_error: bool,
 }
 
 /// What the CPU was doing.
@@ -312,6 +318,7 @@ impl Event {
             abi::hook::FENTRY_RECEIVE_RESET => "fentry:tcp_reset",
             abi::hook::TP_KFREE_SKB_NO_SOCKET => "tracepoint:skb:kfree_skb",
             abi::hook::BTF_ERROR_REPORT => "tp_btf:inet_sk_error_report",
+            abi::hook::TP_SET_STATE => "tracepoint:sock:inet_sock_set_state",
             _ => "unknown",
         };
         let ip = |bytes: &[u8; 16]| -> IpAddr {
@@ -355,6 +362,9 @@ impl Event {
             probes_out: raw.probes_out,
             sk_err: raw.sk_err,
             tw_substate: (raw.state == TcpState::TIME_WAIT.0).then_some(TcpState(raw.tw_substate)),
+            accept_queue_full: has(abi::flag::ACCEPT_QUEUE_FULL),
+            closed_from: (raw.closed_from != 0).then_some(TcpState(raw.closed_from)),
+            soft_error: has(abi::flag::SOFT_ERROR),
         });
         let context = match raw.context {
             abi::context::TASK => ExecContext::Task,

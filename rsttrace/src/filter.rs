@@ -1,13 +1,44 @@
 //! User filters → the in-kernel `abi::Filter`. Pure.
 
 use anyhow::{Result, bail};
-use rsttrace_ebpf::abi::{Filter, MAX_FILTER_PIDS, MAX_FILTER_PORTS};
+use rsttrace_ebpf::abi::{
+    Filter, MAX_FILTER_CGROUPS, MAX_FILTER_NETNS, MAX_FILTER_PIDS, MAX_FILTER_PORTS,
+};
+
+/// What the kernel programs can filter on.
+#[derive(Clone, Debug, Default)]
+pub struct KernelScope {
+    pub ports: Vec<u16>,
+    pub pids: Vec<u32>,
+    pub netns: Vec<u32>,
+    /// cgroup v2 ids (from `--cgroup` and `--container`).
+    pub cgroups: Vec<u64>,
+}
 
 /// Builds the kernel filter; rejects lists the kernel cannot hold.
-pub fn kernel_filter(ports: &[u16], pids: &[u32]) -> Result<Filter> {
+pub fn kernel_filter(scope: &KernelScope) -> Result<Filter> {
     let mut f = Filter::ALL;
-    let ports = dedup(ports);
-    let pids = dedup(pids);
+    let ports = dedup(&scope.ports);
+    let pids = dedup(&scope.pids);
+    let netns = dedup(&scope.netns);
+    let cgroups = dedup(&scope.cgroups);
+    if netns.len() > MAX_FILTER_NETNS {
+        bail!(
+            "--netns was given {} times; at most {MAX_FILTER_NETNS} namespaces can be filtered in the kernel",
+            netns.len()
+        );
+    }
+    if cgroups.len() > MAX_FILTER_CGROUPS {
+        bail!(
+            "--cgroup/--container match {} cgroups (with their descendants); at most \
+             {MAX_FILTER_CGROUPS} can be filtered in the kernel: name a more specific cgroup",
+            cgroups.len()
+        );
+    }
+    f.netns[..netns.len()].copy_from_slice(&netns);
+    f.n_netns = netns.len() as u32;
+    f.cgroups[..cgroups.len()].copy_from_slice(&cgroups);
+    f.n_cgroups = cgroups.len() as u32;
     if ports.len() > MAX_FILTER_PORTS {
         bail!(
             "--port was given {} times; at most {MAX_FILTER_PORTS} ports can be filtered in the kernel",
@@ -41,29 +72,50 @@ mod tests {
     // What the kernel does with these lists is tested where it happens: in
     // tests/loopback_causes.rs (port_filter_keeps_other_ports_out).
 
+    fn scope(ports: &[u16], pids: &[u32]) -> KernelScope {
+        KernelScope {
+            ports: ports.to_vec(),
+            pids: pids.to_vec(),
+            ..KernelScope::default()
+        }
+    }
+
     #[test]
     fn empty_lists_filter_nothing() {
-        let f = kernel_filter(&[], &[]).unwrap();
-        assert_eq!((f.n_ports, f.n_pids), (0, 0));
+        let f = kernel_filter(&KernelScope::default()).unwrap();
+        assert_eq!((f.n_ports, f.n_pids, f.n_netns, f.n_cgroups), (0, 0, 0, 0));
     }
 
     #[test]
     fn lists_are_deduplicated_into_the_kernel_struct() {
-        let f = kernel_filter(&[8080, 8080, 443], &[7, 7]).unwrap();
+        let mut s = scope(&[8080, 8080, 443], &[7, 7]);
+        s.netns = vec![4026531840, 4026531840];
+        s.cgroups = vec![9, 3, 9];
+        let f = kernel_filter(&s).unwrap();
         assert_eq!(f.n_ports, 2);
         assert_eq!(&f.ports[..2], &[443, 8080]);
         assert_eq!(f.n_pids, 1);
         assert_eq!(f.pids[0], 7);
+        assert_eq!((f.n_netns, f.netns[0]), (1, 4026531840));
+        assert_eq!((f.n_cgroups, &f.cgroups[..2]), (2, &[3u64, 9][..]));
     }
 
     #[test]
     fn too_many_values_are_rejected_with_the_flag_name() {
         let ports: Vec<u16> = (1..=17).collect();
-        let err = kernel_filter(&ports, &[]).unwrap_err().to_string();
+        let err = kernel_filter(&scope(&ports, &[])).unwrap_err().to_string();
         assert!(err.contains("--port"), "{err}");
         let pids: Vec<u32> = (1..=17).collect();
-        let err = kernel_filter(&[], &pids).unwrap_err().to_string();
+        let err = kernel_filter(&scope(&[], &pids)).unwrap_err().to_string();
         assert!(err.contains("--pid"), "{err}");
+        let mut s = scope(&[], &[]);
+        s.netns = (1..=9).collect();
+        let err = kernel_filter(&s).unwrap_err().to_string();
+        assert!(err.contains("--netns"), "{err}");
+        s.netns.clear();
+        s.cgroups = (1..=33).collect();
+        let err = kernel_filter(&s).unwrap_err().to_string();
+        assert!(err.contains("--cgroup"), "{err}");
     }
 }
 
@@ -82,6 +134,10 @@ pub struct RecordFilter {
     pub addrs: Vec<Cidr>,
     /// The owner's (or acting task's) command name, exactly.
     pub comms: Vec<String>,
+    /// Network namespace inodes.
+    pub netns: Vec<u32>,
+    /// Container id prefixes (of the owner's container).
+    pub containers: Vec<String>,
 }
 
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -164,6 +220,18 @@ impl RecordFilter {
             && any(self.comms.is_empty(), {
                 let comm = e.process.as_ref().unwrap_or(&e.actor).comm.as_str();
                 self.comms.iter().any(|c| c == comm)
+            })
+            && any(
+                self.netns.is_empty(),
+                e.netns.is_some_and(|n| self.netns.contains(&n)),
+            )
+            && any(self.containers.is_empty(), {
+                let id = rec
+                    .owner_proc
+                    .as_ref()
+                    .and_then(|p| p.container.as_ref())
+                    .and_then(|c| c.id.as_deref());
+                id.is_some_and(|id| self.containers.iter().any(|c| id.starts_with(c.as_str())))
             })
     }
 }

@@ -23,5 +23,6 @@ pub mod output;
 pub mod probes;
 pub mod procinfo;
 pub mod replay;
+pub mod scope;
 pub mod source;
 pub mod summary;

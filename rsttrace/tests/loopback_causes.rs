@@ -23,7 +23,7 @@ fn port_not_open_and_peer_refused() {
     let socketless = tracer.sees_socketless_rsts();
     let events = tracer.stop();
 
-    let sent = find(&events, "sent", "port_not_open");
+    let sent = provoked(&events, "sent", "port_not_open");
     if !socketless {
         // 6.1's tcp_send_reset tracepoint does not fire without a socket;
         // rsttrace picks kprobe/fentry there, unless forced otherwise.
@@ -39,7 +39,7 @@ fn port_not_open_and_peer_refused() {
     // Loopback NET_RX runs in softirq: nobody owns a portless RST.
     assert_eq!(sent[0]["pid"], Value::Null);
 
-    let received = find(&events, "received", "peer_refused");
+    let received = provoked(&events, "received", "peer_refused");
     assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
     assert_eq!(received[0]["remote_port"], port);
     assert_eq!(received[0]["state"], "SYN_SENT");
@@ -65,7 +65,7 @@ fn close_with_unread_data() {
     let confidence = tracer.proven_confidence();
     let events = tracer.stop();
 
-    let sent = find(&events, "sent", "close_unread_data");
+    let sent = provoked(&events, "sent", "close_unread_data");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
     let ev = sent[0];
     assert_eq!(ev["local_port"], port);
@@ -97,7 +97,7 @@ fn so_linger_zero() {
     let confidence = tracer.proven_confidence();
     let events = tracer.stop();
 
-    let sent = find(&events, "sent", "linger_zero");
+    let sent = provoked(&events, "sent", "linger_zero");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
     let ev = sent[0];
     assert_eq!(ev["remote_port"], port);
@@ -130,7 +130,7 @@ fn data_after_close() {
     let confidence = tracer.proven_confidence();
     let events = tracer.stop();
 
-    let sent = find(&events, "sent", "data_after_close");
+    let sent = provoked(&events, "sent", "data_after_close");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
     let ev = sent[0];
     assert_eq!(ev["local_port"], port);

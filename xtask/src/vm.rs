@@ -769,7 +769,7 @@ running 2 tests
 test so_linger_zero ... ok
 test port_not_open_and_peer_refused ... FAILED
 RSTTRACE-VM: EXIT loopback_causes 101
-RSTTRACE-VM: CAUSE so_linger_zero\tsent\tlinger_zero
+RSTTRACE-VM: CAUSE event\tso_linger_zero\tsent\tlinger_zero\tlikely
 RSTTRACE-VM: RESULT FAIL
 ";
         let r = parse_serial(serial);

@@ -118,8 +118,21 @@ const SPECS: &[Spec] = &[
         &[("sock", "sk_lingertime")],
     ),
     spec("sk_err", Optional, Scalar, &[("sock", "sk_err")]),
+    spec("sk_err_soft", Optional, Scalar, &[("sock", "sk_err_soft")]),
     // A bitfield before 5.6, a u16 since.
     spec("sk_protocol", Optional, Scalar, &[("sock", "sk_protocol")]),
+    spec(
+        "sk_ack_backlog",
+        Optional,
+        Scalar,
+        &[("sock", "sk_ack_backlog")],
+    ),
+    spec(
+        "sk_max_ack_backlog",
+        Optional,
+        Scalar,
+        &[("sock", "sk_max_ack_backlog")],
+    ),
     spec(
         "inet_sport",
         Optional,
@@ -471,7 +484,10 @@ fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
         "sk_shutdown" => &mut o.sk_shutdown,
         "sk_lingertime" => &mut o.sk_lingertime,
         "sk_err" => &mut o.sk_err,
+        "sk_err_soft" => &mut o.sk_err_soft,
         "sk_protocol" => &mut o.sk_protocol,
+        "sk_ack_backlog" => &mut o.sk_ack_backlog,
+        "sk_max_ack_backlog" => &mut o.sk_max_ack_backlog,
         "inet_sport" => &mut o.inet_sport,
         "icsk_probes_out" => &mut o.icsk_probes_out,
         "rcv_nxt" => &mut o.rcv_nxt,
@@ -534,8 +550,8 @@ mod tests {
 
     #[test]
     fn every_offsets_field_has_a_spec() {
-        // 31 Field members + 4 bit numbers (see the abi size assertion).
-        assert_eq!(SPECS.len(), 31);
+        // 34 Field members + 4 bit numbers (see the abi size assertion).
+        assert_eq!(SPECS.len(), 34);
         let mut names: Vec<_> = SPECS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();

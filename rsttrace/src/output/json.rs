@@ -437,6 +437,9 @@ mod tests {
             probes_out: 4,
             sk_err: 104,
             tw_substate: Some(TcpState::FIN_WAIT2),
+            accept_queue_full: false,
+            closed_from: None,
+            soft_error: false,
         });
         let line = format(&rec);
         let v: Value = serde_json::from_str(&line).unwrap();

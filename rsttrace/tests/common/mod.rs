@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netns;
+
 /// Whether kernel tests can run here. In CI (`RSTTRACE_REQUIRE_KERNEL_TESTS=1`)
 /// a missing prerequisite fails the test instead of skipping it.
 pub fn kernel_tests_possible(test: &str) -> bool {
@@ -112,6 +114,26 @@ impl Tracer {
         }
     }
 
+    /// Waits until the events exported so far satisfy `done`; false on timeout.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // rsttrace flushes once per batch: every complete line is an event.
+            let text = std::fs::read_to_string(&self.export).unwrap_or_default();
+            let events: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if done(&events) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops rsttrace with SIGINT, as a user would, and returns the events.
     pub fn stop(self) -> Vec<Value> {
         self.stop_with_raw().0
@@ -136,6 +158,7 @@ impl Tracer {
         let raw = std::fs::read(&self.export).expect("export file exists");
         let events = read_jsonl(&self.export);
         report_causes(&events, self.send_family());
+        FAMILY.with(|f| *f.borrow_mut() = self.send_family().to_string());
         (events, raw)
     }
 
@@ -173,32 +196,57 @@ impl Tracer {
     }
 }
 
-/// Appends `test[send hook family]<TAB>direction<TAB>cause` per event to
-/// $RSTTRACE_CAUSE_REPORT, so `cargo xtask test` / `vm-test` can say which
-/// causes each kernel (and hook family) showed.
+/// Appends one row per event (`event<TAB>test[family]<TAB>direction<TAB>cause<TAB>confidence`)
+/// to $RSTTRACE_CAUSE_REPORT, so `cargo xtask test` / `vm-test` can print
+/// which causes each kernel (and hook family) showed, and how they were labelled.
 fn report_causes(events: &[Value], family: &str) {
-    use std::io::Write;
-    let Some(path) = std::env::var_os("RSTTRACE_CAUSE_REPORT") else {
-        return;
-    };
-    // libtest runs each test on a thread named after it.
-    let test = format!("{}[{family}]", std::thread::current().name().unwrap_or("?"));
+    let test = test_tag(family);
     let lines: String = events
         .iter()
         .filter(|e| e["gap"].is_null())
         .map(|e| {
             format!(
-                "{test}\t{}\t{}\n",
+                "event\t{test}\t{}\t{}\t{}\n",
                 e["direction"].as_str().unwrap_or("?"),
-                e["cause"].as_str().unwrap_or("?")
+                e["cause"].as_str().unwrap_or("?"),
+                e["confidence"].as_str().unwrap_or("?")
             )
         })
         .collect();
+    append_report(&lines);
+}
+
+/// Records that the running test provoked `cause` (the "provoked" column of
+/// the cause table) and returns the events rsttrace labelled with it.
+pub fn provoked<'a>(events: &'a [Value], direction: &str, cause: &str) -> Vec<&'a Value> {
+    let family = FAMILY.with(|f| f.borrow().clone());
+    append_report(&format!(
+        "provoked\t{}\t{direction}\t{cause}\t\n",
+        test_tag(&family)
+    ));
+    find(events, direction, cause)
+}
+
+thread_local! {
+    /// The send hook family of the test thread's last stopped tracer.
+    static FAMILY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// libtest runs each test on a thread named after it.
+fn test_tag(family: &str) -> String {
+    format!("{}[{family}]", std::thread::current().name().unwrap_or("?"))
+}
+
+fn append_report(lines: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("RSTTRACE_CAUSE_REPORT") else {
+        return;
+    };
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path);
-    // One write per test: O_APPEND keeps lines of parallel tests whole.
+    // One write per call: O_APPEND keeps lines of parallel tests whole.
     if let Ok(mut f) = file {
         let _ = f.write_all(lines.as_bytes());
     }

@@ -1,0 +1,471 @@
+//! One test per cause that can be provoked on one machine: real sockets,
+//! real RSTs (or aborts), traced by the real rsttrace. Causes that need a
+//! link between two hosts run in a pair of network namespaces joined by
+//! veth, with nftables dropping or rejecting on it; the rest on loopback.
+//! Each asserts the cause, direction, ports and owner in the JSON export,
+//! and that nothing is labelled `certain` that the kernel did not confirm.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use common::netns::NetnsPair;
+use common::*;
+use serde_json::Value;
+
+fn our_pid() -> u64 {
+    u64::from(std::process::id())
+}
+
+fn set_int(fd: i32, level: i32, option: i32, value: i32) {
+    // SAFETY: a plain setsockopt with an int-sized value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&value as *const i32).cast(),
+            size_of::<i32>() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {option}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// An nftables table `rsttrace` with one input-hook chain holding `rules`.
+fn input_rules(rules: &str) -> String {
+    format!(
+        "table inet rsttrace {{\n chain input {{\n type filter hook input priority 0;\n {rules}\n }}\n}}\n"
+    )
+}
+
+const DELETE_RULES: &str = "delete table inet rsttrace";
+
+/// No event may be `certain` unless the kernel gave a reason to agree with.
+fn assert_no_unconfirmed_certainty(tracer_confidence: &str, events: &[Value]) {
+    if tracer_confidence == "likely" {
+        for e in events.iter().filter(|e| e["direction"] == "sent") {
+            assert_ne!(e["confidence"], "certain", "no kernel reason: {e}");
+        }
+    }
+}
+
+#[test]
+fn port_not_open_between_namespaces_names_the_last_listener() {
+    if !kernel_tests_possible("port_not_open_between_namespaces_names_the_last_listener") {
+        return;
+    }
+    let net = NetnsPair::new();
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    // A listener that came and went: the port's history names it.
+    net.b
+        .run(move || drop(TcpListener::bind(("0.0.0.0", port)).unwrap()));
+    let target = net.b.socket_addr(port);
+    let err = net.a.run(move || {
+        TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect_err("nothing listens")
+    });
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let socketless = tracer.sees_socketless_rsts();
+    let events = tracer.stop();
+
+    // A's connect() proved it owns the socket that received the RST.
+    let received = provoked(&events, "received", "peer_refused");
+    assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
+    assert_eq!(received[0]["pid"], our_pid());
+    assert_eq!(received[0]["netns"], net.a.inode());
+    assert_eq!(received[0]["remote_port"], port);
+    if !socketless {
+        eprintln!("port_not_open: the send hook cannot see socketless RSTs here");
+        return;
+    }
+    // B answered from softirq, with no socket: no owner, whoever the actor was.
+    let sent = provoked(&events, "sent", "port_not_open");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["local_port"], port);
+    assert_eq!(ev["netns"], net.b.inode());
+    assert_eq!(ev["pid"], Value::Null, "{ev}");
+    assert_eq!(ev["owner_unknown"], "no_socket");
+    let prior = &ev["evidence"]["prior"];
+    assert_eq!(prior["kind"], "listener_closed", "{ev}");
+    assert_eq!(prior["pid"], our_pid(), "{ev}");
+}
+
+#[test]
+fn connect_timeout_is_joined_to_the_abandoned_connect() {
+    if !kernel_tests_possible("connect_timeout_is_joined_to_the_abandoned_connect") {
+        return;
+    }
+    let net = NetnsPair::new();
+    let port = free_port();
+    let listener = net
+        .b
+        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    // A never sees the SYN-ACK, so its connect() times out...
+    net.a.nft(&input_rules(&format!(
+        "tcp sport {port} tcp flags & (syn | ack) == syn | ack drop;"
+    )));
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let target = net.b.socket_addr(port);
+    let err = net.a.run(move || {
+        TcpStream::connect_timeout(&target, Duration::from_millis(300)).expect_err("dropped")
+    });
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    // ...and B's retransmitted SYN-ACK (1 s later) finds no socket at A.
+    net.a.nft(DELETE_RULES);
+    let socketless = tracer.sees_socketless_rsts();
+    let confidence = tracer.proven_confidence();
+    tracer.wait_for(Duration::from_secs(8), |ev| {
+        !find(ev, "sent", "connect_timeout").is_empty()
+    });
+    let events = tracer.stop();
+    drop(listener);
+    if !socketless {
+        eprintln!("connect_timeout: the send hook cannot see socketless RSTs here");
+        return;
+    }
+    let sent = provoked(&events, "sent", "connect_timeout");
+    assert!(!sent.is_empty(), "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["remote_port"], port);
+    assert_eq!(ev["netns"], net.a.inode());
+    assert_eq!(ev["packet"]["flags"], "S.");
+    assert_eq!(ev["confidence"], confidence, "{ev}");
+    let prior = &ev["evidence"]["prior"];
+    assert_eq!(prior["kind"], "connect_abandoned", "{ev}");
+    assert_eq!(prior["pid"], our_pid(), "{ev}");
+    let late = ev["evidence"]["syn_ack_late_ms"].as_u64().unwrap();
+    assert!(late >= 300, "the SYN-ACK came {late} ms after the close");
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
+
+#[test]
+fn retransmit_timeout_then_half_open() {
+    if !kernel_tests_possible("retransmit_timeout_then_half_open") {
+        return;
+    }
+    let net = NetnsPair::new();
+    let port = free_port();
+    let listener = net
+        .b
+        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let target = net.b.socket_addr(port);
+    let client = net.a.run(move || TcpStream::connect(target).unwrap());
+    let (mut server, _) = listener.accept().unwrap();
+    set_int(
+        client.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        500,
+    );
+    // B stops hearing A: A's data is never acknowledged, and A gives up
+    // after TCP_USER_TIMEOUT with ETIMEDOUT, sending no RST.
+    net.b.nft(&input_rules(&format!("tcp dport {port} drop;")));
+    (&client).write_all(b"hello").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let err = (&client).read(&mut [0u8; 8]).expect_err("timed out");
+    assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}");
+    // B never learnt of it; when it talks, A has no socket and resets.
+    net.b.nft(DELETE_RULES);
+    server.write_all(b"still there?").unwrap();
+    let socketless = tracer.sees_socketless_rsts();
+    let confidence = tracer.proven_confidence();
+    tracer.wait_for(Duration::from_secs(5), |ev| {
+        !find(ev, "received", "peer_reset").is_empty()
+    });
+    let events = tracer.stop();
+
+    let aborts = provoked(&events, "abort", "retransmit_timeout");
+    assert_eq!(aborts.len(), 1, "events:\n{}", describe(&events));
+    let ev = aborts[0];
+    assert_eq!(ev["confidence"], "certain");
+    assert_eq!(ev["pid"], our_pid());
+    assert_eq!(ev["netns"], net.a.inode());
+    assert_eq!(ev["remote_port"], port);
+    assert_eq!(ev["evidence"]["errno"], "ETIMEDOUT");
+    assert_eq!(ev["socket"]["unacked"], 5);
+    assert_eq!(ev["evidence"]["state_before"], "ESTABLISHED", "{ev}");
+
+    let peer = provoked(&events, "received", "peer_reset");
+    assert_eq!(peer.len(), 1, "events:\n{}", describe(&events));
+    assert_eq!(peer[0]["netns"], net.b.inode());
+    if socketless {
+        let half = provoked(&events, "sent", "half_open");
+        assert_eq!(half.len(), 1, "events:\n{}", describe(&events));
+        let ev = half[0];
+        assert_eq!(ev["netns"], net.a.inode());
+        assert_eq!(ev["evidence"]["follows_abort"], "ETIMEDOUT", "{ev}");
+        assert_eq!(ev["evidence"]["prior"]["pid"], our_pid(), "{ev}");
+    }
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
+
+#[test]
+fn icmp_errors_abort_a_connect() {
+    if !kernel_tests_possible("icmp_errors_abort_a_connect") {
+        return;
+    }
+    let net = NetnsPair::new();
+    let (unreachable, rejected) = (free_port(), free_port());
+    net.b.nft(&input_rules(&format!(
+        "tcp dport {unreachable} reject with icmpx type host-unreachable; \
+         tcp dport {rejected} reject with icmpx type port-unreachable;"
+    )));
+    let tracer = Tracer::start(&[
+        "--port",
+        &unreachable.to_string(),
+        "--port",
+        &rejected.to_string(),
+    ]);
+    for (port, errno) in [
+        (unreachable, libc::EHOSTUNREACH),
+        (rejected, libc::ECONNREFUSED),
+    ] {
+        let target = net.b.socket_addr(port);
+        // A blocking connect(): the first ICMP error arrives while connect()
+        // holds the socket lock and stays soft; the one answering the SYN's
+        // retransmission (1 s later) is fatal.
+        let err = net
+            .a
+            .run(move || TcpStream::connect(target).expect_err("rejected"));
+        assert_eq!(err.raw_os_error(), Some(errno), "{err}");
+    }
+    let events = tracer.stop();
+
+    let aborts = provoked(&events, "abort", "unreachable");
+    assert_eq!(aborts.len(), 2, "events:\n{}", describe(&events));
+    for (ev, errno) in aborts.iter().zip(["EHOSTUNREACH", "ECONNREFUSED"]) {
+        assert_eq!(ev["evidence"]["errno"], errno, "{ev}");
+        assert_eq!(ev["evidence"]["state_before"], "SYN_SENT", "{ev}");
+        assert_eq!(ev["pid"], our_pid());
+        assert_eq!(ev["netns"], net.a.inode());
+    }
+    // An ICMP error is not an RST: nothing was sent or received.
+    assert!(
+        events.iter().all(|e| e["direction"] == "abort"),
+        "events:\n{}",
+        describe(&events)
+    );
+}
+
+#[test]
+fn keepalive_timeout_resets_a_silent_peer() {
+    if !kernel_tests_possible("keepalive_timeout_resets_a_silent_peer") {
+        return;
+    }
+    let net = NetnsPair::new();
+    let port = free_port();
+    let listener = net
+        .b
+        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let target = net.b.socket_addr(port);
+    let client = net.a.run(move || TcpStream::connect(target).unwrap());
+    let _server = listener.accept().unwrap();
+    let fd = client.as_raw_fd();
+    set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 1);
+    // B goes silent: the probes are never answered.
+    net.b.nft(&input_rules(&format!("tcp dport {port} drop;")));
+    let confidence = tracer.proven_confidence();
+    tracer.wait_for(Duration::from_secs(8), |ev| {
+        !find(ev, "sent", "keepalive_timeout").is_empty()
+    });
+    let events = tracer.stop();
+
+    let sent = provoked(&events, "sent", "keepalive_timeout");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["confidence"], confidence);
+    assert_eq!(ev["pid"], our_pid(), "the owner, not the timer's actor");
+    assert_eq!(ev["actor"]["context"], "softirq:TIMER");
+    assert!(ev["socket"]["probes_out"].as_u64().unwrap() >= 1);
+    // The keepalive RST's own ETIMEDOUT is not reported a second time.
+    assert!(
+        find(&events, "abort", "retransmit_timeout").is_empty()
+            && find(&events, "abort", "keepalive_timeout").is_empty(),
+        "events:\n{}",
+        describe(&events)
+    );
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
+
+#[test]
+fn accept_queue_overflow_with_abort_on_overflow() {
+    if !kernel_tests_possible("accept_queue_overflow_with_abort_on_overflow") {
+        return;
+    }
+    let net = NetnsPair::new();
+    net.b.sysctl("net.ipv4.tcp_abort_on_overflow", "1");
+    let port = free_port();
+    // Started first: the listener's owner is seen at listen().
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let listener = net.b.run(move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
+        // listen() again: only the backlog changes (the queue holds 2).
+        // SAFETY: a listening socket we own.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 1) }, 0);
+        l
+    });
+    let target = net.b.socket_addr(port);
+    // The late client: its handshake's last ACK is held back at B, so its
+    // request waits while two others fill the accept queue.
+    net.b.nft(&input_rules(&format!(
+        "tcp dport {port} tcp flags & (syn | ack | fin | rst) == ack drop;"
+    )));
+    let late = net.a.run(move || TcpStream::connect(target).unwrap());
+    let late_port = late.local_addr().unwrap().port();
+    net.b.nft(DELETE_RULES);
+    net.b.nft(&input_rules(&format!(
+        "tcp sport {late_port} tcp dport {port} drop;"
+    )));
+    let _early: Vec<TcpStream> = (0..2)
+        .map(|_| net.a.run(move || TcpStream::connect(target).unwrap()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    net.b.nft(DELETE_RULES);
+    // Its data carries the ACK: the queue is full, and B resets it.
+    (&late).write_all(b"x").unwrap();
+    let confidence = tracer.proven_confidence();
+    tracer.wait_for(Duration::from_secs(5), |ev| {
+        !find(ev, "sent", "backlog_overflow").is_empty()
+    });
+    let events = tracer.stop();
+    drop(listener);
+
+    let sent = provoked(&events, "sent", "backlog_overflow");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["state"], "LISTEN");
+    assert_eq!(ev["remote_port"], late_port);
+    assert_eq!(ev["netns"], net.b.inode());
+    assert_eq!(ev["evidence"]["accept_queue"], "full", "{ev}");
+    assert_eq!(ev["confidence"], confidence);
+    // The listener's owner: it called listen().
+    assert_eq!(ev["pid"], our_pid(), "{ev}");
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
+
+#[test]
+fn linger2_abort_in_fin_wait2() {
+    if !kernel_tests_possible("linger2_abort_in_fin_wait2") {
+        return;
+    }
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let client = TcpStream::connect(loopback(port)).unwrap();
+    let _server = listener.accept().unwrap();
+    set_int(client.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_LINGER2, -1);
+    // Our FIN is acknowledged: FIN_WAIT2. close() there aborts at once.
+    client.shutdown(Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(client);
+    let confidence = tracer.proven_confidence();
+    let events = tracer.stop();
+
+    let sent = provoked(&events, "sent", "linger2_abort");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    assert_eq!(sent[0]["confidence"], confidence);
+    assert_eq!(sent[0]["pid"], our_pid());
+    assert_eq!(sent[0]["remote_port"], port);
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
+
+#[test]
+fn closing_a_listener_resets_its_queue() {
+    if !kernel_tests_possible("closing_a_listener_resets_its_queue") {
+        return;
+    }
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    // Handshake done, never accepted.
+    let waiting = TcpStream::connect(loopback(port)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(listener);
+    let confidence = tracer.proven_confidence();
+    let events = tracer.stop();
+    drop(waiting);
+
+    let sent = provoked(&events, "sent", "listener_closed");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    assert_eq!(sent[0]["local_port"], port);
+    assert_eq!(sent[0]["confidence"], confidence);
+    assert_eq!(find(&events, "received", "peer_reset").len(), 1);
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
+
+#[test]
+fn connect_af_unspec_disconnects() {
+    if !kernel_tests_possible("connect_af_unspec_disconnects") {
+        return;
+    }
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let client = TcpStream::connect(loopback(port)).unwrap();
+    let _server = listener.accept().unwrap();
+    // SAFETY: sockaddr with only the family set, as connect(2) documents
+    // for dissolving an association.
+    let rc = unsafe {
+        let mut sa: libc::sockaddr = std::mem::zeroed();
+        sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        libc::connect(client.as_raw_fd(), &sa, size_of::<libc::sockaddr>() as u32)
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let confidence = tracer.proven_confidence();
+    let events = tracer.stop();
+
+    let sent = provoked(&events, "sent", "disconnect");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    assert_eq!(sent[0]["pid"], our_pid());
+    assert_eq!(sent[0]["actor"]["context"], "task");
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
+
+#[test]
+fn ss_kill_names_killer_and_owner() {
+    if !kernel_tests_possible("ss_kill_names_killer_and_owner") {
+        return;
+    }
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let client = TcpStream::connect(loopback(port)).unwrap();
+    let _server = listener.accept().unwrap();
+    let local = client.local_addr().unwrap().port();
+    let out = std::process::Command::new("ss")
+        .args(["-K", "dst", "127.0.0.1", "dport", "=", &port.to_string()])
+        .args(["sport", "=", &local.to_string()])
+        .output()
+        .expect("run ss");
+    assert!(out.status.success(), "ss -K: {out:?}");
+    let err = (&client).write(b"x").expect_err("killed");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED), "{err}");
+    let confidence = tracer.proven_confidence();
+    let events = tracer.stop();
+
+    let sent = provoked(&events, "sent", "socket_killed");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["pid"], our_pid(), "the owner: {ev}");
+    assert_eq!(ev["actor"]["comm"], "ss", "the killer: {ev}");
+    assert_eq!(ev["actor"]["context"], "task");
+    // ECONNABORTED came with the RST: not a second, RST-less abort.
+    assert!(find(&events, "abort", "unknown").is_empty());
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
