@@ -1,6 +1,6 @@
 //! The end-of-run summary: what was seen, and what was not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::cause::{CauseId, Classified};
@@ -22,7 +22,18 @@ pub struct Summary {
     pub decode_errors: u64,
     /// Events that could not be written to an output.
     pub write_errors: u64,
+    /// Per local port (65536 at most: bounded by the domain).
+    ports: HashMap<u16, u64>,
+    /// Per owning process (pid, comm), up to `MAX_OWNERS`; the rest are
+    /// counted in `owners_other`.
+    owners: HashMap<(u32, String), u64>,
+    owners_other: u64,
 }
+
+/// Distinct owners counted by name; a fork storm cannot grow the table.
+const MAX_OWNERS: usize = 4096;
+/// Rows of the "top" lines.
+const TOP: usize = 5;
 
 impl Summary {
     pub fn add(&mut self, rec: &Classified) {
@@ -31,6 +42,18 @@ impl Summary {
             .entry((rec.cause.id, rec.event.direction))
             .or_default() += 1;
         self.total += 1;
+        *self.ports.entry(rec.event.local.port()).or_default() += 1;
+        if let Some(p) = &rec.event.process {
+            let key = (p.pid, p.comm.clone());
+            let full = self.owners.len() >= MAX_OWNERS;
+            match self.owners.get_mut(&key) {
+                Some(n) => *n += 1,
+                None if full => self.owners_other += 1,
+                None => {
+                    self.owners.insert(key, 1);
+                }
+            }
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -53,6 +76,19 @@ impl Summary {
             let _ = writeln!(s, "  {:<20} {:<9} {:>9}", cause.id(), dir.as_str(), n);
         }
         let _ = writeln!(s, "  {:<20} {:<9} {:>9}", "total", "", self.total);
+        if !self.ports.is_empty() {
+            let ports = top(self.ports.iter().map(|(p, n)| (p.to_string(), *n)));
+            let _ = writeln!(s, "  top local ports: {ports}");
+        }
+        if !self.owners.is_empty() {
+            let mut owners = top(self.owners.iter().map(|((pid, comm), n)| {
+                (format!("{pid}/{}", crate::output::escape_control(comm)), *n)
+            }));
+            if self.owners_other > 0 {
+                let _ = write!(owners, ", others ({})", self.owners_other);
+            }
+            let _ = writeln!(s, "  top owners: {owners}");
+        }
         let _ = writeln!(s, "  lost (ring buffer full): {}", self.lost);
         let _ = writeln!(s, "  filtered in kernel:      {}", self.filtered);
         for (label, n) in [
@@ -72,6 +108,17 @@ impl Summary {
         }
         s
     }
+}
+
+/// `name (count), ...` for the `TOP` largest counts, ties by name.
+fn top(counts: impl Iterator<Item = (String, u64)>) -> String {
+    let mut all: Vec<(String, u64)> = counts.collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    all.iter()
+        .take(TOP)
+        .map(|(name, n)| format!("{name} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -96,9 +143,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("lost (ring buffer full): 0"), "{text}");
+        assert!(text.contains("top local ports: 8080 (3)"), "{text}");
+        assert!(
+            text.contains("top owners: 7/=cmd|evil\\x1b[2J (3)"),
+            "{text}"
+        );
         assert!(!text.contains("raise --ring-buffer"));
         sum.lost = 5;
         assert!(sum.render().contains("raise --ring-buffer"));
+    }
+
+    #[test]
+    fn owner_counts_are_bounded() {
+        let mut sum = Summary::default();
+        let mut rec = record();
+        for pid in 0..(MAX_OWNERS as u32 + 10) {
+            rec.event.process.as_mut().unwrap().pid = pid;
+            sum.add(&rec);
+        }
+        assert_eq!(sum.owners.len(), MAX_OWNERS);
+        assert_eq!(sum.owners_other, 10);
+        assert!(sum.render().contains(", others (10)"));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! own bytes, so the IP and TCP headers are synthesised from those facts the
 //! way the kernel builds them (`tcp_v4_send_reset`: `R` with seq = the
 //! trigger's ack, or `R.` acking the trigger); the comment says so.
-//! The format is small and fixed (SHB, one IDB, EPBs: draft-ietf-opsawg-pcapng),
-//! so it is written here rather than through a crate.
+//! The format is small and fixed (SHB, IDBs, EPBs: draft-ietf-opsawg-pcapng),
+//! so it is written here rather than through a crate. Interface 0 holds
+//! events whose network namespace is unknown; each namespace seen gets an
+//! interface of its own (`netns:INODE`), written before its first packet.
 
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -26,11 +28,16 @@ const OPT_END: u16 = 0;
 const OPT_COMMENT: u16 = 1;
 const SHB_USERAPPL: u16 = 4;
 const IF_NAME: u16 = 2;
+const IF_DESCRIPTION: u16 = 3;
 const IF_TSRESOL: u16 = 9;
+/// Interfaces per file beyond which namespaces share interface 0.
+const MAX_INTERFACES: usize = 1024;
 
 pub struct PcapngSink<W: Write> {
     out: W,
     started: bool,
+    /// Network namespace inode → interface id in this file.
+    interfaces: std::collections::HashMap<u32, u32>,
 }
 
 impl<W: Write> PcapngSink<W> {
@@ -38,7 +45,28 @@ impl<W: Write> PcapngSink<W> {
         PcapngSink {
             out,
             started: false,
+            interfaces: std::collections::HashMap::new(),
         }
+    }
+
+    /// The interface of `netns`, writing its description block first.
+    fn interface(&mut self, netns: Option<u32>) -> io::Result<u32> {
+        let Some(netns) = netns else {
+            return Ok(0);
+        };
+        if let Some(&id) = self.interfaces.get(&netns) {
+            return Ok(id);
+        }
+        if self.interfaces.len() >= MAX_INTERFACES {
+            return Ok(0);
+        }
+        self.out.write_all(&interface_block(
+            &format!("netns:{netns}"),
+            &format!("network namespace inode {netns}"),
+        ))?;
+        let id = self.interfaces.len() as u32 + 1;
+        self.interfaces.insert(netns, id);
+        Ok(id)
     }
 
     fn start(&mut self) -> io::Result<()> {
@@ -57,7 +85,8 @@ impl<W: Write> Sink for PcapngSink<W> {
             return Ok(());
         }
         self.start()?;
-        self.out.write_all(&packet_block(rec))
+        let interface = self.interface(rec.event.netns)?;
+        self.out.write_all(&packet_block(rec, interface))
     }
 
     /// A capture has no record for "nothing here": the loss is noted in the
@@ -69,7 +98,7 @@ impl<W: Write> Sink for PcapngSink<W> {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        self.out.write_all(&epb(now, &[], &comment))
+        self.out.write_all(&epb(0, now, &[], &comment))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -93,32 +122,39 @@ pub fn header() -> Vec<u8> {
     );
     option(&mut shb_body, OPT_END, &[]);
 
-    let mut idb_body = Vec::new();
-    idb_body.extend_from_slice(&LINKTYPE_RAW.to_le_bytes());
-    idb_body.extend_from_slice(&0u16.to_le_bytes()); // reserved
-    idb_body.extend_from_slice(&0u32.to_le_bytes()); // snaplen: no limit
-    option(&mut idb_body, IF_NAME, b"rsttrace");
-    option(&mut idb_body, IF_TSRESOL, &[9]); // nanoseconds
-    option(&mut idb_body, OPT_END, &[]);
-
     let mut out = block(BLOCK_SHB, &shb_body);
-    out.extend_from_slice(&block(BLOCK_IDB, &idb_body));
+    out.extend_from_slice(&interface_block(
+        "rsttrace",
+        "resets whose network namespace is unknown",
+    ));
     out
 }
 
-pub fn packet_block(rec: &Classified) -> Vec<u8> {
+fn interface_block(name: &str, description: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&LINKTYPE_RAW.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes()); // reserved
+    body.extend_from_slice(&0u32.to_le_bytes()); // snaplen: no limit
+    option(&mut body, IF_NAME, name.as_bytes());
+    option(&mut body, IF_DESCRIPTION, description.as_bytes());
+    option(&mut body, IF_TSRESOL, &[9]); // nanoseconds
+    option(&mut body, OPT_END, &[]);
+    block(BLOCK_IDB, &body)
+}
+
+pub fn packet_block(rec: &Classified, interface: u32) -> Vec<u8> {
     let ts = rec
         .event
         .time
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    epb(ts, &rst_packet(rec), &comment(rec))
+    epb(interface, ts, &rst_packet(rec), &comment(rec))
 }
 
-fn epb(ts_ns: u64, packet: &[u8], comment: &str) -> Vec<u8> {
+fn epb(interface: u32, ts_ns: u64, packet: &[u8], comment: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(32 + packet.len() + comment.len());
-    body.extend_from_slice(&0u32.to_le_bytes()); // interface 0
+    body.extend_from_slice(&interface.to_le_bytes());
     body.extend_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
     body.extend_from_slice(&(ts_ns as u32).to_le_bytes());
     body.extend_from_slice(&(packet.len() as u32).to_le_bytes());
@@ -305,6 +341,43 @@ mod tests {
         }
         let kinds: Vec<u32> = blocks(&buf).into_iter().map(|(k, _)| k).collect();
         assert_eq!(kinds, [BLOCK_SHB, BLOCK_IDB, BLOCK_EPB, BLOCK_EPB]);
+    }
+
+    #[test]
+    fn each_network_namespace_gets_its_own_interface() {
+        let mut buf = Vec::new();
+        {
+            let mut sink = PcapngSink::new(&mut buf);
+            let mut rec = record();
+            for netns in [Some(4026531840), Some(4026532177), Some(4026531840), None] {
+                rec.event.netns = netns;
+                sink.write(&rec).unwrap();
+            }
+            let mut abort = record();
+            abort.event.direction = Direction::Abort;
+            sink.write(&abort).unwrap();
+            sink.flush().unwrap();
+        }
+        let blocks = blocks(&buf);
+        let kinds: Vec<u32> = blocks.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                BLOCK_SHB, BLOCK_IDB, BLOCK_IDB, BLOCK_EPB, BLOCK_IDB, BLOCK_EPB, BLOCK_EPB,
+                BLOCK_EPB
+            ],
+            "an abort is not a packet"
+        );
+        let interface = |body: &[u8]| u32::from_le_bytes(body[..4].try_into().unwrap());
+        let epbs: Vec<u32> = blocks
+            .iter()
+            .filter(|(k, _)| *k == BLOCK_EPB)
+            .map(|(_, b)| interface(b))
+            .collect();
+        assert_eq!(epbs, [1, 2, 1, 0]);
+        let second_idb = &blocks[4].1;
+        let text = String::from_utf8_lossy(second_idb);
+        assert!(text.contains("netns:4026532177"), "{text}");
     }
 
     #[test]
