@@ -273,7 +273,9 @@ pub struct RstEvent {
     /// Ids in the `STACKS` map with `--stack`; negative when not captured.
     pub kernel_stack_id: i32,
     pub user_stack_id: i32,
-    pub _pad1: u32,
+    /// Jiffies since the last ACK from the peer (`tcp_sock.rcv_tstamp`),
+    /// for full sockets: how long the peer (or the path) was silent.
+    pub rcv_idle_jiffies: u32,
 
     /// History of the 4-tuple (or, for a SYN to a closed port, of the
     /// listening port) when the RST has no full socket, or for a reset of
@@ -433,6 +435,7 @@ pub struct Offsets {
     pub snd_nxt: Field,
     pub snd_una: Field,
     pub write_seq: Field,
+    pub rcv_tstamp: Field,
     // struct inet_timewait_sock
     pub tw_substate: Field,
     // struct sk_buff
@@ -455,7 +458,7 @@ pub struct Offsets {
     /// SOCK_DONE: the peer's FIN was received.
     pub sock_done_bit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 34 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 35 * 8 + 16);
 
 impl Offsets {
     pub const UNRESOLVED: Offsets = Offsets {
@@ -483,6 +486,7 @@ impl Offsets {
         snd_nxt: Field::ABSENT,
         snd_una: Field::ABSENT,
         write_seq: Field::ABSENT,
+        rcv_tstamp: Field::ABSENT,
         tw_substate: Field::ABSENT,
         skb_head: Field::ABSENT,
         skb_transport_header: Field::ABSENT,

@@ -25,8 +25,8 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_uid_gid, bpf_get_stackid, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_get_stackid, bpf_jiffies64,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
@@ -1176,6 +1176,12 @@ fn read_sock(sk: *const u8, ev: &mut RstEvent) {
     ev.unread = seq(off!(rcv_nxt)).wrapping_sub(seq(off!(copied_seq)));
     ev.unsent = seq(off!(write_seq)).wrapping_sub(seq(off!(snd_nxt)));
     ev.unacked = seq(off!(snd_nxt)).wrapping_sub(seq(off!(snd_una)));
+    if let Some(rcv) = load(sk, off!(rcv_tstamp)) {
+        // SAFETY: the helper has no preconditions. tcp_jiffies32 is the
+        // low half of jiffies64.
+        let now = unsafe { bpf_jiffies64() } as u32;
+        ev.rcv_idle_jiffies = now.wrapping_sub(rcv as u32);
+    }
 }
 
 /// Whether the current task is exiting, and with which signal.

@@ -15,7 +15,7 @@ use crate::classify::classify;
 use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
 use crate::clock::BootClock;
 use crate::decode::{self, Record};
-use crate::event::{Event, ReasonNames};
+use crate::event::{Event, KernelTables};
 use crate::filter::{self, RecordFilter};
 use crate::loader::{Counters, KernelInfo, Options, Session};
 use crate::output::rotate::RotatingSink;
@@ -42,11 +42,19 @@ fn wakeup_bytes(ring: u32) -> u64 {
     (u64::from(ring) / 4).min(1 << 20)
 }
 
-struct Reasons(std::collections::HashMap<u32, String>);
+/// Reason names from BTF, and the tick rate once measured.
+struct Reasons(
+    std::collections::HashMap<u32, String>,
+    std::sync::Arc<std::sync::OnceLock<u32>>,
+);
 
-impl ReasonNames for Reasons {
+impl KernelTables for Reasons {
     fn reason_name(&self, value: u32) -> Option<String> {
         self.0.get(&value).cloned()
+    }
+
+    fn hz(&self) -> Option<u32> {
+        self.1.get().copied()
     }
 }
 
@@ -231,7 +239,15 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // Keep only the reason names: the parsed BTF (megabytes) is not needed
     // once the programs are loaded.
     let KernelInfo { reasons, .. } = kernel;
-    let reasons = Reasons(reasons);
+    // Measured off the event path; events before it is known carry no idle time.
+    let hz = std::sync::Arc::new(std::sync::OnceLock::new());
+    let hz_slot = hz.clone();
+    std::thread::spawn(move || {
+        if let Some(rate) = crate::kernel::hz::measure(Duration::from_millis(100)) {
+            let _ = hz_slot.set(rate);
+        }
+    });
+    let reasons = Reasons(reasons, hz);
     // Parsing BTF leaves tens of MiB of small freed allocations in the heap;
     // give them back so a long-running tracer stays small.
     // SAFETY: malloc_trim has no preconditions.

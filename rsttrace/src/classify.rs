@@ -204,9 +204,26 @@ fn received(ev: &Event, v: &mut Verdict) -> CauseId {
             "ECONNRESET"
         },
     );
+    let idle = ev.socket.and_then(|s| s.peer_idle);
+    if let Some(idle) = idle {
+        v.fact("peer_idle_s", idle.as_secs());
+    }
+    // A connection silent for minutes and then reset: NAT gateways, load
+    // balancers and firewalls drop idle flows (AWS NLB 350 s, Azure 240 s)
+    // and answer the next segment with an RST the peer never sent.
+    if idle.is_some_and(|d| d >= MIDDLEBOX_IDLE) {
+        v.fact(
+            "middlebox",
+            "the peer was silent longer than common NAT/load-balancer idle timeouts",
+        );
+        return CauseId::MiddleboxSuspect;
+    }
     v.certain();
     CauseId::PeerReset
 }
+
+/// The shortest idle timeout of common middleboxes (Azure's load balancer).
+const MIDDLEBOX_IDLE: std::time::Duration = std::time::Duration::from_secs(240);
 
 fn trigger(ev: &Event) -> TcpFlags {
     ev.packet.map(|p| p.flags).unwrap_or_default()
@@ -542,6 +559,7 @@ mod tests {
             accept_queue_full: false,
             closed_from: None,
             soft_error: false,
+            peer_idle: None,
         }
     }
 
@@ -1007,6 +1025,26 @@ mod tests {
     }
 
     // ---- received
+
+    #[test]
+    fn a_reset_after_minutes_of_silence_suspects_a_middlebox() {
+        let mut ev = base(Direction::Received, TcpState::ESTABLISHED);
+        ev.socket = Some(Socket {
+            peer_idle: Some(std::time::Duration::from_secs(600)),
+            unacked: 20,
+            ..sock()
+        });
+        let c = check(&ev, CauseId::MiddleboxSuspect, Confidence::Likely);
+        assert_eq!(c.evidence["peer_idle_s"], 600);
+        assert_eq!(c.evidence["unacked"], 20);
+        // A lively connection reset by its peer is the peer's doing.
+        ev.socket = Some(Socket {
+            peer_idle: Some(std::time::Duration::from_secs(2)),
+            ..sock()
+        });
+        let c = check(&ev, CauseId::PeerReset, Confidence::Certain);
+        assert_eq!(c.evidence["peer_idle_s"], 2);
+    }
 
     #[test]
     fn received_rst_in_syn_sent_is_refused() {

@@ -148,6 +148,8 @@ pub struct Socket {
     pub closed_from: Option<TcpState>,
     /// `sk_err` is the soft error a connect gave up on (aborts only).
     pub soft_error: bool,
+    /// Time since the peer's last ACK (full sockets, when the tick rate is known).
+    pub peer_idle: Option<Duration>,
 }
 
 /// What the CPU was doing.
@@ -289,16 +291,19 @@ impl Owner {
     }
 }
 
-/// Turns kernel-side facts into names; the reason table comes from BTF.
-pub trait ReasonNames {
+/// Turns kernel-side facts into names and units: the reason table comes
+/// from BTF, the tick rate from a measurement (`kernel::hz`).
+pub trait KernelTables {
     fn reason_name(&self, value: u32) -> Option<String>;
+    /// CONFIG_HZ, when known: jiffies → time.
+    fn hz(&self) -> Option<u32>;
 }
 
 impl Event {
     /// `boot_to_wall` converts the kernel's CLOCK_MONOTONIC nanoseconds to wall time.
     pub fn new(
         raw: &RstEvent,
-        reasons: &dyn ReasonNames,
+        kernel: &dyn KernelTables,
         boot_to_wall: impl Fn(u64) -> SystemTime,
     ) -> Event {
         let has = |bit: u32| raw.flags & bit != 0;
@@ -334,7 +339,7 @@ impl Event {
             }
         };
         let kernel_reason = has(abi::flag::HAS_REASON).then(|| {
-            let name = reasons
+            let name = kernel
                 .reason_name(raw.reason)
                 .unwrap_or_else(|| format!("UNKNOWN_{}", raw.reason));
             (raw.reason, name)
@@ -365,6 +370,9 @@ impl Event {
             accept_queue_full: has(abi::flag::ACCEPT_QUEUE_FULL),
             closed_from: (raw.closed_from != 0).then_some(TcpState(raw.closed_from)),
             soft_error: has(abi::flag::SOFT_ERROR),
+            peer_idle: kernel.hz().filter(|_| has(abi::flag::FULL_SOCK)).map(|hz| {
+                Duration::from_millis(u64::from(raw.rcv_idle_jiffies) * 1000 / u64::from(hz))
+            }),
         });
         let context = match raw.context {
             abi::context::TASK => ExecContext::Task,

@@ -259,6 +259,7 @@ fn socket(s: &Value) -> Result<Socket> {
         accept_queue_full: false,
         closed_from: None,
         soft_error: false,
+        peer_idle: None,
     })
 }
 

@@ -200,6 +200,8 @@ fn retransmit_timeout_then_half_open() {
     let peer = provoked(&events, "received", "peer_reset");
     assert_eq!(peer.len(), 1, "events:\n{}", describe(&events));
     assert_eq!(peer[0]["netns"], net.b.inode());
+    // How long the peer had been silent (the kernel's tick rate is measured).
+    assert!(peer[0]["evidence"]["peer_idle_s"].is_u64(), "{}", peer[0]);
     if socketless {
         let half = provoked(&events, "sent", "half_open");
         assert_eq!(half.len(), 1, "events:\n{}", describe(&events));

@@ -156,6 +156,12 @@ const SPECS: &[Spec] = &[
     spec("snd_una", Optional, Scalar, &[("tcp_sock", "snd_una")]),
     spec("write_seq", Optional, Scalar, &[("tcp_sock", "write_seq")]),
     spec(
+        "rcv_tstamp",
+        Optional,
+        Scalar,
+        &[("tcp_sock", "rcv_tstamp")],
+    ),
+    spec(
         "tw_substate",
         Optional,
         Scalar,
@@ -495,6 +501,7 @@ fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
         "snd_nxt" => &mut o.snd_nxt,
         "snd_una" => &mut o.snd_una,
         "write_seq" => &mut o.write_seq,
+        "rcv_tstamp" => &mut o.rcv_tstamp,
         "tw_substate" => &mut o.tw_substate,
         "skb_head" => &mut o.skb_head,
         "skb_transport_header" => &mut o.skb_transport_header,
@@ -550,8 +557,8 @@ mod tests {
 
     #[test]
     fn every_offsets_field_has_a_spec() {
-        // 34 Field members + 4 bit numbers (see the abi size assertion).
-        assert_eq!(SPECS.len(), 34);
+        // 35 Field members + 4 bit numbers (see the abi size assertion).
+        assert_eq!(SPECS.len(), 35);
         let mut names: Vec<_> = SPECS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();

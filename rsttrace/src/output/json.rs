@@ -440,6 +440,7 @@ mod tests {
             accept_queue_full: false,
             closed_from: None,
             soft_error: false,
+            peer_idle: None,
         });
         let line = format(&rec);
         let v: Value = serde_json::from_str(&line).unwrap();
