@@ -471,3 +471,91 @@ fn ss_kill_names_killer_and_owner() {
     assert!(find(&events, "abort", "unknown").is_empty());
     assert_no_unconfirmed_certainty(confidence, &events);
 }
+
+/// A TcpStream bound to `local` before connecting (SO_REUSEADDR), as a
+/// client pinned to a source port would.
+fn connect_from(
+    local: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; it is
+    // handed to TcpStream (which closes it) or closed on error.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let stream = TcpStream::from_raw_fd(fd);
+        set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        let sin = |a: std::net::SocketAddr| {
+            let std::net::SocketAddr::V4(a) = a else {
+                panic!("IPv4 only")
+            };
+            libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            }
+        };
+        let len = size_of::<libc::sockaddr_in>() as u32;
+        let l = sin(local);
+        if libc::bind(fd, (&l as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let t = sin(target);
+        if libc::connect(fd, (&t as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+#[test]
+fn reconnecting_into_a_time_wait_is_reset() {
+    if !kernel_tests_possible("reconnecting_into_a_time_wait_is_reset") {
+        return;
+    }
+    let net = NetnsPair::new();
+    // Without timestamps, B's TIME_WAIT judges a new SYN by its sequence
+    // number alone; after 16 MiB the client's next ISN is behind it.
+    net.a.sysctl("net.ipv4.tcp_timestamps", "0");
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let listener = net
+        .b
+        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let target = net.b.socket_addr(port);
+    let local = net.a.socket_addr(free_port());
+    let mut first = net.a.run(move || connect_from(local, target).unwrap());
+    let (mut server, _) = listener.accept().unwrap();
+    const SENT: usize = 16 << 20;
+    let reader = std::thread::spawn(move || {
+        let mut sink = vec![0u8; SENT];
+        server.read_exact(&mut sink).unwrap();
+        // B closes first: the TIME_WAIT is B's.
+        drop(server);
+    });
+    first.write_all(&vec![0u8; SENT]).unwrap();
+    reader.join().unwrap();
+    assert_eq!(first.read(&mut [0u8; 1]).unwrap(), 0, "B's FIN");
+    drop(first);
+    std::thread::sleep(Duration::from_millis(50));
+    // Same 4-tuple: B's TIME_WAIT answers the SYN with an ACK for the old
+    // connection; A, in SYN_SENT, resets it (and its retry then succeeds).
+    let second = net.a.run(move || connect_from(local, target));
+    let confidence = tracer.proven_confidence();
+    let events = tracer.stop();
+    drop((second, listener));
+
+    let sent = provoked(&events, "sent", "time_wait");
+    assert!(!sent.is_empty(), "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["state"], "SYN_SENT");
+    assert_eq!(ev["local_port"], local.port());
+    assert_eq!(ev["remote_port"], port);
+    assert_eq!(ev["netns"], net.a.inode());
+    assert_eq!(ev["pid"], our_pid(), "{ev}");
+    assert_no_unconfirmed_certainty(confidence, &events);
+}
