@@ -55,6 +55,13 @@ impl Verdict {
         if let Some(prior) = &ev.prior {
             evidence.insert("prior".into(), prior_json(prior));
         }
+        // Not a cause of its own: whatever the cause, the process was dying
+        // (killed, crashed, or exiting) when its socket was reset.
+        if let Some(signal) = ev.exit_signal
+            && ev.direction == Direction::Sent
+        {
+            evidence.insert("process_exit".into(), json!(signal_name(signal)));
+        }
         Verdict {
             evidence,
             confidence: Confidence::Likely,
@@ -109,6 +116,28 @@ fn prior_json(p: &PriorClose) -> Value {
 
 const ECONNREFUSED: u32 = 111;
 const ETIMEDOUT: u32 = 110;
+
+/// How the exiting task ended: the signal that killed it, or `exit`.
+pub fn signal_name(signal: u8) -> String {
+    let name = match signal {
+        0 => "exit",
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
+}
 
 /// Names of the errnos a TCP connection can die with (asm-generic/errno.h).
 pub fn errno_name(err: u32) -> String {
@@ -1005,6 +1034,21 @@ mod tests {
             ..closed()
         });
         check(&ev, CauseId::MemoryPressure, Confidence::Likely);
+    }
+
+    #[test]
+    fn a_dying_process_is_an_annotation_not_a_cause() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_ABORT_ON_CLOSE");
+        ev.socket = Some(Socket {
+            unread: 10,
+            ..closed()
+        });
+        ev.exit_signal = Some(9);
+        let c = check(&ev, CauseId::CloseUnreadData, Confidence::Certain);
+        assert_eq!(c.evidence["process_exit"], "SIGKILL");
+        ev.exit_signal = Some(0);
+        assert_eq!(classify(&ev).evidence["process_exit"], "exit");
+        assert_eq!(signal_name(64), "signal 64");
     }
 
     #[test]

@@ -559,3 +559,56 @@ fn reconnecting_into_a_time_wait_is_reset() {
     assert_eq!(ev["pid"], our_pid(), "{ev}");
     assert_no_unconfirmed_certainty(confidence, &events);
 }
+
+/// A process killed with unread data in its socket: the kernel closes its
+/// files as it exits, and the RST carries the signal it died of.
+#[test]
+fn a_killed_process_resets_with_its_signal() {
+    if !kernel_tests_possible("a_killed_process_resets_with_its_signal") {
+        return;
+    }
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    // Only async-signal-safe calls after fork: connect, then wait to die.
+    // SAFETY: the child runs libc calls only and never returns.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+                },
+                sin_zero: [0; 8],
+            };
+            libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            libc::sleep(30);
+            libc::_exit(1);
+        }
+    }
+    let (mut server, _) = listener.accept().unwrap();
+    server.write_all(&[1u8; 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    let events = tracer.stop();
+
+    let sent = provoked(&events, "sent", "close_unread_data");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["evidence"]["process_exit"], "SIGKILL", "{ev}");
+    assert_eq!(ev["exit_signal"], libc::SIGKILL);
+    assert_eq!(ev["pid"], child, "the owner is the dying child: {ev}");
+    assert_eq!(ev["actor"]["context"], "task");
+}

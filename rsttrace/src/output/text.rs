@@ -53,7 +53,17 @@ fn details(rec: &Classified) -> String {
             let _ = write!(s, " len={}", p.len);
         }
     }
-    for key in ["unread_bytes_lost", "errno", "tw_substate", "probes_out"] {
+    for key in [
+        "unread_bytes_lost",
+        "errno",
+        "tw_substate",
+        "probes_out",
+        "process_exit",
+        "syn_ack_late_ms",
+        "follows_abort",
+        "accept_queue",
+        "peer_idle_s",
+    ] {
         if let Some(v) = rec.cause.evidence.get(key) {
             let v = match v.as_str() {
                 Some(text) => escape_control(text).into_owned(),
@@ -63,8 +73,28 @@ fn details(rec: &Classified) -> String {
             let _ = write!(s, " {key}={v}");
         }
     }
+    if let Some(prior) = rec.cause.evidence.get("prior") {
+        s.push_str(&prior_phrase(prior));
+    }
     if rec.cause.confidence == crate::cause::Confidence::Likely {
         s.push_str(" (likely)");
+    }
+    s
+}
+
+/// ` prior=listener_closed by 4242/nginx 3.0s ago`: who had the 4-tuple
+/// (or the port) before, in the words an on-call engineer wants.
+fn prior_phrase(prior: &serde_json::Value) -> String {
+    let text = |k: &str| escape_control(prior[k].as_str().unwrap_or("?")).into_owned();
+    let mut s = format!(" prior={}", text("kind"));
+    if let Some(pid) = prior["pid"].as_u64() {
+        let _ = write!(s, " by {pid}/{}", text("comm"));
+    }
+    if let Some(errno) = prior["errno"].as_str() {
+        let _ = write!(s, " with {}", escape_control(errno));
+    }
+    if let Some(ms) = prior["ago_ms"].as_u64() {
+        let _ = write!(s, " {:.1}s ago", ms as f64 / 1000.0);
     }
     s
 }
@@ -336,6 +366,26 @@ mod tests {
         let mut rec = record();
         rec.event.time = UNIX_EPOCH - std::time::Duration::from_secs(5);
         assert!(line(&rec, PLAIN).starts_with("00:00:00.000 "));
+    }
+
+    #[test]
+    fn the_prior_close_is_told_in_words_and_escaped() {
+        let mut rec = record();
+        rec.cause.evidence.insert(
+            "prior".into(),
+            serde_json::json!({"kind": "listener_closed", "ago_ms": 3000,
+                               "pid": 4242, "comm": "ng\u{1b}inx"}),
+        );
+        rec.cause
+            .evidence
+            .insert("process_exit".into(), serde_json::json!("SIGKILL"));
+        let d = details(&rec);
+        assert!(
+            d.contains(" prior=listener_closed by 4242/ng\\x1binx 3.0s ago"),
+            "{d}"
+        );
+        assert!(d.contains(" process_exit=SIGKILL"), "{d}");
+        assert!(!d.contains('\x1b'));
     }
 
     #[test]
