@@ -43,6 +43,10 @@ pub mod program {
     pub const OWNER_DESTROY: &str = "owner_destroy_sock";
     /// `tp_btf/inet_sk_error_report`: connections aborted without an RST.
     pub const BTF_ERROR_REPORT: &str = "btf_inet_sk_error_report";
+    /// `tp_btf/net_dev_queue` and `tp_btf/netif_receive_skb`: the RST
+    /// segments themselves, for pcapng exports.
+    pub const PACKET_TX: &str = "pkt_net_dev_queue";
+    pub const PACKET_RX: &str = "pkt_netif_receive_skb";
     /// kprobes, attached by symbol name at run time.
     pub const KPROBE_SEND_RESET: &str = "kp_send_reset";
     pub const KPROBE_SEND_ACTIVE_RESET: &str = "kp_send_active_reset";
@@ -60,7 +64,20 @@ pub mod program {
 /// `EventHeader::kind`.
 pub mod kind {
     pub const RST: u8 = 1;
+    /// `PacketRecord`: the bytes of an RST segment seen on a device.
+    pub const PACKET: u8 = 2;
 }
+
+/// `PacketRecord::direction`.
+pub mod packet_dir {
+    /// Queued for transmission (`net_dev_queue`).
+    pub const TX: u8 = 1;
+    /// Received (`netif_receive_skb`).
+    pub const RX: u8 = 2;
+}
+
+/// Bytes of each captured RST kept (IP and TCP headers with options).
+pub const PACKET_BYTES: usize = 96;
 
 /// `RstEvent::direction`.
 pub mod direction {
@@ -164,7 +181,10 @@ pub mod counter {
     pub const SUBMITTED: u32 = 3;
     /// `--stack`: stacks not captured (stack map full, or walk failed).
     pub const STACK_ERRORS: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// pcapng: RST segments that could not be queued (their events get
+    /// synthesised headers instead).
+    pub const PACKETS_LOST: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Sentinel for "this field does not exist on the running kernel".
@@ -294,6 +314,28 @@ pub struct RstEvent {
     pub _pad2: [u8; 5],
 }
 const _: () = assert!(core::mem::size_of::<RstEvent>() == 248);
+
+/// An RST segment as it left or reached a device (`kind::PACKET`), for
+/// pcapng exports: the real bytes, from the IP header on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketRecord {
+    pub header: EventHeader,
+    /// `bpf_ktime_get_ns()`.
+    pub ts_ns: u64,
+    /// Network namespace inode of the device (0 when unknown).
+    pub netns: u32,
+    pub ifindex: u32,
+    /// IP packet length on the wire.
+    pub len: u32,
+    /// Bytes of `data` that are the packet's (at most `PACKET_BYTES`).
+    pub caplen: u16,
+    /// `packet_dir::*`.
+    pub direction: u8,
+    pub _pad: u8,
+    pub data: [u8; PACKET_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<PacketRecord>() == 128);
 
 /// A socket's owner, as remembered in the `OWNERS` map (key: socket address).
 #[repr(C)]
@@ -442,6 +484,8 @@ pub struct Offsets {
     pub skb_head: Field,
     pub skb_transport_header: Field,
     pub skb_network_header: Field,
+    pub skb_data: Field,
+    pub netdev_ifindex: Field,
     // struct task_struct
     pub task_flags: Field,
     pub task_exit_code: Field,
@@ -458,7 +502,7 @@ pub struct Offsets {
     /// SOCK_DONE: the peer's FIN was received.
     pub sock_done_bit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 35 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 37 * 8 + 16);
 
 impl Offsets {
     pub const UNRESOLVED: Offsets = Offsets {
@@ -491,6 +535,8 @@ impl Offsets {
         skb_head: Field::ABSENT,
         skb_transport_header: Field::ABSENT,
         skb_network_header: Field::ABSENT,
+        skb_data: Field::ABSENT,
+        netdev_ifindex: Field::ABSENT,
         task_flags: Field::ABSENT,
         task_exit_code: Field::ABSENT,
         skc_net: Field::ABSENT,

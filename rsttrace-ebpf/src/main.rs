@@ -35,8 +35,8 @@ use aya_ebpf::{
 use rsttrace_ebpf::abi::{
     ABSENT, EventHeader, Field, Filter, History, HistoryKey, KfreeSkb, MAX_FILTER_CGROUPS,
     MAX_FILTER_NETNS, MAX_FILTER_PIDS, MAX_FILTER_PORTS, MAX_HISTORY, MAX_OWNERS, MAX_STACKS,
-    Offsets, Owner, OwnerTracepoints, RstEvent, Tuning, context, counter, direction, flag, history,
-    hook, kind, stacks,
+    Offsets, Owner, OwnerTracepoints, PACKET_BYTES, PacketRecord, RstEvent, Tuning, context,
+    counter, direction, flag, history, hook, kind, packet_dir, stacks,
 };
 
 #[unsafe(no_mangle)]
@@ -418,6 +418,103 @@ pub fn owner_destroy_sock(ctx: TracePointContext) -> u32 {
     0
 }
 
+// ---------------------------------------------------------------- packets
+//
+// With a pcapng export, the RST segments themselves: every packet of the
+// host passes these two hooks, so anything that is not a TCP RST leaves
+// after three loads. Attached only when a capture is being written.
+
+#[btf_tracepoint(function = "net_dev_queue")]
+pub fn pkt_net_dev_queue(ctx: BtfTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    // Locally built packets have their network header set; skb->data is
+    // still at the link-layer header.
+    if let Some(nh) = load(skb, off!(skb_network_header))
+        && let Some(head) = load(skb, off!(skb_head))
+    {
+        capture_rst(skb, (head + nh) as *const u8, packet_dir::TX);
+    }
+    0
+}
+
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn pkt_netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    // The link-layer header is pulled: skb->data is the IP header (the
+    // network header offset is not reset yet on this path).
+    if let Some(data) = load(skb, off!(skb_data)) {
+        capture_rst(skb, data as *const u8, packet_dir::RX);
+    }
+    0
+}
+
+fn capture_rst(skb: *const u8, ip: *const u8, dir: u8) {
+    let mut hdr = [0u8; 40];
+    // SAFETY: checked read of kernel memory.
+    if unsafe { bpf_probe_read_kernel_buf(ip, &mut hdr) }.is_err() {
+        return;
+    }
+    let (ihl, total, protocol) = match hdr[0] >> 4 {
+        4 => (
+            ((hdr[0] & 0x0f) as usize) * 4,
+            u16::from_be_bytes([hdr[2], hdr[3]]) as u32,
+            hdr[9],
+        ),
+        // Without extension headers, which RSTs do not carry.
+        6 => (40, 40 + u16::from_be_bytes([hdr[4], hdr[5]]) as u32, hdr[6]),
+        _ => return,
+    };
+    if protocol != IPPROTO_TCP || !(20..=60).contains(&ihl) {
+        return;
+    }
+    let mut tcp = [0u8; 14];
+    // SAFETY: as above.
+    if unsafe { bpf_probe_read_kernel_buf(ip.add(ihl), &mut tcp) }.is_err()
+        || tcp[13] & TCP_FLAG_RST == 0
+    {
+        return;
+    }
+    let mut tuple = Tuple {
+        local_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+        remote_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        ..Tuple::default()
+    };
+    let ifindex = match load(skb, off!(skb_dev)) {
+        Some(dev) if dev != 0 => load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32,
+        _ => 0,
+    };
+    tuple.netns = netns_of(core::ptr::null(), skb);
+    if !passes_packet_filter(&tuple) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
+        count(counter::PACKETS_LOST);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: a reserved, exclusively owned slot, zeroed then filled.
+    unsafe {
+        core::ptr::write_bytes(rec, 0, 1);
+        let rec = &mut *rec;
+        rec.header = EventHeader {
+            version: rsttrace_ebpf::abi::ABI_VERSION,
+            size: core::mem::size_of::<PacketRecord>() as u16,
+            kind: kind::PACKET,
+            _pad: [0; 3],
+        };
+        rec.ts_ns = bpf_ktime_get_ns();
+        rec.netns = tuple.netns;
+        rec.direction = dir;
+        rec.len = total;
+        rec.caplen = total.min(PACKET_BYTES as u32) as u16;
+        rec.ifindex = ifindex;
+        if bpf_probe_read_kernel_buf(ip, &mut rec.data).is_err() {
+            rec.caplen = 0;
+        }
+    }
+    entry.submit(0);
+}
+
 // ---------------------------------------------------------------- history
 //
 // A socketless RST (or one from a TIME_WAIT socket) names no process. The
@@ -680,7 +777,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     } else {
         (ABSENT, 0)
     };
-    if !passes_filter(tuple, pid, cgroup) {
+    if !passes_filter(tuple, pid, cgroup, true) {
         count(counter::FILTERED);
         return;
     }
@@ -897,10 +994,16 @@ fn netns_of(sk: *const u8, skb: *const u8) -> u32 {
     }
 }
 
-fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64) -> bool {
+/// Packets know their ports and namespace, not their process: `--pid`,
+/// `--cgroup` and `--container` leave them to the events they belong to.
+fn passes_packet_filter(tuple: &Tuple) -> bool {
+    passes_filter(tuple, 0, 0, false)
+}
+
+fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64, by_process: bool) -> bool {
     let f = filter();
     // SAFETY: see `offsets()`.
-    let (n_ports, n_pids, n_cgroups, n_netns) = unsafe {
+    let (n_ports, mut n_pids, mut n_cgroups, n_netns) = unsafe {
         (
             read_volatile(addr_of!((*f).n_ports)),
             read_volatile(addr_of!((*f).n_pids)),
@@ -908,6 +1011,10 @@ fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64) -> bool {
             read_volatile(addr_of!((*f).n_netns)),
         )
     };
+    if !by_process {
+        n_pids = 0;
+        n_cgroups = 0;
+    }
     if n_ports > 0 {
         let mut hit = false;
         for i in 0..MAX_FILTER_PORTS {

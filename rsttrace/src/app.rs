@@ -79,6 +79,14 @@ impl Output {
         }
     }
 
+    fn packet(&mut self, packet: &crate::capture::WirePacket) {
+        if self.failed.is_none()
+            && let Err(e) = self.sink.packet(packet)
+        {
+            self.fail(e);
+        }
+    }
+
     fn gap(&mut self, lost: u64) {
         if self.failed.is_none()
             && let Err(e) = self.sink.write_gap(lost)
@@ -213,6 +221,13 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         filter: filter::kernel_filter(&kernel_scope(&args)?)?,
         ring_buffer_bytes: ring_bytes,
         wakeup_bytes: wakeup_bytes(ring_bytes),
+        // Real RST segments cost a check per packet of the host: only for
+        // a capture that holds them.
+        capture_packets: args
+            .write
+            .as_deref()
+            .and_then(Format::from_path)
+            .is_some_and(|f| f == Format::Pcapng),
     };
     // Validate and create outputs before touching the kernel: a bad path
     // must not cost an attach.
@@ -390,6 +405,13 @@ impl Pipeline<'_> {
         }
         let raw = match decode::decode(bytes) {
             Ok(Record::Rst(raw)) => raw,
+            Ok(Record::Packet(raw)) => {
+                let packet = crate::capture::WirePacket::new(&raw, |ns| self.clock.to_wall(ns));
+                for o in outputs.iter_mut() {
+                    o.packet(&packet);
+                }
+                return;
+            }
             Err(e) => {
                 if self.summary.decode_errors == 0 {
                     warn!("undecodable record: {e}");

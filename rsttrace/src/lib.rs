@@ -7,6 +7,7 @@
 //! I/O so it can be unit-tested without a kernel.
 
 pub mod app;
+pub mod capture;
 pub mod cause;
 pub mod check;
 pub mod classify;

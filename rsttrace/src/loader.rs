@@ -23,6 +23,8 @@ pub struct Options {
     pub filter: Filter,
     pub ring_buffer_bytes: u32,
     pub wakeup_bytes: u64,
+    /// Capture the RST segments themselves (for pcapng exports).
+    pub capture_packets: bool,
 }
 
 /// Everything the kernel side needs, probed once at start-up.
@@ -223,6 +225,19 @@ impl Session {
                 "connections that die without an RST (retransmission timeouts, ICMP errors) \
                  will not be seen: {e:#}"
             ),
+        }
+        if opts.capture_packets {
+            let attached = attach_btf(&mut ebpf, program::PACKET_TX, "net_dev_queue", &aya_btf)
+                .and_then(|()| {
+                    attach_btf(&mut ebpf, program::PACKET_RX, "netif_receive_skb", &aya_btf)
+                });
+            match attached {
+                Ok(()) => plan.packets = true,
+                Err(e) => warn!(
+                    "RST segments cannot be captured ({e:#}): the pcapng export will \
+                     hold headers synthesised from the events"
+                ),
+            }
         }
         info!("hooks: {plan}");
         Ok(Session { ebpf, plan })

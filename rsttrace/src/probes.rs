@@ -486,6 +486,8 @@ pub struct Plan {
     pub packet: bool,
     /// Whether connections that die without an RST (direction abort) are seen.
     pub aborts: bool,
+    /// Whether RST segments are captured for pcapng exports.
+    pub packets: bool,
 }
 
 impl fmt::Debug for Hook {
@@ -518,8 +520,9 @@ impl Plan {
             reason: s.reason,
             no_socket: s.no_socket || no_socket_hook.is_some(),
             packet: receive.capabilities(k).packet,
-            // Set by the loader once the error-report hook is attached.
+            // Set by the loader once these hooks are attached.
             aborts: false,
+            packets: false,
         }
     }
 
@@ -556,6 +559,9 @@ impl fmt::Display for Plan {
         )?;
         if let Some(extra) = self.no_socket_hook {
             write!(f, " extra={}", extra.name)?;
+        }
+        if self.packets {
+            f.write_str(" capture=net_dev_queue+netif_receive_skb")?;
         }
         Ok(())
     }

@@ -612,3 +612,98 @@ fn a_killed_process_resets_with_its_signal() {
     assert_eq!(ev["pid"], child, "the owner is the dying child: {ev}");
     assert_eq!(ev["actor"]["context"], "task");
 }
+
+/// The one's-complement sum of RFC 1071.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends one bare TCP segment (no payload) from this namespace's raw socket.
+fn send_segment(
+    from: std::net::SocketAddrV4,
+    to: std::net::SocketAddrV4,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+) {
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&from.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&to.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = 5 << 4; // 20-byte header
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&from.ip().octets());
+    pseudo.extend_from_slice(&to.ip().octets());
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    tcp[16..18].copy_from_slice(&internet_checksum(&pseudo).to_be_bytes());
+    // SAFETY: a raw socket this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let dst = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*to.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let sent = libc::sendto(
+            fd,
+            tcp.as_ptr().cast(),
+            tcp.len(),
+            0,
+            (&dst as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(sent, 20, "sendto: {err}");
+    }
+}
+
+#[test]
+fn a_stray_ack_to_a_listener_is_an_invalid_packet() {
+    if !kernel_tests_possible("a_stray_ack_to_a_listener_is_an_invalid_packet") {
+        return;
+    }
+    let net = NetnsPair::new();
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let listener = net
+        .b
+        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    // An ACK for a handshake the listener never started.
+    let from = std::net::SocketAddrV4::new(net.a.addr, 40_404);
+    let to = std::net::SocketAddrV4::new(net.b.addr, port);
+    net.a
+        .run(move || send_segment(from, to, 0x10, 1_000, 2_000));
+    let confidence = tracer.proven_confidence();
+    tracer.wait_for(Duration::from_secs(3), |ev| {
+        !find(ev, "sent", "invalid_packet").is_empty()
+    });
+    let events = tracer.stop();
+    drop(listener);
+
+    let sent = provoked(&events, "sent", "invalid_packet");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let ev = sent[0];
+    assert_eq!(ev["state"], "LISTEN");
+    assert_eq!(ev["packet"]["flags"], ".");
+    assert_eq!(ev["remote_port"], 40_404);
+    assert_eq!(ev["netns"], net.b.inode());
+    assert_eq!(ev["pid"], our_pid(), "the listener's owner: {ev}");
+    assert_eq!(ev["confidence"], confidence);
+    assert_no_unconfirmed_certainty(confidence, &events);
+}

@@ -135,6 +135,14 @@ fn data_after_close() {
     let ev = sent[0];
     assert_eq!(ev["local_port"], port);
     assert_eq!(ev["packet"]["len"], 9);
+    // Whether the orphan was still a full socket (its owner remembered) or
+    // already a timewait socket (the owner of the connection it was, from
+    // the 4-tuple's close), the closer is named.
+    assert_eq!(ev["pid"], std::process::id(), "{ev}");
+    assert!(
+        ev["owner"]["source"] == "tracked" || ev["owner"]["source"] == "prior",
+        "{ev}"
+    );
     if confidence == "certain" {
         assert_eq!(ev["confidence"], confidence);
     } else {
@@ -276,6 +284,11 @@ fn pcapng_export_reads_back_in_tshark() {
             "{row}"
         );
         assert!(row.contains("rsttrace:"), "no comment: {row}");
+        // The kernel's own segment, not one rebuilt from the event.
+        assert!(
+            row.contains("[packet captured from the device]"),
+            "synthesised: {row}"
+        );
     }
     assert_eq!(
         rows.iter().filter(|r| r.contains("port_not_open")).count(),

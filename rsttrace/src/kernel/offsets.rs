@@ -188,6 +188,13 @@ const SPECS: &[Spec] = &[
             ("sk_buff", "headers.network_header"),
         ],
     ),
+    spec("skb_data", Optional, Scalar, &[("sk_buff", "data")]),
+    spec(
+        "netdev_ifindex",
+        Optional,
+        Scalar,
+        &[("net_device", "ifindex")],
+    ),
     spec("task_flags", Optional, Scalar, &[("task_struct", "flags")]),
     spec(
         "task_exit_code",
@@ -506,6 +513,8 @@ fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
         "skb_head" => &mut o.skb_head,
         "skb_transport_header" => &mut o.skb_transport_header,
         "skb_network_header" => &mut o.skb_network_header,
+        "skb_data" => &mut o.skb_data,
+        "netdev_ifindex" => &mut o.netdev_ifindex,
         "task_flags" => &mut o.task_flags,
         "task_exit_code" => &mut o.task_exit_code,
         "skc_net" => &mut o.skc_net,
@@ -557,8 +566,8 @@ mod tests {
 
     #[test]
     fn every_offsets_field_has_a_spec() {
-        // 35 Field members + 4 bit numbers (see the abi size assertion).
-        assert_eq!(SPECS.len(), 35);
+        // 37 Field members + 4 bit numbers (see the abi size assertion).
+        assert_eq!(SPECS.len(), 37);
         let mut names: Vec<_> = SPECS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();

@@ -21,6 +21,10 @@ pub trait Sink {
     /// Marks that `lost` events were lost by the kernel at this point.
     fn write_gap(&mut self, lost: u64) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// A real RST segment; only captures use them.
+    fn packet(&mut self, _packet: &crate::capture::WirePacket) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

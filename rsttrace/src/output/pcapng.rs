@@ -1,10 +1,12 @@
 //! pcapng export: every RST as a packet Wireshark and tshark open, with the
 //! cause, explanation, owner and kernel reason in the packet comment.
 //!
-//! The tracepoints give the 4-tuple and the trigger segment, not the RST's
-//! own bytes, so the IP and TCP headers are synthesised from those facts the
-//! way the kernel builds them (`tcp_v4_send_reset`: `R` with seq = the
-//! trigger's ack, or `R.` acking the trigger); the comment says so.
+//! Where the kernel hands over the RST segment itself (`net_dev_queue` /
+//! `netif_receive_skb`, see `capture`), the packet is those bytes. Otherwise
+//! only the 4-tuple and the trigger segment are known, and the IP and TCP
+//! headers are synthesised the way the kernel builds them
+//! (`tcp_v4_send_reset`: `R` with seq = the trigger's ack, or `R.` acking
+//! the trigger); each packet's comment says which it is.
 //! The format is small and fixed (SHB, IDBs, EPBs: draft-ietf-opsawg-pcapng),
 //! so it is written here rather than through a crate. Interface 0 holds
 //! events whose network namespace is unknown; each namespace seen gets an
@@ -15,6 +17,7 @@ use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
 use super::{Sink, escape_control};
+use crate::capture::{Pairing, WirePacket};
 use crate::cause::Classified;
 use crate::event::{Direction, TcpFlags};
 
@@ -38,6 +41,8 @@ pub struct PcapngSink<W: Write> {
     started: bool,
     /// Network namespace inode → interface id in this file.
     interfaces: std::collections::HashMap<u32, u32>,
+    /// Events held until their segment arrives (end of the batch).
+    pairing: Pairing,
 }
 
 impl<W: Write> PcapngSink<W> {
@@ -46,7 +51,21 @@ impl<W: Write> PcapngSink<W> {
             out,
             started: false,
             interfaces: std::collections::HashMap::new(),
+            pairing: Pairing::default(),
         }
+    }
+
+    fn write_paired(&mut self, rec: &Classified, packet: Option<&WirePacket>) -> io::Result<()> {
+        let interface = self.interface(rec.event.netns)?;
+        self.out.write_all(&packet_block(rec, packet, interface))
+    }
+
+    /// Writes every held event, with its real segment where one came.
+    fn release(&mut self) -> io::Result<()> {
+        for (rec, packet) in self.pairing.drain() {
+            self.write_paired(&rec, packet.as_ref())?;
+        }
+        Ok(())
     }
 
     /// The interface of `netns`, writing its description block first.
@@ -85,25 +104,34 @@ impl<W: Write> Sink for PcapngSink<W> {
             return Ok(());
         }
         self.start()?;
-        let interface = self.interface(rec.event.netns)?;
-        self.out.write_all(&packet_block(rec, interface))
+        match self.pairing.hold(rec.clone()) {
+            Some((oldest, packet)) => self.write_paired(&oldest, packet.as_ref()),
+            None => Ok(()),
+        }
+    }
+
+    fn packet(&mut self, packet: &WirePacket) -> io::Result<()> {
+        self.pairing.add_packet(packet.clone());
+        Ok(())
     }
 
     /// A capture has no record for "nothing here": the loss is noted in the
     /// comment of an empty-payload block that tools still show.
     fn write_gap(&mut self, lost: u64) -> io::Result<()> {
         self.start()?;
+        self.release()?;
         let comment = format!("rsttrace: {lost} events lost here (ring buffer full)");
         let now = std::time::SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        self.out.write_all(&epb(0, now, &[], &comment))
+        self.out.write_all(&epb(0, now, &[], 0, &comment))
     }
 
     fn flush(&mut self) -> io::Result<()> {
         // An export with no event is still a valid, empty capture.
         self.start()?;
+        self.release()?;
         self.out.flush()
     }
 }
@@ -142,23 +170,32 @@ fn interface_block(name: &str, description: &str) -> Vec<u8> {
     block(BLOCK_IDB, &body)
 }
 
-pub fn packet_block(rec: &Classified, interface: u32) -> Vec<u8> {
+pub fn packet_block(rec: &Classified, packet: Option<&WirePacket>, interface: u32) -> Vec<u8> {
     let ts = rec
         .event
         .time
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    epb(interface, ts, &rst_packet(rec), &comment(rec))
+    match packet {
+        Some(p) => epb(interface, ts, &p.bytes, p.len, &comment(rec, true)),
+        None => {
+            let synthetic = rst_packet(rec);
+            let len = synthetic.len() as u32;
+            epb(interface, ts, &synthetic, len, &comment(rec, false))
+        }
+    }
 }
 
-fn epb(interface: u32, ts_ns: u64, packet: &[u8], comment: &str) -> Vec<u8> {
+/// `original_len` is the packet's length on the wire; `packet` may be a
+/// prefix of it (captures keep the headers).
+fn epb(interface: u32, ts_ns: u64, packet: &[u8], original_len: u32, comment: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(32 + packet.len() + comment.len());
     body.extend_from_slice(&interface.to_le_bytes());
     body.extend_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
     body.extend_from_slice(&(ts_ns as u32).to_le_bytes());
     body.extend_from_slice(&(packet.len() as u32).to_le_bytes());
-    body.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+    body.extend_from_slice(&original_len.max(packet.len() as u32).to_le_bytes());
     body.extend_from_slice(packet);
     pad4(&mut body);
     option(&mut body, OPT_COMMENT, comment.as_bytes());
@@ -167,7 +204,7 @@ fn epb(interface: u32, ts_ns: u64, packet: &[u8], comment: &str) -> Vec<u8> {
 }
 
 /// What Wireshark shows under "Packet comments".
-pub fn comment(rec: &Classified) -> String {
+pub fn comment(rec: &Classified, captured: bool) -> String {
     let e = &rec.event;
     let owner = match &e.process {
         Some(p) => format!("{} ({})", p.pid, escape_control(&p.comm)),
@@ -190,7 +227,11 @@ pub fn comment(rec: &Classified) -> String {
         c.push_str(" evidence=");
         c.push_str(&serde_json::Value::Object(rec.cause.evidence.clone()).to_string());
     }
-    c.push_str(" [headers synthesized from kernel tracepoint fields]");
+    c.push_str(if captured {
+        " [packet captured from the device]"
+    } else {
+        " [headers synthesized from kernel tracepoint fields]"
+    });
     c
 }
 
@@ -416,7 +457,7 @@ mod tests {
 
     #[test]
     fn comments_carry_the_cause_and_stay_inert() {
-        let c = comment(&record());
+        let c = comment(&record(), false);
         assert!(c.contains("close_unread_data (certain)"), "{c}");
         assert!(c.contains("kernel_reason=TCP_ABORT_ON_CLOSE"), "{c}");
         assert!(c.contains("synthesized"), "{c}");

@@ -103,6 +103,10 @@ impl Sink for RotatingSink {
         self.current.write_gap(lost)
     }
 
+    fn packet(&mut self, packet: &crate::capture::WirePacket) -> io::Result<()> {
+        self.current.packet(packet)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.current.flush()?;
         if self.written.load(Ordering::Relaxed) >= self.max_bytes {
