@@ -40,7 +40,9 @@ const GUEST_TOOLS: [&str; 3] = ["ip", "nft", "ss"];
 /// Kernel modules (with their dependencies) loaded before the tests: network
 /// namespaces joined by veth, nftables rules that drop or reset.
 const GUEST_MODULES: [&str; 4] = ["veth", "nf_tables", "nft_reject_inet", "nft_ct"];
-const DEFAULT_TIMEOUT_SECS: u64 = 600;
+/// The whole guest run under software emulation (TCG): the cause tests wait
+/// for real timers (SYN-ACK and keepalive retransmissions), so give room.
+const DEFAULT_TIMEOUT_SECS: u64 = 1500;
 
 pub fn vm_test(ws: &Workspace, test_args: &[OsString]) -> Result<()> {
     let started = Instant::now();
