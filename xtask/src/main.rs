@@ -83,6 +83,10 @@ enum Command {
         /// Rounds of all scenarios, interleaved.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// The CI check: one round of 2 s with one storm thread; fails only
+        /// if rsttrace lost events or missed RSTs, never on timings.
+        #[arg(long, conflicts_with_all = ["seconds", "rounds"])]
+        short: bool,
     },
     /// Run the kernel integration tests on Debian bookworm's 6.1 kernel under
     /// qemu (TCG): fetches and caches the kernel under target/vm/, needs root
@@ -178,7 +182,26 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
             println!("{}", page.display());
             Ok(())
         }
-        Command::Bench { seconds, rounds } => bench::bench(ws, &bench::Options { seconds, rounds }),
+        Command::Bench {
+            seconds,
+            rounds,
+            short,
+        } => {
+            let opts = if short {
+                bench::Options {
+                    seconds: 2,
+                    rounds: 1,
+                    short,
+                }
+            } else {
+                bench::Options {
+                    seconds,
+                    rounds,
+                    short,
+                }
+            };
+            bench::bench(ws, &opts)
+        }
         Command::VmTest { args } => vm::vm_test(ws, &args),
     }
 }
