@@ -31,6 +31,9 @@ pub struct Options {
     pub rounds: u32,
     /// CI mode: one storm thread, results in results-short.md.
     pub short: bool,
+    /// Another rsttrace build to run the same way, interleaved: on a shared
+    /// machine only an A/B run in one go compares two builds fairly.
+    pub baseline: Option<PathBuf>,
 }
 
 /// One way of running the storm.
@@ -43,14 +46,19 @@ enum Scenario {
     TracedJsonl,
     /// `tcpdump -w FILE` with a filter for RSTs: what the usual tool costs.
     Tcpdump,
+    /// `Traced` and `TracedJsonl` with the `--baseline` binary.
+    BaselineText,
+    BaselineJsonl,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
+    const ALL: [Scenario; 6] = [
         Scenario::Untraced,
         Scenario::Traced,
         Scenario::TracedJsonl,
         Scenario::Tcpdump,
+        Scenario::BaselineText,
+        Scenario::BaselineJsonl,
     ];
 
     fn name(self) -> &'static str {
@@ -59,10 +67,12 @@ impl Scenario {
             Scenario::Traced => "rsttrace (text to stdout)",
             Scenario::TracedJsonl => "rsttrace -w file.jsonl",
             Scenario::Tcpdump => "tcpdump -w (RST filter)",
+            Scenario::BaselineText => "baseline: text to stdout",
+            Scenario::BaselineJsonl => "baseline: -w file.jsonl",
         }
     }
 
-    /// Scenarios whose losses fail the bench: rsttrace's own.
+    /// Scenarios whose losses fail the bench: this build of rsttrace.
     fn is_rsttrace(self) -> bool {
         matches!(self, Scenario::Traced | Scenario::TracedJsonl)
     }
@@ -103,6 +113,10 @@ pub fn bench(ws: &Workspace, opts: &Options) -> Result<()> {
     // A scenario that cannot run keeps the reason for its row.
     let mut results: Vec<(Scenario, Result<Vec<Sample>, String>)> = Scenario::ALL
         .iter()
+        .filter(|s| {
+            opts.baseline.is_some()
+                || !matches!(s, Scenario::BaselineText | Scenario::BaselineJsonl)
+        })
         .map(|&s| match (s, &tcpdump) {
             (Scenario::Tcpdump, Err(why)) => (s, Err(why.clone())),
             _ => (s, Ok(Vec::new())),
@@ -208,9 +222,19 @@ fn run_scenario(
         let _ = std::fs::remove_file(&file);
         file.display().to_string()
     };
+    let baseline = opts.baseline.as_deref().unwrap_or(binary);
     let tracer = match scenario {
         Scenario::Untraced => None,
         Scenario::Traced => Some(Tracer::start(binary, &[], RSTTRACE_READY)?),
+        Scenario::BaselineText => Some(Tracer::start(baseline, &[], RSTTRACE_READY)?),
+        Scenario::BaselineJsonl => {
+            let file = fresh("storm-baseline.jsonl");
+            Some(Tracer::start(
+                baseline,
+                &["--quiet", "--write", &file],
+                RSTTRACE_READY,
+            )?)
+        }
         Scenario::TracedJsonl => {
             let file = fresh("storm.jsonl");
             Some(Tracer::start(

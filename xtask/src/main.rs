@@ -87,6 +87,10 @@ enum Command {
         /// if rsttrace lost events or missed RSTs, never on timings.
         #[arg(long, conflicts_with_all = ["seconds", "rounds"])]
         short: bool,
+        /// Another rsttrace binary (e.g. a copy of main's) to run interleaved
+        /// with this build, to compare the two on a busy machine.
+        #[arg(long, value_name = "RSTTRACE")]
+        baseline: Option<PathBuf>,
     },
     /// Run the kernel integration tests on Debian bookworm's 6.1 kernel under
     /// qemu (TCG): fetches and caches the kernel under target/vm/, needs root
@@ -186,19 +190,14 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
             seconds,
             rounds,
             short,
+            baseline,
         } => {
-            let opts = if short {
-                bench::Options {
-                    seconds: 2,
-                    rounds: 1,
-                    short,
-                }
-            } else {
-                bench::Options {
-                    seconds,
-                    rounds,
-                    short,
-                }
+            let (seconds, rounds) = if short { (2, 1) } else { (seconds, rounds) };
+            let opts = bench::Options {
+                seconds,
+                rounds,
+                short,
+                baseline,
             };
             bench::bench(ws, &opts)
         }
