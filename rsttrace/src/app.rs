@@ -4,6 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -42,10 +43,10 @@ fn wakeup_bytes(ring: u32) -> u64 {
     (u64::from(ring) / 4).min(1 << 20)
 }
 
-struct Reasons(std::collections::HashMap<u32, String>);
+struct Reasons(std::collections::HashMap<u32, Arc<str>>);
 
 impl ReasonNames for Reasons {
-    fn reason_name(&self, value: u32) -> Option<String> {
+    fn reason_name(&self, value: u32) -> Option<Arc<str>> {
         self.0.get(&value).cloned()
     }
 }
@@ -205,7 +206,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // Keep only the reason names: the parsed BTF (megabytes) is not needed
     // once the programs are loaded.
     let KernelInfo { reasons, .. } = kernel;
-    let reasons = Reasons(reasons);
+    let reasons = Reasons(reasons.into_iter().map(|(v, n)| (v, n.into())).collect());
     // Parsing BTF leaves tens of MiB of small freed allocations in the heap;
     // give them back so a long-running tracer stays small.
     // SAFETY: malloc_trim has no preconditions.
