@@ -197,14 +197,13 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         None => None,
     };
 
-    let kernel = KernelInfo::probe();
-    let mut session = Session::load(&kernel, &opts)?;
+    let mut kernel = KernelInfo::probe();
+    let mut session = Session::load(&mut kernel, &opts)?;
     let mut source = RingSource::new(
         session.take_ring_buffer()?,
         Duration::from_millis(args.drain_interval),
     )?;
-    // Keep only the reason names: the parsed BTF (megabytes) is not needed
-    // once the programs are loaded.
+    // Keep only the reason names (Session::load already dropped the BTF).
     let KernelInfo { reasons, .. } = kernel;
     let reasons = Reasons(reasons.into_iter().map(|(v, n)| (v, n.into())).collect());
     // Parsing BTF leaves tens of MiB of small freed allocations in the heap;
