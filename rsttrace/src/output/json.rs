@@ -69,6 +69,13 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 }
 
+/// `,"name":` as one literal, copied in one go (names need no escaping).
+macro_rules! key {
+    ($w:expr, $name:literal) => {
+        $w.raw(concat!(",\"", $name, "\":").as_bytes())
+    };
+}
+
 /// A line under construction, and the formatted date of the last second
 /// seen: a storm's events share it, so it is formatted once per second.
 #[derive(Default)]
@@ -93,106 +100,106 @@ impl Writer {
         self.uint(SCHEMA_VERSION.into());
         self.raw(b",\"time\":");
         self.time(e.time);
-        self.key("direction");
+        key!(self, "direction");
         self.str(e.direction.as_str());
-        self.key("cause");
+        key!(self, "cause");
         self.str(rec.cause.id.id());
-        self.key("confidence");
+        key!(self, "confidence");
         self.str(rec.cause.confidence.as_str());
-        self.key("explanation");
+        key!(self, "explanation");
         self.str(crate::explain::explanation(rec.cause.id, lang));
         // Names from kernel BTF; from `rsttrace read`, whatever the file says.
-        self.key("kernel_reason");
+        key!(self, "kernel_reason");
         self.opt_hostile(e.reason());
-        self.key("state");
+        key!(self, "state");
         self.str(e.state.name());
-        self.key("local_addr");
+        key!(self, "local_addr");
         self.ip(e.local.ip());
-        self.key("local_port");
+        key!(self, "local_port");
         self.uint(e.local.port().into());
-        self.key("remote_addr");
+        key!(self, "remote_addr");
         self.ip(e.remote.ip());
-        self.key("remote_port");
+        key!(self, "remote_port");
         self.uint(e.remote.port().into());
-        self.key("pid");
+        key!(self, "pid");
         self.opt_uint(e.process.as_ref().map(|p| p.pid.into()));
-        self.key("comm");
+        key!(self, "comm");
         self.opt_hostile(e.process.as_ref().map(|p| p.comm.as_str()));
-        self.key("owner");
+        key!(self, "owner");
         self.owner(e);
-        self.key("owner_unknown");
+        key!(self, "owner_unknown");
         self.opt_str(e.owner.unknown_reason());
-        self.key("cmdline");
+        key!(self, "cmdline");
         self.opt_hostile(proc_info.and_then(|p| p.cmdline.as_deref()));
-        self.key("container");
+        key!(self, "container");
         match proc_info.and_then(|p| p.container.as_ref()) {
             Some(c) => self.container(c),
             None => self.null(),
         }
-        self.key("netns");
+        key!(self, "netns");
         self.opt_uint(proc_info.and_then(|p| p.netns));
-        self.key("actor");
+        key!(self, "actor");
         self.task(&e.actor);
-        self.key("context");
+        key!(self, "context");
         self.str(e.context.name());
         self.raw(b"}");
-        self.key("hook");
+        key!(self, "hook");
         self.str(e.hook);
-        self.key("packet");
+        key!(self, "packet");
         match e.packet {
             Some(p) => {
                 self.raw(b"{\"flags\":");
                 self.str(p.flags.notation().as_str());
-                self.key("seq");
+                key!(self, "seq");
                 self.uint(p.seq.into());
-                self.key("ack");
+                key!(self, "ack");
                 self.uint(p.ack.into());
-                self.key("len");
+                key!(self, "len");
                 self.uint(p.len.into());
-                self.key("window");
+                key!(self, "window");
                 self.uint(p.window.into());
-                self.key("ttl");
+                key!(self, "ttl");
                 self.uint(p.ttl.into());
                 self.raw(b"}");
             }
             None => self.null(),
         }
-        self.key("socket");
+        key!(self, "socket");
         match e.socket {
             Some(s) => {
                 self.raw(b"{\"cookie\":");
                 self.uint(s.cookie);
-                self.key("full");
+                key!(self, "full");
                 self.bool(s.full);
-                self.key("dead");
+                key!(self, "dead");
                 self.bool(s.dead);
-                self.key("linger");
+                key!(self, "linger");
                 self.opt_uint(s.linger.map(u64::from));
-                self.key("keepalive");
+                key!(self, "keepalive");
                 self.bool(s.keepalive);
-                self.key("peer_fin");
+                key!(self, "peer_fin");
                 self.bool(s.peer_fin);
-                self.key("shutdown");
+                key!(self, "shutdown");
                 self.uint(s.shutdown.into());
-                self.key("unread");
+                key!(self, "unread");
                 self.uint(s.unread.into());
-                self.key("unsent");
+                key!(self, "unsent");
                 self.uint(s.unsent.into());
-                self.key("unacked");
+                key!(self, "unacked");
                 self.uint(s.unacked.into());
-                self.key("probes_out");
+                key!(self, "probes_out");
                 self.uint(s.probes_out.into());
-                self.key("sk_err");
+                key!(self, "sk_err");
                 self.uint(s.sk_err.into());
-                self.key("tw_substate");
+                key!(self, "tw_substate");
                 self.opt_str(s.tw_substate.map(|t| t.name()));
                 self.raw(b"}");
             }
             None => self.null(),
         }
-        self.key("exit_signal");
+        key!(self, "exit_signal");
         self.opt_uint(e.exit_signal.map(u64::from));
-        self.key("evidence");
+        key!(self, "evidence");
         self.object(&rec.cause.evidence);
         self.raw(b"}");
     }
@@ -221,11 +228,11 @@ impl Writer {
             return self.null();
         };
         self.task(p);
-        self.key("uid");
+        key!(self, "uid");
         self.opt_uint(uid.map(u64::from));
-        self.key("cgroup_id");
+        key!(self, "cgroup_id");
         self.opt_uint(cgroup_id);
-        self.key("source");
+        key!(self, "source");
         self.str(source);
         self.raw(b"}");
     }
@@ -234,20 +241,20 @@ impl Writer {
     fn task(&mut self, t: &Task) {
         self.raw(b"{\"pid\":");
         self.uint(t.pid.into());
-        self.key("tid");
+        key!(self, "tid");
         self.uint(t.tid.into());
-        self.key("comm");
+        key!(self, "comm");
         self.hostile(&t.comm);
     }
 
     fn container(&mut self, c: &Container) {
         self.raw(b"{\"runtime\":");
         self.str(c.runtime);
-        self.key("id");
+        key!(self, "id");
         self.opt_str(c.id.as_deref());
-        self.key("pod_uid");
+        key!(self, "pod_uid");
         self.opt_str(c.pod_uid.as_deref());
-        self.key("unit");
+        key!(self, "unit");
         self.opt_str(c.unit.as_deref());
         self.raw(b"}");
     }
@@ -340,13 +347,6 @@ impl Writer {
         self.buf.push(b'}');
     }
 
-    /// `,"name":`; names are ASCII identifiers.
-    fn key(&mut self, name: &str) {
-        self.buf.extend_from_slice(b",\"");
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(b"\":");
-    }
-
     fn raw(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
@@ -399,7 +399,19 @@ impl Writer {
         self.buf.push(b'"');
         let bytes = s.as_bytes();
         let mut plain = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Eight bytes at a time while none needs escaping, the common
+            // case; any doubt goes to the byte test below.
+            if let Some(chunk) = bytes.get(i..i + 8)
+                && let Ok(word) = <[u8; 8]>::try_from(chunk)
+                && !word_needs_escape(u64::from_le_bytes(word))
+            {
+                i += 8;
+                continue;
+            }
+            let b = bytes[i];
+            i += 1;
             if !NEEDS_ESCAPE[usize::from(b)] {
                 continue;
             }
@@ -420,17 +432,28 @@ impl Writer {
                     HEX[usize::from(b & 0xf)],
                 ],
             };
-            self.buf.extend_from_slice(&bytes[plain..i]);
+            self.buf.extend_from_slice(&bytes[plain..i - 1]);
             self.buf.extend_from_slice(escape);
-            plain = i + 1;
+            plain = i;
         }
         self.buf.extend_from_slice(&bytes[plain..]);
         self.buf.push(b'"');
     }
 }
 
+/// Whether any of the eight bytes of `word` is in NEEDS_ESCAPE: a byte
+/// below 0x20, `"` or `\` (the exact "has less than" and "has zero byte"
+/// tests of Bit Twiddling Hacks; a test checks every byte in every lane).
+fn word_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    (below(0x20) | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\'))))
+        != 0
+}
+
 /// Bytes a JSON string cannot hold as they are: `"`, `\` and C0 controls.
-/// A table, because this test runs on every byte of every string.
 const NEEDS_ESCAPE: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
@@ -753,7 +776,50 @@ mod tests {
         }
     }
 
+    /// The word test never misses a byte the table flags, whatever the
+    /// lane and whatever the other lanes hold (borrows cross lanes).
+    #[test]
+    fn the_word_test_agrees_with_the_table() {
+        let fillers = [
+            0x00, 0x1f, 0x20, 0x21, 0x22, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0xa2, 0xff,
+        ];
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                for &fill in &fillers {
+                    let mut bytes = [fill; 8];
+                    bytes[lane] = b;
+                    let naive = bytes.iter().any(|&x| NEEDS_ESCAPE[usize::from(x)]);
+                    assert_eq!(
+                        word_needs_escape(u64::from_le_bytes(bytes)),
+                        naive,
+                        "{bytes:02x?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Escapes at every offset of strings longer than a word.
+    #[test]
+    fn escapes_anywhere_in_long_strings() {
+        for c in (0..0x80u8).map(char::from).chain(['é', '\u{85}', '😀']) {
+            for filler in ['a', 'é'] {
+                for at in 0..20 {
+                    let mut s: String = std::iter::repeat_n(filler, 20).collect();
+                    s.insert(s.char_indices().nth(at).map_or(s.len(), |(i, _)| i), c);
+                    assert_eq!(json_string(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_word_test_agrees_with_the_table_on_any_word(word in proptest::num::u64::ANY) {
+            let naive = word.to_le_bytes().iter().any(|&x| NEEDS_ESCAPE[usize::from(x)]);
+            proptest::prop_assert_eq!(word_needs_escape(word), naive);
+        }
+
         #[test]
         fn any_string_is_escaped_as_serde_json_does(s in ".*") {
             proptest::prop_assert_eq!(json_string(&s), serde_json::to_string(&s).unwrap());
