@@ -4,6 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -44,12 +45,12 @@ fn wakeup_bytes(ring: u32) -> u64 {
 
 /// Reason names from BTF, and the tick rate once measured.
 struct Reasons(
-    std::collections::HashMap<u32, String>,
-    std::sync::Arc<std::sync::OnceLock<u32>>,
+    std::collections::HashMap<u32, Arc<str>>,
+    Arc<std::sync::OnceLock<u32>>,
 );
 
 impl KernelTables for Reasons {
-    fn reason_name(&self, value: u32) -> Option<String> {
+    fn reason_name(&self, value: u32) -> Option<Arc<str>> {
         self.0.get(&value).cloned()
     }
 
@@ -215,6 +216,13 @@ fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
 }
 
 pub async fn trace(args: TraceArgs) -> Result<()> {
+    // Start-up parses kernel BTF (megabytes of vectors) up to three times in
+    // a row: ours, then aya's twice. With glibc's sliding threshold those
+    // land on the heap, where each parse's freed pages stay resident beside
+    // the next; a fixed threshold gives every large block its own mapping,
+    // returned on free. Measured peak RSS: 28.4 -> 25.0 MB.
+    // SAFETY: mallopt has no preconditions; glibc ignores values it refuses.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let ring_bytes = ring_buffer_bytes(args.ring_buffer)?;
     let opts = Options {
         hooks: args.hooks,
@@ -245,26 +253,28 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         None => None,
     };
 
-    let kernel = KernelInfo::probe();
-    let mut session = Session::load(&kernel, &opts)?;
+    let mut kernel = KernelInfo::probe();
+    let mut session = Session::load(&mut kernel, &opts)?;
     let mut source = RingSource::new(
         session.take_ring_buffer()?,
         Duration::from_millis(args.drain_interval),
     )?;
-    // Keep only the reason names: the parsed BTF (megabytes) is not needed
-    // once the programs are loaded.
+    // Keep only the reason names (Session::load already dropped the BTF).
     let KernelInfo { reasons, .. } = kernel;
     // Measured off the event path; events before it is known carry no idle time.
-    let hz = std::sync::Arc::new(std::sync::OnceLock::new());
+    let hz = Arc::new(std::sync::OnceLock::new());
     let hz_slot = hz.clone();
     std::thread::spawn(move || {
         if let Some(rate) = crate::kernel::hz::measure(Duration::from_millis(100)) {
             let _ = hz_slot.set(rate);
         }
     });
-    let reasons = Reasons(reasons, hz);
-    // Parsing BTF leaves tens of MiB of small freed allocations in the heap;
-    // give them back so a long-running tracer stays small.
+    let reasons = Reasons(
+        reasons.into_iter().map(|(v, n)| (v, n.into())).collect(),
+        hz,
+    );
+    // Parsing BTF leaves many small freed allocations in the heap; give
+    // them back so a long-running tracer stays small.
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     let clock = BootClock::sample();

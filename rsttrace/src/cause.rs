@@ -240,5 +240,6 @@ pub struct Classified {
     pub cause: Cause,
     /// Command line, container and network namespace of the owner, read
     /// from /proc (None when there is no owner or it already exited).
-    pub owner_proc: Option<crate::procinfo::ProcInfo>,
+    /// Shared with the /proc cache: no copy per event.
+    pub owner_proc: Option<std::sync::Arc<crate::procinfo::ProcInfo>>,
 }

@@ -4,6 +4,7 @@
 //! gives the facts names (states, flags, addresses) and `classify` adds the cause.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rsttrace_ebpf::abi::{self, RstEvent};
@@ -86,25 +87,54 @@ impl TcpFlags {
 
     /// tcpdump's notation: `S`, `S.`, `P.`, `F.`, `R` ...
     pub fn tcpdump(self) -> String {
-        let mut s = String::new();
+        self.notation().as_str().to_owned()
+    }
+
+    /// The same notation without allocating (the outputs' hot path).
+    pub fn notation(self) -> FlagsText {
+        let mut text = FlagsText {
+            bytes: [0; 6],
+            len: 0,
+        };
+        let mut push = |c: u8| {
+            text.bytes[usize::from(text.len)] = c;
+            text.len += 1;
+        };
         for (bit, c) in [
-            (Self::SYN, 'S'),
-            (Self::FIN, 'F'),
-            (Self::PSH, 'P'),
-            (Self::RST, 'R'),
-            (Self::URG, 'U'),
+            (Self::SYN, b'S'),
+            (Self::FIN, b'F'),
+            (Self::PSH, b'P'),
+            (Self::RST, b'R'),
+            (Self::URG, b'U'),
         ] {
             if self.has(bit) {
-                s.push(c);
+                push(c);
             }
         }
         if self.has(Self::ACK) {
-            s.push('.');
+            push(b'.');
         }
-        if s.is_empty() {
-            s.push_str("none");
+        if text.len == 0 {
+            return FlagsText {
+                bytes: *b"none\0\0",
+                len: 4,
+            };
         }
-        s
+        text
+    }
+}
+
+/// TCP flags in tcpdump's notation: at most `SFPRU.`, or `none`.
+#[derive(Clone, Copy)]
+pub struct FlagsText {
+    bytes: [u8; 6],
+    len: u8,
+}
+
+impl FlagsText {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII letters and '.' are ever pushed.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
     }
 }
 
@@ -240,8 +270,9 @@ pub struct Event {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub state: TcpState,
-    /// `enum sk_rst_reason` value and its BTF name without the `SK_RST_REASON_` prefix.
-    pub kernel_reason: Option<(u32, String)>,
+    /// `enum sk_rst_reason` value and its BTF name without the `SK_RST_REASON_`
+    /// prefix (shared with the name table: no copy per event).
+    pub kernel_reason: Option<(u32, Arc<str>)>,
     pub packet: Option<Packet>,
     pub socket: Option<Socket>,
     pub context: ExecContext,
@@ -294,7 +325,7 @@ impl Owner {
 /// Turns kernel-side facts into names and units: the reason table comes
 /// from BTF, the tick rate from a measurement (`kernel::hz`).
 pub trait KernelTables {
-    fn reason_name(&self, value: u32) -> Option<String>;
+    fn reason_name(&self, value: u32) -> Option<Arc<str>>;
     /// CONFIG_HZ, when known: jiffies → time.
     fn hz(&self) -> Option<u32>;
 }
@@ -341,7 +372,7 @@ impl Event {
         let kernel_reason = has(abi::flag::HAS_REASON).then(|| {
             let name = kernel
                 .reason_name(raw.reason)
-                .unwrap_or_else(|| format!("UNKNOWN_{}", raw.reason));
+                .unwrap_or_else(|| format!("UNKNOWN_{}", raw.reason).into());
             (raw.reason, name)
         });
         let packet = has(abi::flag::HAS_PACKET).then_some(Packet {
@@ -438,7 +469,7 @@ impl Event {
 
     /// The kernel reason name, if the kernel reported one.
     pub fn reason(&self) -> Option<&str> {
-        self.kernel_reason.as_ref().map(|(_, name)| name.as_str())
+        self.kernel_reason.as_ref().map(|(_, name)| &**name)
     }
 }
 

@@ -140,9 +140,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn load(kernel: &KernelInfo, opts: &Options) -> Result<Session> {
+    /// Loads and attaches. Takes the parsed BTF out of `kernel` and drops it
+    /// once the offsets are resolved: aya parses vmlinux BTF again (for
+    /// tp_btf and fentry), and two parsed copies alive at once were most of
+    /// rsttrace's peak memory.
+    pub fn load(kernel: &mut KernelInfo, opts: &Options) -> Result<Session> {
         check_privileges()?;
-        let btf = kernel.btf.as_ref().ok_or_else(|| {
+        let btf = kernel.btf.take().ok_or_else(|| {
             anyhow!(
                 "this kernel exposes no BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); \
                  rsttrace needs it to find socket fields on this kernel (`rsttrace check` says \
@@ -162,7 +166,8 @@ impl Session {
             }
             None => {}
         }
-        let kfree = kfree_skb(Some(btf), kernel.tracefs.as_deref()).unwrap_or(KfreeSkb::UNRESOLVED);
+        let kfree =
+            kfree_skb(Some(&btf), kernel.tracefs.as_deref()).unwrap_or(KfreeSkb::UNRESOLVED);
         let owner_tp = match kernel.tracefs.as_deref().map(tracefs::owner_layout) {
             Some(Ok(layout)) => Some(layout),
             Some(Err(e)) => {
@@ -173,8 +178,10 @@ impl Session {
             }
             None => None,
         };
+        let offsets = resolve_offsets(&btf)?;
+        drop(btf);
         let mut ebpf = load_object(
-            btf,
+            &offsets,
             &opts.filter,
             &tuning,
             &kfree,
@@ -276,8 +283,21 @@ pub struct Counters {
     pub submitted: u64,
 }
 
+/// Struct member offsets for the eBPF programs, checked for sanity.
+fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
+    let (offsets, missing) = offsets::resolve(btf).context("resolving kernel struct offsets")?;
+    offsets::sanity_check(&offsets).context("kernel struct offsets look wrong")?;
+    if !missing.is_empty() {
+        warn!(
+            "fields missing on this kernel (their facts will read 0): {}",
+            missing.join(", ")
+        );
+    }
+    Ok(offsets)
+}
+
 fn load_object(
-    btf: &Btf,
+    offsets: &abi::Offsets,
     filter: &Filter,
     tuning: &Tuning,
     kfree: &KfreeSkb,
@@ -290,17 +310,9 @@ fn load_object(
              build it with `cargo xtask build` (or run `cargo xtask run -- ...`)"
         );
     }
-    let (offsets, missing) = offsets::resolve(btf).context("resolving kernel struct offsets")?;
-    offsets::sanity_check(&offsets).context("kernel struct offsets look wrong")?;
-    if !missing.is_empty() {
-        warn!(
-            "fields missing on this kernel (their facts will read 0): {}",
-            missing.join(", ")
-        );
-    }
     raise_memlock_limit();
     EbpfLoader::new()
-        .override_global(abi::OFFSETS_GLOBAL, &offsets, true)
+        .override_global(abi::OFFSETS_GLOBAL, offsets, true)
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
         .override_global(abi::KFREE_SKB_GLOBAL, kfree, true)
@@ -334,9 +346,12 @@ fn try_fentry(ebpf: &mut Ebpf, btf: &aya::Btf, facts: &KernelFacts) -> Result<()
 pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
     let btf = kernel.btf.as_ref()?;
     check_privileges().ok()?;
-    let aya_btf = aya::Btf::from_sys_fs().ok()?;
+    let offsets = match resolve_offsets(btf) {
+        Ok(o) => o,
+        Err(e) => return Some(Err(format!("{e:#}"))),
+    };
     let mut ebpf = match load_object(
-        btf,
+        &offsets,
         &Filter::ALL,
         &Tuning::DEFAULT,
         &KfreeSkb::UNRESOLVED,
@@ -346,6 +361,8 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
         Ok(e) => e,
         Err(e) => return Some(Err(format!("{e:#}"))),
     };
+    // After the load, whose loader parsed (and freed) a copy of its own.
+    let aya_btf = aya::Btf::from_sys_fs().ok()?;
     Some(try_fentry(&mut ebpf, &aya_btf, &kernel.facts))
 }
 

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -116,7 +117,7 @@ pub struct ProcInfo {
 /// Bounded cache by pid. When full it is emptied: a simple bound, and pids
 /// are recycled anyway, so stale entries must not live forever.
 pub struct ProcCache {
-    entries: HashMap<u32, ProcInfo>,
+    entries: HashMap<u32, Arc<ProcInfo>>,
     capacity: usize,
     /// Lookups of processes /proc no longer had.
     pub misses: u64,
@@ -140,7 +141,7 @@ impl ProcCache {
     }
 
     /// Cached facts for `pid`, read with `read` on a miss.
-    pub fn get_with(&mut self, pid: u32, read: impl FnOnce(u32) -> ProcInfo) -> &ProcInfo {
+    pub fn get_with(&mut self, pid: u32, read: impl FnOnce(u32) -> ProcInfo) -> &Arc<ProcInfo> {
         if !self.entries.contains_key(&pid) && self.entries.len() >= self.capacity {
             self.entries.clear();
         }
@@ -150,7 +151,7 @@ impl ProcCache {
             if info == ProcInfo::default() {
                 *misses += 1;
             }
-            info
+            Arc::new(info)
         })
     }
 

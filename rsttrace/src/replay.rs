@@ -70,7 +70,7 @@ fn event(v: &Value) -> Result<Classified> {
         kernel_reason: v
             .get("kernel_reason")
             .and_then(Value::as_str)
-            .map(|name| (0, name.to_owned())),
+            .map(|name| (0, name.into())),
         packet: v
             .get("packet")
             .filter(|p| !p.is_null())
@@ -114,7 +114,7 @@ fn event(v: &Value) -> Result<Classified> {
             confidence,
             evidence,
         },
-        owner_proc: owner_proc(v),
+        owner_proc: owner_proc(v).map(std::sync::Arc::new),
     })
 }
 

@@ -83,6 +83,14 @@ enum Command {
         /// Rounds of all scenarios, interleaved.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// The CI check: one round of 2 s with one storm thread; fails only
+        /// if rsttrace lost events or missed RSTs, never on timings.
+        #[arg(long, conflicts_with_all = ["seconds", "rounds"])]
+        short: bool,
+        /// Another rsttrace binary (e.g. a copy of main's) to run interleaved
+        /// with this build, to compare the two on a busy machine.
+        #[arg(long, value_name = "RSTTRACE")]
+        baseline: Option<PathBuf>,
     },
     /// Run the kernel integration tests on Debian bookworm's 6.1 kernel under
     /// qemu (TCG): fetches and caches the kernel under target/vm/, needs root
@@ -178,7 +186,21 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
             println!("{}", page.display());
             Ok(())
         }
-        Command::Bench { seconds, rounds } => bench::bench(ws, &bench::Options { seconds, rounds }),
+        Command::Bench {
+            seconds,
+            rounds,
+            short,
+            baseline,
+        } => {
+            let (seconds, rounds) = if short { (2, 1) } else { (seconds, rounds) };
+            let opts = bench::Options {
+                seconds,
+                rounds,
+                short,
+                baseline,
+            };
+            bench::bench(ws, &opts)
+        }
         Command::VmTest { args } => vm::vm_test(ws, &args),
     }
 }

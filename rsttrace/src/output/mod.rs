@@ -66,10 +66,7 @@ pub fn sink(
     let out = BufWriter::with_capacity(64 * 1024, writer);
     match format {
         Format::Text => Box::new(text::TextSink::new(out, *opts)),
-        Format::Json => Box::new(json::JsonSink {
-            out,
-            lang: opts.lang,
-        }),
+        Format::Json => Box::new(json::JsonSink::new(out, opts.lang)),
         Format::Csv => Box::new(csv::CsvSink::new(out)),
         Format::Pcapng => Box::new(pcapng::PcapngSink::new(out)),
     }
@@ -86,7 +83,14 @@ pub use text::header as text_header;
 /// visually reorder the rest of a line, become `\u{NNNN}`. Idempotent: an
 /// escaped string contains nothing left to escape.
 pub fn escape_control(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
+    // Names and command lines are nearly always ASCII, where only C0 and
+    // DEL need escaping; this runs on several strings of every event.
+    let clean = if s.is_ascii() {
+        !s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        !s.chars().any(needs_escape)
+    };
+    if clean {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -187,12 +191,12 @@ pub(crate) mod fixtures {
                 confidence: Confidence::Certain,
                 evidence,
             },
-            owner_proc: Some(crate::procinfo::ProcInfo {
+            owner_proc: Some(std::sync::Arc::new(crate::procinfo::ProcInfo {
                 cmdline: Some("/usr/sbin/app --serve".into()),
                 cgroup: Some("/system.slice/app.service".into()),
                 container: crate::procinfo::container_from_cgroup("/system.slice/app.service"),
                 netns: Some(4026531840),
-            }),
+            })),
         }
     }
 }
@@ -235,6 +239,22 @@ mod tests {
         assert_eq!(escape_control("a\u{202e}b"), "a\\u{202e}b");
         // Printable non-ASCII is kept; nothing allocates when nothing changes.
         assert!(matches!(escape_control("nginx: wörker"), Cow::Borrowed(_)));
+    }
+
+    proptest::proptest! {
+        /// The ASCII shortcut decides as the per-character rule does.
+        #[test]
+        fn the_ascii_shortcut_changes_nothing(s in "[\\x00-\\x7f]{0,12}|.{0,12}") {
+            let reference: String = s
+                .chars()
+                .map(|c| match c {
+                    c if needs_escape(c) && (c as u32) <= 0xff => format!("\\x{:02x}", c as u32),
+                    c if needs_escape(c) => format!("\\u{{{:04x}}}", c as u32),
+                    c => c.to_string(),
+                })
+                .collect();
+            proptest::prop_assert_eq!(escape_control(&s), reference);
+        }
     }
 
     #[test]

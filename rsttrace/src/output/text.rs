@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::UNIX_EPOCH;
 
 use super::{Sink, TextOptions, escape_control};
@@ -25,35 +26,131 @@ pub fn header() -> String {
     )
 }
 
-/// `HH:MM:SS.mmm` in UTC.
-fn clock(e: &Event) -> String {
-    let d = e.time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let s = d.as_secs() % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_millis()
-    )
+/// One RST as one line (no trailing newline): time, direction, endpoints,
+/// state, cause (coloured only when `opts.color`), process, details.
+pub fn line(rec: &Classified, opts: TextOptions) -> String {
+    let mut s = String::new();
+    write_line(&mut s, rec, opts);
+    s
 }
 
-fn endpoints(e: &Event) -> String {
-    format!("{} -> {}", e.local, e.remote)
+/// `line` appended to `s`: the sink reuses one buffer for every event.
+fn write_line(s: &mut String, rec: &Classified, opts: TextOptions) {
+    let e = &rec.event;
+    clock(s, e);
+    s.push_str(match e.direction {
+        Direction::Sent => " SENT > ",
+        Direction::Received => " RECV < ",
+        Direction::Abort => " ABORT  ",
+    });
+    let start = s.len();
+    push_addr(s, e.local);
+    s.push_str(" -> ");
+    push_addr(s, e.remote);
+    pad(s, start, W_ENDPOINTS);
+    s.push(' ');
+    let start = s.len();
+    s.push_str(e.state.name());
+    pad(s, start, W_STATE);
+    s.push(' ');
+    if opts.color {
+        s.push_str(match e.direction {
+            Direction::Sent => "\x1b[31m",
+            Direction::Received => "\x1b[33m",
+            Direction::Abort => "\x1b[35m",
+        });
+    }
+    let start = s.len();
+    s.push_str(rec.cause.id.id());
+    pad(s, start, W_CAUSE);
+    if opts.color {
+        s.push_str("\x1b[0m");
+    }
+    s.push(' ');
+    let start = s.len();
+    match &e.process {
+        Some(p) => {
+            s.push_str(itoa::Buffer::new().format(p.pid));
+            s.push('/');
+            s.push_str(&escape_control(&p.comm));
+        }
+        None => s.push('-'),
+    }
+    pad(s, start, W_PROCESS);
+    s.push(' ');
+    details(s, rec);
+}
+
+/// `a.b.c.d:port` or `[v6]:port`, as `SocketAddr`'s Display writes them;
+/// IPv4 without core::fmt, which cost a fifth of a text line.
+fn push_addr(s: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(itoa::Buffer::new().format(octet));
+            }
+            s.push(':');
+            s.push_str(itoa::Buffer::new().format(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(s, "{addr}");
+        }
+    }
+}
+
+/// Pads what was written since `start` with spaces to `width` characters,
+/// as `{:<width}` would.
+fn pad(s: &mut String, start: usize, width: usize) {
+    let written = &s[start..];
+    let written = if written.is_ascii() {
+        written.len()
+    } else {
+        written.chars().count()
+    };
+    for _ in written..width {
+        s.push(' ');
+    }
+}
+
+/// `HH:MM:SS.mmm` in UTC (always W_TIME characters).
+fn clock(s: &mut String, e: &Event) {
+    let d = e.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() % 86_400;
+    let two = |s: &mut String, n: u64| {
+        s.push(char::from(b'0' + (n / 10) as u8));
+        s.push(char::from(b'0' + (n % 10) as u8));
+    };
+    two(s, secs / 3600);
+    s.push(':');
+    two(s, secs / 60 % 60);
+    s.push(':');
+    two(s, secs % 60);
+    s.push('.');
+    let ms = u64::from(d.subsec_millis());
+    s.push(char::from(b'0' + (ms / 100) as u8));
+    two(s, ms % 100);
 }
 
 /// `reason=NAME pkt=S ...`. Reason names and evidence come from the kernel
 /// and the classifier, but `rsttrace read` takes them from a file: escaped too.
-fn details(rec: &Classified) -> String {
+fn details(s: &mut String, rec: &Classified) {
     let e = &rec.event;
-    let mut s = format!("reason={}", escape_control(e.reason().unwrap_or("-")));
+    s.push_str("reason=");
+    s.push_str(&escape_control(e.reason().unwrap_or("-")));
     if let Some(p) = e.packet {
-        let _ = write!(s, " pkt={}", p.flags.tcpdump());
+        s.push_str(" pkt=");
+        s.push_str(p.flags.notation().as_str());
         if p.len > 0 {
-            let _ = write!(s, " len={}", p.len);
+            s.push_str(" len=");
+            s.push_str(itoa::Buffer::new().format(p.len));
         }
     }
-    for key in [
+    // The evidence shown, in this order: one pass over the (small) map
+    // rather than a lookup per key.
+    const SHOWN: [&str; 9] = [
         "unread_bytes_lost",
         "errno",
         "tw_substate",
@@ -63,80 +160,57 @@ fn details(rec: &Classified) -> String {
         "follows_abort",
         "accept_queue",
         "peer_idle_s",
-    ] {
-        if let Some(v) = rec.cause.evidence.get(key) {
-            let v = match v.as_str() {
-                Some(text) => escape_control(text).into_owned(),
+    ];
+    let mut shown = [None; SHOWN.len()];
+    for (key, v) in &rec.cause.evidence {
+        if let Some(i) = SHOWN.iter().position(|k| k == key) {
+            shown[i] = Some(v);
+        }
+    }
+    for (key, v) in SHOWN.iter().zip(shown) {
+        if let Some(v) = v {
+            s.push(' ');
+            s.push_str(key);
+            s.push('=');
+            match v.as_str() {
+                Some(text) => s.push_str(&escape_control(text)),
                 // Numbers, or JSON text in which serde_json escaped controls.
-                None => v.to_string(),
-            };
-            let _ = write!(s, " {key}={v}");
+                None => {
+                    let _ = write!(s, "{v}");
+                }
+            }
         }
     }
     if let Some(prior) = rec.cause.evidence.get("prior") {
-        s.push_str(&prior_phrase(prior));
+        prior_phrase(s, prior);
     }
     if rec.cause.confidence == crate::cause::Confidence::Likely {
         s.push_str(" (likely)");
     }
-    s
 }
 
 /// ` prior=listener_closed by 4242/nginx 3.0s ago`: who had the 4-tuple
 /// (or the port) before, in the words an on-call engineer wants.
-fn prior_phrase(prior: &serde_json::Value) -> String {
+fn prior_phrase(s: &mut String, prior: &serde_json::Value) {
     let text = |k: &str| escape_control(prior[k].as_str().unwrap_or("?")).into_owned();
-    let mut s = format!(" prior={}", text("kind"));
+    let _ = write!(s, " prior={}", text("kind"));
     if let Some(pid) = prior["pid"].as_u64() {
         let _ = write!(s, " by {pid}/{}", text("comm"));
     }
-    if let Some(errno) = prior["errno"].as_str() {
-        let _ = write!(s, " with {}", escape_control(errno));
+    if prior["errno"].is_string() {
+        let _ = write!(s, " with {}", text("errno"));
     }
     if let Some(ms) = prior["ago_ms"].as_u64() {
         let _ = write!(s, " {:.1}s ago", ms as f64 / 1000.0);
     }
-    s
-}
-
-/// One RST as one line (no trailing newline): time, direction, endpoints,
-/// state, cause (coloured only when `opts.color`), process, details.
-pub fn line(rec: &Classified, opts: TextOptions) -> String {
-    let e = &rec.event;
-    let dir = match e.direction {
-        Direction::Sent => "SENT >",
-        Direction::Received => "RECV <",
-        Direction::Abort => "ABORT ",
-    };
-    let process = match &e.process {
-        Some(p) => format!("{}/{}", p.pid, escape_control(&p.comm)),
-        None => "-".into(),
-    };
-    let cause = format!("{:<W_CAUSE$}", rec.cause.id.id());
-    let cause = if opts.color {
-        let color = match e.direction {
-            Direction::Sent => "31",
-            Direction::Received => "33",
-            Direction::Abort => "35",
-        };
-        format!("\x1b[{color}m{cause}\x1b[0m")
-    } else {
-        cause
-    };
-    format!(
-        "{:<W_TIME$} {dir} {:<W_ENDPOINTS$} {:<W_STATE$} {cause} {:<W_PROCESS$} {}",
-        clock(e),
-        endpoints(e),
-        e.state.name(),
-        process,
-        details(rec)
-    )
 }
 
 pub struct TextSink<W: Write> {
     out: W,
     opts: TextOptions,
     header_written: bool,
+    /// The line being written, reused from event to event.
+    line: String,
 }
 
 impl<W: Write> TextSink<W> {
@@ -145,6 +219,7 @@ impl<W: Write> TextSink<W> {
             out,
             opts,
             header_written: false,
+            line: String::new(),
         }
     }
 }
@@ -155,7 +230,10 @@ impl<W: Write> Sink for TextSink<W> {
             writeln!(self.out, "{}", header())?;
             self.header_written = true;
         }
-        writeln!(self.out, "{}", line(rec, self.opts))
+        self.line.clear();
+        write_line(&mut self.line, rec, self.opts);
+        self.line.push('\n');
+        self.out.write_all(self.line.as_bytes())
     }
 
     fn write_gap(&mut self, lost: u64) -> io::Result<()> {
@@ -286,6 +364,20 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn addresses_read_as_std_writes_them(
+            v4 in proptest::prelude::any::<std::net::SocketAddrV4>(),
+            v6 in proptest::prelude::any::<std::net::SocketAddrV6>(),
+        ) {
+            for addr in [SocketAddr::V4(v4), SocketAddr::V6(v6)] {
+                let mut s = String::new();
+                push_addr(&mut s, addr);
+                proptest::prop_assert_eq!(s, addr.to_string());
+            }
+        }
+    }
+
     #[test]
     fn ipv6_ends_are_bracketed() {
         let mut rec = port_not_open();
@@ -379,7 +471,8 @@ mod tests {
         rec.cause
             .evidence
             .insert("process_exit".into(), serde_json::json!("SIGKILL"));
-        let d = details(&rec);
+        let mut d = String::new();
+        details(&mut d, &rec);
         assert!(
             d.contains(" prior=listener_closed by 4242/ng\\x1binx 3.0s ago"),
             "{d}"
