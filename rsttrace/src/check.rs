@@ -165,11 +165,25 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
 /// Causes that classify.rs reaches only through the kernel's reason
 /// (`sent_with_reason`): without it their RSTs land in another cause or
 /// `unknown`. Keep in step with classify.rs.
-const NEED_REASON: [CauseId; 4] = [
-    CauseId::Linger2Abort,
-    CauseId::BacklogOverflow,
-    CauseId::Disconnect,
-    CauseId::ListenerClosed,
+/// Causes the kernel's reason names directly, and the fact that tells them
+/// apart without it.
+const WITHOUT_REASON: [(CauseId, &str); 4] = [
+    (
+        CauseId::Linger2Abort,
+        "yes (inferred: the socket left FIN_WAIT2 in the same call)",
+    ),
+    (
+        CauseId::BacklogOverflow,
+        "yes (inferred: the listener's accept queue was full)",
+    ),
+    (
+        CauseId::Disconnect,
+        "yes (inferred: reset in task context without close()'s shutdown)",
+    ),
+    (
+        CauseId::ListenerClosed,
+        "yes (inferred: the listener on its port had just closed)",
+    ),
 ];
 
 /// Whether each cause can be told apart with this plan, and how sure.
@@ -184,8 +198,9 @@ pub fn causes(plan: &Plan) -> Vec<(CauseId, String)> {
         .filter(|c| **c != CauseId::Unknown)
         .map(|&c| {
             let seen = match c {
-                c if !plan.reason && NEED_REASON.contains(&c) => {
-                    "NO: only the kernel's reason (6.10+) tells it apart".to_string()
+                c if !plan.reason && WITHOUT_REASON.iter().any(|(w, _)| *w == c) => {
+                    let (_, how) = WITHOUT_REASON.iter().find(|(w, _)| *w == c).unwrap();
+                    how.to_string()
                 }
                 // Sent with no socket: invisible to 6.1's tracepoint.
                 CauseId::PortNotOpen | CauseId::ConnectTimeout | CauseId::HalfOpen
@@ -256,11 +271,14 @@ mod tests {
     }
 
     #[test]
-    fn without_a_reason_some_causes_are_not_told_apart() {
+    fn without_a_reason_the_facts_say_how() {
         let plan = probes::choose(HookMode::Auto, &linux_6_1()).unwrap();
         let c = causes(&plan);
         let seen = |id| c.iter().find(|(c, _)| *c == id).unwrap().1.clone();
-        assert!(seen(CauseId::BacklogOverflow).starts_with("NO"));
+        assert!(
+            seen(CauseId::BacklogOverflow).contains("accept queue"),
+            "{c:?}"
+        );
         assert!(seen(CauseId::CloseUnreadData).starts_with("yes"));
     }
 
