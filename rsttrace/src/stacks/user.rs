@@ -1,0 +1,261 @@
+//! User frames of the socket's owner: /proc/PID/maps read at event time,
+//! the frames the kernel's walk skipped recovered (`unwind`), symbols and
+//! source lines from blazesym.
+//!
+//! Everything expensive is cached and every cache is bounded: a process's
+//! maps by pid, a frame's text by (binary, file offset), parsed binaries in
+//! blazesym by path (evicted oldest first), unwind info by path.
+
+use std::collections::VecDeque;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer, evict};
+
+use super::cache::BoundedCache;
+use super::frame::{self, UserSymbol};
+use super::procmaps::{Mapping, Maps};
+use super::unwind::{self, UnwindInfo};
+
+/// Processes whose maps are kept.
+const MAX_PROCESSES: usize = 256;
+/// Frames whose text is kept (per generation).
+const MAX_FRAMES: usize = 8192;
+/// Binaries blazesym keeps parsed (symbol tables, DWARF).
+const MAX_BINARIES: usize = 32;
+/// Binaries whose `.eh_frame` is kept (only libc-like wrappers need it).
+const MAX_UNWIND: usize = 8;
+
+/// A process as seen at event time.
+struct Process {
+    maps: Maps,
+    /// Prefix to open its files from here: empty when it shares our root,
+    /// `/proc/PID/root` inside a container.
+    root: String,
+}
+
+pub struct UserSymbolizer {
+    symbolizer: Symbolizer,
+    processes: BoundedCache<u32, Arc<Process>>,
+    frames: BoundedCache<(Arc<str>, u64), Arc<str>>,
+    /// Paths blazesym has parsed, oldest first.
+    binaries: VecDeque<String>,
+    unwind: BoundedCache<String, Option<Arc<UnwindInfo>>>,
+    /// Frames shown without a symbol (file offset or raw address).
+    pub unsymbolized: u64,
+}
+
+impl Default for UserSymbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UserSymbolizer {
+    pub fn new() -> UserSymbolizer {
+        UserSymbolizer {
+            symbolizer: Symbolizer::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(false)
+                .build(),
+            processes: BoundedCache::new(MAX_PROCESSES),
+            frames: BoundedCache::new(MAX_FRAMES),
+            binaries: VecDeque::new(),
+            unwind: BoundedCache::new(MAX_UNWIND),
+            unsymbolized: 0,
+        }
+    }
+
+    /// The frames of `ips` (innermost first, from the kernel's stack map) in
+    /// process `pid`; `top` holds the words at its stack pointer.
+    pub fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
+        let mut process = self.process(pid, false);
+        if ips.iter().any(|&ip| process.maps.find(ip).is_none()) {
+            // Mapped since we last looked (dlopen), or a recycled pid.
+            process = self.process(pid, true);
+        }
+        let recovered = unwind::recover_callers(ips, top, |addr| {
+            let m = process.maps.find(addr)?;
+            let info = self.unwind_info(&process, m)?;
+            info.cfa(m.file_offset(addr))
+        });
+        let all = ips
+            .iter()
+            .take(1)
+            .chain(&recovered)
+            .chain(ips.iter().skip(1));
+        all.enumerate()
+            .map(|(i, &ip)| {
+                // Callers' addresses are return addresses: the call is the
+                // instruction before, and may be the last of its function.
+                let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
+                self.frame(&process, ip, lookup)
+            })
+            .collect()
+    }
+
+    fn process(&mut self, pid: u32, reread: bool) -> Arc<Process> {
+        if reread {
+            self.processes.remove(&pid);
+        }
+        self.processes
+            .get_or_insert_with(pid, || Arc::new(read_process(pid)))
+            .clone()
+    }
+
+    fn unwind_info(&mut self, process: &Process, m: &Mapping) -> Option<Arc<UnwindInfo>> {
+        if !m.is_file() {
+            return None;
+        }
+        let path = format!("{}{}", process.root, m.path);
+        self.unwind
+            .get_or_insert_with(path.clone(), || {
+                UnwindInfo::read(Path::new(&path))
+                    .ok()
+                    .flatten()
+                    .map(Arc::new)
+            })
+            .clone()
+    }
+
+    fn frame(&mut self, process: &Process, ip: u64, lookup: u64) -> String {
+        let Some(m) = process.maps.find(lookup) else {
+            self.unsymbolized += 1;
+            return frame::raw(ip);
+        };
+        if !m.is_file() {
+            self.unsymbolized += 1;
+            return frame::file_offset(&m.path, m.file_offset(ip));
+        }
+        let path = format!("{}{}", process.root, m.path);
+        let key = (Arc::<str>::from(path.as_str()), m.file_offset(lookup));
+        if let Some(text) = self.frames.get(&key) {
+            return text.to_string();
+        }
+        let text = match self.symbolize(&path, key.1) {
+            Some((name, offset, file, line)) => frame::user_symbol(
+                UserSymbol {
+                    name: &name,
+                    offset: offset + (ip - lookup),
+                    file: file.as_deref(),
+                    line,
+                },
+                &m.path,
+            ),
+            None => {
+                self.unsymbolized += 1;
+                frame::file_offset(&m.path, m.file_offset(ip))
+            }
+        };
+        self.frames.insert(key, Arc::from(text.as_str()));
+        text
+    }
+
+    /// (function, offset in it, source file, line) of a file offset.
+    fn symbolize(
+        &mut self,
+        path: &str,
+        file_offset: u64,
+    ) -> Option<(String, u64, Option<String>, Option<u32>)> {
+        self.remember_binary(path);
+        let src = Source::Elf(Elf::new(path));
+        match self
+            .symbolizer
+            .symbolize_single(&src, Input::FileOffset(file_offset))
+        {
+            Ok(Symbolized::Sym(sym)) => {
+                let code = sym.code_info.as_deref();
+                Some((
+                    sym.name.to_string(),
+                    sym.offset as u64,
+                    code.map(|c| c.file.to_string_lossy().into_owned()),
+                    code.and_then(|c| c.line),
+                ))
+            }
+            Ok(Symbolized::Unknown(_)) | Err(_) => None,
+        }
+    }
+
+    /// Keeps at most MAX_BINARIES parsed in blazesym.
+    fn remember_binary(&mut self, path: &str) {
+        if let Some(i) = self.binaries.iter().position(|p| p == path) {
+            let p = self.binaries.remove(i).unwrap_or_default();
+            self.binaries.push_back(p);
+            return;
+        }
+        self.binaries.push_back(path.to_string());
+        while self.binaries.len() > MAX_BINARIES {
+            if let Some(old) = self.binaries.pop_front() {
+                let _ = self
+                    .symbolizer
+                    .evict(&evict::Evict::Elf(evict::Elf::new(old)));
+            }
+        }
+    }
+}
+
+/// Maps and root of `pid`; empty maps when it already exited.
+fn read_process(pid: u32) -> Process {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|text| Maps::parse(&text))
+        .unwrap_or_default();
+    let root = format!("/proc/{pid}/root");
+    let same_root = match (std::fs::metadata(&root), std::fs::metadata("/")) {
+        (Ok(theirs), Ok(ours)) => theirs.dev() == ours.dev() && theirs.ino() == ours.ino(),
+        _ => true,
+    };
+    Process {
+        maps,
+        root: if same_root { String::new() } else { root },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn distinctive_test_function() -> u64 {
+        distinctive_test_function as fn() -> u64 as usize as u64
+    }
+
+    #[test]
+    fn symbolizes_this_process_with_source_lines() {
+        let addr = distinctive_test_function();
+        let mut sym = UserSymbolizer::new();
+        let frames = sym.frames(std::process::id(), &[addr + 1], &[]);
+        assert_eq!(frames.len(), 1);
+        assert!(
+            frames[0].contains("distinctive_test_function") && frames[0].contains("user.rs:"),
+            "{frames:?}"
+        );
+        assert_eq!(sym.unsymbolized, 0);
+        // Cached: the same text again.
+        assert_eq!(sym.frames(std::process::id(), &[addr + 1], &[]), frames);
+    }
+
+    #[test]
+    fn an_exited_process_falls_back_to_raw_addresses_and_counts_it() {
+        let mut sym = UserSymbolizer::new();
+        // Pid numbers stop well below this (pid_max ≤ 2^22).
+        let frames = sym.frames(u32::MAX - 1, &[0x5555_0000_1234, 0x7f00_0000_0010], &[]);
+        assert_eq!(frames, ["0x555500001234", "0x7f0000000010"]);
+        assert_eq!(sym.unsymbolized, 2);
+    }
+
+    #[test]
+    fn binaries_in_blazesym_stay_bounded() {
+        let mut sym = UserSymbolizer::new();
+        for i in 0..(MAX_BINARIES * 2) {
+            sym.remember_binary(&format!("/nonexistent/{i}"));
+        }
+        sym.remember_binary("/nonexistent/40");
+        assert_eq!(sym.binaries.len(), MAX_BINARIES);
+        assert_eq!(
+            sym.binaries.back().map(String::as_str),
+            Some("/nonexistent/40")
+        );
+    }
+}
