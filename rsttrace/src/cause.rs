@@ -241,4 +241,6 @@ pub struct Classified {
     /// Command line, container and network namespace of the owner, read
     /// from /proc (None when there is no owner or it already exited).
     pub owner_proc: Option<crate::procinfo::ProcInfo>,
+    /// `--stack`: symbolized frames (both None without it).
+    pub stacks: crate::stacks::Stacks,
 }

@@ -22,6 +22,19 @@ pub struct Summary {
     pub decode_errors: u64,
     /// Events that could not be written to an output.
     pub write_errors: u64,
+    /// `--stack` only.
+    pub stacks: Option<StackSummary>,
+}
+
+/// What `--stack` could not show; never fatal.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StackSummary {
+    /// Stacks the kernel could not store (stack map full, hash collision).
+    pub not_captured: u64,
+    /// Stack ids no longer in the map when read.
+    pub missing: u64,
+    /// Frames shown as a file offset or raw address.
+    pub unsymbolized: u64,
 }
 
 impl Summary {
@@ -64,6 +77,14 @@ impl Summary {
             if n > 0 {
                 let _ = writeln!(s, "  {label}{n}");
             }
+        }
+        if let Some(st) = self.stacks {
+            let _ = writeln!(
+                s,
+                "  stacks not captured:     {} (+{} unreadable)",
+                st.not_captured, st.missing
+            );
+            let _ = writeln!(s, "  frames not symbolized:   {}", st.unsymbolized);
         }
         if self.lost > 0 {
             s.push_str(

@@ -42,6 +42,11 @@ struct Record<'a> {
     socket: Option<Socket>,
     exit_signal: Option<u8>,
     evidence: &'a Map<String, Value>,
+    /// `--stack`; absent when not captured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_stack: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_stack: Option<&'a [String]>,
 }
 
 /// Serialised straight into the output (no intermediate String).
@@ -200,6 +205,8 @@ fn record(rec: &Classified, lang: Lang) -> Record<'_> {
         }),
         exit_signal: e.exit_signal,
         evidence: &rec.cause.evidence,
+        kernel_stack: rec.stacks.kernel.as_deref(),
+        user_stack: rec.stacks.user.as_deref(),
     }
 }
 
@@ -490,6 +497,31 @@ mod tests {
         assert_eq!(v["comm"], "a\\x1b[31m\\x0a,\"b\\x7f");
         assert_eq!(v["owner"]["comm"], v["comm"]);
         assert_eq!(v["kernel_reason"], "X\\x1b]0;t\\x07");
+    }
+
+    #[test]
+    fn stacks_are_arrays_and_absent_when_not_captured() {
+        let v: Value = serde_json::from_str(&format(&record())).unwrap();
+        assert!(v.get("kernel_stack").is_none() && v.get("user_stack").is_none());
+        let mut rec = record();
+        rec.stacks.kernel = Some(vec!["tcp_close+0x2b".into()]);
+        rec.stacks.user = Some(vec![
+            "__close+0x10 (libc.so.6)".into(),
+            "main (a.c:3)".into(),
+        ]);
+        let line = format(&rec);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kernel_stack"], serde_json::json!(["tcp_close+0x2b"]));
+        assert_eq!(v["user_stack"][1], "main (a.c:3)");
+        assert_eq!(
+            keys_in_order(&line).last().map(String::as_str),
+            Some("user_stack")
+        );
+        // `rsttrace read` gets them back.
+        let crate::replay::Line::Event(back) = crate::replay::parse_line(&line).unwrap() else {
+            panic!("not an event");
+        };
+        assert_eq!(back.stacks, rec.stacks);
     }
 
     #[test]

@@ -154,6 +154,14 @@ pub fn comment(rec: &Classified) -> String {
         c.push_str(" evidence=");
         c.push_str(&serde_json::Value::Object(rec.cause.evidence.clone()).to_string());
     }
+    for (label, frames) in [
+        ("kernel_stack", &rec.stacks.kernel),
+        ("user_stack", &rec.stacks.user),
+    ] {
+        if let Some(frames) = frames {
+            c.push_str(&format!(" {label}={}", super::joined_frames(frames)));
+        }
+    }
     c.push_str(" [headers synthesized from kernel tracepoint fields]");
     c
 }

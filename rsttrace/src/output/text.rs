@@ -103,6 +103,22 @@ pub fn line(rec: &Classified, opts: TextOptions) -> String {
     )
 }
 
+/// `--stack`: the frames, indented under the event line, innermost first
+/// (empty without stacks).
+pub fn stack_lines(rec: &Classified) -> String {
+    let mut s = String::new();
+    for (label, frames) in [("kernel", &rec.stacks.kernel), ("user", &rec.stacks.user)] {
+        let Some(frames) = frames else {
+            continue;
+        };
+        let _ = writeln!(s, "    {label} stack:");
+        for f in frames {
+            let _ = writeln!(s, "      {}", escape_control(f));
+        }
+    }
+    s
+}
+
 pub struct TextSink<W: Write> {
     out: W,
     opts: TextOptions,
@@ -125,7 +141,8 @@ impl<W: Write> Sink for TextSink<W> {
             writeln!(self.out, "{}", header())?;
             self.header_written = true;
         }
-        writeln!(self.out, "{}", line(rec, self.opts))
+        writeln!(self.out, "{}", line(rec, self.opts))?;
+        self.out.write_all(stack_lines(rec).as_bytes())
     }
 
     fn write_gap(&mut self, lost: u64) -> io::Result<()> {
@@ -165,6 +182,21 @@ mod tests {
     }
 
     #[test]
+    fn stacks_are_indented_under_the_event() {
+        let mut rec = record();
+        assert_eq!(stack_lines(&rec), "");
+        rec.stacks.kernel = Some(vec![
+            "tcp_send_active_reset+0x1a".into(),
+            "tcp_close+0x2b".into(),
+        ]);
+        rec.stacks.user = Some(vec!["f\x1b[2J (a.c:1)".into()]);
+        assert_eq!(
+            stack_lines(&rec),
+            "    kernel stack:\n      tcp_send_active_reset+0x1a\n      tcp_close+0x2b\n    user stack:\n      f\\x1b[2J (a.c:1)\n"
+        );
+    }
+
+    #[test]
     fn no_escape_sequences_unless_colour_is_asked_for() {
         let plain = line(
             &record(),
@@ -187,6 +219,7 @@ mod tests {
     const PLAIN: TextOptions = TextOptions {
         color: false,
         lang: crate::explain::Lang::En,
+        stacks: false,
     };
 
     /// A SYN to a closed port, as in the README.
