@@ -3,13 +3,15 @@
 //! source lines from blazesym.
 //!
 //! Everything expensive is cached and every cache is bounded: a process's
-//! maps by pid, a frame's text by (binary, file offset), parsed binaries in
-//! blazesym by path (evicted oldest first), unwind info by path.
+//! maps by pid, a frame's text and a CFA rule by (binary, file offset),
+//! parsed binaries in blazesym by path (evicted oldest first), unwind info
+//! by path. blazesym also runs on a time budget (`Budget`).
 
 use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, evict};
@@ -17,7 +19,7 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer, evict};
 use super::cache::BoundedCache;
 use super::frame::{self, UserSymbol};
 use super::procmaps::{Mapping, Maps};
-use super::unwind::{self, UnwindInfo};
+use super::unwind::{self, Cfa, UnwindInfo};
 
 /// Processes whose maps are kept.
 const MAX_PROCESSES: usize = 256;
@@ -27,6 +29,40 @@ const MAX_FRAMES: usize = 8192;
 const MAX_BINARIES: usize = 32;
 /// Binaries whose `.eh_frame` is kept (only libc-like wrappers need it).
 const MAX_UNWIND: usize = 8;
+/// Time blazesym may spend per second. The first lookup in a large debug
+/// build parses its DWARF and can take seconds; under a storm of new
+/// frames, events that start past this budget show binary+offset frames
+/// (counted, not cached) so the reader keeps up with the ring buffer. An
+/// event that starts within it is symbolized whole: a lone RST always is.
+const BUDGET_PER_SECOND: Duration = Duration::from_millis(200);
+
+/// Time spent in the current one-second window.
+#[derive(Debug)]
+pub struct Budget {
+    window: Instant,
+    spent: Duration,
+}
+
+impl Budget {
+    pub fn new(now: Instant) -> Budget {
+        Budget {
+            window: now,
+            spent: Duration::ZERO,
+        }
+    }
+
+    pub fn allows(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.spent = Duration::ZERO;
+        }
+        self.spent < BUDGET_PER_SECOND
+    }
+
+    pub fn charge(&mut self, took: Duration) {
+        self.spent += took;
+    }
+}
 
 /// A process as seen at event time.
 struct Process {
@@ -43,6 +79,9 @@ pub struct UserSymbolizer {
     /// Paths blazesym has parsed, oldest first.
     binaries: VecDeque<String>,
     unwind: BoundedCache<String, Option<Arc<UnwindInfo>>>,
+    /// CFA rules by (binary, file offset).
+    cfas: BoundedCache<(String, u64), Option<Cfa>>,
+    budget: Budget,
     /// Frames shown without a symbol (file offset or raw address).
     pub unsymbolized: u64,
 }
@@ -64,6 +103,8 @@ impl UserSymbolizer {
             frames: BoundedCache::new(MAX_FRAMES),
             binaries: VecDeque::new(),
             unwind: BoundedCache::new(MAX_UNWIND),
+            cfas: BoundedCache::new(MAX_FRAMES),
+            budget: Budget::new(Instant::now()),
             unsymbolized: 0,
         }
     }
@@ -78,20 +119,27 @@ impl UserSymbolizer {
         }
         let recovered = unwind::recover_callers(ips, top, |addr| {
             let m = process.maps.find(addr)?;
-            let info = self.unwind_info(&process, m)?;
-            info.cfa(m.file_offset(addr))
+            let key = (format!("{}{}", process.root, m.path), m.file_offset(addr));
+            if let Some(cfa) = self.cfas.get(&key) {
+                return *cfa;
+            }
+            // A linear walk of .eh_frame: done once per instruction address.
+            let cfa = self.unwind_info(&key.0, m)?.cfa(key.1);
+            self.cfas.insert(key, cfa);
+            cfa
         });
         let all = ips
             .iter()
             .take(1)
             .chain(&recovered)
             .chain(ips.iter().skip(1));
+        let symbolize = self.budget.allows(Instant::now());
         all.enumerate()
             .map(|(i, &ip)| {
                 // Callers' addresses are return addresses: the call is the
                 // instruction before, and may be the last of its function.
                 let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
-                self.frame(&process, ip, lookup)
+                self.frame(&process, ip, lookup, symbolize)
             })
             .collect()
     }
@@ -105,11 +153,11 @@ impl UserSymbolizer {
             .clone()
     }
 
-    fn unwind_info(&mut self, process: &Process, m: &Mapping) -> Option<Arc<UnwindInfo>> {
+    fn unwind_info(&mut self, path: &str, m: &Mapping) -> Option<Arc<UnwindInfo>> {
         if !m.is_file() {
             return None;
         }
-        let path = format!("{}{}", process.root, m.path);
+        let path = path.to_string();
         self.unwind
             .get_or_insert_with(path.clone(), || {
                 UnwindInfo::read(Path::new(&path))
@@ -120,7 +168,7 @@ impl UserSymbolizer {
             .clone()
     }
 
-    fn frame(&mut self, process: &Process, ip: u64, lookup: u64) -> String {
+    fn frame(&mut self, process: &Process, ip: u64, lookup: u64, symbolize: bool) -> String {
         let Some(m) = process.maps.find(lookup) else {
             self.unsymbolized += 1;
             return frame::raw(ip);
@@ -134,7 +182,14 @@ impl UserSymbolizer {
         if let Some(text) = self.frames.get(&key) {
             return text.to_string();
         }
-        let text = match self.symbolize(&path, key.1) {
+        if !symbolize {
+            self.unsymbolized += 1;
+            return frame::file_offset(&m.path, m.file_offset(ip));
+        }
+        let started = Instant::now();
+        let found = self.symbolize(&path, key.1);
+        self.budget.charge(started.elapsed());
+        let text = match found {
             Some((name, offset, file, line)) => frame::user_symbol(
                 UserSymbol {
                     name: &name,
@@ -243,6 +298,18 @@ mod tests {
         let frames = sym.frames(u32::MAX - 1, &[0x5555_0000_1234, 0x7f00_0000_0010], &[]);
         assert_eq!(frames, ["0x555500001234", "0x7f0000000010"]);
         assert_eq!(sym.unsymbolized, 2);
+    }
+
+    #[test]
+    fn the_budget_refills_every_second() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(t0);
+        assert!(b.allows(t0));
+        b.charge(BUDGET_PER_SECOND);
+        assert!(!b.allows(t0 + Duration::from_millis(999)));
+        assert!(b.allows(t0 + Duration::from_secs(1)));
+        b.charge(BUDGET_PER_SECOND / 2);
+        assert!(b.allows(t0 + Duration::from_millis(1500)));
     }
 
     #[test]
