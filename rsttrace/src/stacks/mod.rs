@@ -50,8 +50,8 @@ pub struct StackStats {
 
 pub struct StackResolver {
     map: StackTraceMap<MapData>,
-    /// /proc/kallsyms, read at the first kernel stack.
-    kallsyms: Option<KernelSymbols>,
+    /// /proc/kallsyms, read before tracing starts.
+    kallsyms: KernelSymbols,
     kernel_frames: BoundedCache<u32, Arc<[String]>>,
     user: UserSymbolizer,
     missing: u64,
@@ -59,10 +59,14 @@ pub struct StackResolver {
 }
 
 impl StackResolver {
+    /// Reads /proc/kallsyms now: parsing it takes long enough that a
+    /// process closing a socket and exiting would be gone by the time its
+    /// first event got to the user stack.
     pub fn new(map: StackTraceMap<MapData>) -> StackResolver {
+        let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         StackResolver {
             map,
-            kallsyms: None,
+            kallsyms: KernelSymbols::parse(&text),
             kernel_frames: BoundedCache::new(MAX_KERNEL_STACKS),
             user: UserSymbolizer::new(),
             missing: 0,
@@ -78,13 +82,14 @@ impl StackResolver {
     }
 
     pub fn resolve(&mut self, raw: &RstEvent, event: &Event) -> Stacks {
-        let kernel = event.kernel_stack_id.and_then(|id| self.kernel_stack(id));
+        // User first: its process may exit any moment, the kernel stays.
         // The kernel captures a user stack only in the owner's own task
         // context, so the actor's process is the one to symbolize in.
         let user = event.user_stack_id.and_then(|id| {
             let ips = self.ips(id)?;
             Some(self.user.frames(event.actor.pid, &ips, &raw.user_stack_top))
         });
+        let kernel = event.kernel_stack_id.and_then(|id| self.kernel_stack(id));
         Stacks { kernel, user }
     }
 
@@ -93,10 +98,7 @@ impl StackResolver {
             return Some(frames.to_vec());
         }
         let ips = self.ips(id)?;
-        let symbols = self.kallsyms.get_or_insert_with(|| {
-            let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-            KernelSymbols::parse(&text)
-        });
+        let symbols = &self.kallsyms;
         let frames: Vec<String> = ips
             .iter()
             .enumerate()

@@ -64,9 +64,15 @@ impl Budget {
     }
 }
 
+/// Maps are read again for an address they lack (a dlopen, a recycled
+/// pid) at most this often: a walk through code without frame pointers
+/// yields garbage addresses on every event.
+const MAPS_REREAD: Duration = Duration::from_secs(1);
+
 /// A process as seen at event time.
 struct Process {
     maps: Maps,
+    read_at: Instant,
     /// Prefix to open its files from here: empty when it shares our root,
     /// `/proc/PID/root` inside a container.
     root: String,
@@ -112,10 +118,16 @@ impl UserSymbolizer {
     /// The frames of `ips` (innermost first, from the kernel's stack map) in
     /// process `pid`; `top` holds the words at its stack pointer.
     pub fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
-        let mut process = self.process(pid, false);
-        if ips.iter().any(|&ip| process.maps.find(ip).is_none()) {
-            // Mapped since we last looked (dlopen), or a recycled pid.
-            process = self.process(pid, true);
+        let mut process = self.process(pid);
+        if ips.iter().any(|&ip| process.maps.find(ip).is_none())
+            && process.read_at.elapsed() >= MAPS_REREAD
+        {
+            // Mapped since we last looked (dlopen), or a recycled pid. Once
+            // the process has exited, what we read before is all there is.
+            if let Some(fresh) = read_process(pid) {
+                process = Arc::new(fresh);
+                self.processes.insert(pid, process.clone());
+            }
         }
         let recovered = unwind::recover_callers(ips, top, |addr| {
             let m = process.maps.find(addr)?;
@@ -144,12 +156,15 @@ impl UserSymbolizer {
             .collect()
     }
 
-    fn process(&mut self, pid: u32, reread: bool) -> Arc<Process> {
-        if reread {
-            self.processes.remove(&pid);
-        }
+    fn process(&mut self, pid: u32) -> Arc<Process> {
         self.processes
-            .get_or_insert_with(pid, || Arc::new(read_process(pid)))
+            .get_or_insert_with(pid, || {
+                Arc::new(read_process(pid).unwrap_or_else(|| Process {
+                    maps: Maps::default(),
+                    read_at: Instant::now(),
+                    root: String::new(),
+                }))
+            })
             .clone()
     }
 
@@ -251,20 +266,19 @@ impl UserSymbolizer {
     }
 }
 
-/// Maps and root of `pid`; empty maps when it already exited.
-fn read_process(pid: u32) -> Process {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map(|text| Maps::parse(&text))
-        .unwrap_or_default();
+/// Maps and root of `pid`; None when it already exited.
+fn read_process(pid: u32) -> Option<Process> {
+    let maps = Maps::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?);
     let root = format!("/proc/{pid}/root");
     let same_root = match (std::fs::metadata(&root), std::fs::metadata("/")) {
         (Ok(theirs), Ok(ours)) => theirs.dev() == ours.dev() && theirs.ino() == ours.ino(),
         _ => true,
     };
-    Process {
+    Some(Process {
         maps,
+        read_at: Instant::now(),
         root: if same_root { String::new() } else { root },
-    }
+    })
 }
 
 #[cfg(test)]
@@ -298,6 +312,42 @@ mod tests {
         let frames = sym.frames(u32::MAX - 1, &[0x5555_0000_1234, 0x7f00_0000_0010], &[]);
         assert_eq!(frames, ["0x555500001234", "0x7f0000000010"]);
         assert_eq!(sym.unsymbolized, 2);
+    }
+
+    #[test]
+    fn maps_read_while_alive_outlive_the_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Its code is mapped once exec is done: wait for the maps to name sleep.
+        let mut maps = Maps::default();
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+            if text.contains("sleep") {
+                maps = Maps::parse(&text);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("r-xp") && l.contains('/'))
+            .unwrap();
+        let start = u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+        assert!(maps.find(start).is_some());
+        let mut sym = UserSymbolizer::new();
+        let alive = sym.frames(pid, &[start + 0x10], &[]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(MAPS_REREAD);
+        // An address outside the maps asks for a re-read, which fails now.
+        let gone = sym.frames(pid, &[start + 0x10, 0x10], &[]);
+        assert_eq!(gone[0], alive[0]);
+        assert!(!gone[0].starts_with("0x"), "{gone:?}");
+        assert_eq!(gone[1], "0x10");
     }
 
     #[test]
