@@ -6,7 +6,7 @@
 //! constants in the modules below), and a `const` size assertion per struct.
 
 /// Bumped whenever a layout below changes; userspace refuses other versions.
-pub const ABI_VERSION: u16 = 3;
+pub const ABI_VERSION: u16 = 5;
 
 /// Names of the maps and globals in the object file, used by the loader.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -28,6 +28,10 @@ pub const STACKS_MAP: &str = "STACKS";
 pub const MAX_STACKS: u32 = 16_384;
 /// Frames per stack (the kernel's `sysctl_perf_event_max_stack` default).
 pub const MAX_STACK_DEPTH: usize = 127;
+/// Words copied from the user stack pointer with the user stack: enough for
+/// userspace to unwind the frameless libc syscall wrappers (close() and
+/// friends) that the kernel's frame-pointer walk skips over.
+pub const USER_STACK_TOP_WORDS: usize = 8;
 
 /// Program names (the function names in `src/main.rs`).
 pub mod program {
@@ -296,6 +300,10 @@ pub struct RstEvent {
     /// Jiffies since the last ACK from the peer (`tcp_sock.rcv_tstamp`),
     /// for full sockets: how long the peer (or the path) was silent.
     pub rcv_idle_jiffies: u32,
+    /// With a user stack: the words at the user stack pointer on syscall
+    /// entry (zero when unreadable), where a frameless wrapper keeps its
+    /// caller's return address.
+    pub user_stack_top: [u64; USER_STACK_TOP_WORDS],
 
     /// History of the 4-tuple (or, for a SYN to a closed port, of the
     /// listening port) when the RST has no full socket, or for a reset of
@@ -313,7 +321,7 @@ pub struct RstEvent {
     pub hist_err: u8,
     pub _pad2: [u8; 5],
 }
-const _: () = assert!(core::mem::size_of::<RstEvent>() == 248);
+const _: () = assert!(core::mem::size_of::<RstEvent>() == 248 + 8 * USER_STACK_TOP_WORDS);
 
 /// An RST segment as it left or reached a device (`kind::PACKET`), for
 /// pcapng exports: the real bytes, from the IP header on.
@@ -495,6 +503,8 @@ pub struct Offsets {
     pub skb_dev: Field,
     pub netdev_net: Field,
     pub net_inum: Field,
+    /// `pt_regs.sp`: the user stack pointer saved on syscall entry.
+    pub pt_regs_sp: Field,
     /// Bit numbers in `sk_flags` (enum sock_flags), from BTF.
     pub sock_dead_bit: u32,
     pub sock_linger_bit: u32,
@@ -502,7 +512,7 @@ pub struct Offsets {
     /// SOCK_DONE: the peer's FIN was received.
     pub sock_done_bit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 37 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 38 * 8 + 16);
 
 impl Offsets {
     pub const UNRESOLVED: Offsets = Offsets {
@@ -543,6 +553,7 @@ impl Offsets {
         skb_dev: Field::ABSENT,
         netdev_net: Field::ABSENT,
         net_inum: Field::ABSENT,
+        pt_regs_sp: Field::ABSENT,
         sock_dead_bit: ABSENT,
         sock_linger_bit: ABSENT,
         sock_keepopen_bit: ABSENT,

@@ -18,15 +18,16 @@
 #![no_main]
 
 use core::ffi::c_void;
-use core::ptr::{addr_of, read_volatile};
+use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
 use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_uid_gid, bpf_get_stackid, bpf_jiffies64,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_get_stackid,
+        bpf_jiffies64, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_task_pt_regs, generated,
     },
     macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
@@ -35,8 +36,9 @@ use aya_ebpf::{
 use rsttrace_ebpf::abi::{
     ABSENT, EventHeader, Field, Filter, History, HistoryKey, KfreeSkb, MAX_FILTER_CGROUPS,
     MAX_FILTER_NETNS, MAX_FILTER_PIDS, MAX_FILTER_PORTS, MAX_HISTORY, MAX_OWNERS, MAX_STACKS,
-    Offsets, Owner, OwnerTracepoints, PACKET_BYTES, PacketRecord, RstEvent, Tuning, context,
-    counter, direction, flag, history, hook, kind, packet_dir, stacks,
+    Offsets, Owner, OwnerTracepoints, PACKET_BYTES, PacketRecord, RstEvent, Tuning,
+    USER_STACK_TOP_WORDS, context, counter, direction, flag, history, hook, kind, packet_dir,
+    stacks,
 };
 
 #[unsafe(no_mangle)]
@@ -972,7 +974,40 @@ fn capture_stacks(ctx: *mut c_void, owner: *const Owner, ev: &mut RstEvent) {
             count(counter::STACK_ERRORS);
         } else {
             ev.user_stack_id = id as i32;
+            read_user_stack_top(ev);
         }
+    }
+}
+
+/// Copies the words at the user stack pointer saved on syscall entry. The
+/// frame-pointer walk misses the caller of a frameless wrapper such as
+/// libc's close(): its return address is on the stack, not behind a saved
+/// frame pointer. Userspace finds it there with the wrapper's unwind info.
+/// (Reached only with `--stack`, so older kernels without these helpers
+/// still load the programs: the verifier prunes the branch.)
+fn read_user_stack_top(ev: &mut RstEvent) {
+    // Few branches on purpose: this runs inside every event path, and each
+    // branch multiplies the states the verifier walks.
+    let offset = off!(pt_regs_sp).offset;
+    if offset == ABSENT {
+        return;
+    }
+    // SAFETY: the helpers take the current task, whose user registers stay
+    // valid while it runs this syscall; both reads are checked by the kernel
+    // (a failed one zeroes its destination).
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        let mut sp = 0u64;
+        generated::bpf_probe_read_kernel(
+            addr_of_mut!(sp).cast(),
+            8,
+            regs.add(offset as usize).cast(),
+        );
+        generated::bpf_probe_read_user(
+            addr_of_mut!(ev.user_stack_top).cast(),
+            (8 * USER_STACK_TOP_WORDS) as u32,
+            sp as *const c_void,
+        );
     }
 }
 

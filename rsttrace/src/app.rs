@@ -22,7 +22,8 @@ use crate::loader::{Counters, KernelInfo, Options, Session};
 use crate::output::rotate::RotatingSink;
 use crate::output::{self, Format, Sink, TextOptions};
 use crate::source::RingSource;
-use crate::summary::Summary;
+use crate::stacks::{StackResolver, StackStats, Stacks};
+use crate::summary::{StackSummary, Summary};
 
 /// Ring buffers must be a power-of-two number of pages.
 pub fn ring_buffer_bytes(requested: u64) -> Result<u32> {
@@ -136,7 +137,12 @@ pub fn create_export(path: &Path) -> Result<File> {
         })
 }
 
-fn stdout_output(format: StdoutFormat, no_color: bool, lang: crate::explain::Lang) -> Output {
+fn stdout_output(
+    format: StdoutFormat,
+    no_color: bool,
+    lang: crate::explain::Lang,
+    stacks: bool,
+) -> Output {
     let stdout = io::stdout();
     let color = stdout.is_terminal() && !no_color && std::env::var_os("NO_COLOR").is_none();
     let format = match format {
@@ -146,7 +152,15 @@ fn stdout_output(format: StdoutFormat, no_color: bool, lang: crate::explain::Lan
     };
     Output {
         name: "stdout".into(),
-        sink: output::sink(format, Box::new(stdout), &TextOptions { color, lang }),
+        sink: output::sink(
+            format,
+            Box::new(stdout),
+            &TextOptions {
+                color,
+                lang,
+                stacks,
+            },
+        ),
         failed: None,
         unwritten: 0,
     }
@@ -164,6 +178,7 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
         let file_opts = TextOptions {
             color: false,
             lang: args.lang,
+            stacks: args.stack,
         };
         let sink = match args.rotate_size {
             Some(max) => Box::new(RotatingSink::new(
@@ -184,7 +199,12 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
         });
     }
     if !args.quiet {
-        outputs.push(stdout_output(args.format, args.no_color, args.lang));
+        outputs.push(stdout_output(
+            args.format,
+            args.no_color,
+            args.lang,
+            args.stack,
+        ));
     }
     Ok(outputs)
 }
@@ -228,7 +248,16 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         hooks: args.hooks,
         filter: filter::kernel_filter(&kernel_scope(&args)?)?,
         ring_buffer_bytes: ring_bytes,
-        wakeup_bytes: wakeup_bytes(ring_bytes),
+        // --stack symbolizes user frames from /proc/PID/maps, which is gone
+        // once the process exits: wake the reader on every event rather
+        // than batching, so a process that exits soon after its close()
+        // is still there more often.
+        wakeup_bytes: if args.stack {
+            0
+        } else {
+            wakeup_bytes(ring_bytes)
+        },
+        stacks: args.stack,
         // Real RST segments cost a check per packet of the host: only for
         // a capture that holds them.
         capture_packets: args
@@ -259,6 +288,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         session.take_ring_buffer()?,
         Duration::from_millis(args.drain_interval),
     )?;
+    let stacks = match args.stack {
+        true => Some(StackResolver::new(session.take_stack_map()?)),
+        false => None,
+    };
     // Keep only the reason names (Session::load already dropped the BTF).
     let KernelInfo { reasons, .. } = kernel;
     // Measured off the event path; events before it is known carry no idle time.
@@ -308,6 +341,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         procs: crate::procinfo::ProcCache::new(4096),
         limit: args.count,
         seen_lost: 0,
+        stacks,
     };
     loop {
         let batch = tokio::select! {
@@ -346,6 +380,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         o.flush();
     }
     let counters = session.counters()?;
+    if let Some(stacks) = &state.stacks {
+        state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
+    }
     finish(state.summary, counters, &outputs)
 }
 
@@ -363,7 +400,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
         Box::new(io::BufReader::new(file))
     };
     let filter = args.filters.to_filter(&args.ports, &args.pids);
-    let mut out = stdout_output(args.format, args.no_color, crate::explain::Lang::En);
+    let mut out = stdout_output(args.format, args.no_color, crate::explain::Lang::En, false);
     let mut summary = Summary::default();
     for (n, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", args.file.display()))?;
@@ -402,6 +439,8 @@ struct Pipeline<'a> {
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
+    /// `--stack`.
+    stacks: Option<StackResolver>,
 }
 
 impl Pipeline<'_> {
@@ -438,10 +477,11 @@ impl Pipeline<'_> {
                 .get_with(p.pid, crate::procinfo::read_proc)
                 .clone()
         });
-        let rec = Classified {
+        let mut rec = Classified {
             event,
             cause,
             owner_proc,
+            stacks: Stacks::default(),
         };
         if !self.filter.matches(&rec) {
             self.summary.filtered_userspace += 1;
@@ -451,6 +491,10 @@ impl Pipeline<'_> {
                 m.filtered_userspace += 1;
             }
             return;
+        }
+        // Symbolized now, while the owner (its /proc/PID/maps) likely still exists.
+        if let Some(stacks) = &mut self.stacks {
+            rec.stacks = stacks.resolve(&raw, &rec.event);
         }
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
@@ -471,6 +515,9 @@ impl Pipeline<'_> {
         {
             m.lost = counters.lost;
             m.filtered_kernel = counters.filtered;
+            if let Some(stacks) = &self.stacks {
+                m.stacks = Some(stack_summary(counters, stacks.stats()));
+            }
         }
         let lost = counters.lost;
         if lost > self.seen_lost {
@@ -480,6 +527,14 @@ impl Pipeline<'_> {
             self.seen_lost = lost;
         }
         Ok(())
+    }
+}
+
+fn stack_summary(counters: Counters, stats: StackStats) -> StackSummary {
+    StackSummary {
+        not_captured: counters.stack_errors,
+        missing: stats.missing,
+        unsymbolized: stats.unsymbolized,
     }
 }
 

@@ -242,4 +242,6 @@ pub struct Classified {
     /// from /proc (None when there is no owner or it already exited).
     /// Shared with the /proc cache: no copy per event.
     pub owner_proc: Option<std::sync::Arc<crate::procinfo::ProcInfo>>,
+    /// `--stack`: symbolized frames (both None without it).
+    pub stacks: crate::stacks::Stacks,
 }

@@ -234,6 +234,12 @@ pub struct TraceArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
+    /// Capture the kernel stack of every event, and the user stack where
+    /// the socket's owner ran the code (close(), shutdown(), setsockopt(),
+    /// connect()): symbolized, with source lines where debug info exists.
+    #[arg(long)]
+    pub stack: bool,
+
     /// Kernel hooks: auto picks the best the kernel offers (see `rsttrace
     /// check`); the others force one family: tp_btf, tracepoint, fentry, kprobe.
     #[arg(long, value_enum, default_value_t = HookMode::Auto)]

@@ -2,7 +2,8 @@
 //!
 //! Pipeline: `loader` attaches the kernel programs chosen by `probes`;
 //! `source` reads the ring buffer; `decode` validates records; `event` names
-//! the facts; `classify` maps them to a `cause`; `output` writes them.
+//! the facts; `classify` maps them to a `cause`; `stacks` (with --stack)
+//! symbolizes the stacks; `output` writes them.
 //! Pure logic (decode, classify, filter, output formats) is kept apart from
 //! I/O so it can be unit-tested without a kernel.
 
@@ -26,4 +27,5 @@ pub mod procinfo;
 pub mod replay;
 pub mod scope;
 pub mod source;
+pub mod stacks;
 pub mod summary;

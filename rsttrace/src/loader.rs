@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
@@ -25,6 +25,8 @@ pub struct Options {
     pub wakeup_bytes: u64,
     /// Capture the RST segments themselves (for pcapng exports).
     pub capture_packets: bool,
+    /// `--stack`: capture kernel and user stacks.
+    pub stacks: bool,
 }
 
 /// Everything the kernel side needs, probed once at start-up.
@@ -156,6 +158,11 @@ impl Session {
         let mut facts = kernel.facts.clone();
         let mut tuning = Tuning {
             wakeup_bytes: opts.wakeup_bytes,
+            stacks: if opts.stacks {
+                abi::stacks::KERNEL | abi::stacks::USER
+            } else {
+                0
+            },
             ..Tuning::DEFAULT
         };
         match kernel.tracefs.as_deref().map(tracefs::tcp_layout) {
@@ -258,6 +265,15 @@ impl Session {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The `--stack` map (stacks are read by id as events arrive).
+    pub fn take_stack_map(&mut self) -> Result<StackTraceMap<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(abi::STACKS_MAP)
+            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::STACKS_MAP))?;
+        Ok(StackTraceMap::try_from(map)?)
+    }
+
     pub fn counters(&self) -> Result<Counters> {
         let map = self
             .ebpf
@@ -270,6 +286,7 @@ impl Session {
             filtered: sum(counter::FILTERED)?,
             read_errors: sum(counter::READ_ERRORS)?,
             submitted: sum(counter::SUBMITTED)?,
+            stack_errors: sum(counter::STACK_ERRORS)?,
         })
     }
 }
@@ -281,6 +298,8 @@ pub struct Counters {
     pub filtered: u64,
     pub read_errors: u64,
     pub submitted: u64,
+    /// `--stack`: stacks the kernel could not store (map full, collision).
+    pub stack_errors: u64,
 }
 
 /// Struct member offsets for the eBPF programs, checked for sanity.
@@ -311,13 +330,20 @@ fn load_object(
         );
     }
     raise_memlock_limit();
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(abi::OFFSETS_GLOBAL, offsets, true)
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
         .override_global(abi::KFREE_SKB_GLOBAL, kfree, true)
         .override_global(abi::OWNER_TP_GLOBAL, owner_tp, true)
-        .map_max_entries(abi::EVENTS_MAP, ring_bytes)
+        .map_max_entries(abi::EVENTS_MAP, ring_bytes);
+    if tuning.stacks == 0 {
+        // The kernel preallocates every slot (~1 KiB each, 16 MiB in all):
+        // without --stack one is enough.
+        loader.map_max_entries(abi::STACKS_MAP, 1);
+    }
+    loader
         .load(EBPF_OBJECT)
         .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
         .context("loading the eBPF object")

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub lost: u64,
     pub filtered_kernel: u64,
     pub filtered_userspace: u64,
+    /// `--stack` only.
+    pub stacks: Option<crate::summary::StackSummary>,
     top_ports: usize,
 }
 
@@ -73,6 +75,17 @@ impl Metrics {
             "rsttrace_filtered_events_total{{where=\"userspace\"}} {}",
             self.filtered_userspace
         );
+        if let Some(st) = self.stacks {
+            s.push_str("# HELP rsttrace_stack_errors_total --stack: stacks not captured or unreadable, frames not symbolized.\n");
+            s.push_str("# TYPE rsttrace_stack_errors_total counter\n");
+            for (kind, n) in [
+                ("not_captured", st.not_captured),
+                ("missing", st.missing),
+                ("unsymbolized_frame", st.unsymbolized),
+            ] {
+                let _ = writeln!(s, "rsttrace_stack_errors_total{{kind=\"{kind}\"}} {n}");
+            }
+        }
         s.push_str("# HELP rsttrace_resets_by_local_port_total Resets on the busiest local ports (top N only).\n");
         s.push_str("# TYPE rsttrace_resets_by_local_port_total counter\n");
         let mut ports: Vec<(&u16, &u64)> = self.by_local_port.iter().collect();

@@ -12,6 +12,7 @@ use crate::event::{
     Direction, Event, ExecContext, Owner, Packet, Socket, Task, TcpFlags, TcpState,
 };
 use crate::procinfo::{Container, ProcInfo};
+use crate::stacks::Stacks;
 
 /// One line of an export.
 #[derive(Debug)]
@@ -115,7 +116,23 @@ fn event(v: &Value) -> Result<Classified> {
             evidence,
         },
         owner_proc: owner_proc(v).map(std::sync::Arc::new),
+        stacks: Stacks {
+            kernel: frames(v, "kernel_stack"),
+            user: frames(v, "user_stack"),
+        },
     })
+}
+
+/// `kernel_stack` / `user_stack`: arrays of frame strings, when present.
+fn frames(v: &Value, key: &str) -> Option<Vec<String>> {
+    let frames = v.get(key)?.as_array()?;
+    Some(
+        frames
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// `cmdline`, `container` and `netns`, when the export has any of them.

@@ -28,6 +28,19 @@ pub struct Summary {
     /// counted in `owners_other`.
     owners: HashMap<(u32, String), u64>,
     owners_other: u64,
+    /// `--stack` only.
+    pub stacks: Option<StackSummary>,
+}
+
+/// What `--stack` could not show; never fatal.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StackSummary {
+    /// Stacks the kernel could not store (stack map full, hash collision).
+    pub not_captured: u64,
+    /// Stack ids no longer in the map when read.
+    pub missing: u64,
+    /// Frames shown as a file offset or raw address.
+    pub unsymbolized: u64,
 }
 
 /// Distinct owners counted by name; a fork storm cannot grow the table.
@@ -100,6 +113,14 @@ impl Summary {
             if n > 0 {
                 let _ = writeln!(s, "  {label}{n}");
             }
+        }
+        if let Some(st) = self.stacks {
+            let _ = writeln!(
+                s,
+                "  stacks not captured:     {} (+{} unreadable)",
+                st.not_captured, st.missing
+            );
+            let _ = writeln!(s, "  frames not symbolized:   {}", st.unsymbolized);
         }
         if self.lost > 0 {
             s.push_str(

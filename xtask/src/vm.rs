@@ -369,6 +369,7 @@ fn build_initramfs(
             }
         }
     }
+    build_stack_helper(ws, &stage)?;
     install_modules(&stage, kernel)?;
     let init = stage.join("init");
     fs::write(&init, init_script(&built.rsttrace, &names, test_args))?;
@@ -390,6 +391,21 @@ fn build_initramfs(
     );
     Ok(image)
 }
+
+/// The guest has no C compiler: tests/stacks.rs gets its program built
+/// here, with its debug info (what the test checks), at STACK_HELPER.
+fn build_stack_helper(ws: &Workspace, stage: &Path) -> Result<()> {
+    let src = ws.root.join("rsttrace/tests/stacks/close_unread.c");
+    let exe = stage.join(STACK_HELPER.trim_start_matches('/'));
+    let mut cc = Command::new("cc");
+    cc.args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&src);
+    system::run(&mut cc)
+}
+
+/// Where the guest finds tests/stacks.rs's program (RSTTRACE_STACK_HELPER).
+const STACK_HELPER: &str = "/tests/close_unread";
 
 /// Copies `src` to `dst` inside `stage` (debug info stripped: the guest needs
 /// none and it is most of the size), with the shared libraries it needs.
@@ -541,7 +557,7 @@ echo "{MARK} CHECK-END rc=$? seconds=$(( $(date +%s) - start ))"
 for t in {tests}; do
     echo "{MARK} RUN $t"
     RSTTRACE_REQUIRE_KERNEL_TESTS=1 RSTTRACE_CAUSE_REPORT=/tmp/causes.tsv RUST_BACKTRACE=0 \
-        RSTTRACE_TEST_START_SECS=120 \
+        RSTTRACE_TEST_START_SECS=120 RSTTRACE_STACK_HELPER={STACK_HELPER} \
         /tests/$t {args} 2>&1
     rc=$?
     echo "{MARK} EXIT $t $rc"

@@ -1,4 +1,5 @@
-//! Which kernel functions exist under which symbol, from /proc/kallsyms.
+//! Kernel symbols from /proc/kallsyms: which functions exist under which
+//! name (for kprobes), and address → function (for `--stack`).
 //!
 //! The compiler may rename a static function it specialised
 //! (`tcp_v4_send_reset.isra.0`, `.constprop.0`) or inline it away entirely;
@@ -35,9 +36,160 @@ pub fn find_functions(kallsyms: &str, wanted: &BTreeSet<&str>) -> BTreeMap<Strin
     found
 }
 
+/// Kernel text symbols sorted by address, for resolving stack frames.
+///
+/// kallsyms has ~10^5 text symbols: names live in one string and each entry
+/// is an address and a span, about a third of the memory of one String each.
+#[derive(Debug, Default)]
+pub struct KernelSymbols {
+    /// Sorted by address.
+    entries: Vec<SymbolEntry>,
+    text: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SymbolEntry {
+    addr: u64,
+    start: u32,
+    name_len: u16,
+    module_len: u16,
+}
+
+/// A resolved kernel address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSymbol<'a> {
+    pub name: &'a str,
+    /// Bytes from the start of the symbol.
+    pub offset: u64,
+    /// The module, for symbols not in vmlinux.
+    pub module: Option<&'a str>,
+}
+
+impl KernelSymbols {
+    /// Text symbols of `kallsyms`. Without privileges every address reads
+    /// 0 (kptr_restrict); such a table resolves nothing.
+    pub fn parse(kallsyms: &str) -> KernelSymbols {
+        let mut table = KernelSymbols::default();
+        for line in kallsyms.lines() {
+            // "ffffffff81a2b3c0 t tcp_v4_send_reset\t[module]"
+            let mut words = line.split_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            if !matches!(kind, "t" | "T" | "w" | "W") {
+                continue;
+            }
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            let module = words
+                .next()
+                .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'))
+                .unwrap_or("");
+            let (Ok(name_len), Ok(module_len), Ok(start)) = (
+                u16::try_from(name.len()),
+                u16::try_from(module.len()),
+                u32::try_from(table.text.len()),
+            ) else {
+                continue;
+            };
+            if addr == 0 {
+                continue;
+            }
+            table.text.push_str(name);
+            table.text.push_str(module);
+            table.entries.push(SymbolEntry {
+                addr,
+                start,
+                name_len,
+                module_len,
+            });
+        }
+        table.entries.sort_by_key(|e| e.addr);
+        table.entries.shrink_to_fit();
+        table.text.shrink_to_fit();
+        table
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The symbol `addr` falls in: the last one starting at or below it.
+    /// kallsyms has no sizes, so an address past the last symbol is
+    /// attributed to it; one below the first is unknown.
+    pub fn resolve(&self, addr: u64) -> Option<KernelSymbol<'_>> {
+        let i = self
+            .entries
+            .partition_point(|e| e.addr <= addr)
+            .checked_sub(1)?;
+        let e = self.entries[i];
+        let start = e.start as usize;
+        let name_end = start + usize::from(e.name_len);
+        let module = &self.text[name_end..name_end + usize::from(e.module_len)];
+        Some(KernelSymbol {
+            name: &self.text[start..name_end],
+            offset: addr - e.addr,
+            module: (!module.is_empty()).then_some(module),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TABLE: &str = "\
+ffffffff81000100 T tcp_reset
+ffffffff81000000 T _stext
+ffffffff81000200 t tcp_send_active_reset
+ffffffff81000180 d some_data
+0000000000000000 A fixed_percpu_data
+ffffffffc0001000 t nft_do_chain\t[nf_tables]
+ffffffff81000300 W weak_function
+";
+
+    #[test]
+    fn addresses_resolve_to_the_enclosing_symbol() {
+        let syms = KernelSymbols::parse(TABLE);
+        assert_eq!(syms.len(), 5, "data and absolute symbols are skipped");
+        let at = |addr| syms.resolve(addr).map(|s| (s.name, s.offset, s.module));
+        assert_eq!(at(0xffffffff81000100), Some(("tcp_reset", 0, None)));
+        assert_eq!(at(0xffffffff810001ff), Some(("tcp_reset", 0xff, None)));
+        // The data symbol in between does not end tcp_reset.
+        assert_eq!(at(0xffffffff81000180), Some(("tcp_reset", 0x80, None)));
+        assert_eq!(
+            at(0xffffffff81000210),
+            Some(("tcp_send_active_reset", 0x10, None))
+        );
+        assert_eq!(at(0xffffffff81000300), Some(("weak_function", 0, None)));
+        assert_eq!(
+            at(0xffffffffc0001042),
+            Some(("nft_do_chain", 0x42, Some("nf_tables")))
+        );
+    }
+
+    #[test]
+    fn below_the_first_symbol_or_unprivileged_is_unknown() {
+        let syms = KernelSymbols::parse(TABLE);
+        assert_eq!(syms.resolve(0xffffffff80ffffff), None);
+        assert_eq!(syms.resolve(0), None);
+        assert_eq!(
+            syms.resolve(0xffffffff81000000).map(|s| s.name),
+            Some("_stext")
+        );
+        // kptr_restrict hides every address.
+        let hidden = KernelSymbols::parse(
+            "0000000000000000 T tcp_reset\n0000000000000000 t tcp_send_active_reset\n",
+        );
+        assert!(hidden.is_empty());
+        assert_eq!(hidden.resolve(0xffffffff81000100), None);
+    }
 
     #[test]
     fn exact_names_win_suffixes_are_accepted_cold_parts_are_not() {

@@ -217,6 +217,9 @@ const SPECS: &[Spec] = &[
         &[("net_device", "nd_net.net")],
     ),
     spec("net_inum", Optional, Scalar, &[("net", "ns.inum")]),
+    // --stack: where the user stack pointer is saved on syscall entry (x86-64
+    // `sp`; other architectures name it differently and go without).
+    spec("pt_regs_sp", Optional, Scalar, &[("pt_regs", "sp")]),
 ];
 
 /// Sock flag bit numbers from `enum sock_flags`, tested in `sk_flags`.
@@ -521,6 +524,7 @@ fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
         "skb_dev" => &mut o.skb_dev,
         "netdev_net" => &mut o.netdev_net,
         "net_inum" => &mut o.net_inum,
+        "pt_regs_sp" => &mut o.pt_regs_sp,
         _ => unreachable!("SPECS names a field Offsets does not have: {name}"),
     }
 }
@@ -566,8 +570,8 @@ mod tests {
 
     #[test]
     fn every_offsets_field_has_a_spec() {
-        // 37 Field members + 4 bit numbers (see the abi size assertion).
-        assert_eq!(SPECS.len(), 37);
+        // 38 Field members + 4 bit numbers (see the abi size assertion).
+        assert_eq!(SPECS.len(), 38);
         let mut names: Vec<_> = SPECS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();

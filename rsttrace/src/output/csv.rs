@@ -63,25 +63,50 @@ pub fn row(rec: &Classified) -> [String; 18] {
     ]
 }
 
+/// With `--stack`, after the others: each stack on one line, innermost
+/// frame first (`close <- drop_connection <- main`).
+pub const STACK_HEADER: [&str; 2] = ["kernel_stack", "user_stack"];
+
+pub fn stack_cells(rec: &Classified) -> [String; 2] {
+    let cell = |frames: &Option<Vec<String>>| {
+        frames
+            .as_deref()
+            .map(|f| cell_text(&super::joined_frames(f)))
+            .unwrap_or_default()
+    };
+    [cell(&rec.stacks.kernel), cell(&rec.stacks.user)]
+}
+
 pub struct CsvSink<W: Write> {
     out: csv::Writer<W>,
     header_written: bool,
+    /// `--stack`: the two stack columns.
+    stacks: bool,
 }
 
 impl<W: Write> CsvSink<W> {
-    pub fn new(out: W) -> CsvSink<W> {
+    pub fn new(out: W, stacks: bool) -> CsvSink<W> {
         CsvSink {
             out: csv::Writer::from_writer(out),
             header_written: false,
+            stacks,
         }
     }
 
     fn header(&mut self) -> io::Result<()> {
         if !self.header_written {
-            self.out.write_record(HEADER).map_err(into_io)?;
+            let extra = if self.stacks { &STACK_HEADER[..] } else { &[] };
+            let header = HEADER.iter().chain(extra);
+            self.out.write_record(header).map_err(into_io)?;
             self.header_written = true;
         }
         Ok(())
+    }
+
+    fn record(&mut self, cells: [String; 18], stacks: [String; 2]) -> io::Result<()> {
+        let extra = if self.stacks { &stacks[..] } else { &[] };
+        let record = cells.iter().chain(extra);
+        self.out.write_record(record).map_err(into_io)
     }
 }
 
@@ -95,7 +120,7 @@ fn into_io(e: csv::Error) -> io::Error {
 impl<W: Write> Sink for CsvSink<W> {
     fn write(&mut self, rec: &Classified) -> io::Result<()> {
         self.header()?;
-        self.out.write_record(row(rec)).map_err(into_io)
+        self.record(row(rec), stack_cells(rec))
     }
 
     /// CSV has no room for a marker row that fits the columns; a row whose
@@ -106,7 +131,7 @@ impl<W: Write> Sink for CsvSink<W> {
         cells[0] = rfc3339(std::time::SystemTime::now());
         cells[2] = "gap".into();
         cells[16] = lost.to_string();
-        self.out.write_record(cells).map_err(into_io)
+        self.record(cells, Default::default())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -123,7 +148,7 @@ mod tests {
     fn render(recs: usize) -> String {
         let mut buf = Vec::new();
         {
-            let mut sink = CsvSink::new(&mut buf);
+            let mut sink = CsvSink::new(&mut buf, false);
             for _ in 0..recs {
                 sink.write(&record()).unwrap();
             }
@@ -143,6 +168,28 @@ mod tests {
         assert_eq!(&rows[0][2], "close_unread_data");
         assert_eq!(&rows[0][7], "8080");
         assert_eq!(&rows[0][8], "::1");
+    }
+
+    #[test]
+    fn stack_columns_only_with_stack_and_quoted() {
+        let mut rec = record();
+        rec.stacks.user = Some(vec!["=evil, \"x\" (a.c:1)".into(), "main (a.c:9)".into()]);
+        let mut buf = Vec::new();
+        {
+            let mut sink = CsvSink::new(&mut buf, true);
+            sink.write(&rec).unwrap();
+            sink.write_gap(1).unwrap();
+            sink.flush().unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let headers = reader.headers().unwrap().clone();
+        assert_eq!(headers.len(), HEADER.len() + 2);
+        assert_eq!(&headers[18], "kernel_stack");
+        let rows: Vec<_> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(&rows[0][18], "", "no kernel stack captured");
+        assert_eq!(&rows[0][19], "'=evil, \"x\" (a.c:1) <- main (a.c:9)");
+        assert_eq!(rows[1].len(), HEADER.len() + 2, "gap rows keep the width");
     }
 
     #[test]
@@ -170,7 +217,7 @@ mod tests {
         }
         let mut buf = Vec::new();
         {
-            let mut sink = CsvSink::new(&mut buf);
+            let mut sink = CsvSink::new(&mut buf, false);
             sink.write(&rec).unwrap();
             sink.flush().unwrap();
         }
@@ -227,7 +274,7 @@ mod tests {
     fn a_gap_is_a_row_with_the_lost_count() {
         let mut buf = Vec::new();
         {
-            let mut sink = CsvSink::new(&mut buf);
+            let mut sink = CsvSink::new(&mut buf, false);
             sink.write_gap(42).unwrap();
             sink.write(&record()).unwrap();
             sink.flush().unwrap();

@@ -206,7 +206,28 @@ impl Writer {
         self.opt_uint(e.exit_signal.map(u64::from));
         key!(self, "evidence");
         self.object(&rec.cause.evidence);
+        // --stack; absent when not captured. Frames name files and symbols
+        // of the traced programs: hostile text.
+        if let Some(frames) = &rec.stacks.kernel {
+            key!(self, "kernel_stack");
+            self.frames(frames);
+        }
+        if let Some(frames) = &rec.stacks.user {
+            key!(self, "user_stack");
+            self.frames(frames);
+        }
         self.raw(b"}");
+    }
+
+    fn frames(&mut self, frames: &[String]) {
+        self.raw(b"[");
+        for (i, f) in frames.iter().enumerate() {
+            if i > 0 {
+                self.raw(b",");
+            }
+            self.hostile(f);
+        }
+        self.raw(b"]");
     }
 
     /// `{"v":1,"time":...,"gap":{"lost":N}}`.
@@ -730,6 +751,31 @@ mod tests {
         assert_eq!(v["comm"], "a\\x1b[31m\\x0a,\"b\\x7f");
         assert_eq!(v["owner"]["comm"], v["comm"]);
         assert_eq!(v["kernel_reason"], "X\\x1b]0;t\\x07");
+    }
+
+    #[test]
+    fn stacks_are_arrays_and_absent_when_not_captured() {
+        let v: Value = serde_json::from_str(&format(&record())).unwrap();
+        assert!(v.get("kernel_stack").is_none() && v.get("user_stack").is_none());
+        let mut rec = record();
+        rec.stacks.kernel = Some(vec!["tcp_close+0x2b".into()]);
+        rec.stacks.user = Some(vec![
+            "__close+0x10 (libc.so.6)".into(),
+            "main (a.c:3)".into(),
+        ]);
+        let line = format(&rec);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kernel_stack"], serde_json::json!(["tcp_close+0x2b"]));
+        assert_eq!(v["user_stack"][1], "main (a.c:3)");
+        assert_eq!(
+            keys_in_order(&line).last().map(String::as_str),
+            Some("user_stack")
+        );
+        // `rsttrace read` gets them back.
+        let crate::replay::Line::Event(back) = crate::replay::parse_line(&line).unwrap() else {
+            panic!("not an event");
+        };
+        assert_eq!(back.stacks, rec.stacks);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct TextOptions {
     pub color: bool,
     /// Language of explanations.
     pub lang: crate::explain::Lang,
+    /// `--stack`: CSV gets its two stack columns.
+    pub stacks: bool,
 }
 
 pub fn sink(
@@ -67,7 +69,7 @@ pub fn sink(
     match format {
         Format::Text => Box::new(text::TextSink::new(out, *opts)),
         Format::Json => Box::new(json::JsonSink::new(out, opts.lang)),
-        Format::Csv => Box::new(csv::CsvSink::new(out)),
+        Format::Csv => Box::new(csv::CsvSink::new(out, opts.stacks)),
         Format::Pcapng => Box::new(pcapng::PcapngSink::new(out)),
     }
 }
@@ -115,6 +117,13 @@ fn needs_escape(c: char) -> bool {
             c,
             '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
         )
+}
+
+/// A stack on one line, innermost frame first: `a <- b <- c` (b called a).
+/// Frames were escaped when symbolized, but a replayed file carries anything.
+pub fn joined_frames(frames: &[String]) -> String {
+    let escaped: Vec<Cow<'_, str>> = frames.iter().map(|f| escape_control(f)).collect();
+    escaped.join(" <- ")
 }
 
 /// The range RFC 3339 (and humantime) can print: 1970-01-01 up to the last
@@ -197,6 +206,7 @@ pub(crate) mod fixtures {
                 container: crate::procinfo::container_from_cgroup("/system.slice/app.service"),
                 netns: Some(4026531840),
             })),
+            stacks: crate::stacks::Stacks::default(),
         }
     }
 }
@@ -262,6 +272,17 @@ mod tests {
         let once = escape_control("ev\x1b[31mil\n,\"\u{202e}\x7f").into_owned();
         assert_eq!(escape_control(&once), once);
         assert!(once.chars().all(|c| !c.is_control()));
+    }
+
+    #[test]
+    fn stacks_join_innermost_first_and_stay_inert() {
+        let frames = ["close+0x10 (libc.so.6)".to_string(), "main (a.c:3)".into()];
+        assert_eq!(
+            joined_frames(&frames),
+            "close+0x10 (libc.so.6) <- main (a.c:3)"
+        );
+        assert_eq!(joined_frames(&["a\nb".into()]), "a\\x0ab");
+        assert_eq!(joined_frames(&[]), "");
     }
 
     #[test]

@@ -227,6 +227,14 @@ pub fn comment(rec: &Classified, captured: bool) -> String {
         c.push_str(" evidence=");
         c.push_str(&serde_json::Value::Object(rec.cause.evidence.clone()).to_string());
     }
+    for (label, frames) in [
+        ("kernel_stack", &rec.stacks.kernel),
+        ("user_stack", &rec.stacks.user),
+    ] {
+        if let Some(frames) = frames {
+            c.push_str(&format!(" {label}={}", super::joined_frames(frames)));
+        }
+    }
     c.push_str(if captured {
         " [packet captured from the device]"
     } else {

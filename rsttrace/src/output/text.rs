@@ -205,6 +205,22 @@ fn prior_phrase(s: &mut String, prior: &serde_json::Value) {
     }
 }
 
+/// `--stack`: the frames, indented under the event line, innermost first
+/// (empty without stacks).
+pub fn stack_lines(rec: &Classified) -> String {
+    let mut s = String::new();
+    for (label, frames) in [("kernel", &rec.stacks.kernel), ("user", &rec.stacks.user)] {
+        let Some(frames) = frames else {
+            continue;
+        };
+        let _ = writeln!(s, "    {label} stack:");
+        for f in frames {
+            let _ = writeln!(s, "      {}", escape_control(f));
+        }
+    }
+    s
+}
+
 pub struct TextSink<W: Write> {
     out: W,
     opts: TextOptions,
@@ -233,7 +249,8 @@ impl<W: Write> Sink for TextSink<W> {
         self.line.clear();
         write_line(&mut self.line, rec, self.opts);
         self.line.push('\n');
-        self.out.write_all(self.line.as_bytes())
+        self.out.write_all(self.line.as_bytes())?;
+        self.out.write_all(stack_lines(rec).as_bytes())
     }
 
     fn write_gap(&mut self, lost: u64) -> io::Result<()> {
@@ -273,6 +290,21 @@ mod tests {
     }
 
     #[test]
+    fn stacks_are_indented_under_the_event() {
+        let mut rec = record();
+        assert_eq!(stack_lines(&rec), "");
+        rec.stacks.kernel = Some(vec![
+            "tcp_send_active_reset+0x1a".into(),
+            "tcp_close+0x2b".into(),
+        ]);
+        rec.stacks.user = Some(vec!["f\x1b[2J (a.c:1)".into()]);
+        assert_eq!(
+            stack_lines(&rec),
+            "    kernel stack:\n      tcp_send_active_reset+0x1a\n      tcp_close+0x2b\n    user stack:\n      f\\x1b[2J (a.c:1)\n"
+        );
+    }
+
+    #[test]
     fn no_escape_sequences_unless_colour_is_asked_for() {
         let plain = line(
             &record(),
@@ -295,6 +327,7 @@ mod tests {
     const PLAIN: TextOptions = TextOptions {
         color: false,
         lang: crate::explain::Lang::En,
+        stacks: false,
     };
 
     /// A SYN to a closed port, as in the README.

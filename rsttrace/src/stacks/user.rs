@@ -1,0 +1,378 @@
+//! User frames of the socket's owner: /proc/PID/maps read at event time,
+//! the frames the kernel's walk skipped recovered (`unwind`), symbols and
+//! source lines from blazesym.
+//!
+//! Everything expensive is cached and every cache is bounded: a process's
+//! maps by pid, a frame's text and a CFA rule by (binary, file offset),
+//! parsed binaries in blazesym by path (evicted oldest first), unwind info
+//! by path. blazesym also runs on a time budget (`Budget`).
+
+use std::collections::VecDeque;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer, evict};
+
+use super::cache::BoundedCache;
+use super::frame::{self, UserSymbol};
+use super::procmaps::{Mapping, Maps};
+use super::unwind::{self, Cfa, UnwindInfo};
+
+/// Processes whose maps are kept.
+const MAX_PROCESSES: usize = 256;
+/// Frames whose text is kept (per generation).
+const MAX_FRAMES: usize = 8192;
+/// Binaries blazesym keeps parsed (symbol tables, DWARF).
+const MAX_BINARIES: usize = 32;
+/// Binaries whose `.eh_frame` is kept (only libc-like wrappers need it).
+const MAX_UNWIND: usize = 8;
+/// Time blazesym may spend per second. The first lookup in a large debug
+/// build parses its DWARF and can take seconds; under a storm of new
+/// frames, events that start past this budget show binary+offset frames
+/// (counted, not cached) so the reader keeps up with the ring buffer. An
+/// event that starts within it is symbolized whole: a lone RST always is.
+const BUDGET_PER_SECOND: Duration = Duration::from_millis(200);
+
+/// Time spent in the current one-second window.
+#[derive(Debug)]
+pub struct Budget {
+    window: Instant,
+    spent: Duration,
+}
+
+impl Budget {
+    pub fn new(now: Instant) -> Budget {
+        Budget {
+            window: now,
+            spent: Duration::ZERO,
+        }
+    }
+
+    pub fn allows(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.spent = Duration::ZERO;
+        }
+        self.spent < BUDGET_PER_SECOND
+    }
+
+    pub fn charge(&mut self, took: Duration) {
+        self.spent += took;
+    }
+}
+
+/// Maps are read again for an address they lack (a dlopen, a recycled
+/// pid) at most this often: a walk through code without frame pointers
+/// yields garbage addresses on every event.
+const MAPS_REREAD: Duration = Duration::from_secs(1);
+
+/// A process as seen at event time.
+struct Process {
+    maps: Maps,
+    read_at: Instant,
+    /// Prefix to open its files from here: empty when it shares our root,
+    /// `/proc/PID/root` inside a container.
+    root: String,
+}
+
+pub struct UserSymbolizer {
+    symbolizer: Symbolizer,
+    processes: BoundedCache<u32, Arc<Process>>,
+    frames: BoundedCache<(Arc<str>, u64), Arc<str>>,
+    /// Paths blazesym has parsed, oldest first.
+    binaries: VecDeque<String>,
+    unwind: BoundedCache<String, Option<Arc<UnwindInfo>>>,
+    /// CFA rules by (binary, file offset).
+    cfas: BoundedCache<(String, u64), Option<Cfa>>,
+    budget: Budget,
+    /// Frames shown without a symbol (file offset or raw address).
+    pub unsymbolized: u64,
+}
+
+impl Default for UserSymbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UserSymbolizer {
+    pub fn new() -> UserSymbolizer {
+        UserSymbolizer {
+            symbolizer: Symbolizer::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(false)
+                .build(),
+            processes: BoundedCache::new(MAX_PROCESSES),
+            frames: BoundedCache::new(MAX_FRAMES),
+            binaries: VecDeque::new(),
+            unwind: BoundedCache::new(MAX_UNWIND),
+            cfas: BoundedCache::new(MAX_FRAMES),
+            budget: Budget::new(Instant::now()),
+            unsymbolized: 0,
+        }
+    }
+
+    /// The frames of `ips` (innermost first, from the kernel's stack map) in
+    /// process `pid`; `top` holds the words at its stack pointer.
+    pub fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
+        let mut process = self.process(pid);
+        if ips.iter().any(|&ip| process.maps.find(ip).is_none())
+            && process.read_at.elapsed() >= MAPS_REREAD
+        {
+            // Mapped since we last looked (dlopen), or a recycled pid. Once
+            // the process has exited, what we read before is all there is.
+            if let Some(fresh) = read_process(pid) {
+                process = Arc::new(fresh);
+                self.processes.insert(pid, process.clone());
+            }
+        }
+        let recovered = unwind::recover_callers(ips, top, |addr| {
+            let m = process.maps.find(addr)?;
+            let key = (format!("{}{}", process.root, m.path), m.file_offset(addr));
+            if let Some(cfa) = self.cfas.get(&key) {
+                return *cfa;
+            }
+            // A linear walk of .eh_frame: done once per instruction address.
+            let cfa = self.unwind_info(&key.0, m)?.cfa(key.1);
+            self.cfas.insert(key, cfa);
+            cfa
+        });
+        let all = ips
+            .iter()
+            .take(1)
+            .chain(&recovered)
+            .chain(ips.iter().skip(1));
+        let symbolize = self.budget.allows(Instant::now());
+        all.enumerate()
+            .map(|(i, &ip)| {
+                // Callers' addresses are return addresses: the call is the
+                // instruction before, and may be the last of its function.
+                let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
+                self.frame(&process, ip, lookup, symbolize)
+            })
+            .collect()
+    }
+
+    fn process(&mut self, pid: u32) -> Arc<Process> {
+        self.processes
+            .get_or_insert_with(pid, || {
+                Arc::new(read_process(pid).unwrap_or_else(|| Process {
+                    maps: Maps::default(),
+                    read_at: Instant::now(),
+                    root: String::new(),
+                }))
+            })
+            .clone()
+    }
+
+    fn unwind_info(&mut self, path: &str, m: &Mapping) -> Option<Arc<UnwindInfo>> {
+        if !m.is_file() {
+            return None;
+        }
+        let path = path.to_string();
+        self.unwind
+            .get_or_insert_with(path.clone(), || {
+                UnwindInfo::read(Path::new(&path))
+                    .ok()
+                    .flatten()
+                    .map(Arc::new)
+            })
+            .clone()
+    }
+
+    fn frame(&mut self, process: &Process, ip: u64, lookup: u64, symbolize: bool) -> String {
+        let Some(m) = process.maps.find(lookup) else {
+            self.unsymbolized += 1;
+            return frame::raw(ip);
+        };
+        if !m.is_file() {
+            self.unsymbolized += 1;
+            return frame::file_offset(&m.path, m.file_offset(ip));
+        }
+        let path = format!("{}{}", process.root, m.path);
+        let key = (Arc::<str>::from(path.as_str()), m.file_offset(lookup));
+        if let Some(text) = self.frames.get(&key) {
+            return text.to_string();
+        }
+        if !symbolize {
+            self.unsymbolized += 1;
+            return frame::file_offset(&m.path, m.file_offset(ip));
+        }
+        let started = Instant::now();
+        let found = self.symbolize(&path, key.1);
+        self.budget.charge(started.elapsed());
+        let text = match found {
+            Some((name, offset, file, line)) => frame::user_symbol(
+                UserSymbol {
+                    name: &name,
+                    offset: offset + (ip - lookup),
+                    file: file.as_deref(),
+                    line,
+                },
+                &m.path,
+            ),
+            None => {
+                self.unsymbolized += 1;
+                frame::file_offset(&m.path, m.file_offset(ip))
+            }
+        };
+        self.frames.insert(key, Arc::from(text.as_str()));
+        text
+    }
+
+    /// (function, offset in it, source file, line) of a file offset.
+    fn symbolize(
+        &mut self,
+        path: &str,
+        file_offset: u64,
+    ) -> Option<(String, u64, Option<String>, Option<u32>)> {
+        self.remember_binary(path);
+        let src = Source::Elf(Elf::new(path));
+        match self
+            .symbolizer
+            .symbolize_single(&src, Input::FileOffset(file_offset))
+        {
+            Ok(Symbolized::Sym(sym)) => {
+                let code = sym.code_info.as_deref();
+                Some((
+                    sym.name.to_string(),
+                    sym.offset as u64,
+                    code.map(|c| c.file.to_string_lossy().into_owned()),
+                    code.and_then(|c| c.line),
+                ))
+            }
+            Ok(Symbolized::Unknown(_)) | Err(_) => None,
+        }
+    }
+
+    /// Keeps at most MAX_BINARIES parsed in blazesym.
+    fn remember_binary(&mut self, path: &str) {
+        if let Some(i) = self.binaries.iter().position(|p| p == path) {
+            let p = self.binaries.remove(i).unwrap_or_default();
+            self.binaries.push_back(p);
+            return;
+        }
+        self.binaries.push_back(path.to_string());
+        while self.binaries.len() > MAX_BINARIES {
+            if let Some(old) = self.binaries.pop_front() {
+                let _ = self
+                    .symbolizer
+                    .evict(&evict::Evict::Elf(evict::Elf::new(old)));
+            }
+        }
+    }
+}
+
+/// Maps and root of `pid`; None when it already exited.
+fn read_process(pid: u32) -> Option<Process> {
+    let maps = Maps::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?);
+    let root = format!("/proc/{pid}/root");
+    let same_root = match (std::fs::metadata(&root), std::fs::metadata("/")) {
+        (Ok(theirs), Ok(ours)) => theirs.dev() == ours.dev() && theirs.ino() == ours.ino(),
+        _ => true,
+    };
+    Some(Process {
+        maps,
+        read_at: Instant::now(),
+        root: if same_root { String::new() } else { root },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn distinctive_test_function() -> u64 {
+        distinctive_test_function as fn() -> u64 as usize as u64
+    }
+
+    #[test]
+    fn symbolizes_this_process_with_source_lines() {
+        let addr = distinctive_test_function();
+        let mut sym = UserSymbolizer::new();
+        let frames = sym.frames(std::process::id(), &[addr + 1], &[]);
+        assert_eq!(frames.len(), 1);
+        assert!(
+            frames[0].contains("distinctive_test_function") && frames[0].contains("user.rs:"),
+            "{frames:?}"
+        );
+        assert_eq!(sym.unsymbolized, 0);
+        // Cached: the same text again.
+        assert_eq!(sym.frames(std::process::id(), &[addr + 1], &[]), frames);
+    }
+
+    #[test]
+    fn an_exited_process_falls_back_to_raw_addresses_and_counts_it() {
+        let mut sym = UserSymbolizer::new();
+        // Pid numbers stop well below this (pid_max ≤ 2^22).
+        let frames = sym.frames(u32::MAX - 1, &[0x5555_0000_1234, 0x7f00_0000_0010], &[]);
+        assert_eq!(frames, ["0x555500001234", "0x7f0000000010"]);
+        assert_eq!(sym.unsymbolized, 2);
+    }
+
+    #[test]
+    fn maps_read_while_alive_outlive_the_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Its code is mapped once exec is done: wait for the maps to name sleep.
+        let mut maps = Maps::default();
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+            if text.contains("sleep") {
+                maps = Maps::parse(&text);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("r-xp") && l.contains('/'))
+            .unwrap();
+        let start = u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+        assert!(maps.find(start).is_some());
+        let mut sym = UserSymbolizer::new();
+        let alive = sym.frames(pid, &[start + 0x10], &[]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(MAPS_REREAD);
+        // An address outside the maps asks for a re-read, which fails now.
+        let gone = sym.frames(pid, &[start + 0x10, 0x10], &[]);
+        assert_eq!(gone[0], alive[0]);
+        assert!(!gone[0].starts_with("0x"), "{gone:?}");
+        assert_eq!(gone[1], "0x10");
+    }
+
+    #[test]
+    fn the_budget_refills_every_second() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(t0);
+        assert!(b.allows(t0));
+        b.charge(BUDGET_PER_SECOND);
+        assert!(!b.allows(t0 + Duration::from_millis(999)));
+        assert!(b.allows(t0 + Duration::from_secs(1)));
+        b.charge(BUDGET_PER_SECOND / 2);
+        assert!(b.allows(t0 + Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn binaries_in_blazesym_stay_bounded() {
+        let mut sym = UserSymbolizer::new();
+        for i in 0..(MAX_BINARIES * 2) {
+            sym.remember_binary(&format!("/nonexistent/{i}"));
+        }
+        sym.remember_binary("/nonexistent/40");
+        assert_eq!(sym.binaries.len(), MAX_BINARIES);
+        assert_eq!(
+            sym.binaries.back().map(String::as_str),
+            Some("/nonexistent/40")
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! `--stack`: a C program closes a connection with unread data from a
+//! function with a distinctive name; the RST event must name that function
+//! with its source line in the user stack, and the kernel's close path in
+//! the kernel stack.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const SOURCE: &str = include_str!("stacks/close_unread.c");
+
+/// The program: prebuilt by `cargo xtask vm-test` (the guest has no C
+/// compiler), else compiled here with frame pointers and debug info.
+fn close_unread_program(dir: &tempfile::TempDir) -> PathBuf {
+    if let Some(prebuilt) = std::env::var_os("RSTTRACE_STACK_HELPER") {
+        return prebuilt.into();
+    }
+    let src = dir.path().join("close_unread.c");
+    std::fs::write(&src, SOURCE).unwrap();
+    let exe = dir.path().join("close_unread");
+    let status = Command::new("cc")
+        .args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("cc (gcc) is needed to build the test program");
+    assert!(status.success(), "cc failed");
+    exe
+}
+
+/// The line of close() inside drop_connection_with_unread_data.
+fn close_line() -> usize {
+    SOURCE
+        .lines()
+        .position(|l| l.contains("the RST is sent here"))
+        .unwrap()
+        + 1
+}
+
+#[test]
+fn user_and_kernel_stacks_name_the_close() {
+    if !kernel_tests_possible("user_and_kernel_stacks_name_the_close") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let program = close_unread_program(&dir);
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--stack", "--port", &port.to_string()]);
+
+    let mut child = Command::new(&program)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    server.write_all(&[7u8; 100]).unwrap();
+    // The RST arrives once the program closed; it stays alive until stdin closes.
+    let mut buf = [0u8; 1];
+    let _ = server.read(&mut buf);
+    let events = tracer.stop();
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{program:?}: {status}");
+
+    let sent: Vec<_> = find(&events, "sent", "close_unread_data")
+        .into_iter()
+        .filter(|e| e["pid"] == child.id())
+        .collect();
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let frames = |key: &str| -> Vec<String> {
+        sent[0][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in {}", sent[0]))
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let kernel = frames("kernel_stack");
+    assert!(
+        kernel
+            .iter()
+            .any(|f| f.starts_with("tcp_send_active_reset+") || f.starts_with("tcp_close+")),
+        "kernel stack: {kernel:#?}"
+    );
+    let user = frames("user_stack");
+    // The frame-pointer walk alone skips the caller of libc's frameless
+    // close(); rsttrace recovers it from the stack and .eh_frame.
+    let expected = format!(
+        "drop_connection_with_unread_data (close_unread.c:{})",
+        close_line()
+    );
+    assert!(user.contains(&expected), "want {expected:?} in {user:#?}");
+    let at = user.iter().position(|f| *f == expected).unwrap();
+    assert!(
+        user[at + 1..]
+            .iter()
+            .any(|f| f.starts_with("main (close_unread.c:")),
+        "main calls it: {user:#?}"
+    );
+}
+
+#[test]
+fn without_stack_no_stacks_are_written() {
+    if !kernel_tests_possible("without_stack_no_stacks_are_written") {
+        return;
+    }
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let client = std::net::TcpStream::connect(loopback(port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    server.write_all(&[1u8; 10]).unwrap();
+    // Blocks until the data is there, and leaves it unread.
+    client.peek(&mut [0u8; 1]).unwrap();
+    drop(client);
+    let events = tracer.stop();
+    let sent = find(&events, "sent", "close_unread_data");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    assert!(sent[0].get("kernel_stack").is_none(), "{}", sent[0]);
+    assert!(sent[0].get("user_stack").is_none(), "{}", sent[0]);
+}
