@@ -110,8 +110,6 @@ pub mod hook {
     pub const TP_KFREE_SKB_NO_SOCKET: u8 = 9;
     /// `inet_sk_error_report` (direction ABORT).
     pub const BTF_ERROR_REPORT: u8 = 10;
-    /// `sock:inet_sock_set_state` SYN_SENT → CLOSE with a soft error (ABORT).
-    pub const TP_SET_STATE: u8 = 11;
 }
 
 /// `RstEvent::hist_kind`: what the 4-tuple (or the listening port) went
@@ -167,10 +165,6 @@ pub mod flag {
     /// A listening socket whose accept queue is full (`sk_ack_backlog >
     /// sk_max_ack_backlog`): the handshake's last ACK overflowed it.
     pub const ACCEPT_QUEUE_FULL: u32 = 1 << 10;
-    /// An abort whose `sk_err` is the socket's soft error (`sk_err_soft`):
-    /// the application gave up on a connect after an ICMP error the kernel
-    /// had not made fatal yet.
-    pub const SOFT_ERROR: u32 = 1 << 11;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.

@@ -363,15 +363,6 @@ pub fn owner_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if newstate == TCP_CLOSE {
-        // The application closing its own connecting socket.
-        let soft = if oldstate == TCP_SYN_SENT && !in_softirq() {
-            take_soft_error(sk)
-        } else {
-            0
-        };
-        if soft != 0 {
-            connect_given_up(&ctx, sk as *const u8, soft);
-        }
         if let (Some(s), Some(o)) = (LAST_CLOSE.get_ptr_mut(0), LAST_CLOSE.get_ptr_mut(1)) {
             // SAFETY: per-CPU slots; no other writer on this CPU meanwhile.
             unsafe {
@@ -379,7 +370,7 @@ pub fn owner_set_state(ctx: TracePointContext) -> u32 {
                 *o = oldstate as u64;
             }
         }
-        record_close(sk as *const u8, oldstate, soft);
+        record_close(sk as *const u8, oldstate);
     }
     if in_softirq() {
         // A child socket completing its handshake is new: whatever an
@@ -524,14 +515,17 @@ fn capture_rst(skb: *const u8, ip: *const u8, dir: u8) {
 // left the port, which connection was aborted with what error. Kept in an
 // LRU map, so the memory is bounded (`MAX_HISTORY`).
 
-fn record_close(sk: *const u8, oldstate: i32, soft_err: u32) {
+fn record_close(sk: *const u8, oldstate: i32) {
     let err = load(sk, off!(sk_err)).unwrap_or(0) as u8;
     let task = !in_softirq();
     let kind = match oldstate {
         TCP_LISTEN => history::LISTENER_CLOSED,
         // Only the application closing the socket itself, with no error
         // (a refused or unreachable connect closes it with one).
-        TCP_SYN_SENT if task && err == 0 && soft_err == 0 => history::CONNECT_ABANDONED,
+        // An ICMP error that arrived while connect() held the socket lock
+        // stays soft (sk_err_soft); an application that read it with
+        // SO_ERROR cleared it, and its close looks abandoned.
+        TCP_SYN_SENT if task && err == 0 && soft_error(sk) == 0 => history::CONNECT_ABANDONED,
         TCP_SYN_SENT => return,
         _ => history::CLOSED,
     };
@@ -601,38 +595,14 @@ pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
         sk,
         skb: core::ptr::null(),
         reason: ABSENT,
-        soft_err: 0,
         hook: hook::BTF_ERROR_REPORT,
         direction: direction::ABORT,
     });
     0
 }
 
-/// The soft error a connecting socket still holds: an ICMP unreachable
-/// that arrived while the socket was locked, which the kernel does not make
-/// fatal. (An application that read it with SO_ERROR cleared it: its close
-/// is remembered as an abandoned connect instead.)
-fn take_soft_error(sk: u64) -> u32 {
-    load(sk as *const u8, off!(sk_err_soft)).unwrap_or(0) as u32
-}
-
-/// The application closed a SYN_SENT socket after a soft error: that error
-/// is what its connect() returned (SO_ERROR), so the connection was
-/// aborted by it, without an RST.
-fn connect_given_up(ctx: &TracePointContext, sk: *const u8, soft: u32) {
-    if load(sk, off!(sk_err)).unwrap_or(0) != 0 {
-        // A hard error was reported already.
-        return;
-    }
-    on_socket_event(&Origin {
-        ctx: ctx.as_ptr(),
-        sk,
-        skb: core::ptr::null(),
-        reason: ABSENT,
-        soft_err: soft,
-        hook: hook::TP_SET_STATE,
-        direction: direction::ABORT,
-    });
+fn soft_error(sk: *const u8) -> u64 {
+    load(sk, off!(sk_err_soft)).unwrap_or(0)
 }
 
 fn remember_owner(sk: u64) {
@@ -672,8 +642,6 @@ struct Origin {
     skb: *const u8,
     /// `enum sk_rst_reason`, or ABSENT.
     reason: u32,
-    /// For an abort on a soft error: that error (0 otherwise).
-    soft_err: u32,
     hook: u8,
     direction: u8,
 }
@@ -687,7 +655,6 @@ fn on_send_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, reason: u32, h
         sk,
         skb,
         reason,
-        soft_err: 0,
         hook,
         direction: direction::SENT,
     });
@@ -714,7 +681,6 @@ fn on_receive_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
         sk,
         skb,
         reason: ABSENT,
-        soft_err: 0,
         hook,
         direction: direction::RECEIVED,
     });
@@ -835,10 +801,6 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         read_task(ev);
         if !sk.is_null() {
             read_sock(sk, ev);
-        }
-        if origin.soft_err != 0 {
-            ev.sk_err = origin.soft_err;
-            ev.flags |= flag::SOFT_ERROR;
         }
         if !owner.is_null() {
             let o = &*owner;

@@ -172,12 +172,6 @@ fn abort(ev: &Event, v: &mut Verdict) -> CauseId {
     // Newer kernels close the socket before they report the error.
     let state = sock.closed_from.unwrap_or(ev.state);
     v.fact("state_before", state.name());
-    if sock.soft_error {
-        v.fact(
-            "soft_error",
-            "the application gave up on connect() after an ICMP error (SO_ERROR)",
-        );
-    }
     match sock.sk_err {
         ETIMEDOUT => {
             if state == TcpState::SYN_SENT {
@@ -587,7 +581,6 @@ mod tests {
             tw_substate: None,
             accept_queue_full: false,
             closed_from: None,
-            soft_error: false,
             peer_idle: None,
         }
     }

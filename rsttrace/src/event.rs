@@ -176,8 +176,6 @@ pub struct Socket {
     pub accept_queue_full: bool,
     /// For a socket in CLOSE, the state it left in the same call.
     pub closed_from: Option<TcpState>,
-    /// `sk_err` is the soft error a connect gave up on (aborts only).
-    pub soft_error: bool,
     /// Time since the peer's last ACK (full sockets, when the tick rate is known).
     pub peer_idle: Option<Duration>,
 }
@@ -354,7 +352,6 @@ impl Event {
             abi::hook::FENTRY_RECEIVE_RESET => "fentry:tcp_reset",
             abi::hook::TP_KFREE_SKB_NO_SOCKET => "tracepoint:skb:kfree_skb",
             abi::hook::BTF_ERROR_REPORT => "tp_btf:inet_sk_error_report",
-            abi::hook::TP_SET_STATE => "tracepoint:sock:inet_sock_set_state",
             _ => "unknown",
         };
         let ip = |bytes: &[u8; 16]| -> IpAddr {
@@ -400,7 +397,6 @@ impl Event {
             tw_substate: (raw.state == TcpState::TIME_WAIT.0).then_some(TcpState(raw.tw_substate)),
             accept_queue_full: has(abi::flag::ACCEPT_QUEUE_FULL),
             closed_from: (raw.closed_from != 0).then_some(TcpState(raw.closed_from)),
-            soft_error: has(abi::flag::SOFT_ERROR),
             peer_idle: kernel.hz().filter(|_| has(abi::flag::FULL_SOCK)).map(|hz| {
                 Duration::from_millis(u64::from(raw.rcv_idle_jiffies) * 1000 / u64::from(hz))
             }),

@@ -275,7 +275,6 @@ fn socket(s: &Value) -> Result<Socket> {
         // In the export only as evidence of the cause already decided.
         accept_queue_full: false,
         closed_from: None,
-        soft_error: false,
         peer_idle: None,
     })
 }

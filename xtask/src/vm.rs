@@ -39,7 +39,8 @@ const KERNEL_PACKAGE_RE: &str = r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$";
 const GUEST_TOOLS: [&str; 3] = ["ip", "nft", "ss"];
 /// Kernel modules (with their dependencies) loaded before the tests: network
 /// namespaces joined by veth, nftables rules that drop or reset.
-const GUEST_MODULES: [&str; 4] = ["veth", "nf_tables", "nft_reject_inet", "nft_ct"];
+/// tcp_diag: `ss -K` (sock_diag destroy) and `ss` itself.
+const GUEST_MODULES: [&str; 5] = ["veth", "nf_tables", "nft_reject_inet", "nft_ct", "tcp_diag"];
 /// The whole guest run under software emulation (TCG): the cause tests wait
 /// for real timers (SYN-ACK and keepalive retransmissions), so give room.
 const DEFAULT_TIMEOUT_SECS: u64 = 1500;

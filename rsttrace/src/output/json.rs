@@ -696,7 +696,6 @@ mod tests {
             tw_substate: Some(TcpState::FIN_WAIT2),
             accept_queue_full: false,
             closed_from: None,
-            soft_error: false,
             peer_idle: None,
         });
         let line = format(&rec);

@@ -155,6 +155,9 @@ impl Tracer {
             "rsttrace exited with {status:?}; stderr:\n{}",
             self.stderr_text
         );
+        // Shown by libtest only when the test fails: rsttrace's warnings
+        // (a hook that would not load) explain most failures.
+        println!("rsttrace stderr:\n{}", self.stderr_text);
         let raw = std::fs::read(&self.export).expect("export file exists");
         let events = read_jsonl(&self.export);
         report_causes(&events, self.send_family());
