@@ -34,9 +34,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use rsttrace_ebpf::abi::{
-    ABSENT, EventHeader, Field, Filter, History, HistoryKey, KfreeSkb, MAX_FILTER_CGROUPS,
-    MAX_FILTER_NETNS, MAX_FILTER_PIDS, MAX_FILTER_PORTS, MAX_HISTORY, MAX_OWNERS, MAX_STACKS,
-    Offsets, Owner, OwnerTracepoints, PACKET_BYTES, PacketRecord, RstEvent, Tuning,
+    ABSENT, EventHeader, Field, Filter, History, HistoryKey, KfreeSkb, MAX_HISTORY, MAX_OWNERS,
+    MAX_STACKS, Offsets, Owner, OwnerTracepoints, PACKET_BYTES, PacketRecord, RstEvent, Tuning,
     USER_STACK_TOP_WORDS, context, counter, direction, flag, history, hook, kind, packet_dir,
     stacks,
 };
@@ -999,8 +998,8 @@ fn passes_packet_filter(tuple: &Tuple) -> bool {
 
 fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64, by_process: bool) -> bool {
     let f = filter();
-    // SAFETY: see `offsets()`.
-    let (n_ports, mut n_pids, mut n_cgroups, n_netns) = unsafe {
+    // SAFETY: see `offsets()`; the lists live in the same global.
+    let (n_ports, n_pids, n_cgroups, n_netns) = unsafe {
         (
             read_volatile(addr_of!((*f).n_ports)),
             read_volatile(addr_of!((*f).n_pids)),
@@ -1008,86 +1007,38 @@ fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64, by_process: bool) -> bool
             read_volatile(addr_of!((*f).n_netns)),
         )
     };
-    if !by_process {
-        n_pids = 0;
-        n_cgroups = 0;
-    }
-    if n_ports > 0 {
-        let mut hit = false;
-        for i in 0..MAX_FILTER_PORTS {
-            if i as u32 >= n_ports {
-                break;
-            }
-            // SAFETY: i < MAX_FILTER_PORTS.
-            let port = unsafe { read_volatile(addr_of!((*f).ports[i])) };
-            if port == tuple.local_port || port == tuple.remote_port {
-                hit = true;
-                break;
-            }
+    // SAFETY: as above.
+    let (ports, pids, cgroups, netns) = unsafe {
+        (
+            addr_of!((*f).ports),
+            addr_of!((*f).pids),
+            addr_of!((*f).cgroups),
+            addr_of!((*f).netns),
+        )
+    };
+    let port_ok = n_ports == 0
+        || listed(ports, n_ports, tuple.local_port)
+        || listed(ports, n_ports, tuple.remote_port);
+    // Neither an owner nor a task that ran the code: no process to match.
+    let process_ok = !by_process
+        || ((n_pids == 0 || (pid != ABSENT && listed(pids, n_pids, pid)))
+            && (n_cgroups == 0 || (pid != ABSENT && listed(cgroups, n_cgroups, cgroup))));
+    port_ok && process_ok && (n_netns == 0 || listed(netns, n_netns, tuple.netns))
+}
+
+/// Whether `value` is among the first `n` entries of a filter list.
+#[inline(always)]
+fn listed<T: PartialEq + Copy, const N: usize>(list: *const [T; N], n: u32, value: T) -> bool {
+    for i in 0..N {
+        if i as u32 >= n {
+            break;
         }
-        if !hit {
-            return false;
-        }
-    }
-    if n_pids > 0 {
-        // Neither an owner nor a task that ran the code: nothing to match.
-        if pid == ABSENT {
-            return false;
-        }
-        let mut hit = false;
-        for i in 0..MAX_FILTER_PIDS {
-            if i as u32 >= n_pids {
-                break;
-            }
-            // SAFETY: i < MAX_FILTER_PIDS.
-            let wanted = unsafe { read_volatile(addr_of!((*f).pids[i])) };
-            if wanted == pid {
-                hit = true;
-                break;
-            }
-        }
-        if !hit {
-            return false;
+        // SAFETY: i < N, and `list` points into the FILTER global.
+        if unsafe { read_volatile(addr_of!((*list)[i])) } == value {
+            return true;
         }
     }
-    if n_cgroups > 0 {
-        if pid == ABSENT {
-            return false;
-        }
-        let mut hit = false;
-        for i in 0..MAX_FILTER_CGROUPS {
-            if i as u32 >= n_cgroups {
-                break;
-            }
-            // SAFETY: i < MAX_FILTER_CGROUPS.
-            let wanted = unsafe { read_volatile(addr_of!((*f).cgroups[i])) };
-            if wanted == cgroup {
-                hit = true;
-                break;
-            }
-        }
-        if !hit {
-            return false;
-        }
-    }
-    if n_netns > 0 {
-        let mut hit = false;
-        for i in 0..MAX_FILTER_NETNS {
-            if i as u32 >= n_netns {
-                break;
-            }
-            // SAFETY: i < MAX_FILTER_NETNS.
-            let wanted = unsafe { read_volatile(addr_of!((*f).netns[i])) };
-            if wanted == tuple.netns {
-                hit = true;
-                break;
-            }
-        }
-        if !hit {
-            return false;
-        }
-    }
-    true
+    false
 }
 
 fn count(index: u32) {

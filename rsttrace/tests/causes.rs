@@ -106,9 +106,7 @@ fn connect_timeout_is_joined_to_the_abandoned_connect() {
     }
     let net = NetnsPair::new();
     let port = free_port();
-    let listener = net
-        .b
-        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let listener = net.b.listen(port);
     // A never sees the SYN-ACK, so its connect() times out...
     net.a.nft(&input_rules(&format!(
         "tcp sport {port} tcp flags & (syn | ack) == syn | ack drop;"
@@ -154,12 +152,10 @@ fn retransmit_timeout_then_half_open() {
     }
     let net = NetnsPair::new();
     let port = free_port();
-    let listener = net
-        .b
-        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let listener = net.b.listen(port);
     let tracer = Tracer::start(&["--port", &port.to_string()]);
     let target = net.b.socket_addr(port);
-    let client = net.a.run(move || TcpStream::connect(target).unwrap());
+    let client = net.a.connect(target);
     let (mut server, _) = listener.accept().unwrap();
     set_int(
         client.as_raw_fd(),
@@ -268,12 +264,10 @@ fn keepalive_timeout_resets_a_silent_peer() {
     }
     let net = NetnsPair::new();
     let port = free_port();
-    let listener = net
-        .b
-        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let listener = net.b.listen(port);
     let tracer = Tracer::start(&["--port", &port.to_string()]);
     let target = net.b.socket_addr(port);
-    let client = net.a.run(move || TcpStream::connect(target).unwrap());
+    let client = net.a.connect(target);
     let _server = listener.accept().unwrap();
     let fd = client.as_raw_fd();
     set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
@@ -328,15 +322,13 @@ fn accept_queue_overflow_with_abort_on_overflow() {
     net.b.nft(&input_rules(&format!(
         "tcp dport {port} tcp flags & (syn | ack | fin | rst) == ack drop;"
     )));
-    let late = net.a.run(move || TcpStream::connect(target).unwrap());
+    let late = net.a.connect(target);
     let late_port = late.local_addr().unwrap().port();
     net.b.nft(DELETE_RULES);
     net.b.nft(&input_rules(&format!(
         "tcp sport {late_port} tcp dport {port} drop;"
     )));
-    let _early: Vec<TcpStream> = (0..2)
-        .map(|_| net.a.run(move || TcpStream::connect(target).unwrap()))
-        .collect();
+    let _early: Vec<TcpStream> = (0..2).map(|_| net.a.connect(target)).collect();
     std::thread::sleep(Duration::from_millis(100));
     net.b.nft(DELETE_RULES);
     // Its data carries the ACK: the queue is full, and B resets it.
@@ -523,9 +515,7 @@ fn reconnecting_into_a_time_wait_is_reset() {
     net.a.sysctl("net.ipv4.tcp_timestamps", "0");
     let port = free_port();
     let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let listener = net
-        .b
-        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let listener = net.b.listen(port);
     let target = net.b.socket_addr(port);
     let local = net.a.socket_addr(free_port());
     let mut first = net.a.run(move || connect_from(local, target).unwrap());
@@ -576,20 +566,7 @@ fn a_killed_process_resets_with_its_signal() {
     assert!(child >= 0, "fork");
     if child == 0 {
         unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: port.to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-                },
-                sin_zero: [0; 8],
-            };
-            libc::connect(
-                fd,
-                (&addr as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            );
+            connect_loopback_fd(port);
             libc::sleep(30);
             libc::_exit(1);
         }
@@ -681,9 +658,7 @@ fn a_stray_ack_to_a_listener_is_an_invalid_packet() {
     let net = NetnsPair::new();
     let port = free_port();
     let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let listener = net
-        .b
-        .run(move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let listener = net.b.listen(port);
     // An ACK for a handshake the listener never started.
     let from = std::net::SocketAddrV4::new(net.a.addr, 40_404);
     let to = std::net::SocketAddrV4::new(net.b.addr, port);

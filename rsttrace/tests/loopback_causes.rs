@@ -413,20 +413,8 @@ fn softirq_reset_names_the_owner_not_the_actor() {
     assert!(child >= 0, "fork");
     if child == 0 {
         unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: port.to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-                },
-                sin_zero: [0; 8],
-            };
-            let ok = libc::connect(
-                fd,
-                (&addr as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            ) == 0;
+            let fd = connect_loopback_fd(port);
+            let ok = fd >= 0;
             let mut byte = 0u8;
             // EOF once the owner closes.
             let eof = ok && libc::read(fd, (&mut byte as *mut u8).cast(), 1) == 0;

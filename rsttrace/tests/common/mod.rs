@@ -344,6 +344,32 @@ pub fn describe(events: &[Value]) -> String {
         .join("\n")
 }
 
+/// A socket connected to 127.0.0.1:`port` with plain libc calls, which are
+/// async-signal-safe: for forked children. -1 when the connect failed.
+///
+/// # Safety
+/// Only the libc calls it makes; safe to call after fork().
+pub unsafe fn connect_loopback_fd(port: u16) -> i32 {
+    // SAFETY: plain syscalls on values this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        );
+        if rc == 0 { fd } else { -1 }
+    }
+}
+
 /// Sets SO_LINGER {on, 0}: close() then sends an RST instead of a FIN.
 pub fn set_linger_zero(fd: i32) {
     let linger = libc::linger {

@@ -137,6 +137,16 @@ impl Netns {
         })
     }
 
+    /// A listener on every address of this namespace.
+    pub fn listen(&self, port: u16) -> std::net::TcpListener {
+        self.run(move || std::net::TcpListener::bind(("0.0.0.0", port)).unwrap())
+    }
+
+    /// A connection made from this namespace.
+    pub fn connect(&self, target: SocketAddr) -> std::net::TcpStream {
+        self.run(move || std::net::TcpStream::connect(target).unwrap())
+    }
+
     /// Like `spawn`, waiting for the result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         self.spawn(f).join().expect("thread in netns panicked")
