@@ -859,10 +859,7 @@ fn owner_of(sk: *const u8) -> *const Owner {
 }
 
 /// The 4-tuple's last close, or for a SYN (or `listener_only`) the
-/// listening port's. Not inlined: as a call, its found/not-found paths
-/// meet again at the return, instead of doubling the states the verifier
-/// walks through the rest of the event (1.8 s → 0.6 s to load on 6.18).
-#[inline(never)]
+/// listening port's.
 fn read_history(tuple: &Tuple, syn_only: bool, listener_only: bool, ev: &mut RstEvent) {
     let mut key = history_key(tuple);
     let mut found = None;
@@ -1019,8 +1016,9 @@ fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64, by_process: bool) -> bool
             addr_of!((*f).netns),
         )
     };
-    let port_ok =
-        n_ports == 0 || listed_either(ports, n_ports, tuple.local_port, tuple.remote_port);
+    let port_ok = n_ports == 0
+        || listed(ports, n_ports, tuple.local_port)
+        || listed(ports, n_ports, tuple.remote_port);
     // Neither an owner nor a task that ran the code: no process to match.
     let process_ok = !by_process
         || ((n_pids == 0 || (pid != ABSENT && listed(pids, n_pids, pid)))
@@ -1031,25 +1029,12 @@ fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64, by_process: bool) -> bool
 /// Whether `value` is among the first `n` entries of a filter list.
 #[inline(always)]
 fn listed<T: PartialEq + Copy, const N: usize>(list: *const [T; N], n: u32, value: T) -> bool {
-    listed_either(list, n, value, value)
-}
-
-/// Whether `a` or `b` is among the first `n` entries: one pass, because
-/// every iteration is a state the verifier walks (6.1 counts them all).
-#[inline(always)]
-fn listed_either<T: PartialEq + Copy, const N: usize>(
-    list: *const [T; N],
-    n: u32,
-    a: T,
-    b: T,
-) -> bool {
     for i in 0..N {
         if i as u32 >= n {
             break;
         }
         // SAFETY: i < N, and `list` points into the FILTER global.
-        let entry = unsafe { read_volatile(addr_of!((*list)[i])) };
-        if entry == a || entry == b {
+        if unsafe { read_volatile(addr_of!((*list)[i])) } == value {
             return true;
         }
     }
