@@ -197,11 +197,11 @@ pub fn causes(plan: &Plan) -> Vec<(CauseId, String)> {
         .iter()
         .filter(|c| **c != CauseId::Unknown)
         .map(|&c| {
+            let inferred = WITHOUT_REASON.iter().find(|(w, _)| *w == c && !plan.reason);
+            if let Some((_, how)) = inferred {
+                return (c, how.to_string());
+            }
             let seen = match c {
-                c if !plan.reason && WITHOUT_REASON.iter().any(|(w, _)| *w == c) => {
-                    let (_, how) = WITHOUT_REASON.iter().find(|(w, _)| *w == c).unwrap();
-                    how.to_string()
-                }
                 // Sent with no socket: invisible to 6.1's tracepoint.
                 CauseId::PortNotOpen | CauseId::ConnectTimeout | CauseId::HalfOpen
                     if !plan.no_socket =>

@@ -590,18 +590,6 @@ fn a_killed_process_resets_with_its_signal() {
     assert_eq!(ev["actor"]["context"], "task");
 }
 
-/// The one's-complement sum of RFC 1071.
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Sends one bare TCP segment (no payload) from this namespace's raw socket.
 fn send_segment(
     from: std::net::SocketAddrV4,
@@ -623,7 +611,7 @@ fn send_segment(
     pseudo.extend_from_slice(&to.ip().octets());
     pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
     pseudo.extend_from_slice(&tcp);
-    tcp[16..18].copy_from_slice(&internet_checksum(&pseudo).to_be_bytes());
+    tcp[16..18].copy_from_slice(&rsttrace::output::pcapng::checksum(&pseudo).to_be_bytes());
     // SAFETY: a raw socket this function owns and closes.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);

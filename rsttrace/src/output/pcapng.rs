@@ -323,7 +323,8 @@ fn v6(ip: IpAddr) -> [u8; 16] {
 }
 
 /// RFC 1071 Internet checksum.
-fn checksum(bytes: &[u8]) -> u16 {
+/// The Internet checksum (RFC 1071) of IP and TCP headers.
+pub fn checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = bytes
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
