@@ -219,9 +219,7 @@ fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
         dirs.extend(scope::cgroup_tree(root, path)?);
     }
     for id in &args.filters.containers {
-        for top in scope::container_cgroups(root, id)? {
-            dirs.extend(scope::cgroup_tree(root, &top.to_string_lossy())?);
-        }
+        dirs.extend(scope::container_cgroups(root, id)?);
     }
     let cgroups = dirs
         .iter()

@@ -74,16 +74,22 @@ pub fn cgroup_tree(root: &Path, arg: &str) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// `--container ID`: the cgroups whose path names a container with that id.
+/// `--container ID`: the cgroups whose path names a container with that
+/// id, and every cgroup below them (one walk of the tree serves both).
 pub fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
     let mut all = Vec::new();
     walk(root, &mut all, MAX_DEPTH);
-    let found: Vec<PathBuf> = all
-        .into_iter()
+    let tops: Vec<&PathBuf> = all
+        .iter()
         .filter(|dir| {
             let rel = dir.strip_prefix(root).unwrap_or(dir);
             names_container(&format!("/{}", rel.display()), id)
         })
+        .collect();
+    let found: Vec<PathBuf> = all
+        .iter()
+        .filter(|dir| tops.iter().any(|top| dir.starts_with(top)))
+        .cloned()
         .collect();
     if found.is_empty() {
         bail!(
@@ -185,8 +191,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let id = "a".repeat(64);
         let scope = root.path().join(format!("system.slice/docker-{id}.scope"));
-        std::fs::create_dir_all(&scope).unwrap();
-        assert_eq!(container_cgroups(root.path(), "aaaa").unwrap(), [scope]);
+        std::fs::create_dir_all(scope.join("init")).unwrap();
+        assert_eq!(
+            container_cgroups(root.path(), "aaaa").unwrap(),
+            [scope.clone(), scope.join("init")]
+        );
         let err = container_cgroups(root.path(), "bbbb")
             .unwrap_err()
             .to_string();
