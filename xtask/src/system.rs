@@ -7,6 +7,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
+    sync::Mutex,
 };
 
 use anyhow::{Context, Result, bail};
@@ -63,15 +64,25 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Installs Debian packages, running `apt-get update` at most once and only
-/// when needed: a fresh machine may have no package lists, a kept one has them.
+/// Installs Debian packages through `apt-get`.
 pub struct Apt {
-    updated: bool,
+    program: PathBuf,
 }
+
+/// The `apt-get` programs whose lists this run has refreshed: once per run,
+/// however many `Apt`s the tasks make.
+static REFRESHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 impl Apt {
     pub fn new() -> Self {
-        Self { updated: false }
+        Self::with_program("apt-get")
+    }
+
+    /// An `apt-get` other than the one on PATH (the set-up tests' fake).
+    pub fn with_program(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+        }
     }
 
     /// apt can be used without asking anyone: root on Debian or Ubuntu.
@@ -79,54 +90,33 @@ impl Apt {
         is_root() && Path::new("/etc/debian_version").exists() && which("apt-get").is_some()
     }
 
+    /// Installs (or upgrades to) the newest versions the registry has. The
+    /// lists are refreshed first, once per run: a fresh machine's lists are
+    /// stale and offer old versions (bookworm's rustc-web 1.85 with LLVM 19
+    /// instead of the security suite's 1.96 with LLVM 22).
     pub fn install(&mut self, packages: &[&str]) -> Result<()> {
         say!("installing {} with apt", packages.join(" "));
-        if !self.updated && !has_candidates(packages) {
-            self.update()?;
-        }
-        let attempt = run(&mut apt_install(packages));
-        match attempt {
-            Err(_) if !self.updated => {
-                // Stale lists name versions the mirror no longer has.
-                self.update()?;
-                run(&mut apt_install(packages))
-            }
-            other => other,
-        }
+        self.update()?;
+        let mut install = self.command(&["install", "-y", "--no-install-recommends"]);
+        run(install.args(packages))
     }
 
+    /// `apt-get update`, unless this run already did it.
     pub fn update(&mut self) -> Result<()> {
-        run(Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-        self.updated = true;
+        let mut refreshed = REFRESHED.lock().unwrap_or_else(|e| e.into_inner());
+        if refreshed.contains(&self.program) {
+            return Ok(());
+        }
+        run(&mut self.command(&["update"]))?;
+        refreshed.push(self.program.clone());
         Ok(())
     }
-}
 
-fn apt_install(packages: &[&str]) -> Command {
-    let mut cmd = Command::new("apt-get");
-    cmd.args(["install", "-y", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    cmd
-}
-
-/// Whether the local package lists know an installable version of every package.
-fn has_candidates(packages: &[&str]) -> bool {
-    let Some(policy) = capture(Command::new("apt-cache").arg("policy").args(packages)) else {
-        return false;
-    };
-    candidates_known(&policy, packages.len())
-}
-
-fn candidates_known(policy: &str, expected: usize) -> bool {
-    let candidates: Vec<&str> = policy
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Candidate:"))
-        .map(str::trim)
-        .collect();
-    candidates.len() == expected && candidates.iter().all(|c| *c != "(none)")
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    }
 }
 
 /// Installs the Debian package of every missing program, when apt is usable;
@@ -252,17 +242,6 @@ fn quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn apt_policy_candidates() {
-        let known = "rustc-web:\n  Installed: (none)\n  Candidate: 1.96.0\n";
-        assert!(candidates_known(known, 1));
-        assert!(!candidates_known(known, 2), "a package apt does not know");
-        assert!(!candidates_known(
-            "x:\n  Installed: (none)\n  Candidate: (none)\n",
-            1
-        ));
-    }
 
     #[test]
     fn quoting() {

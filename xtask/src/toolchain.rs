@@ -101,56 +101,15 @@ impl BpfToolchain {
 /// development files of its LLVM major, and bpf-linker built against them.
 /// When everything is in place this only probes (well under a second).
 pub fn setup(ws: &Workspace) -> Result<BpfToolchain> {
-    let mut apt = Apt::new();
-    let mut tried = Vec::new();
-    let compiler = match find_compiler(&mut tried)? {
-        // A machine image may carry an older rustc-web whose LLVM bpf-linker
-        // no longer supports; the security suite has a newer one.
-        Some(compiler)
-            if compiler.is_debian()
-                && !BPF_LINKER_LLVM.contains(&compiler.llvm_major)
-                && Apt::usable() =>
-        {
-            say!(
-                "{} uses LLVM {}; upgrading Debian's compiler",
-                compiler.description,
-                compiler.llvm_major
-            );
-            apt.update()?;
-            apt.install(&DEBIAN_RUST)?;
-            debian_compiler()
-                .map_err(anyhow::Error::msg)
-                .context("after upgrading rustc-web")?
-        }
-        Some(compiler) => compiler,
-        None if Apt::usable() => {
-            say!(
-                "no compiler with library sources ({}); installing Debian's",
-                tried.join("; ")
-            );
-            apt.install(&DEBIAN_RUST)?;
-            debian_compiler()
-                .map_err(anyhow::Error::msg)
-                .context("after installing rustc-web")?
-        }
-        None => bail!(missing_compiler_help(&tried)),
-    };
+    let mut host = Host::this_machine();
+    let compiler = choose_compiler(&mut host)?;
     say!(
         "BPF compiler: {} (LLVM {})",
         compiler.description,
         compiler.llvm_major
     );
-
     let llvm = compiler.llvm_major;
-    if !BPF_LINKER_LLVM.contains(&llvm) {
-        bail!(
-            "{} uses LLVM {llvm}, but bpf-linker {BPF_LINKER_VERSION} supports only LLVM {:?}; \
-             choose another compiler with RSTTRACE_BPF_RUSTC",
-            compiler.description,
-            BPF_LINKER_LLVM
-        );
-    }
-    ensure_llvm_dev(&mut apt, llvm)?;
+    ensure_llvm_dev(&mut host.apt, llvm)?;
     ensure_bpf_linker(ws, llvm)?;
 
     Ok(BpfToolchain {
@@ -159,6 +118,73 @@ pub fn setup(ws: &Workspace) -> Result<BpfToolchain> {
         description: compiler.description,
         tools_bin: ws.tools_dir().join("bin"),
     })
+}
+
+/// Where the set-up looks for compilers and how it installs them. The tests
+/// put fake programs here.
+struct Host {
+    /// None where apt cannot be used without asking anyone.
+    apt: Option<Apt>,
+    rustup: PathBuf,
+    debian_rustc: PathBuf,
+    debian_cargo: PathBuf,
+    /// RSTTRACE_BPF_RUSTC.
+    explicit_rustc: Option<PathBuf>,
+    distro: Distro,
+}
+
+impl Host {
+    fn this_machine() -> Self {
+        Self {
+            apt: Apt::usable().then(Apt::new),
+            rustup: "rustup".into(),
+            debian_rustc: "/usr/bin/rustc".into(),
+            debian_cargo: "/usr/bin/cargo".into(),
+            explicit_rustc: env::var_os("RSTTRACE_BPF_RUSTC").map(PathBuf::from),
+            distro: Distro::read(),
+        }
+    }
+}
+
+/// The compiler the BPF object will be built with, installing or upgrading
+/// Debian's when none usable is found and apt can be used.
+fn choose_compiler(host: &mut Host) -> Result<Compiler> {
+    let mut tried = Vec::new();
+    let found = find_compiler(host, &mut tried)?;
+    let compiler = match (found, &mut host.apt) {
+        // An older rustc-web (installed from stale lists, or by a machine
+        // image) whose LLVM bpf-linker does not support: the registry's
+        // newest may be usable.
+        (Some(compiler), Some(apt))
+            if compiler.is_debian() && !BPF_LINKER_LLVM.contains(&compiler.llvm_major) =>
+        {
+            say!(
+                "{} uses LLVM {}; upgrading Debian's compiler",
+                compiler.description,
+                compiler.llvm_major
+            );
+            apt.install(&DEBIAN_RUST)?;
+            debian_compiler(host)
+                .map_err(anyhow::Error::msg)
+                .context("after upgrading rustc-web")?
+        }
+        (Some(compiler), _) => compiler,
+        (None, Some(apt)) => {
+            say!(
+                "no compiler with library sources ({}); installing Debian's",
+                tried.join("; ")
+            );
+            apt.install(&DEBIAN_RUST)?;
+            debian_compiler(host)
+                .map_err(anyhow::Error::msg)
+                .context("after installing rustc-web")?
+        }
+        (None, None) => bail!(missing_compiler_help(&tried, &host.distro)),
+    };
+    if !BPF_LINKER_LLVM.contains(&compiler.llvm_major) {
+        bail!(unusable_compiler_help(&compiler, &host.distro));
+    }
+    Ok(compiler)
 }
 
 struct Compiler {
@@ -177,20 +203,19 @@ impl Compiler {
 /// The search order: explicit override, rustup nightly with rust-src (a
 /// developer laptop), Debian's packaged compiler (CI). Each miss is recorded
 /// in `tried` for the error message.
-fn find_compiler(tried: &mut Vec<String>) -> Result<Option<Compiler>> {
-    if let Some(rustc) = env::var_os("RSTTRACE_BPF_RUSTC") {
+fn find_compiler(host: &Host, tried: &mut Vec<String>) -> Result<Option<Compiler>> {
+    if let Some(rustc) = &host.explicit_rustc {
         // An explicit choice that does not work is an error, not a fallback.
-        let rustc = PathBuf::from(&rustc);
         let rustc = if rustc.components().count() == 1 {
-            system::which(&rustc.to_string_lossy()).unwrap_or(rustc)
+            system::which(&rustc.to_string_lossy()).unwrap_or_else(|| rustc.clone())
         } else {
-            rustc
+            rustc.clone()
         };
         let sibling = rustc.with_file_name("cargo");
         let cargo = if sibling.is_file() {
             sibling
         } else {
-            "/usr/bin/cargo".into()
+            host.debian_cargo.clone()
         };
         return probe("RSTTRACE_BPF_RUSTC", &rustc, &cargo)
             .map(Some)
@@ -198,19 +223,19 @@ fn find_compiler(tried: &mut Vec<String>) -> Result<Option<Compiler>> {
     }
     tried.push("RSTTRACE_BPF_RUSTC: not set".into());
 
-    match rustup_nightly() {
+    match rustup_nightly(host) {
         Ok(compiler) => return Ok(Some(compiler)),
         Err(why) => tried.push(format!("rustup nightly: {why}")),
     }
-    match debian_compiler() {
+    match debian_compiler(host) {
         Ok(compiler) => return Ok(Some(compiler)),
-        Err(why) => tried.push(format!("/usr/bin/rustc: {why}")),
+        Err(why) => tried.push(format!("{}: {why}", host.debian_rustc.display())),
     }
     Ok(None)
 }
 
-fn rustup_nightly() -> Result<Compiler, String> {
-    let mut cmd = Command::new("rustup");
+fn rustup_nightly(host: &Host) -> Result<Compiler, String> {
+    let mut cmd = Command::new(&host.rustup);
     cmd.args(["run", "nightly", "rustc", "--print", "sysroot"])
         .env_remove("RUSTUP_TOOLCHAIN")
         // A probe must never start a toolchain download.
@@ -222,12 +247,11 @@ fn rustup_nightly() -> Result<Compiler, String> {
     })
 }
 
-fn debian_compiler() -> Result<Compiler, String> {
-    let rustc = Path::new("/usr/bin/rustc");
-    if !rustc.is_file() {
+fn debian_compiler(host: &Host) -> Result<Compiler, String> {
+    if !host.debian_rustc.is_file() {
         return Err("not installed".into());
     }
-    probe(DEBIAN_ORIGIN, rustc, Path::new("/usr/bin/cargo"))
+    probe(DEBIAN_ORIGIN, &host.debian_rustc, &host.debian_cargo)
 }
 
 /// Checks that `rustc` has the library sources build-std needs, and reads its
@@ -266,34 +290,107 @@ fn llvm_major(version: &str) -> Option<u32> {
     llvm.trim().split('.').next()?.parse().ok()
 }
 
-fn missing_compiler_help(tried: &[String]) -> String {
-    let debian = DEBIAN_RUST.join(" ");
+/// The distribution, from /etc/os-release, for instructions that fit it.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Distro {
+    /// `ID` and `ID_LIKE`, e.g. ["ubuntu", "debian"].
+    ids: Vec<String>,
+    /// `VERSION_CODENAME`, e.g. "bookworm".
+    codename: String,
+}
+
+impl Distro {
+    fn read() -> Self {
+        Self::parse(&fs::read_to_string("/etc/os-release").unwrap_or_default())
+    }
+
+    fn parse(os_release: &str) -> Self {
+        let value = |key: &str| {
+            os_release
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let mut ids = vec![value("ID")];
+        ids.extend(value("ID_LIKE").split_whitespace().map(String::from));
+        ids.retain(|id| !id.is_empty());
+        Self {
+            ids,
+            codename: value("VERSION_CODENAME"),
+        }
+    }
+
+    fn is(&self, id: &str) -> bool {
+        self.ids.iter().any(|i| i == id)
+    }
+
+    /// What to run on this distribution to get a compiler bpf-linker can use.
+    fn fix(&self) -> String {
+        let debian = DEBIAN_RUST.join(" ");
+        let llvm = DEBIAN_RUST_LLVM;
+        let rustup = format!(
+            "install a rustup nightly with its library sources:\n    \
+             rustup toolchain install nightly --component rust-src\n\
+             then, as root, the LLVM development files of that nightly's LLVM major (`rustc \
+             +nightly -vV` names it; bpf-linker {BPF_LINKER_VERSION} supports {BPF_LINKER_LLVM:?}):\n    \
+             apt-get install -y --no-install-recommends llvm-<major>-dev\n\
+             (apt.llvm.org packages the majors a release lacks)"
+        );
+        if self.is("debian") && self.codename == "bookworm" {
+            format!(
+                "On Debian 12 (bookworm), bookworm-security ships {debian} with LLVM {llvm}. \
+                 Make sure bookworm-security is in /etc/apt/sources.list(.d), then, as root:\n    \
+                 apt-get update\n    \
+                 apt-get install -y --no-install-recommends {debian} llvm-{llvm}-dev\n\
+                 Or {rustup}"
+            )
+        } else if self.is("debian") || self.is("ubuntu") {
+            let name = self.ids.first().map_or("this distribution", String::as_str);
+            format!(
+                "This release of {name} packages no rustc with library sources and an LLVM \
+                 bpf-linker supports, so {rustup}"
+            )
+        } else {
+            format!("On this distribution, {rustup}")
+        }
+    }
+}
+
+fn missing_compiler_help(tried: &[String], distro: &Distro) -> String {
     format!(
-        "no toolchain can build `core` for {BPF_TARGET} (tried: {}).\n\
-         Install Debian's compiler with its library sources, as root, then rerun:\n    \
-         apt-get update\n    \
-         apt-get install -y --no-install-recommends {debian} llvm-{DEBIAN_RUST_LLVM}-dev\n\
-         (or `rustup component add rust-src --toolchain nightly` where rustup's server is \
-         reachable, or set RSTTRACE_BPF_RUSTC to a rustc whose sysroot has \
-         lib/rustlib/src/rust/library)",
-        tried.join("; ")
+        "no toolchain can build `core` for {BPF_TARGET} (tried: {}).\n{}\n\
+         Or set RSTTRACE_BPF_RUSTC to a rustc whose sysroot has lib/rustlib/src/rust/library.",
+        tried.join("; "),
+        distro.fix()
+    )
+}
+
+fn unusable_compiler_help(compiler: &Compiler, distro: &Distro) -> String {
+    format!(
+        "{} uses LLVM {}, but bpf-linker {BPF_LINKER_VERSION} supports only LLVM {:?}.\n{}\n\
+         Or set RSTTRACE_BPF_RUSTC to a rustc with library sources and one of those LLVMs.",
+        compiler.description,
+        compiler.llvm_major,
+        BPF_LINKER_LLVM,
+        distro.fix()
     )
 }
 
 /// bpf-linker's llvm-sys needs `llvm-config` of exactly this major.
-fn ensure_llvm_dev(apt: &mut Apt, llvm: u32) -> Result<()> {
+fn ensure_llvm_dev(apt: &mut Option<Apt>, llvm: u32) -> Result<()> {
     let prefix = llvm_prefix(llvm);
     if prefix.join("bin/llvm-config").is_file() {
         return Ok(());
     }
     let package = format!("llvm-{llvm}-dev");
-    if !Apt::usable() {
+    let Some(apt) = apt else {
         bail!(
             "bpf-linker needs LLVM {llvm} development files ({} is missing). As root, run:\n    \
              apt-get update\n    apt-get install -y --no-install-recommends {package}",
             prefix.join("bin/llvm-config").display()
         );
-    }
+    };
     apt.install(&[&package])?;
     if !prefix.join("bin/llvm-config").is_file() {
         bail!(
@@ -356,6 +453,8 @@ fn ensure_bpf_linker(ws: &Workspace, llvm: u32) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::{os::unix::fs::PermissionsExt, sync::Mutex};
+
     use super::*;
 
     #[test]
@@ -364,5 +463,195 @@ mod tests {
                       release: 1.96.0\nLLVM version: 22.1.8\n";
         assert_eq!(llvm_major(debian), Some(22));
         assert_eq!(llvm_major("rustc 1.0.0\n"), None);
+    }
+
+    /// Writing a script and running another at once from two test threads can
+    /// fail with ETXTBSY (a forked child holds the first one open for writing).
+    static FAKES: Mutex<()> = Mutex::new(());
+
+    const BOOKWORM: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n\
+                            VERSION_CODENAME=bookworm\n";
+    const UBUNTU: &str = "ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n";
+
+    /// A machine of fake programs: `apt-get` whose stale lists offer rustc-web
+    /// 1.85 (LLVM 19) until `update` brings 1.96 (LLVM 22), `rustc`s of both
+    /// kinds, and an optional rustup nightly. Every apt-get call is logged.
+    struct FakeMachine {
+        dir: PathBuf,
+    }
+
+    impl FakeMachine {
+        fn new(name: &str) -> Self {
+            let dir = env::temp_dir().join(format!("xtask-setup-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("usr/bin")).unwrap();
+            let machine = Self { dir };
+            // The compilers apt would unpack, with their library sources.
+            machine.compiler("rustc-1.85", "1.85.0", 19, "sysroot-old");
+            machine.compiler("rustc-1.96", "1.96.0", 22, "sysroot-new");
+            machine.script(
+                "apt-get",
+                &format!(
+                    "echo \"$*\" >> {dir}/apt.log\n\
+                     case \"$1\" in\n\
+                     update) [ -e {dir}/registry-stale ] || touch {dir}/updated ;;\n\
+                     install) if [ -e {dir}/updated ]; then v=1.96; else v=1.85; fi\n\
+                     \x20 cp {dir}/rustc-$v {dir}/usr/bin/rustc; touch {dir}/usr/bin/cargo ;;\n\
+                     esac",
+                    dir = machine.dir.display()
+                ),
+            );
+            machine
+        }
+
+        fn script(&self, name: &str, body: &str) -> PathBuf {
+            let path = self.dir.join(name);
+            fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        }
+
+        fn compiler(&self, name: &str, release: &str, llvm: u32, sysroot: &str) -> PathBuf {
+            let sysroot = self.dir.join(sysroot);
+            fs::create_dir_all(sysroot.join("lib/rustlib/src/rust/library")).unwrap();
+            fs::create_dir_all(sysroot.join("bin")).unwrap();
+            fs::write(sysroot.join("bin/cargo"), "").unwrap();
+            self.script(
+                name,
+                &format!(
+                    "case \"$1\" in\n\
+                     --print) echo {} ;;\n\
+                     -vV) printf 'rustc {release}\\nrelease: {release}\\nLLVM version: {llvm}.1.0\\n' ;;\n\
+                     esac",
+                    sysroot.display()
+                ),
+            )
+        }
+
+        /// A rustup whose nightly's sysroot is `sysroot` (with or without
+        /// library sources).
+        fn rustup_nightly(&self, llvm: u32, with_sources: bool) {
+            let rustc = self.compiler("nightly-rustc", "1.97.0-nightly", llvm, "nightly");
+            fs::copy(&rustc, self.dir.join("nightly/bin/rustc")).unwrap();
+            if !with_sources {
+                fs::remove_dir_all(self.dir.join("nightly/lib/rustlib/src")).unwrap();
+            }
+            self.script(
+                "rustup",
+                &format!("echo {}", self.dir.join("nightly").display()),
+            );
+        }
+
+        fn host(&self, apt: bool, os_release: &str) -> Host {
+            Host {
+                apt: apt.then(|| Apt::with_program(self.dir.join("apt-get"))),
+                rustup: self.dir.join("rustup"),
+                debian_rustc: self.dir.join("usr/bin/rustc"),
+                debian_cargo: self.dir.join("usr/bin/cargo"),
+                explicit_rustc: None,
+                distro: Distro::parse(os_release),
+            }
+        }
+
+        fn apt_calls(&self) -> Vec<String> {
+            fs::read_to_string(self.dir.join("apt.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect()
+        }
+    }
+
+    impl Drop for FakeMachine {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const INSTALL_RUST: &str =
+        "install -y --no-install-recommends rustc-web cargo-web rust-web-src";
+
+    #[test]
+    fn stale_lists_are_refreshed_before_the_first_install() {
+        let _serial = FAKES.lock().unwrap_or_else(|e| e.into_inner());
+        let machine = FakeMachine::new("stale");
+        let compiler = choose_compiler(&mut machine.host(true, BOOKWORM)).unwrap();
+        assert_eq!(compiler.llvm_major, 22, "{}", compiler.description);
+        assert_eq!(machine.apt_calls(), ["update", INSTALL_RUST]);
+    }
+
+    #[test]
+    fn an_installed_old_compiler_is_upgraded_from_fresh_lists() {
+        let _serial = FAKES.lock().unwrap_or_else(|e| e.into_inner());
+        let machine = FakeMachine::new("upgrade");
+        fs::copy(
+            machine.dir.join("rustc-1.85"),
+            machine.dir.join("usr/bin/rustc"),
+        )
+        .unwrap();
+        fs::write(machine.dir.join("usr/bin/cargo"), "").unwrap();
+        let compiler = choose_compiler(&mut machine.host(true, BOOKWORM)).unwrap();
+        assert_eq!(compiler.llvm_major, 22);
+        assert_eq!(machine.apt_calls(), ["update", INSTALL_RUST]);
+    }
+
+    #[test]
+    fn a_rustup_nightly_with_sources_needs_no_apt() {
+        let _serial = FAKES.lock().unwrap_or_else(|e| e.into_inner());
+        let machine = FakeMachine::new("nightly");
+        machine.rustup_nightly(22, true);
+        let compiler = choose_compiler(&mut machine.host(true, BOOKWORM)).unwrap();
+        assert!(
+            compiler.description.starts_with("rustup nightly"),
+            "{}",
+            compiler.description
+        );
+        assert!(machine.apt_calls().is_empty(), "{:?}", machine.apt_calls());
+    }
+
+    #[test]
+    fn nothing_installed_and_no_apt_says_what_to_install_here() {
+        let _serial = FAKES.lock().unwrap_or_else(|e| e.into_inner());
+        let machine = FakeMachine::new("none");
+        machine.rustup_nightly(22, false);
+        let err = choose_compiler(&mut machine.host(false, BOOKWORM))
+            .err()
+            .expect("no compiler")
+            .to_string();
+        assert!(err.contains("rustup component add rust-src"), "{err}");
+        assert!(err.contains("bookworm-security"), "{err}");
+        assert!(
+            err.contains("apt-get install -y --no-install-recommends rustc-web cargo-web rust-web-src llvm-22-dev"),
+            "{err}"
+        );
+        assert!(machine.apt_calls().is_empty());
+    }
+
+    #[test]
+    fn a_registry_with_only_an_old_compiler_names_the_fix_for_the_distribution() {
+        let _serial = FAKES.lock().unwrap_or_else(|e| e.into_inner());
+        let machine = FakeMachine::new("old-registry");
+        fs::write(machine.dir.join("registry-stale"), "").unwrap();
+        let err = choose_compiler(&mut machine.host(true, UBUNTU))
+            .err()
+            .expect("LLVM 19 is unusable")
+            .to_string();
+        assert!(err.contains("uses LLVM 19"), "{err}");
+        assert!(err.contains("This release of ubuntu"), "{err}");
+        assert!(
+            err.contains("rustup toolchain install nightly --component rust-src"),
+            "{err}"
+        );
+        assert!(err.contains("llvm-<major>-dev"), "{err}");
+        assert_eq!(machine.apt_calls(), ["update", INSTALL_RUST]);
+    }
+
+    #[test]
+    fn os_release_parsing() {
+        let bookworm = Distro::parse(BOOKWORM);
+        assert!(bookworm.is("debian") && bookworm.codename == "bookworm");
+        let ubuntu = Distro::parse(UBUNTU);
+        assert_eq!(ubuntu.ids, ["ubuntu", "debian"]);
+        assert_eq!(Distro::parse(""), Distro::default());
     }
 }
