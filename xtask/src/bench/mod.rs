@@ -25,6 +25,7 @@ mod report;
 mod tracer;
 mod workload;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
@@ -34,7 +35,8 @@ use anyhow::{Context, Result, bail};
 use crate::Workspace;
 use crate::build::{self, Profile};
 use progstats::ProgramCost;
-use tracer::{Placement, TCPDUMP_FILTER, TCPDUMP_READY, Tracer};
+use serde_json::Value;
+use tracer::{Placement, Ready, TCPDUMP_FILTER, TCPDUMP_READY, Tracer};
 use workload::{Healthy, ResetCounters};
 
 pub struct Options {
@@ -217,8 +219,8 @@ struct Row {
 
 /// What every scenario shares.
 struct Setup {
-    binary: PathBuf,
-    baseline: Option<PathBuf>,
+    binary: Rsttrace,
+    baseline: Option<Rsttrace>,
     tcpdump: PathBuf,
     closed_port: u16,
     storm_threads: usize,
@@ -246,8 +248,8 @@ pub fn bench(ws: &Workspace, opts: &Options) -> Result<()> {
     let out_dir = ws.target_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
     let setup = Setup {
-        binary,
-        baseline: opts.baseline.clone(),
+        binary: Rsttrace::new(binary),
+        baseline: opts.baseline.clone().map(Rsttrace::new),
         tcpdump: tcpdump.clone().unwrap_or_default(),
         closed_port: closed_port()?,
         storm_threads,
@@ -416,20 +418,26 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
             )?)
         }
         _ => {
-            let binary = match (tool.is_baseline(), &setup.baseline) {
+            let rsttrace = match (tool.is_baseline(), &setup.baseline) {
                 (true, Some(baseline)) => baseline,
                 _ => &setup.binary,
             };
-            Some(Tracer::start(
-                binary,
-                &tool.rsttrace_args(&file),
-                RSTTRACE_READY,
-                placement,
-            )?)
+            let mut args = tool.rsttrace_args(&file);
+            let ready = match rsttrace.json_status {
+                true => {
+                    args.extend(["--log-format", "json"]);
+                    Ready::JsonEvent
+                }
+                false => Ready::Text(RSTTRACE_READY),
+            };
+            Some(Tracer::start(&rsttrace.path, &args, ready, placement)?)
         }
     };
     let stats = match (&tracer, tool) {
-        (Some(t), Tool::JsonlStats) => Some(progstats::Measurement::start(t.pid())?),
+        (Some(t), Tool::JsonlStats) => Some(progstats::Measurement::start(
+            t.pid(),
+            &program_names(&t.ready),
+        )?),
         _ => None,
     };
     let (done, resets) = match workload {
@@ -474,11 +482,7 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
             sample.events = sample.events_sent;
             sample.lost = tracer::tcpdump_number(&finished.stderr, "packets dropped by kernel");
         } else {
-            let summary = &finished.stderr;
-            sample.events_sent =
-                summary_number(summary, |l| l.split_whitespace().nth(1) == Some("sent"));
-            sample.events = summary_number(summary, |l| l.starts_with("total"));
-            sample.lost = summary_number(summary, |l| l.starts_with("lost"));
+            (sample.events_sent, sample.events, sample.lost) = rsttrace_counts(&finished.stderr)?;
         }
         sample.tracer = Some(TracerCost {
             cpu_ns: finished.cpu_ns,
@@ -492,7 +496,63 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
     Ok(sample)
 }
 
+/// An rsttrace binary, and whether it reports its status as JSON lines
+/// (`--log-format json`; a `--baseline` build may predate them).
+struct Rsttrace {
+    path: PathBuf,
+    json_status: bool,
+}
+
+impl Rsttrace {
+    fn new(path: PathBuf) -> Rsttrace {
+        let help = crate::system::capture(std::process::Command::new(&path).arg("--help"));
+        Rsttrace {
+            json_status: help.is_some_and(|h| h.contains("--log-format")),
+            path,
+        }
+    }
+}
+
+/// The human banner, for builds without JSON status lines.
 const RSTTRACE_READY: &str = "tracing TCP resets";
+
+/// Program id -> name in the object, from rsttrace's ready line (the
+/// kernel keeps only 15 characters of a name).
+fn program_names(ready: &Value) -> BTreeMap<u32, String> {
+    ready["programs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                u32::try_from(p["id"].as_u64()?).ok()?,
+                p["name"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// (sent events, all events, lost) from rsttrace's exit summary: its JSON
+/// status line, or the human table of builds without one.
+fn rsttrace_counts(stderr: &[String]) -> Result<(u64, u64, u64)> {
+    let summary = stderr
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "summary");
+    if let Some(s) = summary {
+        let n = |key: &str| {
+            s[key]
+                .as_u64()
+                .with_context(|| format!("no {key} in rsttrace's summary: {s}"))
+        };
+        return Ok((n("sent")?, n("total")?, n("lost")?));
+    }
+    Ok((
+        summary_number(stderr, |l| l.split_whitespace().nth(1) == Some("sent")),
+        summary_number(stderr, |l| l.starts_with("total")),
+        summary_number(stderr, |l| l.starts_with("lost")),
+    ))
+}
 
 /// A loopback port with no listener.
 fn closed_port() -> Result<u16> {
@@ -582,6 +642,22 @@ mod tests {
     }
 
     #[test]
+    fn json_summary_and_program_names() {
+        let lines: Vec<String> = [
+            r#"{"event":"ready","programs":[{"name":"btf_tcp_send_reset","id":41},{"name":"owner_set_state","id":7}]}"#,
+            r#"{"event":"summary","total":14,"sent":7,"received":7,"abort":0,"lost":3}"#,
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(rsttrace_counts(&lines).unwrap(), (7, 14, 3));
+        let ready: Value = serde_json::from_str(&lines[0]).unwrap();
+        let names = program_names(&ready);
+        assert_eq!(names[&41], "btf_tcp_send_reset");
+        assert_eq!(names.len(), 2);
+        assert!(program_names(&Value::Null).is_empty());
+    }
+
+    #[test]
     fn summary_lines() {
         let lines: Vec<String> = [
             "rsttrace summary",
@@ -594,9 +670,7 @@ mod tests {
         ]
         .map(String::from)
         .into();
-        let sent = summary_number(&lines, |l| l.split_whitespace().nth(1) == Some("sent"));
-        assert_eq!(sent, 7);
-        assert_eq!(summary_number(&lines, |l| l.starts_with("total")), 14);
-        assert_eq!(summary_number(&lines, |l| l.starts_with("lost")), 3);
+        // A build without JSON status lines.
+        assert_eq!(rsttrace_counts(&lines).unwrap(), (7, 14, 3));
     }
 }

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 /// One program's runs over a measured workload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProgramCost {
-    /// The kernel's name for it (at most 15 characters).
+    /// Its name in the object, or the kernel's (at most 15 characters).
     pub name: String,
     pub runs: u64,
     pub run_time_ns: u64,
@@ -37,17 +37,23 @@ pub fn already_enabled() -> bool {
 
 impl Measurement {
     /// Switches statistics on and takes the first reading of the programs
-    /// process `pid` holds.
-    pub fn start(pid: u32) -> Result<Measurement> {
+    /// process `pid` holds; `names` gives their full names by id.
+    pub fn start(pid: u32, names: &BTreeMap<u32, String>) -> Result<Measurement> {
         let ids = program_ids(pid)?;
         if ids.is_empty() {
             bail!("process {pid} holds no BPF programs");
         }
         let enabled = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .context("BPF_ENABLE_STATS (needs Linux 5.8 and root)")?;
+        let mut before = snapshot(&ids)?;
+        for (id, cost) in before.iter_mut() {
+            if let Some(name) = names.get(id) {
+                cost.name.clone_from(name);
+            }
+        }
         Ok(Measurement {
             _enabled: enabled,
-            before: snapshot(&ids)?,
+            before,
             started: Instant::now(),
         })
     }
@@ -64,7 +70,7 @@ impl Measurement {
             .filter_map(|(id, before)| {
                 let now = after.get(id)?;
                 Some(ProgramCost {
-                    name: now.name.clone(),
+                    name: before.name.clone(),
                     runs: now.runs.saturating_sub(before.runs),
                     run_time_ns: now.run_time_ns.saturating_sub(before.run_time_ns),
                 })

@@ -279,7 +279,7 @@ fn kernel_table(t: &mut String, rows: &[Row]) {
     let _ = writeln!(t, "| all programs | {share} |");
     let _ = writeln!(
         t,
-        "\nruns/s per second of workload; per RST: one connect() of the storm, i.e. one RST sent and received. Names are the kernel's (15 characters at most)."
+        "\nruns/s per second of workload; per RST: one connect() of the storm, i.e. one RST sent and received. Names as the tracer reports them (builds without JSON status lines: the kernel's, 15 characters)."
     );
 }
 

@@ -11,12 +11,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
 use super::workload::{Netns, pin_to_cpu};
 use crate::system;
 
 /// What tcpdump prints on stderr once its capture is open.
-pub const TCPDUMP_READY: &str = "listening on lo";
+pub const TCPDUMP_READY: Ready = Ready::Text("listening on lo");
 pub const TCPDUMP_FILTER: &str = "tcp[tcpflags] & tcp-rst != 0";
 
 /// Where a tracer runs: its CPU, and (tcpdump, which captures one
@@ -27,8 +28,32 @@ pub struct Placement<'a> {
     pub netns: Option<&'a Netns>,
 }
 
+/// How a tracer says it is ready on stderr.
+#[derive(Clone, Copy)]
+pub enum Ready {
+    /// A line containing this text.
+    Text(&'static str),
+    /// rsttrace's `--log-format json` status line `{"event":"ready",...}`.
+    JsonEvent,
+}
+
+impl Ready {
+    /// The line's JSON object when it is a JSON ready line; `Null` for a
+    /// matching text line.
+    fn matches(self, line: &str) -> Option<Value> {
+        match self {
+            Ready::Text(needle) => line.contains(needle).then_some(Value::Null),
+            Ready::JsonEvent => serde_json::from_str::<Value>(line)
+                .ok()
+                .filter(|v| v["event"] == "ready"),
+        }
+    }
+}
+
 pub struct Tracer {
     child: Child,
+    /// rsttrace's ready status line (`Null` for text readiness).
+    pub ready: Value,
     stderr: mpsc::Receiver<String>,
     pub attach: Duration,
     ready_at: Instant,
@@ -51,7 +76,7 @@ impl Tracer {
     pub fn start(
         binary: &Path,
         args: &[&str],
-        ready: &str,
+        ready: Ready,
         placement: Placement<'_>,
     ) -> Result<Tracer> {
         let started = Instant::now();
@@ -87,10 +112,12 @@ impl Tracer {
             }
         });
         let mut seen = Vec::new();
-        loop {
+        let ready = loop {
             match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if line.contains(ready) => break,
-                Ok(line) => seen.push(line),
+                Ok(line) => match ready.matches(&line) {
+                    Some(ready) => break ready,
+                    None => seen.push(line),
+                },
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -101,12 +128,13 @@ impl Tracer {
                     );
                 }
             }
-        }
+        };
         let attach = started.elapsed();
         // Start-up (parsing kernel BTF, loading) is paid once, not per event.
         let cpu_at_ready = proc_usage(child.id())?.0;
         Ok(Tracer {
             child,
+            ready,
             stderr: rx,
             attach,
             ready_at: Instant::now(),
