@@ -448,6 +448,57 @@ mod tests {
     }
 
     #[test]
+    fn kernel_costs_per_program_and_per_unit() {
+        use super::super::{ProgramCost, ProgramRuns};
+        let cost = |name: &str, runs, ns| ProgramCost {
+            name: name.into(),
+            runs,
+            run_time_ns: ns,
+        };
+        let stats = |costs, units| Sample {
+            programs: Some(ProgramRuns {
+                costs,
+                seconds: 2.0,
+                units,
+            }),
+            ..Sample::default()
+        };
+        let rows = vec![
+            Row {
+                workload: Workload::Rr,
+                tool: Tool::JsonlStats,
+                samples: Ok(vec![stats(vec![cost("softirq_entry", 1000, 150_000)], 500)]),
+            },
+            Row {
+                workload: Workload::Storm,
+                tool: Tool::JsonlStats,
+                samples: Ok(vec![stats(
+                    vec![
+                        cost("btf_tcp_send_reset", 100, 120_000),
+                        cost("softirq_entry", 0, 0),
+                    ],
+                    100,
+                )]),
+            },
+        ];
+        let mut t = String::new();
+        kernel_table(&mut t, &rows);
+        assert!(
+            t.contains("| btf_tcp_send_reset | - | - | - | - | 50 | 1200 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| softirq_entry | 500 | 150 | - | - | 0 | - |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| all programs | 300 ns per transaction |  | - |  | 1200 ns per RST |  |"),
+            "{t}"
+        );
+        assert_eq!(kernel_ns_per_unit(&rows, Workload::Storm), Some(1200.0));
+    }
+
+    #[test]
     fn medians() {
         assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
         assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
