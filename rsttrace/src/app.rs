@@ -107,10 +107,10 @@ impl Output {
 
     fn fail(&mut self, e: io::Error) {
         if e.kind() != io::ErrorKind::BrokenPipe {
-            eprintln!(
-                "rsttrace: cannot write to {}: {e}; no more events go there, tracing continues",
+            crate::status::warning(format!(
+                "cannot write to {}: {e}; no more events go there, tracing continues",
                 self.name
-            );
+            ));
         }
         self.failed = Some(e);
     }
@@ -234,6 +234,7 @@ fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
 }
 
 pub async fn trace(args: TraceArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     // Start-up parses kernel BTF (megabytes of vectors) up to three times in
     // a row: ours, then aya's twice. With glibc's sliding threshold those
     // land on the heap, where each parse's freed pages stay resident beside
@@ -274,7 +275,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
                 args.metrics_top_ports as usize,
             )));
             let bound = crate::metrics::serve(addr, shared.clone()).await?;
-            eprintln!("rsttrace: metrics on http://{bound}/metrics");
+            crate::status::metrics(bound);
             Some(shared)
         }
         None => None,
@@ -309,10 +310,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     let clock = BootClock::sample();
-    eprintln!(
-        "rsttrace: tracing TCP resets ({}); Ctrl-C to stop",
-        session.plan
-    );
+    crate::status::ready(&crate::status::Ready {
+        plan: &session.plan,
+        attach: started.elapsed(),
+        programs: session.program_ids(),
+    });
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -422,7 +424,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
         }
     }
     out.flush();
-    eprint!("{}", summary.render());
+    crate::status::summary(&summary);
     Ok(())
 }
 
@@ -541,15 +543,15 @@ fn finish(mut summary: Summary, counters: Counters, outputs: &[Output]) -> Resul
     summary.filtered = counters.filtered;
     summary.read_errors = counters.read_errors;
     summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
-    eprint!("{}", summary.render());
+    crate::status::summary(&summary);
     for o in outputs {
         if let Some(e) = &o.failed
             && e.kind() != io::ErrorKind::BrokenPipe
         {
-            eprintln!(
-                "rsttrace: {} events were not written to {}: {e}",
+            crate::status::warning(format!(
+                "{} events were not written to {}: {e}",
                 o.unwritten, o.name
-            );
+            ));
         }
     }
     let file_failed = outputs

@@ -30,6 +30,12 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// What rsttrace says about itself on stderr (ready and its hook plan,
+    /// warnings, the summary, errors): text, or json for programs, one
+    /// object per line with an `event` key (see docs/schema.md).
+    #[arg(long, value_enum, default_value_t = crate::status::LogFormat::Text, global = true)]
+    pub log_format: crate::status::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,4 +28,5 @@ pub mod replay;
 pub mod scope;
 pub mod source;
 pub mod stacks;
+pub mod status;
 pub mod summary;

@@ -257,6 +257,17 @@ impl Session {
         Ok(Session { ebpf, plan })
     }
 
+    /// The loaded programs: name in the object, and the kernel's program id.
+    pub fn program_ids(&self) -> Vec<(String, u32)> {
+        let mut ids: Vec<(String, u32)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| Some((name.to_owned(), program.info().ok()?.id())))
+            .collect();
+        ids.sort();
+        ids
+    }
+
     pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
             .ebpf

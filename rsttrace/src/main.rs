@@ -5,6 +5,7 @@ use rsttrace::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    rsttrace::status::init(cli.log_format);
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -12,7 +13,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("rsttrace: cannot start: {e}");
+            rsttrace::status::error(&anyhow::Error::new(e).context("cannot start"));
             return ExitCode::FAILURE;
         }
     };
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One readable message with its causes; no backtrace, no panic.
-            eprintln!("rsttrace: error: {e:#}");
+            rsttrace::status::error(&e);
             ExitCode::FAILURE
         }
     }
@@ -77,7 +78,14 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp(None)
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    logger.format_timestamp(None);
+    if rsttrace::status::format() == rsttrace::status::LogFormat::Json {
+        logger.format(|out, record| {
+            use std::io::Write;
+            writeln!(out, "{}", rsttrace::status::log_json(record))
+        });
+    }
+    logger.init();
 }

@@ -77,6 +77,43 @@ impl Summary {
         self.counts.get(&(cause, direction)).copied().unwrap_or(0)
     }
 
+    /// The exit summary as a `--log-format json` status line.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut rows: Vec<_> = self.counts.iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let by_direction = |d: Direction| -> u64 {
+            self.counts
+                .iter()
+                .filter(|((_, dir), _)| *dir == d)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        serde_json::json!({
+            "event": "summary",
+            "total": self.total,
+            "sent": by_direction(Direction::Sent),
+            "received": by_direction(Direction::Received),
+            "abort": by_direction(Direction::Abort),
+            "causes": rows
+                .iter()
+                .map(|((cause, dir), n)| {
+                    serde_json::json!({"cause": cause.id(), "direction": dir.as_str(), "count": n})
+                })
+                .collect::<Vec<_>>(),
+            "lost": self.lost,
+            "filtered": self.filtered,
+            "filtered_userspace": self.filtered_userspace,
+            "read_errors": self.read_errors,
+            "decode_errors": self.decode_errors,
+            "write_errors": self.write_errors,
+            "stacks": self.stacks.map(|st| serde_json::json!({
+                "not_captured": st.not_captured,
+                "missing": st.missing,
+                "unsymbolized": st.unsymbolized,
+            })),
+        })
+    }
+
     /// The table printed on stderr at exit. Each cause row's last word is its
     /// count, and the loss line starts with `lost` and ends with the number
     /// (`cargo xtask bench` reads both).
@@ -172,6 +209,28 @@ mod tests {
         assert!(!text.contains("raise --ring-buffer"));
         sum.lost = 5;
         assert!(sum.render().contains("raise --ring-buffer"));
+    }
+
+    #[test]
+    fn json_summary_counts_per_direction_and_losses() {
+        let mut sum = Summary::default();
+        sum.add(&record());
+        sum.add(&record());
+        let mut rec = record();
+        rec.event.direction = Direction::Received;
+        sum.add(&rec);
+        sum.lost = 4;
+        let j = sum.to_json();
+        assert_eq!(j["event"], "summary");
+        assert_eq!(j["total"], 3);
+        assert_eq!(j["sent"], 2);
+        assert_eq!(j["received"], 1);
+        assert_eq!(j["abort"], 0);
+        assert_eq!(j["lost"], 4);
+        assert_eq!(j["causes"][0]["cause"], "close_unread_data");
+        assert_eq!(j["causes"][0]["direction"], "sent");
+        assert_eq!(j["causes"][0]["count"], 2);
+        assert!(j["stacks"].is_null());
     }
 
     #[test]

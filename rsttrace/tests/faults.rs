@@ -157,6 +157,26 @@ fn a_storm_beyond_capacity_is_counted_and_marked() {
     );
 }
 
+/// With `--log-format json` every stderr line is a status object, errors too.
+#[test]
+fn json_status_lines_report_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir/r.jsonl");
+    let (ok, _, stderr) = run(rsttrace()
+        .args(["--log-format", "json", "--write"])
+        .arg(&missing));
+    assert!(!ok);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(lines[0]["event"], "error");
+    let message = lines[0]["message"].as_str().unwrap();
+    assert!(message.contains("does not exist"), "{message}");
+    assert!(message.contains(&*missing.to_string_lossy()), "{message}");
+}
+
 #[test]
 fn sigterm_during_a_storm_leaves_valid_files() {
     if !kernel_tests_possible("sigterm_during_a_storm_leaves_valid_files") {
@@ -169,6 +189,7 @@ fn sigterm_during_a_storm_leaves_valid_files() {
         let mut child = rsttrace()
             .args(["--port", &port.to_string(), "--quiet", "--write"])
             .arg(&path)
+            .args(["--log-format", "json"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -183,7 +204,10 @@ fn sigterm_during_a_storm_leaves_valid_files() {
         let mut rest = String::new();
         stderr.read_to_string(&mut rest).unwrap();
         assert!(status.success(), "{status}: {rest}");
-        assert!(rest.contains("rsttrace summary"), "{rest}");
+        assert!(
+            status_events(&rest).iter().any(|e| e["event"] == "summary"),
+            "{rest}"
+        );
 
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with('\n'), "{ext} export ends mid-record");
@@ -240,6 +264,7 @@ fn a_full_disk_stops_the_export_not_the_trace() {
     let mut child = rsttrace()
         .args(["--port", &port.to_string(), "--format", "json", "--write"])
         .arg(&path)
+        .args(["--log-format", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -286,6 +311,7 @@ fn hostile_process_names_cannot_inject() {
     let mut csv_child = rsttrace()
         .args(["--port", &port.to_string(), "--quiet", "--write"])
         .arg(&csv_path)
+        .args(["--log-format", "json"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -39,9 +39,10 @@ fn each_usable_hook_family_sees_a_refused_connection() {
             args.extend(["--port", p]);
         }
         let tracer = Tracer::start(&args);
-        let plan = tracer.plan().to_string();
-        assert!(
-            plan.contains(&format!("send={family}:")),
+        let plan = tracer.plan().clone();
+        assert_eq!(
+            tracer.send_family(),
+            family,
             "--hooks {family} chose {plan}"
         );
         let socketless = tracer.sees_socketless_rsts();

@@ -74,8 +74,9 @@ enum Command {
     /// Build one static x86_64 binary with the eBPF object embedded, to copy
     /// to production hosts: target/dist/rsttrace-x86_64-linux.
     Dist,
-    /// Measure the cost of tracing under a loopback RST storm (ratios from
-    /// one interleaved run; needs root).
+    /// Measure the cost of tracing on healthy traffic (TCP_RR, TCP_CRR) and
+    /// under a loopback RST storm, and each kernel program's cost (ratios
+    /// from one interleaved run; needs root).
     Bench {
         /// Seconds per scenario per round.
         #[arg(long, default_value_t = 5)]
@@ -91,6 +92,9 @@ enum Command {
         /// with this build, to compare the two on a busy machine.
         #[arg(long, value_name = "RSTTRACE")]
         baseline: Option<PathBuf>,
+        /// Only these workloads (repeatable; default: all).
+        #[arg(long = "workload", value_enum)]
+        workloads: Vec<bench::Workload>,
     },
     /// Run the kernel integration tests on Debian bookworm's 6.1 kernel under
     /// qemu (TCG): fetches and caches the kernel under target/vm/, needs root
@@ -191,6 +195,7 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
             rounds,
             short,
             baseline,
+            workloads,
         } => {
             let (seconds, rounds) = if short { (2, 1) } else { (seconds, rounds) };
             let opts = bench::Options {
@@ -198,6 +203,7 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
                 rounds,
                 short,
                 baseline,
+                workloads,
             };
             bench::bench(ws, &opts)
         }

@@ -41,12 +41,15 @@ pub struct Tracer {
     pub export: PathBuf,
     _dir: tempfile::TempDir,
     stderr: mpsc::Receiver<String>,
+    /// Its status lines (`--log-format json`), one JSON object each.
     pub stderr_text: String,
+    /// The `ready` status line: the hook plan and the loaded programs.
+    ready: Value,
 }
 
 impl Tracer {
     /// Starts rsttrace with `args` (plus `--write <tmp>.jsonl --quiet`) and
-    /// waits until it reports that its hooks are attached.
+    /// waits for its `ready` status line: its hooks are attached.
     pub fn start(args: &[&str]) -> Tracer {
         let dir = tempfile::tempdir().expect("tempdir");
         let export = dir.path().join("events.jsonl");
@@ -57,6 +60,7 @@ impl Tracer {
             .arg("--quiet")
             .arg("--drain-interval")
             .arg("20")
+            .args(["--log-format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -78,17 +82,13 @@ impl Tracer {
             _dir: dir,
             stderr: rx,
             stderr_text: String::new(),
+            ready: Value::Null,
         };
-        // Emulated kernels (cargo xtask vm-test) start much slower.
-        let start_secs = std::env::var("RSTTRACE_TEST_START_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20);
-        tracer.wait_for_stderr("tracing TCP resets", Duration::from_secs(start_secs));
+        tracer.ready = tracer.wait_for_ready(start_timeout());
         tracer
     }
 
-    fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+    fn wait_for_ready(&mut self, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -96,8 +96,8 @@ impl Tracer {
                 Ok(line) => {
                     self.stderr_text.push_str(&line);
                     self.stderr_text.push('\n');
-                    if line.contains(needle) {
-                        return;
+                    if let Some(ready) = ready_event(&line) {
+                        return ready;
                     }
                 }
                 Err(_) => {
@@ -106,7 +106,7 @@ impl Tracer {
                         .as_mut()
                         .and_then(|c| c.try_wait().ok().flatten());
                     panic!(
-                        "rsttrace did not print {needle:?} (exit: {status:?}); stderr:\n{}",
+                        "rsttrace did not report ready (exit: {status:?}); stderr:\n{}",
                         self.stderr_text
                     );
                 }
@@ -165,18 +165,16 @@ impl Tracer {
         (events, raw)
     }
 
-    /// The hook plan rsttrace announced ("send=... receive=... no_socket=...").
-    pub fn plan(&self) -> &str {
-        self.stderr_text
-            .lines()
-            .find_map(|l| l.split_once("tracing TCP resets (")?.1.rsplit_once(')'))
-            .map_or("", |(plan, _)| plan)
+    /// The hook plan rsttrace reported ready with (`send`, `send_family`,
+    /// `reason`, `no_socket`, ...; docs/schema.md).
+    pub fn plan(&self) -> &Value {
+        &self.ready["plan"]
     }
 
     /// Confidence of a cause the facts prove: "certain" needs the kernel's
     /// reason to agree (6.10+); without it (6.1) the verdict is "likely".
     pub fn proven_confidence(&self) -> &'static str {
-        if self.plan().contains("reason=kernel") {
+        if self.plan()["reason"] == "kernel" {
             "certain"
         } else {
             "likely"
@@ -185,17 +183,13 @@ impl Tracer {
 
     /// The family of the chosen send hook ("tp_btf", "fentry", ...).
     pub fn send_family(&self) -> &str {
-        self.plan()
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("send="))
-            .and_then(|hook| hook.split(':').next())
-            .unwrap_or("?")
+        self.plan()["send_family"].as_str().unwrap_or("?")
     }
 
     /// Whether the chosen send hook fires for RSTs sent without a socket
     /// (closed port, TIME_WAIT): 6.1's tcp_send_reset tracepoint does not.
     pub fn sees_socketless_rsts(&self) -> bool {
-        self.plan().contains("no_socket=yes")
+        self.plan()["no_socket"] == true
     }
 }
 
@@ -288,18 +282,51 @@ pub fn read_jsonl(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-/// Reads `stderr` of an rsttrace started by hand until its hooks are
-/// attached (the banner), or panics with what it printed before exiting.
-pub fn wait_for_attach(stderr: &mut impl std::io::Read) {
-    let needle = "tracing TCP resets";
+/// How long rsttrace may take to attach; emulated kernels (cargo xtask
+/// vm-test) start much slower.
+fn start_timeout() -> Duration {
+    let secs = std::env::var("RSTTRACE_TEST_START_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
+/// The `ready` status line, if `line` is one.
+fn ready_event(line: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    (v["event"] == "ready").then_some(v)
+}
+
+/// The status lines (`--log-format json`) among `text`'s lines.
+pub fn status_events(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"].is_string())
+        .collect()
+}
+
+/// Reads `stderr` of an rsttrace started by hand with `--log-format json`
+/// until its `ready` line, or panics with what it printed before exiting.
+/// Reads a byte at a time so that nothing after that line is consumed.
+pub fn wait_for_attach(stderr: &mut impl std::io::Read) -> Value {
     let mut seen = Vec::new();
+    let mut line = Vec::new();
     let mut byte = [0u8; 1];
-    while !String::from_utf8_lossy(&seen).contains(needle) {
+    loop {
         match stderr.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
+            Ok(1) if byte[0] == b'\n' => {
+                if let Some(ready) = ready_event(&String::from_utf8_lossy(&line)) {
+                    return ready;
+                }
+                seen.append(&mut line);
+                seen.push(b'\n');
+            }
+            Ok(1) => line.push(byte[0]),
             _ => panic!(
-                "rsttrace ended before {needle:?}: {}",
-                String::from_utf8_lossy(&seen)
+                "rsttrace ended before reporting ready: {}{}",
+                String::from_utf8_lossy(&seen),
+                String::from_utf8_lossy(&line)
             ),
         }
     }
