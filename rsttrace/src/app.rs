@@ -89,9 +89,9 @@ impl Output {
         }
     }
 
-    fn gap(&mut self, lost: u64) {
+    fn gap(&mut self, lost: u64, at: std::time::SystemTime) {
         if self.failed.is_none()
-            && let Err(e) = self.sink.write_gap(lost)
+            && let Err(e) = self.sink.write_gap(lost, at)
         {
             self.fail(e);
         }
@@ -221,6 +221,14 @@ fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
     for id in &args.filters.containers {
         dirs.extend(scope::container_cgroups(root, id)?);
     }
+    if !args.filters.pods.is_empty() || !args.filters.namespaces.is_empty() {
+        dirs.extend(scope::pod_cgroups(
+            root,
+            &mut crate::containers::RuntimeState::host(),
+            &args.filters.pods,
+            &args.filters.namespaces,
+        )?);
+    }
     let cgroups = dirs
         .iter()
         .map(|d| scope::cgroup_id(d))
@@ -333,10 +341,13 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             // /proc entry may be gone by now, so do not match it again.
             let mut f = args.filters.to_filter(&[], &[]);
             f.containers.clear();
+            f.pods.clear();
+            f.namespaces.clear();
             f
         },
         metrics,
         procs: crate::procinfo::ProcCache::new(4096),
+        runtimes: crate::containers::RuntimeState::host(),
         limit: args.count,
         seen_lost: 0,
         stacks,
@@ -388,7 +399,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
 pub fn read(args: ReadArgs) -> Result<()> {
     use std::io::BufRead;
 
-    use crate::replay::{Line, parse_line};
+    use crate::output::json::read::{Line, parse_line};
 
     let input: Box<dyn io::BufRead> = if args.file.as_os_str() == "-" {
         Box::new(io::stdin().lock())
@@ -398,7 +409,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
         Box::new(io::BufReader::new(file))
     };
     let filter = args.filters.to_filter(&args.ports, &args.pids);
-    let mut out = stdout_output(args.format, args.no_color, crate::explain::Lang::En, false);
+    let mut out = stdout_output(args.format, args.no_color, args.lang, false);
     let mut summary = Summary::default();
     for (n, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", args.file.display()))?;
@@ -411,8 +422,8 @@ pub fn read(args: ReadArgs) -> Result<()> {
                 summary.add(&rec);
             }
             Ok(Line::Event(_)) => summary.filtered_userspace += 1,
-            Ok(Line::Gap(lost)) => {
-                out.gap(lost);
+            Ok(Line::Gap(lost, at)) => {
+                out.gap(lost, at);
                 summary.lost += lost;
             }
             Err(e) => {
@@ -434,6 +445,8 @@ struct Pipeline<'a> {
     filter: RecordFilter,
     metrics: Option<crate::metrics::Shared>,
     procs: crate::procinfo::ProcCache,
+    /// Pod, namespace, container name and image, from the runtimes' state.
+    runtimes: crate::containers::RuntimeState,
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
@@ -470,9 +483,16 @@ impl Pipeline<'_> {
         let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         let cause = classify(&event);
         // /proc reads are small and cached per pid; an exited owner is missed.
+        let runtimes = &mut self.runtimes;
         let owner_proc = event.process.as_ref().map(|p| {
             self.procs
-                .get_with(p.pid, crate::procinfo::read_proc)
+                .get_with(p.pid, |pid| {
+                    let mut info = crate::procinfo::read_proc(pid);
+                    if let Some(c) = &mut info.container {
+                        runtimes.enrich(c);
+                    }
+                    info
+                })
                 .clone()
         });
         let mut rec = Classified {
@@ -520,7 +540,7 @@ impl Pipeline<'_> {
         let lost = counters.lost;
         if lost > self.seen_lost {
             for o in outputs.iter_mut() {
-                o.gap(lost - self.seen_lost);
+                o.gap(lost - self.seen_lost, std::time::SystemTime::now());
             }
             self.seen_lost = lost;
         }

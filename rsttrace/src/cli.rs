@@ -100,6 +100,10 @@ pub struct ReadArgs {
     /// Never colour the text output (also NO_COLOR=1).
     #[arg(long)]
     pub no_color: bool,
+
+    /// Language of the explanations (JSON `explanation`) and the summary.
+    #[arg(long, value_enum, default_value_t = crate::explain::Lang::En)]
+    pub lang: crate::explain::Lang,
 }
 
 /// Filters on facts known only in userspace (the cause) or cheap there.
@@ -144,6 +148,34 @@ pub struct RecordFilterArgs {
     #[arg(long = "container", value_name = "ID",
           value_parser = crate::scope::parse_container_id)]
     pub containers: Vec<String>,
+
+    /// Only sockets of processes in this Kubernetes pod, by name (repeatable;
+    /// with --namespace, both must match). Tracing resolves it, through the
+    /// container runtime's state, to the pod's cgroups and filters in the kernel.
+    #[arg(long = "pod", value_name = "NAME", value_parser = parse_k8s_name)]
+    pub pods: Vec<String>,
+
+    /// Only sockets of processes in pods of this Kubernetes namespace
+    /// (repeatable); in the kernel, like --pod.
+    #[arg(long = "namespace", value_name = "NAMESPACE", value_parser = parse_k8s_name)]
+    pub namespaces: Vec<String>,
+}
+
+/// `--pod`, `--namespace`: Kubernetes object names are DNS labels or
+/// subdomains (lower-case letters, digits, `-` and `.`, at most 253).
+pub fn parse_k8s_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a Kubernetes name: lower-case letters, digits, `-` and `.` \
+             (as `kubectl get pods -A` shows it)"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,6 +198,8 @@ impl RecordFilterArgs {
             comms: self.comms.clone(),
             netns: self.netns.clone(),
             containers: self.containers.clone(),
+            pods: self.pods.clone(),
+            namespaces: self.namespaces.clone(),
             directions: self
                 .directions
                 .iter()

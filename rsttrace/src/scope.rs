@@ -101,6 +101,44 @@ pub fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// `--pod` / `--namespace`: the cgroups of containers whose runtime state
+/// names a matching pod and namespace, and every cgroup below them.
+/// Containers started later are not included (as with --container).
+pub fn pod_cgroups(
+    root: &Path,
+    runtimes: &mut crate::containers::RuntimeState,
+    pods: &[String],
+    namespaces: &[String],
+) -> Result<Vec<PathBuf>> {
+    let mut all = Vec::new();
+    walk(root, &mut all, MAX_DEPTH);
+    let tops: Vec<&PathBuf> = all
+        .iter()
+        .filter(|dir| {
+            let rel = dir.strip_prefix(root).unwrap_or(dir);
+            container_from_cgroup(&format!("/{}", rel.display()))
+                .and_then(|c| Some((c.runtime, c.id?)))
+                .and_then(|(runtime, id)| runtimes.lookup(runtime, &id))
+                .is_some_and(|(_, names)| crate::containers::names_match(&names, pods, namespaces))
+        })
+        .collect();
+    let found: Vec<PathBuf> = all
+        .iter()
+        .filter(|dir| tops.iter().any(|top| dir.starts_with(top)))
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        bail!(
+            "--pod {pods:?} --namespace {namespaces:?}: no running container under {} \
+             belongs to such a pod (the names come from the container runtime's state \
+             in {}; is the runtime's state directory visible to rsttrace?)",
+            root.display(),
+            crate::containers::STATE_DIRS.join(", ")
+        );
+    }
+    Ok(found)
+}
+
 /// Whether the cgroup path's own container (docker, containerd, CRI-O,
 /// podman layouts) has an id starting with `id`.
 pub fn names_container(cgroup_path: &str, id: &str) -> bool {
