@@ -392,7 +392,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     if let Some(stacks) = &state.stacks {
         state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
     }
-    finish(state.summary, counters, &outputs)
+    finish(state.summary, counters, &outputs, args.lang)
 }
 
 /// `rsttrace read FILE`: replays an export through the same outputs and filters.
@@ -433,7 +433,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
         }
     }
     out.flush();
-    eprint!("{}", summary.render());
+    eprint!("{}", summary.render_in(args.lang));
     Ok(())
 }
 
@@ -556,12 +556,17 @@ fn stack_summary(counters: Counters, stats: StackStats) -> StackSummary {
     }
 }
 
-fn finish(mut summary: Summary, counters: Counters, outputs: &[Output]) -> Result<()> {
+fn finish(
+    mut summary: Summary,
+    counters: Counters,
+    outputs: &[Output],
+    lang: crate::explain::Lang,
+) -> Result<()> {
     summary.lost = counters.lost;
     summary.filtered = counters.filtered;
     summary.read_errors = counters.read_errors;
     summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
-    eprint!("{}", summary.render());
+    eprint!("{}", summary.render_in(lang));
     for o in outputs {
         if let Some(e) = &o.failed
             && e.kind() != io::ErrorKind::BrokenPipe

@@ -162,3 +162,24 @@ fn pod_and_namespace_filters_apply_to_files() {
         "{out}"
     );
 }
+
+/// `--lang zh` reaches the JSON explanations and the summary of `read`.
+#[test]
+fn chinese_explanations_and_summary() {
+    let (out, err) = read(&["--format", "json", "--lang", "zh"]);
+    let cjk = |s: &str| s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c));
+    for line in out.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if let Some(text) = v["explanation"].as_str() {
+            assert!(cjk(text), "{} explained in English: {text}", v["cause"]);
+        }
+    }
+    assert!(
+        err.contains("rsttrace 汇总") && err.contains("合计"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("total") && !err.contains("lost (ring"),
+        "{err}"
+    );
+}
