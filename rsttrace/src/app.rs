@@ -288,6 +288,18 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         None => None,
     };
 
+    let otlp = match &args.otlp {
+        Some(endpoint) => {
+            let exporter = crate::otlp::Exporter::start(endpoint.clone(), args.lang)?;
+            eprintln!(
+                "rsttrace: exporting to OTLP {}",
+                crate::otlp::describe(endpoint)
+            );
+            Some(exporter)
+        }
+        None => None,
+    };
+
     let mut kernel = KernelInfo::probe();
     let mut session = Session::load(&mut kernel, &opts)?;
     let mut source = RingSource::new(
@@ -348,6 +360,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         metrics,
         procs: crate::procinfo::ProcCache::new(4096),
         runtimes: crate::containers::RuntimeState::host(),
+        otlp,
         limit: args.count,
         seen_lost: 0,
         stacks,
@@ -389,6 +402,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         o.flush();
     }
     let counters = session.counters()?;
+    if let Some(otlp) = &mut state.otlp {
+        otlp.finish();
+        state.summary.otlp_dropped = Some(otlp.dropped());
+    }
     if let Some(stacks) = &state.stacks {
         state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
     }
@@ -447,6 +464,8 @@ struct Pipeline<'a> {
     procs: crate::procinfo::ProcCache,
     /// Pod, namespace, container name and image, from the runtimes' state.
     runtimes: crate::containers::RuntimeState,
+    /// `--otlp`: never blocks; counts what it cannot deliver.
+    otlp: Option<crate::otlp::Exporter>,
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
@@ -521,6 +540,9 @@ impl Pipeline<'_> {
         }
         for o in outputs.iter_mut() {
             o.write(&rec);
+        }
+        if let Some(otlp) = &self.otlp {
+            otlp.export(&rec);
         }
         self.summary.add(&rec);
     }

@@ -300,6 +300,13 @@ pub struct TraceArgs {
     #[arg(long, value_name = "ADDR:PORT", value_parser = crate::metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// Export every event as an OpenTelemetry log record, and the per-cause
+    /// counters as metrics, to this OTLP/HTTP collector (protobuf; port 4318
+    /// when omitted), e.g. http://otel-collector:4318. Batched and retried
+    /// off the tracing path; what cannot be delivered is counted as dropped.
+    #[arg(long, value_name = "URL", value_parser = crate::otlp::parse_endpoint)]
+    pub otlp: Option<crate::otlp::Endpoint>,
+
     /// How many of the busiest local ports get their own metric series.
     #[arg(long, value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(0..=1000))]

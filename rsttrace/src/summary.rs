@@ -31,6 +31,8 @@ pub struct Summary {
     owners_other: u64,
     /// `--stack` only.
     pub stacks: Option<StackSummary>,
+    /// `--otlp` only: log records the collector did not get.
+    pub otlp_dropped: Option<u64>,
 }
 
 /// What `--stack` could not show; never fatal.
@@ -143,6 +145,9 @@ impl Summary {
             );
             let _ = writeln!(s, "  {}{}", pad(h.unsymbolized, 25), st.unsymbolized);
         }
+        if let Some(n) = self.otlp_dropped {
+            let _ = writeln!(s, "  {}{n}", pad(h.otlp_dropped, 25));
+        }
         if self.lost > 0 {
             let _ = writeln!(s, "  {}", h.lost_hint);
         }
@@ -172,6 +177,7 @@ struct Headings {
     stacks_not_captured: &'static str,
     unreadable: &'static str,
     unsymbolized: &'static str,
+    otlp_dropped: &'static str,
     lost_hint: &'static str,
 }
 
@@ -194,6 +200,7 @@ const EN: Headings = Headings {
     stacks_not_captured: "stacks not captured: ",
     unreadable: "unreadable",
     unsymbolized: "frames not symbolized: ",
+    otlp_dropped: "OTLP records dropped: ",
     lost_hint: "events were lost: raise --ring-buffer or narrow the filters (--port, --pid)",
 };
 
@@ -216,6 +223,7 @@ const ZH: Headings = Headings {
     stacks_not_captured: "未捕获的调用栈：",
     unreadable: "无法读取",
     unsymbolized: "未符号化的栈帧：",
+    otlp_dropped: "OTLP 丢弃的记录：",
     lost_hint: "有事件丢失：请加大 --ring-buffer 或收窄过滤条件（--port、--pid）",
 };
 
@@ -355,6 +363,7 @@ mod tests {
         sum.decode_errors = 1;
         sum.write_errors = 1;
         sum.stacks = Some(StackSummary::default());
+        sum.otlp_dropped = Some(4);
         for _ in 0..MAX_OWNERS + 1 {
             rec.event.process.as_mut().unwrap().pid += 1;
             sum.add(&rec);
