@@ -65,9 +65,11 @@ const DOCKER_CONTAINERS: &str = "var/lib/docker/containers";
 const PODMAN_LIST: &str = "var/lib/containers/storage/overlay-containers/containers.json";
 
 /// The host directories the readers look in (the DaemonSet mounts them
-/// read-only; its test checks this list against the manifest).
+/// read-only; its test checks this list against the manifest). For
+/// containerd only the task bundles: the rest of /run/containerd holds its
+/// API socket, which a read-only mount would not keep rsttrace from using.
 pub const STATE_DIRS: &[&str] = &[
-    "/run/containerd",
+    "/run/containerd/io.containerd.runtime.v2.task",
     "/run/containers/storage",
     "/var/lib/containers/storage",
     "/var/lib/docker/containers",

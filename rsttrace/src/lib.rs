@@ -22,6 +22,7 @@ pub mod filter;
 pub mod kernel;
 pub mod loader;
 pub mod metrics;
+pub mod needs;
 pub mod otlp;
 pub mod output;
 pub mod probes;
