@@ -213,7 +213,7 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
 /// resolved to cgroup ids (each with its descendants).
 fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
     use crate::scope;
-    let root = std::path::Path::new(scope::CGROUP_ROOT);
+    let root = &scope::cgroup_v2_root();
     let mut dirs = Vec::new();
     for path in &args.cgroups {
         dirs.extend(scope::cgroup_tree(root, path)?);
@@ -224,7 +224,7 @@ fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
     if !args.filters.pods.is_empty() || !args.filters.namespaces.is_empty() {
         dirs.extend(scope::pod_cgroups(
             root,
-            &mut crate::containers::RuntimeState::host(),
+            &mut crate::containers::RuntimeState::host(&args.runtime_root),
             &args.filters.pods,
             &args.filters.namespaces,
         )?);
@@ -359,7 +359,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         },
         metrics,
         procs: crate::procinfo::ProcCache::new(4096),
-        runtimes: crate::containers::RuntimeState::host(),
+        runtimes: crate::containers::RuntimeState::host(&args.runtime_root),
         otlp,
         limit: args.count,
         seen_lost: 0,

@@ -35,10 +35,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Trace resets (the default when no command is given).
-    Trace(TraceArgs),
+    Trace(Box<TraceArgs>),
     /// Replay a JSON Lines export through the same formatters and filters
     /// (post-mortem, on any machine, no privileges needed).
-    Read(ReadArgs),
+    Read(Box<ReadArgs>),
     /// Print a shell completion script: `rsttrace completions bash > /etc/bash_completion.d/rsttrace`.
     Completions {
         #[arg(value_enum)]
@@ -299,6 +299,12 @@ pub struct TraceArgs {
     /// Serve Prometheus metrics on ADDR:PORT (a bare PORT binds 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT", value_parser = crate::metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
+
+    /// Where the container runtimes' state directories are (/run/containerd,
+    /// /var/lib/docker/containers ...): the host's root, or where they are
+    /// mounted, e.g. /host.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub runtime_root: PathBuf,
 
     /// Export every event as an OpenTelemetry log record, and the per-cause
     /// counters as metrics, to this OTLP/HTTP collector (protobuf; port 4318

@@ -85,9 +85,10 @@ pub struct RuntimeState {
 }
 
 impl RuntimeState {
-    /// The host's runtimes, files owned by root.
-    pub fn host() -> RuntimeState {
-        RuntimeState::new(Path::new("/"), 0, 1024)
+    /// The host's runtimes (their directories under `root`, `/` unless the
+    /// host's are mounted elsewhere), files owned by root.
+    pub fn host(root: &Path) -> RuntimeState {
+        RuntimeState::new(root, 0, 1024)
     }
 
     pub fn new(root: &Path, owner_uid: u32, capacity: usize) -> RuntimeState {

@@ -11,6 +11,19 @@ use crate::procinfo::container_from_cgroup;
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// The cgroup v2 hierarchy: /sys/fs/cgroup, or on a hybrid host (v1
+/// controllers beside a v2 tree) /sys/fs/cgroup/unified, where the ids the
+/// kernel programs see live.
+pub fn cgroup_v2_root() -> PathBuf {
+    let unified = Path::new(CGROUP_ROOT).join("unified");
+    if !Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+        && unified.join("cgroup.controllers").exists()
+    {
+        return unified;
+    }
+    PathBuf::from(CGROUP_ROOT)
+}
+
 /// `--netns`: an inode number, or a namespace file (`/run/netns/NAME`,
 /// `/proc/PID/ns/net`) whose inode it is.
 pub fn parse_netns(arg: &str) -> Result<u32, String> {
