@@ -122,6 +122,7 @@ pub struct Exporter {
     queue: Option<mpsc::Sender<LogRecord>>,
     shared: Arc<Shared>,
     lang: Lang,
+    ephemeral: std::ops::RangeInclusive<u16>,
     done: std::sync::mpsc::Receiver<()>,
 }
 
@@ -148,6 +149,7 @@ impl Exporter {
             queue: Some(queue),
             shared,
             lang,
+            ephemeral: ephemeral_ports(),
             done,
         })
     }
@@ -160,7 +162,10 @@ impl Exporter {
                 .or_default() += 1;
         }
         let Some(queue) = &self.queue else { return };
-        if queue.try_send(log_record(rec, self.lang)).is_err() {
+        if queue
+            .try_send(log_record(rec, self.lang, &self.ephemeral))
+            .is_err()
+        {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -441,50 +446,80 @@ fn resource() -> Resource {
     }
 }
 
-/// Whether the local end is the server: it listened (or was asked for a
-/// connection), else it did not start the connection; failing both, the
-/// end with the lower port, as servers listen on well-known ports and
-/// clients take ephemeral ones.
-fn local_is_server(rec: &Classified) -> bool {
+/// The kernel's ephemeral port range (ip_local_port_range), read once.
+fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    let text =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut ports = text
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u16>().ok());
+    match (ports.next(), ports.next()) {
+        (Some(lo), Some(hi)) if lo <= hi => lo..=hi,
+        _ => 32768..=60999,
+    }
+}
+
+/// Whether the local end is the server, when the event shows it: it
+/// listened, or it was connecting, or it answered a bare SYN; else the one
+/// end whose port is outside the ephemeral range listens. None when both
+/// ends look alike: `server.*`/`client.*` are then left out rather than guessed.
+fn local_is_server(rec: &Classified, ephemeral: &std::ops::RangeInclusive<u16>) -> Option<bool> {
     let e = &rec.event;
     if matches!(
         e.state,
         TcpState::LISTEN | TcpState::SYN_RECV | TcpState::NEW_SYN_RECV
     ) {
-        return true;
+        return Some(true);
     }
     if e.state == TcpState::SYN_SENT {
-        return false;
+        return Some(false);
     }
-    // A sent RST answering a bare SYN: the SYN came to us.
+    // A sent RST answering a segment: a bare SYN came to us.
     if let Some(p) = e.packet
         && e.direction == Direction::Sent
         && p.flags.has(crate::event::TcpFlags::SYN)
     {
-        return !p.flags.has(crate::event::TcpFlags::ACK);
+        return Some(!p.flags.has(crate::event::TcpFlags::ACK));
     }
-    e.local.port() <= e.remote.port()
+    match (
+        ephemeral.contains(&e.local.port()),
+        ephemeral.contains(&e.remote.port()),
+    ) {
+        (false, true) => Some(true),
+        (true, false) => Some(false),
+        _ => None,
+    }
 }
 
 /// One event as a log record: the OpenTelemetry semantic conventions for
 /// the attributes that have one, `rsttrace.*` for the rest.
-pub fn log_record(rec: &Classified, lang: Lang) -> LogRecord {
+pub fn log_record(
+    rec: &Classified,
+    lang: Lang,
+    ephemeral: &std::ops::RangeInclusive<u16>,
+) -> LogRecord {
     let e = &rec.event;
-    let (server, client) = if local_is_server(rec) {
-        (e.local, e.remote)
-    } else {
-        (e.remote, e.local)
-    };
     let mut attributes = vec![
         string("network.transport", "tcp"),
         string(
             "network.type",
             if e.local.is_ipv4() { "ipv4" } else { "ipv6" },
         ),
-        string("server.address", server.ip().to_string()),
-        int("server.port", server.port().into()),
-        string("client.address", client.ip().to_string()),
-        int("client.port", client.port().into()),
+    ];
+    if let Some(local_server) = local_is_server(rec, ephemeral) {
+        let (server, client) = if local_server {
+            (e.local, e.remote)
+        } else {
+            (e.remote, e.local)
+        };
+        attributes.extend([
+            string("server.address", server.ip().to_string()),
+            int("server.port", server.port().into()),
+            string("client.address", client.ip().to_string()),
+            int("client.port", client.port().into()),
+        ]);
+    }
+    attributes.extend([
         string("network.local.address", e.local.ip().to_string()),
         int("network.local.port", e.local.port().into()),
         string("network.peer.address", e.remote.ip().to_string()),
@@ -494,7 +529,7 @@ pub fn log_record(rec: &Classified, lang: Lang) -> LogRecord {
         string("rsttrace.direction", e.direction.as_str()),
         string("rsttrace.state", e.state.name()),
         string("rsttrace.hook", e.hook),
-    ];
+    ]);
     // Names from files and processes: escaped as in every other output.
     let hostile = |s: &str| crate::output::escape_control(s).into_owned();
     if let Some(reason) = e.reason() {
@@ -678,7 +713,7 @@ mod tests {
     #[test]
     fn a_record_carries_the_semantic_conventions() {
         let rec = record();
-        let r = log_record(&rec, Lang::En);
+        let r = log_record(&rec, Lang::En, &(32768..=60999));
         let s = |v: &str| Some(any_value::Value::StringValue(v.into()));
         assert_eq!(attr(&r, "network.transport").cloned(), s("tcp"));
         assert_eq!(attr(&r, "rsttrace.cause").cloned(), s("close_unread_data"));
@@ -690,7 +725,7 @@ mod tests {
             attr(&r, "process.pid").cloned(),
             Some(any_value::Value::IntValue(7))
         );
-        // The fixture's local port 8080 < 40000: this host is the server.
+        // Local 8080 is no ephemeral port, remote 40000 is: this host serves.
         assert_eq!(
             attr(&r, "server.port").cloned(),
             Some(any_value::Value::IntValue(8080))
@@ -711,11 +746,18 @@ mod tests {
     fn a_connect_from_here_makes_this_host_the_client() {
         let mut rec = record();
         rec.event.state = TcpState::SYN_SENT;
-        let r = log_record(&rec, Lang::En);
+        let r = log_record(&rec, Lang::En, &(32768..=60999));
         assert_eq!(
             attr(&r, "server.port").cloned(),
             Some(any_value::Value::IntValue(40000))
         );
+        // Both ends ephemeral, nothing else to go by: no guess.
+        rec.event.state = TcpState::CLOSE;
+        rec.event.packet = None;
+        rec.event.local = "127.0.0.1:41000".parse().unwrap();
+        let r = log_record(&rec, Lang::En, &(32768..=60999));
+        assert_eq!(attr(&r, "server.port"), None);
+        assert!(attr(&r, "network.local.port").is_some());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! deploy/kubernetes/: the DaemonSet grants exactly what rsttrace says it
 //! needs (rsttrace/src/needs.rs, shown by `rsttrace check`), its arguments
 //! parse with rsttrace's own command line, and the Containerfile packages
-//! the binary `cargo xtask dist` builds. No cluster needed.
+//! the binary `cargo xtask dist` builds. No cluster needed; the files are
+//! compiled in, so the test runs where the source tree is not (the VM).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use clap::Parser;
 use rsttrace::cli::Cli;
@@ -12,17 +12,13 @@ use rsttrace::needs::{CAPABILITIES, HOST_PATHS};
 use serde::Deserialize;
 use serde_json::Value;
 
-fn deploy_file(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/kubernetes")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+const DAEMONSET: &str = include_str!("../../deploy/kubernetes/daemonset.yaml");
+const CONTAINERFILE: &str = include_str!("../../deploy/kubernetes/Containerfile");
+const XTASK_DIST: &str = include_str!("../../xtask/src/dist.rs");
 
 /// The manifest's DaemonSet.
 fn daemonset() -> Value {
-    let text = deploy_file("daemonset.yaml");
-    serde_norway::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(DAEMONSET)
         .map(|doc| Value::deserialize(doc).expect("valid YAML"))
         .find(|doc| doc["kind"] == "DaemonSet")
         .expect("a DaemonSet in daemonset.yaml")
@@ -177,12 +173,8 @@ fn resources_are_requested_and_memory_is_limited() {
 
 #[test]
 fn the_image_holds_the_dist_binary() {
-    let containerfile = deploy_file("Containerfile");
-    let xtask_dist =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../xtask/src/dist.rs"))
-            .unwrap();
     // The name `cargo xtask dist` gives the binary.
-    assert!(xtask_dist.contains("rsttrace-x86_64-linux"));
-    assert!(containerfile.contains("COPY rsttrace-x86_64-linux /usr/bin/rsttrace"));
-    assert!(containerfile.contains("ENTRYPOINT [\"/usr/bin/rsttrace\"]"));
+    assert!(XTASK_DIST.contains("\"rsttrace-x86_64-linux\""));
+    assert!(CONTAINERFILE.contains("COPY rsttrace-x86_64-linux /usr/bin/rsttrace"));
+    assert!(CONTAINERFILE.contains("ENTRYPOINT [\"/usr/bin/rsttrace\"]"));
 }

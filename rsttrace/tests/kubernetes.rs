@@ -9,7 +9,6 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 
@@ -53,6 +52,48 @@ fn write_containerd_state(root: &Path, id: &str) {
     std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
 }
 
+/// Forks a child that moves itself into the cgroup whose `cgroup.procs`
+/// is given, connects to 127.0.0.1:`port`, and stays a second so /proc
+/// still has it when rsttrace looks; returns its pid once it exited.
+fn connect_from_cgroup(procs: &Path, port: u16) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let procs = std::ffi::CString::new(procs.as_os_str().as_bytes()).unwrap();
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: the child makes only system calls, which are async-signal-
+    // safe, on memory prepared before the fork, and leaves with _exit.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            // Writing 0 moves the writer itself (cgroup v2).
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let joined = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            libc::connect(
+                sock,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            libc::sleep(1);
+            libc::_exit(if joined { 0 } else { 1 });
+        }
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child could not join the cgroup"
+        );
+        pid
+    }
+}
+
 #[test]
 fn a_namespace_filter_keeps_its_pods_rsts_and_names_them() {
     let test = "a_namespace_filter_keeps_its_pods_rsts_and_names_them";
@@ -83,18 +124,8 @@ fn a_namespace_filter_keeps_its_pods_rsts_and_names_them() {
         "--runtime-root",
         state.path().to_str().unwrap(),
     ]);
-    // Inside the pod: bash joins the container's cgroup, then connects to
-    // a closed port, and stays a moment so /proc still has it.
-    let inside = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {} && : 3<>/dev/tcp/127.0.0.1/{closed}; sleep 1",
-            scope.join("cgroup.procs").display()
-        ))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run bash");
-    assert!(inside.success(), "bash could not join the cgroup");
+    // Inside the pod: a child joins the container's cgroup, then connects.
+    let inside = connect_from_cgroup(&scope.join("cgroup.procs"), closed);
     // Outside the pod: the same RST, from this process.
     TcpStream::connect(loopback(closed)).expect_err("nothing listens");
     let events = tracer.stop();
@@ -107,7 +138,7 @@ fn a_namespace_filter_keeps_its_pods_rsts_and_names_them() {
         describe(&events)
     );
     let c = &refused[0]["container"];
-    assert_eq!(refused[0]["comm"], "bash", "{}", refused[0]);
+    assert_eq!(refused[0]["pid"], inside, "{}", refused[0]);
     assert_eq!(c["runtime"], "containerd", "{c}");
     assert_eq!(c["id"], id.as_str());
     assert_eq!(c["pod"], "web-0");

@@ -3,16 +3,24 @@
 //! `rsttrace read` turns it back into the same JSON, byte for byte, and into
 //! the committed text and CSV. No kernel, no privileges.
 //!
+//! The fixtures are compiled in, so the test also runs where the source
+//! tree is not (the VM suite).
+//!
 //! After a deliberate change of the text or CSV output, regenerate the
 //! expected files with `RSTTRACE_BLESS=1 cargo test --test schema_roundtrip`
 //! and review the diff.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use rsttrace::cause::CauseId;
 use rsttrace::schema;
 use serde_json::Value;
+
+const GOLDEN: &str = include_str!("fixtures/golden.jsonl");
+const GOLDEN_TXT: &str = include_str!("fixtures/golden.txt");
+const GOLDEN_CSV: &str = include_str!("fixtures/golden.csv");
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,15 +28,22 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `rsttrace read [args] golden.jsonl`: stdout and stderr.
+/// `rsttrace read [args] -` with the golden export on stdin: stdout and stderr.
 fn read(args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
         .arg("read")
         .args(args)
-        .arg(fixture("golden.jsonl"))
+        .arg("-")
         .env_remove("RUST_LOG")
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run rsttrace read");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || stdin.write_all(GOLDEN.as_bytes()));
+    let out = child.wait_with_output().expect("rsttrace read output");
+    feeder.join().unwrap().expect("feed the export");
     assert!(
         out.status.success(),
         "{}",
@@ -41,8 +56,7 @@ fn read(args: &[&str]) -> (String, String) {
 }
 
 fn golden_lines() -> Vec<Value> {
-    std::fs::read_to_string(fixture("golden.jsonl"))
-        .unwrap()
+    GOLDEN
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -82,7 +96,7 @@ fn the_golden_export_covers_every_closed_set() {
 #[test]
 fn json_reads_back_byte_for_byte() {
     let (out, err) = read(&["--format", "json"]);
-    let golden = std::fs::read_to_string(fixture("golden.jsonl")).unwrap();
+    let golden = GOLDEN;
     if out != golden {
         for (n, (got, want)) in out.lines().zip(golden.lines()).enumerate() {
             assert_eq!(got, want, "line {}", n + 1);
@@ -107,13 +121,16 @@ fn json_reads_back_byte_for_byte() {
 /// Text and CSV against their committed renderings.
 #[test]
 fn text_and_csv_match_their_golden_files() {
-    for (format, file) in [("text", "golden.txt"), ("csv", "golden.csv")] {
+    for (format, file, want) in [
+        ("text", "golden.txt", GOLDEN_TXT),
+        ("csv", "golden.csv", GOLDEN_CSV),
+    ] {
         let (out, _) = read(&["--format", format, "--no-color"]);
         let path = fixture(file);
         if std::env::var_os("RSTTRACE_BLESS").is_some() {
             std::fs::write(&path, &out).unwrap();
+            continue;
         }
-        let want = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             out == want,
             "`rsttrace read -f {format}` differs from {}; if intended, bless it \
