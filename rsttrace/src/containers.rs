@@ -82,7 +82,14 @@ pub struct RuntimeState {
     owner_uid: u32,
     cache: HashMap<String, Option<(&'static str, Arc<ContainerNames>)>>,
     capacity: usize,
+    /// podman's one list of every container, parsed, with the (inode,
+    /// size, mtime) it was read at: re-read only when it changed, so ids
+    /// that are in no runtime's state (a delegated user can name cgroups
+    /// like containers) cost a stat, not a parse of megabytes.
+    podman: Option<(FileStamp, Arc<HashMap<String, ContainerNames>>)>,
 }
+
+type FileStamp = (u64, u64, Option<std::time::SystemTime>);
 
 impl RuntimeState {
     /// The host's runtimes (their directories under `root`, `/` unless the
@@ -97,6 +104,7 @@ impl RuntimeState {
             owner_uid,
             cache: HashMap::new(),
             capacity: capacity.max(1),
+            podman: None,
         }
     }
 
@@ -128,7 +136,7 @@ impl RuntimeState {
         }
     }
 
-    fn read(&self, hint: &str, id: &str) -> Option<(&'static str, ContainerNames)> {
+    fn read(&mut self, hint: &str, id: &str) -> Option<(&'static str, ContainerNames)> {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
@@ -208,17 +216,41 @@ impl RuntimeState {
         })
     }
 
-    fn podman(&self, id: &str) -> Option<ContainerNames> {
-        let list = self.json(&self.root.join(PODMAN_LIST), LIST_CAP)?;
-        let entry = list.as_array()?.iter().find(|c| c["id"] == id)?;
-        // `metadata` is JSON inside a string: libpod's name and image.
-        let meta: Value = serde_json::from_str(entry["metadata"].as_str()?).ok()?;
-        Some(ContainerNames {
-            name: text(&meta["name"]).or_else(|| text(&entry["names"][0])),
-            image: text(&meta["image-name"]),
-            pod: text(&meta["pod-name"]),
-            namespace: None,
-        })
+    fn podman(&mut self, id: &str) -> Option<ContainerNames> {
+        let path = self.root.join(PODMAN_LIST);
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        let stamp = (meta.ino(), meta.len(), meta.modified().ok());
+        let list = match &self.podman {
+            Some((seen, list)) if *seen == stamp => list.clone(),
+            _ => {
+                let list = Arc::new(self.podman_list(&path).unwrap_or_default());
+                self.podman = Some((stamp, list.clone()));
+                list
+            }
+        };
+        list.get(id).cloned()
+    }
+
+    /// Every container in containers/storage's list, by id.
+    fn podman_list(&self, path: &Path) -> Option<HashMap<String, ContainerNames>> {
+        let list = self.json(path, LIST_CAP)?;
+        let names = list
+            .as_array()?
+            .iter()
+            .filter_map(|entry| {
+                let id = entry["id"].as_str()?.to_owned();
+                // `metadata` is JSON inside a string: libpod's name and image.
+                let meta: Value = serde_json::from_str(entry["metadata"].as_str()?).ok()?;
+                let names = ContainerNames {
+                    name: text(&meta["name"]).or_else(|| text(&entry["names"][0])),
+                    image: text(&meta["image-name"]),
+                    pod: text(&meta["pod-name"]),
+                    namespace: None,
+                };
+                Some((id, names))
+            })
+            .collect();
+        Some(names)
     }
 
     fn json(&self, path: &Path, cap: u64) -> Option<Value> {
@@ -366,6 +398,15 @@ mod tests {
         );
         // Another id in the same list is not this container.
         assert!(state.lookup("podman", &"0".repeat(64)).is_none());
+        // The list is parsed once while it stays the same, again when it changes.
+        let other = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+        let first = state.podman.as_ref().map(|(_, list)| Arc::as_ptr(list));
+        assert!(state.lookup("podman", other).is_some());
+        assert_eq!(state.podman.as_ref().map(|(_, l)| Arc::as_ptr(l)), first);
+        let path = _root.path().join(PODMAN_LIST);
+        std::fs::write(&path, "[]").unwrap();
+        assert!(state.lookup("podman", &"1".repeat(64)).is_none());
+        assert_ne!(state.podman.as_ref().map(|(_, l)| Arc::as_ptr(l)), first);
     }
 
     #[test]
