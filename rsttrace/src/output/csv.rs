@@ -163,6 +163,15 @@ impl<W: Write> Sink for CsvSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/schema.md lists the columns in this order.
+    #[test]
+    fn docs_schema_md_lists_the_columns() {
+        let doc = include_str!("../../../docs/schema.md");
+        let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        let columns = format!("`{}`", HEADER.join(", "));
+        assert!(doc.contains(&columns), "docs/schema.md lacks {columns}");
+    }
     use crate::output::fixtures::record;
 
     fn render(recs: usize) -> String {

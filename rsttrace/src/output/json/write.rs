@@ -652,6 +652,26 @@ mod tests {
         );
     }
 
+    /// Every key the writer emits, nested ones too, is documented.
+    #[test]
+    fn docs_schema_md_names_every_key() {
+        let doc = include_str!("../../../../docs/schema.md");
+        let mut rec = record();
+        rec.stacks.kernel = Some(vec![]);
+        rec.stacks.user = Some(vec![]);
+        let line = format(&rec);
+        let mut keys = keys_in_order(&line);
+        for object in ["owner", "actor", "packet", "container"] {
+            keys.extend(keys_in_order(raw_object(&line, object)));
+        }
+        for key in keys {
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "docs/schema.md does not name `{key}`"
+            );
+        }
+    }
+
     #[test]
     fn ipv6_addresses_are_plain_strings() {
         let mut rec = record();
