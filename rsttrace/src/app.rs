@@ -89,9 +89,9 @@ impl Output {
         }
     }
 
-    fn gap(&mut self, lost: u64) {
+    fn gap(&mut self, lost: u64, at: std::time::SystemTime) {
         if self.failed.is_none()
-            && let Err(e) = self.sink.write_gap(lost)
+            && let Err(e) = self.sink.write_gap(lost, at)
         {
             self.fail(e);
         }
@@ -213,13 +213,21 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
 /// resolved to cgroup ids (each with its descendants).
 fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
     use crate::scope;
-    let root = std::path::Path::new(scope::CGROUP_ROOT);
+    let root = &scope::cgroup_v2_root();
     let mut dirs = Vec::new();
     for path in &args.cgroups {
         dirs.extend(scope::cgroup_tree(root, path)?);
     }
     for id in &args.filters.containers {
         dirs.extend(scope::container_cgroups(root, id)?);
+    }
+    if !args.filters.pods.is_empty() || !args.filters.namespaces.is_empty() {
+        dirs.extend(scope::pod_cgroups(
+            root,
+            &mut crate::containers::RuntimeState::host(&args.runtime_root),
+            &args.filters.pods,
+            &args.filters.namespaces,
+        )?);
     }
     let cgroups = dirs
         .iter()
@@ -281,6 +289,18 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         None => None,
     };
 
+    let otlp = match &args.otlp {
+        Some(endpoint) => {
+            let exporter = crate::otlp::Exporter::start(endpoint.clone(), args.lang)?;
+            eprintln!(
+                "rsttrace: exporting to OTLP {}",
+                crate::otlp::describe(endpoint)
+            );
+            Some(exporter)
+        }
+        None => None,
+    };
+
     let mut kernel = KernelInfo::probe();
     let mut session = Session::load(&mut kernel, &opts)?;
     let mut source = RingSource::new(
@@ -335,10 +355,14 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             // /proc entry may be gone by now, so do not match it again.
             let mut f = args.filters.to_filter(&[], &[]);
             f.containers.clear();
+            f.pods.clear();
+            f.namespaces.clear();
             f
         },
         metrics,
         procs: crate::procinfo::ProcCache::new(4096),
+        runtimes: crate::containers::RuntimeState::host(&args.runtime_root),
+        otlp,
         limit: args.count,
         seen_lost: 0,
         stacks,
@@ -380,17 +404,21 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         o.flush();
     }
     let counters = session.counters()?;
+    if let Some(otlp) = &mut state.otlp {
+        otlp.finish();
+        state.summary.otlp_dropped = Some(otlp.dropped());
+    }
     if let Some(stacks) = &state.stacks {
         state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
     }
-    finish(state.summary, counters, &outputs)
+    finish(state.summary, counters, &outputs, args.lang)
 }
 
 /// `rsttrace read FILE`: replays an export through the same outputs and filters.
 pub fn read(args: ReadArgs) -> Result<()> {
     use std::io::BufRead;
 
-    use crate::replay::{Line, parse_line};
+    use crate::output::json::read::{Line, parse_line};
 
     let input: Box<dyn io::BufRead> = if args.file.as_os_str() == "-" {
         Box::new(io::stdin().lock())
@@ -400,7 +428,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
         Box::new(io::BufReader::new(file))
     };
     let filter = args.filters.to_filter(&args.ports, &args.pids);
-    let mut out = stdout_output(args.format, args.no_color, crate::explain::Lang::En, false);
+    let mut out = stdout_output(args.format, args.no_color, args.lang, false);
     let mut summary = Summary::default();
     for (n, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", args.file.display()))?;
@@ -413,8 +441,8 @@ pub fn read(args: ReadArgs) -> Result<()> {
                 summary.add(&rec);
             }
             Ok(Line::Event(_)) => summary.filtered_userspace += 1,
-            Ok(Line::Gap(lost)) => {
-                out.gap(lost);
+            Ok(Line::Gap(lost, at)) => {
+                out.gap(lost, at);
                 summary.lost += lost;
             }
             Err(e) => {
@@ -424,7 +452,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
         }
     }
     out.flush();
-    crate::status::summary(&summary);
+    crate::status::summary(&summary, args.lang);
     Ok(())
 }
 
@@ -436,6 +464,10 @@ struct Pipeline<'a> {
     filter: RecordFilter,
     metrics: Option<crate::metrics::Shared>,
     procs: crate::procinfo::ProcCache,
+    /// Pod, namespace, container name and image, from the runtimes' state.
+    runtimes: crate::containers::RuntimeState,
+    /// `--otlp`: never blocks; counts what it cannot deliver.
+    otlp: Option<crate::otlp::Exporter>,
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
@@ -472,9 +504,16 @@ impl Pipeline<'_> {
         let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         let cause = classify(&event);
         // /proc reads are small and cached per pid; an exited owner is missed.
+        let runtimes = &mut self.runtimes;
         let owner_proc = event.process.as_ref().map(|p| {
             self.procs
-                .get_with(p.pid, crate::procinfo::read_proc)
+                .get_with(p.pid, |pid| {
+                    let mut info = crate::procinfo::read_proc(pid);
+                    if let Some(c) = &mut info.container {
+                        runtimes.enrich(c);
+                    }
+                    info
+                })
                 .clone()
         });
         let mut rec = Classified {
@@ -504,6 +543,9 @@ impl Pipeline<'_> {
         for o in outputs.iter_mut() {
             o.write(&rec);
         }
+        if let Some(otlp) = &self.otlp {
+            otlp.export(&rec);
+        }
         self.summary.add(&rec);
     }
 
@@ -522,7 +564,7 @@ impl Pipeline<'_> {
         let lost = counters.lost;
         if lost > self.seen_lost {
             for o in outputs.iter_mut() {
-                o.gap(lost - self.seen_lost);
+                o.gap(lost - self.seen_lost, std::time::SystemTime::now());
             }
             self.seen_lost = lost;
         }
@@ -538,12 +580,17 @@ fn stack_summary(counters: Counters, stats: StackStats) -> StackSummary {
     }
 }
 
-fn finish(mut summary: Summary, counters: Counters, outputs: &[Output]) -> Result<()> {
+fn finish(
+    mut summary: Summary,
+    counters: Counters,
+    outputs: &[Output],
+    lang: crate::explain::Lang,
+) -> Result<()> {
     summary.lost = counters.lost;
     summary.filtered = counters.filtered;
     summary.read_errors = counters.read_errors;
     summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
-    crate::status::summary(&summary);
+    crate::status::summary(&summary, lang);
     for o in outputs {
         if let Some(e) = &o.failed
             && e.kind() != io::ErrorKind::BrokenPipe

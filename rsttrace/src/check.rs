@@ -27,6 +27,11 @@ pub fn run(mode: HookMode) -> Result<()> {
     };
     let (text, usable) = report(&header, mode, &kernel.facts);
     print!("{text}");
+    // What a container (deploy/kubernetes/) must grant: the same list.
+    print!(
+        "capabilities:\n{}",
+        crate::needs::report(crate::needs::effective())
+    );
     if !usable {
         bail!("no usable RST hook on this kernel (see above)");
     }

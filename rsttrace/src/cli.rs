@@ -41,10 +41,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Trace resets (the default when no command is given).
-    Trace(TraceArgs),
+    Trace(Box<TraceArgs>),
     /// Replay a JSON Lines export through the same formatters and filters
     /// (post-mortem, on any machine, no privileges needed).
-    Read(ReadArgs),
+    Read(Box<ReadArgs>),
     /// Print a shell completion script: `rsttrace completions bash > /etc/bash_completion.d/rsttrace`.
     Completions {
         #[arg(value_enum)]
@@ -106,6 +106,10 @@ pub struct ReadArgs {
     /// Never colour the text output (also NO_COLOR=1).
     #[arg(long)]
     pub no_color: bool,
+
+    /// Language of the explanations (JSON `explanation`) and the summary.
+    #[arg(long, value_enum, default_value_t = crate::explain::Lang::En)]
+    pub lang: crate::explain::Lang,
 }
 
 /// Filters on facts known only in userspace (the cause) or cheap there.
@@ -150,6 +154,34 @@ pub struct RecordFilterArgs {
     #[arg(long = "container", value_name = "ID",
           value_parser = crate::scope::parse_container_id)]
     pub containers: Vec<String>,
+
+    /// Only sockets of processes in this Kubernetes pod, by name (repeatable;
+    /// with --namespace, both must match). Tracing resolves it, through the
+    /// container runtime's state, to the pod's cgroups and filters in the kernel.
+    #[arg(long = "pod", value_name = "NAME", value_parser = parse_k8s_name)]
+    pub pods: Vec<String>,
+
+    /// Only sockets of processes in pods of this Kubernetes namespace
+    /// (repeatable); in the kernel, like --pod.
+    #[arg(long = "namespace", value_name = "NAMESPACE", value_parser = parse_k8s_name)]
+    pub namespaces: Vec<String>,
+}
+
+/// `--pod`, `--namespace`: Kubernetes object names are DNS labels or
+/// subdomains (lower-case letters, digits, `-` and `.`, at most 253).
+pub fn parse_k8s_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a Kubernetes name: lower-case letters, digits, `-` and `.` \
+             (as `kubectl get pods -A` shows it)"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,6 +204,8 @@ impl RecordFilterArgs {
             comms: self.comms.clone(),
             netns: self.netns.clone(),
             containers: self.containers.clone(),
+            pods: self.pods.clone(),
+            namespaces: self.namespaces.clone(),
             directions: self
                 .directions
                 .iter()
@@ -271,6 +305,19 @@ pub struct TraceArgs {
     /// Serve Prometheus metrics on ADDR:PORT (a bare PORT binds 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT", value_parser = crate::metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
+
+    /// Where the container runtimes' state directories are (/run/containerd,
+    /// /var/lib/docker/containers ...): the host's root, or where they are
+    /// mounted, e.g. /host.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub runtime_root: PathBuf,
+
+    /// Export every event as an OpenTelemetry log record, and the per-cause
+    /// counters as metrics, to this OTLP/HTTP collector (protobuf; port 4318
+    /// when omitted), e.g. http://otel-collector:4318. Batched and retried
+    /// off the tracing path; what cannot be delivered is counted as dropped.
+    #[arg(long, value_name = "URL", value_parser = crate::otlp::parse_endpoint)]
+    pub otlp: Option<crate::otlp::Endpoint>,
 
     /// How many of the busiest local ports get their own metric series.
     #[arg(long, value_name = "N", default_value_t = 20,

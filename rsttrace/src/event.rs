@@ -50,22 +50,7 @@ impl TcpState {
     pub const NEW_SYN_RECV: TcpState = TcpState(12);
 
     pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "NONE",
-            1 => "ESTABLISHED",
-            2 => "SYN_SENT",
-            3 => "SYN_RECV",
-            4 => "FIN_WAIT1",
-            5 => "FIN_WAIT2",
-            6 => "TIME_WAIT",
-            7 => "CLOSE",
-            8 => "CLOSE_WAIT",
-            9 => "LAST_ACK",
-            10 => "LISTEN",
-            11 => "CLOSING",
-            12 => "NEW_SYN_RECV",
-            _ => "INVALID",
-        }
+        crate::schema::state_name(self.0)
     }
 }
 
@@ -199,20 +184,10 @@ impl ExecContext {
 }
 
 fn softirq_name(vec: u8) -> &'static str {
-    // include/linux/interrupt.h; stable since 2.6.
-    match vec {
-        0 => "softirq:HI",
-        1 => "softirq:TIMER",
-        2 => "softirq:NET_TX",
-        3 => "softirq:NET_RX",
-        4 => "softirq:BLOCK",
-        5 => "softirq:IRQ_POLL",
-        6 => "softirq:TASKLET",
-        7 => "softirq:SCHED",
-        8 => "softirq:HRTIMER",
-        9 => "softirq:RCU",
-        _ => "softirq:OTHER",
-    }
+    crate::schema::SOFTIRQS
+        .get(usize::from(vec))
+        .copied()
+        .unwrap_or(crate::schema::SOFTIRQ_OTHER)
 }
 
 /// A task as the kernel saw it.
@@ -341,19 +316,7 @@ impl Event {
             abi::direction::ABORT => Direction::Abort,
             _ => Direction::Sent,
         };
-        let hook = match raw.hook {
-            abi::hook::BTF_SEND_RESET => "tp_btf:tcp_send_reset",
-            abi::hook::BTF_RECEIVE_RESET => "tp_btf:tcp_receive_reset",
-            abi::hook::TP_SEND_RESET => "tracepoint:tcp:tcp_send_reset",
-            abi::hook::TP_RECEIVE_RESET => "tracepoint:tcp:tcp_receive_reset",
-            abi::hook::KPROBE_SEND_RESET => "kprobe:tcp_send_reset_functions",
-            abi::hook::KPROBE_RECEIVE_RESET => "kprobe:tcp_reset",
-            abi::hook::FENTRY_SEND_RESET => "fentry:tcp_send_reset_functions",
-            abi::hook::FENTRY_RECEIVE_RESET => "fentry:tcp_reset",
-            abi::hook::TP_KFREE_SKB_NO_SOCKET => "tracepoint:skb:kfree_skb",
-            abi::hook::BTF_ERROR_REPORT => "tp_btf:inet_sk_error_report",
-            _ => "unknown",
-        };
+        let hook = crate::schema::hook_name(raw.hook);
         let ip = |bytes: &[u8; 16]| -> IpAddr {
             if raw.family == AF_INET6 {
                 let v6 = Ipv6Addr::from(*bytes);

@@ -138,6 +138,9 @@ pub struct RecordFilter {
     pub netns: Vec<u32>,
     /// Container id prefixes (of the owner's container).
     pub containers: Vec<String>,
+    /// Kubernetes pod names and namespaces of the owner's container.
+    pub pods: Vec<String>,
+    pub namespaces: Vec<String>,
 }
 
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -232,6 +235,16 @@ impl RecordFilter {
                     .and_then(|p| p.container.as_ref())
                     .and_then(|c| c.id.as_deref());
                 id.is_some_and(|id| self.containers.iter().any(|c| id.starts_with(c.as_str())))
+            })
+            && ((self.pods.is_empty() && self.namespaces.is_empty()) || {
+                let names = rec
+                    .owner_proc
+                    .as_ref()
+                    .and_then(|p| p.container.as_ref())
+                    .and_then(|c| c.names.as_deref());
+                names.is_some_and(|n| {
+                    crate::containers::names_match(n, &self.pods, &self.namespaces)
+                })
             })
     }
 }

@@ -19,8 +19,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Trace(args)) => rsttrace::app::trace(args).await,
-            Some(Command::Read(args)) => rsttrace::app::read(args),
+            Some(Command::Trace(args)) => rsttrace::app::trace(*args).await,
+            Some(Command::Read(args)) => rsttrace::app::read(*args),
             Some(Command::Completions { shell }) => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 let mut script = Vec::new();

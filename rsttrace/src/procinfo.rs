@@ -23,6 +23,10 @@ pub struct Container {
     pub pod_uid: Option<String>,
     /// systemd unit (`nginx.service`, `docker-<id>.scope`...).
     pub unit: Option<String>,
+    /// Pod, namespace, container name and image from the runtime's own
+    /// state (`containers::RuntimeState`); None until looked up, or unknown.
+    #[serde(skip)]
+    pub names: Option<Arc<crate::containers::ContainerNames>>,
 }
 
 /// Resolves a cgroup v2 path (the `0::` line of /proc/PID/cgroup) to a
@@ -54,6 +58,7 @@ pub fn container_from_cgroup(path: &str) -> Option<Container> {
         id,
         pod_uid,
         unit,
+        names: None,
     })
 }
 

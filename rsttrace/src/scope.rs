@@ -11,6 +11,19 @@ use crate::procinfo::container_from_cgroup;
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// The cgroup v2 hierarchy: /sys/fs/cgroup, or on a hybrid host (v1
+/// controllers beside a v2 tree) /sys/fs/cgroup/unified, where the ids the
+/// kernel programs see live.
+pub fn cgroup_v2_root() -> PathBuf {
+    let unified = Path::new(CGROUP_ROOT).join("unified");
+    if !Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+        && unified.join("cgroup.controllers").exists()
+    {
+        return unified;
+    }
+    PathBuf::from(CGROUP_ROOT)
+}
+
 /// `--netns`: an inode number, or a namespace file (`/run/netns/NAME`,
 /// `/proc/PID/ns/net`) whose inode it is.
 pub fn parse_netns(arg: &str) -> Result<u32, String> {
@@ -96,6 +109,44 @@ pub fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
             "--container {id}: no cgroup under {} belongs to a container with that id \
              (is it running on this host, under cgroup v2?)",
             root.display()
+        );
+    }
+    Ok(found)
+}
+
+/// `--pod` / `--namespace`: the cgroups of containers whose runtime state
+/// names a matching pod and namespace, and every cgroup below them.
+/// Containers started later are not included (as with --container).
+pub fn pod_cgroups(
+    root: &Path,
+    runtimes: &mut crate::containers::RuntimeState,
+    pods: &[String],
+    namespaces: &[String],
+) -> Result<Vec<PathBuf>> {
+    let mut all = Vec::new();
+    walk(root, &mut all, MAX_DEPTH);
+    let tops: Vec<&PathBuf> = all
+        .iter()
+        .filter(|dir| {
+            let rel = dir.strip_prefix(root).unwrap_or(dir);
+            container_from_cgroup(&format!("/{}", rel.display()))
+                .and_then(|c| Some((c.runtime, c.id?)))
+                .and_then(|(runtime, id)| runtimes.lookup(runtime, &id))
+                .is_some_and(|(_, names)| crate::containers::names_match(&names, pods, namespaces))
+        })
+        .collect();
+    let found: Vec<PathBuf> = all
+        .iter()
+        .filter(|dir| tops.iter().any(|top| dir.starts_with(top)))
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        bail!(
+            "--pod {pods:?} --namespace {namespaces:?}: no running container under {} \
+             belongs to such a pod (the names come from the container runtime's state \
+             in {}; is the runtime's state directory visible to rsttrace?)",
+            root.display(),
+            crate::containers::STATE_DIRS.join(", ")
         );
     }
     Ok(found)

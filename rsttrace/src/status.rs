@@ -14,6 +14,7 @@ use clap::ValueEnum;
 use serde_json::{Value, json};
 
 use crate::probes::Plan;
+use crate::explain::Lang;
 use crate::summary::Summary;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -110,12 +111,12 @@ pub fn warning(message: impl Display) {
 }
 
 /// The exit summary (also of `rsttrace read`).
-pub fn summary(summary: &Summary) {
+pub fn summary(summary: &Summary, lang: Lang) {
     match format() {
         LogFormat::Text => {
             let _ = std::io::stderr()
                 .lock()
-                .write_all(summary.render().as_bytes());
+                .write_all(summary.render_in(lang).as_bytes());
         }
         LogFormat::Json => emit_json(&summary.to_json()),
     }

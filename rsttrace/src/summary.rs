@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::cause::{CauseId, Classified};
 use crate::event::Direction;
+use crate::explain::Lang;
 
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
@@ -30,6 +31,8 @@ pub struct Summary {
     owners_other: u64,
     /// `--stack` only.
     pub stacks: Option<StackSummary>,
+    /// `--otlp` only: log records the collector did not get.
+    pub otlp_dropped: Option<u64>,
 }
 
 /// What `--stack` could not show; never fatal.
@@ -118,54 +121,178 @@ impl Summary {
     /// count, and the loss line starts with `lost` and ends with the number
     /// (`cargo xtask bench` reads both).
     pub fn render(&self) -> String {
-        let mut s = String::from("\nrsttrace summary\n");
-        let _ = writeln!(s, "  {:<20} {:<9} {:>9}", "CAUSE", "DIRECTION", "COUNT");
+        self.render_in(Lang::En)
+    }
+
+    /// The table in `lang` (`--lang zh`: headings and directions in Chinese;
+    /// cause ids stay, they are the schema).
+    pub fn render_in(&self, lang: Lang) -> String {
+        let h = Headings::of(lang);
+        let mut s = format!("\n{}\n", h.title);
+        let row = |s: &mut String, cause: &str, dir: &str, n: &dyn std::fmt::Display| {
+            let n = n.to_string();
+            let _ = writeln!(
+                s,
+                "  {} {} {}{n}",
+                pad(cause, 20),
+                pad(dir, 9),
+                " ".repeat(9usize.saturating_sub(columns(&n)))
+            );
+        };
+        row(&mut s, h.cause, h.direction, &h.count);
         let mut rows: Vec<_> = self.counts.iter().collect();
         rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for ((cause, dir), n) in rows {
-            let _ = writeln!(s, "  {:<20} {:<9} {:>9}", cause.id(), dir.as_str(), n);
+            row(&mut s, cause.id(), h.direction_name(*dir), n);
         }
-        let _ = writeln!(s, "  {:<20} {:<9} {:>9}", "total", "", self.total);
+        row(&mut s, h.total, "", &self.total);
         if !self.ports.is_empty() {
             let ports = top(self.ports.iter().map(|(p, n)| (p.to_string(), *n)));
-            let _ = writeln!(s, "  top local ports: {ports}");
+            let _ = writeln!(s, "  {}{ports}", h.top_ports);
         }
         if !self.owners.is_empty() {
             let mut owners = top(self.owners.iter().map(|((pid, comm), n)| {
                 (format!("{pid}/{}", crate::output::escape_control(comm)), *n)
             }));
             if self.owners_other > 0 {
-                let _ = write!(owners, ", others ({})", self.owners_other);
+                let _ = write!(owners, ", {} ({})", h.others, self.owners_other);
             }
-            let _ = writeln!(s, "  top owners: {owners}");
+            let _ = writeln!(s, "  {}{owners}", h.top_owners);
         }
-        let _ = writeln!(s, "  lost (ring buffer full): {}", self.lost);
-        let _ = writeln!(s, "  filtered in kernel:      {}", self.filtered);
+        let _ = writeln!(s, "  {}{}", pad(h.lost, 25), self.lost);
+        let _ = writeln!(s, "  {}{}", pad(h.filtered_kernel, 25), self.filtered);
         for (label, n) in [
-            ("filtered in userspace:   ", self.filtered_userspace),
-            ("kernel read errors:      ", self.read_errors),
-            ("undecodable records:     ", self.decode_errors),
-            ("events not written:      ", self.write_errors),
+            (h.filtered_userspace, self.filtered_userspace),
+            (h.read_errors, self.read_errors),
+            (h.undecodable, self.decode_errors),
+            (h.not_written, self.write_errors),
         ] {
             if n > 0 {
-                let _ = writeln!(s, "  {label}{n}");
+                let _ = writeln!(s, "  {}{n}", pad(label, 25));
             }
         }
         if let Some(st) = self.stacks {
             let _ = writeln!(
                 s,
-                "  stacks not captured:     {} (+{} unreadable)",
-                st.not_captured, st.missing
+                "  {}{} (+{} {})",
+                pad(h.stacks_not_captured, 25),
+                st.not_captured,
+                st.missing,
+                h.unreadable
             );
-            let _ = writeln!(s, "  frames not symbolized:   {}", st.unsymbolized);
+            let _ = writeln!(s, "  {}{}", pad(h.unsymbolized, 25), st.unsymbolized);
+        }
+        if let Some(n) = self.otlp_dropped {
+            let _ = writeln!(s, "  {}{n}", pad(h.otlp_dropped, 25));
         }
         if self.lost > 0 {
-            s.push_str(
-                "  events were lost: raise --ring-buffer or narrow the filters (--port, --pid)\n",
-            );
+            let _ = writeln!(s, "  {}", h.lost_hint);
         }
         s
     }
+}
+
+/// The summary's words, in each language: one table, so a heading cannot
+/// be translated in one place and forgotten in another.
+struct Headings {
+    title: &'static str,
+    cause: &'static str,
+    direction: &'static str,
+    count: &'static str,
+    /// sent, received, abort.
+    directions: [&'static str; 3],
+    total: &'static str,
+    top_ports: &'static str,
+    top_owners: &'static str,
+    others: &'static str,
+    lost: &'static str,
+    filtered_kernel: &'static str,
+    filtered_userspace: &'static str,
+    read_errors: &'static str,
+    undecodable: &'static str,
+    not_written: &'static str,
+    stacks_not_captured: &'static str,
+    unreadable: &'static str,
+    unsymbolized: &'static str,
+    otlp_dropped: &'static str,
+    lost_hint: &'static str,
+}
+
+const EN: Headings = Headings {
+    title: "rsttrace summary",
+    cause: "CAUSE",
+    direction: "DIRECTION",
+    count: "COUNT",
+    directions: ["sent", "received", "abort"],
+    total: "total",
+    top_ports: "top local ports: ",
+    top_owners: "top owners: ",
+    others: "others",
+    lost: "lost (ring buffer full): ",
+    filtered_kernel: "filtered in kernel: ",
+    filtered_userspace: "filtered in userspace: ",
+    read_errors: "kernel read errors: ",
+    undecodable: "undecodable records: ",
+    not_written: "events not written: ",
+    stacks_not_captured: "stacks not captured: ",
+    unreadable: "unreadable",
+    unsymbolized: "frames not symbolized: ",
+    otlp_dropped: "OTLP records dropped: ",
+    lost_hint: "events were lost: raise --ring-buffer or narrow the filters (--port, --pid)",
+};
+
+const ZH: Headings = Headings {
+    title: "rsttrace 汇总",
+    cause: "原因",
+    direction: "方向",
+    count: "次数",
+    directions: ["发送", "接收", "中止"],
+    total: "合计",
+    top_ports: "最多的本地端口：",
+    top_owners: "最多的进程：",
+    others: "其他",
+    lost: "丢失（环形缓冲区满）：",
+    filtered_kernel: "内核中过滤：",
+    filtered_userspace: "用户态过滤：",
+    read_errors: "内核读取错误：",
+    undecodable: "无法解码的记录：",
+    not_written: "未写出的事件：",
+    stacks_not_captured: "未捕获的调用栈：",
+    unreadable: "无法读取",
+    unsymbolized: "未符号化的栈帧：",
+    otlp_dropped: "OTLP 丢弃的记录：",
+    lost_hint: "有事件丢失：请加大 --ring-buffer 或收窄过滤条件（--port、--pid）",
+};
+
+impl Headings {
+    fn of(lang: Lang) -> &'static Headings {
+        match lang {
+            Lang::En => &EN,
+            Lang::Zh => &ZH,
+        }
+    }
+
+    fn direction_name(&self, d: Direction) -> &'static str {
+        match d {
+            Direction::Sent => self.directions[0],
+            Direction::Received => self.directions[1],
+            Direction::Abort => self.directions[2],
+        }
+    }
+}
+
+/// `s` padded with spaces to `width` terminal columns (CJK characters take two).
+fn pad(s: &str, width: usize) -> String {
+    format!("{s}{}", " ".repeat(width.saturating_sub(columns(s))))
+}
+
+fn columns(s: &str) -> usize {
+    s.chars().map(|c| if is_wide(c) { 2 } else { 1 }).sum()
+}
+
+/// East Asian wide: CJK ideographs and full-width punctuation.
+fn is_wide(c: char) -> bool {
+    matches!(c, '\u{2e80}'..='\u{9fff}' | '\u{ac00}'..='\u{d7a3}' | '\u{f900}'..='\u{faff}' | '\u{fe30}'..='\u{fe4f}' | '\u{ff00}'..='\u{ff60}' | '\u{ffe0}'..='\u{ffe6}')
 }
 
 /// `name (count), ...` for the `TOP` largest counts, ties by name.
@@ -280,6 +407,40 @@ mod tests {
         assert_eq!(lines[5], "  total                                 13");
         // Counts end in the same column as the header's COUNT.
         assert!(lines[2..=5].iter().all(|l| l.len() == lines[2].len()));
+    }
+
+    #[test]
+    fn the_chinese_summary_has_no_english_headings() {
+        let mut sum = Summary::default();
+        let mut rec = record();
+        sum.add(&rec);
+        rec.event.direction = Direction::Abort;
+        sum.add(&rec);
+        sum.lost = 3;
+        sum.filtered_userspace = 1;
+        sum.read_errors = 1;
+        sum.decode_errors = 1;
+        sum.write_errors = 1;
+        sum.stacks = Some(StackSummary::default());
+        sum.otlp_dropped = Some(4);
+        for _ in 0..MAX_OWNERS + 1 {
+            rec.event.process.as_mut().unwrap().pid += 1;
+            sum.add(&rec);
+        }
+        let text = sum.render_in(Lang::Zh);
+        let english = crate::explain::english_in(&text);
+        assert!(english.is_empty(), "{english:?} in\n{text}");
+        assert!(text.contains("合计") && text.contains("中止"), "{text}");
+        // The English table says the same in English.
+        assert!(!crate::explain::english_in(&sum.render()).is_empty());
+        // Columns stay aligned on a terminal: the header's count ends where the rows' do.
+        let lines: Vec<&str> = text.lines().collect();
+        let width = |l: &str| {
+            l.chars()
+                .map(|c| if is_wide(c) { 2 } else { 1 })
+                .sum::<usize>()
+        };
+        assert_eq!(width(lines[2]), width(lines[3]), "{text}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! The eBPF object is embedded and the C library is linked statically
 //! (`+crt-static` on the gnu target: no musl Rust standard library can be
-//! installed here without rustup's download server). rsttrace resolves no
-//! host names, so static glibc's NSS caveats do not apply.
+//! installed here without rustup's download server). rsttrace resolves host
+//! names only for `--otlp`, where static glibc needs its NSS modules at run
+//! time: give the static binary an IP (the DaemonSet passes the node's).
 
 use std::path::PathBuf;
 

@@ -541,6 +541,8 @@ mount -t devtmpfs devtmpfs /dev
 # checkout itself lives under /tmp.
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
+# cgroup v2, as a systemd host has it (--cgroup/--container/--pod tests).
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 for m in {modules}; do modprobe $m || echo "{MARK} MODULE-FAILED $m"; done
 # Smoke-test what namespace/nftables tests rely on.

@@ -5,7 +5,10 @@ use std::io::{self, Write};
 use super::{Sink, escape_control, rfc3339};
 use crate::cause::Classified;
 
-pub const HEADER: [&str; 18] = [
+/// Columns without `--stack`.
+pub const COLUMNS: usize = 23;
+
+pub const HEADER: [&str; COLUMNS] = [
     "time",
     "direction",
     "cause",
@@ -24,6 +27,11 @@ pub const HEADER: [&str; 18] = [
     "pkt_flags",
     "unread",
     "hook",
+    "container_id",
+    "container_name",
+    "image",
+    "pod",
+    "namespace",
 ];
 
 /// Free text (process names; a kernel reason read back from a file) has its
@@ -38,9 +46,16 @@ pub fn cell_text(s: &str) -> String {
     }
 }
 
-pub fn row(rec: &Classified) -> [String; 18] {
+pub fn row(rec: &Classified) -> [String; COLUMNS] {
     let e = &rec.event;
     let opt = |v: Option<String>| v.unwrap_or_default();
+    let container = rec.owner_proc.as_ref().and_then(|p| p.container.as_ref());
+    let names = container.and_then(|c| c.names.as_deref());
+    // Runtime state files are root's, but names in them are chosen by
+    // whoever deploys the container: free text.
+    let name = |f: fn(&crate::containers::ContainerNames) -> &Option<String>| {
+        opt(names.and_then(|n| f(n).as_deref()).map(cell_text))
+    };
     [
         rfc3339(e.time),
         e.direction.as_str().into(),
@@ -60,6 +75,11 @@ pub fn row(rec: &Classified) -> [String; 18] {
         opt(e.packet.map(|p| p.flags.tcpdump())),
         opt(e.socket.map(|s| s.unread.to_string())),
         e.hook.into(),
+        opt(container.and_then(|c| c.id.clone())),
+        name(|n| &n.name),
+        name(|n| &n.image),
+        name(|n| &n.pod),
+        name(|n| &n.namespace),
     ]
 }
 
@@ -103,7 +123,7 @@ impl<W: Write> CsvSink<W> {
         Ok(())
     }
 
-    fn record(&mut self, cells: [String; 18], stacks: [String; 2]) -> io::Result<()> {
+    fn record(&mut self, cells: [String; COLUMNS], stacks: [String; 2]) -> io::Result<()> {
         let extra = if self.stacks { &stacks[..] } else { &[] };
         let record = cells.iter().chain(extra);
         self.out.write_record(record).map_err(into_io)
@@ -125,10 +145,10 @@ impl<W: Write> Sink for CsvSink<W> {
 
     /// CSV has no room for a marker row that fits the columns; a row whose
     /// cause is `gap` and whose `unread` column carries the lost count does.
-    fn write_gap(&mut self, lost: u64) -> io::Result<()> {
+    fn write_gap(&mut self, lost: u64, at: std::time::SystemTime) -> io::Result<()> {
         self.header()?;
-        let mut cells: [String; 18] = Default::default();
-        cells[0] = rfc3339(std::time::SystemTime::now());
+        let mut cells: [String; COLUMNS] = Default::default();
+        cells[0] = rfc3339(at);
         cells[2] = "gap".into();
         cells[16] = lost.to_string();
         self.record(cells, Default::default())
@@ -143,6 +163,15 @@ impl<W: Write> Sink for CsvSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/schema.md lists the columns in this order.
+    #[test]
+    fn docs_schema_md_lists_the_columns() {
+        let doc = include_str!("../../../docs/schema.md");
+        let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        let columns = format!("`{}`", HEADER.join(", "));
+        assert!(doc.contains(&columns), "docs/schema.md lacks {columns}");
+    }
     use crate::output::fixtures::record;
 
     fn render(recs: usize) -> String {
@@ -178,17 +207,20 @@ mod tests {
         {
             let mut sink = CsvSink::new(&mut buf, true);
             sink.write(&rec).unwrap();
-            sink.write_gap(1).unwrap();
+            sink.write_gap(1, std::time::SystemTime::now()).unwrap();
             sink.flush().unwrap();
         }
         let text = String::from_utf8(buf).unwrap();
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let headers = reader.headers().unwrap().clone();
         assert_eq!(headers.len(), HEADER.len() + 2);
-        assert_eq!(&headers[18], "kernel_stack");
+        assert_eq!(&headers[COLUMNS], "kernel_stack");
         let rows: Vec<_> = reader.records().map(Result::unwrap).collect();
-        assert_eq!(&rows[0][18], "", "no kernel stack captured");
-        assert_eq!(&rows[0][19], "'=evil, \"x\" (a.c:1) <- main (a.c:9)");
+        assert_eq!(&rows[0][COLUMNS], "", "no kernel stack captured");
+        assert_eq!(
+            &rows[0][COLUMNS + 1],
+            "'=evil, \"x\" (a.c:1) <- main (a.c:9)"
+        );
         assert_eq!(rows[1].len(), HEADER.len() + 2, "gap rows keep the width");
     }
 
@@ -275,7 +307,7 @@ mod tests {
         let mut buf = Vec::new();
         {
             let mut sink = CsvSink::new(&mut buf, false);
-            sink.write_gap(42).unwrap();
+            sink.write_gap(42, std::time::SystemTime::now()).unwrap();
             sink.write(&record()).unwrap();
             sink.flush().unwrap();
         }

@@ -18,8 +18,9 @@ use crate::cause::Classified;
 /// Where events go: a terminal, a pipe, an export file.
 pub trait Sink {
     fn write(&mut self, rec: &Classified) -> io::Result<()>;
-    /// Marks that `lost` events were lost by the kernel at this point.
-    fn write_gap(&mut self, lost: u64) -> io::Result<()>;
+    /// Marks that `lost` events were lost by the kernel at this point
+    /// (`at`: now when tracing, the file's time when reading one back).
+    fn write_gap(&mut self, lost: u64, at: SystemTime) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
     /// A real RST segment; only captures use them.
     fn packet(&mut self, _packet: &crate::capture::WirePacket) -> io::Result<()> {
@@ -320,7 +321,7 @@ mod tests {
             },
         );
         s.write(&fixtures::record()).unwrap();
-        s.write_gap(3).unwrap();
+        s.write_gap(3, SystemTime::now()).unwrap();
         s.write(&fixtures::record()).unwrap();
         s.flush().unwrap();
         let bytes = buf.0.lock().unwrap().clone();

@@ -117,14 +117,11 @@ impl<W: Write> Sink for PcapngSink<W> {
 
     /// A capture has no record for "nothing here": the loss is noted in the
     /// comment of an empty-payload block that tools still show.
-    fn write_gap(&mut self, lost: u64) -> io::Result<()> {
+    fn write_gap(&mut self, lost: u64, at: std::time::SystemTime) -> io::Result<()> {
         self.start()?;
         self.release()?;
         let comment = format!("rsttrace: {lost} events lost here (ring buffer full)");
-        let now = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
+        let now = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
         self.out.write_all(&epb(0, now, &[], 0, &comment))
     }
 

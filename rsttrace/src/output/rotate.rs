@@ -99,8 +99,8 @@ impl Sink for RotatingSink {
         self.current.write(rec)
     }
 
-    fn write_gap(&mut self, lost: u64) -> io::Result<()> {
-        self.current.write_gap(lost)
+    fn write_gap(&mut self, lost: u64, at: std::time::SystemTime) -> io::Result<()> {
+        self.current.write_gap(lost, at)
     }
 
     fn packet(&mut self, packet: &crate::capture::WirePacket) -> io::Result<()> {

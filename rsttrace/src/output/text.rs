@@ -184,6 +184,20 @@ fn details(s: &mut String, rec: &Classified) {
     if let Some(prior) = rec.cause.evidence.get("prior") {
         prior_phrase(s, prior);
     }
+    // Kubernetes users think in pods: ` pod=shop/checkout-7d9f5c-x2k4p`.
+    let names = rec
+        .owner_proc
+        .as_ref()
+        .and_then(|p| p.container.as_ref())
+        .and_then(|c| c.names.as_deref());
+    if let Some(pod) = names.and_then(|n| n.pod.as_deref()) {
+        s.push_str(" pod=");
+        if let Some(ns) = names.and_then(|n| n.namespace.as_deref()) {
+            s.push_str(&escape_control(ns));
+            s.push('/');
+        }
+        s.push_str(&escape_control(pod));
+    }
     if rec.cause.confidence == crate::cause::Confidence::Likely {
         s.push_str(" (likely)");
     }
@@ -253,7 +267,7 @@ impl<W: Write> Sink for TextSink<W> {
         self.out.write_all(stack_lines(rec).as_bytes())
     }
 
-    fn write_gap(&mut self, lost: u64) -> io::Result<()> {
+    fn write_gap(&mut self, lost: u64, _at: std::time::SystemTime) -> io::Result<()> {
         writeln!(self.out, "*** {lost} events lost (ring buffer full) ***")
     }
 
@@ -479,7 +493,9 @@ mod tests {
         rec.cause.confidence = crate::cause::Confidence::Likely;
         assert!(line(&rec, PLAIN).ends_with(" (likely)"));
         let mut out = Vec::new();
-        TextSink::new(&mut out, PLAIN).write_gap(9).unwrap();
+        TextSink::new(&mut out, PLAIN)
+            .write_gap(9, std::time::SystemTime::now())
+            .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "*** 9 events lost (ring buffer full) ***\n"

@@ -140,7 +140,13 @@ impl Tracer {
     }
 
     /// Like `stop`, also returning the export file's bytes.
-    pub fn stop_with_raw(mut self) -> (Vec<Value>, Vec<u8>) {
+    pub fn stop_with_raw(self) -> (Vec<Value>, Vec<u8>) {
+        let (events, raw, _) = self.stop_with_stderr();
+        (events, raw)
+    }
+
+    /// Like `stop_with_raw`, also returning everything rsttrace wrote to stderr.
+    pub fn stop_with_stderr(mut self) -> (Vec<Value>, Vec<u8>, String) {
         let mut child = self.child.take().unwrap();
         // Let the last RSTs reach the ring buffer and one drain pass run.
         std::thread::sleep(Duration::from_millis(150));
@@ -162,7 +168,8 @@ impl Tracer {
         let events = read_jsonl(&self.export);
         report_causes(&events, self.send_family());
         FAMILY.with(|f| *f.borrow_mut() = self.send_family().to_string());
-        (events, raw)
+        let stderr = std::mem::take(&mut self.stderr_text);
+        (events, raw, stderr)
     }
 
     /// The hook plan rsttrace reported ready with (`send`, `send_family`,

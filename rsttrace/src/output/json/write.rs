@@ -1,4 +1,4 @@
-//! JSON Lines, schema v1 (documented in docs/schema.md).
+//! The JSON Lines writer, schema v1 (documented in docs/schema.md).
 //!
 //! Written by hand into one reused buffer rather than through serde: under
 //! an RST storm this is the tracer's hottest code, and serde's per-field
@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::{Sink, escape_control, printable_time};
 use crate::cause::Classified;
 use crate::event::{Event, Owner, Task};
 use crate::explain::Lang;
+use crate::output::{Sink, escape_control, printable_time};
 use crate::procinfo::Container;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -57,9 +57,9 @@ impl<W: Write> Sink for JsonSink<W> {
         self.out.write_all(&self.line.buf)
     }
 
-    fn write_gap(&mut self, lost: u64) -> io::Result<()> {
+    fn write_gap(&mut self, lost: u64, at: SystemTime) -> io::Result<()> {
         self.line.buf.clear();
-        self.line.gap(lost, SystemTime::now());
+        self.line.gap(lost, at);
         self.line.buf.push(b'\n');
         self.out.write_all(&self.line.buf)
     }
@@ -283,6 +283,16 @@ impl Writer {
         self.opt_str(c.pod_uid.as_deref());
         key!(self, "unit");
         self.opt_str(c.unit.as_deref());
+        // Chosen by whoever deploys the container: hostile text.
+        let names = c.names.as_deref();
+        key!(self, "name");
+        self.opt_hostile(names.and_then(|n| n.name.as_deref()));
+        key!(self, "image");
+        self.opt_hostile(names.and_then(|n| n.image.as_deref()));
+        key!(self, "pod");
+        self.opt_hostile(names.and_then(|n| n.pod.as_deref()));
+        key!(self, "namespace");
+        self.opt_hostile(names.and_then(|n| n.namespace.as_deref()));
         self.raw(b"}");
     }
 
@@ -642,6 +652,26 @@ mod tests {
         );
     }
 
+    /// Every key the writer emits, nested ones too, is documented.
+    #[test]
+    fn docs_schema_md_names_every_key() {
+        let doc = include_str!("../../../../docs/schema.md");
+        let mut rec = record();
+        rec.stacks.kernel = Some(vec![]);
+        rec.stacks.user = Some(vec![]);
+        let line = format(&rec);
+        let mut keys = keys_in_order(&line);
+        for object in ["owner", "actor", "packet", "container"] {
+            keys.extend(keys_in_order(raw_object(&line, object)));
+        }
+        for key in keys {
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "docs/schema.md does not name `{key}`"
+            );
+        }
+    }
+
     #[test]
     fn ipv6_addresses_are_plain_strings() {
         let mut rec = record();
@@ -771,7 +801,8 @@ mod tests {
             Some("user_stack")
         );
         // `rsttrace read` gets them back.
-        let crate::replay::Line::Event(back) = crate::replay::parse_line(&line).unwrap() else {
+        let super::super::read::Line::Event(back) = super::super::read::parse_line(&line).unwrap()
+        else {
             panic!("not an event");
         };
         assert_eq!(back.stacks, rec.stacks);
@@ -803,7 +834,8 @@ mod tests {
                 r#""comm":"=cmd|evil\\x1b[2J","owner":{"pid":7,"tid":8,"comm":"=cmd|evil\\x1b[2J","#,
                 r#""uid":1000,"cgroup_id":42,"source":"tracked"},"owner_unknown":null,"#,
                 r#""cmdline":"/usr/sbin/app --serve","#,
-                r#""container":{"runtime":"systemd","id":null,"pod_uid":null,"unit":"app.service"},"#,
+                r#""container":{"runtime":"systemd","id":null,"pod_uid":null,"unit":"app.service","#,
+                r#""name":null,"image":null,"pod":null,"namespace":null},"#,
                 r#""netns":4026531840,"actor":{"pid":7,"tid":8,"comm":"evil\\x1b[31m,\"x\"\\x0aname","#,
                 r#""context":"task"},"hook":"tp_btf:tcp_send_reset","#,
                 r#""packet":{"flags":"P.","seq":1,"ack":2,"len":9,"window":512,"ttl":64},"#,

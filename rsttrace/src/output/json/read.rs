@@ -1,6 +1,8 @@
 //! `rsttrace read FILE`: a JSON Lines export back into events, so the same
 //! formatters and filters serve post-mortem analysis on another machine.
-//! Pure: parsing is unit-tested and fuzzed like the kernel decoder.
+//! The mirror of `write.rs`: the names it accepts are `crate::schema`'s.
+//! Parsed through serde_json's `Value` (files are read once, not under a
+//! storm), unit-tested and fuzzed like the kernel decoder.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 use crate::cause::{Cause, CauseId, Classified, Confidence};
+use crate::containers::ContainerNames;
 use crate::event::{
     Direction, Event, ExecContext, Owner, Packet, Socket, Task, TcpFlags, TcpState,
 };
@@ -18,8 +21,8 @@ use crate::stacks::Stacks;
 #[derive(Debug)]
 pub enum Line {
     Event(Box<Classified>),
-    /// `{"gap":{"lost":N}}`: the kernel lost N events here.
-    Gap(u64),
+    /// `{"gap":{"lost":N}}`: the kernel lost N events here, at that time.
+    Gap(u64, std::time::SystemTime),
 }
 
 pub fn parse_line(line: &str) -> Result<Line> {
@@ -30,7 +33,8 @@ pub fn parse_line(line: &str) -> Result<Line> {
         None => bail!("no schema version (`v`): not an rsttrace export"),
     }
     if let Some(gap) = v.get("gap") {
-        return Ok(Line::Gap(u64_of(gap, "lost")?));
+        let at = humantime::parse_rfc3339(str_of(&v, "time")?).context("bad `time`")?;
+        return Ok(Line::Gap(u64_of(gap, "lost")?, at));
     }
     Ok(Line::Event(Box::new(event(&v)?)))
 }
@@ -64,7 +68,7 @@ fn event(v: &Value) -> Result<Classified> {
     let event = Event {
         time,
         direction,
-        hook: hook(v.get("hook").and_then(Value::as_str).unwrap_or("")),
+        hook: crate::schema::hook_from_name(v.get("hook").and_then(Value::as_str).unwrap_or("")),
         local: addr(v, "local_addr", "local_port")?,
         remote: addr(v, "remote_addr", "remote_port")?,
         state: state(str_of(v, "state")?),
@@ -140,22 +144,24 @@ fn owner_proc(v: &Value) -> Option<ProcInfo> {
     let text = |x: &Value| x.as_str().map(str::to_owned);
     let c = &v["container"];
     // Runtimes are a closed set; an unknown one came from another version.
-    let container = [
-        "docker",
-        "containerd",
-        "cri-o",
-        "podman",
-        "kubernetes",
-        "systemd",
-    ]
-    .into_iter()
-    .find(|r| c["runtime"] == *r)
-    .map(|runtime| Container {
-        runtime,
-        id: text(&c["id"]),
-        pod_uid: text(&c["pod_uid"]),
-        unit: text(&c["unit"]),
-    });
+    let container = c["runtime"]
+        .as_str()
+        .and_then(crate::schema::runtime_from_name)
+        .map(|runtime| Container {
+            runtime,
+            id: text(&c["id"]),
+            pod_uid: text(&c["pod_uid"]),
+            unit: text(&c["unit"]),
+            names: {
+                let names = ContainerNames {
+                    name: text(&c["name"]),
+                    image: text(&c["image"]),
+                    pod: text(&c["pod"]),
+                    namespace: text(&c["namespace"]),
+                };
+                (names != ContainerNames::default()).then(|| std::sync::Arc::new(names))
+            },
+        });
     let info = ProcInfo {
         cmdline: text(&v["cmdline"]),
         cgroup: None,
@@ -199,11 +205,9 @@ fn addr(v: &Value, ip: &str, port: &str) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// A name outside the table reads back as a value that is named `INVALID`.
 fn state(name: &str) -> TcpState {
-    (0..=12)
-        .map(TcpState)
-        .find(|s| s.name() == name)
-        .unwrap_or(TcpState::NONE)
+    TcpState(crate::schema::state_from_name(name).unwrap_or(u8::MAX))
 }
 
 fn context(name: &str) -> ExecContext {
@@ -214,19 +218,6 @@ fn context(name: &str) -> ExecContext {
             .find(|c| c.name() == name)
             .unwrap_or(ExecContext::Unknown),
     }
-}
-
-/// Hook names are a closed set; anything else came from another version.
-fn hook(name: &str) -> &'static str {
-    [
-        "tp_btf:tcp_send_reset",
-        "tp_btf:tcp_receive_reset",
-        "tracepoint:tcp:tcp_send_reset",
-        "tracepoint:tcp:tcp_receive_reset",
-    ]
-    .into_iter()
-    .find(|h| *h == name)
-    .unwrap_or("unknown")
 }
 
 fn packet(p: &Value) -> Result<Packet> {
@@ -299,7 +290,7 @@ mod tests {
     #[test]
     fn gaps_and_bad_lines() {
         let gap = json::format_gap(7, std::time::SystemTime::UNIX_EPOCH);
-        assert!(matches!(parse_line(&gap).unwrap(), Line::Gap(7)));
+        assert!(matches!(parse_line(&gap).unwrap(), Line::Gap(7, _)));
         for bad in [
             "",
             "{",
