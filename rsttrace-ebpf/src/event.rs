@@ -15,7 +15,7 @@ use rsttrace_ebpf::{
 };
 
 use crate::{
-    EVENTS, LAST_RST_SK, count,
+    EVENTS, LAST_RST, count,
     facts::{Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task},
     filter::passes_filter,
     history::read_history,
@@ -85,10 +85,13 @@ pub(crate) fn on_receive_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, 
 pub(crate) fn on_socket_event(origin: &Origin) {
     if origin.direction != direction::ABORT
         && !origin.sk.is_null()
-        && let Some(last) = LAST_RST_SK.get_ptr_mut(0)
+        && let (Some(sk), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1))
     {
-        // SAFETY: per-CPU slot; no other writer on this CPU meanwhile.
-        unsafe { *last = origin.sk as u64 };
+        // SAFETY: per-CPU slots; the helper has no preconditions.
+        unsafe {
+            *sk = origin.sk as u64;
+            *at = bpf_ktime_get_ns();
+        }
     }
     let mut tuple = Tuple::default();
     let mut pkt = Packet::default();

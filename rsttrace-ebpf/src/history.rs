@@ -3,14 +3,17 @@
 //! left the port, which connection was aborted with what error. Kept in an
 //! LRU map, so the memory is bounded (`MAX_HISTORY`).
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+};
 use rsttrace_ebpf::{
-    abi::{History, HistoryKey, RstEvent, history},
+    abi::{History, HistoryKey, RstEvent, counter, history},
     linux::tcp_state,
 };
 
 use crate::{
-    HISTORY,
+    HISTORY, count,
     facts::{Tuple, netns_of, read_sock_tuple, soft_error},
     in_softirq,
     owners::owner_of,
@@ -68,7 +71,12 @@ pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
         entry.pid = pid_tgid as u32;
         entry.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
-    let _ = HISTORY.insert(&key, &entry, 0);
+    if let Some(known) = HISTORY.get_ptr_mut(&key) {
+        // SAFETY: map value, valid for this run of the program.
+        unsafe { *known = entry };
+    } else if HISTORY.insert(&key, &entry, BPF_NOEXIST.into()).is_ok() {
+        count(counter::HISTORY_ADDED);
+    }
 }
 
 /// The 4-tuple's last close, or for a SYN (or `listener_only`) the

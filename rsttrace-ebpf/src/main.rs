@@ -25,6 +25,9 @@
 //! userspace resolved from the running kernel's BTF (`OFFSETS`).
 #![no_std]
 #![no_main]
+// For the one atomic add below (aya-ebpf enables it for the same reason):
+// core's atomics offer no read-modify-write on this target.
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     Global,
@@ -61,11 +64,11 @@ static HISTORY: LruHashMap<HistoryKey, History> = LruHashMap::with_max_entries(M
 /// `--stack`: kernel and user stacks, by id.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
-/// Per CPU: the socket of the last RST, so that the error report the same
-/// reset raises a moment later (tcp_reset, tcp_abort, keepalive) is not
-/// reported a second time as an abort.
+/// Per CPU: [socket, time] of the last RST, so that the error report the
+/// same reset raises a moment later (tcp_reset, tcp_abort, keepalive) is not
+/// reported a second time as an abort (see `aborts.rs`).
 #[map]
-static LAST_RST_SK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LAST_RST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 /// Per CPU: [socket, old state] of the last transition to CLOSE, so that
 /// the RST sent right after it (same call) says which state it left.
 #[map]
@@ -121,8 +124,16 @@ mod stacks;
 
 fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot; programs do not nest on one CPU for these hooks.
-        unsafe { *slot += 1 };
+        // SAFETY: a valid, aligned per-CPU slot for this run. Atomic because
+        // programs nest on one CPU: a softirq's hook can interrupt a task's
+        // between its load and its store.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({slot} + 0) += {one}",
+                slot = in(reg) slot,
+                one = in(reg) 1u64,
+            );
+        }
     }
 }
 

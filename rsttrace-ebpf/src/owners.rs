@@ -6,13 +6,19 @@
 //! tcp_abort() (`ss -K`) goes straight to CLOSE, so a killer is never
 //! mistaken for the owner.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_ktime_get_ns,
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns,
+    },
 };
-use rsttrace_ebpf::{abi::Owner, linux::tcp_state};
+use rsttrace_ebpf::{
+    abi::{Owner, counter},
+    linux::tcp_state,
+};
 
-use crate::{LAST_CLOSE, OWNERS, history::record_close, in_softirq};
+use crate::{LAST_CLOSE, OWNERS, count, history::record_close, in_softirq};
 
 /// How long a destroyed socket's owner is still trusted (see `owner_of`).
 const OWNER_AFTER_DESTROY_NS: u64 = 1_000_000_000;
@@ -43,7 +49,9 @@ pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
         // A child socket completing its handshake is new: whatever an
         // earlier socket at this address left behind is stale.
         if oldstate == SYN_RECV && newstate == ESTABLISHED {
-            let _ = OWNERS.remove(sk);
+            if OWNERS.remove(sk).is_ok() {
+                count(counter::OWNERS_REMOVED);
+            }
         }
         return;
     }
@@ -79,7 +87,12 @@ fn remember_owner(sk: u64) {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         destroyed_ns: 0,
     };
-    let _ = OWNERS.insert(sk, owner, 0);
+    if let Some(known) = OWNERS.get_ptr_mut(sk) {
+        // SAFETY: map value, valid for this run of the program.
+        unsafe { *known = owner };
+    } else if OWNERS.insert(sk, owner, BPF_NOEXIST.into()).is_ok() {
+        count(counter::OWNERS_ADDED);
+    }
 }
 
 /// The socket's remembered owner, or null. A destroyed socket's owner is

@@ -54,5 +54,9 @@ pub(crate) fn read_ctx<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
         return None;
     }
     // SAFETY: the offset comes from the tracepoint's own format file.
-    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+    let value = unsafe { ctx.read_at::<T>(offset as usize) };
+    if value.is_err() {
+        count(counter::CONTEXT_ERRORS);
+    }
+    value.ok()
 }

@@ -15,6 +15,7 @@ use crate::cause::Classified;
 use crate::classify::classify;
 use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
 use crate::clock::BootClock;
+use crate::counters::KernelDrops;
 use crate::decode::{self, Record};
 use crate::event::{Event, KernelTables};
 use crate::filter::{self, RecordFilter};
@@ -92,6 +93,14 @@ impl Output {
     fn gap(&mut self, lost: u64) {
         if self.failed.is_none()
             && let Err(e) = self.sink.write_gap(lost)
+        {
+            self.fail(e);
+        }
+    }
+
+    fn drops(&mut self, drops: &KernelDrops) {
+        if self.failed.is_none()
+            && let Err(e) = self.sink.write_drops(drops)
         {
             self.fail(e);
         }
@@ -339,6 +348,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         procs: crate::procinfo::ProcCache::new(4096),
         limit: args.count,
         seen_lost: 0,
+        seen_drops: KernelDrops::default(),
         stacks,
     };
     loop {
@@ -357,7 +367,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
                 o.flush();
             }
         }
-        state.account_losses(&session, &mut outputs)?;
+        state.account_losses(session.counters(false)?, &mut outputs);
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
         tokio::task::yield_now().await;
@@ -373,11 +383,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         let limit = ring_bytes as usize / size_of::<rsttrace_ebpf::abi::RstEvent>();
         source.drain_now(|bytes| state.handle(bytes, &mut outputs), limit);
     }
-    state.account_losses(&session, &mut outputs)?;
+    let counters = session.counters(true)?;
+    state.account_losses(counters, &mut outputs);
     for o in &mut outputs {
         o.flush();
     }
-    let counters = session.counters()?;
     if let Some(stacks) = &state.stacks {
         state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
     }
@@ -437,6 +447,8 @@ struct Pipeline<'a> {
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
+    /// Kernel drops already reported as gaps.
+    seen_drops: KernelDrops,
     /// `--stack`.
     stacks: Option<StackResolver>,
 }
@@ -505,14 +517,16 @@ impl Pipeline<'_> {
         self.summary.add(&rec);
     }
 
-    /// Marks lost events in the outputs where they happened (between batches).
-    fn account_losses(&mut self, session: &Session, outputs: &mut [Output]) -> Result<()> {
-        let counters = session.counters()?;
+    /// Marks lost events and other kernel drops in the outputs where they
+    /// happened (between batches).
+    fn account_losses(&mut self, counters: Counters, outputs: &mut [Output]) {
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
         {
             m.lost = counters.lost;
             m.filtered_kernel = counters.filtered;
+            m.kernel_drops = counters.drops;
+            m.aborts_merged = counters.aborts_merged;
             if let Some(stacks) = &self.stacks {
                 m.stacks = Some(stack_summary(counters, stacks.stats()));
             }
@@ -524,7 +538,13 @@ impl Pipeline<'_> {
             }
             self.seen_lost = lost;
         }
-        Ok(())
+        let drops = counters.drops.since(&self.seen_drops);
+        if drops.any() {
+            for o in outputs.iter_mut() {
+                o.drops(&drops);
+            }
+            self.seen_drops = counters.drops;
+        }
     }
 }
 
@@ -540,6 +560,8 @@ fn finish(mut summary: Summary, counters: Counters, outputs: &[Output]) -> Resul
     summary.lost = counters.lost;
     summary.filtered = counters.filtered;
     summary.read_errors = counters.read_errors;
+    summary.kernel_drops = counters.drops;
+    summary.aborts_merged = counters.aborts_merged;
     summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
     eprint!("{}", summary.render());
     for o in outputs {

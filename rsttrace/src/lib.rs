@@ -14,6 +14,7 @@ pub mod check;
 pub mod classify;
 pub mod cli;
 pub mod clock;
+pub mod counters;
 pub mod decode;
 pub mod event;
 pub mod explain;

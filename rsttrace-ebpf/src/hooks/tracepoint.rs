@@ -3,12 +3,12 @@
 
 use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
 use rsttrace_ebpf::{
-    abi::{ABSENT, counter, hook},
+    abi::{ABSENT, hook},
     linux::{IPPROTO_TCP, tcp_flag},
 };
 
 use crate::{
-    SOFTIRQ, count,
+    SOFTIRQ,
     event::{on_receive_reset, on_send_reset},
     facts::{Packet, Tuple, read_packet},
     owners,
@@ -22,7 +22,6 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
         read_ctx::<u64>(&ctx, tp.send_skaddr),
         read_ctx::<u64>(&ctx, tp.send_skbaddr),
     ) else {
-        count(counter::READ_ERRORS);
         return 0;
     };
     // ABSENT rather than an Option: a None's payload is an uninitialised
@@ -41,7 +40,6 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let Some(sk) = read_ctx::<u64>(&ctx, global!(tuning.tp).recv_skaddr) else {
-        count(counter::READ_ERRORS);
         return 0;
     };
     on_receive_reset(

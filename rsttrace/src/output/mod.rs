@@ -20,6 +20,11 @@ pub trait Sink {
     fn write(&mut self, rec: &Classified) -> io::Result<()>;
     /// Marks that `lost` events were lost by the kernel at this point.
     fn write_gap(&mut self, lost: u64) -> io::Result<()>;
+    /// Marks what else the kernel dropped since the last mark (segments,
+    /// owners, closes, hook runs); only the JSON export records them.
+    fn write_drops(&mut self, _drops: &crate::counters::KernelDrops) -> io::Result<()> {
+        Ok(())
+    }
     fn flush(&mut self) -> io::Result<()>;
     /// A real RST segment; only captures use them.
     fn packet(&mut self, _packet: &crate::capture::WirePacket) -> io::Result<()> {

@@ -103,6 +103,10 @@ impl Sink for RotatingSink {
         self.current.write_gap(lost)
     }
 
+    fn write_drops(&mut self, drops: &crate::counters::KernelDrops) -> io::Result<()> {
+        self.current.write_drops(drops)
+    }
+
     fn packet(&mut self, packet: &crate::capture::WirePacket) -> io::Result<()> {
         self.current.packet(packet)
     }
