@@ -16,7 +16,8 @@ pub const FILTER_GLOBAL: &str = "FILTER";
 pub const TUNING_GLOBAL: &str = "TUNING";
 pub const OWNERS_MAP: &str = "OWNERS";
 pub const OWNER_TP_GLOBAL: &str = "OWNER_TP";
-/// Sockets whose owner is remembered at once (LRU beyond that).
+/// Sockets whose owner is remembered at once (LRU beyond that; evictions
+/// are counted, see `counter::OWNERS_ADDED`).
 pub const MAX_OWNERS: u32 = 65_536;
 pub const KFREE_SKB_GLOBAL: &str = "KFREE_SKB";
 pub const HISTORY_MAP: &str = "HISTORY";
@@ -182,7 +183,18 @@ pub mod counter {
     /// pcapng: RST segments that could not be queued (their events get
     /// synthesised headers instead).
     pub const PACKETS_LOST: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// A field of a tracepoint's record could not be read: that run of the
+    /// hook saw nothing (an owner or a close not recorded, an RST missed).
+    pub const CONTEXT_ERRORS: u32 = 6;
+    /// Error reports not turned into abort events because they echo the
+    /// RST just reported on the same socket (expected, not a loss).
+    pub const ABORTS_MERGED: u32 = 7;
+    /// Keys added to and removed from `OWNERS`, and added to `HISTORY`:
+    /// userspace derives the LRU evictions as added − removed − live.
+    pub const OWNERS_ADDED: u32 = 8;
+    pub const OWNERS_REMOVED: u32 = 9;
+    pub const HISTORY_ADDED: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Sentinel for "this field does not exist on the running kernel".
@@ -359,7 +371,7 @@ const _: () = assert!(core::mem::size_of::<Owner>() == 48);
 /// Key of the `HISTORY` map: a connection's 4-tuple, or a listening port
 /// (addresses, remote port and family zero).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HistoryKey {
     pub netns: u32,
     pub local_addr: [u8; 16],
@@ -672,4 +684,6 @@ mod pod {
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::OwnerTracepoints {}
     unsafe impl aya::Pod for super::KfreeSkb {}
+    unsafe impl aya::Pod for super::HistoryKey {}
+    unsafe impl aya::Pod for super::History {}
 }

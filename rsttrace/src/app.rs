@@ -15,6 +15,7 @@ use crate::cause::Classified;
 use crate::classify::classify;
 use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
 use crate::clock::BootClock;
+use crate::counters::KernelDrops;
 use crate::decode::{self, Record};
 use crate::event::{Event, KernelTables};
 use crate::filter::{self, RecordFilter};
@@ -92,6 +93,14 @@ impl Output {
     fn gap(&mut self, lost: u64, at: std::time::SystemTime) {
         if self.failed.is_none()
             && let Err(e) = self.sink.write_gap(lost, at)
+        {
+            self.fail(e);
+        }
+    }
+
+    fn drops(&mut self, drops: &KernelDrops, at: std::time::SystemTime) {
+        if self.failed.is_none()
+            && let Err(e) = self.sink.write_drops(drops, at)
         {
             self.fail(e);
         }
@@ -365,6 +374,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         otlp,
         limit: args.count,
         seen_lost: 0,
+        seen_drops: KernelDrops::default(),
         stacks,
     };
     loop {
@@ -383,7 +393,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
                 o.flush();
             }
         }
-        state.account_losses(&session, &mut outputs)?;
+        state.account_losses(session.counters(false)?, &mut outputs);
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
         tokio::task::yield_now().await;
@@ -399,11 +409,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         let limit = ring_bytes as usize / size_of::<rsttrace_ebpf::abi::RstEvent>();
         source.drain_now(|bytes| state.handle(bytes, &mut outputs), limit);
     }
-    state.account_losses(&session, &mut outputs)?;
+    let counters = session.counters(true)?;
+    state.account_losses(counters, &mut outputs);
     for o in &mut outputs {
         o.flush();
     }
-    let counters = session.counters()?;
     if let Some(otlp) = &mut state.otlp {
         otlp.finish();
         state.summary.otlp_dropped = Some(otlp.dropped());
@@ -441,8 +451,13 @@ pub fn read(args: ReadArgs) -> Result<()> {
                 summary.add(&rec);
             }
             Ok(Line::Event(_)) => summary.filtered_userspace += 1,
-            Ok(Line::Gap(lost, at)) => {
-                out.gap(lost, at);
+            Ok(Line::Gap(lost, drops, at)) => {
+                if lost > 0 || !drops.any() {
+                    out.gap(lost, at);
+                }
+                if drops.any() {
+                    out.drops(&drops, at);
+                }
                 summary.lost += lost;
             }
             Err(e) => {
@@ -471,6 +486,8 @@ struct Pipeline<'a> {
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
+    /// Kernel drops already reported as gaps.
+    seen_drops: KernelDrops,
     /// `--stack`.
     stacks: Option<StackResolver>,
 }
@@ -549,14 +566,16 @@ impl Pipeline<'_> {
         self.summary.add(&rec);
     }
 
-    /// Marks lost events in the outputs where they happened (between batches).
-    fn account_losses(&mut self, session: &Session, outputs: &mut [Output]) -> Result<()> {
-        let counters = session.counters()?;
+    /// Marks lost events and other kernel drops in the outputs where they
+    /// happened (between batches).
+    fn account_losses(&mut self, counters: Counters, outputs: &mut [Output]) {
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
         {
             m.lost = counters.lost;
             m.filtered_kernel = counters.filtered;
+            m.kernel_drops = counters.drops;
+            m.aborts_merged = counters.aborts_merged;
             if let Some(stacks) = &self.stacks {
                 m.stacks = Some(stack_summary(counters, stacks.stats()));
             }
@@ -568,7 +587,13 @@ impl Pipeline<'_> {
             }
             self.seen_lost = lost;
         }
-        Ok(())
+        let drops = counters.drops.since(&self.seen_drops);
+        if drops.any() {
+            for o in outputs.iter_mut() {
+                o.drops(&drops, std::time::SystemTime::now());
+            }
+            self.seen_drops = counters.drops;
+        }
     }
 }
 
@@ -589,6 +614,8 @@ fn finish(
     summary.lost = counters.lost;
     summary.filtered = counters.filtered;
     summary.read_errors = counters.read_errors;
+    summary.kernel_drops = counters.drops;
+    summary.aborts_merged = counters.aborts_merged;
     summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
     crate::status::summary(&summary, lang);
     for o in outputs {

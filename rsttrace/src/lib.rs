@@ -15,6 +15,7 @@ pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod containers;
+pub mod counters;
 pub mod decode;
 pub mod event;
 pub mod explain;

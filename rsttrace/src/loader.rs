@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::maps::{MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{MapData, RingBuf, StackTraceMap};
 use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
-use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, counter, program};
+use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, program};
 
+use crate::counters::CounterReader;
+pub use crate::counters::Counters;
 use crate::kernel::{btf::Btf, kallsyms, offsets, tracefs};
 use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
 
@@ -139,6 +141,7 @@ fn kfree_skb(btf: Option<&Btf>, tracefs: Option<&Path>) -> Option<KfreeSkb> {
 pub struct Session {
     pub ebpf: Ebpf,
     pub plan: Plan,
+    counters: CounterReader,
 }
 
 impl Session {
@@ -254,7 +257,11 @@ impl Session {
             }
         }
         info!("hooks: {plan}");
-        Ok(Session { ebpf, plan })
+        Ok(Session {
+            ebpf,
+            plan,
+            counters: CounterReader::default(),
+        })
     }
 
     /// The loaded programs: name in the object, and the kernel's program id.
@@ -285,32 +292,10 @@ impl Session {
         Ok(StackTraceMap::try_from(map)?)
     }
 
-    pub fn counters(&self) -> Result<Counters> {
-        let map = self
-            .ebpf
-            .map(abi::COUNTERS_MAP)
-            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::COUNTERS_MAP))?;
-        let array = PerCpuArray::<_, u64>::try_from(map)?;
-        let sum = |index: u32| -> Result<u64> { Ok(array.get(&index, 0)?.iter().copied().sum()) };
-        Ok(Counters {
-            lost: sum(counter::LOST)?,
-            filtered: sum(counter::FILTERED)?,
-            read_errors: sum(counter::READ_ERRORS)?,
-            submitted: sum(counter::SUBMITTED)?,
-            stack_errors: sum(counter::STACK_ERRORS)?,
-        })
+    /// The kernel's counters; `exact` recounts the LRU maps (at exit).
+    pub fn counters(&self, exact: bool) -> Result<Counters> {
+        self.counters.read(&self.ebpf, exact)
     }
-}
-
-/// Kernel-side counters, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub lost: u64,
-    pub filtered: u64,
-    pub read_errors: u64,
-    pub submitted: u64,
-    /// `--stack`: stacks the kernel could not store (map full, collision).
-    pub stack_errors: u64,
 }
 
 /// Struct member offsets for the eBPF programs, checked for sanity.

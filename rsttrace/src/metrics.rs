@@ -24,6 +24,8 @@ pub struct Metrics {
     pub filtered_userspace: u64,
     /// `--stack` only.
     pub stacks: Option<crate::summary::StackSummary>,
+    pub kernel_drops: crate::counters::KernelDrops,
+    pub aborts_merged: u64,
     top_ports: usize,
 }
 
@@ -75,6 +77,14 @@ impl Metrics {
             "rsttrace_filtered_events_total{{where=\"userspace\"}} {}",
             self.filtered_userspace
         );
+        s.push_str("# HELP rsttrace_kernel_drops_total What the kernel side could not capture or remember, by kind.\n");
+        s.push_str("# TYPE rsttrace_kernel_drops_total counter\n");
+        for (kind, _, n) in self.kernel_drops.kinds() {
+            let _ = writeln!(s, "rsttrace_kernel_drops_total{{kind=\"{kind}\"}} {n}");
+        }
+        s.push_str("# HELP rsttrace_aborts_merged_total Error reports merged into the RST reported just before them.\n");
+        s.push_str("# TYPE rsttrace_aborts_merged_total counter\n");
+        let _ = writeln!(s, "rsttrace_aborts_merged_total {}", self.aborts_merged);
         if let Some(st) = self.stacks {
             s.push_str("# HELP rsttrace_stack_errors_total --stack: stacks not captured or unreadable, frames not symbolized.\n");
             s.push_str("# TYPE rsttrace_stack_errors_total counter\n");
@@ -171,7 +181,16 @@ mod tests {
         other.event.local = "127.0.0.1:9999".parse().unwrap();
         m.add(&other);
         m.lost = 3;
+        m.kernel_drops.history_evicted = 4;
         let text = m.render();
+        assert!(
+            text.contains("rsttrace_kernel_drops_total{kind=\"history_evicted\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rsttrace_kernel_drops_total{kind=\"packets_lost\"} 0"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "rsttrace_resets_total{direction=\"sent\",cause=\"close_unread_data\",kernel_reason=\"TCP_ABORT_ON_CLOSE\"} 3"

@@ -13,8 +13,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde_json::{Value, json};
 
-use crate::probes::Plan;
 use crate::explain::Lang;
+use crate::probes::Plan;
 use crate::summary::Summary;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::cause::{CauseId, Classified};
+use crate::counters::KernelDrops;
 use crate::event::Direction;
 use crate::explain::Lang;
 
@@ -23,6 +24,10 @@ pub struct Summary {
     pub decode_errors: u64,
     /// Events that could not be written to an output.
     pub write_errors: u64,
+    /// What else the kernel side could not capture or remember.
+    pub kernel_drops: KernelDrops,
+    /// Error reports merged into the RST reported just before them.
+    pub aborts_merged: u64,
     /// Per local port (65536 at most: bounded by the domain).
     ports: HashMap<u16, u64>,
     /// Per owning process (pid, comm), up to `MAX_OWNERS`; the rest are
@@ -170,6 +175,14 @@ impl Summary {
             if n > 0 {
                 let _ = writeln!(s, "  {}{n}", pad(label, 25));
             }
+        }
+        for (_, label, n) in self.kernel_drops.kinds() {
+            if n > 0 {
+                let _ = writeln!(s, "  {:<24} {n}", format!("{label}:"));
+            }
+        }
+        if self.aborts_merged > 0 {
+            let _ = writeln!(s, "  aborts merged into their RST: {}", self.aborts_merged);
         }
         if let Some(st) = self.stacks {
             let _ = writeln!(
@@ -371,6 +384,21 @@ mod tests {
         assert_eq!(sum.owners.len(), MAX_OWNERS);
         assert_eq!(sum.owners_other, 10);
         assert!(sum.render().contains(", others (10)"));
+    }
+
+    #[test]
+    fn kernel_drops_are_reported_when_there_are_any() {
+        let mut sum = Summary::default();
+        assert!(!sum.render().contains("forgotten"));
+        sum.kernel_drops.packets_lost = 3;
+        sum.kernel_drops.owners_evicted = 11;
+        let text = sum.render();
+        assert!(text.contains("  RST segments not captured: 3\n"), "{text}");
+        assert!(
+            text.contains("  owners forgotten (map full): 11\n"),
+            "{text}"
+        );
+        assert!(!text.contains("closes forgotten"), "{text}");
     }
 
     #[test]

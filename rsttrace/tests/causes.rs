@@ -590,54 +590,6 @@ fn a_killed_process_resets_with_its_signal() {
     assert_eq!(ev["actor"]["context"], "task");
 }
 
-/// Sends one bare TCP segment (no payload) from this namespace's raw socket.
-fn send_segment(
-    from: std::net::SocketAddrV4,
-    to: std::net::SocketAddrV4,
-    flags: u8,
-    seq: u32,
-    ack: u32,
-) {
-    let mut tcp = [0u8; 20];
-    tcp[0..2].copy_from_slice(&from.port().to_be_bytes());
-    tcp[2..4].copy_from_slice(&to.port().to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
-    tcp[12] = 5 << 4; // 20-byte header
-    tcp[13] = flags;
-    tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
-    let mut pseudo = Vec::with_capacity(32);
-    pseudo.extend_from_slice(&from.ip().octets());
-    pseudo.extend_from_slice(&to.ip().octets());
-    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
-    pseudo.extend_from_slice(&tcp);
-    tcp[16..18].copy_from_slice(&rsttrace::output::pcapng::checksum(&pseudo).to_be_bytes());
-    // SAFETY: a raw socket this function owns and closes.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
-        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        let dst = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*to.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let sent = libc::sendto(
-            fd,
-            tcp.as_ptr().cast(),
-            tcp.len(),
-            0,
-            (&dst as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert_eq!(sent, 20, "sendto: {err}");
-    }
-}
-
 #[test]
 fn a_stray_ack_to_a_listener_is_an_invalid_packet() {
     if !kernel_tests_possible("a_stray_ack_to_a_listener_is_an_invalid_packet") {

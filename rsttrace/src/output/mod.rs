@@ -21,6 +21,15 @@ pub trait Sink {
     /// Marks that `lost` events were lost by the kernel at this point
     /// (`at`: now when tracing, the file's time when reading one back).
     fn write_gap(&mut self, lost: u64, at: SystemTime) -> io::Result<()>;
+    /// Marks what else the kernel dropped since the last mark (segments,
+    /// owners, closes, hook runs); only the JSON export records them.
+    fn write_drops(
+        &mut self,
+        _drops: &crate::counters::KernelDrops,
+        _at: SystemTime,
+    ) -> io::Result<()> {
+        Ok(())
+    }
     fn flush(&mut self) -> io::Result<()>;
     /// A real RST segment; only captures use them.
     fn packet(&mut self, _packet: &crate::capture::WirePacket) -> io::Result<()> {

@@ -103,6 +103,14 @@ impl Sink for RotatingSink {
         self.current.write_gap(lost, at)
     }
 
+    fn write_drops(
+        &mut self,
+        drops: &crate::counters::KernelDrops,
+        at: std::time::SystemTime,
+    ) -> io::Result<()> {
+        self.current.write_drops(drops, at)
+    }
+
     fn packet(&mut self, packet: &crate::capture::WirePacket) -> io::Result<()> {
         self.current.packet(packet)
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::cause::{Cause, CauseId, Classified, Confidence};
 use crate::containers::ContainerNames;
+use crate::counters::KernelDrops;
 use crate::event::{
     Direction, Event, ExecContext, Owner, Packet, Socket, Task, TcpFlags, TcpState,
 };
@@ -21,8 +22,9 @@ use crate::stacks::Stacks;
 #[derive(Debug)]
 pub enum Line {
     Event(Box<Classified>),
-    /// `{"gap":{"lost":N}}`: the kernel lost N events here, at that time.
-    Gap(u64, std::time::SystemTime),
+    /// `{"gap":{"lost":N, ...}}`: the kernel lost N events here, at that
+    /// time, and dropped what the other keys count.
+    Gap(u64, KernelDrops, std::time::SystemTime),
 }
 
 pub fn parse_line(line: &str) -> Result<Line> {
@@ -34,7 +36,13 @@ pub fn parse_line(line: &str) -> Result<Line> {
     }
     if let Some(gap) = v.get("gap") {
         let at = humantime::parse_rfc3339(str_of(&v, "time")?).context("bad `time`")?;
-        return Ok(Line::Gap(u64_of(gap, "lost")?, at));
+        let mut drops = KernelDrops::default();
+        for (key, n) in gap.as_object().into_iter().flatten() {
+            if let Some(n) = n.as_u64() {
+                drops.set(key, n);
+            }
+        }
+        return Ok(Line::Gap(u64_of(gap, "lost")?, drops, at));
     }
     Ok(Line::Event(Box::new(event(&v)?)))
 }
@@ -288,9 +296,24 @@ mod tests {
     }
 
     #[test]
+    fn kernel_drops_survive_the_round_trip() {
+        let drops = KernelDrops {
+            packets_lost: 3,
+            recursion_misses: 1,
+            ..KernelDrops::default()
+        };
+        let line = json::write::format_drops(0, &drops, std::time::SystemTime::UNIX_EPOCH);
+        let Line::Gap(0, back, at) = parse_line(&line).unwrap() else {
+            panic!("not a drops record: {line}")
+        };
+        assert_eq!(back, drops);
+        assert_eq!(json::write::format_drops(0, &back, at), line);
+    }
+
+    #[test]
     fn gaps_and_bad_lines() {
         let gap = json::format_gap(7, std::time::SystemTime::UNIX_EPOCH);
-        assert!(matches!(parse_line(&gap).unwrap(), Line::Gap(7, _)));
+        assert!(matches!(parse_line(&gap).unwrap(), Line::Gap(7, _, _)));
         for bad in [
             "",
             "{",

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use crate::cause::Classified;
+use crate::counters::KernelDrops;
 use crate::event::{Event, Owner, Task};
 use crate::explain::Lang;
 use crate::output::{Sink, escape_control, printable_time};
@@ -28,8 +29,14 @@ pub fn format(rec: &Classified) -> String {
 
 /// Marks lost events in the stream, so a reader knows the file has a hole.
 pub fn format_gap(lost: u64, now: SystemTime) -> String {
+    format_drops(lost, &KernelDrops::default(), now)
+}
+
+/// A gap record with the other kernel drops since the last one: each kind
+/// that is not zero, by its key (`packets_lost`, `owners_evicted`, ...).
+pub fn format_drops(lost: u64, drops: &KernelDrops, now: SystemTime) -> String {
     let mut w = Writer::default();
-    w.gap(lost, now);
+    w.gap(lost, drops, now);
     w.into_string()
 }
 
@@ -59,7 +66,14 @@ impl<W: Write> Sink for JsonSink<W> {
 
     fn write_gap(&mut self, lost: u64, at: SystemTime) -> io::Result<()> {
         self.line.buf.clear();
-        self.line.gap(lost, at);
+        self.line.gap(lost, &KernelDrops::default(), at);
+        self.line.buf.push(b'\n');
+        self.out.write_all(&self.line.buf)
+    }
+
+    fn write_drops(&mut self, drops: &KernelDrops, at: SystemTime) -> io::Result<()> {
+        self.line.buf.clear();
+        self.line.gap(0, drops, at);
         self.line.buf.push(b'\n');
         self.out.write_all(&self.line.buf)
     }
@@ -231,13 +245,21 @@ impl Writer {
     }
 
     /// `{"v":1,"time":...,"gap":{"lost":N}}`.
-    fn gap(&mut self, lost: u64, now: SystemTime) {
+    fn gap(&mut self, lost: u64, drops: &KernelDrops, now: SystemTime) {
         self.raw(b"{\"v\":");
         self.uint(SCHEMA_VERSION.into());
         self.raw(b",\"time\":");
         self.time(now);
         self.raw(b",\"gap\":{\"lost\":");
         self.uint(lost);
+        for (key, _, n) in drops.kinds() {
+            if n > 0 {
+                self.raw(b",\"");
+                self.raw(key.as_bytes());
+                self.raw(b"\":");
+                self.uint(n);
+            }
+        }
         self.raw(b"}}");
     }
 
@@ -551,6 +573,22 @@ mod tests {
         assert_eq!(v["pid"], Value::Null);
         assert_eq!(v["comm"], Value::Null);
         assert_eq!(v["kernel_reason"], Value::Null);
+    }
+
+    #[test]
+    fn gap_records_name_the_other_kernel_drops() {
+        let drops = KernelDrops {
+            packets_lost: 2,
+            history_evicted: 7,
+            ..KernelDrops::default()
+        };
+        let line = format_drops(0, &drops, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            line,
+            r#"{"v":1,"time":"1970-01-01T00:00:00.000000000Z","gap":{"lost":0,"packets_lost":2,"history_evicted":7}}"#
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["gap"]["history_evicted"], 7);
     }
 
     #[test]

@@ -1,0 +1,55 @@
+//! Connections that died without an RST. `sk_error_report()` on an inet
+//! socket: a hard error ends the connection. Errors that an RST caused
+//! (received, or sent by tcp_abort() or the keepalive timer) were events
+//! already; the others (ETIMEDOUT, EHOSTUNREACH, an ICMP reject's
+//! ECONNREFUSED) are reported as direction ABORT.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+
+use rsttrace_ebpf::{
+    abi::{ABSENT, counter, direction, hook},
+    linux::IPPROTO_TCP,
+};
+
+use crate::{
+    LAST_RST, count,
+    event::{Origin, on_socket_event},
+    read::load,
+};
+
+/// The echo comes in the same call as its RST (tcp_reset → tcp_done, the
+/// keepalive timer, tcp_abort): microseconds, even under emulation.
+const ECHO_WINDOW_NS: u64 = 10_000_000;
+
+pub(crate) fn on_error_report(ctx: *mut c_void, sk: *const u8) {
+    if sk.is_null() || load(sk, off!(sk_protocol)) != Some(IPPROTO_TCP as u64) {
+        return;
+    }
+    if let (Some(last), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1)) {
+        // SAFETY: per-CPU slots; the helper has no preconditions.
+        unsafe {
+            if *last == sk as u64 {
+                // Once used, or once old, the slot must not swallow a later
+                // abort of this socket (or of another at the same address).
+                *last = 0;
+                if bpf_ktime_get_ns().wrapping_sub(*at) < ECHO_WINDOW_NS {
+                    count(counter::ABORTS_MERGED);
+                    return;
+                }
+            }
+        }
+    }
+    if load(sk, off!(sk_err)).unwrap_or(0) == 0 {
+        return;
+    }
+    on_socket_event(&Origin {
+        ctx,
+        sk,
+        skb: core::ptr::null(),
+        reason: ABSENT,
+        hook: hook::BTF_ERROR_REPORT,
+        direction: direction::ABORT,
+    });
+}
