@@ -11,7 +11,7 @@ use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
 use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, counter, program};
 
-use crate::kernel::{btf::Btf, kallsyms, offsets, tracefs};
+use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, tracefs};
 use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
 
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
@@ -44,11 +44,11 @@ const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 
 impl KernelInfo {
     pub fn probe() -> KernelInfo {
-        let (btf, btf_error) = match Btf::from_sys_fs() {
+        let (btf, btf_error) = match btf_source::parse() {
             Ok(b) => (Some(b), None),
             Err(e) => {
-                warn!("kernel BTF unavailable ({e}); tp_btf and fentry hooks disabled");
-                (None, Some(e.to_string()))
+                warn!("kernel BTF unavailable ({e:#}); tp_btf and fentry hooks disabled");
+                (None, Some(format!("{e:#}")))
             }
         };
         let tracefs = match tracefs::ensure_mounted() {
@@ -78,6 +78,7 @@ impl KernelInfo {
 fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
     let mut facts = KernelFacts {
         btf: btf.is_some(),
+        kernel_btf: btf_source::kernel_has_btf(),
         kprobe_pmu: Path::new(KPROBE_PMU).exists(),
         ..KernelFacts::default()
     };
@@ -150,9 +151,11 @@ impl Session {
         check_privileges()?;
         let btf = kernel.btf.take().ok_or_else(|| {
             anyhow!(
-                "this kernel exposes no BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); \
-                 rsttrace needs it to find socket fields on this kernel (`rsttrace check` says \
-                 what works without it)"
+                "no kernel BTF ({}): rsttrace needs it to find socket fields on this kernel. \
+                 On a kernel built without CONFIG_DEBUG_INFO_BTF pass a BTF file for it with \
+                 --btf FILE (or {}=FILE), e.g. from BTFHub",
+                kernel.btf_error.as_deref().unwrap_or("not found"),
+                btf_source::ENV_VAR
             )
         })?;
         let mut facts = kernel.facts.clone();
@@ -195,7 +198,7 @@ impl Session {
             &owner_tp.unwrap_or(OwnerTracepoints::UNRESOLVED),
             opts.ring_buffer_bytes,
         )?;
-        let aya_btf = aya::Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
+        let aya_btf = btf_source::parse_for_aya()?;
         if matches!(opts.hooks, HookMode::Auto | HookMode::Fentry) {
             facts.fentry = Some(try_fentry(&mut ebpf, &aya_btf, &facts));
         }
@@ -228,12 +231,14 @@ impl Session {
                 "socket owners cannot be tracked ({e:#}): RSTs made in softirq will show no process"
             );
         }
-        match attach_btf(
-            &mut ebpf,
-            program::BTF_ERROR_REPORT,
-            "inet_sk_error_report",
-            &aya_btf,
-        ) {
+        match require_kernel_btf(&facts).and_then(|()| {
+            attach_btf(
+                &mut ebpf,
+                program::BTF_ERROR_REPORT,
+                "inet_sk_error_report",
+                &aya_btf,
+            )
+        }) {
             Ok(()) => plan.aborts = true,
             Err(e) => warn!(
                 "connections that die without an RST (retransmission timeouts, ICMP errors) \
@@ -241,7 +246,8 @@ impl Session {
             ),
         }
         if opts.capture_packets {
-            let attached = attach_btf(&mut ebpf, program::PACKET_TX, "net_dev_queue", &aya_btf)
+            let attached = require_kernel_btf(&facts)
+                .and_then(|()| attach_btf(&mut ebpf, program::PACKET_TX, "net_dev_queue", &aya_btf))
                 .and_then(|()| {
                     attach_btf(&mut ebpf, program::PACKET_RX, "netif_receive_skb", &aya_btf)
                 });
@@ -388,7 +394,7 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
         Err(e) => return Some(Err(format!("{e:#}"))),
     };
     // After the load, whose loader parsed (and freed) a copy of its own.
-    let aya_btf = aya::Btf::from_sys_fs().ok()?;
+    let aya_btf = btf_source::parse_for_aya().ok()?;
     Some(try_fentry(&mut ebpf, &aya_btf, &kernel.facts))
 }
 
@@ -538,6 +544,12 @@ fn attach_owner_tracking(ebpf: &mut Ebpf) -> Result<()> {
 fn attach_softirq_tracking(ebpf: &mut Ebpf) -> Result<()> {
     attach_tracepoint(ebpf, program::SOFTIRQ_ENTRY, "irq", "softirq_entry")?;
     attach_tracepoint(ebpf, program::SOFTIRQ_EXIT, "irq", "softirq_exit")
+}
+
+/// tp_btf programs are checked against the kernel's own BTF, which a
+/// `--btf` file cannot stand in for.
+fn require_kernel_btf(facts: &KernelFacts) -> Result<()> {
+    probes::KernelFacts::check(facts, &Need::Btf).map_err(|why| anyhow!(why))
 }
 
 fn attach_btf(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) -> Result<()> {

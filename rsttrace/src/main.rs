@@ -6,6 +6,7 @@ use rsttrace::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    rsttrace::kernel::btf_source::use_file(cli.btf.clone());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

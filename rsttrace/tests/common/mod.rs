@@ -48,9 +48,17 @@ impl Tracer {
     /// Starts rsttrace with `args` (plus `--write <tmp>.jsonl --quiet`) and
     /// waits until it reports that its hooks are attached.
     pub fn start(args: &[&str]) -> Tracer {
+        Tracer::start_with(args, |_| {})
+    }
+
+    /// `start`, with `setup` applied to the command first (e.g. a pre_exec
+    /// that changes what rsttrace sees of the system).
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Tracer {
         let dir = tempfile::tempdir().expect("tempdir");
         let export = dir.path().join("events.jsonl");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
+        setup(&mut command);
+        let mut child = command
             .args(args)
             .arg("--write")
             .arg(&export)
