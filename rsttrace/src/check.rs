@@ -12,7 +12,7 @@ use crate::kernel::btf_source;
 use crate::loader::{self, KernelInfo};
 use crate::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
 
-pub fn run(mode: HookMode) -> Result<()> {
+pub fn run(mode: HookMode, verify: bool) -> Result<()> {
     let mut kernel = KernelInfo::probe();
     if matches!(mode, HookMode::Auto | HookMode::Fentry) {
         kernel.facts.fentry = loader::probe_fentry(&kernel);
@@ -33,7 +33,60 @@ pub fn run(mode: HookMode) -> Result<()> {
     if !usable {
         bail!("no usable RST hook on this kernel (see above)");
     }
+    if verify {
+        print!("{}", verify_families(&kernel.facts)?);
+    }
     Ok(())
+}
+
+/// Loads and attaches the plan of every usable hook family, with packet
+/// capture and stacks (every program a trace can load), and lists the
+/// instructions the verifier processed for each program: how far each is
+/// from the verifier's limits on this kernel.
+fn verify_families(facts: &KernelFacts) -> Result<String> {
+    use std::collections::BTreeMap;
+    let mut counts: BTreeMap<String, (Option<u32>, Vec<&str>)> = BTreeMap::new();
+    let mut out = String::from("\nverified programs (instructions the verifier processed):\n");
+    for mode in [
+        HookMode::TpBtf,
+        HookMode::Fentry,
+        HookMode::Kprobe,
+        HookMode::Tracepoint,
+    ] {
+        if probes::choose(mode, facts).is_err() {
+            continue;
+        }
+        let name = probes::mode_name(mode);
+        let mut kernel = KernelInfo::probe();
+        let opts = loader::Options {
+            hooks: mode,
+            filter: rsttrace_ebpf::abi::Filter::ALL,
+            ring_buffer_bytes: 1 << 16,
+            wakeup_bytes: 0,
+            capture_packets: true,
+            stacks: true,
+        };
+        match loader::Session::load(&mut kernel, &opts) {
+            Ok(session) => {
+                for (program, n) in session.verified_instructions() {
+                    let entry = counts.entry(program).or_insert((n, Vec::new()));
+                    entry.0 = entry.0.max(n);
+                    entry.1.push(name);
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  --hooks {name}: FAILED to load: {e:#}");
+            }
+        }
+    }
+    for (program, (n, families)) in &counts {
+        let n = n.map_or_else(
+            || "loaded (count not reported before Linux 5.16)".to_string(),
+            |n| n.to_string(),
+        );
+        let _ = writeln!(out, "  {program:<34} {n:>8}  ({})", families.join(","));
+    }
+    Ok(out)
 }
 
 pub struct Header {

@@ -78,6 +78,11 @@ pub struct CheckArgs {
     /// Report the plan for this hook family (as `--hooks` of trace would).
     #[arg(long, value_enum, default_value_t = HookMode::Auto)]
     pub hooks: HookMode,
+
+    /// Also load and attach every usable hook family (with packet capture
+    /// and stacks) and print each program's verified instruction count.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Args)]

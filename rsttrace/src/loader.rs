@@ -263,6 +263,22 @@ impl Session {
         Ok(Session { ebpf, plan })
     }
 
+    /// Each loaded program and the instructions the verifier processed for
+    /// it ("processed N insns"); None where the kernel does not report it
+    /// (bpf_prog_info.verified_insns is 5.16+).
+    pub fn verified_instructions(&self) -> Vec<(String, Option<u32>)> {
+        let mut counts: Vec<(String, Option<u32>)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some((name.to_string(), info.verified_instruction_count()))
+            })
+            .collect();
+        counts.sort();
+        counts
+    }
+
     pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
             .ebpf

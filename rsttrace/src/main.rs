@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                     .render(&mut page)?;
                 print_all(&page)
             }
-            Some(Command::Check(args)) => rsttrace::check::run(args.hooks),
+            Some(Command::Check(args)) => rsttrace::check::run(args.hooks, args.verify),
             None => rsttrace::app::trace(cli.trace).await,
         }
     });

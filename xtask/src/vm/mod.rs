@@ -135,7 +135,8 @@ pub fn vm_test(ws: &Workspace, opts: &Options) -> Result<()> {
             kernel,
             &initramfs::Run {
                 test_args: &test_args,
-                check_args: &[],
+                // Each program's verified instruction count, for the record.
+                check_args: &["--verify"],
             },
         )?;
         let boot_started = Instant::now();
