@@ -22,6 +22,8 @@ pub struct Row {
 pub enum RowKind {
     Event,
     Provoked,
+    /// A test that cannot work on the kernel; `confidence` holds why.
+    NotApplicable,
 }
 
 impl Row {
@@ -31,6 +33,7 @@ impl Row {
         let kind = match f.next()? {
             "event" => RowKind::Event,
             "provoked" => RowKind::Provoked,
+            "not_applicable" => RowKind::NotApplicable,
             _ => return None,
         };
         let (test, direction, cause) = (f.next()?, f.next()?, f.next()?);
@@ -50,6 +53,7 @@ impl Row {
         let kind = match self.kind {
             RowKind::Event => "event",
             RowKind::Provoked => "provoked",
+            RowKind::NotApplicable => "not_applicable",
         };
         format!(
             "{kind}\t{}\t{}\t{}\t{}",
@@ -67,6 +71,14 @@ pub fn read(path: &Path) -> Vec<Row> {
 /// The table the issue asks for: cause, provoked by which tests, detected
 /// how often, and with which labels.
 pub fn print_summary(kernel: &str, rows: &[Row]) {
+    let (not_applicable, rows): (Vec<Row>, Vec<Row>) = rows
+        .iter()
+        .cloned()
+        .partition(|r| r.kind == RowKind::NotApplicable);
+    let rows = rows.as_slice();
+    for r in &not_applicable {
+        eprintln!("not applicable on {kernel}: {}: {}", r.test, r.confidence);
+    }
     eprintln!("causes on {kernel}:");
     if rows.is_empty() {
         eprintln!("  (none reported)");
@@ -204,6 +216,7 @@ pub fn markdown_table(columns: &[Column]) -> String {
         .flat_map(|c| {
             c.rows
                 .iter()
+                .filter(|r| r.kind != RowKind::NotApplicable)
                 .map(|r| (r.direction.clone(), r.cause.clone()))
         })
         .collect();
@@ -260,6 +273,19 @@ pub fn markdown_table(columns: &[Column]) -> String {
             s.push_str(&format!(" {cell} |"));
         }
         s.push('\n');
+    }
+    let not_applicable: Vec<String> = columns
+        .iter()
+        .flat_map(|c| {
+            c.rows
+                .iter()
+                .filter(|r| r.kind == RowKind::NotApplicable)
+                .map(move |r| format!("- {}: `{}`: {}\n", c.label, r.test, r.confidence))
+        })
+        .collect();
+    if !not_applicable.is_empty() {
+        s.push_str("\nTests (or parts of them) that cannot work on a kernel, and why:\n\n");
+        s.push_str(&not_applicable.concat());
     }
     s
 }

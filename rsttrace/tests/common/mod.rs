@@ -238,6 +238,15 @@ pub fn provoked<'a>(events: &'a [Value], direction: &str, cause: &str) -> Vec<&'
     find(events, direction, cause)
 }
 
+/// The running test (or the part of it that follows) cannot work on this
+/// kernel: recorded in $RSTTRACE_CAUSE_REPORT with why, so the suites
+/// count it apart from passes instead of passing it silently.
+pub fn not_applicable(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("{test}: not applicable on this kernel: {why}");
+    append_report(&format!("not_applicable\t{test}\t-\t-\t{why}\n"));
+}
+
 thread_local! {
     /// The send hook family of the test thread's last stopped tracer.
     static FAMILY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };

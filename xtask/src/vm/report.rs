@@ -13,8 +13,8 @@ pub struct Report {
     pub kernel: Option<String>,
     /// test name → "ok" | "FAILED" | "ignored".
     pub tests: BTreeMap<String, String>,
-    /// Tests that cannot work on this kernel → why (they print
-    /// `NOT-APPLICABLE <test>: <why>` and pass without asserting).
+    /// Tests that cannot work on this kernel → why (they report a
+    /// `not_applicable` row and pass without asserting the rest).
     pub not_applicable: BTreeMap<String, String>,
     /// binaries with a non-zero exit status.
     pub failed_binaries: Vec<String>,
@@ -27,9 +27,6 @@ pub struct Report {
     /// Kernel modules modprobe could not load.
     pub modules_failed: Vec<String>,
 }
-
-/// What a test prints when it cannot work on the running kernel.
-const NOT_APPLICABLE: &str = "NOT-APPLICABLE ";
 
 impl Report {
     pub fn verdict(&self) -> Result<()> {
@@ -96,15 +93,18 @@ impl Report {
                 if ["ok", "FAILED", "ignored"].contains(&result) {
                     report.tests.insert(name.to_string(), result.to_string());
                 }
-            } else if let Some(rest) = line
-                .find(NOT_APPLICABLE)
-                .map(|i| &line[i + NOT_APPLICABLE.len()..])
-                && let Some((test, why)) = rest.split_once(": ")
-            {
-                report
-                    .not_applicable
-                    .insert(test.trim().to_string(), why.trim().to_string());
             }
+        }
+        for r in report
+            .causes
+            .iter()
+            .filter(|r| r.kind == causes::RowKind::NotApplicable)
+        {
+            // "name[family]" in the report; libtest names the test "name".
+            let test = r.test.split('[').next().unwrap_or(&r.test);
+            report
+                .not_applicable
+                .insert(test.to_string(), r.confidence.clone());
         }
         report
     }
@@ -152,11 +152,11 @@ hooks: fine
 RSTTRACE-VM: CHECK-END rc=0 seconds=3
 RSTTRACE-VM: RUN loopback_causes
 running 2 tests
-NOT-APPLICABLE so_linger_zero: no such thing here
 test so_linger_zero ... ok
 test port_not_open_and_peer_refused ... FAILED
 RSTTRACE-VM: EXIT loopback_causes 101 seconds=42
 RSTTRACE-VM: CAUSE event\tso_linger_zero\tsent\tlinger_zero\tlikely
+RSTTRACE-VM: CAUSE not_applicable\tso_linger_zero\t-\t-\tno such thing here
 RSTTRACE-VM: RESULT FAIL
 ";
         let r = Report::parse(serial);
@@ -168,7 +168,7 @@ RSTTRACE-VM: RESULT FAIL
         assert_eq!(r.seconds["loopback_causes"], 42);
         assert_eq!(r.modules_failed, ["veth"]);
         assert_eq!(r.check, "hooks: fine\n");
-        assert_eq!(r.causes.len(), 1);
+        assert_eq!(r.causes.len(), 2);
         assert_eq!(r.passed, Some(false));
         assert!(r.verdict().is_err());
 
