@@ -62,7 +62,7 @@ fn close_with_unread_data() {
     let mut buf = [0u8; 16];
     let read = client.read(&mut buf);
     assert!(read.is_err(), "client should see a reset, got {read:?}");
-    let confidence = tracer.proven_confidence();
+    let confidence = tracer.proven_confidence("close_unread_data");
     let events = tracer.stop();
 
     let sent = provoked(&events, "sent", "close_unread_data");
@@ -94,7 +94,7 @@ fn so_linger_zero() {
     let client_port = client.local_addr().unwrap().port();
     drop(client);
     wait_reset(&server);
-    let confidence = tracer.proven_confidence();
+    let confidence = tracer.proven_confidence("linger_zero");
     let events = tracer.stop();
 
     let sent = provoked(&events, "sent", "linger_zero");
@@ -127,7 +127,7 @@ fn data_after_close() {
     // The peer ignores the EOF and writes: the orphan answers with an RST.
     client.write_all(b"late data").unwrap();
     wait_reset(&client);
-    let confidence = tracer.proven_confidence();
+    let confidence = tracer.proven_confidence("data_after_close");
     let events = tracer.stop();
 
     let sent = provoked(&events, "sent", "data_after_close");

@@ -181,10 +181,12 @@ impl Tracer {
             .map_or("", |(plan, _)| plan)
     }
 
-    /// Confidence of a cause the facts prove: "certain" needs the kernel's
-    /// reason to agree (6.10+); without it (6.1) the verdict is "likely".
-    pub fn proven_confidence(&self) -> &'static str {
-        if self.plan().contains("reason=kernel") {
+    /// Confidence of `cause` when the facts prove it: "certain" needs a
+    /// kernel reason to agree, which takes a reason in the plan (6.10+) and
+    /// a name for this cause in this kernel's reason set (6.12 lacks the
+    /// active-reset names); otherwise the verdict is "likely".
+    pub fn proven_confidence(&self, cause: &str) -> &'static str {
+        if self.plan().contains("reason=kernel") && kernel_reason_decides(cause) {
             "certain"
         } else {
             "likely"
@@ -204,6 +206,37 @@ impl Tracer {
     /// (closed port, TIME_WAIT): 6.1's tcp_send_reset tracepoint does not.
     pub fn sees_socketless_rsts(&self) -> bool {
         self.plan().contains("no_socket=yes")
+    }
+}
+
+/// Whether this kernel's reason set names `cause`: the per-cause line of
+/// `rsttrace check` ("yes (kernel reason NAME + facts)"), read once.
+pub fn kernel_reason_decides(cause: &str) -> bool {
+    static CHECK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let check = CHECK.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+            .arg("check")
+            .output()
+            .expect("run rsttrace check");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    check.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(cause) && l.contains("(kernel reason ")
+    })
+}
+
+/// No sent event may be `certain` unless the plan has the kernel's reason
+/// and this kernel's reason set names its cause: inference alone is `likely`.
+pub fn assert_no_unconfirmed_certainty(plan: &str, events: &[Value]) {
+    for e in events.iter().filter(|e| e["direction"] == "sent") {
+        if e["confidence"] == "certain" {
+            let cause = e["cause"].as_str().unwrap_or("?");
+            assert!(
+                plan.contains("reason=kernel") && kernel_reason_decides(cause),
+                "certain without a kernel reason for {cause} ({plan}): {e}"
+            );
+        }
     }
 }
 
