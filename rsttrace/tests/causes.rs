@@ -168,22 +168,25 @@ fn retransmit_timeout_then_half_open() {
     net.b.nft(DELETE_RULES);
     server.write_all(b"still there?").unwrap();
     let socketless = tracer.sees_socketless_rsts();
+    let aborts_seen = tracer.sees_aborts();
     let plan = tracer.plan().to_string();
     tracer.wait_for(Duration::from_secs(5), |ev| {
         !find(ev, "received", "peer_reset").is_empty()
     });
     let events = tracer.stop();
 
-    let aborts = provoked(&events, "abort", "retransmit_timeout");
-    assert_eq!(aborts.len(), 1, "events:\n{}", describe(&events));
-    let ev = aborts[0];
-    assert_eq!(ev["confidence"], "certain");
-    assert_eq!(ev["pid"], our_pid());
-    assert_eq!(ev["netns"], net.a.inode());
-    assert_eq!(ev["remote_port"], port);
-    assert_eq!(ev["evidence"]["errno"], "ETIMEDOUT");
-    assert_eq!(ev["socket"]["unacked"], 5);
-    assert_eq!(ev["evidence"]["state_before"], "ESTABLISHED", "{ev}");
+    if aborts_seen {
+        let aborts = provoked(&events, "abort", "retransmit_timeout");
+        assert_eq!(aborts.len(), 1, "events:\n{}", describe(&events));
+        let ev = aborts[0];
+        assert_eq!(ev["confidence"], "certain");
+        assert_eq!(ev["pid"], our_pid());
+        assert_eq!(ev["netns"], net.a.inode());
+        assert_eq!(ev["remote_port"], port);
+        assert_eq!(ev["evidence"]["errno"], "ETIMEDOUT");
+        assert_eq!(ev["socket"]["unacked"], 5);
+        assert_eq!(ev["evidence"]["state_before"], "ESTABLISHED", "{ev}");
+    }
 
     let peer = provoked(&events, "received", "peer_reset");
     assert_eq!(peer.len(), 1, "events:\n{}", describe(&events));
@@ -218,6 +221,9 @@ fn icmp_errors_abort_a_connect() {
         "--port",
         &rejected.to_string(),
     ]);
+    if !tracer.sees_aborts() {
+        return;
+    }
     for (port, errno) in [
         (unreachable, libc::EHOSTUNREACH),
         (rejected, libc::ECONNREFUSED),

@@ -209,6 +209,34 @@ impl Tracer {
     }
 }
 
+impl Tracer {
+    /// Whether connections that die without an RST (direction abort) are
+    /// seen. Where the kernel has no `sock:inet_sk_error_report` (before
+    /// 5.14) the test part that needs them is not applicable; where it has
+    /// one, the plan must use it.
+    pub fn sees_aborts(&self) -> bool {
+        let has_tracepoint = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .any(|t| {
+                std::path::Path::new(t)
+                    .join("events/sock/inet_sk_error_report")
+                    .exists()
+            });
+        let seen = self.plan().contains("aborts=yes");
+        assert!(
+            seen || !has_tracepoint,
+            "the kernel has sock:inet_sk_error_report but the plan sees no aborts: {}",
+            self.plan()
+        );
+        if !seen {
+            not_applicable(
+                "connections that die without an RST: no sock:inet_sk_error_report before Linux 5.14",
+            );
+        }
+        seen
+    }
+}
+
 /// Whether this kernel's reason set names `cause`: the per-cause line of
 /// `rsttrace check` ("yes (kernel reason NAME + facts)"), read once.
 pub fn kernel_reason_decides(cause: &str) -> bool {
