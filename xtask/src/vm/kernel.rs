@@ -50,7 +50,7 @@ pub const KERNELS: &[GuestKernel] = &[
         version: "6.12",
         suite: "trixie",
         apt_suites: &[(MIRROR, "trixie"), (SECURITY, "trixie-security")],
-        why: "Debian 13: a partial reset-reason set",
+        why: "Debian 13: the reset reason, with tcp_send_active_reset(sk, reason)",
     },
 ];
 
