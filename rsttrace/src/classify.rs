@@ -10,6 +10,10 @@
 //! `certain` requires the reason and the facts to agree; inference alone is
 //! `likely`. An event that fits nothing is `unknown` with its raw facts.
 
+use rsttrace_ebpf::linux::errno::{
+    EACCES, ECONNABORTED, ECONNREFUSED, ECONNRESET, EHOSTDOWN, EHOSTUNREACH, EMSGSIZE, ENETDOWN,
+    ENETUNREACH, ENOPROTOOPT, EPIPE, EPROTO, ETIMEDOUT,
+};
 use serde_json::{Map, Value, json};
 
 use crate::cause::{Cause, CauseId, Confidence};
@@ -114,9 +118,6 @@ fn prior_json(p: &PriorClose) -> Value {
     Value::Object(m)
 }
 
-const ECONNREFUSED: u32 = 111;
-const ETIMEDOUT: u32 = 110;
-
 /// How the exiting task ended: the signal that killed it, or `exit`.
 pub fn signal_name(signal: u8) -> String {
     let name = match signal {
@@ -142,19 +143,19 @@ pub fn signal_name(signal: u8) -> String {
 /// Names of the errnos a TCP connection can die with (asm-generic/errno.h).
 pub fn errno_name(err: u32) -> String {
     let name = match err {
-        13 => "EACCES",
-        32 => "EPIPE",
-        71 => "EPROTO",
-        90 => "EMSGSIZE",
-        92 => "ENOPROTOOPT",
-        100 => "ENETDOWN",
-        101 => "ENETUNREACH",
-        103 => "ECONNABORTED",
-        104 => "ECONNRESET",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        112 => "EHOSTDOWN",
-        113 => "EHOSTUNREACH",
+        EACCES => "EACCES",
+        EPIPE => "EPIPE",
+        EPROTO => "EPROTO",
+        EMSGSIZE => "EMSGSIZE",
+        ENOPROTOOPT => "ENOPROTOOPT",
+        ENETDOWN => "ENETDOWN",
+        ENETUNREACH => "ENETUNREACH",
+        ECONNABORTED => "ECONNABORTED",
+        ECONNRESET => "ECONNRESET",
+        ETIMEDOUT => "ETIMEDOUT",
+        ECONNREFUSED => "ECONNREFUSED",
+        EHOSTDOWN => "EHOSTDOWN",
+        EHOSTUNREACH => "EHOSTUNREACH",
         _ => return format!("errno {err}"),
     };
     name.to_string()
@@ -192,7 +193,7 @@ fn abort(ev: &Event, v: &mut Verdict) -> CauseId {
         }
         // ICMP errors: tcp_v{4,6}_err() maps net/host/port unreachable and
         // "administratively prohibited" (a firewall's reject) to these.
-        13 | 92 | 100 | 101 | ECONNREFUSED | 112 | 113 => {
+        EACCES | ENOPROTOOPT | ENETDOWN | ENETUNREACH | ECONNREFUSED | EHOSTDOWN | EHOSTUNREACH => {
             if sock.sk_err == ECONNREFUSED {
                 v.fact("icmp", "port unreachable (a firewall's reject)");
             }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rsttrace_ebpf::abi::{self, RstEvent};
+use rsttrace_ebpf::linux::{af, tcp_flag, tcp_state};
 use serde::Serialize;
 
 /// Who sent the RST, from this host's point of view.
@@ -30,40 +31,40 @@ impl Direction {
     }
 }
 
-/// Linux TCP states (include/net/tcp_states.h); values are kernel ABI.
+/// A Linux TCP state (`rsttrace_ebpf::linux::tcp_state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TcpState(pub u8);
 
 impl TcpState {
     pub const NONE: TcpState = TcpState(0);
-    pub const ESTABLISHED: TcpState = TcpState(1);
-    pub const SYN_SENT: TcpState = TcpState(2);
-    pub const SYN_RECV: TcpState = TcpState(3);
-    pub const FIN_WAIT1: TcpState = TcpState(4);
-    pub const FIN_WAIT2: TcpState = TcpState(5);
-    pub const TIME_WAIT: TcpState = TcpState(6);
-    pub const CLOSE: TcpState = TcpState(7);
-    pub const CLOSE_WAIT: TcpState = TcpState(8);
-    pub const LAST_ACK: TcpState = TcpState(9);
-    pub const LISTEN: TcpState = TcpState(10);
-    pub const CLOSING: TcpState = TcpState(11);
-    pub const NEW_SYN_RECV: TcpState = TcpState(12);
+    pub const ESTABLISHED: TcpState = TcpState(tcp_state::ESTABLISHED);
+    pub const SYN_SENT: TcpState = TcpState(tcp_state::SYN_SENT);
+    pub const SYN_RECV: TcpState = TcpState(tcp_state::SYN_RECV);
+    pub const FIN_WAIT1: TcpState = TcpState(tcp_state::FIN_WAIT1);
+    pub const FIN_WAIT2: TcpState = TcpState(tcp_state::FIN_WAIT2);
+    pub const TIME_WAIT: TcpState = TcpState(tcp_state::TIME_WAIT);
+    pub const CLOSE: TcpState = TcpState(tcp_state::CLOSE);
+    pub const CLOSE_WAIT: TcpState = TcpState(tcp_state::CLOSE_WAIT);
+    pub const LAST_ACK: TcpState = TcpState(tcp_state::LAST_ACK);
+    pub const LISTEN: TcpState = TcpState(tcp_state::LISTEN);
+    pub const CLOSING: TcpState = TcpState(tcp_state::CLOSING);
+    pub const NEW_SYN_RECV: TcpState = TcpState(tcp_state::NEW_SYN_RECV);
 
     pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "NONE",
-            1 => "ESTABLISHED",
-            2 => "SYN_SENT",
-            3 => "SYN_RECV",
-            4 => "FIN_WAIT1",
-            5 => "FIN_WAIT2",
-            6 => "TIME_WAIT",
-            7 => "CLOSE",
-            8 => "CLOSE_WAIT",
-            9 => "LAST_ACK",
-            10 => "LISTEN",
-            11 => "CLOSING",
-            12 => "NEW_SYN_RECV",
+        match self {
+            Self::NONE => "NONE",
+            Self::ESTABLISHED => "ESTABLISHED",
+            Self::SYN_SENT => "SYN_SENT",
+            Self::SYN_RECV => "SYN_RECV",
+            Self::FIN_WAIT1 => "FIN_WAIT1",
+            Self::FIN_WAIT2 => "FIN_WAIT2",
+            Self::TIME_WAIT => "TIME_WAIT",
+            Self::CLOSE => "CLOSE",
+            Self::CLOSE_WAIT => "CLOSE_WAIT",
+            Self::LAST_ACK => "LAST_ACK",
+            Self::LISTEN => "LISTEN",
+            Self::CLOSING => "CLOSING",
+            Self::NEW_SYN_RECV => "NEW_SYN_RECV",
             _ => "INVALID",
         }
     }
@@ -74,12 +75,12 @@ impl TcpState {
 pub struct TcpFlags(pub u8);
 
 impl TcpFlags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-    pub const URG: u8 = 0x20;
+    pub const FIN: u8 = tcp_flag::FIN;
+    pub const SYN: u8 = tcp_flag::SYN;
+    pub const RST: u8 = tcp_flag::RST;
+    pub const PSH: u8 = tcp_flag::PSH;
+    pub const ACK: u8 = tcp_flag::ACK;
+    pub const URG: u8 = tcp_flag::URG;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
@@ -355,7 +356,7 @@ impl Event {
             _ => "unknown",
         };
         let ip = |bytes: &[u8; 16]| -> IpAddr {
-            if raw.family == AF_INET6 {
+            if raw.family == af::INET6 {
                 let v6 = Ipv6Addr::from(*bytes);
                 // Dual-stack sockets carry IPv4 peers as ::ffff:a.b.c.d.
                 match v6.to_ipv4_mapped() {
@@ -468,8 +469,6 @@ impl Event {
         self.kernel_reason.as_ref().map(|(_, name)| &**name)
     }
 }
-
-const AF_INET6: u16 = 10;
 
 fn prior_close(raw: &RstEvent) -> Option<PriorClose> {
     let kind = match raw.hist_kind {

@@ -1,0 +1,215 @@
+//! The shared event path: every hook ends here with (sk, skb, reason), and
+//! one `RstEvent` is reserved, filled and submitted to the ring buffer.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    },
+};
+use rsttrace_ebpf::{
+    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, context, counter, direction, flag, kind},
+    linux::{tcp_flag, tcp_state},
+};
+
+use crate::{
+    EVENTS, LAST_RST_SK, count,
+    facts::{Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task},
+    filter::passes_filter,
+    history::read_history,
+    owners::owner_of,
+    softirq_vector,
+    stacks::capture_stacks,
+};
+
+/// What the hook saw, passed by reference (BPF calls take at most 5 arguments).
+pub(crate) struct Origin {
+    /// The program's context, for the stack helpers.
+    pub(crate) ctx: *mut c_void,
+    pub(crate) sk: *const u8,
+    pub(crate) skb: *const u8,
+    /// `enum sk_rst_reason`, or ABSENT.
+    pub(crate) reason: u32,
+    pub(crate) hook: u8,
+    pub(crate) direction: u8,
+}
+
+/// A passive RST answers the trigger `skb`; an active one (skb NULL) comes
+/// from close(), a timer or tcp_abort(). `sk` may be NULL (no socket),
+/// a timewait or request sock, or a full socket.
+pub(crate) fn on_send_reset(
+    ctx: *mut c_void,
+    sk: *const u8,
+    skb: *const u8,
+    reason: u32,
+    hook: u8,
+) {
+    on_socket_event(&Origin {
+        ctx,
+        sk,
+        skb,
+        reason,
+        hook,
+        direction: direction::SENT,
+    });
+}
+
+/// `tcp_v{4,6}_send_reset` entry: the function returns without sending when
+/// the trigger is itself an RST, so those calls are not RSTs sent.
+pub(crate) fn on_passive_reset_call(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
+    if !skb.is_null() {
+        let mut tuple = Tuple::default();
+        let mut pkt = Packet::default();
+        if read_packet(skb, &mut pkt, &mut tuple) && pkt.flags & tcp_flag::RST != 0 {
+            return;
+        }
+    }
+    on_send_reset(ctx, sk, skb, ABSENT, hook);
+}
+
+/// `skb`, when the hook has it, is the received RST: its TTL and window are
+/// evidence of who forged it.
+pub(crate) fn on_receive_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
+    on_socket_event(&Origin {
+        ctx,
+        sk,
+        skb,
+        reason: ABSENT,
+        hook,
+        direction: direction::RECEIVED,
+    });
+}
+
+pub(crate) fn on_socket_event(origin: &Origin) {
+    if origin.direction != direction::ABORT
+        && !origin.sk.is_null()
+        && let Some(last) = LAST_RST_SK.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU slot; no other writer on this CPU meanwhile.
+        unsafe { *last = origin.sk as u64 };
+    }
+    let mut tuple = Tuple::default();
+    let mut pkt = Packet::default();
+    let has_packet = !origin.skb.is_null() && read_packet(origin.skb, &mut pkt, &mut tuple);
+    if !has_packet && !origin.sk.is_null() {
+        read_sock_tuple(origin.sk, &mut tuple);
+    }
+    tuple.netns = netns_of(origin.sk, origin.skb);
+    emit(origin, &tuple, has_packet.then_some(&pkt));
+}
+
+fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
+    let sk = origin.sk;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let in_softirq = softirq_vector();
+    let owner = owner_of(sk);
+    // --pid and --cgroup match the owner; the actor only where it ran the
+    // code. (Plain values with sentinels, not Options: the verifier rejects
+    // the uninitialised payload register of a None that LLVM copies around.)
+    let (pid, cgroup) = if !owner.is_null() {
+        // SAFETY: map value, valid for this run of the program.
+        unsafe { ((*owner).tgid, (*owner).cgroup) }
+    } else if in_softirq == 0 {
+        // SAFETY: the helper has no preconditions.
+        ((pid_tgid >> 32) as u32, unsafe {
+            bpf_get_current_cgroup_id()
+        })
+    } else {
+        (ABSENT, 0)
+    };
+    if !passes_filter(tuple, pid, cgroup, true) {
+        count(counter::FILTERED);
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<RstEvent>(0) else {
+        count(counter::LOST);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned RstEvent-sized
+    // slot; every field is written before submit (unread ones are zeroed).
+    unsafe {
+        core::ptr::write_bytes(ev, 0, 1);
+        let ev = &mut *ev;
+        ev.header = EventHeader {
+            version: ABI_VERSION,
+            size: core::mem::size_of::<RstEvent>() as u16,
+            kind: kind::RST,
+            _pad: [0; 3],
+        };
+        ev.ts_ns = bpf_ktime_get_ns();
+        ev.sk = sk as u64;
+        ev.skb = origin.skb as u64;
+        ev.direction = origin.direction;
+        ev.hook = origin.hook;
+        ev.netns = tuple.netns;
+        ev.family = tuple.family;
+        ev.local_port = tuple.local_port;
+        ev.remote_port = tuple.remote_port;
+        ev.local_addr = tuple.local_addr;
+        ev.remote_addr = tuple.remote_addr;
+        if origin.reason != ABSENT {
+            ev.reason = origin.reason;
+            ev.flags |= flag::HAS_REASON;
+        }
+        if let Some(p) = pkt {
+            ev.flags |= flag::HAS_PACKET;
+            ev.pkt_flags = p.flags;
+            ev.pkt_ttl = p.ttl;
+            ev.pkt_window = p.window;
+            ev.pkt_seq = p.seq;
+            ev.pkt_ack = p.ack;
+            ev.pkt_len = p.len;
+        }
+        if in_softirq != 0 {
+            ev.context = context::SOFTIRQ;
+            ev.softirq_vec = (in_softirq - 1) as u8;
+        } else {
+            ev.context = context::TASK;
+        }
+        ev.actor_pid = pid_tgid as u32;
+        ev.actor_tgid = (pid_tgid >> 32) as u32;
+        ev.actor_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        read_task(ev);
+        if !sk.is_null() {
+            read_sock(sk, ev);
+        }
+        if !owner.is_null() {
+            let o = &*owner;
+            ev.flags |= flag::OWNER_KNOWN;
+            ev.owner_tgid = o.tgid;
+            ev.owner_pid = o.pid;
+            ev.owner_uid = o.uid;
+            ev.owner_cgroup = o.cgroup;
+            ev.owner_comm = o.comm;
+        }
+        // Without a full socket, what happened to the 4-tuple before
+        // explains the RST and names whoever owned it.
+        if ev.direction == direction::SENT && ev.flags & flag::FULL_SOCK == 0 {
+            let syn_only =
+                pkt.is_some_and(|p| p.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN);
+            read_history(tuple, syn_only, false, ev);
+        } else if ev.direction == direction::SENT
+            && pkt.is_none()
+            && owner.is_null()
+            && ev.state == tcp_state::CLOSE
+        {
+            // An unowned child reset in CLOSE: inet_csk_listen_stop() resets
+            // the queued children right after their listener's close.
+            read_history(tuple, false, true, ev);
+        }
+        capture_stacks(origin.ctx, owner, ev);
+    }
+    let wakeup_bytes = global!(tuning.wakeup_bytes);
+    let wake = if wakeup_bytes == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    };
+    entry.submit(wake);
+    count(counter::SUBMITTED);
+}

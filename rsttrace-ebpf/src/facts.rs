@@ -1,0 +1,214 @@
+//! What an RST's socket, trigger packet and task say about it: the reads
+//! that fill the event's facts, at offsets resolved from BTF.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_jiffies64, bpf_probe_read_kernel_buf};
+use rsttrace_ebpf::{
+    abi::{Field, RstEvent, counter, flag},
+    linux::{PF_EXITING, af, tcp_state},
+};
+
+use crate::{
+    LAST_CLOSE, count,
+    read::{load, read_bytes},
+};
+
+/// The connection's ends from this host's view, and its namespace.
+#[derive(Default)]
+pub(crate) struct Tuple {
+    pub(crate) netns: u32,
+    pub(crate) family: u16,
+    pub(crate) local_port: u16,
+    pub(crate) remote_port: u16,
+    pub(crate) local_addr: [u8; 16],
+    pub(crate) remote_addr: [u8; 16],
+}
+
+/// The trigger segment's headers.
+#[derive(Default)]
+pub(crate) struct Packet {
+    /// IP protocol (IPv6: the first next-header).
+    pub(crate) protocol: u8,
+    pub(crate) flags: u8,
+    pub(crate) ttl: u8,
+    pub(crate) window: u16,
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
+    pub(crate) len: u32,
+}
+
+/// Parses the trigger skb's IP and TCP headers; the RST goes back to its source,
+/// so the packet's destination is the local end.
+pub(crate) fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
+    let (Some(head), Some(nh), Some(th)) = (
+        load(skb, off!(skb_head)),
+        load(skb, off!(skb_network_header)),
+        load(skb, off!(skb_transport_header)),
+    ) else {
+        return false;
+    };
+    let head = head as *const u8;
+    let mut tcp = [0u8; 20];
+    // SAFETY: checked reads of kernel memory.
+    if unsafe { bpf_probe_read_kernel_buf(head.add(th as usize), &mut tcp) }.is_err() {
+        count(counter::READ_ERRORS);
+        return false;
+    }
+    let mut ip = [0u8; 40];
+    // SAFETY: as above; an IPv4 header may be shorter than 40 bytes but the
+    // TCP header follows it in the same linear buffer.
+    if unsafe { bpf_probe_read_kernel_buf(head.add(nh as usize), &mut ip) }.is_err() {
+        count(counter::READ_ERRORS);
+        return false;
+    }
+    let doff = ((tcp[12] >> 4) as u32) * 4;
+    tuple.remote_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+    tuple.local_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    pkt.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    pkt.ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    pkt.flags = tcp[13];
+    pkt.window = u16::from_be_bytes([tcp[14], tcp[15]]);
+    match ip[0] >> 4 {
+        4 => {
+            let ihl = ((ip[0] & 0x0f) as u32) * 4;
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as u32;
+            pkt.len = total.saturating_sub(ihl + doff);
+            pkt.ttl = ip[8];
+            pkt.protocol = ip[9];
+            tuple.family = af::INET;
+            tuple.remote_addr[..4].copy_from_slice(&ip[12..16]);
+            tuple.local_addr[..4].copy_from_slice(&ip[16..20]);
+        }
+        6 => {
+            let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
+            pkt.len = payload.saturating_sub(doff);
+            pkt.ttl = ip[7];
+            pkt.protocol = ip[6];
+            tuple.family = af::INET6;
+            tuple.remote_addr.copy_from_slice(&ip[8..24]);
+            tuple.local_addr.copy_from_slice(&ip[24..40]);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// The 4-tuple from `struct sock_common`, valid for full, request and timewait sockets.
+pub(crate) fn read_sock_tuple(sk: *const u8, tuple: &mut Tuple) {
+    tuple.family = load(sk, off!(skc_family)).unwrap_or(0) as u16;
+    tuple.remote_port = u16::from_be(load(sk, off!(skc_dport)).unwrap_or(0) as u16);
+    tuple.local_port = load(sk, off!(skc_num)).unwrap_or(0) as u16;
+    // tcp_set_state(CLOSE) unhashes the socket and zeroes skc_num; a full
+    // socket still has its port in inet_sport (timewait/request socks do not).
+    if tuple.local_port == 0 {
+        let state = load(sk, off!(skc_state)).unwrap_or(0) as u8;
+        if state != tcp_state::TIME_WAIT && state != tcp_state::NEW_SYN_RECV {
+            tuple.local_port = u16::from_be(load(sk, off!(inet_sport)).unwrap_or(0) as u16);
+        }
+    }
+    if tuple.family == af::INET6 {
+        read_bytes(sk, off!(skc_v6_rcv_saddr), &mut tuple.local_addr);
+        read_bytes(sk, off!(skc_v6_daddr), &mut tuple.remote_addr);
+    } else {
+        let local = load(sk, off!(skc_rcv_saddr)).unwrap_or(0) as u32;
+        let remote = load(sk, off!(skc_daddr)).unwrap_or(0) as u32;
+        // The kernel stores them in network order; keep the bytes as they are.
+        tuple.local_addr[..4].copy_from_slice(&local.to_ne_bytes());
+        tuple.remote_addr[..4].copy_from_slice(&remote.to_ne_bytes());
+    }
+}
+
+/// The network namespace inode of the socket, else of the device the
+/// trigger packet came in on; 0 when unknown.
+pub(crate) fn netns_of(sk: *const u8, skb: *const u8) -> u32 {
+    let net = if !sk.is_null() {
+        load(sk, off!(skc_net))
+    } else if !skb.is_null() {
+        load(skb, off!(skb_dev))
+            .filter(|dev| *dev != 0)
+            .and_then(|dev| load(dev as *const u8, off!(netdev_net)))
+    } else {
+        None
+    };
+    match net {
+        Some(net) if net != 0 => load(net as *const u8, off!(net_inum)).unwrap_or(0) as u32,
+        _ => 0,
+    }
+}
+
+/// Socket facts that explain why the RST was made.
+pub(crate) fn read_sock(sk: *const u8, ev: &mut RstEvent) {
+    ev.flags |= flag::HAS_SOCK;
+    ev.state = load(sk, off!(skc_state)).unwrap_or(0) as u8;
+    ev.cookie = load(sk, off!(skc_cookie)).unwrap_or(0);
+    if ev.state == tcp_state::TIME_WAIT {
+        ev.tw_substate = load(sk, off!(tw_substate)).unwrap_or(0) as u8;
+        return;
+    }
+    if ev.state == tcp_state::NEW_SYN_RECV {
+        return;
+    }
+    if ev.state == tcp_state::LISTEN {
+        let queued = load(sk, off!(sk_ack_backlog));
+        let max = load(sk, off!(sk_max_ack_backlog));
+        if let (Some(queued), Some(max)) = (queued, max)
+            && queued > max
+        {
+            ev.flags |= flag::ACCEPT_QUEUE_FULL;
+        }
+    }
+    ev.flags |= flag::FULL_SOCK;
+    if ev.state == tcp_state::CLOSE
+        && LAST_CLOSE.get(0).copied() == Some(sk as u64)
+        && let Some(&old) = LAST_CLOSE.get(1)
+    {
+        ev.closed_from = old as u8;
+    }
+    let sk_flags = load(sk, off!(sk_flags)).unwrap_or(0);
+    let bit = |n: u32| n < 64 && sk_flags & (1u64 << n) != 0;
+    if bit(off!(sock_dead_bit)) {
+        ev.flags |= flag::SOCK_DEAD;
+    }
+    if bit(off!(sock_linger_bit)) {
+        ev.flags |= flag::SOCK_LINGER;
+    }
+    if bit(off!(sock_keepopen_bit)) {
+        ev.flags |= flag::SOCK_KEEPOPEN;
+    }
+    if bit(off!(sock_done_bit)) {
+        ev.flags |= flag::PEER_FIN;
+    }
+    ev.shutdown = load(sk, off!(sk_shutdown)).unwrap_or(0) as u8;
+    ev.lingertime = load(sk, off!(sk_lingertime))
+        .unwrap_or(0)
+        .min(u32::MAX as u64) as u32;
+    ev.sk_err = load(sk, off!(sk_err)).unwrap_or(0) as u32;
+    ev.probes_out = load(sk, off!(icsk_probes_out)).unwrap_or(0) as u8;
+    let seq = |f: Field| load(sk, f).unwrap_or(0) as u32;
+    ev.unread = seq(off!(rcv_nxt)).wrapping_sub(seq(off!(copied_seq)));
+    ev.unsent = seq(off!(write_seq)).wrapping_sub(seq(off!(snd_nxt)));
+    ev.unacked = seq(off!(snd_nxt)).wrapping_sub(seq(off!(snd_una)));
+    if let Some(rcv) = load(sk, off!(rcv_tstamp)) {
+        // SAFETY: the helper has no preconditions. tcp_jiffies32 is the
+        // low half of jiffies64.
+        let now = unsafe { bpf_jiffies64() } as u32;
+        ev.rcv_idle_jiffies = now.wrapping_sub(rcv as u32);
+    }
+}
+
+/// Whether the current task is exiting, and with which signal.
+pub(crate) fn read_task(ev: &mut RstEvent) {
+    // SAFETY: the helper returns the current task pointer.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if task.is_null() {
+        return;
+    }
+    if load(task, off!(task_flags)).unwrap_or(0) & PF_EXITING != 0 {
+        ev.flags |= flag::TASK_EXITING;
+        ev.exit_signal = (load(task, off!(task_exit_code)).unwrap_or(0) & 0x7f) as u8;
+    }
+}
+
+/// `sk_err_soft`: an error the kernel noted without ending the connection.
+pub(crate) fn soft_error(sk: *const u8) -> u64 {
+    load(sk, off!(sk_err_soft)).unwrap_or(0)
+}

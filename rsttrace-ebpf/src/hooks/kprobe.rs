@@ -1,0 +1,39 @@
+//! kprobes on the reset functions, attached by symbol name at run time
+//! (userspace finds the name, which may carry a compiler suffix, in
+//! /proc/kallsyms). `tcp_v{4,6}_send_reset(sk, skb, ...)` runs for every
+//! passive RST, including those without a socket; `tcp_send_active_reset(sk,
+//! ...)` for active ones; `tcp_reset(sk, skb)` when an RST is accepted.
+
+use aya_ebpf::{EbpfContext, macros::kprobe, programs::ProbeContext};
+use rsttrace_ebpf::abi::{ABSENT, hook};
+
+use crate::event::{on_passive_reset_call, on_receive_reset, on_send_reset};
+
+#[kprobe]
+pub fn kp_send_reset(ctx: ProbeContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
+    on_passive_reset_call(ctx.as_ptr(), sk, skb, hook::KPROBE_SEND_RESET);
+    0
+}
+
+#[kprobe]
+pub fn kp_send_active_reset(ctx: ProbeContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    on_send_reset(
+        ctx.as_ptr(),
+        sk,
+        core::ptr::null(),
+        ABSENT,
+        hook::KPROBE_SEND_RESET,
+    );
+    0
+}
+
+#[kprobe]
+pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
+    on_receive_reset(ctx.as_ptr(), sk, skb, hook::KPROBE_RECEIVE_RESET);
+    0
+}
