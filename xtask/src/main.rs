@@ -104,6 +104,10 @@ enum Command {
         /// per cause family and --btf.
         #[arg(long, value_enum, default_value = "full")]
         suite: vm::Suite,
+        /// Fetch the kernels and build each guest's initramfs, boot nothing
+        /// (no qemu: needs no time on the shared machine's heavy lock).
+        #[arg(long)]
+        prepare_only: bool,
         /// Arguments for the test binaries in the guest (libtest), after `--`.
         #[arg(last = true)]
         args: Vec<OsString>,
@@ -219,6 +223,7 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
         Command::VmTest {
             kernel,
             suite,
+            prepare_only,
             args,
         } => vm::vm_test(
             ws,
@@ -226,6 +231,7 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
                 kernels: vm::parse_kernels(&kernel)?,
                 suite,
                 test_args: args,
+                prepare_only,
             },
         ),
     }

@@ -75,6 +75,8 @@ pub struct Options {
     pub kernels: Vec<&'static GuestKernel>,
     pub suite: Suite,
     pub test_args: Vec<OsString>,
+    /// Fetch the kernels and build the initramfs images, boot nothing.
+    pub prepare_only: bool,
 }
 
 /// `--kernel 5.10|6.1|6.12|all` → the matrix entries.
@@ -139,6 +141,10 @@ pub fn vm_test(ws: &Workspace, opts: &Options) -> Result<()> {
                 check_args: &["--verify"],
             },
         )?;
+        if opts.prepare_only {
+            say!("vm-test {}: prepared {}", guest.version, image.display());
+            continue;
+        }
         let boot_started = Instant::now();
         let tag = format!("vm {}", guest.version);
         // A guest that locks up (seen once in a few runs under TCG: a CPU
