@@ -7,10 +7,12 @@ use std::fmt::Write as _;
 use anyhow::{Result, bail};
 
 use crate::cause::CauseId;
+use crate::classify::DECIDING_REASONS;
+use crate::kernel::btf_source;
 use crate::loader::{self, KernelInfo};
 use crate::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
 
-pub fn run(mode: HookMode) -> Result<()> {
+pub fn run(mode: HookMode, verify: bool) -> Result<()> {
     let mut kernel = KernelInfo::probe();
     if matches!(mode, HookMode::Auto | HookMode::Fentry) {
         kernel.facts.fentry = loader::probe_fentry(&kernel);
@@ -22,7 +24,8 @@ pub fn run(mode: HookMode) -> Result<()> {
         release,
         btf_error: kernel.btf_error.clone(),
         tracefs: kernel.tracefs.as_ref().map(|p| p.display().to_string()),
-        reason_names: kernel.reasons.len(),
+        btf_source: btf_source::describe(),
+        reason_names: kernel.reasons.values().cloned().collect(),
         root: loader::check_privileges().is_ok(),
     };
     let (text, usable) = report(&header, mode, &kernel.facts);
@@ -35,14 +38,70 @@ pub fn run(mode: HookMode) -> Result<()> {
     if !usable {
         bail!("no usable RST hook on this kernel (see above)");
     }
+    if verify {
+        print!("{}", verify_families(&kernel.facts)?);
+    }
     Ok(())
+}
+
+/// Loads and attaches the plan of every usable hook family, with packet
+/// capture and stacks (every program a trace can load), and lists the
+/// instructions the verifier processed for each program: how far each is
+/// from the verifier's limits on this kernel.
+fn verify_families(facts: &KernelFacts) -> Result<String> {
+    use std::collections::BTreeMap;
+    let mut counts: BTreeMap<String, (Option<u32>, Vec<&str>)> = BTreeMap::new();
+    let mut out = String::from("\nverified programs (instructions the verifier processed):\n");
+    for mode in [
+        HookMode::TpBtf,
+        HookMode::Fentry,
+        HookMode::Kprobe,
+        HookMode::Tracepoint,
+    ] {
+        if probes::choose(mode, facts).is_err() {
+            continue;
+        }
+        let name = probes::mode_name(mode);
+        let mut kernel = KernelInfo::probe();
+        let opts = loader::Options {
+            hooks: mode,
+            filter: rsttrace_ebpf::abi::Filter::ALL,
+            ring_buffer_bytes: 1 << 16,
+            wakeup_bytes: 0,
+            capture_packets: true,
+            stacks: true,
+        };
+        match loader::Session::load(&mut kernel, &opts) {
+            Ok(session) => {
+                for (program, n) in session.verified_instructions() {
+                    let entry = counts.entry(program).or_insert((n, Vec::new()));
+                    entry.0 = entry.0.max(n);
+                    entry.1.push(name);
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  --hooks {name}: FAILED to load: {e:#}");
+            }
+        }
+    }
+    for (program, (n, families)) in &counts {
+        let n = n.map_or_else(
+            || "loaded (count not reported before Linux 5.16)".to_string(),
+            |n| n.to_string(),
+        );
+        let _ = writeln!(out, "  {program:<34} {n:>8}  ({})", families.join(","));
+    }
+    Ok(out)
 }
 
 pub struct Header {
     pub release: String,
     pub btf_error: Option<String>,
+    /// Where BTF was read from (sysfs or a --btf file).
+    pub btf_source: String,
     pub tracefs: Option<String>,
-    pub reason_names: usize,
+    /// This kernel's `enum sk_rst_reason` names (without the prefix).
+    pub reason_names: Vec<String>,
     pub root: bool,
 }
 
@@ -60,15 +119,23 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     let _ = writeln!(out, "kernel:      {}", h.release);
     match &h.btf_error {
         None => {
-            let _ = writeln!(out, "BTF:         yes (/sys/kernel/btf/vmlinux)");
+            let _ = writeln!(out, "BTF:         yes ({})", h.btf_source);
+            if !k.kernel_btf {
+                let _ = writeln!(
+                    out,
+                    "             the kernel has none of its own (/sys/kernel/btf/vmlinux): \
+                     tp_btf and fentry are unavailable, tracepoints and kprobes are used"
+                );
+            }
         }
         Some(e) => {
             let _ = writeln!(
                 out,
                 "BTF:         no ({e})\n             Without BTF rsttrace cannot locate socket fields (no CO-RE in Rust \
-                 eBPF), so it does not trace: tp_btf and fentry need BTF, and the classic \
-                 tracepoints alone give only addresses and ports. Use a kernel built with \
-                 CONFIG_DEBUG_INFO_BTF=y (all major distributions since 2020)."
+                 eBPF), so it does not trace. Fix: pass a BTF file for this kernel with \
+                 --btf FILE (or RSTTRACE_BTF=FILE), e.g. from BTFHub or extracted from a \
+                 vmlinux with debug info (`objcopy -O binary --only-section=.BTF vmlinux \
+                 vmlinux.btf`), or use a kernel built with CONFIG_DEBUG_INFO_BTF=y."
             );
         }
     }
@@ -153,15 +220,16 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
         "reason:      {}",
         if plan.reason {
             format!(
-                "the kernel's sk_rst_reason ({} names from BTF)",
-                h.reason_names
+                "the kernel's sk_rst_reason ({} names from BTF); per cause below, \
+                 where this kernel's set lacks a cause's names, inference decides it",
+                h.reason_names.len()
             )
         } else {
             "none on this kernel: causes are inferred from socket and packet facts".to_string()
         }
     );
     let _ = writeln!(out, "\ncauses on this kernel:");
-    for (cause, seen) in causes(&plan) {
+    for (cause, seen) in causes(&plan, &h.reason_names) {
         let _ = writeln!(out, "  {:<20} {seen}", cause.id());
     }
     (out, true)
@@ -191,13 +259,9 @@ const WITHOUT_REASON: [(CauseId, &str); 4] = [
     ),
 ];
 
-/// Whether each cause can be told apart with this plan, and how sure.
-pub fn causes(plan: &Plan) -> Vec<(CauseId, String)> {
-    let how = if plan.reason {
-        "yes (kernel reason + facts)"
-    } else {
-        "yes (inferred from facts)"
-    };
+/// Whether each cause can be told apart with this plan, and what decides
+/// it: the kernel's reason (by name, from this kernel's BTF) or inference.
+pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
     CauseId::ALL
         .iter()
         .filter(|c| **c != CauseId::Unknown)
@@ -226,11 +290,34 @@ pub fn causes(plan: &Plan) -> Vec<(CauseId, String)> {
                     "yes (with the received RST's TTL and window)".to_string()
                 }
                 CauseId::PeerRefused | CauseId::PeerReset => "yes".to_string(),
-                _ => how.to_string(),
+                _ => decided_by(c, plan.reason, reason_names),
             };
             (c, seen)
         })
         .collect()
+}
+
+/// "kernel reason NAME + facts", or inference and why.
+fn decided_by(cause: CauseId, reason: bool, reason_names: &[String]) -> String {
+    let Some((_, names)) = DECIDING_REASONS.iter().find(|(c, _)| *c == cause) else {
+        return "yes (inferred from facts; no kernel reason names it)".to_string();
+    };
+    if !reason {
+        return "yes (inferred from facts)".to_string();
+    }
+    let present: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| reason_names.iter().any(|r| r == n))
+        .collect();
+    if present.is_empty() {
+        format!(
+            "yes (inferred from facts: this kernel's sk_rst_reason has no {})",
+            names.join("/")
+        )
+    } else {
+        format!("yes (kernel reason {} + facts)", present.join("/"))
+    }
 }
 
 #[cfg(test)]
@@ -242,8 +329,16 @@ mod tests {
         Header {
             release: "test".into(),
             btf_error: None,
+            btf_source: "/sys/kernel/btf/vmlinux".into(),
             tracefs: Some("/sys/kernel/tracing".into()),
-            reason_names: 40,
+            reason_names: [
+                "NO_SOCKET",
+                "TCP_STATE",
+                "TCP_ABORT_ON_CLOSE",
+                "TCP_ABORT_ON_DATA",
+            ]
+            .map(String::from)
+            .to_vec(),
             root: true,
         }
     }
@@ -264,11 +359,11 @@ mod tests {
     fn forced_tp_btf_on_6_1_cannot_see_port_not_open() {
         let k = linux_6_1();
         let plan = probes::choose(HookMode::TpBtf, &k).unwrap();
-        let c = causes(&plan);
+        let c = causes(&plan, &[]);
         let port = c.iter().find(|(c, _)| *c == CauseId::PortNotOpen).unwrap();
         assert!(port.1.starts_with("NO"), "{port:?}");
         let auto = probes::choose(HookMode::Auto, &k).unwrap();
-        let port = causes(&auto)
+        let port = causes(&auto, &[])
             .into_iter()
             .find(|(c, _)| *c == CauseId::PortNotOpen)
             .unwrap();
@@ -278,7 +373,7 @@ mod tests {
     #[test]
     fn without_a_reason_the_facts_say_how() {
         let plan = probes::choose(HookMode::Auto, &linux_6_1()).unwrap();
-        let c = causes(&plan);
+        let c = causes(&plan, &[]);
         let seen = |id| c.iter().find(|(c, _)| *c == id).unwrap().1.clone();
         assert!(
             seen(CauseId::BacklogOverflow).contains("accept queue"),
@@ -296,6 +391,65 @@ mod tests {
         let (text, ok) = report(&h, HookMode::Auto, &KernelFacts::default());
         assert!(!ok);
         assert!(text.contains("CONFIG_DEBUG_INFO_BTF"), "{text}");
+        assert!(text.contains("--btf FILE"), "{text}");
         assert!(text.contains("plan: none"), "{text}");
+    }
+
+    #[test]
+    fn a_partial_reason_set_is_decided_per_name() {
+        // 6.12: the reason argument exists, the active-reset names do not.
+        let plan = probes::choose(HookMode::Auto, &linux_6_18()).unwrap();
+        let names = [
+            "NOT_SPECIFIED",
+            "NO_SOCKET",
+            "TCP_ABORT_ON_DATA",
+            "INVALID_SYN",
+        ]
+        .map(String::from);
+        let c = causes(&plan, &names);
+        let seen = |id| c.iter().find(|(c, _)| *c == id).unwrap().1.clone();
+        assert_eq!(
+            seen(CauseId::PortNotOpen),
+            "yes (kernel reason NO_SOCKET + facts)"
+        );
+        assert_eq!(
+            seen(CauseId::CloseUnreadData),
+            "yes (inferred from facts: this kernel's sk_rst_reason has no TCP_ABORT_ON_CLOSE)"
+        );
+        assert!(
+            seen(CauseId::LingerZero).contains("has no TCP_STATE"),
+            "{c:?}"
+        );
+        assert!(seen(CauseId::DataAfterClose).contains("kernel reason TCP_ABORT_ON_DATA"));
+        let (text, _) = report(
+            &Header {
+                reason_names: names.to_vec(),
+                ..header()
+            },
+            HookMode::Auto,
+            &linux_6_18(),
+        );
+        assert!(text.contains("4 names from BTF"), "{text}");
+    }
+
+    #[test]
+    fn a_btf_file_without_kernel_btf_uses_tracepoints() {
+        let mut k = linux_6_18();
+        k.kernel_btf = false;
+        let h = Header {
+            btf_source: "/tmp/k.btf (--btf)".into(),
+            ..header()
+        };
+        let (text, ok) = report(&h, HookMode::Auto, &k);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("BTF:         yes (/tmp/k.btf (--btf))"),
+            "{text}"
+        );
+        assert!(
+            text.contains("plan: send=tracepoint:tcp:tcp_send_reset"),
+            "{text}"
+        );
+        assert!(text.contains("tp_btf and fentry need"), "{text}");
     }
 }

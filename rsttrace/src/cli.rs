@@ -27,6 +27,12 @@ pub struct Cli {
     #[command(flatten)]
     pub trace: TraceArgs,
 
+    /// Kernel BTF from FILE instead of /sys/kernel/btf/vmlinux, for kernels
+    /// built without CONFIG_DEBUG_INFO_BTF: a BTFHub file for this kernel,
+    /// or the .BTF section of its vmlinux with debug info. Also RSTTRACE_BTF.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub btf: Option<PathBuf>,
+
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -78,6 +84,11 @@ pub struct CheckArgs {
     /// Report the plan for this hook family (as `--hooks` of trace would).
     #[arg(long, value_enum, default_value_t = HookMode::Auto)]
     pub hooks: HookMode,
+
+    /// Also load and attach every usable hook family (with packet capture
+    /// and stacks) and print each program's verified instruction count.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Args)]

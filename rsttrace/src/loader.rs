@@ -13,7 +13,7 @@ use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, progr
 
 use crate::counters::CounterReader;
 pub use crate::counters::Counters;
-use crate::kernel::{btf::Btf, kallsyms, offsets, tracefs};
+use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, tracefs};
 use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
 
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
@@ -46,11 +46,11 @@ const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 
 impl KernelInfo {
     pub fn probe() -> KernelInfo {
-        let (btf, btf_error) = match Btf::from_sys_fs() {
+        let (btf, btf_error) = match btf_source::parse() {
             Ok(b) => (Some(b), None),
             Err(e) => {
-                warn!("kernel BTF unavailable ({e}); tp_btf and fentry hooks disabled");
-                (None, Some(e.to_string()))
+                warn!("kernel BTF unavailable ({e:#}); tp_btf and fentry hooks disabled");
+                (None, Some(format!("{e:#}")))
             }
         };
         let tracefs = match tracefs::ensure_mounted() {
@@ -80,6 +80,7 @@ impl KernelInfo {
 fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
     let mut facts = KernelFacts {
         btf: btf.is_some(),
+        kernel_btf: btf_source::kernel_has_btf(),
         kprobe_pmu: Path::new(KPROBE_PMU).exists(),
         ..KernelFacts::default()
     };
@@ -153,9 +154,11 @@ impl Session {
         check_privileges()?;
         let btf = kernel.btf.take().ok_or_else(|| {
             anyhow!(
-                "this kernel exposes no BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); \
-                 rsttrace needs it to find socket fields on this kernel (`rsttrace check` says \
-                 what works without it)"
+                "no kernel BTF ({}): rsttrace needs it to find socket fields on this kernel. \
+                 On a kernel built without CONFIG_DEBUG_INFO_BTF pass a BTF file for it with \
+                 --btf FILE (or {}=FILE), e.g. from BTFHub",
+                kernel.btf_error.as_deref().unwrap_or("not found"),
+                btf_source::ENV_VAR
             )
         })?;
         let mut facts = kernel.facts.clone();
@@ -198,7 +201,7 @@ impl Session {
             &owner_tp.unwrap_or(OwnerTracepoints::UNRESOLVED),
             opts.ring_buffer_bytes,
         )?;
-        let aya_btf = aya::Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
+        let aya_btf = btf_source::parse_for_aya()?;
         if matches!(opts.hooks, HookMode::Auto | HookMode::Fentry) {
             facts.fentry = Some(try_fentry(&mut ebpf, &aya_btf, &facts));
         }
@@ -231,12 +234,14 @@ impl Session {
                 "socket owners cannot be tracked ({e:#}): RSTs made in softirq will show no process"
             );
         }
-        match attach_btf(
-            &mut ebpf,
-            program::BTF_ERROR_REPORT,
-            "inet_sk_error_report",
-            &aya_btf,
-        ) {
+        match require_kernel_btf(&facts).and_then(|()| {
+            attach_btf(
+                &mut ebpf,
+                program::BTF_ERROR_REPORT,
+                "inet_sk_error_report",
+                &aya_btf,
+            )
+        }) {
             Ok(()) => plan.aborts = true,
             Err(e) => warn!(
                 "connections that die without an RST (retransmission timeouts, ICMP errors) \
@@ -244,7 +249,8 @@ impl Session {
             ),
         }
         if opts.capture_packets {
-            let attached = attach_btf(&mut ebpf, program::PACKET_TX, "net_dev_queue", &aya_btf)
+            let attached = require_kernel_btf(&facts)
+                .and_then(|()| attach_btf(&mut ebpf, program::PACKET_TX, "net_dev_queue", &aya_btf))
                 .and_then(|()| {
                     attach_btf(&mut ebpf, program::PACKET_RX, "netif_receive_skb", &aya_btf)
                 });
@@ -273,6 +279,22 @@ impl Session {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// Each loaded program and the instructions the verifier processed for
+    /// it ("processed N insns"); None where the kernel does not report it
+    /// (bpf_prog_info.verified_insns is 5.16+).
+    pub fn verified_instructions(&self) -> Vec<(String, Option<u32>)> {
+        let mut counts: Vec<(String, Option<u32>)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some((name.to_string(), info.verified_instruction_count()))
+            })
+            .collect();
+        counts.sort();
+        counts
     }
 
     pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>> {
@@ -384,7 +406,7 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
         Err(e) => return Some(Err(format!("{e:#}"))),
     };
     // After the load, whose loader parsed (and freed) a copy of its own.
-    let aya_btf = aya::Btf::from_sys_fs().ok()?;
+    let aya_btf = btf_source::parse_for_aya().ok()?;
     Some(try_fentry(&mut ebpf, &aya_btf, &kernel.facts))
 }
 
@@ -534,6 +556,12 @@ fn attach_owner_tracking(ebpf: &mut Ebpf) -> Result<()> {
 fn attach_softirq_tracking(ebpf: &mut Ebpf) -> Result<()> {
     attach_tracepoint(ebpf, program::SOFTIRQ_ENTRY, "irq", "softirq_entry")?;
     attach_tracepoint(ebpf, program::SOFTIRQ_EXIT, "irq", "softirq_exit")
+}
+
+/// tp_btf programs are checked against the kernel's own BTF, which a
+/// `--btf` file cannot stand in for.
+fn require_kernel_btf(facts: &KernelFacts) -> Result<()> {
+    probes::KernelFacts::check(facts, &Need::Btf).map_err(|why| anyhow!(why))
 }
 
 fn attach_btf(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) -> Result<()> {

@@ -7,6 +7,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     rsttrace::status::init(cli.log_format);
     init_logging(cli.verbose);
+    rsttrace::kernel::btf_source::use_file(cli.btf.clone());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
                     .render(&mut page)?;
                 print_all(&page)
             }
-            Some(Command::Check(args)) => rsttrace::check::run(args.hooks),
+            Some(Command::Check(args)) => rsttrace::check::run(args.hooks, args.verify),
             None => rsttrace::app::trace(cli.trace).await,
         }
     });

@@ -337,8 +337,11 @@ pub fn wanted_functions() -> BTreeSet<&'static str> {
 /// What the kernel offers, probed from BTF, tracefs, sysfs and kallsyms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelFacts {
-    /// `/sys/kernel/btf/vmlinux` parsed.
+    /// Kernel BTF parsed (from sysfs, or a `--btf` file): offsets and prototypes.
     pub btf: bool,
+    /// The kernel's own BTF (`/sys/kernel/btf/vmlinux`), which tp_btf and
+    /// fentry programs are verified against.
+    pub kernel_btf: bool,
     /// `btf_trace_<tracepoint>` → parameter count.
     pub btf_tracepoint_args: BTreeMap<String, usize>,
     /// BTF FUNC → parameter count (absent when inlined away).
@@ -374,8 +377,14 @@ impl KernelFacts {
         let ok = |met: bool, why: String| if met { Ok(()) } else { Err(why) };
         match *need {
             Need::Btf => ok(
-                self.btf,
-                "no kernel BTF (/sys/kernel/btf/vmlinux)".into(),
+                self.btf && self.kernel_btf,
+                if self.btf {
+                    "the kernel has no BTF of its own (/sys/kernel/btf/vmlinux), which tp_btf and \
+                     fentry need; a --btf file gives offsets only"
+                        .into()
+                } else {
+                    "no kernel BTF (/sys/kernel/btf/vmlinux; --btf FILE)".into()
+                },
             ),
             Need::BtfTracepointArgs(tp, n) => match self.btf_tracepoint_args.get(tp) {
                 Some(&have) if have == n => Ok(()),
@@ -618,6 +627,7 @@ pub(crate) mod tests {
     pub(crate) fn linux_6_18() -> KernelFacts {
         KernelFacts {
             btf: true,
+            kernel_btf: true,
             btf_tracepoint_args: [("tcp_send_reset", 4), ("tcp_receive_reset", 2)]
                 .into_iter()
                 .map(|(n, c)| (n.to_string(), c))

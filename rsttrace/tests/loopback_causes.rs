@@ -28,7 +28,7 @@ fn port_not_open_and_peer_refused() {
         // 6.1's tcp_send_reset tracepoint does not fire without a socket;
         // rsttrace picks kprobe/fentry there, unless forced otherwise.
         assert!(sent.is_empty(), "events:\n{}", describe(&events));
-        eprintln!("port_not_open: the send hook cannot see it on this kernel");
+        not_applicable("port_not_open: the send hook cannot see socketless RSTs");
         assert_eq!(find(&events, "received", "peer_refused").len(), 1);
         return;
     }
@@ -62,7 +62,7 @@ fn close_with_unread_data() {
     let mut buf = [0u8; 16];
     let read = client.read(&mut buf);
     assert!(read.is_err(), "client should see a reset, got {read:?}");
-    let confidence = tracer.proven_confidence();
+    let confidence = tracer.proven_confidence("close_unread_data");
     let events = tracer.stop();
 
     let sent = provoked(&events, "sent", "close_unread_data");
@@ -94,7 +94,7 @@ fn so_linger_zero() {
     let client_port = client.local_addr().unwrap().port();
     drop(client);
     wait_reset(&server);
-    let confidence = tracer.proven_confidence();
+    let confidence = tracer.proven_confidence("linger_zero");
     let events = tracer.stop();
 
     let sent = provoked(&events, "sent", "linger_zero");
@@ -127,7 +127,7 @@ fn data_after_close() {
     // The peer ignores the EOF and writes: the orphan answers with an RST.
     client.write_all(b"late data").unwrap();
     wait_reset(&client);
-    let confidence = tracer.proven_confidence();
+    let confidence = tracer.proven_confidence("data_after_close");
     let events = tracer.stop();
 
     let sent = provoked(&events, "sent", "data_after_close");

@@ -96,14 +96,29 @@ enum Command {
         #[arg(long = "workload", value_enum)]
         workloads: Vec<bench::Workload>,
     },
-    /// Run the kernel integration tests on Debian bookworm's 6.1 kernel under
-    /// qemu (TCG): fetches and caches the kernel under target/vm/, needs root
-    /// for apt. Set RSTTRACE_VM_TIMEOUT (seconds, default 600) to bound it.
+    /// Run the kernel integration tests on Debian's 5.10, 6.1 and 6.12 cloud
+    /// kernels under qemu (TCG): fetches and caches each kernel under
+    /// target/vm/ (a private apt configuration; needs root). Set
+    /// RSTTRACE_VM_TIMEOUT (seconds per guest, default 1500) to bound it.
     VmTest {
+        /// Which kernels: 5.10, 6.1, 6.12 (comma-separated) or all.
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
+        /// full: every integration test; short: hook selection, one test
+        /// per cause family and --btf.
+        #[arg(long, value_enum, default_value = "full")]
+        suite: vm::Suite,
+        /// Fetch the kernels and build each guest's initramfs, boot nothing
+        /// (no qemu: needs no time on the shared machine's heavy lock).
+        #[arg(long)]
+        prepare_only: bool,
         /// Arguments for the test binaries in the guest (libtest), after `--`.
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Write docs/causes.md's cause × kernel × confidence table from the last
+    /// `cargo xtask test` and `cargo xtask vm-test` runs.
+    CausesDoc,
 }
 
 /// Paths of the workspace this xtask belongs to.
@@ -207,7 +222,24 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
             };
             bench::bench(ws, &opts)
         }
-        Command::VmTest { args } => vm::vm_test(ws, &args),
+        Command::CausesDoc => {
+            println!("{}", vm::causes_doc(ws)?.display());
+            Ok(())
+        }
+        Command::VmTest {
+            kernel,
+            suite,
+            prepare_only,
+            args,
+        } => vm::vm_test(
+            ws,
+            &vm::Options {
+                kernels: vm::parse_kernels(&kernel)?,
+                suite,
+                test_args: args,
+                prepare_only,
+            },
+        ),
     }
 }
 

@@ -5,6 +5,7 @@
 //! Everything here runs once at start-up, in userspace.
 
 pub mod btf;
+pub mod btf_source;
 pub mod hz;
 pub mod kallsyms;
 pub mod offsets;

@@ -51,9 +51,17 @@ impl Tracer {
     /// Starts rsttrace with `args` (plus `--write <tmp>.jsonl --quiet`) and
     /// waits for its `ready` status line: its hooks are attached.
     pub fn start(args: &[&str]) -> Tracer {
+        Tracer::start_with(args, |_| {})
+    }
+
+    /// `start`, with `setup` applied to the command first (e.g. a pre_exec
+    /// that changes what rsttrace sees of the system).
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Tracer {
         let dir = tempfile::tempdir().expect("tempdir");
         let export = dir.path().join("events.jsonl");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
+        setup(&mut command);
+        let mut child = command
             .args(args)
             .arg("--write")
             .arg(&export)
@@ -178,10 +186,12 @@ impl Tracer {
         &self.ready["plan"]
     }
 
-    /// Confidence of a cause the facts prove: "certain" needs the kernel's
-    /// reason to agree (6.10+); without it (6.1) the verdict is "likely".
-    pub fn proven_confidence(&self) -> &'static str {
-        if self.plan()["reason"] == "kernel" {
+    /// Confidence of `cause` when the facts prove it: "certain" needs a
+    /// kernel reason to agree, which takes a reason in the plan (6.10+) and
+    /// a name for this cause in this kernel's reason set (6.12 lacks the
+    /// active-reset names); otherwise the verdict is "likely".
+    pub fn proven_confidence(&self, cause: &str) -> &'static str {
+        if self.plan()["reason"] == "kernel" && kernel_reason_decides(cause) {
             "certain"
         } else {
             "likely"
@@ -197,6 +207,65 @@ impl Tracer {
     /// (closed port, TIME_WAIT): 6.1's tcp_send_reset tracepoint does not.
     pub fn sees_socketless_rsts(&self) -> bool {
         self.plan()["no_socket"] == true
+    }
+}
+
+impl Tracer {
+    /// Whether connections that die without an RST (direction abort) are
+    /// seen. Where the kernel has no `sock:inet_sk_error_report` (before
+    /// 5.14) the test part that needs them is not applicable; where it has
+    /// one, the plan must use it.
+    pub fn sees_aborts(&self) -> bool {
+        let has_tracepoint = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .any(|t| {
+                std::path::Path::new(t)
+                    .join("events/sock/inet_sk_error_report")
+                    .exists()
+            });
+        let seen = self.plan()["aborts"] == true;
+        assert!(
+            seen || !has_tracepoint,
+            "the kernel has sock:inet_sk_error_report but the plan sees no aborts: {}",
+            self.plan()
+        );
+        if !seen {
+            not_applicable(
+                "connections that die without an RST: no sock:inet_sk_error_report before Linux 5.14",
+            );
+        }
+        seen
+    }
+}
+
+/// Whether this kernel's reason set names `cause`: the per-cause line of
+/// `rsttrace check` ("yes (kernel reason NAME + facts)"), read once.
+pub fn kernel_reason_decides(cause: &str) -> bool {
+    static CHECK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let check = CHECK.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+            .arg("check")
+            .output()
+            .expect("run rsttrace check");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    check.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(cause) && l.contains("(kernel reason ")
+    })
+}
+
+/// No sent event may be `certain` unless the plan has the kernel's reason
+/// and this kernel's reason set names its cause: inference alone is `likely`.
+pub fn assert_no_unconfirmed_certainty(plan: &Value, events: &[Value]) {
+    for e in events.iter().filter(|e| e["direction"] == "sent") {
+        if e["confidence"] == "certain" {
+            let cause = e["cause"].as_str().unwrap_or("?");
+            assert!(
+                plan["reason"] == "kernel" && kernel_reason_decides(cause),
+                "certain without a kernel reason for {cause} ({plan}): {e}"
+            );
+        }
     }
 }
 
@@ -229,6 +298,15 @@ pub fn provoked<'a>(events: &'a [Value], direction: &str, cause: &str) -> Vec<&'
         test_tag(&family)
     ));
     find(events, direction, cause)
+}
+
+/// The running test (or the part of it that follows) cannot work on this
+/// kernel: recorded in $RSTTRACE_CAUSE_REPORT with why, so the suites
+/// count it apart from passes instead of passing it silently.
+pub fn not_applicable(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("{test}: not applicable on this kernel: {why}");
+    append_report(&format!("not_applicable\t{test}\t-\t-\t{why}\n"));
 }
 
 thread_local! {
