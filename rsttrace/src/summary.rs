@@ -114,6 +114,14 @@ impl Summary {
             "read_errors": self.read_errors,
             "decode_errors": self.decode_errors,
             "write_errors": self.write_errors,
+            "kernel_drops": self
+                .kernel_drops
+                .kinds()
+                .iter()
+                .map(|(key, _, n)| (key.to_string(), serde_json::json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
+            "aborts_merged": self.aborts_merged,
+            "otlp_dropped": self.otlp_dropped,
             "stacks": self.stacks.map(|st| serde_json::json!({
                 "not_captured": st.not_captured,
                 "missing": st.missing,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::netns::{A_ADDR, NetnsPair};
 use common::*;
 use rsttrace_ebpf::abi::MAX_HISTORY;
+use serde_json::Value;
 
 /// The close history is an LRU map: more closed connections than it holds
 /// push the oldest out, and each one pushed out is counted, the same in the
@@ -27,7 +28,14 @@ fn history_evictions_are_counted_and_reported() {
     let export = dir.path().join("drops.jsonl");
     // No events wanted, only the drops: a port nothing uses.
     let mut child = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
-        .args(["--port", &free_port().to_string(), "--quiet", "--write"])
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--quiet",
+            "--log-format",
+            "json",
+        ])
+        .arg("--write")
         .arg(&export)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -59,11 +67,12 @@ fn history_evictions_are_counted_and_reported() {
     stderr.read_to_string(&mut summary).unwrap();
     assert!(child.wait().unwrap().success(), "{summary}");
 
-    let line = summary
+    let evicted = summary
         .lines()
-        .find(|l| l.contains("closes forgotten (map full):"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["event"] == "summary")
+        .and_then(|s| s["kernel_drops"]["history_evicted"].as_u64())
         .unwrap_or_else(|| panic!("no history evictions in the summary:\n{summary}"));
-    let evicted: u64 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
     // At least the closes beyond the map's size (the host's other
     // connections may add to them).
     assert!(
