@@ -470,11 +470,7 @@ impl Pipeline<'_> {
         let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         let cause = classify(&event);
         // /proc reads are small and cached per pid; an exited owner is missed.
-        let owner_proc = event.process.as_ref().map(|p| {
-            self.procs
-                .get_with(p.pid, crate::procinfo::read_proc)
-                .clone()
-        });
+        let owner_proc = event.process.as_ref().map(|p| self.procs.get(p.pid));
         let mut rec = Classified {
             event,
             cause,
