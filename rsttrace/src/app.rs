@@ -1,8 +1,7 @@
 //! `rsttrace` (trace): load, read, classify, write, and account for every event.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use crate::decode::{self, Record};
 use crate::event::{Event, KernelTables};
 use crate::filter::{self, RecordFilter};
 use crate::loader::{Counters, KernelInfo, Options, Session};
+use crate::output::export::ExportDir;
 use crate::output::rotate::RotatingSink;
 use crate::output::{self, Format, Sink, TextOptions};
 use crate::source::RingSource;
@@ -116,25 +116,12 @@ impl Output {
     }
 }
 
-/// Creates an export file: mode 0600, never through a symlink planted at the path.
-pub fn create_export(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            let hint = match e.raw_os_error() {
-                Some(libc::ENOENT) => "; the directory does not exist",
-                Some(libc::ELOOP) => "; it is a symbolic link, which rsttrace refuses to follow",
-                Some(libc::EACCES) | Some(libc::EPERM) => "; permission denied",
-                Some(libc::EISDIR) => "; it is a directory",
-                _ => "",
-            };
-            anyhow!("cannot create --write file {}: {e}{hint}", path.display())
-        })
+/// Opens the `--write` target: a file from an earlier run is moved aside
+/// (FILE.1, ...), a new FILE is created exclusively, mode 0600.
+pub fn open_export(path: &Path, keep: u32) -> Result<ExportDir> {
+    let dir = ExportDir::open(path)?;
+    dir.set_aside_previous(keep)?;
+    Ok(dir)
 }
 
 fn stdout_output(
@@ -180,16 +167,21 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
             lang: args.lang,
             stacks: args.stack,
         };
+        let dir = open_export(path, args.rotate_count)?;
         let sink = match args.rotate_size {
             Some(max) => Box::new(RotatingSink::new(
-                path,
+                dir,
                 format,
                 file_opts,
                 max,
                 args.rotate_count,
-                create_export,
             )?) as Box<dyn Sink + Send>,
-            None => output::sink(format, Box::new(create_export(path)?), &file_opts),
+            None => {
+                let file = dir
+                    .create()
+                    .map_err(|e| anyhow!("cannot create --write file {}: {e}", path.display()))?;
+                output::sink(format, Box::new(file), &file_opts)
+            }
         };
         outputs.push(Output {
             name: path.display().to_string(),
@@ -572,31 +564,11 @@ mod tests {
     }
 
     #[test]
-    fn export_refuses_symlinks_and_missing_dirs() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("victim");
-        std::fs::write(&target, "keep me").unwrap();
-        let link = dir.path().join("out.jsonl");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        let err = create_export(&link).unwrap_err().to_string();
-        assert!(err.contains("symbolic link"), "{err}");
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
-
-        let err = create_export(&dir.path().join("nope/out.jsonl"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("does not exist") && err.contains("nope"),
-            "{err}"
-        );
-    }
-
-    #[test]
     fn export_files_are_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
-        create_export(&path).unwrap();
+        open_export(&path, 2).unwrap().create().unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & 0o077, 0, "mode {mode:o}");
     }

@@ -2,6 +2,7 @@
 //! text out) so every format is unit-tested; the sinks only add buffering.
 
 pub mod csv;
+pub mod export;
 pub mod json;
 pub mod pcapng;
 pub mod rotate;
