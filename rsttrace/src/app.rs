@@ -28,8 +28,12 @@ use crate::summary::{StackSummary, Summary};
 /// Ring buffers must be a power-of-two number of pages.
 pub fn ring_buffer_bytes(requested: u64) -> Result<u32> {
     let page = page_size();
-    let size = requested.max(page).next_power_of_two();
-    u32::try_from(size).map_err(|_| anyhow!("--ring-buffer {requested} is too large (max 2G)"))
+    let too_large = || anyhow!("--ring-buffer {requested} is too large (max 2G)");
+    let size = requested
+        .max(page)
+        .checked_next_power_of_two()
+        .ok_or_else(too_large)?;
+    u32::try_from(size).map_err(|_| too_large())
 }
 
 fn page_size() -> u64 {
@@ -107,7 +111,7 @@ impl Output {
 
     fn fail(&mut self, e: io::Error) {
         if e.kind() != io::ErrorKind::BrokenPipe {
-            eprintln!(
+            crate::errln!(
                 "rsttrace: cannot write to {}: {e}; no more events go there, tracing continues",
                 self.name
             );
@@ -266,7 +270,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
                 args.metrics_top_ports as usize,
             )));
             let bound = crate::metrics::serve(addr, shared.clone()).await?;
-            eprintln!("rsttrace: metrics on http://{bound}/metrics");
+            crate::errln!("rsttrace: metrics on http://{bound}/metrics");
             Some(shared)
         }
         None => None,
@@ -301,13 +305,17 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     let clock = BootClock::sample();
-    eprintln!(
+    crate::errln!(
         "rsttrace: tracing TCP resets ({}); Ctrl-C to stop",
         session.plan
     );
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // A closed terminal or SSH session: stop as on SIGTERM, summary
+    // written, rather than die with the buffers unflushed.
+    let mut sighup = signal(SignalKind::hangup())?;
+    crate::signals::exit_on_second_stop_signal()?;
     let deadline = async {
         match args.duration {
             Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
@@ -332,6 +340,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         limit: args.count,
         seen_lost: 0,
         stacks,
+        panicked: None,
     };
     loop {
         let batch = tokio::select! {
@@ -339,8 +348,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             biased;
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
             _ = &mut deadline => break,
-            batch = source.next_batch(|bytes| state.handle(bytes, &mut outputs)) => batch,
+            batch = source.next_batch(|bytes| state.handle_guarded(bytes, &mut outputs)) => batch,
         };
         if batch.context("reading the ring buffer")? > 0 {
             // Once per batch: a person watching sees each RST within one
@@ -354,7 +364,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         // ever waits: yield so the runtime polls its driver (signals, timers).
         tokio::task::yield_now().await;
         let all_outputs_failed = !outputs.is_empty() && outputs.iter().all(|o| o.failed.is_some());
-        if state.done() || all_outputs_failed {
+        if state.done() || all_outputs_failed || state.panicked.is_some() {
             break;
         }
     }
@@ -363,7 +373,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         // What a full buffer held when we stopped; a storm still running
         // does not keep rsttrace from exiting.
         let limit = ring_bytes as usize / size_of::<rsttrace_ebpf::abi::RstEvent>();
-        source.drain_now(|bytes| state.handle(bytes, &mut outputs), limit);
+        source.drain_now(|bytes| state.handle_guarded(bytes, &mut outputs), limit);
     }
     state.account_losses(&session, &mut outputs)?;
     for o in &mut outputs {
@@ -373,7 +383,14 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     if let Some(stacks) = &state.stacks {
         state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
     }
-    finish(state.summary, counters, &outputs)
+    let panicked = state.panicked.take();
+    finish(state.summary, counters, &outputs)?;
+    match panicked {
+        Some(what) => bail!(
+            "internal error while handling an event: {what}; tracing stopped, the outputs are complete up to it"
+        ),
+        None => Ok(()),
+    }
 }
 
 /// `rsttrace read FILE`: replays an export through the same outputs and filters.
@@ -414,7 +431,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
         }
     }
     out.flush();
-    eprint!("{}", summary.render());
+    crate::signals::stderr(&summary.render());
     Ok(())
 }
 
@@ -431,11 +448,30 @@ struct Pipeline<'a> {
     seen_lost: u64,
     /// `--stack`.
     stacks: Option<StackResolver>,
+    /// What a panic while handling an event said; tracing then stops,
+    /// with the outputs flushed and the summary written.
+    panicked: Option<String>,
 }
 
 impl Pipeline<'_> {
     fn done(&self) -> bool {
         self.limit.is_some_and(|n| self.summary.total() >= n)
+    }
+
+    /// `handle`, with a panic turned into an orderly stop.
+    fn handle_guarded(&mut self, bytes: &[u8], outputs: &mut [Output]) {
+        if self.panicked.is_some() {
+            return;
+        }
+        let run = std::panic::AssertUnwindSafe(|| self.handle(bytes, outputs));
+        if let Err(payload) = std::panic::catch_unwind(run) {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            self.panicked = Some(what);
+        }
     }
 
     fn handle(&mut self, bytes: &[u8], outputs: &mut [Output]) {
@@ -529,14 +565,15 @@ fn finish(mut summary: Summary, counters: Counters, outputs: &[Output]) -> Resul
     summary.filtered = counters.filtered;
     summary.read_errors = counters.read_errors;
     summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
-    eprint!("{}", summary.render());
+    crate::signals::stderr(&summary.render());
     for o in outputs {
         if let Some(e) = &o.failed
             && e.kind() != io::ErrorKind::BrokenPipe
         {
-            eprintln!(
+            crate::errln!(
                 "rsttrace: {} events were not written to {}: {e}",
-                o.unwritten, o.name
+                o.unwritten,
+                o.name
             );
         }
     }
@@ -561,6 +598,71 @@ mod tests {
         assert_eq!(ring_buffer_bytes(4 << 20).unwrap(), 4 << 20);
         assert_eq!(ring_buffer_bytes((4 << 20) + 1).unwrap(), 8 << 20);
         assert!(ring_buffer_bytes(1 << 33).is_err());
+        assert!(ring_buffer_bytes(u64::MAX).is_err());
+        assert!(ring_buffer_bytes((1 << 63) + 1).is_err());
+        // The CLI takes absurd sizes and counts without panicking.
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "rsttrace",
+            "--ring-buffer",
+            "18446744073709551615",
+            "--count",
+            "18446744073709551615",
+            "--duration",
+            "18446744073709551615",
+        ])
+        .unwrap();
+        assert!(ring_buffer_bytes(cli.trace.ring_buffer).is_err());
+        assert!(
+            <crate::cli::Cli as clap::Parser>::try_parse_from([
+                "rsttrace",
+                "--ring-buffer",
+                "99999999999G"
+            ])
+            .is_err()
+        );
+    }
+
+    struct PanickingSink;
+
+    impl Sink for PanickingSink {
+        fn write(&mut self, _: &Classified) -> io::Result<()> {
+            panic!("hostile input");
+        }
+        fn write_gap(&mut self, _: u64) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_while_handling_an_event_stops_tracing_in_order() {
+        let reasons = Reasons(Default::default(), Default::default());
+        let mut state = Pipeline {
+            summary: Summary::default(),
+            clock: BootClock::sample(),
+            reasons: &reasons,
+            filter: RecordFilter::default(),
+            metrics: None,
+            procs: crate::procinfo::ProcCache::new(4),
+            limit: None,
+            seen_lost: 0,
+            stacks: None,
+            panicked: None,
+        };
+        let mut outputs = vec![Output {
+            name: "test".into(),
+            sink: Box::new(PanickingSink),
+            failed: None,
+            unwritten: 0,
+        }];
+        let bytes = decode::encode(&decode::blank_rst());
+        state.handle_guarded(&bytes, &mut outputs);
+        assert_eq!(state.panicked.as_deref(), Some("hostile input"));
+        // Later events are not handled; the loop stops and writes the summary.
+        state.handle_guarded(&bytes, &mut outputs);
+        assert_eq!(state.panicked.as_deref(), Some("hostile input"));
     }
 
     #[test]

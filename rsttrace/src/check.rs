@@ -26,7 +26,8 @@ pub fn run(mode: HookMode) -> Result<()> {
         root: loader::check_privileges().is_ok(),
     };
     let (text, usable) = report(&header, mode, &kernel.facts);
-    print!("{text}");
+    // `rsttrace check | head`: a closed pipe is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     if !usable {
         bail!("no usable RST hook on this kernel (see above)");
     }

@@ -26,6 +26,7 @@ pub mod probes;
 pub mod procinfo;
 pub mod replay;
 pub mod scope;
+pub mod signals;
 pub mod source;
 pub mod stacks;
 pub mod summary;

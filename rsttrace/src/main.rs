@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("rsttrace: cannot start: {e}");
+            rsttrace::errln!("rsttrace: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One readable message with its causes; no backtrace, no panic.
-            eprintln!("rsttrace: error: {e:#}");
+            rsttrace::errln!("rsttrace: error: {e:#}");
             ExitCode::FAILURE
         }
     }
