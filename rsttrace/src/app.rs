@@ -358,6 +358,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             for o in &mut outputs {
                 o.flush();
             }
+            if let Some(stacks) = &mut state.stacks {
+                stacks.recycle();
+            }
         }
         state.account_losses(&session, &mut outputs)?;
         // Under a storm the ring buffer is never empty, so no branch above

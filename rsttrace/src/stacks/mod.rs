@@ -1,21 +1,26 @@
 //! `--stack`: the kernel and user stacks of each event, read from the
-//! kernel's `STACKS` map by id and symbolized as the event arrives.
+//! kernel's `STACKS` map by id and symbolized as the event arrives: kernel
+//! frames here from kallsyms, user frames on a worker thread (`worker`)
+//! that the event path waits for only a bounded time.
 //!
-//! Ids are never deleted from the map. The map stores each distinct stack
-//! once and hands the same id to every event with that stack, and events
-//! still in the ring buffer may name an id userspace just read: deleting it
-//! would lose their stack, or worse, let a new stack take the slot and be
-//! shown for them. `BPF_F_REUSE_STACKID` has the same flaw. So the map only
-//! fills with distinct stacks (RST paths have few), a full map or a hash
-//! collision makes the kernel skip that stack and count it
-//! (`STACK_ERRORS`), and since an id always names the same stack, kernel
-//! stacks are symbolized once per id.
+//! The map stores each distinct stack once and hands the same id to every
+//! event with that stack. Kernel stacks (few: RST paths) stay in the map
+//! and are symbolized once per id. User stacks are unique per process
+//! (address-space layout), so over days they would fill the map and then
+//! no new stack would be captured: their ids are deleted once a batch of
+//! events has been read (`recycle`). An event still in the ring buffer
+//! that names a deleted id finds it missing (counted), or, if a new stack
+//! took the slot in between, reads that one: the window is one drain pass.
+//! `BPF_F_REUSE_STACKID` would have the same flaw at every collision.
 
 pub mod cache;
+pub mod elfcheck;
 pub mod frame;
 pub mod procmaps;
+pub mod safe_open;
 pub mod unwind;
 pub mod user;
+pub mod worker;
 
 use std::sync::Arc;
 
@@ -25,7 +30,7 @@ use rsttrace_ebpf::abi::RstEvent;
 use crate::event::Event;
 use crate::kernel::kallsyms::KernelSymbols;
 use cache::BoundedCache;
-use user::UserSymbolizer;
+use worker::UserWorker;
 
 /// An event's frames, innermost first; `None` where no stack was captured
 /// (no `--stack`, the kernel could not store it, or no user stack: the
@@ -53,9 +58,11 @@ pub struct StackResolver {
     /// /proc/kallsyms, read before tracing starts.
     kallsyms: KernelSymbols,
     kernel_frames: BoundedCache<u32, Arc<[String]>>,
-    user: UserSymbolizer,
+    user: UserWorker,
     missing: u64,
     kernel_unsymbolized: u64,
+    /// User stack ids read since the last `recycle`.
+    read_user_ids: Vec<u32>,
 }
 
 impl StackResolver {
@@ -68,9 +75,10 @@ impl StackResolver {
             map,
             kallsyms: KernelSymbols::parse(&text),
             kernel_frames: BoundedCache::new(MAX_KERNEL_STACKS),
-            user: UserSymbolizer::new(),
+            user: UserWorker::spawn(),
             missing: 0,
             kernel_unsymbolized: 0,
+            read_user_ids: Vec::new(),
         }
     }
 
@@ -87,10 +95,23 @@ impl StackResolver {
         // context, so the actor's process is the one to symbolize in.
         let user = event.user_stack_id.and_then(|id| {
             let ips = self.ips(id)?;
+            self.read_user_ids.push(id);
             Some(self.user.frames(event.actor.pid, &ips, &raw.user_stack_top))
         });
         let kernel = event.kernel_stack_id.and_then(|id| self.kernel_stack(id));
         Stacks { kernel, user }
+    }
+
+    /// Frees the slots of the user stacks read so far, for new stacks.
+    /// Called between batches of events.
+    pub fn recycle(&mut self) {
+        for id in self.read_user_ids.drain(..) {
+            // A kernel stack never shares an id with a user stack, but a
+            // cached kernel id must keep naming its stack.
+            if self.kernel_frames.get(&id).is_none() {
+                let _ = self.map.remove(&id);
+            }
+        }
     }
 
     fn kernel_stack(&mut self, id: u32) -> Option<Vec<String>> {
