@@ -10,6 +10,7 @@ mod causes;
 mod dist;
 mod lint;
 mod run;
+mod soak;
 mod system;
 mod test;
 mod toolchain;
@@ -91,6 +92,21 @@ enum Command {
         /// with this build, to compare the two on a busy machine.
         #[arg(long, value_name = "RSTTRACE")]
         baseline: Option<PathBuf>,
+    },
+    /// Run rsttrace for a long time (default 30 min) with --stack, --metrics
+    /// and a rotating -w under mixed traffic and a pid-churning process;
+    /// report RSS over time, lost events and counters (not in CI; needs
+    /// root and python3). Writes target/soak/results.md.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Soak the release build.
+        #[arg(long)]
+        release: bool,
+        /// Soak this rsttrace binary instead of building one (e.g. a copy,
+        /// so the tree can change while the soak waits for its turn).
+        #[arg(long, value_name = "RSTTRACE")]
+        binary: Option<PathBuf>,
     },
     /// Run the kernel integration tests on Debian bookworm's 6.1 kernel under
     /// qemu (TCG): fetches and caches the kernel under target/vm/, needs root
@@ -202,6 +218,18 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
             bench::bench(ws, &opts)
         }
         Command::VmTest { args } => vm::vm_test(ws, &args),
+        Command::Soak {
+            minutes,
+            release,
+            binary,
+        } => soak::soak(
+            ws,
+            &soak::Options {
+                minutes,
+                release,
+                binary,
+            },
+        ),
     }
 }
 

@@ -7,11 +7,12 @@
 //! event with that stack. Kernel stacks (few: RST paths) stay in the map
 //! and are symbolized once per id. User stacks are unique per process
 //! (address-space layout), so over days they would fill the map and then
-//! no new stack would be captured: their ids are deleted once a batch of
-//! events has been read (`recycle`). An event still in the ring buffer
-//! that names a deleted id finds it missing (counted), or, if a new stack
-//! took the slot in between, reads that one: the window is one drain pass.
-//! `BPF_F_REUSE_STACKID` would have the same flaw at every collision.
+//! no new stack would be captured: an id no event has named for
+//! `RECYCLE_AFTER` is deleted (`recycle`). A storm from one code path keeps
+//! naming its id, so its events never find it gone; only an event that
+//! names a stack again at the very moment it is deleted finds it missing
+//! (counted), or, if a new stack took the slot in between, reads that one.
+//! `BPF_F_REUSE_STACKID` would risk that at every collision.
 
 pub mod cache;
 pub mod elfcheck;
@@ -43,6 +44,8 @@ pub struct Stacks {
 
 /// Distinct kernel stacks whose frames are kept.
 const MAX_KERNEL_STACKS: usize = 4096;
+/// A user stack id unused this long is deleted from the map.
+const RECYCLE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What went wrong, for the exit summary and the metrics; never fatal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,8 +64,10 @@ pub struct StackResolver {
     user: UserWorker,
     missing: u64,
     kernel_unsymbolized: u64,
-    /// User stack ids read since the last `recycle`.
-    read_user_ids: Vec<u32>,
+    /// When each user stack id still in the map was last named by an
+    /// event (at most the map's size).
+    user_ids: std::collections::HashMap<u32, std::time::Instant>,
+    last_recycle: std::time::Instant,
 }
 
 impl StackResolver {
@@ -78,7 +83,8 @@ impl StackResolver {
             user: UserWorker::spawn(),
             missing: 0,
             kernel_unsymbolized: 0,
-            read_user_ids: Vec::new(),
+            user_ids: std::collections::HashMap::new(),
+            last_recycle: std::time::Instant::now(),
         }
     }
 
@@ -95,23 +101,35 @@ impl StackResolver {
         // context, so the actor's process is the one to symbolize in.
         let user = event.user_stack_id.and_then(|id| {
             let ips = self.ips(id)?;
-            self.read_user_ids.push(id);
+            self.user_ids.insert(id, std::time::Instant::now());
             Some(self.user.frames(event.actor.pid, &ips, &raw.user_stack_top))
         });
         let kernel = event.kernel_stack_id.and_then(|id| self.kernel_stack(id));
         Stacks { kernel, user }
     }
 
-    /// Frees the slots of the user stacks read so far, for new stacks.
-    /// Called between batches of events.
+    /// Frees the slots of user stacks no event named for `RECYCLE_AFTER`,
+    /// for new stacks. Called between batches of events.
     pub fn recycle(&mut self) {
-        for id in self.read_user_ids.drain(..) {
+        let now = std::time::Instant::now();
+        // At most once a second: a walk of up to MAX_STACKS ids.
+        if now.duration_since(self.last_recycle) < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last_recycle = now;
+        let map = &mut self.map;
+        let kernel = &mut self.kernel_frames;
+        self.user_ids.retain(|id, seen| {
+            if now.duration_since(*seen) < RECYCLE_AFTER {
+                return true;
+            }
             // A kernel stack never shares an id with a user stack, but a
             // cached kernel id must keep naming its stack.
-            if self.kernel_frames.get(&id).is_none() {
-                let _ = self.map.remove(&id);
+            if kernel.get(id).is_none() {
+                let _ = map.remove(id);
             }
-        }
+            false
+        });
     }
 
     fn kernel_stack(&mut self, id: u32) -> Option<Vec<String>> {
