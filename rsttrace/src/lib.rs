@@ -30,3 +30,5 @@ pub mod signals;
 pub mod source;
 pub mod stacks;
 pub mod summary;
+#[doc(hidden)]
+pub mod test_support;

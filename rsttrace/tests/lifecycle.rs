@@ -125,3 +125,42 @@ fn a_second_ctrl_c_exits_at_once() {
         second.elapsed()
     );
 }
+
+#[test]
+fn a_kernel_test_without_root_is_reported_as_skipped() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skipped(
+            "a_kernel_test_without_root_is_reported_as_skipped",
+            "needs root to drop to another user",
+        );
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("skipped.txt");
+    std::fs::write(&log, "").unwrap();
+    std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    // This very test binary, one kernel test, as nobody.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sighup_flushes_and_writes_the_summary"])
+        .env_remove("RSTTRACE_REQUIRE_KERNEL_TESTS")
+        .env("RSTTRACE_SKIP_LOG", &log)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Shown although libtest captures the test's output, and counted.
+    assert!(
+        stderr.contains("SKIPPED sighup_flushes_and_writes_the_summary: not running as root"),
+        "{stderr}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("sighup_flushes_and_writes_the_summary"),
+        "{logged:?}"
+    );
+}

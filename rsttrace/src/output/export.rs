@@ -323,7 +323,10 @@ mod tests {
     fn a_file_of_another_user_is_refused() {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIPPED a_file_of_another_user_is_refused: needs root to chown");
+            crate::test_support::skipped(
+                "a_file_of_another_user_is_refused",
+                "needs root to chown",
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();

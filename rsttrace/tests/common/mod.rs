@@ -29,10 +29,16 @@ pub fn kernel_tests_possible(test: &str) -> bool {
             panic!("{test}: kernel test cannot run: {why} (RSTTRACE_REQUIRE_KERNEL_TESTS is set)")
         }
         Some(why) => {
-            eprintln!("SKIPPED {test}: {why}; run `cargo xtask test` as root");
+            skipped(test, &format!("{why}; run `cargo xtask test` as root"));
             false
         }
     }
+}
+
+/// Reports a test that returns early as skipped, visibly and counted
+/// (`cargo xtask test` prints the count); never a silent pass.
+pub fn skipped(test: &str, why: &str) {
+    rsttrace::test_support::skipped(test, why);
 }
 
 /// A running `rsttrace` writing JSON Lines to a temp file.
