@@ -31,6 +31,10 @@ impl Mapping {
     }
 }
 
+/// Executable mappings kept per process: a process can map thousands of
+/// files (each with a path of up to 4 KiB), and maps are cached per pid.
+const MAX_MAPPINGS: usize = 2048;
+
 /// The executable mappings of a process, sorted by address.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Maps(Vec<Mapping>);
@@ -39,7 +43,11 @@ impl Maps {
     /// Keeps the executable mappings of a maps file
     /// (`start-end perms offset dev inode path`).
     pub fn parse(text: &str) -> Maps {
-        let mut maps: Vec<Mapping> = text.lines().filter_map(parse_line).collect();
+        let mut maps: Vec<Mapping> = text
+            .lines()
+            .filter_map(parse_line)
+            .take(MAX_MAPPINGS)
+            .collect();
         maps.sort_by_key(|m| m.start);
         Maps(maps)
     }

@@ -82,8 +82,10 @@ pub struct UnwindInfo {
 }
 
 const PT_LOAD: u32 = 1;
-/// Larger than any real `.eh_frame`; a corrupt header must not make us allocate gigabytes.
-const MAX_EH_FRAME: u64 = 64 << 20;
+/// Far larger than the `.eh_frame` of the libraries whose wrappers need it
+/// (libc's is ~150 KiB); the cache holds `user::MAX_UNWIND` of them, so
+/// this bounds it at 128 MiB. A corrupt header must not make us allocate more.
+const MAX_EH_FRAME: u64 = 16 << 20;
 
 impl UnwindInfo {
     /// Reads a 64-bit little-endian ELF file's unwind info; `Ok(None)` when
