@@ -459,4 +459,48 @@ mod tests {
             .expect("symbolizing through a FIFO blocked");
         assert!(f.contains("lib.so+0x10"), "{f}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Malformed ELF files (headers of a real one with random bytes)
+        /// that pass the check go through blazesym and the unwinder
+        /// without a panic or an abort.
+        #[test]
+        fn fuzz_symbolizing_malformed_elf(
+            flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16),
+            offsets in proptest::collection::vec(0u64..0x8000, 1..4),
+        ) {
+            let mut elf = std::fs::read("/bin/true").unwrap();
+            let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
+            let shdrs = elf.len() - shoff;
+            for (at, b) in flips {
+                let at = at % (64 + shdrs);
+                let at = if at < 64 { at } else { shoff + at - 64 };
+                elf[at] = b;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("hostile");
+            std::fs::write(&path, &elf).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            let len = elf.len() as u64;
+            let Ok(facts) = elfcheck::check(len, |o, b| file.read_exact_at(b, o)) else {
+                return Ok(());
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            let binary = Binary {
+                fd_path: format!("/proc/self/fd/{fd}"),
+                links_debug_info: facts.links_debug_info,
+                file,
+            };
+            let mut sym = UserSymbolizer::new();
+            for &offset in &offsets {
+                let _ = sym.symbolize(&binary, offset);
+            }
+            if let Ok(Some(info)) = UnwindInfo::from_reader(len, |o, b| binary.file.read_exact_at(b, o)) {
+                for &offset in &offsets {
+                    let _ = info.cfa(offset);
+                }
+            }
+        }
+    }
 }
