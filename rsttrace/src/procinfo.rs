@@ -248,6 +248,96 @@ fn read_capped(path: &str, max: usize) -> Option<(Vec<u8>, bool)> {
     Some((buf, more))
 }
 
+/// Longest the event path waits for a command line.
+const CMDLINE_WAIT: Duration = Duration::from_millis(50);
+/// Helper threads that may be stuck for good before command lines are no
+/// longer read at all.
+const MAX_STUCK_READERS: usize = 4;
+
+/// Reads /proc/PID/cmdline on a helper thread. Unlike the other /proc
+/// files it reads the process's own memory, which its owner can make block
+/// indefinitely (argument pages remapped onto a file of a stalled FUSE
+/// server): the event path waits `CMDLINE_WAIT`, then goes on without it.
+/// A helper that did not answer in time is replaced; it ends once its read
+/// returns. While `MAX_STUCK_READERS` are still blocked, no command line is read.
+pub struct CmdlineReader<F: Fn(u32) -> Option<(Vec<u8>, bool)> + Send + Sync + 'static> {
+    read: Arc<F>,
+    state: std::sync::Mutex<ReaderState>,
+}
+
+/// Bytes of a /proc file, and whether there was more.
+type Capped = Option<(Vec<u8>, bool)>;
+type Reply = std::sync::mpsc::SyncSender<Capped>;
+
+#[derive(Default)]
+struct ReaderState {
+    helper: Option<std::sync::mpsc::SyncSender<(u32, Reply)>>,
+    /// Helpers given up on whose read has not returned yet.
+    stuck: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn read_cmdline_file(pid: u32) -> Option<(Vec<u8>, bool)> {
+    read_capped(&format!("/proc/{pid}/cmdline"), CMDLINE_MAX)
+}
+
+type ReadCmdline = fn(u32) -> Capped;
+
+static CMDLINE_READER: std::sync::LazyLock<CmdlineReader<ReadCmdline>> =
+    std::sync::LazyLock::new(|| CmdlineReader::new(read_cmdline_file));
+
+impl<F: Fn(u32) -> Option<(Vec<u8>, bool)> + Send + Sync + 'static> CmdlineReader<F> {
+    pub fn new(read: F) -> Self {
+        CmdlineReader {
+            read: Arc::new(read),
+            state: std::sync::Mutex::new(ReaderState::default()),
+        }
+    }
+
+    pub fn read(&self, pid: u32) -> Option<(Vec<u8>, bool)> {
+        let Ok(mut state) = self.state.lock() else {
+            return None;
+        };
+        if state.stuck.load(std::sync::atomic::Ordering::Relaxed) >= MAX_STUCK_READERS {
+            return None;
+        }
+        let helper = match &state.helper {
+            Some(h) => h.clone(),
+            None => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Reply)>(1);
+                let read = self.read.clone();
+                let stuck = state.stuck.clone();
+                std::thread::Builder::new()
+                    .name("rsttrace-cmdline".into())
+                    .spawn(move || {
+                        for (pid, reply) in rx {
+                            let _ = reply.send(read(pid));
+                        }
+                        // Only a helper given up on sees its channel close.
+                        stuck.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    })
+                    .ok()?;
+                state.helper = Some(tx.clone());
+                tx
+            }
+        };
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        if helper.try_send((pid, reply)).is_err() {
+            return None;
+        }
+        match answer.recv_timeout(CMDLINE_WAIT) {
+            Ok(result) => result,
+            Err(_) => {
+                // Blocked in the kernel: leave it, start afresh next time.
+                state.helper = None;
+                state
+                    .stuck
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
 /// The start time of `pid` (field 22 of /proc/PID/stat), None once it exited.
 pub fn start_time(pid: u32) -> Option<u64> {
     let (stat, _) = read_capped(&format!("/proc/{pid}/stat"), 1024)?;
@@ -274,7 +364,8 @@ pub fn cmdline_capped(raw: &[u8], more: bool) -> String {
 /// Reads /proc/PID/{cmdline,cgroup,ns/net}; missing files leave fields None.
 pub fn read_proc(pid: u32) -> ProcInfo {
     let base = format!("/proc/{pid}");
-    let cmdline = read_capped(&format!("{base}/cmdline"), CMDLINE_MAX)
+    let cmdline = CMDLINE_READER
+        .read(pid)
         .map(|(raw, more)| cmdline_capped(&raw, more))
         .filter(|c| !c.is_empty());
     let cgroup = read_capped(&format!("{base}/cgroup"), CGROUP_FILE_MAX)
@@ -502,5 +593,43 @@ mod tests {
     fn reads_this_process() {
         let info = read_proc(std::process::id());
         assert!(info.cmdline.is_some() && info.netns.is_some(), "{info:?}");
+    }
+
+    #[test]
+    fn a_command_line_that_blocks_costs_a_bounded_wait() {
+        let reader = CmdlineReader::new(|pid| {
+            match pid {
+                // A read that never returns (a stalled FUSE page).
+                1 => std::thread::sleep(Duration::from_secs(3600)),
+                // One that is merely slow.
+                3 => std::thread::sleep(Duration::from_millis(200)),
+                _ => {}
+            }
+            Some((b"ok".to_vec(), false))
+        });
+        // A slow read is given up on, and its helper ends when it returns.
+        assert_eq!(reader.read(3), None);
+        std::thread::sleep(Duration::from_millis(400));
+        let stuck = || {
+            reader
+                .state
+                .lock()
+                .unwrap()
+                .stuck
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(stuck(), 0);
+        let started = Instant::now();
+        assert_eq!(reader.read(1), None);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A fresh helper serves the next one.
+        assert_eq!(reader.read(2), Some((b"ok".to_vec(), false)));
+        // After enough stuck helpers, no more threads are spent.
+        for _ in 0..MAX_STUCK_READERS {
+            reader.read(1);
+        }
+        let started = Instant::now();
+        assert_eq!(reader.read(2), None);
+        assert!(started.elapsed() < Duration::from_millis(10));
     }
 }
