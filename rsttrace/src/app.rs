@@ -1,8 +1,7 @@
 //! `rsttrace` (trace): load, read, classify, write, and account for every event.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use crate::decode::{self, Record};
 use crate::event::{Event, KernelTables};
 use crate::filter::{self, RecordFilter};
 use crate::loader::{Counters, KernelInfo, Options, Session};
+use crate::output::export::ExportDir;
 use crate::output::rotate::RotatingSink;
 use crate::output::{self, Format, Sink, TextOptions};
 use crate::source::RingSource;
@@ -29,8 +29,12 @@ use crate::summary::{StackSummary, Summary};
 /// Ring buffers must be a power-of-two number of pages.
 pub fn ring_buffer_bytes(requested: u64) -> Result<u32> {
     let page = page_size();
-    let size = requested.max(page).next_power_of_two();
-    u32::try_from(size).map_err(|_| anyhow!("--ring-buffer {requested} is too large (max 2G)"))
+    let too_large = || anyhow!("--ring-buffer {requested} is too large (max 2G)");
+    let size = requested
+        .max(page)
+        .checked_next_power_of_two()
+        .ok_or_else(too_large)?;
+    u32::try_from(size).map_err(|_| too_large())
 }
 
 fn page_size() -> u64 {
@@ -125,25 +129,12 @@ impl Output {
     }
 }
 
-/// Creates an export file: mode 0600, never through a symlink planted at the path.
-pub fn create_export(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            let hint = match e.raw_os_error() {
-                Some(libc::ENOENT) => "; the directory does not exist",
-                Some(libc::ELOOP) => "; it is a symbolic link, which rsttrace refuses to follow",
-                Some(libc::EACCES) | Some(libc::EPERM) => "; permission denied",
-                Some(libc::EISDIR) => "; it is a directory",
-                _ => "",
-            };
-            anyhow!("cannot create --write file {}: {e}{hint}", path.display())
-        })
+/// Opens the `--write` target: a file from an earlier run is moved aside
+/// (FILE.1, ...), a new FILE is created exclusively, mode 0600.
+pub fn open_export(path: &Path, keep: u32) -> Result<ExportDir> {
+    let dir = ExportDir::open(path)?;
+    dir.set_aside_previous(keep)?;
+    Ok(dir)
 }
 
 fn stdout_output(
@@ -189,16 +180,21 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
             lang: args.lang,
             stacks: args.stack,
         };
+        let dir = open_export(path, args.rotate_count)?;
         let sink = match args.rotate_size {
             Some(max) => Box::new(RotatingSink::new(
-                path,
+                dir,
                 format,
                 file_opts,
                 max,
                 args.rotate_count,
-                create_export,
             )?) as Box<dyn Sink + Send>,
-            None => output::sink(format, Box::new(create_export(path)?), &file_opts),
+            None => {
+                let file = dir
+                    .create()
+                    .map_err(|e| anyhow!("cannot create --write file {}: {e}", path.display()))?;
+                output::sink(format, Box::new(file), &file_opts)
+            }
         };
         outputs.push(Output {
             name: path.display().to_string(),
@@ -347,6 +343,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // A closed terminal or SSH session: stop as on SIGTERM, summary
+    // written, rather than die with the buffers unflushed.
+    let mut sighup = signal(SignalKind::hangup())?;
+    crate::signals::exit_on_second_stop_signal()?;
     let deadline = async {
         match args.duration {
             Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
@@ -376,6 +376,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         seen_lost: 0,
         seen_drops: KernelDrops::default(),
         stacks,
+        panicked: None,
     };
     loop {
         let batch = tokio::select! {
@@ -383,8 +384,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             biased;
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
             _ = &mut deadline => break,
-            batch = source.next_batch(|bytes| state.handle(bytes, &mut outputs)) => batch,
+            batch = source.next_batch(|bytes| state.handle_guarded(bytes, &mut outputs)) => batch,
         };
         if batch.context("reading the ring buffer")? > 0 {
             // Once per batch: a person watching sees each RST within one
@@ -392,13 +394,16 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             for o in &mut outputs {
                 o.flush();
             }
+            if let Some(stacks) = &mut state.stacks {
+                stacks.recycle();
+            }
         }
         state.account_losses(session.counters(false)?, &mut outputs);
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
         tokio::task::yield_now().await;
         let all_outputs_failed = !outputs.is_empty() && outputs.iter().all(|o| o.failed.is_some());
-        if state.done() || all_outputs_failed {
+        if state.done() || all_outputs_failed || state.panicked.is_some() {
             break;
         }
     }
@@ -407,7 +412,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         // What a full buffer held when we stopped; a storm still running
         // does not keep rsttrace from exiting.
         let limit = ring_bytes as usize / size_of::<rsttrace_ebpf::abi::RstEvent>();
-        source.drain_now(|bytes| state.handle(bytes, &mut outputs), limit);
+        source.drain_now(|bytes| state.handle_guarded(bytes, &mut outputs), limit);
     }
     let counters = session.counters(true)?;
     state.account_losses(counters, &mut outputs);
@@ -421,16 +426,21 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     if let Some(stacks) = &state.stacks {
         state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
     }
-    finish(state.summary, counters, &outputs, args.lang)
+    let panicked = state.panicked.take();
+    finish(state.summary, counters, &outputs, args.lang)?;
+    match panicked {
+        Some(what) => bail!(
+            "internal error while handling an event: {what}; tracing stopped, the outputs are complete up to it"
+        ),
+        None => Ok(()),
+    }
 }
 
 /// `rsttrace read FILE`: replays an export through the same outputs and filters.
 pub fn read(args: ReadArgs) -> Result<()> {
-    use std::io::BufRead;
+    use crate::output::json::read::{Line, MAX_LINE, NextLine, next_line, parse_line};
 
-    use crate::output::json::read::{Line, parse_line};
-
-    let input: Box<dyn io::BufRead> = if args.file.as_os_str() == "-" {
+    let mut input: Box<dyn io::BufRead> = if args.file.as_os_str() == "-" {
         Box::new(io::stdin().lock())
     } else {
         let file = File::open(&args.file)
@@ -440,8 +450,24 @@ pub fn read(args: ReadArgs) -> Result<()> {
     let filter = args.filters.to_filter(&args.ports, &args.pids);
     let mut out = stdout_output(args.format, args.no_color, args.lang, false);
     let mut summary = Summary::default();
-    for (n, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", args.file.display()))?;
+    let mut buf = Vec::new();
+    for n in 0.. {
+        let line = match next_line(&mut input, &mut buf)
+            .with_context(|| format!("reading {}", args.file.display()))?
+        {
+            NextLine::Line(line) => line,
+            NextLine::End => break,
+            NextLine::TooLong => {
+                summary.decode_errors += 1;
+                warn!(
+                    "{}:{}: line longer than {} bytes, skipped",
+                    args.file.display(),
+                    n + 1,
+                    MAX_LINE
+                );
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -490,11 +516,30 @@ struct Pipeline<'a> {
     seen_drops: KernelDrops,
     /// `--stack`.
     stacks: Option<StackResolver>,
+    /// What a panic while handling an event said; tracing then stops,
+    /// with the outputs flushed and the summary written.
+    panicked: Option<String>,
 }
 
 impl Pipeline<'_> {
     fn done(&self) -> bool {
         self.limit.is_some_and(|n| self.summary.total() >= n)
+    }
+
+    /// `handle`, with a panic turned into an orderly stop.
+    fn handle_guarded(&mut self, bytes: &[u8], outputs: &mut [Output]) {
+        if self.panicked.is_some() {
+            return;
+        }
+        let run = std::panic::AssertUnwindSafe(|| self.handle(bytes, outputs));
+        if let Err(payload) = std::panic::catch_unwind(run) {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            self.panicked = Some(what);
+        }
     }
 
     fn handle(&mut self, bytes: &[u8], outputs: &mut [Output]) {
@@ -523,15 +568,18 @@ impl Pipeline<'_> {
         // /proc reads are small and cached per pid; an exited owner is missed.
         let runtimes = &mut self.runtimes;
         let owner_proc = event.process.as_ref().map(|p| {
-            self.procs
-                .get_with(p.pid, |pid| {
+            self.procs.get_with(
+                p.pid,
+                std::time::Instant::now(),
+                crate::procinfo::start_time,
+                |pid| {
                     let mut info = crate::procinfo::read_proc(pid);
                     if let Some(c) = &mut info.container {
                         runtimes.enrich(c);
                     }
                     info
-                })
-                .clone()
+                },
+            )
         });
         let mut rec = Classified {
             event,
@@ -649,26 +697,147 @@ mod tests {
         assert_eq!(ring_buffer_bytes(4 << 20).unwrap(), 4 << 20);
         assert_eq!(ring_buffer_bytes((4 << 20) + 1).unwrap(), 8 << 20);
         assert!(ring_buffer_bytes(1 << 33).is_err());
+        assert!(ring_buffer_bytes(u64::MAX).is_err());
+        assert!(ring_buffer_bytes((1 << 63) + 1).is_err());
+        // The CLI takes absurd sizes and counts without panicking.
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "rsttrace",
+            "--ring-buffer",
+            "18446744073709551615",
+            "--count",
+            "18446744073709551615",
+            "--duration",
+            "18446744073709551615",
+        ])
+        .unwrap();
+        assert!(ring_buffer_bytes(cli.trace.ring_buffer).is_err());
+        assert!(
+            <crate::cli::Cli as clap::Parser>::try_parse_from([
+                "rsttrace",
+                "--ring-buffer",
+                "99999999999G"
+            ])
+            .is_err()
+        );
+    }
+
+    struct PanickingSink;
+
+    impl Sink for PanickingSink {
+        fn write(&mut self, _: &Classified) -> io::Result<()> {
+            panic!("hostile input");
+        }
+        fn write_gap(&mut self, _: u64, _: std::time::SystemTime) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]
-    fn export_refuses_symlinks_and_missing_dirs() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("victim");
-        std::fs::write(&target, "keep me").unwrap();
-        let link = dir.path().join("out.jsonl");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        let err = create_export(&link).unwrap_err().to_string();
-        assert!(err.contains("symbolic link"), "{err}");
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    fn a_panic_while_handling_an_event_stops_tracing_in_order() {
+        let reasons = Reasons(Default::default(), Default::default());
+        let mut state = Pipeline {
+            summary: Summary::default(),
+            clock: BootClock::sample(),
+            reasons: &reasons,
+            filter: RecordFilter::default(),
+            metrics: None,
+            procs: crate::procinfo::ProcCache::new(4),
+            limit: None,
+            runtimes: crate::containers::RuntimeState::host(std::path::Path::new("/")),
+            otlp: None,
+            seen_lost: 0,
+            seen_drops: KernelDrops::default(),
+            stacks: None,
+            panicked: None,
+        };
+        let mut outputs = vec![Output {
+            name: "test".into(),
+            sink: Box::new(PanickingSink),
+            failed: None,
+            unwritten: 0,
+        }];
+        let bytes = decode::encode(&decode::blank_rst());
+        state.handle_guarded(&bytes, &mut outputs);
+        assert_eq!(state.panicked.as_deref(), Some("hostile input"));
+        // Later events are not handled; the loop stops and writes the summary.
+        state.handle_guarded(&bytes, &mut outputs);
+        assert_eq!(state.panicked.as_deref(), Some("hostile input"));
+    }
 
-        let err = create_export(&dir.path().join("nope/out.jsonl"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("does not exist") && err.contains("nope"),
-            "{err}"
-        );
+    /// Writes into a shared buffer, for looking at what a sink wrote.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    proptest::proptest! {
+        /// Records with a valid header and any body go through the whole
+        /// event path (decode, Event::new, classify, filter, every output
+        /// format) without a panic, one line per event in each output.
+        #[test]
+        fn fuzz_the_event_path(
+            body in proptest::collection::vec(
+                proptest::num::u8::ANY,
+                size_of::<rsttrace_ebpf::abi::RstEvent>() - 8,
+            ),
+        ) {
+            let mut bytes = decode::encode(&decode::blank_rst())[..8].to_vec();
+            bytes.extend_from_slice(&body);
+            let reasons = Reasons(
+                [(0u32, Arc::from("NOT_SPECIFIED"))].into_iter().collect(),
+                Default::default(),
+            );
+            let mut state = Pipeline {
+                summary: Summary::default(),
+                clock: BootClock::sample(),
+                reasons: &reasons,
+                filter: RecordFilter::default(),
+                metrics: None,
+                procs: crate::procinfo::ProcCache::new(4),
+                limit: None,
+                runtimes: crate::containers::RuntimeState::host(std::path::Path::new("/")),
+                otlp: None,
+                seen_lost: 0,
+                seen_drops: KernelDrops::default(),
+                stacks: None,
+                panicked: None,
+            };
+            let buffers: Vec<Shared> = (0..3).map(|_| Shared::default()).collect();
+            let mut outputs: Vec<Output> = [Format::Text, Format::Json, Format::Csv]
+                .into_iter()
+                .zip(&buffers)
+                .map(|(format, buf)| Output {
+                    name: format!("{format:?}"),
+                    sink: output::sink(format, Box::new(buf.clone()), &TextOptions::default()),
+                    failed: None,
+                    unwritten: 0,
+                })
+                .collect();
+            state.handle_guarded(&bytes, &mut outputs);
+            for o in &mut outputs {
+                o.flush();
+            }
+            proptest::prop_assert_eq!(&state.panicked, &None);
+            proptest::prop_assert_eq!(state.summary.total(), 1);
+            let text = String::from_utf8(buffers[0].0.lock().unwrap().clone()).unwrap();
+            proptest::prop_assert_eq!(text.lines().filter(|l| !l.starts_with("TIME(UTC)")).count(), 1, "{}", text);
+            let json = String::from_utf8(buffers[1].0.lock().unwrap().clone()).unwrap();
+            let line: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+            proptest::prop_assert!(line.is_object());
+            // The export reads back.
+            proptest::prop_assert!(crate::output::json::read::parse_line(json.trim_end()).is_ok(), "{}", json);
+        }
     }
 
     #[test]
@@ -676,7 +845,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
-        create_export(&path).unwrap();
+        open_export(&path, 2).unwrap().create().unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & 0o077, 0, "mode {mode:o}");
     }

@@ -30,7 +30,11 @@ pub struct WirePacket {
 
 impl WirePacket {
     pub fn new(raw: &PacketRecord, boot_to_wall: impl Fn(u64) -> SystemTime) -> WirePacket {
-        let caplen = usize::from(raw.caplen).min(raw.data.len());
+        // Bytes past the packet's own IP length are whatever the buffer
+        // held before: never write them.
+        let caplen = usize::from(raw.caplen)
+            .min(raw.data.len())
+            .min(ip_length(&raw.data).unwrap_or(0));
         WirePacket {
             time: boot_to_wall(raw.ts_ns),
             netns: (raw.netns != 0).then_some(raw.netns),
@@ -56,6 +60,23 @@ impl WirePacket {
         let tcp = b.get(ihl..ihl + 4)?;
         let port = |i: usize| u16::from_be_bytes([tcp[i], tcp[i + 1]]);
         Some((SocketAddr::new(src, port(0)), SocketAddr::new(dst, port(2))))
+    }
+}
+
+/// The length an IP header gives its packet, None for a header that is not
+/// a valid IPv4 or IPv6 one (or cut before its length field).
+fn ip_length(b: &[u8]) -> Option<usize> {
+    match b.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(b[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?]));
+            (ihl >= 20 && total >= ihl).then_some(total)
+        }
+        6 => {
+            let payload = usize::from(u16::from_be_bytes([*b.get(4)?, *b.get(5)?]));
+            Some(40 + payload)
+        }
+        _ => None,
     }
 }
 
@@ -262,5 +283,38 @@ mod tests {
         }
         assert_eq!(released, 3);
         assert_eq!(pairing.drain().len(), MAX_HELD_EVENTS);
+    }
+
+    #[test]
+    fn stale_bytes_past_the_ip_length_are_not_captured() {
+        // SAFETY: all-zero is a valid PacketRecord.
+        let mut raw: PacketRecord = unsafe { std::mem::zeroed() };
+        raw.data.fill(0xaa); // a previous, longer packet
+        let p = rst(
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:4000".parse().unwrap(),
+            true,
+            SystemTime::UNIX_EPOCH,
+        );
+        raw.data[..40].copy_from_slice(&p.bytes);
+        raw.caplen = raw.data.len() as u16;
+        raw.len = 40;
+        let w = WirePacket::new(&raw, |_| SystemTime::UNIX_EPOCH);
+        assert_eq!(w.bytes, p.bytes);
+        // Not an IP header at all: nothing is captured.
+        raw.data[0] = 0x00;
+        assert!(
+            WirePacket::new(&raw, |_| SystemTime::UNIX_EPOCH)
+                .bytes
+                .is_empty()
+        );
+        // An IPv4 header whose total length is shorter than the header.
+        raw.data[0] = 0x45;
+        raw.data[2..4].copy_from_slice(&10u16.to_be_bytes());
+        assert!(
+            WirePacket::new(&raw, |_| SystemTime::UNIX_EPOCH)
+                .bytes
+                .is_empty()
+        );
     }
 }

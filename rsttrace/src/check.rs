@@ -29,12 +29,14 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
         root: loader::check_privileges().is_ok(),
     };
     let (text, usable) = report(&header, mode, &kernel.facts);
-    print!("{text}");
-    // What a container (deploy/kubernetes/) must grant: the same list.
-    print!(
-        "capabilities:\n{}",
+    // `rsttrace check | head`: a closed pipe is not an error worth a panic.
+    // What a container (deploy/kubernetes/) must grant is the same list.
+    let text = format!(
+        "{text}capabilities:
+{}",
         crate::needs::report(crate::needs::effective())
     );
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     if !usable {
         bail!("no usable RST hook on this kernel (see above)");
     }

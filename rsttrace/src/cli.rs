@@ -257,7 +257,10 @@ pub struct TraceArgs {
 
     /// Also write every event to FILE; the format follows the extension:
     /// .jsonl/.json (JSON Lines), .csv, .pcapng (Wireshark, cause in the
-    /// packet comment), .txt/.log (text).
+    /// packet comment), .txt/.log (text). Created new, mode 0600; a FILE
+    /// left by an earlier run is rotated to FILE.1 on start (nothing is
+    /// truncated), and a symlink, hard link, FIFO or another user's file at
+    /// FILE is refused.
     #[arg(short, long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
 
@@ -266,8 +269,9 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "write")]
     pub rotate_size: Option<u64>,
 
-    /// How many files --rotate-size keeps, the current one included.
-    #[arg(long, value_name = "N", default_value_t = 10, requires = "rotate_size",
+    /// How many --write files are kept, the current one included (at
+    /// --rotate-size, and when a restart moves the previous file aside).
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "write",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub rotate_count: u32,
 

@@ -30,7 +30,10 @@ pub mod probes;
 pub mod procinfo;
 pub mod schema;
 pub mod scope;
+pub mod signals;
 pub mod source;
 pub mod stacks;
 pub mod status;
 pub mod summary;
+#[doc(hidden)]
+pub mod test_support;

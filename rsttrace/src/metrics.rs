@@ -4,14 +4,22 @@
 //! closed sets, `kernel_reason` comes from the kernel's enum, and ports are
 //! only exported as a top-N (`--metrics-top-ports`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
 
 use crate::cause::Classified;
 
@@ -131,40 +139,87 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// Most connections served at once; past it the oldest is closed. Idle
+/// or slow clients cannot hold the endpoint (or our file descriptors): a
+/// fresh scrape always gets in.
+const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this (slowloris).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole connection, response included, ends within this.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS), doubled up to the
+/// maximum while it keeps failing, instead of spinning on it.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
 /// Binds now (so a busy port fails before tracing starts) and serves in the background.
 pub async fn serve(addr: SocketAddr, metrics: Shared) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow!("--metrics {addr}: cannot listen: {e}"))?;
     let bound = listener.local_addr().context("metrics listener address")?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                // One small request; anything beyond 4 KiB is not a scrape.
-                let mut buf = [0u8; 4096];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) =
-                    if request.starts_with("GET /metrics") || request.starts_with("GET / ") {
-                        let body = metrics.lock().map(|m| m.render()).unwrap_or_default();
-                        ("200 OK", body)
-                    } else {
-                        ("404 Not Found", "try GET /metrics\n".to_owned())
-                    };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(response.as_bytes()).await;
-                let _ = conn.shutdown().await;
-            });
-        }
-    });
+    tokio::spawn(accept_loop(listener, metrics));
     Ok(bound)
+}
+
+async fn accept_loop(listener: TcpListener, metrics: Shared) {
+    let mut live: VecDeque<AbortHandle> = VecDeque::new();
+    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut warned = false;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF.0;
+                stream
+            }
+            Err(e) => {
+                if !warned {
+                    log::warn!("--metrics: accept failed: {e}; backing off");
+                    warned = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
+            }
+        };
+        live.retain(|h| !h.is_finished());
+        while live.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = live.pop_front() {
+                oldest.abort();
+            }
+        }
+        let metrics = metrics.clone();
+        let task = tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(8192)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+        });
+        live.push_back(task.abort_handle());
+    }
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Shared) -> Response<Full<Bytes>> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics" | "/") => (
+            StatusCode::OK,
+            metrics.lock().map(|m| m.render()).unwrap_or_default(),
+        ),
+        _ => (StatusCode::NOT_FOUND, "try GET /metrics\n".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod causes;
 mod dist;
 mod lint;
 mod run;
+mod soak;
 mod system;
 mod test;
 mod toolchain;
@@ -95,6 +96,21 @@ enum Command {
         /// Only these workloads (repeatable; default: all).
         #[arg(long = "workload", value_enum)]
         workloads: Vec<bench::Workload>,
+    },
+    /// Run rsttrace for a long time (default 30 min) with --stack, --metrics
+    /// and a rotating -w under mixed traffic and a pid-churning process;
+    /// report RSS over time, lost events and counters (not in CI; needs
+    /// root and python3). Writes target/soak/results.md.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Soak the release build.
+        #[arg(long)]
+        release: bool,
+        /// Soak this rsttrace binary instead of building one (e.g. a copy,
+        /// so the tree can change while the soak waits for its turn).
+        #[arg(long, value_name = "RSTTRACE")]
+        binary: Option<PathBuf>,
     },
     /// Run the kernel integration tests on Debian's 5.10, 6.1 and 6.12 cloud
     /// kernels under qemu (TCG): fetches and caches each kernel under
@@ -238,6 +254,18 @@ fn dispatch(command: Command, ws: &Workspace) -> Result<()> {
                 suite,
                 test_args: args,
                 prepare_only,
+            },
+        ),
+        Command::Soak {
+            minutes,
+            release,
+            binary,
+        } => soak::soak(
+            ws,
+            &soak::Options {
+                minutes,
+                release,
+                binary,
             },
         ),
     }

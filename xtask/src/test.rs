@@ -49,11 +49,28 @@ pub fn test(ws: &Workspace, lint: bool, extra: &[OsString]) -> Result<()> {
     // The default members: rsttrace (unit + kernel integration tests) and xtask.
     let report = ws.target_dir().join("causes-host.tsv");
     let _ = std::fs::remove_file(&report);
+    let skip_log = ws.target_dir().join("skipped-tests.txt");
+    let _ = std::fs::remove_file(&skip_log);
     let mut tests = test_command(ws, &object, root);
-    tests.env("RSTTRACE_CAUSE_REPORT", &report).args(extra);
+    tests
+        .env("RSTTRACE_CAUSE_REPORT", &report)
+        .env("RSTTRACE_SKIP_LOG", &skip_log)
+        .args(extra);
     let result = system::run(&mut tests);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     causes::print_summary(kernel.trim(), &causes::read(&report));
+    // libtest counts a test that returned early as passed: say how many did.
+    let skipped = std::fs::read_to_string(&skip_log).unwrap_or_default();
+    let skipped: Vec<&str> = skipped.lines().collect();
+    if skipped.is_empty() {
+        say!("no test was skipped");
+    } else {
+        say!(
+            "{} test(s) SKIPPED (counted as passed by libtest):\n  {}",
+            skipped.len(),
+            skipped.join("\n  ")
+        );
+    }
     result
 }
 

@@ -1216,7 +1216,7 @@ pub(crate) mod tests {
     #[test]
     fn parses_running_kernel() {
         if !Path::new(SYS_FS_VMLINUX).exists() {
-            eprintln!("skipped: no {SYS_FS_VMLINUX}");
+            crate::test_support::skipped("kernel::btf", &format!("no {SYS_FS_VMLINUX}"));
             return;
         }
         let btf = Btf::from_sys_fs().unwrap();

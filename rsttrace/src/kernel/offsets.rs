@@ -788,7 +788,7 @@ mod tests {
     #[test]
     fn resolves_running_kernel() {
         let Ok(btf) = Btf::from_sys_fs() else {
-            eprintln!("skipped: no readable /sys/kernel/btf/vmlinux");
+            crate::test_support::skipped("kernel::offsets", "no readable /sys/kernel/btf/vmlinux");
             return;
         };
         let (o, absent) = resolve(&btf).unwrap();

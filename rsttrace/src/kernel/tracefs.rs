@@ -395,7 +395,10 @@ print fmt: \"skbaddr=%p skaddr=%p family=%s sport=%hu dport=%hu saddr=%pI4 daddr
     fn reads_running_kernel() {
         let root = Path::new(TRACING);
         if !tracepoint_exists(root, "tcp", "tcp_send_reset") {
-            eprintln!("skipped: tracefs not mounted at {TRACING}");
+            crate::test_support::skipped(
+                "kernel::tracefs",
+                &format!("tracefs not mounted at {TRACING}"),
+            );
             return;
         }
         let layout = tcp_layout(root).unwrap();

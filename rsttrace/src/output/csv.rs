@@ -75,7 +75,7 @@ pub fn row(rec: &Classified) -> [String; COLUMNS] {
         opt(e.packet.map(|p| p.flags.tcpdump())),
         opt(e.socket.map(|s| s.unread.to_string())),
         e.hook.into(),
-        opt(container.and_then(|c| c.id.clone())),
+        opt(container.and_then(|c| c.id.as_deref()).map(cell_text)),
         name(|n| &n.name),
         name(|n| &n.image),
         name(|n| &n.pod),

@@ -2,6 +2,7 @@
 //! text out) so every format is unit-tested; the sinks only add buffering.
 
 pub mod csv;
+pub mod export;
 pub mod json;
 pub mod pcapng;
 pub mod rotate;
@@ -224,6 +225,81 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No control character (but line ends) and no bidi override in `out`.
+    fn assert_inert(format: &str, out: &str) {
+        for line in out.lines() {
+            let bad: Vec<char> = line.chars().filter(|&c| needs_escape(c)).collect();
+            assert!(bad.is_empty(), "{format}: {bad:?} in {line:?}");
+        }
+    }
+
+    #[test]
+    fn every_attacker_controlled_string_is_escaped_in_every_format() {
+        let evil = "x\u{1b}[2J\u{9b}31m\u{202e}gpj.exe\u{2066}\u{85}\ty";
+        let mut rec = fixtures::record();
+        rec.event.actor.comm = evil.into();
+        if let Some(p) = rec.event.process.as_mut() {
+            p.comm = evil.into();
+        }
+        rec.cause.evidence.insert(
+            "prior".into(),
+            serde_json::json!({"kind": evil, "pid": 1, "comm": evil, "errno": evil}),
+        );
+        // A replayed file can put anything in any evidence field.
+        rec.cause
+            .evidence
+            .insert("peer_idle_s".into(), serde_json::json!({ evil: [evil] }));
+        rec.cause
+            .evidence
+            .insert(evil.into(), serde_json::json!(evil));
+        rec.owner_proc = Some(std::sync::Arc::new(crate::procinfo::ProcInfo {
+            cmdline: Some(evil.into()),
+            cgroup: Some(evil.into()),
+            container: Some(crate::procinfo::Container {
+                runtime: "docker",
+                id: Some(evil.into()),
+                pod_uid: Some(evil.into()),
+                unit: Some(evil.into()),
+                names: Some(std::sync::Arc::new(crate::containers::ContainerNames {
+                    name: Some(evil.into()),
+                    image: Some(evil.into()),
+                    pod: Some(evil.into()),
+                    namespace: Some(evil.into()),
+                })),
+            }),
+            netns: None,
+        }));
+        rec.stacks.kernel = Some(vec![evil.into()]);
+        rec.stacks.user = Some(vec![evil.into(), evil.into()]);
+        let opts = TextOptions {
+            stacks: true,
+            ..TextOptions::default()
+        };
+        for (name, format) in [
+            ("text", Format::Text),
+            ("json", Format::Json),
+            ("csv", Format::Csv),
+        ] {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+            impl Write for Shared {
+                fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                    self.0.lock().unwrap().extend_from_slice(b);
+                    Ok(b.len())
+                }
+                fn flush(&mut self) -> io::Result<()> {
+                    Ok(())
+                }
+            }
+            let mut out = sink(format, Box::new(Shared(buf.clone())), &opts);
+            out.write(&rec).unwrap();
+            out.flush().unwrap();
+            let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+            assert!(text.contains("gpj.exe"), "{name}: {text}");
+            assert_inert(name, &text);
+        }
+    }
 
     #[test]
     fn formats_follow_the_extension() {

@@ -332,7 +332,17 @@ pub fn checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// Writes an option; a value is cut to 65,535 bytes (the length field's
+/// limit; a text value at a character boundary), never written with a
+/// wrapped length that would make readers misparse the rest.
 fn option(body: &mut Vec<u8>, code: u16, value: &[u8]) {
+    let mut end = value.len().min(usize::from(u16::MAX));
+    if end < value.len() && std::str::from_utf8(value).is_ok() {
+        while end > 0 && (value[end] & 0xc0) == 0x80 {
+            end -= 1;
+        }
+    }
+    let value = &value[..end];
     body.extend_from_slice(&code.to_le_bytes());
     body.extend_from_slice(&(value.len() as u16).to_le_bytes());
     body.extend_from_slice(value);
@@ -468,5 +478,32 @@ mod tests {
         assert!(c.contains("kernel_reason=TCP_ABORT_ON_CLOSE"), "{c}");
         assert!(c.contains("synthesized"), "{c}");
         assert!(!c.contains('\x1b') && !c.contains('\n'), "{c:?}");
+    }
+
+    #[test]
+    fn an_option_longer_than_its_length_field_is_cut() {
+        let mut rec = record();
+        // A comment of more than 64 KiB: frames of a deep stack, say.
+        rec.stacks.user = Some(vec!["é".repeat(40_000); 2]);
+        let epb = packet_block(&rec, None, 1);
+        let (_, body) = blocks(&epb).remove(0);
+        // Interface, timestamp, lengths, then the packet, padded.
+        let caplen = u32::from_le_bytes(body[12..16].try_into().unwrap()) as usize;
+        let mut at = 20 + caplen.next_multiple_of(4);
+        let mut comment_len = None;
+        while at + 4 <= body.len() {
+            let code = u16::from_le_bytes([body[at], body[at + 1]]);
+            let len = usize::from(u16::from_le_bytes([body[at + 2], body[at + 3]]));
+            if code == OPT_END {
+                assert_eq!(at + 4, body.len(), "opt_endofopt ends the block");
+                break;
+            }
+            if code == OPT_COMMENT {
+                comment_len = Some(len);
+                assert!(std::str::from_utf8(&body[at + 4..at + 4 + len]).is_ok());
+            }
+            at += 4 + len.next_multiple_of(4);
+        }
+        assert!(comment_len.is_some_and(|n| n > 60_000), "{comment_len:?}");
     }
 }

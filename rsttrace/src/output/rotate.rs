@@ -4,48 +4,45 @@
 //! `NAME.1` (older ones shift to `.2`, ... and the one past N is deleted) and
 //! a fresh file starts with its own header, so every file is valid alone.
 //! Rotation happens between records, after a flush: no event is split or lost.
+//! Renames and creates go through the directory's descriptor, and each new
+//! file is created exclusively (`export::ExportDir`).
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::export::ExportDir;
 use super::{Format, Sink, TextOptions, sink};
 use crate::cause::Classified;
 
-/// Opens an export file (0600, no symlinks); see `app::create_export`.
-pub type Opener = fn(&Path) -> anyhow::Result<File>;
-
 pub struct RotatingSink {
-    path: PathBuf,
+    dir: ExportDir,
     format: Format,
     opts: TextOptions,
     max_bytes: u64,
     keep: u32,
-    open: Opener,
     written: Arc<AtomicU64>,
     current: Box<dyn Sink + Send>,
 }
 
 impl RotatingSink {
+    /// `dir` names a free FILE (`ExportDir::set_aside_previous` ran).
     pub fn new(
-        path: &Path,
+        dir: ExportDir,
         format: Format,
         opts: TextOptions,
         max_bytes: u64,
         keep: u32,
-        open: Opener,
     ) -> anyhow::Result<RotatingSink> {
         let written = Arc::new(AtomicU64::new(0));
-        let current = start(path, format, opts, open, &written)?;
+        let current = start(&dir, format, opts, &written)?;
         Ok(RotatingSink {
-            path: path.to_owned(),
+            dir,
             format,
             opts,
             max_bytes,
             keep: keep.max(1),
-            open,
             written,
             current,
         })
@@ -53,19 +50,8 @@ impl RotatingSink {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.current.flush()?;
-        // NAME.(keep-1) is the oldest kept; NAME itself counts as one file.
-        let numbered = |i: u32| numbered(&self.path, i);
-        let _ = std::fs::remove_file(numbered(self.keep - 1));
-        for i in (1..self.keep - 1).rev() {
-            let _ = std::fs::rename(numbered(i), numbered(i + 1));
-        }
-        if self.keep > 1 {
-            std::fs::rename(&self.path, numbered(1))?;
-        } else {
-            std::fs::remove_file(&self.path)?;
-        }
-        self.current = start(&self.path, self.format, self.opts, self.open, &self.written)
-            .map_err(io::Error::other)?;
+        self.dir.shift(self.keep)?;
+        self.current = start(&self.dir, self.format, self.opts, &self.written)?;
         Ok(())
     }
 }
@@ -77,14 +63,13 @@ pub fn numbered(path: &Path, i: u32) -> PathBuf {
 }
 
 fn start(
-    path: &Path,
+    dir: &ExportDir,
     format: Format,
     opts: TextOptions,
-    open: Opener,
     written: &Arc<AtomicU64>,
-) -> anyhow::Result<Box<dyn Sink + Send>> {
+) -> io::Result<Box<dyn Sink + Send>> {
     written.store(0, Ordering::Relaxed);
-    let file = open(path)?;
+    let file = dir.create()?;
     let counted = Counting {
         inner: file,
         written: written.clone(),
@@ -126,7 +111,7 @@ impl Sink for RotatingSink {
 
 /// Counts the bytes that reach the file.
 struct Counting {
-    inner: File,
+    inner: std::fs::File,
     written: Arc<AtomicU64>,
 }
 
@@ -147,8 +132,8 @@ mod tests {
     use super::*;
     use crate::output::fixtures::record;
 
-    fn open(path: &Path) -> anyhow::Result<File> {
-        Ok(File::create(path)?)
+    fn open(path: &Path) -> ExportDir {
+        ExportDir::open(path).unwrap()
     }
 
     #[test]
@@ -156,7 +141,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         let mut sink =
-            RotatingSink::new(&path, Format::Json, TextOptions::default(), 4096, 3, open).unwrap();
+            RotatingSink::new(open(&path), Format::Json, TextOptions::default(), 4096, 3).unwrap();
         let total = 200;
         for _ in 0..total {
             sink.write(&record()).unwrap();
@@ -187,7 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         let mut sink =
-            RotatingSink::new(&path, Format::Csv, TextOptions::default(), 1024, 2, open).unwrap();
+            RotatingSink::new(open(&path), Format::Csv, TextOptions::default(), 1024, 2).unwrap();
         for _ in 0..20 {
             sink.write(&record()).unwrap();
             sink.flush().unwrap();

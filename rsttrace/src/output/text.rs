@@ -175,9 +175,8 @@ fn details(s: &mut String, rec: &Classified) {
             match v.as_str() {
                 Some(text) => s.push_str(&escape_control(text)),
                 // Numbers, or JSON text in which serde_json escaped controls.
-                None => {
-                    let _ = write!(s, "{v}");
-                }
+                // serde_json escapes C0 controls but not C1 or bidi ones.
+                None => s.push_str(&escape_control(&v.to_string())),
             }
         }
     }

@@ -31,20 +31,38 @@ pub struct UserSymbol<'a> {
     pub line: Option<u32>,
 }
 
+/// Longest name, file or path shown in a frame: symbol names and paths
+/// come from files anyone can write, and frame texts are cached by the
+/// thousand, so each is bounded.
+pub const MAX_PART: usize = 256;
+
+/// `s` escaped and cut to `MAX_PART` bytes (at a character boundary), `…` marking a cut.
+fn part(s: &str) -> String {
+    let escaped = escape_control(s);
+    if escaped.len() <= MAX_PART {
+        return escaped.into_owned();
+    }
+    let mut end = MAX_PART;
+    while !escaped.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &escaped[..end])
+}
+
 pub fn user_symbol(sym: UserSymbol<'_>, binary: &str) -> String {
-    let name = escape_control(sym.name);
+    let name = part(sym.name);
     match (sym.file, sym.line) {
-        (Some(file), Some(line)) => format!("{name} ({}:{line})", escape_control(file)),
+        (Some(file), Some(line)) => format!("{name} ({}:{line})", part(file)),
         _ => {
             let base = binary.rsplit('/').next().unwrap_or(binary);
-            format!("{name}+{:#x} ({})", sym.offset, escape_control(base))
+            format!("{name}+{:#x} ({})", sym.offset, part(base))
         }
     }
 }
 
 /// A frame in a file without a usable symbol: where in the file it is.
 pub fn file_offset(binary: &str, offset: u64) -> String {
-    format!("{}+{offset:#x}", escape_control(binary))
+    format!("{}+{offset:#x}", part(binary))
 }
 
 pub fn raw(addr: u64) -> String {
@@ -110,5 +128,20 @@ mod tests {
         };
         assert_eq!(user_symbol(evil, "/x"), "f\\x1b[2J (a\\x0ab.c:1)");
         assert_eq!(file_offset("/tmp/\x07bin", 1), "/tmp/\\x07bin+0x1");
+    }
+
+    #[test]
+    fn hostile_names_and_paths_are_bounded() {
+        let long = "é".repeat(10_000);
+        let sym = UserSymbol {
+            name: &long,
+            offset: 1,
+            file: Some(&long),
+            line: Some(1),
+        };
+        let text = user_symbol(sym, &long);
+        assert!(text.len() < 3 * MAX_PART, "{}", text.len());
+        assert!(text.contains('…'));
+        assert!(file_offset(&long, 0).len() < 2 * MAX_PART);
     }
 }

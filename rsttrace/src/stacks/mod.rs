@@ -1,21 +1,27 @@
 //! `--stack`: the kernel and user stacks of each event, read from the
-//! kernel's `STACKS` map by id and symbolized as the event arrives.
+//! kernel's `STACKS` map by id and symbolized as the event arrives: kernel
+//! frames here from kallsyms, user frames on a worker thread (`worker`)
+//! that the event path waits for only a bounded time.
 //!
-//! Ids are never deleted from the map. The map stores each distinct stack
-//! once and hands the same id to every event with that stack, and events
-//! still in the ring buffer may name an id userspace just read: deleting it
-//! would lose their stack, or worse, let a new stack take the slot and be
-//! shown for them. `BPF_F_REUSE_STACKID` has the same flaw. So the map only
-//! fills with distinct stacks (RST paths have few), a full map or a hash
-//! collision makes the kernel skip that stack and count it
-//! (`STACK_ERRORS`), and since an id always names the same stack, kernel
-//! stacks are symbolized once per id.
+//! The map stores each distinct stack once and hands the same id to every
+//! event with that stack. Kernel stacks (few: RST paths) stay in the map
+//! and are symbolized once per id. User stacks are unique per process
+//! (address-space layout), so over days they would fill the map and then
+//! no new stack would be captured: an id no event has named for
+//! `RECYCLE_AFTER` is deleted (`recycle`). A storm from one code path keeps
+//! naming its id, so its events never find it gone; only an event that
+//! names a stack again at the very moment it is deleted finds it missing
+//! (counted), or, if a new stack took the slot in between, reads that one.
+//! `BPF_F_REUSE_STACKID` would risk that at every collision.
 
 pub mod cache;
+pub mod elfcheck;
 pub mod frame;
 pub mod procmaps;
+pub mod safe_open;
 pub mod unwind;
 pub mod user;
+pub mod worker;
 
 use std::sync::Arc;
 
@@ -25,7 +31,7 @@ use rsttrace_ebpf::abi::RstEvent;
 use crate::event::Event;
 use crate::kernel::kallsyms::KernelSymbols;
 use cache::BoundedCache;
-use user::UserSymbolizer;
+use worker::UserWorker;
 
 /// An event's frames, innermost first; `None` where no stack was captured
 /// (no `--stack`, the kernel could not store it, or no user stack: the
@@ -38,6 +44,8 @@ pub struct Stacks {
 
 /// Distinct kernel stacks whose frames are kept.
 const MAX_KERNEL_STACKS: usize = 4096;
+/// A user stack id unused this long is deleted from the map.
+const RECYCLE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What went wrong, for the exit summary and the metrics; never fatal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,9 +61,13 @@ pub struct StackResolver {
     /// /proc/kallsyms, read before tracing starts.
     kallsyms: KernelSymbols,
     kernel_frames: BoundedCache<u32, Arc<[String]>>,
-    user: UserSymbolizer,
+    user: UserWorker,
     missing: u64,
     kernel_unsymbolized: u64,
+    /// When each user stack id still in the map was last named by an
+    /// event (at most the map's size).
+    user_ids: std::collections::HashMap<u32, std::time::Instant>,
+    last_recycle: std::time::Instant,
 }
 
 impl StackResolver {
@@ -68,9 +80,11 @@ impl StackResolver {
             map,
             kallsyms: KernelSymbols::parse(&text),
             kernel_frames: BoundedCache::new(MAX_KERNEL_STACKS),
-            user: UserSymbolizer::new(),
+            user: UserWorker::spawn(),
             missing: 0,
             kernel_unsymbolized: 0,
+            user_ids: std::collections::HashMap::new(),
+            last_recycle: std::time::Instant::now(),
         }
     }
 
@@ -87,10 +101,35 @@ impl StackResolver {
         // context, so the actor's process is the one to symbolize in.
         let user = event.user_stack_id.and_then(|id| {
             let ips = self.ips(id)?;
+            self.user_ids.insert(id, std::time::Instant::now());
             Some(self.user.frames(event.actor.pid, &ips, &raw.user_stack_top))
         });
         let kernel = event.kernel_stack_id.and_then(|id| self.kernel_stack(id));
         Stacks { kernel, user }
+    }
+
+    /// Frees the slots of user stacks no event named for `RECYCLE_AFTER`,
+    /// for new stacks. Called between batches of events.
+    pub fn recycle(&mut self) {
+        let now = std::time::Instant::now();
+        // At most once a second: a walk of up to MAX_STACKS ids.
+        if now.duration_since(self.last_recycle) < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last_recycle = now;
+        let map = &mut self.map;
+        let kernel = &mut self.kernel_frames;
+        self.user_ids.retain(|id, seen| {
+            if now.duration_since(*seen) < RECYCLE_AFTER {
+                return true;
+            }
+            // A kernel stack never shares an id with a user stack, but a
+            // cached kernel id must keep naming its stack.
+            if kernel.get(id).is_none() {
+                let _ = map.remove(id);
+            }
+            false
+        });
     }
 
     fn kernel_stack(&mut self, id: u32) -> Option<Vec<String>> {

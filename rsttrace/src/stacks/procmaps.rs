@@ -10,6 +10,10 @@ pub struct Mapping {
     pub end: u64,
     /// File offset of `start`.
     pub offset: u64,
+    /// Device (major, minor) and inode of the mapped file: which file it
+    /// was, whatever its path names now.
+    pub dev: (u32, u32),
+    pub inode: u64,
     /// The path as the process sees it (`/usr/lib/libc.so.6`), or a
     /// pseudo-name such as `[vdso]`.
     pub path: Arc<str>,
@@ -27,6 +31,10 @@ impl Mapping {
     }
 }
 
+/// Executable mappings kept per process: a process can map thousands of
+/// files (each with a path of up to 4 KiB), and maps are cached per pid.
+const MAX_MAPPINGS: usize = 2048;
+
 /// The executable mappings of a process, sorted by address.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Maps(Vec<Mapping>);
@@ -35,7 +43,11 @@ impl Maps {
     /// Keeps the executable mappings of a maps file
     /// (`start-end perms offset dev inode path`).
     pub fn parse(text: &str) -> Maps {
-        let mut maps: Vec<Mapping> = text.lines().filter_map(parse_line).collect();
+        let mut maps: Vec<Mapping> = text
+            .lines()
+            .filter_map(parse_line)
+            .take(MAX_MAPPINGS)
+            .collect();
         maps.sort_by_key(|m| m.start);
         Maps(maps)
     }
@@ -52,14 +64,20 @@ fn parse_line(line: &str) -> Option<Mapping> {
     let range = words.next()?;
     let perms = words.next()?;
     let offset = words.next()?;
-    let _dev = words.next()?;
-    let _inode = words.next()?;
+    let dev = words.next()?;
+    let inode = words.next()?;
     let path = words.next().map(str::trim_start).unwrap_or("");
     if perms.as_bytes().get(2) != Some(&b'x') || path.is_empty() {
         return None;
     }
     let (start, end) = range.split_once('-')?;
+    let (major, minor) = dev.split_once(':')?;
     Some(Mapping {
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
+        inode: inode.parse().ok()?,
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         offset: u64::from_str_radix(offset, 16).ok()?,
@@ -88,6 +106,7 @@ mod tests {
         assert_eq!(exe.file_offset(0x55d0c0a01234), 0x1234);
         let libc = maps.find(0x7f1c2a4f89f0).unwrap();
         assert_eq!(libc.file_offset(0x7f1c2a4f89f0), 0xf89f0);
+        assert_eq!((libc.dev, libc.inode), ((8, 1), 99));
         assert!(libc.is_file());
         // Not executable, past the end, or anonymous: no mapping.
         assert_eq!(maps.find(0x55d0c0a00010), None);

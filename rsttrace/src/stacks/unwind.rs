@@ -82,25 +82,36 @@ pub struct UnwindInfo {
 }
 
 const PT_LOAD: u32 = 1;
-/// Larger than any real `.eh_frame`; a corrupt header must not make us allocate gigabytes.
-const MAX_EH_FRAME: u64 = 64 << 20;
+/// Far larger than the `.eh_frame` of the libraries whose wrappers need it
+/// (libc's is ~150 KiB); the cache holds `user::MAX_UNWIND` of them, so
+/// this bounds it at 128 MiB. A corrupt header must not make us allocate more.
+const MAX_EH_FRAME: u64 = 16 << 20;
 
 impl UnwindInfo {
     /// Reads a 64-bit little-endian ELF file's unwind info; `Ok(None)` when
     /// it is another kind of file or has no `.eh_frame`.
     pub fn read(path: &Path) -> io::Result<Option<UnwindInfo>> {
         let file = File::open(path)?;
-        Self::from_reader(|offset, len| {
-            let mut buf = vec![0; len];
-            file.read_exact_at(&mut buf, offset)?;
-            Ok(buf)
-        })
+        let len = file.metadata()?.len();
+        Self::from_reader(len, |offset, buf| file.read_exact_at(buf, offset))
     }
 
-    /// The same from any reader of (offset, length) ranges.
+    /// The same from a file of `len` bytes read through `read(offset, buf)`.
+    /// Every range is checked against `len` before anything is allocated.
     pub fn from_reader(
-        read: impl Fn(u64, usize) -> io::Result<Vec<u8>>,
+        len: u64,
+        read: impl Fn(u64, &mut [u8]) -> io::Result<()>,
     ) -> io::Result<Option<UnwindInfo>> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "range past the end of the file");
+        let read = |offset: u64, size: usize| -> io::Result<Vec<u8>> {
+            let end = offset.checked_add(size as u64).ok_or_else(bad)?;
+            if end > len {
+                return Err(bad());
+            }
+            let mut buf = vec![0; size];
+            read(offset, &mut buf)?;
+            Ok(buf)
+        };
         let ehdr = read(0, 64)?;
         // \x7fELF, ELFCLASS64, ELFDATA2LSB
         if ehdr[..4] != *b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
@@ -150,8 +161,8 @@ impl UnwindInfo {
     fn vaddr(&self, file_offset: u64) -> Option<u64> {
         self.segments
             .iter()
-            .find(|(off, _, size)| (*off..off + size).contains(&file_offset))
-            .map(|(off, vaddr, _)| file_offset - off + vaddr)
+            .find(|(off, _, size)| file_offset >= *off && file_offset - off < *size)
+            .map(|(off, vaddr, _)| (file_offset - off).wrapping_add(*vaddr))
     }
 
     /// The CFA rule at `file_offset`; None without unwind info there.
@@ -266,5 +277,31 @@ mod tests {
             UnwindInfo::read(Path::new("/proc/self/status")).map_or(true, |i| i.is_none()),
             "not an ELF file"
         );
+    }
+
+    proptest::proptest! {
+        /// Hostile headers (sizes, counts, offsets) over a real binary:
+        /// never a panic, never an allocation past the file.
+        #[test]
+        fn fuzz_from_reader(flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..24)) {
+            let mut elf = std::fs::read("/bin/true").unwrap();
+            let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
+            let shdrs = elf.len() - shoff;
+            for (at, b) in flips {
+                let at = at % (64 + shdrs);
+                let at = if at < 64 { at } else { shoff + at - 64 };
+                elf[at] = b;
+            }
+            let len = elf.len() as u64;
+            if let Ok(Some(info)) = UnwindInfo::from_reader(len, |off, buf| {
+                let off = off as usize;
+                buf.copy_from_slice(&elf[off..off + buf.len()]);
+                Ok(())
+            }) {
+                for offset in [0, 0x1000, u64::MAX - 1] {
+                    let _ = info.cfa(offset);
+                }
+            }
+        }
     }
 }

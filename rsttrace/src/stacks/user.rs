@@ -4,12 +4,17 @@
 //!
 //! Everything expensive is cached and every cache is bounded: a process's
 //! maps by pid, a frame's text and a CFA rule by (binary, file offset),
-//! parsed binaries in blazesym by path (evicted oldest first), unwind info
-//! by path. blazesym also runs on a time budget (`Budget`).
+//! parsed binaries in blazesym by file (evicted oldest first), unwind info
+//! by file. blazesym also runs on a time budget (`Budget`).
+//!
+//! Binaries are opened by `safe_open` (inside the process's root, regular
+//! files only, the very inode mapped) and checked by `elfcheck` before
+//! blazesym sees them, through `/proc/self/fd/N` of our open descriptor;
+//! a binary that names separate debug info is symbolized from its own
+//! symbol tables only, so blazesym follows no debug link.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +22,10 @@ use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, evict};
 
 use super::cache::BoundedCache;
+use super::elfcheck;
 use super::frame::{self, UserSymbol};
 use super::procmaps::{Mapping, Maps};
+use super::safe_open::{self, Root};
 use super::unwind::{self, Cfa, UnwindInfo};
 
 /// Processes whose maps are kept.
@@ -73,20 +80,35 @@ const MAPS_REREAD: Duration = Duration::from_secs(1);
 struct Process {
     maps: Maps,
     read_at: Instant,
-    /// Prefix to open its files from here: empty when it shares our root,
-    /// `/proc/PID/root` inside a container.
-    root: String,
+    /// Its root directory, where the paths in its maps resolve.
+    root: Option<Root>,
+}
+
+/// A mapped file: device (major, minor) and inode.
+type FileId = ((u32, u32), u64);
+
+fn file_id(m: &Mapping) -> FileId {
+    (m.dev, m.inode)
+}
+
+/// A binary opened safely and checked, held open while blazesym has it.
+struct Binary {
+    file: std::fs::File,
+    /// What blazesym opens: our descriptor of it.
+    fd_path: String,
+    links_debug_info: bool,
 }
 
 pub struct UserSymbolizer {
     symbolizer: Symbolizer,
     processes: BoundedCache<u32, Arc<Process>>,
-    frames: BoundedCache<(Arc<str>, u64), Arc<str>>,
-    /// Paths blazesym has parsed, oldest first.
-    binaries: VecDeque<String>,
-    unwind: BoundedCache<String, Option<Arc<UnwindInfo>>>,
+    frames: BoundedCache<(FileId, u64), Arc<str>>,
+    /// Binaries opened (None: refused), oldest first; blazesym has parsed
+    /// the ones it symbolized from.
+    binaries: VecDeque<(FileId, Option<Arc<Binary>>)>,
+    unwind: BoundedCache<FileId, Option<Arc<UnwindInfo>>>,
     /// CFA rules by (binary, file offset).
-    cfas: BoundedCache<(String, u64), Option<Cfa>>,
+    cfas: BoundedCache<(FileId, u64), Option<Cfa>>,
     budget: Budget,
     /// Frames shown without a symbol (file offset or raw address).
     pub unsymbolized: u64,
@@ -131,12 +153,12 @@ impl UserSymbolizer {
         }
         let recovered = unwind::recover_callers(ips, top, |addr| {
             let m = process.maps.find(addr)?;
-            let key = (format!("{}{}", process.root, m.path), m.file_offset(addr));
+            let key = (file_id(m), m.file_offset(addr));
             if let Some(cfa) = self.cfas.get(&key) {
                 return *cfa;
             }
             // A linear walk of .eh_frame: done once per instruction address.
-            let cfa = self.unwind_info(&key.0, m)?.cfa(key.1);
+            let cfa = self.unwind_info(&process, m)?.cfa(key.1);
             self.cfas.insert(key, cfa);
             cfa
         });
@@ -162,25 +184,28 @@ impl UserSymbolizer {
                 Arc::new(read_process(pid).unwrap_or_else(|| Process {
                     maps: Maps::default(),
                     read_at: Instant::now(),
-                    root: String::new(),
+                    root: None,
                 }))
             })
             .clone()
     }
 
-    fn unwind_info(&mut self, path: &str, m: &Mapping) -> Option<Arc<UnwindInfo>> {
+    fn unwind_info(&mut self, process: &Process, m: &Mapping) -> Option<Arc<UnwindInfo>> {
         if !m.is_file() {
             return None;
         }
-        let path = path.to_string();
-        self.unwind
-            .get_or_insert_with(path.clone(), || {
-                UnwindInfo::read(Path::new(&path))
-                    .ok()
-                    .flatten()
-                    .map(Arc::new)
-            })
-            .clone()
+        if let Some(info) = self.unwind.get(&file_id(m)) {
+            return info.clone();
+        }
+        let info = self.binary(process, m).and_then(|b| {
+            let len = b.file.metadata().ok()?.len();
+            UnwindInfo::from_reader(len, |offset, buf| b.file.read_exact_at(buf, offset))
+                .ok()
+                .flatten()
+                .map(Arc::new)
+        });
+        self.unwind.insert(file_id(m), info.clone());
+        info
     }
 
     fn frame(&mut self, process: &Process, ip: u64, lookup: u64, symbolize: bool) -> String {
@@ -192,8 +217,7 @@ impl UserSymbolizer {
             self.unsymbolized += 1;
             return frame::file_offset(&m.path, m.file_offset(ip));
         }
-        let path = format!("{}{}", process.root, m.path);
-        let key = (Arc::<str>::from(path.as_str()), m.file_offset(lookup));
+        let key = (file_id(m), m.file_offset(lookup));
         if let Some(text) = self.frames.get(&key) {
             return text.to_string();
         }
@@ -202,7 +226,9 @@ impl UserSymbolizer {
             return frame::file_offset(&m.path, m.file_offset(ip));
         }
         let started = Instant::now();
-        let found = self.symbolize(&path, key.1);
+        let found = self
+            .binary(process, m)
+            .and_then(|b| self.symbolize(&b, key.1));
         self.budget.charge(started.elapsed());
         let text = match found {
             Some((name, offset, file, line)) => frame::user_symbol(
@@ -226,14 +252,15 @@ impl UserSymbolizer {
     /// (function, offset in it, source file, line) of a file offset.
     fn symbolize(
         &mut self,
-        path: &str,
+        binary: &Binary,
         file_offset: u64,
     ) -> Option<(String, u64, Option<String>, Option<u32>)> {
-        self.remember_binary(path);
-        let src = Source::Elf(Elf::new(path));
+        let mut elf = Elf::new(binary.fd_path.as_str());
+        // DWARF in the file itself, never a debug link to another path.
+        elf.debug_syms = !binary.links_debug_info;
         match self
             .symbolizer
-            .symbolize_single(&src, Input::FileOffset(file_offset))
+            .symbolize_single(&Source::Elf(elf), Input::FileOffset(file_offset))
         {
             Ok(Symbolized::Sym(sym)) => {
                 let code = sym.code_info.as_deref();
@@ -248,36 +275,55 @@ impl UserSymbolizer {
         }
     }
 
-    /// Keeps at most MAX_BINARIES parsed in blazesym.
-    fn remember_binary(&mut self, path: &str) {
-        if let Some(i) = self.binaries.iter().position(|p| p == path) {
-            let p = self.binaries.remove(i).unwrap_or_default();
-            self.binaries.push_back(p);
-            return;
+    /// The binary behind `m`, opened and checked once (most recently used
+    /// last); None when it cannot be opened safely or fails the check.
+    fn binary(&mut self, process: &Process, m: &Mapping) -> Option<Arc<Binary>> {
+        let id = file_id(m);
+        if let Some(i) = self.binaries.iter().position(|(b, _)| *b == id) {
+            let entry = self.binaries.remove(i)?;
+            let binary = entry.1.clone();
+            self.binaries.push_back(entry);
+            return binary;
         }
-        self.binaries.push_back(path.to_string());
+        let binary = process.root.as_ref().and_then(|root| {
+            let opened = safe_open::open_mapped(root, m).ok()?;
+            let facts = elfcheck::check(opened.len, |offset, buf| {
+                opened.file.read_exact_at(buf, offset)
+            })
+            .ok()?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&opened.file);
+            Some(Arc::new(Binary {
+                file: opened.file,
+                fd_path: format!("/proc/self/fd/{fd}"),
+                links_debug_info: facts.links_debug_info,
+            }))
+        });
+        self.binaries.push_back((id, binary.clone()));
         while self.binaries.len() > MAX_BINARIES {
-            if let Some(old) = self.binaries.pop_front() {
+            if let Some((_, Some(old))) = self.binaries.pop_front() {
+                // Before its descriptor (and so its path) can name another file.
                 let _ = self
                     .symbolizer
-                    .evict(&evict::Evict::Elf(evict::Elf::new(old)));
+                    .evict(&evict::Evict::Elf(evict::Elf::new(old.fd_path.as_str())));
             }
         }
+        binary
     }
 }
 
+/// Most bytes of /proc/PID/maps read: tens of thousands of mappings.
+const MAX_MAPS_BYTES: u64 = 4 << 20;
+
 /// Maps and root of `pid`; None when it already exited.
 fn read_process(pid: u32) -> Option<Process> {
-    let maps = Maps::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?);
-    let root = format!("/proc/{pid}/root");
-    let same_root = match (std::fs::metadata(&root), std::fs::metadata("/")) {
-        (Ok(theirs), Ok(ours)) => theirs.dev() == ours.dev() && theirs.ino() == ours.ino(),
-        _ => true,
-    };
+    use std::io::Read;
+    let file = std::fs::File::open(format!("/proc/{pid}/maps")).ok()?;
+    let mut text = String::new();
+    file.take(MAX_MAPS_BYTES).read_to_string(&mut text).ok()?;
     Some(Process {
-        maps,
+        maps: Maps::parse(&text),
         read_at: Instant::now(),
-        root: if same_root { String::new() } else { root },
+        root: Root::of(pid),
     })
 }
 
@@ -363,16 +409,98 @@ mod tests {
     }
 
     #[test]
-    fn binaries_in_blazesym_stay_bounded() {
+    fn binaries_stay_bounded_and_held_open() {
         let mut sym = UserSymbolizer::new();
-        for i in 0..(MAX_BINARIES * 2) {
-            sym.remember_binary(&format!("/nonexistent/{i}"));
+        let process = read_process(std::process::id()).unwrap();
+        let m = process
+            .maps
+            .find(distinctive_test_function())
+            .unwrap()
+            .clone();
+        assert!(sym.binary(&process, &m).is_some());
+        for i in 0..(MAX_BINARIES * 2) as u64 {
+            let mut other = m.clone();
+            other.inode = u64::MAX - i;
+            // The path names another inode than the mapping: refused.
+            assert!(sym.binary(&process, &other).is_none());
         }
-        sym.remember_binary("/nonexistent/40");
         assert_eq!(sym.binaries.len(), MAX_BINARIES);
-        assert_eq!(
-            sym.binaries.back().map(String::as_str),
-            Some("/nonexistent/40")
+    }
+
+    #[test]
+    fn a_fifo_in_the_maps_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("lib.so");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(&fifo).unwrap();
+        let maps = format!(
+            "7f0000000000-7f0000001000 r-xp 00000000 {:02x}:{:02x} {} {}\n",
+            libc::major(md.dev()),
+            libc::minor(md.dev()),
+            md.ino(),
+            fifo.display()
         );
+        let process = Process {
+            maps: Maps::parse(&maps),
+            read_at: Instant::now(),
+            root: Root::of(std::process::id()),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sym = UserSymbolizer::new();
+            let f = sym.frame(&process, 0x7f0000000010, 0x7f0000000010, true);
+            let _ = tx.send(f);
+        });
+        let f = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("symbolizing through a FIFO blocked");
+        assert!(f.contains("lib.so+0x10"), "{f}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Malformed ELF files (headers of a real one with random bytes)
+        /// that pass the check go through blazesym and the unwinder
+        /// without a panic or an abort.
+        #[test]
+        fn fuzz_symbolizing_malformed_elf(
+            flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16),
+            offsets in proptest::collection::vec(0u64..0x8000, 1..4),
+        ) {
+            let mut elf = std::fs::read("/bin/true").unwrap();
+            let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
+            let shdrs = elf.len() - shoff;
+            for (at, b) in flips {
+                let at = at % (64 + shdrs);
+                let at = if at < 64 { at } else { shoff + at - 64 };
+                elf[at] = b;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("hostile");
+            std::fs::write(&path, &elf).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            let len = elf.len() as u64;
+            let Ok(facts) = elfcheck::check(len, |o, b| file.read_exact_at(b, o)) else {
+                return Ok(());
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            let binary = Binary {
+                fd_path: format!("/proc/self/fd/{fd}"),
+                links_debug_info: facts.links_debug_info,
+                file,
+            };
+            let mut sym = UserSymbolizer::new();
+            for &offset in &offsets {
+                let _ = sym.symbolize(&binary, offset);
+            }
+            if let Ok(Some(info)) = UnwindInfo::from_reader(len, |o, b| binary.file.read_exact_at(b, o)) {
+                for &offset in &offsets {
+                    let _ = info.cfa(offset);
+                }
+            }
+        }
     }
 }

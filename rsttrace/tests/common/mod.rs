@@ -29,10 +29,16 @@ pub fn kernel_tests_possible(test: &str) -> bool {
             panic!("{test}: kernel test cannot run: {why} (RSTTRACE_REQUIRE_KERNEL_TESTS is set)")
         }
         Some(why) => {
-            eprintln!("SKIPPED {test}: {why}; run `cargo xtask test` as root");
+            skipped(test, &format!("{why}; run `cargo xtask test` as root"));
             false
         }
     }
+}
+
+/// Reports a test that returns early as skipped, visibly and counted
+/// (`cargo xtask test` prints the count); never a silent pass.
+pub fn skipped(test: &str, why: &str) {
+    rsttrace::test_support::skipped(test, why);
 }
 
 /// A running `rsttrace` writing JSON Lines to a temp file.
@@ -343,7 +349,8 @@ impl Drop for Tracer {
     }
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+/// Waits up to `timeout`; kills the child and returns None past it.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {

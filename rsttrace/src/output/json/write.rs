@@ -300,11 +300,11 @@ impl Writer {
         self.raw(b"{\"runtime\":");
         self.str(c.runtime);
         key!(self, "id");
-        self.opt_str(c.id.as_deref());
+        self.opt_hostile(c.id.as_deref());
         key!(self, "pod_uid");
-        self.opt_str(c.pod_uid.as_deref());
+        self.opt_hostile(c.pod_uid.as_deref());
         key!(self, "unit");
-        self.opt_str(c.unit.as_deref());
+        self.opt_hostile(c.unit.as_deref());
         // Chosen by whoever deploys the container: hostile text.
         let names = c.names.as_deref();
         key!(self, "name");
@@ -378,7 +378,8 @@ impl Writer {
                     let _ = serde_json::to_writer(&mut self.buf, n);
                 }
             },
-            Value::String(s) => self.str(s),
+            // Evidence replayed from a file carries anything.
+            Value::String(s) => self.hostile(s),
             Value::Array(items) => {
                 self.buf.push(b'[');
                 for (i, item) in items.iter().enumerate() {
@@ -399,7 +400,7 @@ impl Writer {
             if i > 0 {
                 self.buf.push(b',');
             }
-            self.str(k);
+            self.hostile(k);
             self.buf.push(b':');
             self.value(v);
         }
@@ -959,6 +960,8 @@ mod tests {
             u in proptest::num::u64::ANY,
             f in proptest::num::f64::ANY,
         ) {
+            // Strings have their control characters escaped first.
+            let (key, text) = (escape_control(&key).into_owned(), escape_control(&text));
             let value = serde_json::json!({
                 key.clone(): text,
                 "n": n,

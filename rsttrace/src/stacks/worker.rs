@@ -1,0 +1,158 @@
+//! User-stack symbolization off the thread that drains the ring buffer.
+//!
+//! Symbolizing opens and parses files chosen by other users; whatever it
+//! meets, the event path waits a bounded time: requests go through a
+//! bounded queue to one worker thread, and an event whose frames are not
+//! back within `MAX_WAIT` (or when waiting used up its share of the
+//! second, or the queue is full) is written with raw addresses, counted.
+//! The worker goes on and fills its caches, so the next event with those
+//! frames is quick. A panic in the worker (a parser meeting a file it did
+//! not expect) costs that event its symbols and a fresh symbolizer.
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+use super::frame;
+use super::user::{Budget, UserSymbolizer};
+
+/// Requests waiting for the worker.
+const QUEUE: usize = 16;
+/// Longest an event waits for its user frames.
+const MAX_WAIT: Duration = Duration::from_millis(250);
+
+struct Request {
+    pid: u32,
+    ips: Vec<u64>,
+    top: Vec<u64>,
+    /// Frames, and how many of them have no symbol.
+    reply: SyncSender<(Vec<String>, u64)>,
+}
+
+pub struct UserWorker {
+    requests: SyncSender<Request>,
+    /// Time the event path spent waiting, per second.
+    waiting: Budget,
+    /// Frames shown without a symbol, the worker's and ours.
+    pub unsymbolized: u64,
+}
+
+impl Default for UserWorker {
+    fn default() -> Self {
+        Self::spawn()
+    }
+}
+
+impl UserWorker {
+    pub fn spawn() -> UserWorker {
+        let (requests, queue) = sync_channel(QUEUE);
+        // If the thread cannot start, every request fails to send: raw frames.
+        let _ = std::thread::Builder::new()
+            .name("rsttrace-symbols".into())
+            .spawn(move || serve(queue));
+        UserWorker {
+            requests,
+            waiting: Budget::new(Instant::now()),
+            unsymbolized: 0,
+        }
+    }
+
+    /// The frames of `ips` in `pid` (see `UserSymbolizer::frames`), or raw
+    /// addresses when they do not come in time.
+    pub fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
+        let started = Instant::now();
+        if self.waiting.allows(started) {
+            let (reply, answer) = sync_channel(1);
+            let request = Request {
+                pid,
+                ips: ips.to_vec(),
+                top: top.to_vec(),
+                reply,
+            };
+            if self.requests.try_send(request).is_ok() {
+                let got = answer.recv_timeout(MAX_WAIT);
+                self.waiting.charge(started.elapsed());
+                if let Ok((frames, unsymbolized)) = got {
+                    self.unsymbolized += unsymbolized;
+                    return frames;
+                }
+            }
+        }
+        self.unsymbolized += ips.len() as u64;
+        ips.iter().map(|&ip| frame::raw(ip)).collect()
+    }
+}
+
+fn serve(queue: Receiver<Request>) {
+    let mut symbolizer = UserSymbolizer::new();
+    for req in queue {
+        let before = symbolizer.unsymbolized;
+        let run = std::panic::AssertUnwindSafe(|| symbolizer.frames(req.pid, &req.ips, &req.top));
+        match std::panic::catch_unwind(run) {
+            Ok(frames) => {
+                let unsymbolized = symbolizer.unsymbolized.saturating_sub(before);
+                // The event path may have stopped waiting: nobody to tell.
+                let _ = req.reply.send((frames, unsymbolized));
+            }
+            Err(_) => {
+                log::warn!(
+                    "--stack: symbolizing a user stack of pid {} panicked",
+                    req.pid
+                );
+                symbolizer = UserSymbolizer::new();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function_for_worker() -> u64 {
+        marker_function_for_worker as fn() -> u64 as usize as u64
+    }
+
+    #[test]
+    fn frames_come_back_from_the_worker() {
+        let mut w = UserWorker::spawn();
+        let ip = marker_function_for_worker() + 1;
+        // The first parse of this (large) test binary may take longer than
+        // an event waits; the worker finishes it, and a later event gets it.
+        let mut frames = Vec::new();
+        for _ in 0..60 {
+            frames = w.frames(std::process::id(), &[ip], &[]);
+            if !frames[0].starts_with("0x") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert!(
+            frames[0].contains("marker_function_for_worker"),
+            "{frames:?}"
+        );
+    }
+
+    #[test]
+    fn a_stuck_worker_costs_an_event_at_most_the_wait() {
+        // A worker that never answers: its queue is never read.
+        let (requests, queue) = sync_channel(QUEUE);
+        let mut w = UserWorker {
+            requests,
+            waiting: Budget::new(Instant::now()),
+            unsymbolized: 0,
+        };
+        let started = Instant::now();
+        let mut events = 0;
+        while started.elapsed() < Duration::from_secs(2) {
+            let frames = w.frames(1, &[0x1234, 0x5678], &[]);
+            assert_eq!(frames, ["0x1234", "0x5678"]);
+            events += 1;
+        }
+        // Waiting stops once it used its share of each second, and a full
+        // queue is not waited on: thousands of events, not eight.
+        assert!(events > 1000, "{events} events in 2 s");
+        assert_eq!(w.unsymbolized, 2 * events);
+        drop(queue);
+    }
+}

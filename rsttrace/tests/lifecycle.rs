@@ -1,0 +1,166 @@
+//! How rsttrace ends: closed pipes, hang-ups, a second Ctrl-C. Each test
+//! runs the real binary against the real kernel.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn rsttrace() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// `n` connects to a closed loopback port: two events each.
+fn refused_connects(n: usize) {
+    let port = free_port();
+    for _ in 0..n {
+        let _ = TcpStream::connect(loopback(port));
+    }
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill has no memory preconditions; the child is ours.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+#[test]
+fn closed_stdout_and_stderr_end_cleanly() {
+    if !kernel_tests_possible("closed_stdout_and_stderr_end_cleanly") {
+        return;
+    }
+    // `rsttrace --format json 2>&1 | head -1`.
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut child = rsttrace()
+        .args(["--format", "json", "--drain-interval", "20"])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    wait_for_attach(&mut reader);
+    drop(reader);
+    refused_connects(20);
+    // With nothing left to write to, it stops by itself, without a panic.
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "rsttrace exited with {status:?}"
+    );
+}
+
+#[test]
+fn sighup_flushes_and_writes_the_summary() {
+    if !kernel_tests_possible("sighup_flushes_and_writes_the_summary") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("e.jsonl");
+    let mut child = rsttrace()
+        .args(["--quiet", "--write"])
+        .arg(&export)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    wait_for_attach(&mut stderr);
+    refused_connects(3);
+    // Let the events reach the ring buffer; the export is flushed only at exit.
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGHUP);
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "rsttrace exited with {status:?}: {text}"
+    );
+    assert!(text.contains("rsttrace summary"), "{text}");
+    let events = read_jsonl(&export);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["cause"] == "port_not_open")
+            .count()
+            >= 3,
+        "{}",
+        describe(&events)
+    );
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    if !kernel_tests_possible("a_second_ctrl_c_exits_at_once") {
+        return;
+    }
+    // Nobody reads stdout: once the pipe is full every write blocks, and
+    // the first Ctrl-C cannot be acted on.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = rsttrace()
+        .args(["--format", "json", "--drain-interval", "20"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    wait_for_attach(&mut stderr);
+    // ~1 KB per event: well past a 64 KiB pipe.
+    refused_connects(300);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(200));
+    let second = Instant::now();
+    signal(&child, libc::SIGINT);
+    let status = wait_timeout(&mut child, Duration::from_secs(5));
+    drop(reader);
+    assert!(status.is_some(), "still running 5 s after a second Ctrl-C");
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        second.elapsed()
+    );
+}
+
+#[test]
+fn a_kernel_test_without_root_is_reported_as_skipped() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skipped(
+            "a_kernel_test_without_root_is_reported_as_skipped",
+            "needs root to drop to another user",
+        );
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("skipped.txt");
+    std::fs::write(&log, "").unwrap();
+    std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    // This very test binary, one kernel test, as nobody.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sighup_flushes_and_writes_the_summary"])
+        .env_remove("RSTTRACE_REQUIRE_KERNEL_TESTS")
+        .env("RSTTRACE_SKIP_LOG", &log)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Shown although libtest captures the test's output, and counted.
+    assert!(
+        stderr.contains("SKIPPED sighup_flushes_and_writes_the_summary: not running as root"),
+        "{stderr}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("sighup_flushes_and_writes_the_summary"),
+        "{logged:?}"
+    );
+}
