@@ -85,8 +85,8 @@ pub struct CheckArgs {
     #[arg(long, value_enum, default_value_t = HookMode::Auto)]
     pub hooks: HookMode,
 
-    /// Also load and attach every usable hook family (with packet capture
-    /// and stacks) and print each program's verified instruction count.
+    /// Also load and attach every usable hook family (with packet capture)
+    /// and print each program's verified instruction count.
     #[arg(long)]
     pub verify: bool,
 }

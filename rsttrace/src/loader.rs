@@ -288,9 +288,13 @@ impl Session {
         let mut counts: Vec<(String, Option<u32>)> = self
             .ebpf
             .programs()
-            .filter_map(|(name, prog)| {
-                let info = prog.info().ok()?;
-                Some((name.to_string(), info.verified_instruction_count()))
+            .filter(|(_, prog)| prog.fd().is_ok())
+            .map(|(name, prog)| {
+                let count = prog
+                    .info()
+                    .ok()
+                    .and_then(|info| info.verified_instruction_count());
+                (name.to_string(), count)
             })
             .collect();
         counts.sort();
