@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// rsttrace, reporting itself in status lines (`wait_for_attach` reads them).
 fn rsttrace() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
-    c.stdin(Stdio::null());
+    c.args(["--log-format", "json"]).stdin(Stdio::null());
     c
 }
 
@@ -80,7 +81,7 @@ fn sighup_flushes_and_writes_the_summary() {
         status.is_some_and(|s| s.success()),
         "rsttrace exited with {status:?}: {text}"
     );
-    assert!(text.contains("rsttrace summary"), "{text}");
+    assert!(text.contains(r#""event":"summary""#), "{text}");
     let events = read_jsonl(&export);
     assert!(
         events

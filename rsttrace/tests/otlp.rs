@@ -279,13 +279,12 @@ fn otlp_collector_down_tracing_goes_on_and_drops_are_counted() {
     assert!(written, "events stopped while the collector was down");
     let (events, _, stderr) = tracer.stop_with_stderr();
     let events = events.iter().filter(|e| e["gap"].is_null()).count();
-    let dropped: u64 = stderr
+    let dropped = stderr
         .lines()
-        .find_map(|l| l.trim().strip_prefix("OTLP records dropped:"))
-        .unwrap_or_else(|| panic!("no drop count in the summary:\n{stderr}"))
-        .trim()
-        .parse()
-        .unwrap();
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["event"] == "summary")
+        .and_then(|s| s["otlp_dropped"].as_u64())
+        .unwrap_or_else(|| panic!("no drop count in the summary:\n{stderr}"));
     assert_eq!(
         dropped, events as u64,
         "every record was dropped, and counted:\n{stderr}"
