@@ -721,6 +721,25 @@ mod tests {
         );
     }
 
+    /// A pipeline with no filter, metrics, stacks or exporters.
+    fn bare_pipeline(reasons: &Reasons) -> Pipeline<'_> {
+        Pipeline {
+            summary: Summary::default(),
+            clock: BootClock::sample(),
+            reasons,
+            filter: RecordFilter::default(),
+            metrics: None,
+            procs: crate::procinfo::ProcCache::new(4),
+            limit: None,
+            runtimes: crate::containers::RuntimeState::host(std::path::Path::new("/")),
+            otlp: None,
+            seen_lost: 0,
+            seen_drops: KernelDrops::default(),
+            stacks: None,
+            panicked: None,
+        }
+    }
+
     struct PanickingSink;
 
     impl Sink for PanickingSink {
@@ -738,21 +757,7 @@ mod tests {
     #[test]
     fn a_panic_while_handling_an_event_stops_tracing_in_order() {
         let reasons = Reasons(Default::default(), Default::default());
-        let mut state = Pipeline {
-            summary: Summary::default(),
-            clock: BootClock::sample(),
-            reasons: &reasons,
-            filter: RecordFilter::default(),
-            metrics: None,
-            procs: crate::procinfo::ProcCache::new(4),
-            limit: None,
-            runtimes: crate::containers::RuntimeState::host(std::path::Path::new("/")),
-            otlp: None,
-            seen_lost: 0,
-            seen_drops: KernelDrops::default(),
-            stacks: None,
-            panicked: None,
-        };
+        let mut state = bare_pipeline(&reasons);
         let mut outputs = vec![Output {
             name: "test".into(),
             sink: Box::new(PanickingSink),
@@ -798,21 +803,7 @@ mod tests {
                 [(0u32, Arc::from("NOT_SPECIFIED"))].into_iter().collect(),
                 Default::default(),
             );
-            let mut state = Pipeline {
-                summary: Summary::default(),
-                clock: BootClock::sample(),
-                reasons: &reasons,
-                filter: RecordFilter::default(),
-                metrics: None,
-                procs: crate::procinfo::ProcCache::new(4),
-                limit: None,
-                runtimes: crate::containers::RuntimeState::host(std::path::Path::new("/")),
-                otlp: None,
-                seen_lost: 0,
-                seen_drops: KernelDrops::default(),
-                stacks: None,
-                panicked: None,
-            };
+            let mut state = bare_pipeline(&reasons);
             let buffers: Vec<Shared> = (0..3).map(|_| Shared::default()).collect();
             let mut outputs: Vec<Output> = [Format::Text, Format::Json, Format::Csv]
                 .into_iter()
