@@ -87,23 +87,28 @@ pub fn cgroup_tree(root: &Path, arg: &str) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// `--container ID`: the cgroups whose path names a container with that
-/// id, and every cgroup below them (one walk of the tree serves both).
-pub fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
+/// The cgroups under `root` whose path (as /proc/PID/cgroup shows it)
+/// `matches`, and every cgroup below them: one walk of the tree serves both.
+fn matching_cgroups(root: &Path, mut matches: impl FnMut(&str) -> bool) -> Vec<PathBuf> {
     let mut all = Vec::new();
     walk(root, &mut all, MAX_DEPTH);
     let tops: Vec<&PathBuf> = all
         .iter()
         .filter(|dir| {
             let rel = dir.strip_prefix(root).unwrap_or(dir);
-            names_container(&format!("/{}", rel.display()), id)
+            matches(&format!("/{}", rel.display()))
         })
         .collect();
-    let found: Vec<PathBuf> = all
-        .iter()
+    all.iter()
         .filter(|dir| tops.iter().any(|top| dir.starts_with(top)))
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// `--container ID`: the cgroups whose path names a container with that
+/// id, and every cgroup below them.
+pub fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
+    let found = matching_cgroups(root, |path| names_container(path, id));
     if found.is_empty() {
         bail!(
             "--container {id}: no cgroup under {} belongs to a container with that id \
@@ -123,23 +128,12 @@ pub fn pod_cgroups(
     pods: &[String],
     namespaces: &[String],
 ) -> Result<Vec<PathBuf>> {
-    let mut all = Vec::new();
-    walk(root, &mut all, MAX_DEPTH);
-    let tops: Vec<&PathBuf> = all
-        .iter()
-        .filter(|dir| {
-            let rel = dir.strip_prefix(root).unwrap_or(dir);
-            container_from_cgroup(&format!("/{}", rel.display()))
-                .and_then(|c| Some((c.runtime, c.id?)))
-                .and_then(|(runtime, id)| runtimes.lookup(runtime, &id))
-                .is_some_and(|(_, names)| crate::containers::names_match(&names, pods, namespaces))
-        })
-        .collect();
-    let found: Vec<PathBuf> = all
-        .iter()
-        .filter(|dir| tops.iter().any(|top| dir.starts_with(top)))
-        .cloned()
-        .collect();
+    let found = matching_cgroups(root, |path| {
+        container_from_cgroup(path)
+            .and_then(|c| Some((c.runtime, c.id?)))
+            .and_then(|(runtime, id)| runtimes.lookup(runtime, &id))
+            .is_some_and(|(_, names)| crate::containers::names_match(&names, pods, namespaces))
+    });
     if found.is_empty() {
         bail!(
             "--pod {pods:?} --namespace {namespaces:?}: no running container under {} \
