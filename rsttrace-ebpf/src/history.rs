@@ -13,20 +13,27 @@ use rsttrace_ebpf::{
 };
 
 use crate::{
-    HISTORY, count,
+    HISTORY,
+    context::{self, Exec},
+    count,
     facts::{Tuple, netns_of, read_sock_tuple, soft_error},
-    in_softirq,
     owners::owner_of,
     read::load,
 };
 
 const LISTEN: i32 = tcp_state::LISTEN as i32;
 const SYN_SENT: i32 = tcp_state::SYN_SENT as i32;
+const LAST_ACK: i32 = tcp_state::LAST_ACK as i32;
 
 /// A socket's transition to CLOSE from `oldstate`.
 pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
     let err = load(sk, off!(sk_err)).unwrap_or(0) as u8;
-    let task = !in_softirq();
+    let task = context::current(sk) != Exec::Interrupt;
+    // The passive closer's last ACK: the healthy end of most connections,
+    // which nothing will ask about (no TIME_WAIT follows it).
+    if oldstate == LAST_ACK && err == 0 && !task {
+        return;
+    }
     let kind = match oldstate {
         LISTEN => history::LISTENER_CLOSED,
         // Only the application closing the socket itself, with no error

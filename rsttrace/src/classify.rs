@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use crate::cause::{Cause, CauseId, Confidence};
 use crate::event::{Direction, Event, ExecContext, PriorClose, PriorKind, TcpFlags, TcpState};
 
-const SOFTIRQ_TIMER: u8 = 1;
+const SOFTIRQ_TIMER: u8 = rsttrace_ebpf::linux::softirq::TIMER;
 /// RCV_SHUTDOWN | SEND_SHUTDOWN.
 const SHUTDOWN_MASK: u8 = 3;
 
