@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{Sink, escape_control, rfc3339};
-use crate::cause::Classified;
+use crate::model::cause::Classified;
 
 /// Columns without `--stack`.
 pub const COLUMNS: usize = 23;
@@ -53,7 +53,7 @@ pub fn row(rec: &Classified) -> [String; COLUMNS] {
     let names = container.and_then(|c| c.names.as_deref());
     // Runtime state files are root's, but names in them are chosen by
     // whoever deploys the container: free text.
-    let name = |f: fn(&crate::containers::ContainerNames) -> &Option<String>| {
+    let name = |f: fn(&crate::enrich::containers::ContainerNames) -> &Option<String>| {
         opt(names.and_then(|n| f(n).as_deref()).map(cell_text))
     };
     [

@@ -4,8 +4,12 @@
 pub mod csv;
 pub mod export;
 pub mod json;
+pub mod metrics;
+pub mod otlp;
 pub mod pcapng;
 pub mod rotate;
+pub mod status;
+pub mod summary;
 pub mod text;
 
 use std::borrow::Cow;
@@ -14,7 +18,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cause::Classified;
+use crate::model::cause::Classified;
 
 /// Where events go: a terminal, a pipe, an export file.
 pub trait Sink {
@@ -26,14 +30,14 @@ pub trait Sink {
     /// owners, closes, hook runs); only the JSON export records them.
     fn write_drops(
         &mut self,
-        _drops: &crate::counters::KernelDrops,
+        _drops: &crate::collect::counters::KernelDrops,
         _at: SystemTime,
     ) -> io::Result<()> {
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()>;
     /// A real RST segment; only captures use them.
-    fn packet(&mut self, _packet: &crate::capture::WirePacket) -> io::Result<()> {
+    fn packet(&mut self, _packet: &crate::output::pcapng::pairing::WirePacket) -> io::Result<()> {
         Ok(())
     }
 }
@@ -66,7 +70,7 @@ pub struct TextOptions {
     /// ANSI colours (only for terminals).
     pub color: bool,
     /// Language of explanations.
-    pub lang: crate::explain::Lang,
+    pub lang: crate::model::explain::Lang,
     /// `--stack`: CSV gets its two stack columns.
     pub stacks: bool,
 }
@@ -161,8 +165,8 @@ pub(crate) mod fixtures {
 
     use serde_json::json;
 
-    use crate::cause::{Cause, CauseId, Classified, Confidence};
-    use crate::event::*;
+    use crate::model::cause::{Cause, CauseId, Classified, Confidence};
+    use crate::model::event::*;
 
     pub fn record() -> Classified {
         let mut evidence = serde_json::Map::new();
@@ -211,13 +215,15 @@ pub(crate) mod fixtures {
                 confidence: Confidence::Certain,
                 evidence,
             },
-            owner_proc: Some(std::sync::Arc::new(crate::procinfo::ProcInfo {
+            owner_proc: Some(std::sync::Arc::new(crate::enrich::procinfo::ProcInfo {
                 cmdline: Some("/usr/sbin/app --serve".into()),
                 cgroup: Some("/system.slice/app.service".into()),
-                container: crate::procinfo::container_from_cgroup("/system.slice/app.service"),
+                container: crate::enrich::procinfo::container_from_cgroup(
+                    "/system.slice/app.service",
+                ),
                 netns: Some(4026531840),
             })),
-            stacks: crate::stacks::Stacks::default(),
+            stacks: crate::enrich::stacks::Stacks::default(),
         }
     }
 }
@@ -253,20 +259,22 @@ mod tests {
         rec.cause
             .evidence
             .insert(evil.into(), serde_json::json!(evil));
-        rec.owner_proc = Some(std::sync::Arc::new(crate::procinfo::ProcInfo {
+        rec.owner_proc = Some(std::sync::Arc::new(crate::enrich::procinfo::ProcInfo {
             cmdline: Some(evil.into()),
             cgroup: Some(evil.into()),
-            container: Some(crate::procinfo::Container {
+            container: Some(crate::enrich::procinfo::Container {
                 runtime: "docker",
                 id: Some(evil.into()),
                 pod_uid: Some(evil.into()),
                 unit: Some(evil.into()),
-                names: Some(std::sync::Arc::new(crate::containers::ContainerNames {
-                    name: Some(evil.into()),
-                    image: Some(evil.into()),
-                    pod: Some(evil.into()),
-                    namespace: Some(evil.into()),
-                })),
+                names: Some(std::sync::Arc::new(
+                    crate::enrich::containers::ContainerNames {
+                        name: Some(evil.into()),
+                        image: Some(evil.into()),
+                        pod: Some(evil.into()),
+                        namespace: Some(evil.into()),
+                    },
+                )),
             }),
             netns: None,
         }));

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::export::ExportDir;
 use super::{Format, Sink, TextOptions, sink};
-use crate::cause::Classified;
+use crate::model::cause::Classified;
 
 pub struct RotatingSink {
     dir: ExportDir,
@@ -90,13 +90,13 @@ impl Sink for RotatingSink {
 
     fn write_drops(
         &mut self,
-        drops: &crate::counters::KernelDrops,
+        drops: &crate::collect::counters::KernelDrops,
         at: std::time::SystemTime,
     ) -> io::Result<()> {
         self.current.write_drops(drops, at)
     }
 
-    fn packet(&mut self, packet: &crate::capture::WirePacket) -> io::Result<()> {
+    fn packet(&mut self, packet: &crate::output::pcapng::pairing::WirePacket) -> io::Result<()> {
         self.current.packet(packet)
     }
 

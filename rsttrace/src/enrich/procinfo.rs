@@ -28,7 +28,7 @@ pub struct Container {
     /// Pod, namespace, container name and image from the runtime's own
     /// state (`containers::RuntimeState`); None until looked up, or unknown.
     #[serde(skip)]
-    pub names: Option<Arc<crate::containers::ContainerNames>>,
+    pub names: Option<Arc<crate::enrich::containers::ContainerNames>>,
 }
 
 /// Resolves a cgroup v2 path (the `0::` line of /proc/PID/cgroup) to a

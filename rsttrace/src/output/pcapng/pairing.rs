@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use rsttrace_ebpf::abi::{PacketRecord, packet_dir};
 
-use crate::cause::Classified;
-use crate::event::Direction;
+use crate::model::cause::Classified;
+use crate::model::event::Direction;
 
 /// One RST segment as a device sent or received it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! cause, explanation, owner and kernel reason in the packet comment.
 //!
 //! Where the kernel hands over the RST segment itself (`net_dev_queue` /
-//! `netif_receive_skb`, see `capture`), the packet is those bytes. Otherwise
+//! `netif_receive_skb`, see `pairing`), the packet is those bytes. Otherwise
 //! only the 4-tuple and the trigger segment are known, and the IP and TCP
 //! headers are synthesised the way the kernel builds them
 //! (`tcp_v4_send_reset`: `R` with seq = the trigger's ack, or `R.` acking
@@ -12,14 +12,16 @@
 //! events whose network namespace is unknown; each namespace seen gets an
 //! interface of its own (`netns:INODE`), written before its first packet.
 
+pub mod pairing;
+
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
 use super::{Sink, escape_control};
-use crate::capture::{Pairing, WirePacket};
-use crate::cause::Classified;
-use crate::event::{Direction, TcpFlags};
+use crate::model::cause::Classified;
+use crate::model::event::{Direction, TcpFlags};
+use crate::output::pcapng::pairing::{Pairing, WirePacket};
 
 const BLOCK_SHB: u32 = 0x0A0D_0D0A;
 const BLOCK_IDB: u32 = 0x0000_0001;

@@ -236,12 +236,12 @@ pub struct Cause {
 /// An event with its cause: what the outputs write.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Classified {
-    pub event: crate::event::Event,
+    pub event: crate::model::event::Event,
     pub cause: Cause,
     /// Command line, container and network namespace of the owner, read
     /// from /proc (None when there is no owner or it already exited).
     /// Shared with the /proc cache: no copy per event.
-    pub owner_proc: Option<std::sync::Arc<crate::procinfo::ProcInfo>>,
+    pub owner_proc: Option<std::sync::Arc<crate::enrich::procinfo::ProcInfo>>,
     /// `--stack`: symbolized frames (both None without it).
-    pub stacks: crate::stacks::Stacks,
+    pub stacks: crate::enrich::stacks::Stacks,
 }

@@ -126,7 +126,7 @@ impl RuntimeState {
 
     /// Fills `container.names` (and corrects `runtime`: a bare id in a
     /// cgroupfs path does not say which runtime made it).
-    pub fn enrich(&mut self, container: &mut crate::procinfo::Container) {
+    pub fn enrich(&mut self, container: &mut crate::enrich::procinfo::Container) {
         let Some(id) = container.id.clone() else {
             return;
         };

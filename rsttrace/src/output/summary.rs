@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use crate::cause::{CauseId, Classified};
-use crate::counters::KernelDrops;
-use crate::event::Direction;
-use crate::explain::Lang;
+use crate::collect::counters::KernelDrops;
+use crate::model::cause::{CauseId, Classified};
+use crate::model::event::Direction;
+use crate::model::explain::Lang;
 
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
@@ -464,11 +464,11 @@ mod tests {
             sum.add(&rec);
         }
         let text = sum.render_in(Lang::Zh);
-        let english = crate::explain::english_in(&text);
+        let english = crate::model::explain::english_in(&text);
         assert!(english.is_empty(), "{english:?} in\n{text}");
         assert!(text.contains("合计") && text.contains("中止"), "{text}");
         // The English table says the same in English.
-        assert!(!crate::explain::english_in(&sum.render()).is_empty());
+        assert!(!crate::model::explain::english_in(&sum.render()).is_empty());
         // Columns stay aligned on a terminal: the header's count ends where the rows' do.
         let lines: Vec<&str> = text.lines().collect();
         let width = |l: &str| {
