@@ -186,7 +186,7 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
 }
 
 impl RecordFilter {
-    pub fn matches(&self, rec: &crate::model::cause::Classified) -> bool {
+    pub fn matches(&self, rec: &crate::record::Classified) -> bool {
         let e = &rec.event;
         let any = |empty: bool, hit: bool| empty || hit;
         // The kernel's rule: the owner, or the actor where it ran the code.
@@ -265,7 +265,7 @@ mod record_filter_tests {
     use super::*;
     use crate::model::cause::CauseId;
     use crate::model::event::Direction;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn each_list_narrows_and_lists_combine() {

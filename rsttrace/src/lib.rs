@@ -7,7 +7,8 @@
 //! - `collect`: the hook table (`probes`), loading the programs, the ring
 //!   buffer, decoding its records, clocks and the kernel's counters.
 //! - `enrich`: owner processes, containers, `--scope`, `--stack`.
-//! - `classify`, `filter`: an event's cause, which events to keep.
+//! - `classify`, `filter`, `record`: an event's cause, which events to keep,
+//!   and the record the outputs write.
 //! - `output`: the formats, summary, metrics, OTLP and status lines.
 //! - `cli`, `signals`; `cmd`: the subcommands (trace, read, check).
 //!
@@ -24,6 +25,7 @@ pub mod enrich;
 
 pub mod classify;
 pub mod filter;
+pub mod record;
 
 pub mod output;
 

@@ -19,12 +19,12 @@ use crate::collect::loader::{Counters, KernelInfo, Options, Session};
 use crate::collect::source::RingSource;
 use crate::enrich::stacks::{StackResolver, StackStats, Stacks};
 use crate::filter::{self, RecordFilter};
-use crate::model::cause::Classified;
 use crate::model::event::{Event, KernelTables};
 use crate::output::export::ExportDir;
 use crate::output::rotate::RotatingSink;
 use crate::output::summary::{StackSummary, Summary};
 use crate::output::{self, Format, Sink, TextOptions};
+use crate::record::Classified;
 
 /// Ring buffers must be a power-of-two number of pages.
 pub fn ring_buffer_bytes(requested: u64) -> Result<u32> {

@@ -6,3 +6,4 @@ pub mod cause;
 pub mod event;
 pub mod explain;
 pub mod schema;
+pub mod text;

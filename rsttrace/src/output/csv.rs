@@ -2,8 +2,9 @@
 
 use std::io::{self, Write};
 
-use super::{Sink, escape_control, rfc3339};
-use crate::model::cause::Classified;
+use super::{Sink, rfc3339};
+use crate::model::text::escape_control;
+use crate::record::Classified;
 
 /// Columns without `--stack`.
 pub const COLUMNS: usize = 23;
@@ -172,7 +173,7 @@ mod tests {
         let columns = format!("`{}`", HEADER.join(", "));
         assert!(doc.contains(&columns), "docs/schema.md lacks {columns}");
     }
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     fn render(recs: usize) -> String {
         let mut buf = Vec::new();

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
-use crate::model::cause::Classified;
+use crate::record::Classified;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -225,7 +225,7 @@ fn respond(req: &Request<Incoming>, metrics: &Shared) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn counts_render_as_prometheus_text() {

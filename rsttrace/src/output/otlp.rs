@@ -30,9 +30,10 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use crate::model::cause::{CauseId, Classified};
+use crate::model::cause::CauseId;
 use crate::model::event::{Direction, TcpState};
 use crate::model::explain::Lang;
+use crate::record::Classified;
 
 /// Records waiting for the exporter; beyond this they are dropped.
 const QUEUE: usize = 8192;
@@ -531,7 +532,7 @@ pub fn log_record(
         string("rsttrace.hook", e.hook),
     ]);
     // Names from files and processes: escaped as in every other output.
-    let hostile = |s: &str| crate::output::escape_control(s).into_owned();
+    let hostile = |s: &str| crate::model::text::escape_control(s).into_owned();
     if let Some(reason) = e.reason() {
         attributes.push(string("rsttrace.kernel_reason", hostile(reason)));
     }
@@ -673,7 +674,7 @@ pub fn describe(endpoint: &Endpoint) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn endpoints() {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::export::ExportDir;
 use super::{Format, Sink, TextOptions, sink};
-use crate::model::cause::Classified;
+use crate::record::Classified;
 
 pub struct RotatingSink {
     dir: ExportDir,
@@ -130,7 +130,7 @@ impl Write for Counting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     fn open(path: &Path) -> ExportDir {
         ExportDir::open(path).unwrap()

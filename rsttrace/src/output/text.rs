@@ -5,9 +5,10 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::UNIX_EPOCH;
 
-use super::{Sink, TextOptions, escape_control};
-use crate::model::cause::Classified;
+use super::{Sink, TextOptions};
 use crate::model::event::{Direction, Event};
+use crate::model::text::escape_control;
+use crate::record::Classified;
 
 /// Column widths. Endpoints fit two IPv4 ends or typical IPv6 ones (longer
 /// ones push the rest of that line right); STATE fits `NEW_SYN_RECV`, CAUSE
@@ -278,7 +279,7 @@ impl<W: Write> Sink for TextSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn a_line_says_who_what_and_why() {

@@ -13,10 +13,11 @@ use crate::collect::counters::KernelDrops;
 use crate::enrich::containers::ContainerNames;
 use crate::enrich::procinfo::{Container, ProcInfo};
 use crate::enrich::stacks::Stacks;
-use crate::model::cause::{Cause, CauseId, Classified, Confidence};
+use crate::model::cause::{Cause, CauseId, Confidence};
 use crate::model::event::{
     Direction, Event, ExecContext, Owner, Packet, Socket, Task, TcpFlags, TcpState,
 };
+use crate::record::Classified;
 
 /// One line of an export.
 #[derive(Debug)]
@@ -335,7 +336,8 @@ pub fn next_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{fixtures::record, json};
+    use crate::output::json;
+    use crate::record::fixtures::record;
 
     #[test]
     fn an_export_line_reads_back_to_the_same_line() {

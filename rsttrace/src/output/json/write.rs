@@ -13,10 +13,11 @@ use serde_json::{Map, Value};
 
 use crate::collect::counters::KernelDrops;
 use crate::enrich::procinfo::Container;
-use crate::model::cause::Classified;
 use crate::model::event::{Event, Owner, Task};
 use crate::model::explain::Lang;
-use crate::output::{Sink, escape_control, printable_time};
+use crate::model::text::escape_control;
+use crate::output::{Sink, printable_time};
+use crate::record::Classified;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -531,7 +532,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn one_valid_line_with_the_schema_fields() {

@@ -18,10 +18,11 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
-use super::{Sink, escape_control};
-use crate::model::cause::Classified;
+use super::Sink;
 use crate::model::event::{Direction, TcpFlags};
+use crate::model::text::escape_control;
 use crate::output::pcapng::pairing::{Pairing, WirePacket};
+use crate::record::Classified;
 
 const BLOCK_SHB: u32 = 0x0A0D_0D0A;
 const BLOCK_IDB: u32 = 0x0000_0001;
@@ -370,7 +371,7 @@ fn block(kind: u32, body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     /// Walks the blocks: every block's two length fields agree and are
     /// multiples of 4, as readers require.
