@@ -577,7 +577,7 @@ impl Pipeline<'_> {
                 |pid| {
                     let mut info = crate::enrich::procinfo::read_proc(pid);
                     if let Some(c) = &mut info.container {
-                        runtimes.enrich(c);
+                        c.look_up_names(runtimes);
                     }
                     info
                 },

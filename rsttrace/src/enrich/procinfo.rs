@@ -31,6 +31,20 @@ pub struct Container {
     pub names: Option<Arc<crate::enrich::containers::ContainerNames>>,
 }
 
+impl Container {
+    /// Fills `names` from the runtimes' state (and corrects `runtime`: a
+    /// bare id in a cgroupfs path does not say which runtime made it).
+    pub fn look_up_names(&mut self, runtimes: &mut crate::enrich::containers::RuntimeState) {
+        let Some(id) = self.id.clone() else {
+            return;
+        };
+        if let Some((runtime, names)) = runtimes.lookup(self.runtime, &id) {
+            self.runtime = runtime;
+            self.names = Some(names);
+        }
+    }
+}
+
 /// Resolves a cgroup v2 path (the `0::` line of /proc/PID/cgroup) to a
 /// container. Pure. None for paths that say nothing (e.g. `/`, user sessions).
 pub fn container_from_cgroup(path: &str) -> Option<Container> {
