@@ -1,7 +1,7 @@
 //! rsttrace: who sent that TCP RST, and why.
 //!
-//! Layers, lowest first; a module is meant to import only from its own
-//! layer or below:
+//! Layers, lowest first; a module imports only from its own layer or
+//! below, and no files import each other in a circle (src/layering.rs):
 //! - `model`: the event, the cause table and their texts, the export schema.
 //! - `kernel`: what the running kernel offers (BTF, offsets, tracefs, HZ).
 //! - `collect`: the hook table (`probes`), loading the programs, the ring
@@ -36,3 +36,6 @@ pub mod cmd;
 
 #[doc(hidden)]
 pub mod test_support;
+
+#[cfg(test)]
+mod layering;
