@@ -98,14 +98,16 @@ pub(crate) fn owner_of(sk: *const u8) -> *const Owner {
     if sk.is_null() {
         return core::ptr::null();
     }
-    let Some(o) = OWNERS.get_ptr(sk as u64) else {
-        return core::ptr::null();
-    };
-    // SAFETY: map value, valid for this run of the program.
-    if unsafe { (*o).peer } != peer_of(sk) {
-        return core::ptr::null();
+    owner_at(sk, peer_of(sk))
+}
+
+/// `owner_of` for a caller that has read the remote end already.
+pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
+    match OWNERS.get_ptr(sk as u64) {
+        // SAFETY: map value, valid for this run of the program.
+        Some(o) if unsafe { (*o).peer } == peer => o,
+        _ => core::ptr::null(),
     }
-    o
 }
 
 /// The socket's remote end as `Owner::peer`; zero for a listener.
