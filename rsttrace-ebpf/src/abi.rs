@@ -15,6 +15,9 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub const FILTER_GLOBAL: &str = "FILTER";
 pub const TUNING_GLOBAL: &str = "TUNING";
 pub const OWNERS_MAP: &str = "OWNERS";
+pub const LISTENERS_MAP: &str = "LISTENERS";
+/// Listening ports remembered with their owner (`LISTENERS`).
+pub const MAX_LISTENERS: u32 = 4096;
 pub const OWNER_TP_GLOBAL: &str = "OWNER_TP";
 /// Sockets whose owner is remembered at once (LRU beyond that; evictions
 /// are counted, see `counter::OWNERS_ADDED`).
@@ -171,6 +174,10 @@ pub mod flag {
     /// A listening socket whose accept queue is full (`sk_ack_backlog >
     /// sk_max_ack_backlog`): the handshake's last ACK overflowed it.
     pub const ACCEPT_QUEUE_FULL: u32 = 1 << 10;
+    /// With `OWNER_KNOWN`: the owner is the listener's on the socket's
+    /// local port (an accepted or queued connection nobody closed yet), not
+    /// the socket's own.
+    pub const OWNER_FROM_LISTENER: u32 = 1 << 11;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -372,6 +379,15 @@ pub struct Owner {
     pub peer: u64,
 }
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+
+/// Key of the `LISTENERS` map: a listening port in a network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
 
 /// A remote port and address folded into the `Owner::peer` identity.
 pub const fn peer_key(remote_port: u16, remote_addr: &[u8; 16]) -> u64 {
@@ -719,6 +735,7 @@ mod pod {
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::Tuning {}
     unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::OwnerTracepoints {}
     unsafe impl aya::Pod for super::KfreeSkb {}
     unsafe impl aya::Pod for super::HistoryKey {}

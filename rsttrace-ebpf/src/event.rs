@@ -21,7 +21,8 @@ use crate::{
     facts::{Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task},
     filter::passes_filter,
     history::read_history,
-    owners::owner_of,
+    owners::{listener_owner, owner_of},
+    read::load,
     stacks::capture_stacks,
 };
 
@@ -108,7 +109,13 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
     let exec = context::current(sk);
-    let owner = owner_of(sk);
+    let own = owner_of(sk);
+    let from_listener = own.is_null() && !sk.is_null() && !is_time_wait(sk);
+    let owner = if from_listener {
+        listener_owner(tuple.netns, tuple.local_port)
+    } else {
+        own
+    };
     // --pid and --cgroup match the owner; the actor only where it ran the
     // code. (Plain values with sentinels, not Options: the verifier rejects
     // the uninitialised payload register of a None that LLVM copies around.)
@@ -179,6 +186,9 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         if !owner.is_null() {
             let o = &*owner;
             ev.flags |= flag::OWNER_KNOWN;
+            if from_listener {
+                ev.flags |= flag::OWNER_FROM_LISTENER;
+            }
             ev.owner_tgid = o.tgid;
             ev.owner_pid = o.pid;
             ev.owner_uid = o.uid;
@@ -193,7 +203,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             read_history(tuple, syn_only, false, ev);
         } else if ev.direction == direction::SENT
             && pkt.is_none()
-            && owner.is_null()
+            && own.is_null()
             && ev.state == tcp_state::CLOSE
         {
             // An unowned child reset in CLOSE: inet_csk_listen_stop() resets
@@ -212,4 +222,10 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     };
     entry.submit(wake);
     count(counter::SUBMITTED);
+}
+
+/// A timewait socket's owner is the 4-tuple's last close (`read_history`),
+/// not whoever listens on its port now.
+fn is_time_wait(sk: *const u8) -> bool {
+    load(sk, off!(skc_state)) == Some(tcp_state::TIME_WAIT as u64)
 }

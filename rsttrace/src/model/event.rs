@@ -271,9 +271,13 @@ pub struct Event {
 /// Who owns the socket the RST was made on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
-    /// Remembered in the kernel from the owner's own connect(), listen(),
-    /// close()/shutdown() or recv().
+    /// Remembered in the kernel from the owner's own connect(), listen()
+    /// or first close()/shutdown().
     Tracked { uid: u32, cgroup_id: u64 },
+    /// The process that listens on the socket's local port: a connection
+    /// accepted or queued there that has not proven an owner of its own
+    /// (another process may have accepted it).
+    Listener { uid: u32, cgroup_id: u64 },
     /// The RST was made in task context, by the socket's own process.
     Actor,
     /// No socket: a SYN to a closed port, a segment for a forgotten connection.
@@ -386,9 +390,11 @@ impl Event {
                 tid: raw.owner_pid,
                 comm: comm_string(&raw.owner_comm),
             };
-            let owner = Owner::Tracked {
-                uid: raw.owner_uid,
-                cgroup_id: raw.owner_cgroup,
+            let (uid, cgroup_id) = (raw.owner_uid, raw.owner_cgroup);
+            let owner = if has(abi::flag::OWNER_FROM_LISTENER) {
+                Owner::Listener { uid, cgroup_id }
+            } else {
+                Owner::Tracked { uid, cgroup_id }
             };
             (Some(task), owner)
         } else if socket.is_none() {

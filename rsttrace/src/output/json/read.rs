@@ -191,6 +191,10 @@ fn owner(v: &Value) -> Owner {
             uid: o["uid"].as_u64().unwrap_or(0) as u32,
             cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
         },
+        Some("listener") => Owner::Listener {
+            uid: o["uid"].as_u64().unwrap_or(0) as u32,
+            cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
+        },
         Some("actor") => Owner::Actor,
         Some("prior") => Owner::Prior,
         _ if v["owner_unknown"] == "no_socket" => Owner::NoSocket,

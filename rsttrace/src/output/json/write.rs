@@ -265,11 +265,12 @@ impl Writer {
     }
 
     /// The socket's owner: `source` says how it is known (`tracked`:
-    /// remembered from its own connect/listen/close/recv; `actor`: it ran
-    /// the code).
+    /// remembered from its own connect/listen/close; `listener`: the
+    /// listener's on its port; `actor`: it ran the code).
     fn owner(&mut self, e: &Event) {
         let (uid, cgroup_id, source) = match e.owner {
             Owner::Tracked { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "tracked"),
+            Owner::Listener { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "listener"),
             Owner::Actor => (None, None, "actor"),
             Owner::Prior => (None, None, "prior"),
             _ => return self.null(),
