@@ -520,3 +520,38 @@ fn an_accepted_connection_names_its_listener() {
         describe(&events)
     );
 }
+
+/// `--cgroup` keeps a server's connection that no process was seen to own
+/// (listening since before rsttrace started, reset before the server
+/// closed it): the socket's own cgroup, read when its RST is made, is the
+/// listener's, and so the server's.
+#[test]
+fn cgroup_filter_matches_the_socket_own_cgroup() {
+    if !kernel_tests_possible("cgroup_filter_matches_the_socket_own_cgroup") {
+        return;
+    }
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 path in /proc/self/cgroup")
+        .to_string();
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string(), "--cgroup", &path]);
+
+    let client = TcpStream::connect(loopback(port)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    set_linger_zero(client.as_raw_fd());
+    drop(client);
+    wait_reset(&server);
+    let events = tracer.stop();
+    drop(server);
+
+    let received = find(&events, "received", "peer_reset");
+    assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
+    let ev = received[0];
+    assert_eq!(ev["local_port"], port);
+    assert!(ev["owner"].is_null(), "{ev}");
+    assert!(ev["socket"]["cgroup_id"].as_u64().unwrap_or(0) > 0, "{ev}");
+}

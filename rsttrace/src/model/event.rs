@@ -158,6 +158,9 @@ pub struct Socket {
     pub sk_err: u32,
     /// For a TIME_WAIT socket, the state it came from.
     pub tw_substate: Option<TcpState>,
+    /// The socket's own cgroup v2 id (its creator's; an accepted socket's
+    /// is its listener's), read when no owner is known.
+    pub cgroup_id: Option<u64>,
     /// A listener whose accept queue is full.
     pub accept_queue_full: bool,
     /// For a socket in CLOSE, the state it left in the same call.
@@ -363,6 +366,7 @@ impl Event {
             probes_out: raw.probes_out,
             sk_err: raw.sk_err,
             tw_substate: (raw.state == TcpState::TIME_WAIT.0).then_some(TcpState(raw.tw_substate)),
+            cgroup_id: (raw.sk_cgroup != 0).then_some(raw.sk_cgroup),
             accept_queue_full: has(abi::flag::ACCEPT_QUEUE_FULL),
             closed_from: (raw.closed_from != 0).then_some(TcpState(raw.closed_from)),
             peer_idle: kernel.hz().filter(|_| has(abi::flag::FULL_SOCK)).map(|hz| {

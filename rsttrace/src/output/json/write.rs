@@ -213,6 +213,8 @@ impl Writer {
                 self.uint(s.sk_err.into());
                 key!(self, "tw_substate");
                 self.opt_str(s.tw_substate.map(|t| t.name()));
+                key!(self, "cgroup_id");
+                self.opt_uint(s.cgroup_id);
                 self.raw(b"}");
             }
             None => self.null(),
@@ -796,7 +798,8 @@ mod tests {
                 "unacked",
                 "probes_out",
                 "sk_err",
-                "tw_substate"
+                "tw_substate",
+                "cgroup_id"
             ]
         );
         if let Some(sk) = rec.event.socket.as_mut() {
