@@ -767,6 +767,7 @@ mod tests {
             probes_out: 4,
             sk_err: 104,
             tw_substate: Some(TcpState::FIN_WAIT2),
+            cgroup_id: Some(7301),
             accept_queue_full: false,
             closed_from: None,
             peer_idle: None,
@@ -781,6 +782,7 @@ mod tests {
         assert_eq!(s["dead"], true);
         assert_eq!(s["unread"], 100);
         assert_eq!(s["tw_substate"], "FIN_WAIT2");
+        assert_eq!(s["cgroup_id"], 7301);
         // The kernel address is not exported.
         assert!(s.get("addr").is_none());
         assert_eq!(
