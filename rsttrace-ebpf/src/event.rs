@@ -10,7 +10,7 @@ use aya_ebpf::{
     },
 };
 use rsttrace_ebpf::{
-    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind},
+    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind, peer_key},
     linux::{tcp_flag, tcp_state},
 };
 
@@ -23,7 +23,7 @@ use crate::{
     },
     filter::passes_filter,
     history::read_history,
-    owners::{listener_owner, owner_of},
+    owners::{listener_owner, owner_at, owner_of},
     read::load,
     stacks::capture_stacks,
 };
@@ -110,13 +110,19 @@ pub(crate) fn on_socket_event(origin: &Origin) {
 fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let exec = context::current(sk);
     let state = if sk.is_null() {
         0
     } else {
         load(sk, off!(skc_state)).unwrap_or(0) as u8
     };
-    let own = owner_of(sk);
+    let exec = context::current_in(sk, state);
+    // Read from the socket, the tuple's remote end is the owner's identity
+    // (from a packet it may differ in form: a v4-mapped socket's address).
+    let own = if pkt.is_none() && !sk.is_null() {
+        owner_at(sk, peer_key(tuple.remote_port, &tuple.remote_addr))
+    } else {
+        owner_of(sk)
+    };
     // A timewait socket's owner is the 4-tuple's last close (`read_history`),
     // not whoever listens on its port now.
     let from_listener = own.is_null() && !sk.is_null() && state != tcp_state::TIME_WAIT;
