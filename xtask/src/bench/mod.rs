@@ -20,10 +20,10 @@
 //! scenario that lost events or saw fewer sent RSTs than the kernel counted
 //! (`TcpOutRsts`), or a healthy workload that made an RST.
 
-mod progstats;
+pub(crate) mod progstats;
 mod report;
-mod tracer;
-mod workload;
+pub(crate) mod tracer;
+pub(crate) mod workload;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -518,7 +518,7 @@ const RSTTRACE_READY: &str = "tracing TCP resets";
 
 /// Program id -> name in the object, from rsttrace's ready line (the
 /// kernel keeps only 15 characters of a name).
-fn program_names(ready: &Value) -> BTreeMap<u32, String> {
+pub(crate) fn program_names(ready: &Value) -> BTreeMap<u32, String> {
     ready["programs"]
         .as_array()
         .into_iter()
