@@ -30,6 +30,44 @@ fn signal(child: &std::process::Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
+/// A tracer started without `--log-format json` prints no ready line and
+/// keeps running: waiting for its attach fails at the deadline, saying
+/// why, instead of hanging the test (a stand-in that prints the text
+/// banner; no kernel needed).
+#[test]
+fn waiting_for_attach_without_json_status_fails_at_its_deadline() {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "echo 'tracing TCP resets (2 hooks)' >&2; exec sleep 30",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let started = Instant::now();
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for_attach_within(&mut stderr, Duration::from_secs(1))
+    }));
+    let _ = child.kill();
+    let _ = child.wait();
+    let message = *waited
+        .expect_err("no ready line, yet it returned")
+        .downcast::<String>()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        message.contains("did not report ready within 1s")
+            && message.contains("--log-format json")
+            && message.contains("tracing TCP resets (2 hooks)"),
+        "{message}"
+    );
+}
+
 #[test]
 fn closed_stdout_and_stderr_end_cleanly() {
     if !kernel_tests_possible("closed_stdout_and_stderr_end_cleanly") {
