@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -397,6 +397,27 @@ pub fn status_events(text: &str) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["event"].is_string())
         .collect()
+}
+
+/// The rsttrace binary, stdin closed.
+pub fn rsttrace() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Starts `cmd` (rsttrace and its arguments) with `--log-format json` and
+/// stderr piped, and returns once its hooks are attached. Its stderr stays
+/// open: the summary comes there at exit.
+pub fn start_attached(cmd: &mut Command) -> (Child, ChildStderr) {
+    let mut child = cmd
+        .args(["--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rsttrace");
+    let mut stderr = child.stderr.take().unwrap();
+    wait_for_attach(&mut stderr);
+    (child, stderr)
 }
 
 /// Reads `stderr` of an rsttrace started by hand with `--log-format json`
