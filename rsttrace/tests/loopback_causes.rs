@@ -376,7 +376,13 @@ fn rotation_keeps_every_event() {
     for f in &files {
         for l in std::fs::read_to_string(f).unwrap().lines() {
             let v: Value = serde_json::from_str(l).expect("whole records in every file");
-            assert!(v["gap"].is_null(), "nothing was lost");
+            // Gap records also report the host's other kernel drops (the
+            // softirq hooks' recursion misses on a busy machine): only a
+            // lost event would mean a missing one.
+            if !v["gap"].is_null() {
+                assert_eq!(v["gap"]["lost"], 0, "nothing was lost: {v}");
+                continue;
+            }
             events += 1;
         }
     }
