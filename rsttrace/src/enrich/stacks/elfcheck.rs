@@ -74,8 +74,10 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     use super::*;
-    use crate::stacks::elf::testing::{hostile_true, slice_reader, with_extended_numbering};
-    use crate::stacks::elf::{u16_at, u32_at};
+    use crate::enrich::stacks::elf::testing::{
+        hostile_true, slice_reader, with_extended_numbering,
+    };
+    use crate::enrich::stacks::elf::{u16_at, u32_at};
 
     fn check_bytes(b: &[u8]) -> Result<ElfFacts, String> {
         check(b.len() as u64, slice_reader(b))

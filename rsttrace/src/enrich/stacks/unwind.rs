@@ -157,7 +157,9 @@ impl UnwindInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stacks::elf::testing::{hostile_true, slice_reader, with_extended_numbering};
+    use crate::enrich::stacks::elf::testing::{
+        hostile_true, slice_reader, with_extended_numbering,
+    };
 
     /// The glibc 2.36 close(): frameless, CFA = sp + 8 on the single-threaded
     /// path and sp + 0x20 on the cancellable one.
@@ -218,8 +220,8 @@ mod tests {
             return;
         }
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let maps = crate::stacks::procmaps::Maps::parse(&maps);
-        let entry = crate::stacks::elf::u64_at as fn(&[u8], usize) -> u64;
+        let maps = crate::enrich::stacks::procmaps::Maps::parse(&maps);
+        let entry = crate::enrich::stacks::elf::u64_at as fn(&[u8], usize) -> u64;
         let addr = entry as usize as u64;
         let mapping = maps.find(addr).expect("the test's code is mapped");
         let info = UnwindInfo::read(Path::new(&*mapping.path))

@@ -470,7 +470,7 @@ mod tests {
             flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16),
             offsets in proptest::collection::vec(0u64..0x8000, 1..4),
         ) {
-            let elf = crate::stacks::elf::testing::hostile_true(&flips);
+            let elf = crate::enrich::stacks::elf::testing::hostile_true(&flips);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("hostile");
             std::fs::write(&path, &elf).unwrap();

@@ -11,10 +11,10 @@ use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
 use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, program};
 
-use crate::counters::CounterReader;
-pub use crate::counters::Counters;
+use crate::collect::counters::CounterReader;
+pub use crate::collect::counters::Counters;
+use crate::collect::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
 use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, tracefs};
-use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
 
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
 static EBPF_OBJECT: &[u8] =
