@@ -28,10 +28,10 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::Workspace;
-use crate::bench::program_names;
 use crate::bench::progstats;
 use crate::bench::tracer::{Placement, Ready, Tracer};
 use crate::bench::workload::{Netns, ResetCounters, set_receive_timeout};
+use crate::bench::{closed_port, program_names};
 use crate::build::{self, Profile};
 
 pub struct Options {
@@ -131,7 +131,7 @@ pub fn soak(ws: &Workspace, opts: &Options) -> Result<()> {
     let duration = Duration::from_secs(opts.minutes * 60);
     let netns = Netns::new()?;
     let netns_inode = std::fs::metadata(format!("/proc/self/fd/{}", netns.raw_fd()))?.ino();
-    let metrics_port = free_port()?;
+    let metrics_port = closed_port()?;
     let args: Vec<String> = [
         "--stack",
         "--quiet",
@@ -299,7 +299,7 @@ fn generate(mix: &Mix, netns: &Netns, stop: &AtomicBool, made: &AtomicU64) -> Re
     // accept() and the accepted sockets never wait longer than this.
     set_receive_timeout(&listener, Duration::from_secs(5))?;
     let addr = listener.local_addr()?;
-    let closed = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port()?));
+    let closed = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, closed_port()?));
     let script = format!(
         "import socket,time\n\
          s=socket.create_connection(('127.0.0.1',{}))\n\
@@ -391,11 +391,6 @@ fn set_linger_zero(s: &TcpStream) -> Result<()> {
         return Err(std::io::Error::last_os_error()).context("SO_LINGER");
     }
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
-    Ok(l.local_addr()?.port())
 }
 
 fn scrape(port: u16) -> Result<String> {

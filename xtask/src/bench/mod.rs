@@ -554,8 +554,8 @@ fn rsttrace_counts(stderr: &[String]) -> Result<(u64, u64, u64)> {
     ))
 }
 
-/// A loopback port with no listener.
-fn closed_port() -> Result<u16> {
+/// A loopback port with no listener (in the calling thread's namespace).
+pub(crate) fn closed_port() -> Result<u16> {
     use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
     let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
     Ok(l.local_addr()?.port())
