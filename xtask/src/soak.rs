@@ -48,10 +48,12 @@ const WARM_UP: Duration = Duration::from_secs(120);
 /// RSS "flat": the median of the last quarter of the rows after warm-up is
 /// at most this much above the median of their first quarter.
 const RSS_GROWTH_ALLOWED: f64 = 0.10;
-/// Descriptors "flat": the caches that hold them (process roots, binaries)
-/// are bounded in entries and full after warm-up; this much jitter is the
-/// metrics connections and files opened for a moment.
-const FDS_SLACK: u64 = 16;
+/// Descriptors "flat": the maximum over the last half of the rows after
+/// warm-up at most this much above the maximum over the first half. The
+/// process-root cache (two generations of 256) makes a saw-tooth between
+/// ~300 and ~530 descriptors; a sample may miss a peak by one interval's
+/// growth (~60), a leak of one per process grows by thousands.
+const FDS_GROWTH_ALLOWED: f64 = 0.10;
 /// The export rotates at this size and keeps this many files.
 const ROTATE_SIZE: &str = "4M";
 const ROTATE_COUNT: usize = 3;
@@ -325,13 +327,22 @@ fn generate(mix: &Mix, netns: &Netns, stop: &AtomicBool, made: &AtomicU64) -> Re
     set_receive_timeout(&listener, Duration::from_secs(5))?;
     let addr = listener.local_addr()?;
     let closed = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, closed_port()?));
+    // The peek waits until the data is there: a close before it arrived
+    // (seen 3 times in 2,875 under load) would be a clean FIN, and the
+    // data then reaches a closed socket: data_after_close.
     let script = format!(
-        "import socket,time\n\
+        "import socket\n\
          s=socket.create_connection(('127.0.0.1',{}))\n\
-         time.sleep(0.05)\n\
+         s.recv(1,socket.MSG_PEEK)\n\
          s.close()\n",
         addr.port()
     );
+    let target = if mix.kind == Kind::Refused {
+        closed
+    } else {
+        addr
+    };
+    eprintln!("soak: {} on port {}", mix.what, target.port());
     let gap = Duration::from_micros(1_000_000 / mix.per_sec);
     // Server ends of unread-data connections, kept until their RST came.
     let mut held = std::collections::VecDeque::new();
@@ -776,19 +787,23 @@ impl Facts<'_> {
         checks
     }
 
-    /// Descriptors after warm-up (the caches are full by then): the last
-    /// quarter's maximum at most `FDS_SLACK` above the first quarter's.
+    /// Descriptors after warm-up (the caches are full by then): the
+    /// maximum of the last half within `FDS_GROWTH_ALLOWED` of the first's.
     fn fds_check(&self) -> Check {
-        let (first, last) = quarters(self.rows, |r| r.fds);
+        let (first, last) = warm_parts(self.rows, 2, |r| r.fds);
         let (first, last) = (
             first.iter().copied().max().unwrap_or(0),
             last.iter().copied().max().unwrap_or(0),
         );
+        let growth = last as f64 / first.max(1) as f64 - 1.0;
         Check {
-            what: "descriptors after warm-up: max of the last quarter vs the first".into(),
-            value: format!("{first} -> {last}"),
-            expected: format!("at most +{FDS_SLACK} (4 samples after warm-up at least)"),
-            ok: self.warm().len() >= 4 && last <= first + FDS_SLACK,
+            what: "descriptors after warm-up: max of the last half vs the first".into(),
+            value: format!("{first} -> {last} ({:+.1}%)", growth * 100.0),
+            expected: format!(
+                "at most {:+.0}% (4 samples after warm-up at least)",
+                FDS_GROWTH_ALLOWED * 100.0
+            ),
+            ok: self.warm().len() >= 4 && growth <= FDS_GROWTH_ALLOWED,
         }
     }
 
@@ -799,7 +814,7 @@ impl Facts<'_> {
     /// RSS after warm-up: the median of the last quarter of the rows within
     /// `RSS_GROWTH_ALLOWED` of the median of the first quarter.
     fn rss_check(&self) -> Check {
-        let (first, last) = quarters(self.rows, |r| r.rss_kib);
+        let (first, last) = warm_parts(self.rows, 4, |r| r.rss_kib);
         let (first, last) = (median(&first), median(&last));
         let warm = self.warm();
         let growth = last as f64 / first.max(1) as f64 - 1.0;
@@ -815,18 +830,15 @@ impl Facts<'_> {
     }
 }
 
-/// `field` of the first and of the last quarter of the rows after warm-up
-/// (empty with fewer than 4 such rows).
-fn quarters(rows: &[Row], field: impl Fn(&Row) -> u64) -> (Vec<u64>, Vec<u64>) {
+/// `field` of the first and of the last of `parts` equal parts of the
+/// rows after warm-up (empty with fewer than 4 such rows).
+fn warm_parts(rows: &[Row], parts: usize, field: impl Fn(&Row) -> u64) -> (Vec<u64>, Vec<u64>) {
     let warm: Vec<u64> = rows.iter().filter(|r| r.at >= WARM_UP).map(field).collect();
     if warm.len() < 4 {
         return (Vec::new(), Vec::new());
     }
-    let quarter = warm.len() / 4;
-    (
-        warm[..quarter].to_vec(),
-        warm[warm.len() - quarter..].to_vec(),
-    )
+    let part = warm.len() / parts;
+    (warm[..part].to_vec(), warm[warm.len() - part..].to_vec())
 }
 
 fn median(values: &[u64]) -> u64 {
@@ -1009,13 +1021,16 @@ mod tests {
     }
 
     fn failed(summary: &Value, rss: &[u64]) -> Vec<String> {
+        failed_rows(summary, &rows(rss))
+    }
+
+    fn failed_rows(summary: &Value, rows: &[Row]) -> Vec<String> {
         let made = made();
         let files = ExportFiles {
             files: ROTATE_COUNT,
             events: 20,
             ..ExportFiles::default()
         };
-        let rows = rows(rss);
         let metrics = metrics(
             summary["kernel_drops"]["recursion_misses"]
                 .as_u64()
@@ -1031,7 +1046,7 @@ mod tests {
             metrics: &metrics,
             scrape_failures: 0,
             files: &files,
-            rows: &rows,
+            rows,
             recursion: &[("softirq_entry".into(), 3)],
         };
         facts
@@ -1076,6 +1091,23 @@ mod tests {
             failed(&summary(), &growing)
                 .iter()
                 .any(|f| f.starts_with("RSS after warm-up"))
+        );
+        // Descriptors: the process-root cache's saw-tooth passes, a leak
+        // of a hundred per sample does not.
+        let with_fds = |fds: &[u64]| -> Vec<Row> {
+            rows(&[100; 8])
+                .into_iter()
+                .zip(fds)
+                .map(|(r, &fds)| Row { fds, ..r })
+                .collect()
+        };
+        let saw_tooth = with_fds(&[300, 420, 530, 310, 420, 500, 300, 480]);
+        assert!(failed_rows(&summary(), &saw_tooth).is_empty());
+        let leak = with_fds(&[300, 400, 500, 600, 700, 800, 900, 1000]);
+        assert!(
+            failed_rows(&summary(), &leak)
+                .iter()
+                .any(|f| f.starts_with("descriptors after warm-up"))
         );
         // Too short a run proves nothing about memory.
         assert!(
