@@ -21,7 +21,6 @@ pub struct Counters {
     pub lost: u64,
     pub filtered: u64,
     pub read_errors: u64,
-    pub submitted: u64,
     /// `--stack`: stacks the kernel could not store (map full, collision).
     pub stack_errors: u64,
     /// Error reports merged into the RST reported just before (not a loss).
@@ -138,7 +137,6 @@ impl CounterReader {
             lost: sum(counter::LOST)?,
             filtered: sum(counter::FILTERED)?,
             read_errors: sum(counter::READ_ERRORS)?,
-            submitted: sum(counter::SUBMITTED)?,
             stack_errors: sum(counter::STACK_ERRORS)?,
             aborts_merged: sum(counter::ABORTS_MERGED)?,
             drops: KernelDrops {

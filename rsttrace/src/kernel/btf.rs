@@ -11,7 +11,6 @@
 //! Format reference: <https://docs.kernel.org/bpf/btf.html>.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 /// Where the running kernel exposes its own BTF.
 pub const SYS_FS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -43,10 +42,6 @@ impl MemberLoc {
 
 #[derive(Debug)]
 pub enum BtfError {
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     /// The data ends before the named structure does.
     Truncated(&'static str),
     BadMagic(u16),
@@ -66,9 +61,6 @@ pub enum BtfError {
 impl fmt::Display for BtfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BtfError::Io { path, source } => {
-                write!(f, "cannot read BTF from {}: {source}", path.display())
-            }
             BtfError::Truncated(what) => write!(f, "BTF data truncated in {what}"),
             BtfError::BadMagic(m) => {
                 write!(f, "not BTF data (magic {m:#06x}, expected {MAGIC:#06x})")
@@ -86,14 +78,7 @@ impl fmt::Display for BtfError {
     }
 }
 
-impl std::error::Error for BtfError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BtfError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+impl std::error::Error for BtfError {}
 
 /// Parsed BTF: the type table (type id `n` is `types[n - 1]`; 0 is void)
 /// and the string section that names refer to by offset.
@@ -183,18 +168,11 @@ struct Param {
 }
 
 impl Btf {
-    /// The running kernel's BTF.
-    pub fn from_sys_fs() -> Result<Btf, BtfError> {
-        Btf::from_file(SYS_FS_VMLINUX)
-    }
-
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Btf, BtfError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| BtfError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Btf::parse(&bytes)
+    /// For tests: the running kernel's BTF (rsttrace itself reads it
+    /// through `btf_source`, which also serves `--btf`).
+    #[cfg(test)]
+    pub fn from_sys_fs() -> Result<Btf, Box<dyn std::error::Error>> {
+        Ok(Btf::parse(&std::fs::read(SYS_FS_VMLINUX)?)?)
     }
 
     /// Parses raw (little-endian) BTF, e.g. the contents of /sys/kernel/btf/vmlinux.
@@ -343,11 +321,13 @@ impl Btf {
     }
 
     /// Whether any type (struct, enum, typedef, function, ...) has this name.
+    #[cfg(test)]
     pub fn has_type(&self, name: &str) -> bool {
         self.find_type(name, |_| true).is_some()
     }
 
     /// Size in bytes of `struct name` (or union).
+    #[cfg(test)]
     pub fn struct_size(&self, name: &str) -> Option<u32> {
         match self.find_type(name, |t| matches!(t, Type::Composite { .. }))? {
             Type::Composite { size, .. } => Some(*size),
@@ -727,6 +707,8 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::path::Path;
+
     use super::*;
 
     /// Assembles BTF blobs for tests; ids are assigned in call order from 1.

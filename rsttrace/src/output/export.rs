@@ -71,10 +71,6 @@ impl ExportDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// `NAME.i` (`NAME` for 0).
     fn numbered(&self, i: u32) -> OsString {
         let mut n = self.name.clone();

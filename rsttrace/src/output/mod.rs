@@ -89,9 +89,6 @@ pub fn sink(
     }
 }
 
-/// The text header line (`TIME(UTC) DIR LOCAL -> REMOTE ...`) of the text format.
-pub use text::header as text_header;
-
 /// A stack on one line, innermost frame first: `a <- b <- c` (b called a).
 /// Frames were escaped when symbolized, but a replayed file carries anything.
 pub fn joined_frames(frames: &[String]) -> String {
@@ -293,7 +290,7 @@ mod tests {
         assert!(!plain.contains('\x1b'), "{plain:?}");
         let lines: Vec<&str> = plain.lines().collect();
         assert_eq!(lines.len(), 4, "{plain}");
-        assert_eq!(lines[0], text_header());
+        assert_eq!(lines[0], text::header());
         assert!(lines[2].contains("3 events lost"), "{}", lines[2]);
 
         // Colour only ever wraps the cause; the hostile comm stays inert.

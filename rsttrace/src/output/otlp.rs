@@ -112,8 +112,6 @@ struct Shared {
     /// Records not delivered: queue full, retries exhausted, or the
     /// collector refused them.
     dropped: AtomicU64,
-    /// Records the collector accepted.
-    exported: AtomicU64,
     /// Every event, by cause and direction, exported or not.
     counts: Mutex<BTreeMap<(CauseId, Direction), u64>>,
 }
@@ -173,10 +171,6 @@ impl Exporter {
 
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
-    }
-
-    pub fn exported(&self) -> u64 {
-        self.shared.exported.load(Ordering::Relaxed)
     }
 
     /// Closes the queue and gives the exporter its grace period to deliver
@@ -239,10 +233,13 @@ async fn run(endpoint: Endpoint, mut records: mpsc::Receiver<LogRecord>, shared:
                 }],
             }
             .encode_to_vec();
-            match client.post_with_retry("/v1/logs", body, deadline).await {
-                Ok(()) => shared.exported.fetch_add(n, Ordering::Relaxed),
-                Err(_) => shared.dropped.fetch_add(n, Ordering::Relaxed),
-            };
+            if client
+                .post_with_retry("/v1/logs", body, deadline)
+                .await
+                .is_err()
+            {
+                shared.dropped.fetch_add(n, Ordering::Relaxed);
+            }
         }
         if closed || Instant::now() >= next_metrics {
             let body = metrics_request(&shared, &resource, start).encode_to_vec();

@@ -82,6 +82,7 @@ impl Summary {
         self.total
     }
 
+    #[cfg(test)]
     pub fn count(&self, cause: CauseId, direction: Direction) -> u64 {
         self.counts.get(&(cause, direction)).copied().unwrap_or(0)
     }
@@ -131,15 +132,16 @@ impl Summary {
         })
     }
 
-    /// The table printed on stderr at exit. Each cause row's last word is its
-    /// count, and the loss line starts with `lost` and ends with the number
-    /// (`cargo xtask bench` reads both).
+    /// For tests: the table in English.
+    #[cfg(test)]
     pub fn render(&self) -> String {
         self.render_in(Lang::En)
     }
 
-    /// The table in `lang` (`--lang zh`: headings and directions in Chinese;
-    /// cause ids stay, they are the schema).
+    /// The table printed on stderr at exit, in `lang` (`--lang zh`: headings
+    /// and directions in Chinese; cause ids stay, they are the schema). Each
+    /// cause row's last word is its count, and the loss line starts with
+    /// `lost` and ends with the number (`cargo xtask bench` reads both).
     pub fn render_in(&self, lang: Lang) -> String {
         let h = Headings::of(lang);
         let mut s = format!("\n{}\n", h.title);

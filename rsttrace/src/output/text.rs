@@ -29,6 +29,7 @@ pub fn header() -> String {
 
 /// One RST as one line (no trailing newline): time, direction, endpoints,
 /// state, cause (coloured only when `opts.color`), process, details.
+#[cfg(test)]
 pub fn line(rec: &Classified, opts: TextOptions) -> String {
     let mut s = String::new();
     write_line(&mut s, rec, opts);

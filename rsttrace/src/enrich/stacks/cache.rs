@@ -26,10 +26,12 @@ impl<K: Hash + Eq, V> BoundedCache<K, V> {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.hot.len() + self.cold.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -54,6 +56,7 @@ impl<K: Hash + Eq, V> BoundedCache<K, V> {
         self.hot.insert(key, value);
     }
 
+    #[cfg(test)]
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,

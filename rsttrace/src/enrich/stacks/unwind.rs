@@ -15,10 +15,7 @@
 //! functions, until one keeps a frame pointer (the kernel's walk is right
 //! from there) or the copied words run out.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use gimli::{
     BaseAddresses, CfaRule, EhFrame, LittleEndian, RegisterRule, UnwindContext, UnwindSection,
@@ -90,8 +87,10 @@ const MAX_EH_FRAME: u64 = 16 << 20;
 impl UnwindInfo {
     /// Reads a 64-bit little-endian ELF file's unwind info; `Ok(None)` when
     /// it is another kind of file or has no `.eh_frame`.
-    pub fn read(path: &Path) -> io::Result<Option<UnwindInfo>> {
-        let file = File::open(path)?;
+    #[cfg(test)]
+    pub fn read(path: &std::path::Path) -> io::Result<Option<UnwindInfo>> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path)?;
         let len = file.metadata()?.len();
         Self::from_reader(len, |offset, buf| file.read_exact_at(buf, offset))
     }
@@ -200,6 +199,8 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     /// The glibc 2.36 close(): frameless, CFA = sp + 8 on the single-threaded
