@@ -224,6 +224,7 @@ fn recursion_misses(ebpf: &Ebpf) -> u64 {
 fn prog_info(fd: i32) -> Option<bpf_prog_info> {
     // SAFETY: plain-old-data kernel structs, all-zero is valid.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     // SAFETY: `attr` describes a buffer of `info_len` bytes that lives
     // through the call.

@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn podman_storage_metadata() {
-        let (_root, mut state) = host_with(PODMAN_LIST, &fixture("podman-containers.json"));
+        let (root, mut state) = host_with(PODMAN_LIST, &fixture("podman-containers.json"));
         let (runtime, got) = state.lookup("podman", ID).unwrap();
         assert_eq!(runtime, "podman");
         assert_eq!(
@@ -391,7 +391,7 @@ mod tests {
         let first = state.podman.as_ref().map(|(_, list)| Arc::as_ptr(list));
         assert!(state.lookup("podman", other).is_some());
         assert_eq!(state.podman.as_ref().map(|(_, l)| Arc::as_ptr(l)), first);
-        let path = _root.path().join(PODMAN_LIST);
+        let path = root.path().join(PODMAN_LIST);
         std::fs::write(&path, "[]").unwrap();
         assert!(state.lookup("podman", &"1".repeat(64)).is_none());
         assert_ne!(state.podman.as_ref().map(|(_, l)| Arc::as_ptr(l)), first);

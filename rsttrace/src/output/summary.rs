@@ -465,7 +465,7 @@ mod tests {
         sum.write_errors = 1;
         sum.stacks = Some(StackSummary::default());
         sum.otlp_dropped = Some(4);
-        for _ in 0..MAX_OWNERS + 1 {
+        for _ in 0..=MAX_OWNERS {
             rec.event.process.as_mut().unwrap().pid += 1;
             sum.add(&rec);
         }

@@ -169,7 +169,7 @@ pub fn belongs_to(p: &WirePacket, rec: &Classified) -> bool {
 fn same(a: SocketAddr, b: SocketAddr) -> bool {
     let plain = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+        IpAddr::V4(_) => ip,
     };
     a.port() == b.port() && plain(a.ip()) == plain(b.ip())
 }
