@@ -13,7 +13,7 @@
 use std::fmt;
 
 /// Where the running kernel exposes its own BTF.
-pub const SYS_FS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const SYS_FS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 const MAGIC: u16 = 0xeb9f;
 const HEADER_LEN: usize = 24;
@@ -25,23 +25,23 @@ const MAX_MEMBER_VISITS: u32 = 1 << 20;
 
 /// Where a struct member lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemberLoc {
+pub(crate) struct MemberLoc {
     /// Offset in bits from the start of the outermost struct of the lookup.
-    pub bit_offset: u32,
+    pub(crate) bit_offset: u32,
     /// Width of a bitfield in bits; 0 when the member is not a bitfield.
-    pub bit_size: u32,
+    pub(crate) bit_size: u32,
     /// Size in bytes of the member's type (after typedefs and qualifiers).
-    pub byte_size: u32,
+    pub(crate) byte_size: u32,
 }
 
 impl MemberLoc {
-    pub fn is_bitfield(&self) -> bool {
+    pub(crate) fn is_bitfield(&self) -> bool {
         self.bit_size != 0
     }
 }
 
 #[derive(Debug)]
-pub enum BtfError {
+pub(crate) enum BtfError {
     /// The data ends before the named structure does.
     Truncated(&'static str),
     BadMagic(u16),
@@ -171,12 +171,12 @@ impl Btf {
     /// For tests: the running kernel's BTF (rsttrace itself reads it
     /// through `btf_source`, which also serves `--btf`).
     #[cfg(test)]
-    pub fn from_sys_fs() -> Result<Btf, Box<dyn std::error::Error>> {
+    pub(crate) fn from_sys_fs() -> Result<Btf, Box<dyn std::error::Error>> {
         Ok(Btf::parse(&std::fs::read(SYS_FS_VMLINUX)?)?)
     }
 
     /// Parses raw (little-endian) BTF, e.g. the contents of /sys/kernel/btf/vmlinux.
-    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+    pub(crate) fn parse(data: &[u8]) -> Result<Btf, BtfError> {
         let mut hdr = Reader::new(data, "header");
         let magic = hdr.u16()?;
         if magic == MAGIC.swap_bytes() {
@@ -228,7 +228,7 @@ impl Btf {
     /// Looks up a member of `struct struct_name` (or union) by a dotted path
     /// such as `"__sk_common.skc_state"`. Each path component may sit inside
     /// anonymous structs/unions, which are searched transparently, as in C.
-    pub fn struct_member(&self, struct_name: &str, path: &str) -> Option<MemberLoc> {
+    pub(crate) fn struct_member(&self, struct_name: &str, path: &str) -> Option<MemberLoc> {
         let mut comp = self
             .find_type(struct_name, |t| {
                 matches!(
@@ -270,7 +270,7 @@ impl Btf {
 
     /// Enumerators of `enum enum_name` (ENUM or ENUM64). Values are read with
     /// the enum's signedness; unsigned 64-bit values above `i64::MAX` wrap.
-    pub fn enum_values(&self, enum_name: &str) -> Option<Vec<(String, i64)>> {
+    pub(crate) fn enum_values(&self, enum_name: &str) -> Option<Vec<(String, i64)>> {
         // Prefer a definition with enumerators over a forward-declared enum.
         let ty = self
             .find_type(
@@ -290,7 +290,7 @@ impl Btf {
     /// Number of parameters of the function-pointer typedef `typedef_name`
     /// (e.g. `btf_trace_tcp_send_reset`: typedef -> PTR -> FUNC_PROTO). A
     /// trailing varargs marker is not counted.
-    pub fn func_proto_param_count(&self, typedef_name: &str) -> Option<usize> {
+    pub(crate) fn func_proto_param_count(&self, typedef_name: &str) -> Option<usize> {
         let Type::Typedef { target, .. } =
             self.find_type(typedef_name, |t| matches!(t, Type::Typedef { .. }))?
         else {
@@ -308,7 +308,7 @@ impl Btf {
 
     /// Number of parameters of the kernel function `name` (BTF FUNC), which
     /// exists only when the function was not inlined away.
-    pub fn func_param_count(&self, name: &str) -> Option<usize> {
+    pub(crate) fn func_param_count(&self, name: &str) -> Option<usize> {
         let Type::Func { proto, .. } = self.find_type(name, |t| matches!(t, Type::Func { .. }))?
         else {
             return None;
@@ -322,13 +322,13 @@ impl Btf {
 
     /// Whether any type (struct, enum, typedef, function, ...) has this name.
     #[cfg(test)]
-    pub fn has_type(&self, name: &str) -> bool {
+    pub(crate) fn has_type(&self, name: &str) -> bool {
         self.find_type(name, |_| true).is_some()
     }
 
     /// Size in bytes of `struct name` (or union).
     #[cfg(test)]
-    pub fn struct_size(&self, name: &str) -> Option<u32> {
+    pub(crate) fn struct_size(&self, name: &str) -> Option<u32> {
         match self.find_type(name, |t| matches!(t, Type::Composite { .. }))? {
             Type::Composite { size, .. } => Some(*size),
             _ => None,

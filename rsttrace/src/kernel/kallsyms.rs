@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// `wanted` name → the symbol to attach to: the exact name if it is a text
 /// symbol, else the first suffixed variant (never a `.cold` split-off part).
-pub fn find_functions(kallsyms: &str, wanted: &BTreeSet<&str>) -> BTreeMap<String, String> {
+pub(crate) fn find_functions(kallsyms: &str, wanted: &BTreeSet<&str>) -> BTreeMap<String, String> {
     let mut found: BTreeMap<String, String> = BTreeMap::new();
     for line in kallsyms.lines() {
         // "ffffffff81a2b3c0 t tcp_v4_send_reset	[module]"
@@ -41,7 +41,7 @@ pub fn find_functions(kallsyms: &str, wanted: &BTreeSet<&str>) -> BTreeMap<Strin
 /// kallsyms has ~10^5 text symbols: names live in one string and each entry
 /// is an address and a span, about a third of the memory of one String each.
 #[derive(Debug, Default)]
-pub struct KernelSymbols {
+pub(crate) struct KernelSymbols {
     /// Sorted by address.
     entries: Vec<SymbolEntry>,
     text: String,
@@ -57,18 +57,18 @@ struct SymbolEntry {
 
 /// A resolved kernel address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelSymbol<'a> {
-    pub name: &'a str,
+pub(crate) struct KernelSymbol<'a> {
+    pub(crate) name: &'a str,
     /// Bytes from the start of the symbol.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// The module, for symbols not in vmlinux.
-    pub module: Option<&'a str>,
+    pub(crate) module: Option<&'a str>,
 }
 
 impl KernelSymbols {
     /// Text symbols of `kallsyms`. Without privileges every address reads
     /// 0 (kptr_restrict); such a table resolves nothing.
-    pub fn parse(kallsyms: &str) -> KernelSymbols {
+    pub(crate) fn parse(kallsyms: &str) -> KernelSymbols {
         let mut table = KernelSymbols::default();
         for line in kallsyms.lines() {
             // "ffffffff81a2b3c0 t tcp_v4_send_reset\t[module]"
@@ -113,19 +113,19 @@ impl KernelSymbols {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The symbol `addr` falls in: the last one starting at or below it.
     /// kallsyms has no sizes, so an address past the last symbol is
     /// attributed to it; one below the first is unknown.
-    pub fn resolve(&self, addr: u64) -> Option<KernelSymbol<'_>> {
+    pub(crate) fn resolve(&self, addr: u64) -> Option<KernelSymbol<'_>> {
         let i = self
             .entries
             .partition_point(|e| e.addr <= addr)

@@ -239,7 +239,7 @@ const SOCK_FLAG_BITS: [(&str, &str); 4] = [
 /// Resolves every `Offsets` field. Missing required fields are an error;
 /// missing optional ones are `Field::ABSENT` (or `ABSENT` for bit numbers)
 /// and their names are returned so the caller can say what is degraded.
-pub fn resolve(btf: &Btf) -> Result<(Offsets, Vec<String>)> {
+pub(crate) fn resolve(btf: &Btf) -> Result<(Offsets, Vec<String>)> {
     let mut o = Offsets::UNRESOLVED;
     let mut missing = Vec::new();
     let mut absent = Vec::new();
@@ -291,7 +291,7 @@ pub fn resolve(btf: &Btf) -> Result<(Offsets, Vec<String>)> {
 
 /// `enum sk_rst_reason` as (value, name without `SK_RST_REASON_`); empty on
 /// kernels before 6.10, which have no reset reasons.
-pub fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
+pub(crate) fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
     let values = btf.enum_values("sk_rst_reason").unwrap_or_default();
     values
         .into_iter()
@@ -307,7 +307,7 @@ pub fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
 }
 
 /// `SKB_DROP_REASON_NO_SOCKET` on this kernel (its number differs between kernels).
-pub fn drop_reason_no_socket(btf: &Btf) -> Option<u32> {
+pub(crate) fn drop_reason_no_socket(btf: &Btf) -> Option<u32> {
     btf.enum_values("skb_drop_reason")?
         .into_iter()
         .find(|(name, _)| name == "SKB_DROP_REASON_NO_SOCKET")
@@ -316,7 +316,7 @@ pub fn drop_reason_no_socket(btf: &Btf) -> Option<u32> {
 
 /// Rejects layouts that cannot be right. A wrong offset makes the programs
 /// read garbage without any error, so absurd values must stop start-up.
-pub fn sanity_check(o: &Offsets) -> Result<()> {
+pub(crate) fn sanity_check(o: &Offsets) -> Result<()> {
     let fields = field_list(o);
     for (name, f) in fields.iter().filter(|(_, f)| f.is_present()) {
         ensure!(

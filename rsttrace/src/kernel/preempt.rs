@@ -14,7 +14,7 @@ use rsttrace_ebpf::abi::PreemptCount;
 use crate::kernel::btf::Btf;
 
 /// The addresses, or why they cannot be had.
-pub fn locate(kallsyms: &str, btf: Option<&Btf>) -> Result<PreemptCount, String> {
+pub(crate) fn locate(kallsyms: &str, btf: Option<&Btf>) -> Result<PreemptCount, String> {
     if !cfg!(target_arch = "x86_64") {
         return Err("the preempt count is read on x86-64 only".into());
     }

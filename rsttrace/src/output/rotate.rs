@@ -15,7 +15,7 @@ use super::export::ExportDir;
 use super::{Format, Sink, TextOptions, sink};
 use crate::record::Classified;
 
-pub struct RotatingSink {
+pub(crate) struct RotatingSink {
     dir: ExportDir,
     format: Format,
     opts: TextOptions,
@@ -27,7 +27,7 @@ pub struct RotatingSink {
 
 impl RotatingSink {
     /// `dir` names a free FILE (`ExportDir::set_aside_previous` ran).
-    pub fn new(
+    pub(crate) fn new(
         dir: ExportDir,
         format: Format,
         opts: TextOptions,
