@@ -555,158 +555,221 @@ impl Field {
     }
 }
 
-/// Kernel struct layout of the running kernel, handed to the programs as a
-/// read-only global so the verifier sees constants. Offsets of socket fields
-/// are from the `struct sock *` (the structs nest: sock_common ⊂ sock ⊂
-/// inet_sock ⊂ inet_connection_sock ⊂ tcp_sock).
-#[repr(C)]
+/// How userspace loads a kernel field for the programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Offsets {
-    // struct sock_common (shared by full, request and timewait sockets)
-    /// IPv4 remote address.
-    pub skc_daddr: Field,
-    /// IPv4 local address.
-    pub skc_rcv_saddr: Field,
-    /// Remote port (network byte order).
-    pub skc_dport: Field,
-    /// Local port (host byte order).
-    pub skc_num: Field,
-    /// Address family.
-    pub skc_family: Field,
-    /// TCP state.
-    pub skc_state: Field,
-    /// IPv6 remote address.
-    pub skc_v6_daddr: Field,
-    /// IPv6 local address.
-    pub skc_v6_rcv_saddr: Field,
-    /// Socket cookie (0 until someone asked for it).
-    pub skc_cookie: Field,
-    // struct sock / inet_sock
-    /// `enum sock_flags` bits (`sock_*_bit`).
-    pub sk_flags: Field,
-    /// Shutdown bits.
-    pub sk_shutdown: Field,
-    /// SO_LINGER time in jiffies.
-    pub sk_lingertime: Field,
-    /// Pending error.
-    pub sk_err: Field,
-    /// Soft error (ICMP) kept while retrying.
-    pub sk_err_soft: Field,
-    /// `sk_lock.owned`: a task holds the socket lock (`context.rs`).
-    pub sk_lock_owned: Field,
-    /// IP protocol (a bitfield on older kernels).
-    pub sk_protocol: Field,
-    /// Accept queue length.
-    pub sk_ack_backlog: Field,
-    /// Accept queue limit.
-    pub sk_max_ack_backlog: Field,
-    /// `inet_sock.inet_sport`: local port (network byte order).
-    pub inet_sport: Field,
-    // struct inet_connection_sock / tcp_sock
-    /// Unanswered keepalive or zero-window probes.
-    pub icsk_probes_out: Field,
-    /// `tcp_sock.rcv_nxt`: next sequence number expected.
-    pub rcv_nxt: Field,
-    /// `tcp_sock.copied_seq`: head of the unread data.
-    pub copied_seq: Field,
-    /// `tcp_sock.snd_nxt`: next sequence number to send.
-    pub snd_nxt: Field,
-    /// `tcp_sock.snd_una`: first unacknowledged byte.
-    pub snd_una: Field,
-    /// `tcp_sock.write_seq`: tail of the written data.
-    pub write_seq: Field,
-    /// `tcp_sock.rcv_tstamp`: jiffies of the last ACK received.
-    pub rcv_tstamp: Field,
-    // struct inet_timewait_sock
-    /// The state a timewait socket came from.
-    pub tw_substate: Field,
-    // struct sk_buff
-    /// `sk_buff.head`: start of the buffer.
-    pub skb_head: Field,
-    /// `sk_buff.transport_header`: offset from `head`.
-    pub skb_transport_header: Field,
-    /// `sk_buff.network_header`: offset from `head`.
-    pub skb_network_header: Field,
-    /// `sk_buff.data`.
-    pub skb_data: Field,
-    /// `net_device.ifindex`.
-    pub netdev_ifindex: Field,
-    // struct task_struct
-    /// `task_struct.flags` (`PF_EXITING`).
-    pub task_flags: Field,
-    /// `task_struct.exit_code` (the signal of an exit).
-    pub task_exit_code: Field,
-    // network namespace: sock_common.skc_net.net, sk_buff.dev,
-    // net_device.nd_net.net, net.ns.inum
-    /// `sock_common.skc_net.net`.
-    pub skc_net: Field,
-    /// `sk_buff.dev`.
-    pub skb_dev: Field,
-    /// `net_device.nd_net.net`.
-    pub netdev_net: Field,
-    /// `net.ns.inum`.
-    pub net_inum: Field,
-    /// `pt_regs.sp`: the user stack pointer saved on syscall entry.
-    pub pt_regs_sp: Field,
-    /// Bit numbers in `sk_flags` (enum sock_flags), from BTF.
-    pub sock_dead_bit: u32,
-    /// SOCK_LINGER: SO_LINGER is on.
-    pub sock_linger_bit: u32,
-    /// SOCK_KEEPOPEN: SO_KEEPALIVE is on.
-    pub sock_keepopen_bit: u32,
-    /// SOCK_DONE: the peer's FIN was received.
-    pub sock_done_bit: u32,
+pub enum Load {
+    /// An integer (or bitfield) loaded with a 1, 2, 4 or 8 byte read.
+    Scalar,
+    /// A 16-byte IPv6 address copied as bytes.
+    Addr16,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 39 * 8 + 16);
 
-impl Offsets {
-    /// Nothing resolved (every field `Field::ABSENT`).
-    pub const UNRESOLVED: Offsets = Offsets {
-        skc_daddr: Field::ABSENT,
-        skc_rcv_saddr: Field::ABSENT,
-        skc_dport: Field::ABSENT,
-        skc_num: Field::ABSENT,
-        skc_family: Field::ABSENT,
-        skc_state: Field::ABSENT,
-        skc_v6_daddr: Field::ABSENT,
-        skc_v6_rcv_saddr: Field::ABSENT,
-        skc_cookie: Field::ABSENT,
-        sk_flags: Field::ABSENT,
-        sk_shutdown: Field::ABSENT,
-        sk_lingertime: Field::ABSENT,
-        sk_err: Field::ABSENT,
-        sk_err_soft: Field::ABSENT,
-        sk_lock_owned: Field::ABSENT,
-        sk_protocol: Field::ABSENT,
-        sk_ack_backlog: Field::ABSENT,
-        sk_max_ack_backlog: Field::ABSENT,
-        inet_sport: Field::ABSENT,
-        icsk_probes_out: Field::ABSENT,
-        rcv_nxt: Field::ABSENT,
-        copied_seq: Field::ABSENT,
-        snd_nxt: Field::ABSENT,
-        snd_una: Field::ABSENT,
-        write_seq: Field::ABSENT,
-        rcv_tstamp: Field::ABSENT,
-        tw_substate: Field::ABSENT,
-        skb_head: Field::ABSENT,
-        skb_transport_header: Field::ABSENT,
-        skb_network_header: Field::ABSENT,
-        skb_data: Field::ABSENT,
-        netdev_ifindex: Field::ABSENT,
-        task_flags: Field::ABSENT,
-        task_exit_code: Field::ABSENT,
-        skc_net: Field::ABSENT,
-        skb_dev: Field::ABSENT,
-        netdev_net: Field::ABSENT,
-        net_inum: Field::ABSENT,
-        pt_regs_sp: Field::ABSENT,
-        sock_dead_bit: ABSENT,
-        sock_linger_bit: ABSENT,
-        sock_keepopen_bit: ABSENT,
-        sock_done_bit: ABSENT,
-    };
+/// One `Offsets` field as userspace resolves it from BTF (not shared with
+/// the kernel programs: only `Offsets` itself is).
+pub struct FieldSpec {
+    /// The field's name in `Offsets`.
+    pub name: &'static str,
+    /// Whether rsttrace refuses to start without it.
+    pub required: bool,
+    /// How the programs read it.
+    pub load: Load,
+    /// (struct, member path) places to look, in order: members move
+    /// between kernel versions.
+    pub sources: &'static [(&'static str, &'static str)],
+    /// The field in an `Offsets`.
+    pub slot: fn(&mut Offsets) -> &mut Field,
 }
+
+/// One bit number of `sk_flags` in `Offsets`, from `enum sock_flags`.
+pub struct BitSpec {
+    /// The field's name in `Offsets`.
+    pub name: &'static str,
+    /// The `enum sock_flags` enumerator.
+    pub enumerator: &'static str,
+    /// The field in an `Offsets`.
+    pub slot: fn(&mut Offsets) -> &mut u32,
+}
+
+/// The one table of kernel fields: each row gives the `Offsets` struct a
+/// field, `Offsets::UNRESOLVED` its `ABSENT` value, and userspace's
+/// `Offsets::FIELDS` / `Offsets::SOCK_FLAG_BITS` the places to find it in
+/// BTF. Adding a field is adding a row.
+macro_rules! offsets_table {
+    (
+        fields {
+            $( $(#[$fdoc:meta])* $field:ident: $need:ident $load:ident
+                $( ($st:literal, $path:literal) )+ ),* $(,)?
+        }
+        sock_flag_bits {
+            $( $(#[$bdoc:meta])* $bit:ident: $enumerator:literal ),* $(,)?
+        }
+    ) => {
+        /// Kernel struct layout of the running kernel, handed to the programs as a
+        /// read-only global so the verifier sees constants. Offsets of socket fields
+        /// are from the `struct sock *` (the structs nest: sock_common ⊂ sock ⊂
+        /// inet_sock ⊂ inet_connection_sock ⊂ tcp_sock).
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct Offsets {
+            $( $(#[$fdoc])* pub $field: Field, )*
+            $( $(#[$bdoc])* pub $bit: u32, )*
+        }
+
+        impl Offsets {
+            /// Nothing resolved (every field `Field::ABSENT`).
+            pub const UNRESOLVED: Offsets = Offsets {
+                $( $field: Field::ABSENT, )*
+                $( $bit: ABSENT, )*
+            };
+
+            /// Every `Field` member, in declaration order.
+            pub const FIELDS: &'static [FieldSpec] = &[$(
+                FieldSpec {
+                    name: stringify!($field),
+                    required: offsets_table!(@need $need),
+                    load: Load::$load,
+                    sources: &[$( ($st, $path) ),+],
+                    slot: {
+                        fn slot(o: &mut Offsets) -> &mut Field {
+                            &mut o.$field
+                        }
+                        slot
+                    },
+                },
+            )*];
+
+            /// Every bit number member, in declaration order.
+            pub const SOCK_FLAG_BITS: &'static [BitSpec] = &[$(
+                BitSpec {
+                    name: stringify!($bit),
+                    enumerator: $enumerator,
+                    slot: {
+                        fn slot(o: &mut Offsets) -> &mut u32 {
+                            &mut o.$bit
+                        }
+                        slot
+                    },
+                },
+            )*];
+        }
+    };
+    (@need Required) => { true };
+    (@need Optional) => { false };
+}
+
+offsets_table! {
+    fields {
+        // struct sock_common (shared by full, request and timewait sockets)
+        /// IPv4 remote address.
+        skc_daddr: Required Scalar ("sock_common", "skc_daddr"),
+        /// IPv4 local address.
+        skc_rcv_saddr: Required Scalar ("sock_common", "skc_rcv_saddr"),
+        /// Remote port (network byte order).
+        skc_dport: Required Scalar ("sock_common", "skc_dport"),
+        /// Local port (host byte order).
+        skc_num: Required Scalar ("sock_common", "skc_num"),
+        /// Address family.
+        skc_family: Required Scalar ("sock_common", "skc_family"),
+        /// TCP state.
+        skc_state: Required Scalar ("sock_common", "skc_state"),
+        /// IPv6 remote address (only with CONFIG_IPV6).
+        skc_v6_daddr: Optional Addr16 ("sock_common", "skc_v6_daddr"),
+        /// IPv6 local address (only with CONFIG_IPV6).
+        skc_v6_rcv_saddr: Optional Addr16 ("sock_common", "skc_v6_rcv_saddr"),
+        /// Socket cookie (0 until someone asked for it).
+        skc_cookie: Optional Scalar ("sock_common", "skc_cookie"),
+        // struct sock / inet_sock
+        /// `enum sock_flags` bits (`sock_*_bit`); a #define for
+        /// `__sk_common.skc_flags` on most kernels.
+        sk_flags: Optional Scalar ("sock", "sk_flags") ("sock", "__sk_common.skc_flags"),
+        /// Shutdown bits.
+        sk_shutdown: Optional Scalar ("sock", "sk_shutdown"),
+        /// SO_LINGER time in jiffies.
+        sk_lingertime: Optional Scalar ("sock", "sk_lingertime"),
+        /// Pending error.
+        sk_err: Optional Scalar ("sock", "sk_err"),
+        /// Soft error (ICMP) kept while retrying.
+        sk_err_soft: Optional Scalar ("sock", "sk_err_soft"),
+        /// `sk_lock.owned`: a task holds the socket lock (`context.rs`).
+        sk_lock_owned: Optional Scalar ("sock", "sk_lock.owned"),
+        /// IP protocol (a bitfield before 5.6, a u16 since).
+        sk_protocol: Optional Scalar ("sock", "sk_protocol"),
+        /// Accept queue length.
+        sk_ack_backlog: Optional Scalar ("sock", "sk_ack_backlog"),
+        /// Accept queue limit.
+        sk_max_ack_backlog: Optional Scalar ("sock", "sk_max_ack_backlog"),
+        /// `inet_sock.inet_sport`: local port (network byte order).
+        inet_sport: Optional Scalar ("inet_sock", "inet_sport"),
+        // struct inet_connection_sock / tcp_sock
+        /// Unanswered keepalive or zero-window probes.
+        icsk_probes_out: Optional Scalar ("inet_connection_sock", "icsk_probes_out"),
+        /// `tcp_sock.rcv_nxt`: next sequence number expected.
+        rcv_nxt: Optional Scalar ("tcp_sock", "rcv_nxt"),
+        /// `tcp_sock.copied_seq`: head of the unread data.
+        copied_seq: Optional Scalar ("tcp_sock", "copied_seq"),
+        /// `tcp_sock.snd_nxt`: next sequence number to send.
+        snd_nxt: Optional Scalar ("tcp_sock", "snd_nxt"),
+        /// `tcp_sock.snd_una`: first unacknowledged byte.
+        snd_una: Optional Scalar ("tcp_sock", "snd_una"),
+        /// `tcp_sock.write_seq`: tail of the written data.
+        write_seq: Optional Scalar ("tcp_sock", "write_seq"),
+        /// `tcp_sock.rcv_tstamp`: jiffies of the last ACK received.
+        rcv_tstamp: Optional Scalar ("tcp_sock", "rcv_tstamp"),
+        // struct inet_timewait_sock
+        /// The state a timewait socket came from.
+        tw_substate: Optional Scalar ("inet_timewait_sock", "tw_substate"),
+        // struct sk_buff. Modern kernels wrap the headers in
+        // struct_group(headers, ...): an anonymous struct (found first)
+        // mirrored by a named `headers` struct.
+        /// `sk_buff.head`: start of the buffer.
+        skb_head: Required Scalar ("sk_buff", "head"),
+        /// `sk_buff.transport_header`: offset from `head`.
+        skb_transport_header: Required Scalar
+            ("sk_buff", "transport_header") ("sk_buff", "headers.transport_header"),
+        /// `sk_buff.network_header`: offset from `head`.
+        skb_network_header: Required Scalar
+            ("sk_buff", "network_header") ("sk_buff", "headers.network_header"),
+        /// `sk_buff.data`.
+        skb_data: Optional Scalar ("sk_buff", "data"),
+        /// `net_device.ifindex`.
+        netdev_ifindex: Optional Scalar ("net_device", "ifindex"),
+        // struct task_struct
+        /// `task_struct.flags` (`PF_EXITING`).
+        task_flags: Optional Scalar ("task_struct", "flags"),
+        /// `task_struct.exit_code` (the signal of an exit).
+        task_exit_code: Optional Scalar ("task_struct", "exit_code"),
+        // network namespace: sock_common.skc_net.net, sk_buff.dev,
+        // net_device.nd_net.net, net.ns.inum (possible_net_t is a struct
+        // holding `struct net *net` with CONFIG_NET_NS)
+        /// `sock_common.skc_net.net`.
+        skc_net: Optional Scalar ("sock_common", "skc_net.net"),
+        /// `sk_buff.dev`.
+        skb_dev: Optional Scalar ("sk_buff", "dev"),
+        /// `net_device.nd_net.net`.
+        netdev_net: Optional Scalar ("net_device", "nd_net.net"),
+        /// `net.ns.inum`.
+        net_inum: Optional Scalar ("net", "ns.inum"),
+        /// `pt_regs.sp`: the user stack pointer saved on syscall entry
+        /// (x86-64; other architectures name it differently and go without).
+        pt_regs_sp: Optional Scalar ("pt_regs", "sp"),
+    }
+    sock_flag_bits {
+        /// Bit numbers in `sk_flags` (enum sock_flags), from BTF. SOCK_DEAD:
+        /// the application closed the socket.
+        sock_dead_bit: "SOCK_DEAD",
+        /// SOCK_LINGER: SO_LINGER is on.
+        sock_linger_bit: "SOCK_LINGER",
+        /// SOCK_KEEPOPEN: SO_KEEPALIVE is on.
+        sock_keepopen_bit: "SOCK_KEEPOPEN",
+        /// SOCK_DONE: the peer's FIN was received.
+        sock_done_bit: "SOCK_DONE",
+    }
+}
+// No implicit padding, whatever the rows.
+const _: () = assert!(
+    core::mem::size_of::<Offsets>()
+        == 8 * Offsets::FIELDS.len() + 4 * Offsets::SOCK_FLAG_BITS.len()
+);
 
 /// Byte offsets of the classic tracepoint fields, parsed from tracefs
 /// `format` files at run time (layouts differ between kernels).
