@@ -120,10 +120,10 @@ fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
             }
         }
     }
-    match std::fs::read_to_string("/proc/kallsyms") {
-        Ok(text) => {
-            facts.functions = kallsyms::find_functions(&text, &wanted);
-            facts.preempt_count = preempt::locate(&text, btf);
+    match kallsyms::read(&wanted, preempt::SYMBOLS) {
+        Ok(found) => {
+            facts.preempt_count = preempt::locate(&found.data, btf);
+            facts.functions = found.functions;
         }
         Err(e) => {
             debug!("cannot read /proc/kallsyms: {e}");
@@ -158,6 +158,9 @@ impl Session {
     /// rsttrace's peak memory.
     pub fn load(kernel: &mut KernelInfo, opts: &Options) -> Result<Session> {
         check_privileges()?;
+        if !opts.stacks {
+            kallsyms::discard_symbols();
+        }
         let btf = kernel.btf.take().ok_or_else(|| {
             anyhow!(
                 "no kernel BTF ({}): rsttrace needs it to find socket fields on this kernel. \

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use aya::maps::{MapData, StackTraceMap};
 use rsttrace_ebpf::abi::RstEvent;
 
-use crate::kernel::kallsyms::KernelSymbols;
+use crate::kernel::kallsyms::{self, KernelSymbols};
 use crate::model::event::Event;
 use cache::BoundedCache;
 use worker::UserWorker;
@@ -58,7 +58,7 @@ pub(crate) struct StackStats {
 
 pub(crate) struct StackResolver {
     map: StackTraceMap<MapData>,
-    /// /proc/kallsyms, read before tracing starts.
+    /// /proc/kallsyms' text symbols, read before tracing starts.
     kallsyms: KernelSymbols,
     kernel_frames: BoundedCache<u32, Arc<[String]>>,
     user: UserWorker,
@@ -71,14 +71,14 @@ pub(crate) struct StackResolver {
 }
 
 impl StackResolver {
-    /// Reads /proc/kallsyms now: parsing it takes long enough that a
-    /// process closing a socket and exiting would be gone by the time its
-    /// first event got to the user stack.
+    /// Takes the kernel symbols now (the loader's scan of /proc/kallsyms
+    /// kept them): reading them at the first event would take long enough
+    /// that a process closing a socket and exiting would be gone by the
+    /// time its event got to the user stack.
     pub(crate) fn new(map: StackTraceMap<MapData>) -> StackResolver {
-        let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         StackResolver {
             map,
-            kallsyms: KernelSymbols::parse(&text),
+            kallsyms: kallsyms::take_symbols(),
             kernel_frames: BoundedCache::new(MAX_KERNEL_STACKS),
             user: UserWorker::spawn(),
             missing: 0,
