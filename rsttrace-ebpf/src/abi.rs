@@ -20,6 +20,10 @@ pub const FILTER_GLOBAL: &str = "FILTER";
 pub const TUNING_GLOBAL: &str = "TUNING";
 /// Socket address → `Owner`.
 pub const OWNERS_MAP: &str = "OWNERS";
+/// `ListenerKey` → `Owner`: who listens on a port.
+pub const LISTENERS_MAP: &str = "LISTENERS";
+/// Listening ports remembered with their owner (`LISTENERS`).
+pub const MAX_LISTENERS: u32 = 4096;
 /// `OwnerTracepoints`: the owner tracepoint's record layout.
 pub const OWNER_TP_GLOBAL: &str = "OWNER_TP";
 /// Sockets whose owner is remembered at once (LRU beyond that; evictions
@@ -203,6 +207,10 @@ pub mod flag {
     /// A listening socket whose accept queue is full (`sk_ack_backlog >
     /// sk_max_ack_backlog`): the handshake's last ACK overflowed it.
     pub const ACCEPT_QUEUE_FULL: u32 = 1 << 10;
+    /// With `OWNER_KNOWN`: the owner is the listener's on the socket's
+    /// local port (an accepted or queued connection nobody closed yet), not
+    /// the socket's own.
+    pub const OWNER_FROM_LISTENER: u32 = 1 << 11;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -386,8 +394,12 @@ pub struct RstEvent {
     pub hist_err: u8,
     /// Zero.
     pub _pad2: [u8; 5],
+    /// The socket's own cgroup v2 id (of the task that created it; an
+    /// accepted socket inherits its listener's), for a full socket without
+    /// an owner; 0 otherwise or when unknown.
+    pub sk_cgroup: u64,
 }
-const _: () = assert!(core::mem::size_of::<RstEvent>() == 248 + 8 * USER_STACK_TOP_WORDS);
+const _: () = assert!(core::mem::size_of::<RstEvent>() == 256 + 8 * USER_STACK_TOP_WORDS);
 
 /// An RST segment as it left or reached a device (`kind::PACKET`), for
 /// pcapng exports: the real bytes, from the IP header on.
@@ -437,6 +449,19 @@ pub struct Owner {
     pub peer: u64,
 }
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+
+/// Key of the `LISTENERS` map: a listening port in a network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    /// Network namespace inode.
+    pub netns: u32,
+    /// The listening port (host byte order).
+    pub port: u16,
+    /// Zero.
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
 
 /// A remote port and address folded into the `Owner::peer` identity.
 pub const fn peer_key(remote_port: u16, remote_addr: &[u8; 16]) -> u64 {
@@ -692,6 +717,14 @@ offsets_table! {
         sk_err_soft: Optional Scalar ("sock", "sk_err_soft"),
         /// `sk_lock.owned`: a task holds the socket lock (`context.rs`).
         sk_lock_owned: Optional Scalar ("sock", "sk_lock.owned"),
+        /// `sk_cgrp_data.cgroup` (5.10: `sk_cgrp_data.val`, the pointer when
+        /// bit 0 is clear), `cgroup.kn` and `kernfs_node.id`: the socket's
+        /// cgroup v2 id.
+        sk_cgroup: Optional Scalar ("sock", "sk_cgrp_data.cgroup") ("sock", "sk_cgrp_data.val"),
+        /// `cgroup.kn`.
+        cgroup_kn: Optional Scalar ("cgroup", "kn"),
+        /// `kernfs_node.id`.
+        kernfs_node_id: Optional Scalar ("kernfs_node", "id"),
         /// IP protocol (a bitfield before 5.6, a u16 since).
         sk_protocol: Optional Scalar ("sock", "sk_protocol"),
         /// Accept queue length.
@@ -934,6 +967,7 @@ mod pod {
         Filter,
         Tuning,
         Owner,
+        ListenerKey,
         OwnerTracepoints,
         KfreeSkb,
         HistoryKey,

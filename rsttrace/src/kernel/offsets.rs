@@ -529,6 +529,9 @@ mod tests {
             ("netdev_net", o.netdev_net),
             ("net_inum", o.net_inum),
             ("sk_protocol", o.sk_protocol),
+            ("sk_cgroup", o.sk_cgroup),
+            ("cgroup_kn", o.cgroup_kn),
+            ("kernfs_node_id", o.kernfs_node_id),
         ] {
             assert!(f.is_present(), "{name} unresolved");
         }

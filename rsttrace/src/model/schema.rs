@@ -93,6 +93,9 @@ pub(crate) const SOFTIRQS: [&str; 10] = [
 /// A vector beyond the table.
 pub(crate) const SOFTIRQ_OTHER: &str = "softirq:OTHER";
 
+/// `owner.source`: how the owner is known (`model::event::Owner`).
+pub const OWNER_SOURCES: &[&str] = &["tracked", "listener", "actor", "prior"];
+
 /// `container.runtime`: where the cgroup path says the process runs.
 /// `kubernetes` is a pod whose runtime the path does not name; `systemd`
 /// a service unit, not a container.
