@@ -188,6 +188,7 @@ fn sigterm_during_a_storm_leaves_valid_files() {
         );
         let storm = Storm::start(port, 2);
         std::thread::sleep(Duration::from_millis(700));
+        // SAFETY: kill() takes any pid and signal; the child is ours.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = child.wait().unwrap();
         storm.stop();
@@ -262,6 +263,7 @@ fn a_full_disk_stops_the_export_not_the_trace() {
         let _ = TcpStream::connect(loopback(port));
     }
     std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill() takes any pid and signal; the child is ours.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let mut stdout = String::new();
     child
@@ -308,6 +310,7 @@ fn hostile_process_names_cannot_inject() {
     std::thread::sleep(Duration::from_millis(50));
     std::thread::spawn(move || {
         let name = b"\x1b[2J=x,\"y\n\0";
+        // SAFETY: `name` is NUL-terminated and outlives the call.
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
         drop(server);
     })
@@ -315,6 +318,7 @@ fn hostile_process_names_cannot_inject() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let (events, raw) = tracer.stop_with_raw();
+    // SAFETY: kill() takes any pid and signal; the child is ours.
     unsafe { libc::kill(csv_child.id() as i32, libc::SIGINT) };
     csv_child.wait().unwrap();
 

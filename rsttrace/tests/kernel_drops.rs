@@ -50,6 +50,7 @@ fn history_evictions_are_counted_and_reported() {
         keys > u64::from(MAX_HISTORY) + 1000,
         "only {keys} distinct closes: the map did not overflow"
     );
+    // SAFETY: kill() takes any pid and signal; the child is ours.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let mut summary = String::new();
     stderr.read_to_string(&mut summary).unwrap();

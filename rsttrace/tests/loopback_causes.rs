@@ -192,6 +192,7 @@ fn wait_readable(s: &TcpStream) {
         events: libc::POLLIN,
         revents: 0,
     };
+    // SAFETY: `pfd` outlives the call; the count matches.
     let rc = unsafe { libc::poll(&mut pfd, 1, 2000) };
     assert_eq!(rc, 1, "data did not arrive");
 }
@@ -241,6 +242,7 @@ fn pcapng_export_reads_back_in_tshark() {
         let _ = TcpStream::connect(loopback(port));
     }
     std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill() takes any pid and signal; the child is ours.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert!(child.wait().unwrap().success());
 
@@ -364,6 +366,7 @@ fn rotation_keeps_every_event() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill() takes any pid and signal; the child is ours.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert!(child.wait().unwrap().success());
 
@@ -402,9 +405,11 @@ fn softirq_reset_names_the_owner_not_the_actor() {
 
     // The peer is another process: it connects, waits for our FIN, then
     // writes into our closed socket. Only async-signal-safe calls after fork.
+    // SAFETY: the child runs libc calls only and never returns.
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
     if child == 0 {
+        // SAFETY: as above; the child ends in _exit().
         unsafe {
             let fd = connect_loopback_fd(port);
             let ok = fd >= 0;
@@ -424,6 +429,7 @@ fn softirq_reset_names_the_owner_not_the_actor() {
     // timewait sockets carry no owner yet.)
     server.shutdown(Shutdown::Both).unwrap();
     let mut status = 0;
+    // SAFETY: `status` outlives the call.
     unsafe { libc::waitpid(child, &mut status, 0) };
     drop(server);
     assert!(
@@ -481,9 +487,11 @@ fn accepted_connection_names_its_listener(listening_before: bool) {
 
     // The client is another process: connect, then close with SO_LINGER 0.
     // Only async-signal-safe calls after fork.
+    // SAFETY: the child runs libc calls only and never returns.
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
     if child == 0 {
+        // SAFETY: as above; `linger` outlives the call; the child ends in _exit().
         unsafe {
             let fd = connect_loopback_fd(port);
             let linger = libc::linger {
@@ -504,6 +512,7 @@ fn accepted_connection_names_its_listener(listening_before: bool) {
     }
     let (server, _) = listener.accept().unwrap();
     let mut status = 0;
+    // SAFETY: `status` outlives the call.
     unsafe { libc::waitpid(child, &mut status, 0) };
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,

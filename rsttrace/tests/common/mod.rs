@@ -17,6 +17,7 @@ pub mod netns;
 /// Whether kernel tests can run here. In CI (`RSTTRACE_REQUIRE_KERNEL_TESTS=1`)
 /// a missing prerequisite fails the test instead of skipping it.
 pub fn kernel_tests_possible(test: &str) -> bool {
+    // SAFETY: geteuid() has no preconditions.
     let problem = if unsafe { libc::geteuid() } != 0 {
         Some("not running as root")
     } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -165,6 +166,7 @@ impl Tracer {
         let mut child = self.child.take().unwrap();
         // Let the last RSTs reach the ring buffer and one drain pass run.
         std::thread::sleep(Duration::from_millis(150));
+        // SAFETY: kill() takes any pid and signal; the child is ours.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let status = wait_timeout(&mut child, Duration::from_secs(10));
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
@@ -551,6 +553,7 @@ pub fn set_linger_zero(fd: i32) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: `linger` outlives the call and its size is passed with it.
     let rc = unsafe {
         libc::setsockopt(
             fd,

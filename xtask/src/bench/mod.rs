@@ -288,7 +288,7 @@ pub fn bench(ws: &Workspace, opts: &Options) -> Result<()> {
         })
         .collect();
     for round in 1..=opts.rounds {
-        for row in rows.iter_mut() {
+        for row in &mut rows {
             let Ok(samples) = &mut row.samples else {
                 continue;
             };

@@ -46,7 +46,7 @@ impl Measurement {
         let enabled = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .context("BPF_ENABLE_STATS (needs Linux 5.8 and root)")?;
         let mut before = snapshot(&ids)?;
-        for (id, cost) in before.iter_mut() {
+        for (id, cost) in &mut before {
             if let Some(name) = names.get(id) {
                 cost.name.clone_from(name);
             }

@@ -21,15 +21,15 @@ const SHT_DYNSYM: u32 = 11;
 
 /// What the check learnt about a valid binary.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ElfFacts {
+pub(crate) struct ElfFacts {
     /// It names separate debug info (`.gnu_debuglink`, `.gnu_debugaltlink`,
     /// `.debug_sup`), which blazesym would look for by path next to it and
     /// in debug directories: its DWARF is then not used.
-    pub links_debug_info: bool,
+    pub(crate) links_debug_info: bool,
 }
 
 /// Checks the ELF headers of a file of `len` bytes, read through `read(offset, buf)`.
-pub fn check(
+pub(crate) fn check(
     len: u64,
     read: impl Fn(u64, &mut [u8]) -> io::Result<()>,
 ) -> Result<ElfFacts, String> {

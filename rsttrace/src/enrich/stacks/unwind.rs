@@ -15,10 +15,7 @@
 //! functions, until one keeps a frame pointer (the kernel's walk is right
 //! from there) or the copied words run out.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use gimli::{
     BaseAddresses, CfaRule, EhFrame, LittleEndian, RegisterRule, UnwindContext, UnwindSection,
@@ -29,7 +26,7 @@ use super::elf::{Bounded, Headers};
 
 /// Where the canonical frame address of a function is, at one instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cfa {
+pub(crate) enum Cfa {
     /// `sp + offset`, and the return address is at `CFA - 8`: the function
     /// keeps no frame pointer here.
     StackPointer(u64),
@@ -42,7 +39,7 @@ pub enum Cfa {
 /// address is frameless by `cfa_of`. `cfa_of` gets the address to look up:
 /// `frames[0]` itself, then each recovered return address minus one (the
 /// call instruction).
-pub fn recover_callers(
+pub(crate) fn recover_callers(
     frames: &[u64],
     top: &[u64],
     mut cfa_of: impl FnMut(u64) -> Option<Cfa>,
@@ -76,7 +73,7 @@ pub fn recover_callers(
 /// The parts of an ELF file the unwinding step needs: `.eh_frame` and the
 /// loadable segments (to turn file offsets into the addresses it uses).
 #[derive(Debug)]
-pub struct UnwindInfo {
+pub(crate) struct UnwindInfo {
     eh_frame: Vec<u8>,
     eh_frame_addr: u64,
     /// (file offset, virtual address, size in the file) of each PT_LOAD.
@@ -92,15 +89,17 @@ const MAX_EH_FRAME: u64 = 16 << 20;
 impl UnwindInfo {
     /// Reads a 64-bit little-endian ELF file's unwind info; `Ok(None)` when
     /// it is another kind of file or has no `.eh_frame`.
-    pub fn read(path: &Path) -> io::Result<Option<UnwindInfo>> {
-        let file = File::open(path)?;
+    #[cfg(test)]
+    pub(crate) fn read(path: &std::path::Path) -> io::Result<Option<UnwindInfo>> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path)?;
         let len = file.metadata()?.len();
         Self::from_reader(len, |offset, buf| file.read_exact_at(buf, offset))
     }
 
     /// The same from a file of `len` bytes read through `read(offset, buf)`.
     /// Every range is checked against `len` before anything is allocated.
-    pub fn from_reader(
+    pub(crate) fn from_reader(
         len: u64,
         read: impl Fn(u64, &mut [u8]) -> io::Result<()>,
     ) -> io::Result<Option<UnwindInfo>> {
@@ -134,7 +133,7 @@ impl UnwindInfo {
     }
 
     /// The CFA rule at `file_offset`; None without unwind info there.
-    pub fn cfa(&self, file_offset: u64) -> Option<Cfa> {
+    pub(crate) fn cfa(&self, file_offset: u64) -> Option<Cfa> {
         let addr = self.vaddr(file_offset)?;
         let eh = EhFrame::new(&self.eh_frame, LittleEndian);
         let bases = BaseAddresses::default().set_eh_frame(self.eh_frame_addr);
@@ -156,6 +155,8 @@ impl UnwindInfo {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::enrich::stacks::elf::testing::{
         hostile_true, slice_reader, with_extended_numbering,
