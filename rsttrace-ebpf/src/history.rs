@@ -80,11 +80,12 @@ pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
         entry.pid = pid_tgid as u32;
         entry.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
-    if let Some(known) = HISTORY.get_ptr_mut(&key) {
+    // A 4-tuple is nearly always new: insert first, one hash walk.
+    if HISTORY.insert(&key, &entry, BPF_NOEXIST.into()).is_ok() {
+        count(counter::HISTORY_ADDED);
+    } else if let Some(known) = HISTORY.get_ptr_mut(&key) {
         // SAFETY: map value, valid for this run of the program.
         unsafe { *known = entry };
-    } else if HISTORY.insert(&key, &entry, BPF_NOEXIST.into()).is_ok() {
-        count(counter::HISTORY_ADDED);
     }
 }
 

@@ -34,6 +34,7 @@ use crate::{
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
 const LISTEN: i32 = tcp_state::LISTEN as i32;
+const FIN_WAIT1: i32 = tcp_state::FIN_WAIT1 as i32;
 const OWNER_PROVING_STATES: [i32; 3] = [
     tcp_state::SYN_SENT as i32,
     tcp_state::LISTEN as i32,
@@ -60,14 +61,20 @@ pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
     } else if OWNER_PROVING_STATES.contains(&newstate)
         && context::current(sk as *const u8) != Exec::Interrupt
     {
-        remember_owner(sk as *const u8, newstate == LISTEN);
+        remember_owner(sk as *const u8, newstate != FIN_WAIT1, newstate == LISTEN);
     }
 }
 
-fn remember_owner(sk: *const u8, listening: bool) {
+fn remember_owner(sk: *const u8, fresh: bool, listening: bool) {
     let peer = peer_of(sk);
     let pid_tgid = bpf_get_current_pid_tgid();
-    let known = OWNERS.get_ptr_mut(sk as u64);
+    // A socket in connect() or listen() is nearly always new to the map:
+    // insert first, one hash walk. A close() usually finds its connect().
+    let known = if fresh {
+        None
+    } else {
+        OWNERS.get_ptr_mut(sk as u64)
+    };
     if let Some(known) = known
         // SAFETY: map value, valid for this run of the program.
         && unsafe { (*known).peer == peer && (*known).pid == pid_tgid as u32 }
@@ -93,6 +100,10 @@ fn remember_owner(sk: *const u8, listening: bool) {
         unsafe { *known = owner };
     } else if OWNERS.insert(sk as u64, owner, BPF_NOEXIST.into()).is_ok() {
         count(counter::OWNERS_ADDED);
+    } else if let Some(stale) = OWNERS.get_ptr_mut(sk as u64) {
+        // An earlier socket's entry at this address.
+        // SAFETY: map value, valid for this run of the program.
+        unsafe { *stale = owner };
     }
 }
 
