@@ -19,7 +19,8 @@
 //! 4-tuple's last close), `aborts.rs` (errors without an RST), `packets.rs`
 //! (RST segments for pcapng), `facts.rs` (socket, packet and task reads),
 //! `stacks.rs` (`--stack`), `filter.rs` (in-kernel filters), `read.rs`
-//! (checked kernel reads).
+//! (checked kernel reads), `sink.rs` (the `EVENTS` map: ring buffer, or
+//! perf event array with the `perf` feature).
 //!
 //! Rust eBPF has no CO-RE: every kernel struct field is read at an offset that
 //! userspace resolved from the running kernel's BTF (`OFFSETS`).
@@ -29,7 +30,7 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{LruHashMap, PerCpuArray, StackTrace},
 };
 use rsttrace_ebpf::abi::{
     Filter, History, HistoryKey, KfreeSkb, MAX_HISTORY, MAX_OWNERS, MAX_STACKS, Offsets, Owner,
@@ -47,9 +48,6 @@ static KFREE_SKB: Global<KfreeSkb> = Global::new(KfreeSkb::UNRESOLVED);
 #[unsafe(no_mangle)]
 static OWNER_TP: Global<OwnerTracepoints> = Global::new(OwnerTracepoints::UNRESOLVED);
 
-/// Default 4 MiB; userspace resizes it (`--ring-buffer`).
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// Socket address → the process proven to own it (see `owners.rs`).
 #[map]
 static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(MAX_OWNERS, 0);
@@ -117,6 +115,7 @@ mod hooks;
 mod owners;
 mod packets;
 mod read;
+mod sink;
 mod stacks;
 
 fn count(index: u32) {

@@ -11,6 +11,7 @@ use crate::classify::DECIDING_REASONS;
 use crate::kernel::btf_source;
 use crate::loader::{self, KernelInfo};
 use crate::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
+use crate::transport::Transport;
 
 pub fn run(mode: HookMode, verify: bool) -> Result<()> {
     let mut kernel = KernelInfo::probe();
@@ -41,7 +42,12 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
         bail!("no usable RST hook on this kernel (see above)");
     }
     if verify {
-        print!("{}", verify_families(&kernel.facts)?);
+        for transport in [Transport::Ring, Transport::Perf] {
+            if transport == Transport::Ring && kernel.ring_buffer == Ok(false) {
+                continue;
+            }
+            print!("{}", verify_families(&kernel.facts, transport)?);
+        }
     }
     Ok(())
 }
@@ -50,11 +56,15 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
 /// capture (every program a default trace or `-w x.pcapng` loads; `--stack`
 /// needs helpers of 5.11 and 5.15, so it is left out), and lists the
 /// instructions the verifier processed for each program: how far each is
-/// from the verifier's limits on this kernel.
-fn verify_families(facts: &KernelFacts) -> Result<String> {
+/// from the verifier's limits on this kernel. Per transport: the two
+/// objects differ where records are written.
+fn verify_families(facts: &KernelFacts, transport: Transport) -> Result<String> {
     use std::collections::BTreeMap;
     let mut counts: BTreeMap<String, (Option<u32>, Vec<&str>)> = BTreeMap::new();
-    let mut out = String::from("\nverified programs (instructions the verifier processed):\n");
+    let mut out = format!(
+        "\nverified programs, transport {} (instructions the verifier processed):\n",
+        transport.name()
+    );
     for mode in [
         HookMode::TpBtf,
         HookMode::Fentry,
@@ -68,9 +78,12 @@ fn verify_families(facts: &KernelFacts) -> Result<String> {
         let mut kernel = KernelInfo::probe();
         let opts = loader::Options {
             hooks: mode,
+            transport,
             filter: rsttrace_ebpf::abi::Filter::ALL,
             ring_buffer_bytes: 1 << 16,
             wakeup_bytes: 0,
+            perf_bytes: 1 << 12,
+            perf_wakeup_bytes: 0,
             capture_packets: true,
             stacks: false,
         };

@@ -300,7 +300,13 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = HookMode::Auto)]
     pub hooks: HookMode,
 
-    /// Ring buffer size (e.g. 4M, 512K); rounded up to a power of two.
+    /// How events reach rsttrace: auto takes the BPF ring buffer where the
+    /// kernel has it (5.8+) and a perf event array elsewhere.
+    #[arg(long, value_enum, default_value_t = crate::transport::TransportMode::Auto)]
+    pub transport: crate::transport::TransportMode,
+
+    /// Event buffer size (e.g. 4M, 512K); rounded up to a power of two.
+    /// The perf transport shares it out per CPU (at least a page each).
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     pub ring_buffer: u64,
 

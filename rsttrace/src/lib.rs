@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod needs;
 pub mod otlp;
 pub mod output;
+pub mod perfbuf;
 pub mod probes;
 pub mod procinfo;
 pub mod schema;
@@ -37,3 +38,4 @@ pub mod status;
 pub mod summary;
 #[doc(hidden)]
 pub mod test_support;
+pub mod transport;

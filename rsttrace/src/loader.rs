@@ -14,17 +14,27 @@ use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, progr
 use crate::counters::CounterReader;
 pub use crate::counters::Counters;
 use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, tracefs};
+use crate::perfbuf::PerfBuffers;
 use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
+use crate::source::Buffers;
+use crate::transport::{self, Transport};
 
-/// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
+/// The objects built by `cargo xtask build-ebpf`, embedded by build.rs: the
+/// same programs writing to a ring buffer, or to a perf event array.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ebpf.o"));
+static EBPF_PERF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ebpf-perf.o"));
 
 pub struct Options {
     pub hooks: HookMode,
+    pub transport: Transport,
     pub filter: Filter,
     pub ring_buffer_bytes: u32,
     pub wakeup_bytes: u64,
+    /// The perf transport: bytes per CPU, and its wake-up threshold.
+    pub perf_bytes: usize,
+    pub perf_wakeup_bytes: u64,
     /// Capture the RST segments themselves (for pcapng exports).
     pub capture_packets: bool,
     /// `--stack`: capture kernel and user stacks.
@@ -40,6 +50,8 @@ pub struct KernelInfo {
     pub facts: KernelFacts,
     /// `enum sk_rst_reason` value → name, from BTF.
     pub reasons: HashMap<u32, String>,
+    /// Whether the kernel has the BPF ring buffer (Err: the probe failed).
+    pub ring_buffer: Result<bool, String>,
 }
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
@@ -71,6 +83,7 @@ impl KernelInfo {
             tracefs,
             facts,
             reasons,
+            ring_buffer: transport::probe_ring_buffer(),
         }
     }
 }
@@ -142,6 +155,9 @@ fn kfree_skb(btf: Option<&Btf>, tracefs: Option<&Path>) -> Option<KfreeSkb> {
 pub struct Session {
     pub ebpf: Ebpf,
     pub plan: Plan,
+    pub transport: Transport,
+    /// Taken by the reader (`take_buffers`).
+    buffers: Option<Buffers>,
     counters: CounterReader,
 }
 
@@ -194,6 +210,7 @@ impl Session {
         let offsets = resolve_offsets(&btf)?;
         drop(btf);
         let mut ebpf = load_object(
+            opts.transport,
             &offsets,
             &opts.filter,
             &tuning,
@@ -201,6 +218,9 @@ impl Session {
             &owner_tp.unwrap_or(OwnerTracepoints::UNRESOLVED),
             opts.ring_buffer_bytes,
         )?;
+        // Before any program is attached: a perf event array slot without
+        // its CPU's buffer fails every record written on that CPU.
+        let buffers = take_buffers(&mut ebpf, opts)?;
         let aya_btf = btf_source::parse_for_aya()?;
         if matches!(opts.hooks, HookMode::Auto | HookMode::Fentry) {
             facts.fentry = Some(try_fentry(&mut ebpf, &aya_btf, &facts));
@@ -262,10 +282,12 @@ impl Session {
                 ),
             }
         }
-        info!("hooks: {plan}");
+        info!("hooks: {plan} transport={}", opts.transport.name());
         Ok(Session {
             ebpf,
             plan,
+            transport: opts.transport,
+            buffers: Some(buffers),
             counters: CounterReader::default(),
         })
     }
@@ -301,12 +323,11 @@ impl Session {
         counts
     }
 
-    pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(abi::EVENTS_MAP)
-            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?;
-        Ok(RingBuf::try_from(map)?)
+    /// Where the records arrive (once).
+    pub fn take_buffers(&mut self) -> Result<Buffers> {
+        self.buffers
+            .take()
+            .ok_or_else(|| anyhow!("the event buffers were taken already"))
     }
 
     /// The `--stack` map (stacks are read by id as events arrive).
@@ -324,6 +345,26 @@ impl Session {
     }
 }
 
+/// The `EVENTS` map as the reader's buffers. The perf transport opens
+/// `perf_bytes` per CPU, waking the reader at `perf_wakeup_bytes`.
+fn take_buffers(ebpf: &mut Ebpf, opts: &Options) -> Result<Buffers> {
+    let map = ebpf
+        .take_map(abi::EVENTS_MAP)
+        .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?;
+    Ok(match opts.transport {
+        Transport::Ring => Buffers::Ring(RingBuf::try_from(map)?),
+        Transport::Perf => {
+            let aya::maps::Map::PerfEventArray(data) = map else {
+                bail!("{} is not a perf event array", abi::EVENTS_MAP);
+            };
+            Buffers::Perf(
+                PerfBuffers::open(data, opts.perf_bytes, opts.perf_wakeup_bytes)
+                    .context("opening the perf buffers")?,
+            )
+        }
+    })
+}
+
 /// Struct member offsets for the eBPF programs, checked for sanity.
 fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
     let (offsets, missing) = offsets::resolve(btf).context("resolving kernel struct offsets")?;
@@ -338,6 +379,7 @@ fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
 }
 
 fn load_object(
+    transport: Transport,
     offsets: &abi::Offsets,
     filter: &Filter,
     tuning: &Tuning,
@@ -345,7 +387,11 @@ fn load_object(
     owner_tp: &OwnerTracepoints,
     ring_bytes: u32,
 ) -> Result<Ebpf> {
-    if EBPF_OBJECT.is_empty() {
+    let object = match transport {
+        Transport::Ring => EBPF_OBJECT,
+        Transport::Perf => EBPF_PERF_OBJECT,
+    };
+    if object.is_empty() {
         bail!(
             "this rsttrace binary was built without its eBPF object; \
              build it with `cargo xtask build` (or run `cargo xtask run -- ...`)"
@@ -358,15 +404,18 @@ fn load_object(
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
         .override_global(abi::KFREE_SKB_GLOBAL, kfree, true)
-        .override_global(abi::OWNER_TP_GLOBAL, owner_tp, true)
-        .map_max_entries(abi::EVENTS_MAP, ring_bytes);
+        .override_global(abi::OWNER_TP_GLOBAL, owner_tp, true);
+    // A perf event array has one slot per CPU, which aya sizes itself.
+    if transport == Transport::Ring {
+        loader.map_max_entries(abi::EVENTS_MAP, ring_bytes);
+    }
     if tuning.stacks == 0 {
         // The kernel preallocates every slot (~1 KiB each, 16 MiB in all):
         // without --stack one is enough.
         loader.map_max_entries(abi::STACKS_MAP, 1);
     }
     loader
-        .load(EBPF_OBJECT)
+        .load(object)
         .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
         .context("loading the eBPF object")
 }
@@ -398,7 +447,10 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
         Ok(o) => o,
         Err(e) => return Some(Err(format!("{e:#}"))),
     };
+    let transport = transport::choose(transport::TransportMode::Auto, &kernel.ring_buffer)
+        .unwrap_or(Transport::Perf);
     let mut ebpf = match load_object(
+        transport,
         &offsets,
         &Filter::ALL,
         &Tuning::DEFAULT,

@@ -204,6 +204,11 @@ impl Tracer {
         }
     }
 
+    /// How events reach rsttrace: "ring" or "perf".
+    pub fn transport(&self) -> &str {
+        self.ready["transport"].as_str().unwrap_or("?")
+    }
+
     /// The family of the chosen send hook ("tp_btf", "fentry", ...).
     pub fn send_family(&self) -> &str {
         self.plan()["send_family"].as_str().unwrap_or("?")
