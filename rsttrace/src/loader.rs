@@ -125,7 +125,8 @@ fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
                 fields.iter().any(|f| f.name == "saddr" && f.size == 28);
         }
     }
-    let wanted = probes::wanted_functions();
+    let mut wanted = probes::wanted_functions();
+    wanted.insert(ERROR_REPORT_FUNCTION);
     if let Some(b) = btf {
         for f in &wanted {
             if let Some(n) = b.func_param_count(f) {
@@ -254,15 +255,11 @@ impl Session {
                 "socket owners cannot be tracked ({e:#}): RSTs made in softirq will show no process"
             );
         }
-        match require_kernel_btf(&facts).and_then(|()| {
-            attach_btf(
-                &mut ebpf,
-                program::BTF_ERROR_REPORT,
-                "inet_sk_error_report",
-                &aya_btf,
-            )
-        }) {
-            Ok(()) => plan.aborts = true,
+        match attach_aborts(&mut ebpf, &facts, &aya_btf) {
+            Ok(hook) => {
+                info!("aborts: {hook}");
+                plan.aborts = true;
+            }
             Err(e) => warn!(
                 "connections that die without an RST (retransmission timeouts, ICMP errors) \
                  will not be seen: {e:#}"
@@ -590,6 +587,27 @@ fn attach_kprobe(ebpf: &mut Ebpf, program: &str, symbol: &str) -> Result<()> {
     prog.attach(symbol, 0)
         .with_context(|| format!("attaching kprobe/{symbol}"))?;
     Ok(())
+}
+
+/// The function every TCP socket's `sk->sk_error_report` points at: what
+/// the `inet_sk_error_report` tracepoint (5.14+) reports, before it existed.
+/// Static, but its address is taken, so it is never inlined away.
+const ERROR_REPORT_FUNCTION: &str = "sock_def_error_report";
+
+/// Aborts (errors without an RST): the tracepoint where the kernel has it,
+/// else a kprobe on the error report function. Returns the hook attached.
+fn attach_aborts(ebpf: &mut Ebpf, facts: &KernelFacts, btf: &aya::Btf) -> Result<&'static str> {
+    let tracepoint = require_kernel_btf(facts)
+        .and_then(|()| attach_btf(ebpf, program::BTF_ERROR_REPORT, "inet_sk_error_report", btf));
+    let Err(tp_error) = tracepoint else {
+        return Ok("tp_btf:inet_sk_error_report");
+    };
+    let Some(symbol) = facts.functions.get(ERROR_REPORT_FUNCTION) else {
+        bail!("{tp_error:#}; and no {ERROR_REPORT_FUNCTION} in /proc/kallsyms");
+    };
+    attach_kprobe(ebpf, program::KPROBE_ERROR_REPORT, symbol)
+        .with_context(|| format!("{tp_error:#}; and"))?;
+    Ok("kprobe:sock_def_error_report")
 }
 
 /// The programs that remember which process owns each socket.

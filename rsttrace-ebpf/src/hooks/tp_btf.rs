@@ -44,7 +44,7 @@ pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "inet_sk_error_report")]
 pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
-    on_error_report(ctx.as_ptr(), ctx.arg(0));
+    on_error_report(ctx.as_ptr(), ctx.arg(0), hook::BTF_ERROR_REPORT);
     0
 }
 

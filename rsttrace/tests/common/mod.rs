@@ -223,9 +223,10 @@ impl Tracer {
 
 impl Tracer {
     /// Whether connections that die without an RST (direction abort) are
-    /// seen. Where the kernel has no `sock:inet_sk_error_report` (before
-    /// 5.14) the test part that needs them is not applicable; where it has
-    /// one, the plan must use it.
+    /// seen: through `sock:inet_sk_error_report` (5.14+), or a kprobe on
+    /// `sock_def_error_report` before. Where the kernel has neither the
+    /// test part that needs them is not applicable; where it has the
+    /// tracepoint, the plan must see aborts.
     pub fn sees_aborts(&self) -> bool {
         let has_tracepoint = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
             .iter()
@@ -242,7 +243,8 @@ impl Tracer {
         );
         if !seen {
             not_applicable(
-                "connections that die without an RST: no sock:inet_sk_error_report before Linux 5.14",
+                "connections that die without an RST: neither sock:inet_sk_error_report (5.14+) \
+                 nor a kprobe on sock_def_error_report here",
             );
         }
         seen
