@@ -256,6 +256,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // SAFETY: mallopt has no preconditions; glibc ignores values it refuses.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let ring_bytes = ring_buffer_bytes(args.ring_buffer)?;
+    if args.stack
+        && let Some(why) = crate::kernel::helpers::stack_unsupported()
+    {
+        bail!(why);
+    }
     // Probed before anything is built: `--transport ring` on a kernel
     // without it must fail before outputs and listeners exist.
     let ring_supported = crate::transport::probe_ring_buffer();

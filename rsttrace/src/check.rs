@@ -8,10 +8,10 @@ use anyhow::{Result, bail};
 
 use crate::cause::CauseId;
 use crate::classify::DECIDING_REASONS;
-use crate::kernel::btf_source;
+use crate::kernel::{btf_source, helpers};
 use crate::loader::{self, KernelInfo};
 use crate::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
-use crate::transport::Transport;
+use crate::transport::{self, Transport, TransportMode};
 
 pub fn run(mode: HookMode, verify: bool) -> Result<()> {
     let mut kernel = KernelInfo::probe();
@@ -28,6 +28,8 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
         btf_source: btf_source::describe(),
         reason_names: kernel.reasons.values().cloned().collect(),
         root: loader::check_privileges().is_ok(),
+        ring_buffer: kernel.ring_buffer.clone(),
+        stack_unsupported: helpers::stack_unsupported(),
     };
     let (text, usable) = report(&header, mode, &kernel.facts);
     // `rsttrace check | head`: a closed pipe is not an error worth a panic.
@@ -119,7 +121,20 @@ pub struct Header {
     /// This kernel's `enum sk_rst_reason` names (without the prefix).
     pub reason_names: Vec<String>,
     pub root: bool,
+    /// Whether a BPF ring buffer can be created (Err: the probe failed).
+    pub ring_buffer: Result<bool, String>,
+    /// Why `--stack` cannot work here, if it cannot.
+    pub stack_unsupported: Option<String>,
 }
+
+/// The oldest kernel the programs can load on, and why not older: the
+/// newest helper they call unconditionally. (jiffies64, 5.9 for tracing
+/// programs, and the `--stack` helpers are called only where present; the
+/// perf transport stands in for the 5.8 ring buffer; global data is 5.2,
+/// bounded loops 5.3.)
+pub const OLDEST_KERNEL: &str = "Linux 5.5: the programs read kernel memory with \
+     bpf_probe_read_kernel (5.5); before 5.8 events go through the perf transport; \
+     tested on 5.10, 6.1, 6.12 and 6.18";
 
 /// The report text, and whether a plan exists.
 pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
@@ -168,6 +183,20 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
         None => "not tried".to_string(),
     };
     let _ = writeln!(out, "fentry:      {fentry}");
+    let transport = match transport::choose(TransportMode::Auto, &h.ring_buffer) {
+        Ok(Transport::Ring) => "ring (BPF ring buffer; --transport perf works too)".to_string(),
+        Ok(Transport::Perf) => {
+            "perf (perf event array: this kernel has no BPF ring buffer, 5.8+)".to_string()
+        }
+        Err(e) => format!("{e:#}"),
+    };
+    let _ = writeln!(out, "transport:   {transport}");
+    let _ = writeln!(
+        out,
+        "--stack:     {}",
+        h.stack_unsupported.as_deref().unwrap_or("yes")
+    );
+    let _ = writeln!(out, "oldest:      {OLDEST_KERNEL}");
 
     let plan = probes::choose(mode, k).ok();
     let _ = writeln!(out, "\nhooks (--hooks {}):", probes::mode_name(mode));
@@ -355,6 +384,8 @@ mod tests {
             ]
             .map(String::from)
             .to_vec(),
+            ring_buffer: Ok(true),
+            stack_unsupported: None,
             root: true,
         }
     }
@@ -369,6 +400,22 @@ mod tests {
         );
         assert!(text.contains("unavailable: no kprobe PMU"), "{text}");
         assert!(!text.contains("NO:"), "{text}");
+    }
+
+    #[test]
+    fn the_transport_stack_support_and_oldest_kernel_are_named() {
+        let (text, _) = report(&header(), HookMode::Auto, &linux_6_18());
+        assert!(text.contains("transport:   ring"), "{text}");
+        assert!(text.contains("--stack:     yes"), "{text}");
+        assert!(text.contains("oldest:      Linux 5.5"), "{text}");
+        let old = Header {
+            ring_buffer: Ok(false),
+            stack_unsupported: Some("--stack needs BPF helpers this kernel lacks".into()),
+            ..header()
+        };
+        let (text, _) = report(&old, HookMode::Auto, &linux_6_1());
+        assert!(text.contains("transport:   perf"), "{text}");
+        assert!(text.contains("--stack:     --stack needs"), "{text}");
     }
 
     #[test]

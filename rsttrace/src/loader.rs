@@ -13,7 +13,7 @@ use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, progr
 
 use crate::counters::CounterReader;
 pub use crate::counters::Counters;
-use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, tracefs};
+use crate::kernel::{btf::Btf, btf_source, helpers, kallsyms, offsets, tracefs};
 use crate::perfbuf::PerfBuffers;
 use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
 use crate::source::Buffers;
@@ -364,8 +364,19 @@ fn take_buffers(ebpf: &mut Ebpf, opts: &Options) -> Result<Buffers> {
 
 /// Struct member offsets for the eBPF programs, checked for sanity.
 fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
-    let (offsets, missing) = offsets::resolve(btf).context("resolving kernel struct offsets")?;
+    let (mut offsets, missing) =
+        offsets::resolve(btf).context("resolving kernel struct offsets")?;
     offsets::sanity_check(&offsets).context("kernel struct offsets look wrong")?;
+    // The idle time's read is what calls the helper: without the field the
+    // verifier never reaches the call.
+    if !helpers::available(&helpers::JIFFIES64) {
+        warn!(
+            "no {} for tracing programs before Linux {}: peer idle times are unknown",
+            helpers::JIFFIES64.name,
+            helpers::JIFFIES64.since
+        );
+        offsets.rcv_tstamp = abi::Field::ABSENT;
+    }
     if !missing.is_empty() {
         warn!(
             "fields missing on this kernel (their facts will read 0): {}",

@@ -6,6 +6,7 @@
 
 pub mod btf;
 pub mod btf_source;
+pub mod helpers;
 pub mod hz;
 pub mod kallsyms;
 pub mod offsets;

@@ -251,18 +251,32 @@ impl Tracer {
     }
 }
 
-/// Whether this kernel's reason set names `cause`: the per-cause line of
-/// `rsttrace check` ("yes (kernel reason NAME + facts)"), read once.
-pub fn kernel_reason_decides(cause: &str) -> bool {
+/// `rsttrace check`'s report on this kernel, run once.
+fn check_report() -> &'static str {
     static CHECK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let check = CHECK.get_or_init(|| {
+    CHECK.get_or_init(|| {
         let out = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
             .arg("check")
             .output()
             .expect("run rsttrace check");
         String::from_utf8_lossy(&out.stdout).into_owned()
-    });
-    check.lines().any(|l| {
+    })
+}
+
+/// Why `--stack` cannot work on this kernel (`rsttrace check`), if it cannot.
+pub fn stack_unsupported() -> Option<String> {
+    let line = check_report()
+        .lines()
+        .find_map(|l| l.strip_prefix("--stack:"))
+        .expect("rsttrace check has a --stack line")
+        .trim();
+    (line != "yes").then(|| line.to_string())
+}
+
+/// Whether this kernel's reason set names `cause`: the per-cause line of
+/// `rsttrace check` ("yes (kernel reason NAME + facts)"), read once.
+pub fn kernel_reason_decides(cause: &str) -> bool {
+    check_report().lines().any(|l| {
         let mut words = l.split_whitespace();
         words.next() == Some(cause) && l.contains("(kernel reason ")
     })
