@@ -147,9 +147,10 @@ mod perf {
         }
 
         /// Copies the record into this CPU's perf buffer and frees the slot;
-        /// true when it got there. A full buffer fails the helper (5.4+,
-        /// counted here) and writes a lost-samples record that userspace
-        /// counts too; it keeps whichever total is larger.
+        /// true when it got there. A full buffer fails the helper (counted
+        /// here, on kernels whose helper passes perf's error on) and leaves
+        /// a lost-samples record that userspace counts too; it keeps
+        /// whichever total is larger.
         pub(crate) fn submit(self) -> bool {
             // SAFETY: ctx is the program's context, EVENTS a perf event
             // array, and `slot` holds size_of::<T>() initialised bytes.

@@ -99,16 +99,48 @@ impl Source {
 
     /// The kernel's counters with this transport's losses in them. The perf
     /// transport's losses are seen twice: by the programs, when the output
-    /// helper fails (5.4+), and here, in the kernel's lost-samples records
+    /// helper reports a failure (where the kernel passes perf's error on),
+    /// and here, in the kernel's lost-samples records
     /// (which do not say whether an event or a packet was lost). Both count
     /// the same samples, the records later; where the helper does not
     /// report the failure only the records do. So the larger total is
     /// exact, and what the records add beyond the programs' count is events.
-    pub fn with_losses(&self, mut counters: Counters) -> Counters {
-        if let Buffers::Perf(perf) = self.buffers.get_ref() {
-            let counted = counters.lost + counters.drops.packets_lost;
-            counters.lost += perf.lost().saturating_sub(counted);
+    pub fn with_losses(&self, counters: Counters) -> Counters {
+        match self.buffers.get_ref() {
+            Buffers::Perf(perf) => with_perf_losses(counters, perf.lost()),
+            Buffers::Ring(_) => counters,
         }
-        counters
+    }
+}
+
+/// `counters` with the losses of `lost_records` the programs did not count.
+fn with_perf_losses(mut counters: Counters, lost_records: u64) -> Counters {
+    let counted = counters.lost + counters.drops.packets_lost;
+    counters.lost += lost_records.saturating_sub(counted);
+    counters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counted(lost: u64, packets_lost: u64) -> Counters {
+        let mut c = Counters {
+            lost,
+            ..Counters::default()
+        };
+        c.drops.packets_lost = packets_lost;
+        c
+    }
+
+    #[test]
+    fn perf_losses_are_counted_once() {
+        // The helper reported every failure: the records add nothing,
+        // whether they arrived yet or not.
+        assert_eq!(with_perf_losses(counted(7, 3), 10).lost, 7);
+        assert_eq!(with_perf_losses(counted(7, 3), 4).lost, 7);
+        // It reported none: the records are the losses, counted as events.
+        assert_eq!(with_perf_losses(counted(0, 0), 10).lost, 10);
+        assert_eq!(with_perf_losses(counted(0, 0), 10).drops.packets_lost, 0);
     }
 }
