@@ -16,8 +16,10 @@ use rsttrace_ebpf::linux::errno::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::cause::{Cause, CauseId, Confidence};
-use crate::event::{Direction, Event, ExecContext, PriorClose, PriorKind, TcpFlags, TcpState};
+use crate::model::cause::{Cause, CauseId, Confidence};
+use crate::model::event::{
+    Direction, Event, ExecContext, PriorClose, PriorKind, TcpFlags, TcpState,
+};
 
 const SOFTIRQ_TIMER: u8 = 1;
 /// RCV_SHUTDOWN | SEND_SHUTDOWN.
@@ -579,7 +581,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::event::{Packet, Socket, Task};
+    use crate::model::event::{Packet, Socket, Task};
 
     fn base(direction: Direction, state: TcpState) -> Event {
         Event {
@@ -600,7 +602,7 @@ mod tests {
             },
             exit_signal: None,
             process: None,
-            owner: crate::event::Owner::NotSeen,
+            owner: crate::model::event::Owner::NotSeen,
             netns: None,
             prior: None,
             kernel_stack_id: None,

@@ -14,8 +14,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use rsttrace::cause::CauseId;
-use rsttrace::schema;
+use rsttrace::model::cause::CauseId;
+use rsttrace::model::schema;
 use serde_json::Value;
 
 const GOLDEN: &str = include_str!("fixtures/golden.jsonl");

@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 
-use crate::cause::CauseId;
 use crate::classify::DECIDING_REASONS;
+use crate::collect::loader::{self, KernelInfo};
+use crate::collect::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
+use crate::collect::transport::{self, Transport, TransportMode};
 use crate::kernel::{btf_source, helpers};
-use crate::loader::{self, KernelInfo};
-use crate::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
-use crate::transport::{self, Transport, TransportMode};
+use crate::model::cause::CauseId;
 
 pub fn run(mode: HookMode, verify: bool) -> Result<()> {
     let mut kernel = KernelInfo::probe();
@@ -37,7 +37,7 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
     let text = format!(
         "{text}capabilities:
 {}",
-        crate::needs::report(crate::needs::effective())
+        crate::cmd::needs::report(crate::cmd::needs::effective())
     );
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     if !usable {
@@ -368,7 +368,7 @@ fn decided_by(cause: CauseId, reason: bool, reason_names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::tests::{linux_6_1, linux_6_18};
+    use crate::collect::probes::tests::{linux_6_1, linux_6_18};
 
     fn header() -> Header {
         Header {

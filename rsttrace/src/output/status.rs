@@ -13,10 +13,10 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde_json::{Value, json};
 
-use crate::explain::Lang;
-use crate::probes::Plan;
-use crate::summary::Summary;
-use crate::transport::Transport;
+use crate::collect::probes::Plan;
+use crate::collect::transport::Transport;
+use crate::model::explain::Lang;
+use crate::output::summary::Summary;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -149,8 +149,8 @@ pub fn log_json(record: &log::Record<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::tests::{linux_6_1, linux_6_18};
-    use crate::probes::{HookMode, choose};
+    use crate::collect::probes::tests::{linux_6_1, linux_6_18};
+    use crate::collect::probes::{HookMode, choose};
 
     #[test]
     fn ready_line_names_the_plan_and_programs() {

@@ -15,8 +15,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::counters::Counters;
-use crate::perfbuf::PerfBuffers;
+use crate::collect::counters::Counters;
+use crate::collect::perfbuf::PerfBuffers;
 
 /// Where the records wait.
 pub enum Buffers {

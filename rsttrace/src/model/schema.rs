@@ -125,7 +125,7 @@ pub fn markdown_closed_sets() -> String {
     };
     let mut s = String::from(
         "## Closed sets\n\n\
-         Generated from `rsttrace/src/schema.rs` and the cause table; the writer \
+         Generated from `rsttrace/src/model/schema.rs` and the cause table; the writer \
          emits only these names and `rsttrace read` accepts exactly these \
          (anything else reads back as `unknown`, or is refused for `cause`).\n\n",
     );
@@ -145,7 +145,7 @@ pub fn markdown_closed_sets() -> String {
     s += &format!("- `direction`: {}\n", list(&mut DIRECTIONS.iter().copied()));
     s += &format!(
         "- `cause`: {}\n",
-        list(&mut crate::cause::CauseId::ALL.iter().map(|c| c.id()))
+        list(&mut crate::model::cause::CauseId::ALL.iter().map(|c| c.id()))
     );
     s
 }

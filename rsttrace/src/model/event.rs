@@ -51,7 +51,7 @@ impl TcpState {
     pub const NEW_SYN_RECV: TcpState = TcpState(tcp_state::NEW_SYN_RECV);
 
     pub fn name(self) -> &'static str {
-        crate::schema::state_name(self.0)
+        crate::model::schema::state_name(self.0)
     }
 }
 
@@ -185,10 +185,10 @@ impl ExecContext {
 }
 
 fn softirq_name(vec: u8) -> &'static str {
-    crate::schema::SOFTIRQS
+    crate::model::schema::SOFTIRQS
         .get(usize::from(vec))
         .copied()
-        .unwrap_or(crate::schema::SOFTIRQ_OTHER)
+        .unwrap_or(crate::model::schema::SOFTIRQ_OTHER)
 }
 
 /// A task as the kernel saw it.
@@ -317,7 +317,7 @@ impl Event {
             abi::direction::ABORT => Direction::Abort,
             _ => Direction::Sent,
         };
-        let hook = crate::schema::hook_name(raw.hook);
+        let hook = crate::model::schema::hook_name(raw.hook);
         let ip = |bytes: &[u8; 16]| -> IpAddr {
             if raw.family == af::INET6 {
                 let v6 = Ipv6Addr::from(*bytes);

@@ -11,13 +11,13 @@ use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
 use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, program};
 
-use crate::counters::CounterReader;
-pub use crate::counters::Counters;
+use crate::collect::counters::CounterReader;
+pub use crate::collect::counters::Counters;
+use crate::collect::perfbuf::PerfBuffers;
+use crate::collect::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
+use crate::collect::source::Buffers;
+use crate::collect::transport::{self, Transport};
 use crate::kernel::{btf::Btf, btf_source, helpers, kallsyms, offsets, tracefs};
-use crate::perfbuf::PerfBuffers;
-use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
-use crate::source::Buffers;
-use crate::transport::{self, Transport};
 
 /// The objects built by `cargo xtask build-ebpf`, embedded by build.rs: the
 /// same programs writing to a ring buffer, or to a perf event array.
