@@ -41,11 +41,8 @@ pub mod program {
     pub const BTF_RECEIVE_RESET: &str = "btf_tcp_receive_reset";
     pub const TP_SEND_RESET: &str = "tp_tcp_send_reset";
     pub const TP_RECEIVE_RESET: &str = "tp_tcp_receive_reset";
-    pub const SOFTIRQ_ENTRY: &str = "softirq_entry";
-    pub const SOFTIRQ_EXIT: &str = "softirq_exit";
     pub const OWNER_SET_STATE: &str = "owner_set_state";
-    pub const OWNER_RCV_SPACE: &str = "owner_rcv_space";
-    pub const OWNER_DESTROY: &str = "owner_destroy_sock";
+    pub const BTF_OWNER_SET_STATE: &str = "btf_owner_set_state";
     /// `tp_btf/inet_sk_error_report`: connections aborted without an RST.
     pub const BTF_ERROR_REPORT: &str = "btf_inet_sk_error_report";
     /// kprobe on `sock_def_error_report`: the same, before 5.14.
@@ -144,6 +141,14 @@ pub mod context {
     pub const TASK: u8 = 1;
     /// Softirq: `actor` is whatever task the interrupt landed on; see `softirq_vec`.
     pub const SOFTIRQ: u8 = 2;
+
+    /// How the kernel programs tell them apart (`Tuning::context`).
+    pub mod source {
+        /// Whether a task owns the socket's lock, and the call path.
+        pub const SOCKET_LOCK: u32 = 0;
+        /// This CPU's preempt count (`Tuning::preempt`).
+        pub const PREEMPT_COUNT: u32 = 1;
+    }
 }
 
 /// Bits of `RstEvent::flags`.
@@ -194,12 +199,11 @@ pub mod counter {
     /// Error reports not turned into abort events because they echo the
     /// RST just reported on the same socket (expected, not a loss).
     pub const ABORTS_MERGED: u32 = 7;
-    /// Keys added to and removed from `OWNERS`, and added to `HISTORY`:
-    /// userspace derives the LRU evictions as added − removed − live.
+    /// Keys added to `OWNERS` and `HISTORY` (never removed: they leave by
+    /// LRU eviction): userspace derives the evictions as added − live.
     pub const OWNERS_ADDED: u32 = 8;
-    pub const OWNERS_REMOVED: u32 = 9;
-    pub const HISTORY_ADDED: u32 = 10;
-    pub const COUNT: u32 = 11;
+    pub const HISTORY_ADDED: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Sentinel for "this field does not exist on the running kernel".
@@ -367,11 +371,23 @@ pub struct Owner {
     /// cgroup v2 id of the owner.
     pub cgroup: u64,
     pub comm: [u8; 16],
-    /// When tcp_destroy_sock ran (0: alive). Kept briefly because the RST
-    /// of an aborted orphan is sent just after its socket is destroyed.
-    pub destroyed_ns: u64,
+    /// The socket's remote end when the owner was seen (`peer_key`). The
+    /// entry outlives its socket; a later socket at the same address is
+    /// another connection, and its different remote end tells them apart.
+    pub peer: u64,
 }
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+
+/// A remote port and address folded into the `Owner::peer` identity.
+pub const fn peer_key(remote_port: u16, remote_addr: &[u8; 16]) -> u64 {
+    let mut fold = 0u32;
+    let mut i = 0;
+    while i < 16 {
+        fold = fold.rotate_left(8) ^ remote_addr[i] as u32;
+        i += 1;
+    }
+    ((remote_port as u64) << 32) | fold as u64
+}
 
 /// Key of the `HISTORY` map: a connection's 4-tuple, or a listening port
 /// (addresses, remote port and family zero).
@@ -413,11 +429,8 @@ pub struct OwnerTracepoints {
     pub set_state_oldstate: u32,
     pub set_state_newstate: u32,
     pub set_state_protocol: u32,
-    /// `tcp:tcp_rcv_space_adjust` and `tcp:tcp_destroy_sock` (`skaddr`).
-    pub rcv_space_skaddr: u32,
-    pub destroy_skaddr: u32,
 }
-const _: () = assert!(core::mem::size_of::<OwnerTracepoints>() == 24);
+const _: () = assert!(core::mem::size_of::<OwnerTracepoints>() == 16);
 
 impl OwnerTracepoints {
     pub const UNRESOLVED: OwnerTracepoints = OwnerTracepoints {
@@ -425,8 +438,6 @@ impl OwnerTracepoints {
         set_state_oldstate: ABSENT,
         set_state_newstate: ABSENT,
         set_state_protocol: ABSENT,
-        rcv_space_skaddr: ABSENT,
-        destroy_skaddr: ABSENT,
     };
 }
 
@@ -485,6 +496,8 @@ pub struct Offsets {
     pub sk_lingertime: Field,
     pub sk_err: Field,
     pub sk_err_soft: Field,
+    /// `sk_lock.owned`: a task holds the socket lock (`context.rs`).
+    pub sk_lock_owned: Field,
     pub sk_protocol: Field,
     pub sk_ack_backlog: Field,
     pub sk_max_ack_backlog: Field,
@@ -523,7 +536,7 @@ pub struct Offsets {
     /// SOCK_DONE: the peer's FIN was received.
     pub sock_done_bit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 38 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 39 * 8 + 16);
 
 impl Offsets {
     pub const UNRESOLVED: Offsets = Offsets {
@@ -541,6 +554,7 @@ impl Offsets {
         sk_lingertime: Field::ABSENT,
         sk_err: Field::ABSENT,
         sk_err_soft: Field::ABSENT,
+        sk_lock_owned: Field::ABSENT,
         sk_protocol: Field::ABSENT,
         sk_ack_backlog: Field::ABSENT,
         sk_max_ack_backlog: Field::ABSENT,
@@ -660,9 +674,31 @@ pub struct Tuning {
     pub tp: TracepointLayout,
     /// `stacks::*` bits (`--stack`).
     pub stacks: u32,
-    pub _pad: u32,
+    /// `context::source::*`.
+    pub context: u32,
+    /// Where this CPU's preempt count lives, to tell task from interrupt
+    /// context at RST time without hooking every softirq.
+    pub preempt: PreemptCount,
 }
-const _: () = assert!(core::mem::size_of::<Tuning>() == 32);
+const _: () = assert!(core::mem::size_of::<Tuning>() == 48);
+
+/// x86-64 addresses from /proc/kallsyms: `per_cpu_offset` is the
+/// `__per_cpu_offset` array, `count` the per-CPU address of the preempt
+/// count (`__preempt_count`, or `pcpu_hot.preempt_count` on 6.2–6.14).
+/// Zero when unresolved (then `context::source::SOCKET_LOCK`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreemptCount {
+    pub per_cpu_offset: u64,
+    pub count: u64,
+}
+
+impl PreemptCount {
+    pub const UNRESOLVED: PreemptCount = PreemptCount {
+        per_cpu_offset: 0,
+        count: 0,
+    };
+}
 
 impl Tuning {
     pub const DEFAULT: Tuning = Tuning {
@@ -674,7 +710,8 @@ impl Tuning {
             recv_skaddr: ABSENT,
         },
         stacks: 0,
-        _pad: 0,
+        context: context::source::SOCKET_LOCK,
+        preempt: PreemptCount::UNRESOLVED,
     };
 }
 

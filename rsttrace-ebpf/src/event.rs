@@ -7,17 +7,19 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
 };
 use rsttrace_ebpf::{
-    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, context, counter, direction, flag, kind},
+    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind},
     linux::{tcp_flag, tcp_state},
 };
 
 use crate::{
-    LAST_RST, count,
+    LAST_RST,
+    context::{self, Exec},
+    count,
     facts::{Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task},
     filter::passes_filter,
     history::read_history,
     owners::owner_of,
-    sink, softirq_vector,
+    sink,
     stacks::capture_stacks,
 };
 
@@ -103,7 +105,7 @@ pub(crate) fn on_socket_event(origin: &Origin) {
 fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let in_softirq = softirq_vector();
+    let exec = context::current(sk);
     let owner = owner_of(sk);
     // --pid and --cgroup match the owner; the actor only where it ran the
     // code. (Plain values with sentinels, not Options: the verifier rejects
@@ -111,7 +113,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let (pid, cgroup) = if !owner.is_null() {
         // SAFETY: map value, valid for this run of the program.
         unsafe { ((*owner).tgid, (*owner).cgroup) }
-    } else if in_softirq == 0 {
+    } else if exec == Exec::Task {
         // SAFETY: the helper has no preconditions.
         ((pid_tgid >> 32) as u32, unsafe {
             bpf_get_current_cgroup_id()
@@ -162,12 +164,8 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             ev.pkt_ack = p.ack;
             ev.pkt_len = p.len;
         }
-        if in_softirq != 0 {
-            ev.context = context::SOFTIRQ;
-            ev.softirq_vec = (in_softirq - 1) as u8;
-        } else {
-            ev.context = context::TASK;
-        }
+        let active_reset = origin.direction == direction::SENT && origin.skb.is_null();
+        (ev.context, ev.softirq_vec) = context::for_event(exec, active_reset);
         ev.actor_pid = pid_tgid as u32;
         ev.actor_tgid = (pid_tgid >> 32) as u32;
         ev.actor_comm = bpf_get_current_comm().unwrap_or([0; 16]);

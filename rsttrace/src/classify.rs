@@ -21,7 +21,7 @@ use crate::model::event::{
     Direction, Event, ExecContext, PriorClose, PriorKind, TcpFlags, TcpState,
 };
 
-const SOFTIRQ_TIMER: u8 = 1;
+const SOFTIRQ_TIMER: u8 = rsttrace_ebpf::linux::softirq::TIMER;
 /// RCV_SHUTDOWN | SEND_SHUTDOWN.
 const SHUTDOWN_MASK: u8 = 3;
 

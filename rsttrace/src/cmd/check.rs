@@ -239,12 +239,14 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     }
     let _ = writeln!(
         out,
-        "  context irq:softirq_entry/exit{:<37} {}",
-        "",
-        if k.softirq_tracking() {
-            "available"
-        } else {
-            "unavailable: task vs softirq context unknown"
+        "  context {:<66} {}",
+        k.context_source().name(),
+        match &k.preempt_count {
+            Ok(_) => "exact: this CPU's preempt count, read at RST time".to_string(),
+            Err(why) => format!(
+                "inferred: a task owns the socket lock, or the call path ({why}, so the \
+                 preempt count cannot be read)"
+            ),
         }
     );
 
@@ -321,15 +323,6 @@ pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
                     if !plan.no_socket =>
                 {
                     "NO: the send hook does not fire for RSTs sent without a socket".to_string()
-                }
-                // Decided from the context (timer softirq vs the task).
-                CauseId::KeepaliveTimeout
-                | CauseId::Linger2Abort
-                | CauseId::SocketKilled
-                | CauseId::Disconnect
-                    if !plan.softirq =>
-                {
-                    "NO: needs softirq context tracking".to_string()
                 }
                 CauseId::PeerRefused | CauseId::PeerReset if plan.packet => {
                     "yes (with the received RST's TTL and window)".to_string()

@@ -10,4 +10,5 @@ pub mod helpers;
 pub mod hz;
 pub mod kallsyms;
 pub mod offsets;
+pub mod preempt;
 pub mod tracefs;

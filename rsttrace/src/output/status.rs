@@ -86,7 +86,7 @@ fn ready_json(r: &Ready<'_>) -> Value {
             "receive": plan.receive.name,
             "receive_family": family(plan.receive.name),
             "no_socket_hook": plan.no_socket_hook.map(|h| h.name),
-            "softirq_context": plan.softirq,
+            "context": plan.context.name(),
             "reason": if plan.reason { "kernel" } else { "inferred" },
             "no_socket": plan.no_socket,
             "rx_packet": plan.packet,
