@@ -89,6 +89,20 @@ pub struct CheckArgs {
     /// and print each program's verified instruction count.
     #[arg(long)]
     pub verify: bool,
+
+    /// The object `--verify` loads: auto (the one trace would take), ring,
+    /// perf, or all (both; each load costs a verification of every program).
+    #[arg(long, value_enum, default_value_t = VerifyTransport::Auto)]
+    pub transport: VerifyTransport,
+}
+
+/// `rsttrace check --transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerifyTransport {
+    Auto,
+    Ring,
+    Perf,
+    All,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,13 +7,14 @@ use std::fmt::Write as _;
 use anyhow::{Result, bail};
 
 use crate::classify::DECIDING_REASONS;
+use crate::cli::VerifyTransport;
 use crate::collect::loader::{self, KernelInfo};
 use crate::collect::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
 use crate::collect::transport::{self, Transport, TransportMode};
 use crate::kernel::{btf_source, helpers};
 use crate::model::cause::CauseId;
 
-pub fn run(mode: HookMode, verify: bool) -> Result<()> {
+pub fn run(mode: HookMode, verify: bool, verify_transport: VerifyTransport) -> Result<()> {
     let mut kernel = KernelInfo::probe();
     if matches!(mode, HookMode::Auto | HookMode::Fentry) {
         kernel.facts.fentry = loader::probe_fentry(&kernel);
@@ -44,10 +45,15 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
         bail!("no usable RST hook on this kernel (see above)");
     }
     if verify {
-        for transport in [Transport::Ring, Transport::Perf] {
-            if transport == Transport::Ring && kernel.ring_buffer == Ok(false) {
-                continue;
-            }
+        let auto = transport::choose(TransportMode::Auto, &kernel.ring_buffer)?;
+        let transports = match verify_transport {
+            VerifyTransport::Auto => vec![auto],
+            VerifyTransport::Ring => vec![Transport::Ring],
+            VerifyTransport::Perf => vec![Transport::Perf],
+            VerifyTransport::All if kernel.ring_buffer == Ok(false) => vec![Transport::Perf],
+            VerifyTransport::All => vec![Transport::Ring, Transport::Perf],
+        };
+        for transport in transports {
             print!("{}", verify_families(&kernel.facts, transport)?);
         }
     }
