@@ -104,7 +104,11 @@ fn verify_families(facts: &KernelFacts, transport: Transport) -> Result<String> 
                 }
             }
             Err(e) => {
-                let _ = writeln!(out, "  --hooks {name}: FAILED to load: {e:#}");
+                let _ = writeln!(
+                    out,
+                    "  --hooks {name}: FAILED to load: {}",
+                    verifier_summary(&format!("{e:#}"))
+                );
             }
         }
     }
@@ -116,6 +120,20 @@ fn verify_families(facts: &KernelFacts, transport: Transport) -> Result<String> 
         let _ = writeln!(out, "  {program:<34} {n:>8}  ({})", families.join(","));
     }
     Ok(out)
+}
+
+/// A load error without the verifier's whole log (tens of thousands of
+/// lines): its first line, and the log's verdict lines.
+fn verifier_summary(error: &str) -> String {
+    let mut lines = error.lines();
+    let first = lines.next().unwrap_or_default();
+    let verdict: Vec<&str> = lines
+        .filter(|l| l.contains("processed ") || l.contains("too large") || l.contains("(os error"))
+        .collect();
+    if verdict.is_empty() {
+        return first.to_string();
+    }
+    format!("{first} ... {}", verdict.join(" "))
 }
 
 pub struct Header {
@@ -399,6 +417,20 @@ mod tests {
         );
         assert!(text.contains("unavailable: no kprobe PMU"), "{text}");
         assert!(!text.contains("NO:"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_load_keeps_the_verdict_not_the_log() {
+        let error = "loading tp_tcp_send_reset: the BPF_PROG_LOAD syscall returned \
+                     Argument list too long\nUnrecognized arg#0 type PTR\n0: (bf) r6 = r1\n\
+                     BPF program is too large. Processed 1000001 insn\n\
+                     processed 1000001 insns (limit 1000000) max_states_per_insn 38\n\
+                     : Argument list too long (os error 7)";
+        let s = verifier_summary(error);
+        assert!(s.starts_with("loading tp_tcp_send_reset"), "{s}");
+        assert!(s.contains("processed 1000001 insns (limit 1000000)"), "{s}");
+        assert!(!s.contains("r6 = r1"), "{s}");
+        assert_eq!(verifier_summary("EPERM"), "EPERM");
     }
 
     #[test]
