@@ -19,6 +19,7 @@ use aya_obj::generated::{
     perf_sw_ids::PERF_COUNT_SW_BPF_OUTPUT,
     perf_type_id::PERF_TYPE_SOFTWARE,
 };
+use rsttrace_ebpf::abi::{PacketRecord, RstEvent};
 
 pub struct PerfBuffers {
     /// The perf event array, kept open with the buffers it points at.
@@ -29,6 +30,10 @@ pub struct PerfBuffers {
     lost: u64,
     /// Where a record that wraps around the end of its ring is reassembled.
     wrapped: Vec<u8>,
+    /// One drain's records, copied out of the rings to be put in time order.
+    batch: Vec<u8>,
+    /// (time, start, length) of each record in `batch`.
+    spans: Vec<(u64, usize, usize)>,
     /// The CPU the next drain starts at, so that one busy CPU cannot keep
     /// the others waiting behind its batch limit.
     next: usize,
@@ -76,27 +81,46 @@ impl PerfBuffers {
             epoll,
             lost: 0,
             wrapped: Vec::new(),
+            batch: Vec::new(),
+            spans: Vec::new(),
             next: 0,
         })
     }
 
-    /// Hands up to `limit` samples to `each`; says whether every buffer was
-    /// seen empty.
+    /// Hands up to `limit` samples to `each`, in time order; says whether
+    /// every buffer was seen empty.
+    ///
+    /// Each CPU's ring is in time order, the rings together are not (the
+    /// ring buffer transport's one ring is): a drain's records are sorted
+    /// by their time before they are handed on. A record that a CPU wrote
+    /// before the last drain's but that missed it still arrives late.
     pub fn drain(&mut self, mut each: impl FnMut(&[u8]), limit: usize) -> (usize, bool) {
         self.consume_wakeups();
+        self.batch.clear();
+        self.spans.clear();
+        let (batch, spans) = (&mut self.batch, &mut self.spans);
+        let mut keep = |record: &[u8]| {
+            spans.push((record_time(record), batch.len(), record.len()));
+            batch.extend_from_slice(record);
+        };
         let mut n = 0;
         let mut empty = true;
         let count = self.cpus.len();
         for i in 0..count {
             let cpu = &mut self.cpus[(self.next + i) % count];
             let (read, drained) =
-                cpu.drain(&mut each, limit - n, &mut self.lost, &mut self.wrapped);
+                cpu.drain(&mut keep, limit - n, &mut self.lost, &mut self.wrapped);
             n += read;
             empty &= drained;
             if n == limit {
                 self.next = (self.next + i + 1) % count;
-                return (n, false);
+                empty = false;
+                break;
             }
+        }
+        self.spans.sort_by_key(|&(time, _, _)| time);
+        for &(_, start, len) in &self.spans {
+            each(&self.batch[start..start + len]);
         }
         (n, empty)
     }
@@ -298,6 +322,18 @@ impl Drop for CpuBuffer {
     }
 }
 
+/// Where every record kind keeps its `bpf_ktime_get_ns()` time.
+const TIME_OFFSET: usize = std::mem::offset_of!(RstEvent, ts_ns);
+const _: () = assert!(std::mem::offset_of!(PacketRecord, ts_ns) == TIME_OFFSET);
+
+/// A record's time; 0 (first) for one too short to have it, which the
+/// decoder rejects anyway.
+fn record_time(record: &[u8]) -> u64 {
+    record
+        .get(TIME_OFFSET..TIME_OFFSET + 8)
+        .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+}
+
 /// A PERF_SAMPLE_RAW sample: header, u32 size, the bytes (padded to 8).
 fn raw_sample(record: &[u8]) -> Option<&[u8]> {
     let size = u32::from_ne_bytes(record.get(8..12)?.try_into().ok()?) as usize;
@@ -368,6 +404,14 @@ mod tests {
         let mut lying = r.clone();
         lying[8..12].copy_from_slice(&64u32.to_ne_bytes());
         assert_eq!(raw_sample(&lying), None);
+    }
+
+    #[test]
+    fn record_times_are_read_where_the_abi_puts_them() {
+        let mut record = vec![0u8; TIME_OFFSET + 8];
+        record[TIME_OFFSET..].copy_from_slice(&42u64.to_ne_bytes());
+        assert_eq!(record_time(&record), 42);
+        assert_eq!(record_time(&record[..4]), 0);
     }
 
     #[test]
