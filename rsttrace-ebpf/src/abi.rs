@@ -10,20 +10,33 @@ pub const ABI_VERSION: u16 = 5;
 
 /// Names of the maps and globals in the object file, used by the loader.
 pub const EVENTS_MAP: &str = "EVENTS";
+/// The per-CPU `counter::*` array.
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// `Offsets`: the kernel struct layout.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// `Filter`: the in-kernel filters.
 pub const FILTER_GLOBAL: &str = "FILTER";
+/// `Tuning`: wake-up, stacks and context settings.
 pub const TUNING_GLOBAL: &str = "TUNING";
+/// Socket address → `Owner`.
 pub const OWNERS_MAP: &str = "OWNERS";
+/// `ListenerKey` → `Owner`: who listens on a port.
+pub const LISTENERS_MAP: &str = "LISTENERS";
+/// Listening ports remembered with their owner (`LISTENERS`).
+pub const MAX_LISTENERS: u32 = 4096;
+/// `OwnerTracepoints`: the owner tracepoint's record layout.
 pub const OWNER_TP_GLOBAL: &str = "OWNER_TP";
 /// Sockets whose owner is remembered at once (LRU beyond that; evictions
 /// are counted, see `counter::OWNERS_ADDED`).
 pub const MAX_OWNERS: u32 = 65_536;
+/// `KfreeSkb`: the `skb:kfree_skb` layout and NO_SOCKET value.
 pub const KFREE_SKB_GLOBAL: &str = "KFREE_SKB";
+/// `HistoryKey` → `History`: the last close of a 4-tuple or port.
 pub const HISTORY_MAP: &str = "HISTORY";
 /// 4-tuples and listening ports whose last close is remembered (LRU beyond
 /// that): 16384 × (44-byte key + 40-byte value) ≈ 1.4 MiB of kernel memory.
 pub const MAX_HISTORY: u32 = 16_384;
+/// `--stack`: the stack-trace map.
 pub const STACKS_MAP: &str = "STACKS";
 /// Distinct stacks kept by `--stack` (the map fills up; misses are counted).
 pub const MAX_STACKS: u32 = 16_384;
@@ -36,12 +49,19 @@ pub const USER_STACK_TOP_WORDS: usize = 8;
 
 /// Program names (the function names in `src/main.rs`).
 pub mod program {
+    /// `tp_btf/tcp_send_reset` with the reset reason (6.10+).
     pub const BTF_SEND_RESET: &str = "btf_tcp_send_reset";
+    /// `tp_btf/tcp_send_reset` before 6.10 (sk, skb).
     pub const BTF_SEND_RESET_NO_REASON: &str = "btf_tcp_send_reset_no_reason";
+    /// `tp_btf/tcp_receive_reset`.
     pub const BTF_RECEIVE_RESET: &str = "btf_tcp_receive_reset";
+    /// The classic `tcp:tcp_send_reset` tracepoint.
     pub const TP_SEND_RESET: &str = "tp_tcp_send_reset";
+    /// The classic `tcp:tcp_receive_reset` tracepoint.
     pub const TP_RECEIVE_RESET: &str = "tp_tcp_receive_reset";
+    /// `sock:inet_sock_set_state` (owners, without the kernel's BTF).
     pub const OWNER_SET_STATE: &str = "owner_set_state";
+    /// `tp_btf/inet_sock_set_state` (owners).
     pub const BTF_OWNER_SET_STATE: &str = "btf_owner_set_state";
     /// `tp_btf/inet_sk_error_report`: connections aborted without an RST.
     pub const BTF_ERROR_REPORT: &str = "btf_inet_sk_error_report";
@@ -50,15 +70,21 @@ pub mod program {
     /// `tp_btf/net_dev_queue` and `tp_btf/netif_receive_skb`: the RST
     /// segments themselves, for pcapng exports.
     pub const PACKET_TX: &str = "pkt_net_dev_queue";
+    /// `tp_btf/netif_receive_skb` (received segments).
     pub const PACKET_RX: &str = "pkt_netif_receive_skb";
     /// kprobes, attached by symbol name at run time.
     pub const KPROBE_SEND_RESET: &str = "kp_send_reset";
+    /// kprobe on tcp_send_active_reset.
     pub const KPROBE_SEND_ACTIVE_RESET: &str = "kp_send_active_reset";
+    /// kprobe on tcp_reset.
     pub const KPROBE_TCP_RESET: &str = "kp_tcp_reset";
     /// fentry, one program per kernel function.
     pub const FENTRY_V4_SEND_RESET: &str = "fe_tcp_v4_send_reset";
+    /// fentry on tcp_v6_send_reset.
     pub const FENTRY_V6_SEND_RESET: &str = "fe_tcp_v6_send_reset";
+    /// fentry on tcp_send_active_reset.
     pub const FENTRY_SEND_ACTIVE_RESET: &str = "fe_tcp_send_active_reset";
+    /// fentry on tcp_reset.
     pub const FENTRY_TCP_RESET: &str = "fe_tcp_reset";
     /// `skb:kfree_skb` with reason NO_SOCKET: RSTs a tracepoint-only kernel
     /// without a socketless `tcp_send_reset` would miss.
@@ -67,6 +93,7 @@ pub mod program {
 
 /// `EventHeader::kind`.
 pub mod kind {
+    /// `RstEvent`: an RST sent or received, or an abort.
     pub const RST: u8 = 1;
     /// `PacketRecord`: the bytes of an RST segment seen on a device.
     pub const PACKET: u8 = 2;
@@ -96,15 +123,21 @@ pub mod direction {
 
 /// `RstEvent::hook`: which kernel hook produced the event.
 pub mod hook {
+    /// `tp_btf/tcp_send_reset`.
     pub const BTF_SEND_RESET: u8 = 1;
+    /// `tp_btf/tcp_receive_reset`.
     pub const BTF_RECEIVE_RESET: u8 = 2;
+    /// `tcp:tcp_send_reset`.
     pub const TP_SEND_RESET: u8 = 3;
+    /// `tcp:tcp_receive_reset`.
     pub const TP_RECEIVE_RESET: u8 = 4;
     /// kprobe on tcp_v{4,6}_send_reset / tcp_send_active_reset.
     pub const KPROBE_SEND_RESET: u8 = 5;
     /// kprobe on tcp_reset (with the received RST's skb).
     pub const KPROBE_RECEIVE_RESET: u8 = 6;
+    /// fentry on tcp_v{4,6}_send_reset / tcp_send_active_reset.
     pub const FENTRY_SEND_RESET: u8 = 7;
+    /// fentry on tcp_reset.
     pub const FENTRY_RECEIVE_RESET: u8 = 8;
     /// `skb:kfree_skb` (reason NO_SOCKET) of a TCP segment that got an RST.
     pub const TP_KFREE_SKB_NO_SOCKET: u8 = 9;
@@ -118,6 +151,7 @@ pub mod hook {
 /// `RstEvent::hist_kind`: what the 4-tuple (or the listening port) went
 /// through before a socketless or TIME_WAIT RST.
 pub mod history {
+    /// No history known.
     pub const NONE: u8 = 0;
     /// The application closed a SYN_SENT socket (connect timeout, given up).
     pub const CONNECT_ABANDONED: u8 = 1;
@@ -129,6 +163,7 @@ pub mod history {
 
 /// Bits of `Tuning::stacks`.
 pub mod stacks {
+    /// The kernel stack.
     pub const KERNEL: u32 = 1 << 0;
     /// The user stack, for events made in the owner's own task context.
     pub const USER: u32 = 1 << 1;
@@ -136,6 +171,7 @@ pub mod stacks {
 
 /// `RstEvent::context`: what the CPU was doing when the RST was made.
 pub mod context {
+    /// Not determined.
     pub const UNKNOWN: u8 = 0;
     /// Process context: `actor` ran the code (a syscall such as close()).
     pub const TASK: u8 = 1;
@@ -176,6 +212,10 @@ pub mod flag {
     /// A listening socket whose accept queue is full (`sk_ack_backlog >
     /// sk_max_ack_backlog`): the handshake's last ACK overflowed it.
     pub const ACCEPT_QUEUE_FULL: u32 = 1 << 10;
+    /// With `OWNER_KNOWN`: the owner is the listener's on the socket's
+    /// local port (an accepted or queued connection nobody closed yet), not
+    /// the socket's own.
+    pub const OWNER_FROM_LISTENER: u32 = 1 << 11;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -199,10 +239,12 @@ pub mod counter {
     /// Error reports not turned into abort events because they echo the
     /// RST just reported on the same socket (expected, not a loss).
     pub const ABORTS_MERGED: u32 = 7;
-    /// Keys added to `OWNERS` and `HISTORY` (never removed: they leave by
-    /// LRU eviction): userspace derives the evictions as added − live.
+    /// Keys added to `OWNERS` (never removed: they leave by LRU
+    /// eviction): userspace derives the evictions as added − live.
     pub const OWNERS_ADDED: u32 = 8;
+    /// Keys added to `HISTORY` (see `OWNERS_ADDED`).
     pub const HISTORY_ADDED: u32 = 9;
+    /// Number of counters (the array's size).
     pub const COUNT: u32 = 10;
 }
 
@@ -219,6 +261,7 @@ pub struct EventHeader {
     pub size: u16,
     /// One of `kind::*`.
     pub kind: u8,
+    /// Zero.
     pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
@@ -230,6 +273,7 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RstEvent {
+    /// `kind::RST`.
     pub header: EventHeader,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
     pub ts_ns: u64,
@@ -245,9 +289,13 @@ pub struct RstEvent {
     /// Raw `enum sk_rst_reason` value, valid with `flag::HAS_REASON`.
     pub reason: u32,
 
+    /// This host's address.
     pub local_addr: [u8; 16],
+    /// The peer's address.
     pub remote_addr: [u8; 16],
+    /// This host's port.
     pub local_port: u16,
+    /// The peer's port.
     pub remote_port: u16,
     /// `AF_INET` (2) or `AF_INET6` (10).
     pub family: u16,
@@ -262,6 +310,7 @@ pub struct RstEvent {
     pub tw_substate: u8,
     /// `context::*` and, in softirq, the vector (NET_RX=3, TIMER=1).
     pub context: u8,
+    /// The softirq vector (`linux::softirq`) with `context::SOFTIRQ`.
     pub softirq_vec: u8,
     /// `sk_shutdown` bits (RCV_SHUTDOWN=1, SEND_SHUTDOWN=2).
     pub shutdown: u8,
@@ -269,14 +318,18 @@ pub struct RstEvent {
     pub probes_out: u8,
     /// Signal number that made the current task exit (with `flag::TASK_EXITING`).
     pub exit_signal: u8,
+    /// TCP flags of the packet (`linux::tcp_flag`).
     pub pkt_flags: u8,
 
     /// The packet: for a sent passive RST the segment that provoked it.
     pub pkt_seq: u32,
+    /// The packet's acknowledgment number.
     pub pkt_ack: u32,
     /// TCP payload bytes of the packet.
     pub pkt_len: u32,
+    /// The packet's TCP window.
     pub pkt_window: u16,
+    /// The packet's IP TTL (hop limit).
     pub pkt_ttl: u8,
     /// For a socket in CLOSE, the state it left just before, when the
     /// transition ran in the same call as the RST (0: not seen).
@@ -295,15 +348,21 @@ pub struct RstEvent {
 
     /// The task that ran the code (`current`); in softirq it is unrelated to the socket.
     pub actor_pid: u32,
+    /// The actor's thread-group id.
     pub actor_tgid: u32,
+    /// The actor's task name.
     pub actor_comm: [u8; 16],
 
     /// The process that owns the socket (with `flag::OWNER_KNOWN`): seen in
     /// its own task context on connect(), listen(), close()/shutdown() or recv().
     pub owner_uid: u32,
+    /// The owner's thread-group id.
     pub owner_tgid: u32,
+    /// The owner's thread id.
     pub owner_pid: u32,
+    /// The owner's cgroup v2 id.
     pub owner_cgroup: u64,
+    /// The owner's task name.
     pub owner_comm: [u8; 16],
 
     /// Inode of the network namespace (of the socket, else of the device
@@ -311,6 +370,7 @@ pub struct RstEvent {
     pub netns: u32,
     /// Ids in the `STACKS` map with `--stack`; negative when not captured.
     pub kernel_stack_id: i32,
+    /// User stack id in `STACKS` (negative when not captured).
     pub user_stack_id: i32,
     /// Jiffies since the last ACK from the peer (`tcp_sock.rcv_tstamp`),
     /// for full sockets: how long the peer (or the path) was silent.
@@ -327,27 +387,37 @@ pub struct RstEvent {
     pub hist_ts_ns: u64,
     /// The process that owned (or closed) the socket then.
     pub hist_tgid: u32,
+    /// Its thread id.
     pub hist_pid: u32,
+    /// Its task name.
     pub hist_comm: [u8; 16],
+    /// `history::*`.
     pub hist_kind: u8,
     /// The TCP state the socket left.
     pub hist_state: u8,
     /// Its socket error (errno), when it was aborted.
     pub hist_err: u8,
+    /// Zero.
     pub _pad2: [u8; 5],
+    /// The socket's own cgroup v2 id (of the task that created it; an
+    /// accepted socket inherits its listener's), for a full socket without
+    /// an owner; 0 otherwise or when unknown.
+    pub sk_cgroup: u64,
 }
-const _: () = assert!(core::mem::size_of::<RstEvent>() == 248 + 8 * USER_STACK_TOP_WORDS);
+const _: () = assert!(core::mem::size_of::<RstEvent>() == 256 + 8 * USER_STACK_TOP_WORDS);
 
 /// An RST segment as it left or reached a device (`kind::PACKET`), for
 /// pcapng exports: the real bytes, from the IP header on.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketRecord {
+    /// `kind::PACKET`.
     pub header: EventHeader,
     /// `bpf_ktime_get_ns()`.
     pub ts_ns: u64,
     /// Network namespace inode of the device (0 when unknown).
     pub netns: u32,
+    /// Interface index of the device.
     pub ifindex: u32,
     /// IP packet length on the wire.
     pub len: u32,
@@ -355,7 +425,9 @@ pub struct PacketRecord {
     pub caplen: u16,
     /// `packet_dir::*`.
     pub direction: u8,
+    /// Zero.
     pub _pad: u8,
+    /// The packet from the IP header on; `caplen` bytes are valid.
     pub data: [u8; PACKET_BYTES],
 }
 const _: () = assert!(core::mem::size_of::<PacketRecord>() == 128);
@@ -364,12 +436,17 @@ const _: () = assert!(core::mem::size_of::<PacketRecord>() == 128);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
+    /// Thread-group id (what users call a pid).
     pub tgid: u32,
+    /// Thread id.
     pub pid: u32,
+    /// User id.
     pub uid: u32,
+    /// Zero.
     pub _pad: u32,
     /// cgroup v2 id of the owner.
     pub cgroup: u64,
+    /// Task name (`comm`).
     pub comm: [u8; 16],
     /// The socket's remote end when the owner was seen (`peer_key`). The
     /// entry outlives its socket; a later socket at the same address is
@@ -377,6 +454,19 @@ pub struct Owner {
     pub peer: u64,
 }
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+
+/// Key of the `LISTENERS` map: a listening port in a network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    /// Network namespace inode.
+    pub netns: u32,
+    /// The listening port (host byte order).
+    pub port: u16,
+    /// Zero.
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<ListenerKey>() == 8);
 
 /// A remote port and address folded into the `Owner::peer` identity.
 pub const fn peer_key(remote_port: u16, remote_addr: &[u8; 16]) -> u64 {
@@ -394,12 +484,19 @@ pub const fn peer_key(remote_port: u16, remote_addr: &[u8; 16]) -> u64 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HistoryKey {
+    /// Network namespace inode (0 when unknown).
     pub netns: u32,
+    /// Local address (network byte order; IPv4 in the first 4 bytes).
     pub local_addr: [u8; 16],
+    /// Remote address, as `local_addr`.
     pub remote_addr: [u8; 16],
+    /// Local port (host byte order).
     pub local_port: u16,
+    /// Remote port (host byte order).
     pub remote_port: u16,
+    /// `linux::af::*`.
     pub family: u16,
+    /// Zero.
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<HistoryKey>() == 44);
@@ -408,14 +505,21 @@ const _: () = assert!(core::mem::size_of::<HistoryKey>() == 44);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct History {
+    /// When (CLOCK_MONOTONIC).
     pub ts_ns: u64,
+    /// The process that closed the socket.
     pub tgid: u32,
+    /// Its thread id.
     pub pid: u32,
+    /// Its task name.
     pub comm: [u8; 16],
     /// `history::*`.
     pub kind: u8,
+    /// The TCP state the socket left.
     pub state: u8,
+    /// Its socket error (errno), when it was aborted.
     pub err: u8,
+    /// Zero.
     pub _pad: [u8; 5],
 }
 const _: () = assert!(core::mem::size_of::<History>() == 40);
@@ -424,15 +528,19 @@ const _: () = assert!(core::mem::size_of::<History>() == 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwnerTracepoints {
-    /// `sock:inet_sock_set_state`
+    /// `sock:inet_sock_set_state`: offset of `skaddr`.
     pub set_state_skaddr: u32,
+    /// Offset of `oldstate`.
     pub set_state_oldstate: u32,
+    /// Offset of `newstate`.
     pub set_state_newstate: u32,
+    /// Offset of `protocol`.
     pub set_state_protocol: u32,
 }
 const _: () = assert!(core::mem::size_of::<OwnerTracepoints>() == 16);
 
 impl OwnerTracepoints {
+    /// Nothing resolved: the owner tracepoint is not attached.
     pub const UNRESOLVED: OwnerTracepoints = OwnerTracepoints {
         set_state_skaddr: ABSENT,
         set_state_oldstate: ABSENT,
@@ -448,6 +556,7 @@ impl OwnerTracepoints {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
+    /// Bytes from the start of the containing object; `ABSENT` if none.
     pub offset: u32,
     /// Size in bytes of the load (1, 2, 4 or 8).
     pub size: u8,
@@ -455,11 +564,13 @@ pub struct Field {
     pub bit_shift: u8,
     /// ...and keep this many bits (0 = not a bitfield).
     pub bit_width: u8,
+    /// Zero.
     pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<Field>() == 8);
 
 impl Field {
+    /// A field the running kernel does not have.
     pub const ABSENT: Field = Field {
         offset: ABSENT,
         size: 0,
@@ -468,134 +579,248 @@ impl Field {
         _pad: 0,
     };
 
+    /// Whether the running kernel has the field.
     pub const fn is_present(&self) -> bool {
         self.offset != ABSENT
     }
 }
 
-/// Kernel struct layout of the running kernel, handed to the programs as a
-/// read-only global so the verifier sees constants. Offsets of socket fields
-/// are from the `struct sock *` (the structs nest: sock_common ⊂ sock ⊂
-/// inet_sock ⊂ inet_connection_sock ⊂ tcp_sock).
-#[repr(C)]
+/// How userspace loads a kernel field for the programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Offsets {
-    // struct sock_common (shared by full, request and timewait sockets)
-    pub skc_daddr: Field,
-    pub skc_rcv_saddr: Field,
-    pub skc_dport: Field,
-    pub skc_num: Field,
-    pub skc_family: Field,
-    pub skc_state: Field,
-    pub skc_v6_daddr: Field,
-    pub skc_v6_rcv_saddr: Field,
-    pub skc_cookie: Field,
-    // struct sock / inet_sock
-    pub sk_flags: Field,
-    pub sk_shutdown: Field,
-    pub sk_lingertime: Field,
-    pub sk_err: Field,
-    pub sk_err_soft: Field,
-    /// `sk_lock.owned`: a task holds the socket lock (`context.rs`).
-    pub sk_lock_owned: Field,
-    pub sk_protocol: Field,
-    pub sk_ack_backlog: Field,
-    pub sk_max_ack_backlog: Field,
-    pub inet_sport: Field,
-    // struct inet_connection_sock / tcp_sock
-    pub icsk_probes_out: Field,
-    pub rcv_nxt: Field,
-    pub copied_seq: Field,
-    pub snd_nxt: Field,
-    pub snd_una: Field,
-    pub write_seq: Field,
-    pub rcv_tstamp: Field,
-    // struct inet_timewait_sock
-    pub tw_substate: Field,
-    // struct sk_buff
-    pub skb_head: Field,
-    pub skb_transport_header: Field,
-    pub skb_network_header: Field,
-    pub skb_data: Field,
-    pub netdev_ifindex: Field,
-    // struct task_struct
-    pub task_flags: Field,
-    pub task_exit_code: Field,
-    // network namespace: sock_common.skc_net.net, sk_buff.dev,
-    // net_device.nd_net.net, net.ns.inum
-    pub skc_net: Field,
-    pub skb_dev: Field,
-    pub netdev_net: Field,
-    pub net_inum: Field,
-    /// `pt_regs.sp`: the user stack pointer saved on syscall entry.
-    pub pt_regs_sp: Field,
-    /// Bit numbers in `sk_flags` (enum sock_flags), from BTF.
-    pub sock_dead_bit: u32,
-    pub sock_linger_bit: u32,
-    pub sock_keepopen_bit: u32,
-    /// SOCK_DONE: the peer's FIN was received.
-    pub sock_done_bit: u32,
+pub enum Load {
+    /// An integer (or bitfield) loaded with a 1, 2, 4 or 8 byte read.
+    Scalar,
+    /// A 16-byte IPv6 address copied as bytes.
+    Addr16,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 39 * 8 + 16);
 
-impl Offsets {
-    pub const UNRESOLVED: Offsets = Offsets {
-        skc_daddr: Field::ABSENT,
-        skc_rcv_saddr: Field::ABSENT,
-        skc_dport: Field::ABSENT,
-        skc_num: Field::ABSENT,
-        skc_family: Field::ABSENT,
-        skc_state: Field::ABSENT,
-        skc_v6_daddr: Field::ABSENT,
-        skc_v6_rcv_saddr: Field::ABSENT,
-        skc_cookie: Field::ABSENT,
-        sk_flags: Field::ABSENT,
-        sk_shutdown: Field::ABSENT,
-        sk_lingertime: Field::ABSENT,
-        sk_err: Field::ABSENT,
-        sk_err_soft: Field::ABSENT,
-        sk_lock_owned: Field::ABSENT,
-        sk_protocol: Field::ABSENT,
-        sk_ack_backlog: Field::ABSENT,
-        sk_max_ack_backlog: Field::ABSENT,
-        inet_sport: Field::ABSENT,
-        icsk_probes_out: Field::ABSENT,
-        rcv_nxt: Field::ABSENT,
-        copied_seq: Field::ABSENT,
-        snd_nxt: Field::ABSENT,
-        snd_una: Field::ABSENT,
-        write_seq: Field::ABSENT,
-        rcv_tstamp: Field::ABSENT,
-        tw_substate: Field::ABSENT,
-        skb_head: Field::ABSENT,
-        skb_transport_header: Field::ABSENT,
-        skb_network_header: Field::ABSENT,
-        skb_data: Field::ABSENT,
-        netdev_ifindex: Field::ABSENT,
-        task_flags: Field::ABSENT,
-        task_exit_code: Field::ABSENT,
-        skc_net: Field::ABSENT,
-        skb_dev: Field::ABSENT,
-        netdev_net: Field::ABSENT,
-        net_inum: Field::ABSENT,
-        pt_regs_sp: Field::ABSENT,
-        sock_dead_bit: ABSENT,
-        sock_linger_bit: ABSENT,
-        sock_keepopen_bit: ABSENT,
-        sock_done_bit: ABSENT,
-    };
+/// One `Offsets` field as userspace resolves it from BTF (not shared with
+/// the kernel programs: only `Offsets` itself is).
+pub struct FieldSpec {
+    /// The field's name in `Offsets`.
+    pub name: &'static str,
+    /// Whether rsttrace refuses to start without it.
+    pub required: bool,
+    /// How the programs read it.
+    pub load: Load,
+    /// (struct, member path) places to look, in order: members move
+    /// between kernel versions.
+    pub sources: &'static [(&'static str, &'static str)],
+    /// The field in an `Offsets`.
+    pub slot: fn(&mut Offsets) -> &mut Field,
 }
+
+/// One bit number of `sk_flags` in `Offsets`, from `enum sock_flags`.
+pub struct BitSpec {
+    /// The field's name in `Offsets`.
+    pub name: &'static str,
+    /// The `enum sock_flags` enumerator.
+    pub enumerator: &'static str,
+    /// The field in an `Offsets`.
+    pub slot: fn(&mut Offsets) -> &mut u32,
+}
+
+/// The one table of kernel fields: each row gives the `Offsets` struct a
+/// field, `Offsets::UNRESOLVED` its `ABSENT` value, and userspace's
+/// `Offsets::FIELDS` / `Offsets::SOCK_FLAG_BITS` the places to find it in
+/// BTF. Adding a field is adding a row.
+macro_rules! offsets_table {
+    (
+        fields {
+            $( $(#[$fdoc:meta])* $field:ident: $need:ident $load:ident
+                $( ($st:literal, $path:literal) )+ ),* $(,)?
+        }
+        sock_flag_bits {
+            $( $(#[$bdoc:meta])* $bit:ident: $enumerator:literal ),* $(,)?
+        }
+    ) => {
+        /// Kernel struct layout of the running kernel, handed to the programs as a
+        /// read-only global so the verifier sees constants. Offsets of socket fields
+        /// are from the `struct sock *` (the structs nest: sock_common ⊂ sock ⊂
+        /// inet_sock ⊂ inet_connection_sock ⊂ tcp_sock).
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct Offsets {
+            $( $(#[$fdoc])* pub $field: Field, )*
+            $( $(#[$bdoc])* pub $bit: u32, )*
+        }
+
+        impl Offsets {
+            /// Nothing resolved (every field `Field::ABSENT`).
+            pub const UNRESOLVED: Offsets = Offsets {
+                $( $field: Field::ABSENT, )*
+                $( $bit: ABSENT, )*
+            };
+
+            /// Every `Field` member, in declaration order.
+            pub const FIELDS: &'static [FieldSpec] = &[$(
+                FieldSpec {
+                    name: stringify!($field),
+                    required: offsets_table!(@need $need),
+                    load: Load::$load,
+                    sources: &[$( ($st, $path) ),+],
+                    slot: {
+                        fn slot(o: &mut Offsets) -> &mut Field {
+                            &mut o.$field
+                        }
+                        slot
+                    },
+                },
+            )*];
+
+            /// Every bit number member, in declaration order.
+            pub const SOCK_FLAG_BITS: &'static [BitSpec] = &[$(
+                BitSpec {
+                    name: stringify!($bit),
+                    enumerator: $enumerator,
+                    slot: {
+                        fn slot(o: &mut Offsets) -> &mut u32 {
+                            &mut o.$bit
+                        }
+                        slot
+                    },
+                },
+            )*];
+        }
+    };
+    (@need Required) => { true };
+    (@need Optional) => { false };
+}
+
+offsets_table! {
+    fields {
+        // struct sock_common (shared by full, request and timewait sockets)
+        /// IPv4 remote address.
+        skc_daddr: Required Scalar ("sock_common", "skc_daddr"),
+        /// IPv4 local address.
+        skc_rcv_saddr: Required Scalar ("sock_common", "skc_rcv_saddr"),
+        /// Remote port (network byte order).
+        skc_dport: Required Scalar ("sock_common", "skc_dport"),
+        /// Local port (host byte order).
+        skc_num: Required Scalar ("sock_common", "skc_num"),
+        /// Address family.
+        skc_family: Required Scalar ("sock_common", "skc_family"),
+        /// TCP state.
+        skc_state: Required Scalar ("sock_common", "skc_state"),
+        /// IPv6 remote address (only with CONFIG_IPV6).
+        skc_v6_daddr: Optional Addr16 ("sock_common", "skc_v6_daddr"),
+        /// IPv6 local address (only with CONFIG_IPV6).
+        skc_v6_rcv_saddr: Optional Addr16 ("sock_common", "skc_v6_rcv_saddr"),
+        /// Socket cookie (0 until someone asked for it).
+        skc_cookie: Optional Scalar ("sock_common", "skc_cookie"),
+        // struct sock / inet_sock
+        /// `enum sock_flags` bits (`sock_*_bit`); a #define for
+        /// `__sk_common.skc_flags` on most kernels.
+        sk_flags: Optional Scalar ("sock", "sk_flags") ("sock", "__sk_common.skc_flags"),
+        /// Shutdown bits.
+        sk_shutdown: Optional Scalar ("sock", "sk_shutdown"),
+        /// SO_LINGER time in jiffies.
+        sk_lingertime: Optional Scalar ("sock", "sk_lingertime"),
+        /// Pending error.
+        sk_err: Optional Scalar ("sock", "sk_err"),
+        /// Soft error (ICMP) kept while retrying.
+        sk_err_soft: Optional Scalar ("sock", "sk_err_soft"),
+        /// `sk_lock.owned`: a task holds the socket lock (`context.rs`).
+        sk_lock_owned: Optional Scalar ("sock", "sk_lock.owned"),
+        /// `sk_cgrp_data.cgroup` (5.10: `sk_cgrp_data.val`, the pointer when
+        /// bit 0 is clear), `cgroup.kn` and `kernfs_node.id`: the socket's
+        /// cgroup v2 id.
+        sk_cgroup: Optional Scalar ("sock", "sk_cgrp_data.cgroup") ("sock", "sk_cgrp_data.val"),
+        /// `cgroup.kn`.
+        cgroup_kn: Optional Scalar ("cgroup", "kn"),
+        /// `kernfs_node.id`.
+        kernfs_node_id: Optional Scalar ("kernfs_node", "id"),
+        /// IP protocol (a bitfield before 5.6, a u16 since).
+        sk_protocol: Optional Scalar ("sock", "sk_protocol"),
+        /// Accept queue length.
+        sk_ack_backlog: Optional Scalar ("sock", "sk_ack_backlog"),
+        /// Accept queue limit.
+        sk_max_ack_backlog: Optional Scalar ("sock", "sk_max_ack_backlog"),
+        /// `inet_sock.inet_sport`: local port (network byte order).
+        inet_sport: Optional Scalar ("inet_sock", "inet_sport"),
+        // struct inet_connection_sock / tcp_sock
+        /// Unanswered keepalive or zero-window probes.
+        icsk_probes_out: Optional Scalar ("inet_connection_sock", "icsk_probes_out"),
+        /// `tcp_sock.rcv_nxt`: next sequence number expected.
+        rcv_nxt: Optional Scalar ("tcp_sock", "rcv_nxt"),
+        /// `tcp_sock.copied_seq`: head of the unread data.
+        copied_seq: Optional Scalar ("tcp_sock", "copied_seq"),
+        /// `tcp_sock.snd_nxt`: next sequence number to send.
+        snd_nxt: Optional Scalar ("tcp_sock", "snd_nxt"),
+        /// `tcp_sock.snd_una`: first unacknowledged byte.
+        snd_una: Optional Scalar ("tcp_sock", "snd_una"),
+        /// `tcp_sock.write_seq`: tail of the written data.
+        write_seq: Optional Scalar ("tcp_sock", "write_seq"),
+        /// `tcp_sock.rcv_tstamp`: jiffies of the last ACK received.
+        rcv_tstamp: Optional Scalar ("tcp_sock", "rcv_tstamp"),
+        // struct inet_timewait_sock
+        /// The state a timewait socket came from.
+        tw_substate: Optional Scalar ("inet_timewait_sock", "tw_substate"),
+        // struct sk_buff. Modern kernels wrap the headers in
+        // struct_group(headers, ...): an anonymous struct (found first)
+        // mirrored by a named `headers` struct.
+        /// `sk_buff.head`: start of the buffer.
+        skb_head: Required Scalar ("sk_buff", "head"),
+        /// `sk_buff.transport_header`: offset from `head`.
+        skb_transport_header: Required Scalar
+            ("sk_buff", "transport_header") ("sk_buff", "headers.transport_header"),
+        /// `sk_buff.network_header`: offset from `head`.
+        skb_network_header: Required Scalar
+            ("sk_buff", "network_header") ("sk_buff", "headers.network_header"),
+        /// `sk_buff.data`.
+        skb_data: Optional Scalar ("sk_buff", "data"),
+        /// `net_device.ifindex`.
+        netdev_ifindex: Optional Scalar ("net_device", "ifindex"),
+        // struct task_struct
+        /// `task_struct.flags` (`PF_EXITING`).
+        task_flags: Optional Scalar ("task_struct", "flags"),
+        /// `task_struct.exit_code` (the signal of an exit).
+        task_exit_code: Optional Scalar ("task_struct", "exit_code"),
+        // network namespace: sock_common.skc_net.net, sk_buff.dev,
+        // net_device.nd_net.net, net.ns.inum (possible_net_t is a struct
+        // holding `struct net *net` with CONFIG_NET_NS)
+        /// `sock_common.skc_net.net`.
+        skc_net: Optional Scalar ("sock_common", "skc_net.net"),
+        /// `sk_buff.dev`.
+        skb_dev: Optional Scalar ("sk_buff", "dev"),
+        /// `net_device.nd_net.net`.
+        netdev_net: Optional Scalar ("net_device", "nd_net.net"),
+        /// `net.ns.inum`.
+        net_inum: Optional Scalar ("net", "ns.inum"),
+        /// `pt_regs.sp`: the user stack pointer saved on syscall entry
+        /// (x86-64; other architectures name it differently and go without).
+        pt_regs_sp: Optional Scalar ("pt_regs", "sp"),
+    }
+    sock_flag_bits {
+        /// Bit numbers in `sk_flags` (enum sock_flags), from BTF. SOCK_DEAD:
+        /// the application closed the socket.
+        sock_dead_bit: "SOCK_DEAD",
+        /// SOCK_LINGER: SO_LINGER is on.
+        sock_linger_bit: "SOCK_LINGER",
+        /// SOCK_KEEPOPEN: SO_KEEPALIVE is on.
+        sock_keepopen_bit: "SOCK_KEEPOPEN",
+        /// SOCK_DONE: the peer's FIN was received.
+        sock_done_bit: "SOCK_DONE",
+    }
+}
+// No implicit padding, whatever the rows.
+const _: () = assert!(
+    core::mem::size_of::<Offsets>()
+        == 8 * Offsets::FIELDS.len() + 4 * Offsets::SOCK_FLAG_BITS.len()
+);
 
 /// Byte offsets of the classic tracepoint fields, parsed from tracefs
 /// `format` files at run time (layouts differ between kernels).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TracepointLayout {
-    /// `tcp:tcp_send_reset`: `skaddr`, `skbaddr`, and `reason` (ABSENT before 6.10).
+    /// Offset of `skaddr` in `tcp:tcp_send_reset`.
     pub send_skaddr: u32,
+    /// Offset of `skbaddr` in `tcp:tcp_send_reset`.
     pub send_skbaddr: u32,
+    /// Offset of `reason` in `tcp:tcp_send_reset` (`ABSENT` before 6.10).
     pub send_reason: u32,
-    /// `tcp:tcp_receive_reset`: `skaddr`.
+    /// Offset of `skaddr` in `tcp:tcp_receive_reset`.
     pub recv_skaddr: u32,
 }
 const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 16);
@@ -605,14 +830,19 @@ const _: () = assert!(core::mem::size_of::<TracepointLayout>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KfreeSkb {
+    /// Offset of `skbaddr` in the record.
     pub skbaddr: u32,
+    /// Offset of `reason` in the record (`ABSENT` without drop reasons).
     pub reason: u32,
+    /// `SKB_DROP_REASON_NO_SOCKET` on the running kernel.
     pub no_socket: u32,
+    /// Zero.
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<KfreeSkb>() == 16);
 
 impl KfreeSkb {
+    /// Nothing resolved: the kfree_skb hook is not attached.
     pub const UNRESOLVED: KfreeSkb = KfreeSkb {
         skbaddr: ABSENT,
         reason: ABSENT,
@@ -623,9 +853,11 @@ impl KfreeSkb {
 
 /// Maximum number of values per in-kernel filter list.
 pub const MAX_FILTER_PORTS: usize = 16;
+/// Maximum pids in `Filter::pids`.
 pub const MAX_FILTER_PIDS: usize = 16;
 /// `--cgroup` / `--container` expand to a cgroup and its descendants.
 pub const MAX_FILTER_CGROUPS: usize = 32;
+/// Maximum namespaces in `Filter::netns`.
 pub const MAX_FILTER_NETNS: usize = 8;
 
 /// In-kernel filters. An empty list matches everything; lists are ORed
@@ -637,19 +869,24 @@ pub struct Filter {
     pub ports: [u16; MAX_FILTER_PORTS],
     /// Thread-group ids (what users call a pid).
     pub pids: [u32; MAX_FILTER_PIDS],
+    /// Entries of `ports` in use.
     pub n_ports: u32,
+    /// Entries of `pids` in use.
     pub n_pids: u32,
     /// cgroup v2 ids (inode numbers) of the owner, or of the actor in its
     /// own task context where there is no owner.
     pub cgroups: [u64; MAX_FILTER_CGROUPS],
     /// Network namespace inodes (`RstEvent::netns`).
     pub netns: [u32; MAX_FILTER_NETNS],
+    /// Entries of `cgroups` in use.
     pub n_cgroups: u32,
+    /// Entries of `netns` in use.
     pub n_netns: u32,
 }
 const _: () = assert!(core::mem::size_of::<Filter>() == 2 * 16 + 4 * 16 + 8 + 8 * 32 + 4 * 8 + 8);
 
 impl Filter {
+    /// No filter: every event passes.
     pub const ALL: Filter = Filter {
         ports: [0; MAX_FILTER_PORTS],
         pids: [0; MAX_FILTER_PIDS],
@@ -689,11 +926,14 @@ const _: () = assert!(core::mem::size_of::<Tuning>() == 48);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PreemptCount {
+    /// Address of `__per_cpu_offset`.
     pub per_cpu_offset: u64,
+    /// Per-CPU address of the preempt count.
     pub count: u64,
 }
 
 impl PreemptCount {
+    /// Unresolved (zero).
     pub const UNRESOLVED: PreemptCount = PreemptCount {
         per_cpu_offset: 0,
         count: 0,
@@ -701,6 +941,7 @@ impl PreemptCount {
 }
 
 impl Tuning {
+    /// No wake-up threshold, no stacks, context from the socket lock.
     pub const DEFAULT: Tuning = Tuning {
         wakeup_bytes: 0,
         tp: TracepointLayout {
@@ -717,15 +958,24 @@ impl Tuning {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: every type here is #[repr(C)], made only of integers and byte
-    // arrays, with explicit padding fields and a size assertion: any bit
-    // pattern is a valid value and there are no uninitialised bytes.
-    unsafe impl aya::Pod for super::Offsets {}
-    unsafe impl aya::Pod for super::Filter {}
-    unsafe impl aya::Pod for super::Tuning {}
-    unsafe impl aya::Pod for super::Owner {}
-    unsafe impl aya::Pod for super::OwnerTracepoints {}
-    unsafe impl aya::Pod for super::KfreeSkb {}
-    unsafe impl aya::Pod for super::HistoryKey {}
-    unsafe impl aya::Pod for super::History {}
+    /// Every type given here is #[repr(C)], made only of integers and byte
+    /// arrays, with explicit padding fields and a size assertion.
+    macro_rules! pod {
+        ($($t:ident),* $(,)?) => {$(
+            // SAFETY: as above: any bit pattern is a valid value and there
+            // are no uninitialised bytes.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+    pod!(
+        Offsets,
+        Filter,
+        Tuning,
+        Owner,
+        ListenerKey,
+        OwnerTracepoints,
+        KfreeSkb,
+        HistoryKey,
+        History
+    );
 }

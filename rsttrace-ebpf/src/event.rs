@@ -7,7 +7,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
 };
 use rsttrace_ebpf::{
-    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind},
+    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind, peer_key},
     linux::{tcp_flag, tcp_state},
 };
 
@@ -15,10 +15,13 @@ use crate::{
     LAST_RST,
     context::{self, Exec},
     count,
-    facts::{Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task},
+    facts::{
+        Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task, sock_cgroup_id,
+    },
     filter::passes_filter,
     history::read_history,
-    owners::owner_of,
+    owners::{listener_owner, owner_at, owner_of},
+    read::load,
     sink,
     stacks::capture_stacks,
 };
@@ -105,8 +108,30 @@ pub(crate) fn on_socket_event(origin: &Origin) {
 fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let exec = context::current(sk);
-    let owner = owner_of(sk);
+    let state = if sk.is_null() {
+        0
+    } else {
+        load(sk, off!(skc_state)).unwrap_or(0) as u8
+    };
+    let exec = context::current_in(sk, state);
+    // Read from the socket, the tuple's remote end is the owner's identity
+    // (from a packet it may differ in form: a v4-mapped socket's address).
+    let own = if pkt.is_none() && !sk.is_null() {
+        owner_at(sk, peer_key(tuple.remote_port, &tuple.remote_addr))
+    } else {
+        owner_of(sk)
+    };
+    // The listener's owner is an inference: a task that ran the code on
+    // the socket itself is proof (and names the very thread). A timewait
+    // socket's owner is the 4-tuple's last close (`read_history`), not
+    // whoever listens on its port now.
+    let from_listener =
+        own.is_null() && !sk.is_null() && exec != Exec::Task && state != tcp_state::TIME_WAIT;
+    let owner = if from_listener {
+        listener_owner(tuple.netns, tuple.local_port)
+    } else {
+        own
+    };
     // --pid and --cgroup match the owner; the actor only where it ran the
     // code. (Plain values with sentinels, not Options: the verifier rejects
     // the uninitialised payload register of a None that LLVM copies around.)
@@ -121,7 +146,17 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     } else {
         (ABSENT, 0)
     };
-    if !passes_filter(tuple, pid, cgroup, true) {
+    // Without an owner, a full socket's own cgroup still says whose it is.
+    let sk_cgroup = if owner.is_null()
+        && !sk.is_null()
+        && state != tcp_state::TIME_WAIT
+        && state != tcp_state::NEW_SYN_RECV
+    {
+        sock_cgroup_id(sk)
+    } else {
+        0
+    };
+    if !passes_filter(tuple, pid, cgroup, sk_cgroup, true) {
         count(counter::FILTERED);
         return;
     }
@@ -146,6 +181,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         ev.direction = origin.direction;
         ev.hook = origin.hook;
         ev.netns = tuple.netns;
+        ev.sk_cgroup = sk_cgroup;
         ev.family = tuple.family;
         ev.local_port = tuple.local_port;
         ev.remote_port = tuple.remote_port;
@@ -176,6 +212,9 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         if !owner.is_null() {
             let o = &*owner;
             ev.flags |= flag::OWNER_KNOWN;
+            if from_listener {
+                ev.flags |= flag::OWNER_FROM_LISTENER;
+            }
             ev.owner_tgid = o.tgid;
             ev.owner_pid = o.pid;
             ev.owner_uid = o.uid;
@@ -190,7 +229,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             read_history(tuple, syn_only, false, ev);
         } else if ev.direction == direction::SENT
             && pkt.is_none()
-            && owner.is_null()
+            && own.is_null()
             && ev.state == tcp_state::CLOSE
         {
             // An unowned child reset in CLOSE: inet_csk_listen_stop() resets

@@ -17,7 +17,7 @@ use crate::{
     context::{self, Exec},
     count,
     facts::{Tuple, netns_of, read_sock_tuple, soft_error},
-    owners::owner_at,
+    owners::{forget_listener, owner_at},
     read::load,
 };
 
@@ -52,6 +52,7 @@ pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
     let mut key = history_key(&tuple);
     if kind == history::LISTENER_CLOSED {
         listener_key(&mut key);
+        forget_listener(tuple.netns, tuple.local_port);
     }
     let mut entry = History {
         // SAFETY: the helper has no preconditions.

@@ -6,6 +6,7 @@
 //! userspace decodes them. It is `no_std` and free of kernel-only dependencies,
 //! so userspace links it with `default-features = false, features = ["user"]`.
 #![no_std]
+#![warn(missing_docs)]
 
 pub mod abi;
 pub mod linux;

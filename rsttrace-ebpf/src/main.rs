@@ -35,8 +35,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, StackTrace},
 };
 use rsttrace_ebpf::abi::{
-    Filter, History, HistoryKey, KfreeSkb, MAX_HISTORY, MAX_OWNERS, MAX_STACKS, Offsets, Owner,
-    OwnerTracepoints, Tuning, counter,
+    Filter, History, HistoryKey, KfreeSkb, ListenerKey, MAX_HISTORY, MAX_LISTENERS, MAX_OWNERS,
+    MAX_STACKS, Offsets, Owner, OwnerTracepoints, Tuning, counter,
 };
 
 #[unsafe(no_mangle)]
@@ -58,6 +58,10 @@ static OWNERS: LruHashMap<u64, Owner> =
     LruHashMap::with_max_entries(MAX_OWNERS, BPF_F_NO_COMMON_LRU);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+/// Listening port → the process that called listen() on it: the owner
+/// of its accepted connections until they prove their own (see `owners.rs`).
+#[map]
+static LISTENERS: LruHashMap<ListenerKey, Owner> = LruHashMap::with_max_entries(MAX_LISTENERS, 0);
 /// 4-tuple or listening port → its last close (see `history.rs`).
 #[map]
 static HISTORY: LruHashMap<HistoryKey, History> =

@@ -19,19 +19,21 @@ use aya_ebpf::{
     },
 };
 use rsttrace_ebpf::{
-    abi::{Owner, counter, peer_key},
+    abi::{ListenerKey, Owner, counter, peer_key},
     linux::{af, tcp_state},
 };
 
 use crate::{
-    LAST_CLOSE, OWNERS,
+    LAST_CLOSE, LISTENERS, OWNERS,
     context::{self, Exec},
     count,
+    facts::netns_of,
     history::record_close,
     read::{load, read_bytes},
 };
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
+const LISTEN: i32 = tcp_state::LISTEN as i32;
 const OWNER_PROVING_STATES: [i32; 3] = [
     tcp_state::SYN_SENT as i32,
     tcp_state::LISTEN as i32,
@@ -58,11 +60,11 @@ pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
     } else if OWNER_PROVING_STATES.contains(&newstate)
         && context::current(sk as *const u8) != Exec::Interrupt
     {
-        remember_owner(sk as *const u8);
+        remember_owner(sk as *const u8, newstate == LISTEN);
     }
 }
 
-fn remember_owner(sk: *const u8) {
+fn remember_owner(sk: *const u8, listening: bool) {
     let peer = peer_of(sk);
     let pid_tgid = bpf_get_current_pid_tgid();
     let known = OWNERS.get_ptr_mut(sk as u64);
@@ -83,12 +85,51 @@ fn remember_owner(sk: *const u8) {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         peer,
     };
+    if listening {
+        remember_listener(sk, &owner);
+    }
     if let Some(known) = known {
         // SAFETY: map value, valid for this run of the program.
         unsafe { *known = owner };
     } else if OWNERS.insert(sk as u64, owner, BPF_NOEXIST.into()).is_ok() {
         count(counter::OWNERS_ADDED);
     }
+}
+
+/// A listening port's owner also owns the connections it accepts until
+/// they prove their own: a server's connection reset before its first
+/// close() still names the server, and `--pid`/`--container` keep it.
+fn remember_listener(sk: *const u8, owner: &Owner) {
+    let key = ListenerKey {
+        netns: netns_of(sk, core::ptr::null()),
+        port: load(sk, off!(skc_num)).unwrap_or(0) as u16,
+        _pad: 0,
+    };
+    // listen() without bind() picks its port after this transition.
+    if key.port != 0 {
+        let _ = LISTENERS.insert(&key, owner, 0);
+    }
+}
+
+/// A closed listener's port may next be some client's ephemeral port.
+pub(crate) fn forget_listener(netns: u32, port: u16) {
+    let key = ListenerKey {
+        netns,
+        port,
+        _pad: 0,
+    };
+    let _ = LISTENERS.remove(&key);
+}
+
+/// The owner of the listener on this local port, for a socket with no
+/// owner of its own (null when none was seen listening).
+pub(crate) fn listener_owner(netns: u32, local_port: u16) -> *const Owner {
+    let key = ListenerKey {
+        netns,
+        port: local_port,
+        _pad: 0,
+    };
+    LISTENERS.get_ptr(&key).unwrap_or(core::ptr::null())
 }
 
 /// The socket's remembered owner, or null. Entries outlive their sockets

@@ -626,6 +626,7 @@ mod tests {
             probes_out: 0,
             sk_err: 0,
             tw_substate: None,
+            cgroup_id: None,
             accept_queue_full: false,
             closed_from: None,
             peer_idle: None,
@@ -784,6 +785,7 @@ mod tests {
         ev.socket = Some(Socket {
             full: false,
             tw_substate: Some(TcpState::FIN_WAIT2),
+            cgroup_id: None,
             ..sock()
         });
         let c = check(&ev, CauseId::DataAfterClose, Confidence::Certain);
@@ -940,6 +942,7 @@ mod tests {
         ev.socket = Some(Socket {
             full: false,
             tw_substate: Some(TcpState::TIME_WAIT),
+            cgroup_id: None,
             ..sock()
         });
         ev.packet = Some(pkt(A, 0));

@@ -571,6 +571,7 @@ fn a_killed_process_resets_with_its_signal() {
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
     if child == 0 {
+        // SAFETY: as above; the child ends in _exit().
         unsafe {
             connect_loopback_fd(port);
             libc::sleep(30);

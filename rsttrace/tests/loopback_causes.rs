@@ -192,6 +192,7 @@ fn wait_readable(s: &TcpStream) {
         events: libc::POLLIN,
         revents: 0,
     };
+    // SAFETY: `pfd` outlives the call; the count matches.
     let rc = unsafe { libc::poll(&mut pfd, 1, 2000) };
     assert_eq!(rc, 1, "data did not arrive");
 }
@@ -231,21 +232,17 @@ fn pcapng_export_reads_back_in_tshark() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("resets.pcapng");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rsttrace"))
-        .args(["--port", &port.to_string(), "--quiet", "--write"])
-        .arg(&capture)
-        .args(["--log-format", "json"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kept open until rsttrace exits: it prints its summary there.
-    let mut stderr = child.stderr.take().unwrap();
-    wait_for_attach(&mut stderr);
+    // stderr is kept open until rsttrace exits: it prints its summary there.
+    let (mut child, _stderr) = start_attached(
+        rsttrace()
+            .args(["--port", &port.to_string(), "--quiet", "--write"])
+            .arg(&capture),
+    );
     for _ in 0..3 {
         let _ = TcpStream::connect(loopback(port));
     }
     std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill() takes any pid and signal; the child is ours.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert!(child.wait().unwrap().success());
 
@@ -354,24 +351,14 @@ fn rotation_keeps_every_event() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.jsonl");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rsttrace"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--quiet",
-            "--drain-interval",
-            "10",
-        ])
-        .args(["--rotate-size", "8K", "--rotate-count", "1000", "--write"])
-        .arg(&path)
-        .args(["--log-format", "json"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kept open until rsttrace exits: it prints its summary there.
-    let mut stderr = child.stderr.take().unwrap();
-    wait_for_attach(&mut stderr);
+    // stderr is kept open until rsttrace exits: it prints its summary there.
+    let (mut child, _stderr) = start_attached(
+        rsttrace()
+            .args(["--port", &port.to_string(), "--quiet"])
+            .args(["--drain-interval", "10"])
+            .args(["--rotate-size", "8K", "--rotate-count", "1000", "--write"])
+            .arg(&path),
+    );
     let attempts = 60;
     for _ in 0..attempts {
         let _ = TcpStream::connect(loopback(port));
@@ -379,6 +366,7 @@ fn rotation_keeps_every_event() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill() takes any pid and signal; the child is ours.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert!(child.wait().unwrap().success());
 
@@ -391,7 +379,13 @@ fn rotation_keeps_every_event() {
     for f in &files {
         for l in std::fs::read_to_string(f).unwrap().lines() {
             let v: Value = serde_json::from_str(l).expect("whole records in every file");
-            assert!(v["gap"].is_null(), "nothing was lost");
+            // Gap records also report the host's other kernel drops (the
+            // softirq hooks' recursion misses on a busy machine): only a
+            // lost event would mean a missing one.
+            if !v["gap"].is_null() {
+                assert_eq!(v["gap"]["lost"], 0, "nothing was lost: {v}");
+                continue;
+            }
             events += 1;
         }
     }
@@ -411,9 +405,11 @@ fn softirq_reset_names_the_owner_not_the_actor() {
 
     // The peer is another process: it connects, waits for our FIN, then
     // writes into our closed socket. Only async-signal-safe calls after fork.
+    // SAFETY: the child runs libc calls only and never returns.
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
     if child == 0 {
+        // SAFETY: as above; the child ends in _exit().
         unsafe {
             let fd = connect_loopback_fd(port);
             let ok = fd >= 0;
@@ -433,6 +429,7 @@ fn softirq_reset_names_the_owner_not_the_actor() {
     // timewait sockets carry no owner yet.)
     server.shutdown(Shutdown::Both).unwrap();
     let mut status = 0;
+    // SAFETY: `status` outlives the call.
     unsafe { libc::waitpid(child, &mut status, 0) };
     drop(server);
     assert!(
@@ -455,4 +452,120 @@ fn softirq_reset_names_the_owner_not_the_actor() {
     let cmdline = ev["cmdline"].as_str().unwrap_or_default();
     assert!(cmdline.contains("loopback_causes"), "cmdline {cmdline:?}");
     assert!(ev["netns"].is_u64(), "netns {}", ev["netns"]);
+}
+
+/// A server's connection reset by its client before the server closed it
+/// has no owner of its own: it names the process that listens on its port,
+/// and `--pid` of that process keeps it (the client's own RST, another
+/// process's, is filtered out in the kernel). The kernel side learns the
+/// owner from listen() while rsttrace runs...
+#[test]
+fn an_accepted_connection_names_its_listener() {
+    if !kernel_tests_possible("an_accepted_connection_names_its_listener") {
+        return;
+    }
+    accepted_connection_names_its_listener(false);
+}
+
+/// ...and from /proc at start for a port that was listening before.
+#[test]
+fn a_listener_older_than_rsttrace_names_its_connections() {
+    if !kernel_tests_possible("a_listener_older_than_rsttrace_names_its_connections") {
+        return;
+    }
+    accepted_connection_names_its_listener(true);
+}
+
+fn accepted_connection_names_its_listener(listening_before: bool) {
+    let ours = std::process::id();
+    let port = free_port();
+    let mut listener = listening_before.then(|| TcpListener::bind(loopback(port)).unwrap());
+    let tracer = Tracer::start(&["--port", &port.to_string(), "--pid", &ours.to_string()]);
+    let listener = listener
+        .take()
+        .unwrap_or_else(|| TcpListener::bind(loopback(port)).unwrap());
+
+    // The client is another process: connect, then close with SO_LINGER 0.
+    // Only async-signal-safe calls after fork.
+    // SAFETY: the child runs libc calls only and never returns.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        // SAFETY: as above; `linger` outlives the call; the child ends in _exit().
+        unsafe {
+            let fd = connect_loopback_fd(port);
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            let set = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+            libc::usleep(100_000);
+            libc::close(fd);
+            libc::_exit(if fd >= 0 && set == 0 { 0 } else { 1 });
+        }
+    }
+    let (server, _) = listener.accept().unwrap();
+    let mut status = 0;
+    // SAFETY: `status` outlives the call.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "client failed"
+    );
+    wait_reset(&server);
+    let events = tracer.stop();
+    drop(server);
+
+    let received = find(&events, "received", "peer_reset");
+    assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
+    let ev = received[0];
+    assert_eq!(ev["local_port"], port);
+    assert_eq!(ev["pid"], ours, "{ev}");
+    assert_eq!(ev["owner"]["source"], "listener", "{ev}");
+    assert!(ev["owner"]["uid"].is_u64() && ev["owner"]["cgroup_id"].as_u64() > Some(0));
+    assert!(
+        find(&events, "sent", "linger_zero").is_empty(),
+        "the client's own RST passed --pid {ours}:\n{}",
+        describe(&events)
+    );
+}
+
+/// `--cgroup` keeps an RST on a socket no process was seen to own (a
+/// client connected before rsttrace started, reset by its server): the
+/// socket's own cgroup, read when the RST is made, is its creator's.
+#[test]
+fn cgroup_filter_matches_the_socket_own_cgroup() {
+    if !kernel_tests_possible("cgroup_filter_matches_the_socket_own_cgroup") {
+        return;
+    }
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 path in /proc/self/cgroup")
+        .to_string();
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(loopback(port)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string(), "--cgroup", &path]);
+
+    set_linger_zero(server.as_raw_fd());
+    drop(server);
+    wait_reset(&client);
+    let events = tracer.stop();
+
+    let received = find(&events, "received", "peer_reset");
+    assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
+    let ev = received[0];
+    assert_eq!(ev["local_port"], client_port);
+    assert!(ev["owner"].is_null(), "{ev}");
+    assert!(ev["socket"]["cgroup_id"].as_u64() > Some(0), "{ev}");
 }

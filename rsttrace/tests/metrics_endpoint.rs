@@ -58,7 +58,7 @@ fn idle_and_slow_clients_do_not_keep_a_scrape_out() {
                 match cpu_rx.try_recv() {
                     Ok(reply) => reply.send(thread_cpu()).unwrap(),
                     Err(mpsc::TryRecvError::Empty) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Err(mpsc::TryRecvError::Disconnected) => break,
                 }

@@ -82,6 +82,12 @@ fn the_golden_export_covers_every_closed_set() {
             "no container of runtime {runtime}"
         );
     }
+    for source in schema::OWNER_SOURCES {
+        assert!(
+            lines.iter().any(|v| v["owner"]["source"] == *source),
+            "no owner known as {source}"
+        );
+    }
     for direction in schema::DIRECTIONS {
         assert!(seen("direction", direction), "no {direction} event");
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use log::warn;
+use log::{debug, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::classify::classify;
@@ -329,6 +329,19 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
 
     let mut kernel = KernelInfo::probe();
     let mut session = Session::load(&mut kernel, &opts)?;
+    // After attaching: a listen() from now on is seen by the kernel side.
+    let listeners = crate::enrich::listeners::scan();
+    match session.seed_listeners(&listeners.owners) {
+        Ok(n) => debug!(
+            "{n} ports listening before start lend their owner to their connections{}",
+            if listeners.truncated {
+                " (the /proc walk hit a bound: some were not looked at)"
+            } else {
+                ""
+            }
+        ),
+        Err(e) => warn!("ports listening before start will not name their owner: {e:#}"),
+    }
     let mut source = Source::new(
         session.take_buffers()?,
         Duration::from_millis(args.drain_interval),

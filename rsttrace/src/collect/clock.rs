@@ -19,6 +19,7 @@ impl BootClock {
     }
 
     /// For tests: a clock whose monotonic zero is `epoch_ns` after 1970.
+    #[cfg(test)]
     pub fn with_offset(realtime_minus_mono_ns: i128) -> BootClock {
         BootClock {
             realtime_minus_mono_ns,
@@ -31,6 +32,7 @@ impl BootClock {
     }
 
     /// Current CLOCK_MONOTONIC in ns, in the kernel's `bpf_ktime_get_ns` terms.
+    #[cfg(test)]
     pub fn mono_now() -> u64 {
         clock_ns(libc::CLOCK_MONOTONIC) as u64
     }

@@ -21,7 +21,6 @@ pub struct Counters {
     pub lost: u64,
     pub filtered: u64,
     pub read_errors: u64,
-    pub submitted: u64,
     /// `--stack`: stacks the kernel could not store (map full, collision).
     pub stack_errors: u64,
     /// Error reports merged into the RST reported just before (not a loss).
@@ -138,7 +137,6 @@ impl CounterReader {
             lost: sum(counter::LOST)?,
             filtered: sum(counter::FILTERED)?,
             read_errors: sum(counter::READ_ERRORS)?,
-            submitted: sum(counter::SUBMITTED)?,
             stack_errors: sum(counter::STACK_ERRORS)?,
             aborts_merged: sum(counter::ABORTS_MERGED)?,
             drops: KernelDrops {
@@ -226,6 +224,7 @@ fn recursion_misses(ebpf: &Ebpf) -> u64 {
 fn prog_info(fd: i32) -> Option<bpf_prog_info> {
     // SAFETY: plain-old-data kernel structs, all-zero is valid.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     // SAFETY: `attr` describes a buffer of `info_len` bytes that lives
     // through the call.

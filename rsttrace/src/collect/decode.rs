@@ -109,7 +109,8 @@ fn read_pod<T: Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Serialises an event as the kernel would (tests, fuzzing and benchmarks).
+/// For tests: serialises an event as the kernel would.
+#[cfg(test)]
 pub fn encode(ev: &RstEvent) -> Vec<u8> {
     // SAFETY: RstEvent is repr(C) without implicit padding (size asserted in the ABI).
     let bytes = unsafe {
@@ -118,7 +119,8 @@ pub fn encode(ev: &RstEvent) -> Vec<u8> {
     bytes.to_vec()
 }
 
-/// A zeroed RST event with a valid header, for tests and tools to fill in.
+/// For tests: a zeroed RST event with a valid header to fill in.
+#[cfg(test)]
 pub fn blank_rst() -> RstEvent {
     // SAFETY: all-zero is a valid RstEvent (integers and arrays only).
     let mut ev: RstEvent = unsafe { std::mem::zeroed() };

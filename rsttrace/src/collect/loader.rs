@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::maps::{MapData, RingBuf, StackTraceMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap};
 use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
-use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, program};
+use rsttrace_ebpf::abi::{
+    self, Filter, KfreeSkb, ListenerKey, Owner, OwnerTracepoints, Tuning, program,
+};
 
 use crate::collect::counters::CounterReader;
 pub use crate::collect::counters::Counters;
@@ -134,10 +136,10 @@ fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
             }
         }
     }
-    match std::fs::read_to_string("/proc/kallsyms") {
-        Ok(text) => {
-            facts.functions = kallsyms::find_functions(&text, &wanted);
-            facts.preempt_count = preempt::locate(&text, btf);
+    match kallsyms::read(&wanted, preempt::SYMBOLS) {
+        Ok(found) => {
+            facts.preempt_count = preempt::locate(&found.data, btf);
+            facts.functions = found.functions;
         }
         Err(e) => {
             debug!("cannot read /proc/kallsyms: {e}");
@@ -169,12 +171,36 @@ pub struct Session {
 }
 
 impl Session {
+    /// Lends ports that were listening before the programs were attached
+    /// their owners (`enrich::listeners`); an owner the kernel side has
+    /// recorded meanwhile is kept. Returns how many were written.
+    pub fn seed_listeners(&mut self, owners: &[(ListenerKey, Owner)]) -> Result<usize> {
+        let map = self
+            .ebpf
+            .map_mut(abi::LISTENERS_MAP)
+            .ok_or_else(|| anyhow!("no {} map in the eBPF object", abi::LISTENERS_MAP))?;
+        // aya's HashMap also handles the LRU kind.
+        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, Owner> =
+            BpfHashMap::try_from(map)?;
+        let mut written = 0;
+        for (key, owner) in owners {
+            // BPF_NOEXIST: a listen() the kernel saw meanwhile is newer.
+            if listeners.insert(key, owner, 1).is_ok() {
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
     /// Loads and attaches. Takes the parsed BTF out of `kernel` and drops it
     /// once the offsets are resolved: aya parses vmlinux BTF again (for
     /// tp_btf and fentry), and two parsed copies alive at once were most of
     /// rsttrace's peak memory.
     pub fn load(kernel: &mut KernelInfo, opts: &Options) -> Result<Session> {
         check_privileges()?;
+        if !opts.stacks {
+            kallsyms::discard_symbols();
+        }
         let btf = kernel.btf.take().ok_or_else(|| {
             anyhow!(
                 "no kernel BTF ({}): rsttrace needs it to find socket fields on this kernel. \
@@ -368,7 +394,6 @@ fn take_buffers(ebpf: &mut Ebpf, opts: &Options) -> Result<Buffers> {
 fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
     let (mut offsets, missing) =
         offsets::resolve(btf).context("resolving kernel struct offsets")?;
-    offsets::sanity_check(&offsets).context("kernel struct offsets look wrong")?;
     // The idle time's read is what calls the helper: without the field the
     // verifier never reaches the call.
     if !helpers::available(&helpers::JIFFIES64) {

@@ -32,13 +32,13 @@ use serde_json::Value;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerNames {
     /// The container's own name (`api`; docker's without the leading `/`).
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Image reference, e.g. `docker.io/library/nginx:1.27`.
-    pub image: Option<String>,
+    pub(crate) image: Option<String>,
     /// Kubernetes pod name.
-    pub pod: Option<String>,
+    pub(crate) pod: Option<String>,
     /// Kubernetes namespace.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
 }
 
 impl ContainerNames {
@@ -68,7 +68,7 @@ const PODMAN_LIST: &str = "var/lib/containers/storage/overlay-containers/contain
 /// read-only; its test checks this list against the manifest). For
 /// containerd only the task bundles: the rest of /run/containerd holds its
 /// API socket, which a read-only mount would not keep rsttrace from using.
-pub const STATE_DIRS: &[&str] = &[
+pub(crate) const STATE_DIRS: &[&str] = &[
     "/run/containerd/io.containerd.runtime.v2.task",
     "/run/containers/storage",
     "/var/lib/containers/storage",
@@ -94,11 +94,11 @@ type FileStamp = (u64, u64, Option<std::time::SystemTime>);
 impl RuntimeState {
     /// The host's runtimes (their directories under `root`, `/` unless the
     /// host's are mounted elsewhere), files owned by root.
-    pub fn host(root: &Path) -> RuntimeState {
+    pub(crate) fn host(root: &Path) -> RuntimeState {
         RuntimeState::new(root, 0, 1024)
     }
 
-    pub fn new(root: &Path, owner_uid: u32, capacity: usize) -> RuntimeState {
+    pub(crate) fn new(root: &Path, owner_uid: u32, capacity: usize) -> RuntimeState {
         RuntimeState {
             root: root.to_path_buf(),
             owner_uid,
@@ -111,7 +111,11 @@ impl RuntimeState {
     /// The runtime that has the container `id` (trying `hint`, the one the
     /// cgroup path suggests, first) and what it says; None when no runtime
     /// knows it or `id` is not a container id.
-    pub fn lookup(&mut self, hint: &str, id: &str) -> Option<(&'static str, Arc<ContainerNames>)> {
+    pub(crate) fn lookup(
+        &mut self,
+        hint: &str,
+        id: &str,
+    ) -> Option<(&'static str, Arc<ContainerNames>)> {
         if let Some(hit) = self.cache.get(id) {
             return hit.clone();
         }
@@ -277,7 +281,7 @@ fn text(v: &Value) -> Option<String> {
 
 /// `--pod` / `--namespace`: whether a container's names match the filters
 /// (each list empty = any; both given = both must match).
-pub fn names_match(names: &ContainerNames, pods: &[String], namespaces: &[String]) -> bool {
+pub(crate) fn names_match(names: &ContainerNames, pods: &[String], namespaces: &[String]) -> bool {
     let hit = |want: &[String], have: &Option<String>| {
         want.is_empty() || have.as_ref().is_some_and(|h| want.contains(h))
     };
@@ -377,7 +381,7 @@ mod tests {
 
     #[test]
     fn podman_storage_metadata() {
-        let (_root, mut state) = host_with(PODMAN_LIST, &fixture("podman-containers.json"));
+        let (root, mut state) = host_with(PODMAN_LIST, &fixture("podman-containers.json"));
         let (runtime, got) = state.lookup("podman", ID).unwrap();
         assert_eq!(runtime, "podman");
         assert_eq!(
@@ -391,7 +395,7 @@ mod tests {
         let first = state.podman.as_ref().map(|(_, list)| Arc::as_ptr(list));
         assert!(state.lookup("podman", other).is_some());
         assert_eq!(state.podman.as_ref().map(|(_, l)| Arc::as_ptr(l)), first);
-        let path = _root.path().join(PODMAN_LIST);
+        let path = root.path().join(PODMAN_LIST);
         std::fs::write(&path, "[]").unwrap();
         assert!(state.lookup("podman", &"1".repeat(64)).is_none());
         assert_ne!(state.podman.as_ref().map(|(_, l)| Arc::as_ptr(l)), first);

@@ -1,8 +1,10 @@
 //! What userspace adds to an event: the owner process from /proc
 //! (`procinfo`), its container's names (`containers`), which sockets are in
-//! scope (`scope`), and symbolized stacks (`stacks`, with --stack).
+//! scope (`scope`), symbolized stacks (`stacks`, with --stack), and the
+//! owners of ports listening since before rsttrace started (`listeners`).
 
 pub mod containers;
+pub mod listeners;
 pub mod procinfo;
 pub mod scope;
 pub mod stacks;

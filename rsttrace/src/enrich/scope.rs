@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::enrich::procinfo::container_from_cgroup;
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// The cgroup v2 hierarchy: /sys/fs/cgroup, or on a hybrid host (v1
 /// controllers beside a v2 tree) /sys/fs/cgroup/unified, where the ids the
@@ -26,7 +26,7 @@ pub fn cgroup_v2_root() -> PathBuf {
 
 /// `--netns`: an inode number, or a namespace file (`/run/netns/NAME`,
 /// `/proc/PID/ns/net`) whose inode it is.
-pub fn parse_netns(arg: &str) -> Result<u32, String> {
+pub(crate) fn parse_netns(arg: &str) -> Result<u32, String> {
     if let Ok(inode) = arg.parse::<u32>() {
         return Ok(inode);
     }
@@ -47,7 +47,7 @@ pub fn parse_netns(arg: &str) -> Result<u32, String> {
 }
 
 /// `--container`: a hex id or prefix, as `docker ps` / `crictl ps` show it.
-pub fn parse_container_id(arg: &str) -> Result<String, String> {
+pub(crate) fn parse_container_id(arg: &str) -> Result<String, String> {
     let id = arg.trim().to_ascii_lowercase();
     if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
@@ -58,7 +58,7 @@ pub fn parse_container_id(arg: &str) -> Result<String, String> {
 }
 
 /// The cgroup v2 id of a directory is its inode number.
-pub fn cgroup_id(dir: &Path) -> Result<u64> {
+pub(crate) fn cgroup_id(dir: &Path) -> Result<u64> {
     Ok(std::fs::metadata(dir)
         .with_context(|| format!("{}", dir.display()))?
         .ino())
@@ -68,7 +68,7 @@ pub fn cgroup_id(dir: &Path) -> Result<u64> {
 /// absolute under /sys/fs/cgroup or relative to it) and every cgroup below
 /// it, because processes live in the leaves (a pod's containers, a unit's
 /// sub-cgroups).
-pub fn cgroup_tree(root: &Path, arg: &str) -> Result<Vec<PathBuf>> {
+pub(crate) fn cgroup_tree(root: &Path, arg: &str) -> Result<Vec<PathBuf>> {
     let rel = arg
         .strip_prefix(root.to_str().unwrap_or(CGROUP_ROOT))
         .unwrap_or(arg)
@@ -107,7 +107,7 @@ fn matching_cgroups(root: &Path, mut matches: impl FnMut(&str) -> bool) -> Vec<P
 
 /// `--container ID`: the cgroups whose path names a container with that
 /// id, and every cgroup below them.
-pub fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
+pub(crate) fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
     let found = matching_cgroups(root, |path| names_container(path, id));
     if found.is_empty() {
         bail!(
@@ -122,7 +122,7 @@ pub fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
 /// `--pod` / `--namespace`: the cgroups of containers whose runtime state
 /// names a matching pod and namespace, and every cgroup below them.
 /// Containers started later are not included (as with --container).
-pub fn pod_cgroups(
+pub(crate) fn pod_cgroups(
     root: &Path,
     runtimes: &mut crate::enrich::containers::RuntimeState,
     pods: &[String],
@@ -150,7 +150,7 @@ pub fn pod_cgroups(
 
 /// Whether the cgroup path's own container (docker, containerd, CRI-O,
 /// podman layouts) has an id starting with `id`.
-pub fn names_container(cgroup_path: &str, id: &str) -> bool {
+pub(crate) fn names_container(cgroup_path: &str, id: &str) -> bool {
     container_from_cgroup(cgroup_path)
         .and_then(|c| c.id)
         .is_some_and(|c| c.starts_with(id))

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use super::btf::{Btf, SYS_FS_VMLINUX};
 
 /// The environment variable that names a BTF file, like `--btf`.
-pub const ENV_VAR: &str = "RSTTRACE_BTF";
+pub(crate) const ENV_VAR: &str = "RSTTRACE_BTF";
 
 /// vmlinux BTF is 5–10 MiB; anything far larger is not BTF.
 const MAX_FILE_BYTES: u64 = 256 << 20;
@@ -40,17 +40,17 @@ pub fn use_file(flag: Option<PathBuf>) {
 }
 
 /// The file given with `--btf`, if any.
-pub fn file() -> Option<&'static Path> {
+pub(crate) fn file() -> Option<&'static Path> {
     FILE.get().map(PathBuf::as_path)
 }
 
 /// Whether the kernel exposes its own BTF (what tp_btf and fentry need).
-pub fn kernel_has_btf() -> bool {
+pub(crate) fn kernel_has_btf() -> bool {
     Path::new(SYS_FS_VMLINUX).exists()
 }
 
 /// Where BTF is read from, for messages.
-pub fn describe() -> String {
+pub(crate) fn describe() -> String {
     match file() {
         Some(p) => format!("{} (--btf)", p.display()),
         None => SYS_FS_VMLINUX.to_string(),
@@ -58,7 +58,7 @@ pub fn describe() -> String {
 }
 
 /// The raw BTF bytes from the chosen source.
-pub fn read() -> Result<Vec<u8>> {
+pub(crate) fn read() -> Result<Vec<u8>> {
     match file() {
         Some(path) => read_file(path),
         None => std::fs::read(SYS_FS_VMLINUX).with_context(|| {
@@ -73,14 +73,14 @@ pub fn read() -> Result<Vec<u8>> {
 }
 
 /// rsttrace's own parse of the chosen BTF.
-pub fn parse() -> Result<Btf> {
+pub(crate) fn parse() -> Result<Btf> {
     let bytes = read()?;
     Btf::parse(&bytes).with_context(|| format!("parsing BTF from {}", describe()))
 }
 
 /// aya's parse, for attaching tp_btf and fentry programs: the kernel's own
 /// BTF when it has one (type ids must be the kernel's), else the file.
-pub fn parse_for_aya() -> Result<aya::Btf> {
+pub(crate) fn parse_for_aya() -> Result<aya::Btf> {
     if kernel_has_btf() {
         return aya::Btf::from_sys_fs().with_context(|| format!("reading {SYS_FS_VMLINUX}"));
     }

@@ -9,7 +9,7 @@ const CANDIDATES: [u32; 4] = [100, 250, 300, 1000];
 
 /// Samples /proc/timer_list twice, `gap` apart; None when it cannot be read
 /// or the rate fits no known configuration.
-pub fn measure(gap: Duration) -> Option<u32> {
+pub(crate) fn measure(gap: Duration) -> Option<u32> {
     let first = sample(&std::fs::read_to_string("/proc/timer_list").ok()?)?;
     std::thread::sleep(gap);
     let second = sample(&std::fs::read_to_string("/proc/timer_list").ok()?)?;
@@ -17,7 +17,7 @@ pub fn measure(gap: Duration) -> Option<u32> {
 }
 
 /// (`now at` nanoseconds, jiffies) from one /proc/timer_list snapshot.
-pub fn sample(text: &str) -> Option<(u64, u64)> {
+pub(crate) fn sample(text: &str) -> Option<(u64, u64)> {
     let now = text.lines().find_map(|l| {
         l.strip_prefix("now at ")?
             .strip_suffix(" nsecs")?
@@ -32,7 +32,7 @@ pub fn sample(text: &str) -> Option<(u64, u64)> {
 }
 
 /// The configured rate nearest to the measured one, within 15%.
-pub fn rate((t0, j0): (u64, u64), (t1, j1): (u64, u64)) -> Option<u32> {
+pub(crate) fn rate((t0, j0): (u64, u64), (t1, j1): (u64, u64)) -> Option<u32> {
     let dt = t1.checked_sub(t0)? as f64 / 1e9;
     let dj = j1.checked_sub(j0)? as f64;
     if dt <= 0.0 {

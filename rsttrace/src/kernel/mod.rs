@@ -6,9 +6,9 @@
 
 pub mod btf;
 pub mod btf_source;
-pub mod helpers;
-pub mod hz;
-pub mod kallsyms;
-pub mod offsets;
-pub mod preempt;
-pub mod tracefs;
+pub(crate) mod helpers;
+pub(crate) mod hz;
+pub(crate) mod kallsyms;
+pub(crate) mod offsets;
+pub(crate) mod preempt;
+pub(crate) mod tracefs;

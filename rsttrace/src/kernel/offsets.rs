@@ -6,248 +6,22 @@
 //! offset within any of them is an offset from the socket pointer.
 
 use anyhow::{Result, bail, ensure};
-use rsttrace_ebpf::abi::{Field, Offsets};
+use rsttrace_ebpf::abi::{Field, FieldSpec, Load, Offsets};
 
 use super::btf::{Btf, MemberLoc};
-
-/// How the programs read a field.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Load {
-    /// An integer (or bitfield) loaded with a 1, 2, 4 or 8 byte read.
-    Scalar,
-    /// A 16-byte IPv6 address copied as bytes.
-    Addr16,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Need {
-    Required,
-    Optional,
-}
-
-/// One `Offsets` field: its name and the (struct, member path) places to look,
-/// in order, because members move between kernel versions.
-struct Spec {
-    name: &'static str,
-    need: Need,
-    load: Load,
-    sources: &'static [(&'static str, &'static str)],
-}
-
-const fn spec(
-    name: &'static str,
-    need: Need,
-    load: Load,
-    sources: &'static [(&'static str, &'static str)],
-) -> Spec {
-    Spec {
-        name,
-        need,
-        load,
-        sources,
-    }
-}
-
-use Load::{Addr16, Scalar};
-use Need::{Optional, Required};
-
-// Order matches the `Offsets` struct fields (see `assign`).
-const SPECS: &[Spec] = &[
-    spec(
-        "skc_daddr",
-        Required,
-        Scalar,
-        &[("sock_common", "skc_daddr")],
-    ),
-    spec(
-        "skc_rcv_saddr",
-        Required,
-        Scalar,
-        &[("sock_common", "skc_rcv_saddr")],
-    ),
-    spec(
-        "skc_dport",
-        Required,
-        Scalar,
-        &[("sock_common", "skc_dport")],
-    ),
-    spec("skc_num", Required, Scalar, &[("sock_common", "skc_num")]),
-    spec(
-        "skc_family",
-        Required,
-        Scalar,
-        &[("sock_common", "skc_family")],
-    ),
-    spec(
-        "skc_state",
-        Required,
-        Scalar,
-        &[("sock_common", "skc_state")],
-    ),
-    // IPv6 members exist only with CONFIG_IPV6.
-    spec(
-        "skc_v6_daddr",
-        Optional,
-        Addr16,
-        &[("sock_common", "skc_v6_daddr")],
-    ),
-    spec(
-        "skc_v6_rcv_saddr",
-        Optional,
-        Addr16,
-        &[("sock_common", "skc_v6_rcv_saddr")],
-    ),
-    spec(
-        "skc_cookie",
-        Optional,
-        Scalar,
-        &[("sock_common", "skc_cookie")],
-    ),
-    // `sk_flags` is a #define for `__sk_common.skc_flags` on most kernels.
-    spec(
-        "sk_flags",
-        Optional,
-        Scalar,
-        &[("sock", "sk_flags"), ("sock", "__sk_common.skc_flags")],
-    ),
-    spec("sk_shutdown", Optional, Scalar, &[("sock", "sk_shutdown")]),
-    spec(
-        "sk_lingertime",
-        Optional,
-        Scalar,
-        &[("sock", "sk_lingertime")],
-    ),
-    spec("sk_err", Optional, Scalar, &[("sock", "sk_err")]),
-    spec("sk_err_soft", Optional, Scalar, &[("sock", "sk_err_soft")]),
-    spec(
-        "sk_lock_owned",
-        Optional,
-        Scalar,
-        &[("sock", "sk_lock.owned")],
-    ),
-    // A bitfield before 5.6, a u16 since.
-    spec("sk_protocol", Optional, Scalar, &[("sock", "sk_protocol")]),
-    spec(
-        "sk_ack_backlog",
-        Optional,
-        Scalar,
-        &[("sock", "sk_ack_backlog")],
-    ),
-    spec(
-        "sk_max_ack_backlog",
-        Optional,
-        Scalar,
-        &[("sock", "sk_max_ack_backlog")],
-    ),
-    spec(
-        "inet_sport",
-        Optional,
-        Scalar,
-        &[("inet_sock", "inet_sport")],
-    ),
-    spec(
-        "icsk_probes_out",
-        Optional,
-        Scalar,
-        &[("inet_connection_sock", "icsk_probes_out")],
-    ),
-    spec("rcv_nxt", Optional, Scalar, &[("tcp_sock", "rcv_nxt")]),
-    spec(
-        "copied_seq",
-        Optional,
-        Scalar,
-        &[("tcp_sock", "copied_seq")],
-    ),
-    spec("snd_nxt", Optional, Scalar, &[("tcp_sock", "snd_nxt")]),
-    spec("snd_una", Optional, Scalar, &[("tcp_sock", "snd_una")]),
-    spec("write_seq", Optional, Scalar, &[("tcp_sock", "write_seq")]),
-    spec(
-        "rcv_tstamp",
-        Optional,
-        Scalar,
-        &[("tcp_sock", "rcv_tstamp")],
-    ),
-    spec(
-        "tw_substate",
-        Optional,
-        Scalar,
-        &[("inet_timewait_sock", "tw_substate")],
-    ),
-    spec("skb_head", Required, Scalar, &[("sk_buff", "head")]),
-    // Modern kernels wrap these in struct_group(headers, ...): an anonymous
-    // struct (found first) mirrored by a named `headers` struct.
-    spec(
-        "skb_transport_header",
-        Required,
-        Scalar,
-        &[
-            ("sk_buff", "transport_header"),
-            ("sk_buff", "headers.transport_header"),
-        ],
-    ),
-    spec(
-        "skb_network_header",
-        Required,
-        Scalar,
-        &[
-            ("sk_buff", "network_header"),
-            ("sk_buff", "headers.network_header"),
-        ],
-    ),
-    spec("skb_data", Optional, Scalar, &[("sk_buff", "data")]),
-    spec(
-        "netdev_ifindex",
-        Optional,
-        Scalar,
-        &[("net_device", "ifindex")],
-    ),
-    spec("task_flags", Optional, Scalar, &[("task_struct", "flags")]),
-    spec(
-        "task_exit_code",
-        Optional,
-        Scalar,
-        &[("task_struct", "exit_code")],
-    ),
-    // possible_net_t is a struct holding `struct net *net` (CONFIG_NET_NS).
-    spec(
-        "skc_net",
-        Optional,
-        Scalar,
-        &[("sock_common", "skc_net.net")],
-    ),
-    spec("skb_dev", Optional, Scalar, &[("sk_buff", "dev")]),
-    spec(
-        "netdev_net",
-        Optional,
-        Scalar,
-        &[("net_device", "nd_net.net")],
-    ),
-    spec("net_inum", Optional, Scalar, &[("net", "ns.inum")]),
-    // --stack: where the user stack pointer is saved on syscall entry (x86-64
-    // `sp`; other architectures name it differently and go without).
-    spec("pt_regs_sp", Optional, Scalar, &[("pt_regs", "sp")]),
-];
-
-/// Sock flag bit numbers from `enum sock_flags`, tested in `sk_flags`.
-const SOCK_FLAG_BITS: [(&str, &str); 4] = [
-    ("sock_dead_bit", "SOCK_DEAD"),
-    ("sock_linger_bit", "SOCK_LINGER"),
-    ("sock_keepopen_bit", "SOCK_KEEPOPEN"),
-    ("sock_done_bit", "SOCK_DONE"),
-];
 
 /// Resolves every `Offsets` field. Missing required fields are an error;
 /// missing optional ones are `Field::ABSENT` (or `ABSENT` for bit numbers)
 /// and their names are returned so the caller can say what is degraded.
-pub fn resolve(btf: &Btf) -> Result<(Offsets, Vec<String>)> {
+pub(crate) fn resolve(btf: &Btf) -> Result<(Offsets, Vec<String>)> {
     let mut o = Offsets::UNRESOLVED;
     let mut missing = Vec::new();
     let mut absent = Vec::new();
 
-    for s in SPECS {
+    for s in Offsets::FIELDS {
         match lookup(btf, s) {
-            Ok(field) => *slot(&mut o, s.name) = field,
-            Err(why) if s.need == Need::Required => missing.push(format!("{} ({why})", s.name)),
+            Ok(field) => *(s.slot)(&mut o) = field,
+            Err(why) if s.required => missing.push(format!("{} ({why})", s.name)),
             Err(why) => {
                 log::debug!("{} unavailable: {why}", s.name);
                 absent.push(s.name.to_owned());
@@ -276,12 +50,15 @@ pub fn resolve(btf: &Btf) -> Result<(Offsets, Vec<String>)> {
     }
 
     let flags = btf.enum_values("sock_flags").unwrap_or_default();
-    for (field, enumerator) in SOCK_FLAG_BITS {
-        let bit = flags.iter().find(|(n, _)| n == enumerator).map(|&(_, v)| v);
+    for b in Offsets::SOCK_FLAG_BITS {
+        let bit = flags
+            .iter()
+            .find(|(n, _)| n == b.enumerator)
+            .map(|&(_, v)| v);
         // sk_flags is an unsigned long: a bit number beyond it is nonsense.
         match bit.and_then(|v| u32::try_from(v).ok()).filter(|&v| v < 64) {
-            Some(v) => *bit_slot(&mut o, field) = v,
-            None => absent.push(field.to_owned()),
+            Some(v) => *(b.slot)(&mut o) = v,
+            None => absent.push(b.name.to_owned()),
         }
     }
 
@@ -291,7 +68,7 @@ pub fn resolve(btf: &Btf) -> Result<(Offsets, Vec<String>)> {
 
 /// `enum sk_rst_reason` as (value, name without `SK_RST_REASON_`); empty on
 /// kernels before 6.10, which have no reset reasons.
-pub fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
+pub(crate) fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
     let values = btf.enum_values("sk_rst_reason").unwrap_or_default();
     values
         .into_iter()
@@ -307,7 +84,7 @@ pub fn rst_reason_names(btf: &Btf) -> Vec<(u32, String)> {
 }
 
 /// `SKB_DROP_REASON_NO_SOCKET` on this kernel (its number differs between kernels).
-pub fn drop_reason_no_socket(btf: &Btf) -> Option<u32> {
+pub(crate) fn drop_reason_no_socket(btf: &Btf) -> Option<u32> {
     btf.enum_values("skb_drop_reason")?
         .into_iter()
         .find(|(name, _)| name == "SKB_DROP_REASON_NO_SOCKET")
@@ -315,10 +92,15 @@ pub fn drop_reason_no_socket(btf: &Btf) -> Option<u32> {
 }
 
 /// Rejects layouts that cannot be right. A wrong offset makes the programs
-/// read garbage without any error, so absurd values must stop start-up.
-pub fn sanity_check(o: &Offsets) -> Result<()> {
-    let fields = field_list(o);
-    for (name, f) in fields.iter().filter(|(_, f)| f.is_present()) {
+/// read garbage without any error, so absurd values must stop start-up
+/// (`resolve` runs it on what it found).
+fn sanity_check(o: &Offsets) -> Result<()> {
+    let mut copy = *o;
+    for s in Offsets::FIELDS {
+        let (name, f) = (s.name, *(s.slot)(&mut copy));
+        if !f.is_present() {
+            continue;
+        }
         ensure!(
             matches!(f.size, 1 | 2 | 4 | 8 | 16),
             "{name}: load size {} is not 1, 2, 4, 8 or 16",
@@ -425,7 +207,7 @@ pub fn sanity_check(o: &Offsets) -> Result<()> {
     Ok(())
 }
 
-fn lookup(btf: &Btf, s: &Spec) -> Result<Field, String> {
+fn lookup(btf: &Btf, s: &FieldSpec) -> Result<Field, String> {
     let found = s
         .sources
         .iter()
@@ -489,71 +271,6 @@ fn bitfield(loc: MemberLoc) -> Result<Field, String> {
     })
 }
 
-/// The `Offsets` field called `name`. Names come from `SPECS`, which a test
-/// checks against this list.
-fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
-    match name {
-        "skc_daddr" => &mut o.skc_daddr,
-        "skc_rcv_saddr" => &mut o.skc_rcv_saddr,
-        "skc_dport" => &mut o.skc_dport,
-        "skc_num" => &mut o.skc_num,
-        "skc_family" => &mut o.skc_family,
-        "skc_state" => &mut o.skc_state,
-        "skc_v6_daddr" => &mut o.skc_v6_daddr,
-        "skc_v6_rcv_saddr" => &mut o.skc_v6_rcv_saddr,
-        "skc_cookie" => &mut o.skc_cookie,
-        "sk_flags" => &mut o.sk_flags,
-        "sk_shutdown" => &mut o.sk_shutdown,
-        "sk_lingertime" => &mut o.sk_lingertime,
-        "sk_err" => &mut o.sk_err,
-        "sk_err_soft" => &mut o.sk_err_soft,
-        "sk_lock_owned" => &mut o.sk_lock_owned,
-        "sk_protocol" => &mut o.sk_protocol,
-        "sk_ack_backlog" => &mut o.sk_ack_backlog,
-        "sk_max_ack_backlog" => &mut o.sk_max_ack_backlog,
-        "inet_sport" => &mut o.inet_sport,
-        "icsk_probes_out" => &mut o.icsk_probes_out,
-        "rcv_nxt" => &mut o.rcv_nxt,
-        "copied_seq" => &mut o.copied_seq,
-        "snd_nxt" => &mut o.snd_nxt,
-        "snd_una" => &mut o.snd_una,
-        "write_seq" => &mut o.write_seq,
-        "rcv_tstamp" => &mut o.rcv_tstamp,
-        "tw_substate" => &mut o.tw_substate,
-        "skb_head" => &mut o.skb_head,
-        "skb_transport_header" => &mut o.skb_transport_header,
-        "skb_network_header" => &mut o.skb_network_header,
-        "skb_data" => &mut o.skb_data,
-        "netdev_ifindex" => &mut o.netdev_ifindex,
-        "task_flags" => &mut o.task_flags,
-        "task_exit_code" => &mut o.task_exit_code,
-        "skc_net" => &mut o.skc_net,
-        "skb_dev" => &mut o.skb_dev,
-        "netdev_net" => &mut o.netdev_net,
-        "net_inum" => &mut o.net_inum,
-        "pt_regs_sp" => &mut o.pt_regs_sp,
-        _ => unreachable!("SPECS names a field Offsets does not have: {name}"),
-    }
-}
-
-fn bit_slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut u32 {
-    match name {
-        "sock_dead_bit" => &mut o.sock_dead_bit,
-        "sock_linger_bit" => &mut o.sock_linger_bit,
-        "sock_keepopen_bit" => &mut o.sock_keepopen_bit,
-        "sock_done_bit" => &mut o.sock_done_bit,
-        _ => unreachable!("not a sock flag bit field: {name}"),
-    }
-}
-
-fn field_list(o: &Offsets) -> Vec<(&'static str, Field)> {
-    let mut copy = *o;
-    SPECS
-        .iter()
-        .map(|s| (s.name, *slot(&mut copy, s.name)))
-        .collect()
-}
-
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
@@ -564,6 +281,7 @@ fn kernel_release() -> String {
 mod tests {
     use super::*;
     use crate::kernel::btf::tests::Builder;
+    use Load::{Addr16, Scalar};
 
     fn field(offset: u32, size: u8) -> Field {
         Field {
@@ -573,21 +291,6 @@ mod tests {
             bit_width: 0,
             _pad: 0,
         }
-    }
-
-    #[test]
-    fn every_offsets_field_has_a_spec() {
-        // 39 Field members + 4 bit numbers (see the abi size assertion).
-        assert_eq!(SPECS.len(), 39);
-        let mut names: Vec<_> = SPECS.iter().map(|s| s.name).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), SPECS.len());
-        let mut o = Offsets::UNRESOLVED;
-        for (i, s) in SPECS.iter().enumerate() {
-            *slot(&mut o, s.name) = field(i as u32, 1);
-        }
-        assert!(field_list(&o).iter().all(|(_, f)| f.is_present()));
     }
 
     #[test]
@@ -826,6 +529,9 @@ mod tests {
             ("netdev_net", o.netdev_net),
             ("net_inum", o.net_inum),
             ("sk_protocol", o.sk_protocol),
+            ("sk_cgroup", o.sk_cgroup),
+            ("cgroup_kn", o.cgroup_kn),
+            ("kernfs_node_id", o.kernfs_node_id),
         ] {
             assert!(f.is_present(), "{name} unresolved");
         }

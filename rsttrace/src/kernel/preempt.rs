@@ -7,33 +7,28 @@
 //! address plus `__per_cpu_offset[cpu]`. Both are data symbols, which
 //! /proc/kallsyms lists only with CONFIG_KALLSYMS_ALL (Debian's kernels have
 //! it); without them the programs fall back to the socket lock. Pure: the
-//! caller reads the file.
+//! caller scans the file (`kallsyms`).
+
+use std::collections::BTreeMap;
 
 use rsttrace_ebpf::abi::PreemptCount;
 
 use crate::kernel::btf::Btf;
 
-/// The addresses, or why they cannot be had.
-pub fn locate(kallsyms: &str, btf: Option<&Btf>) -> Result<PreemptCount, String> {
+/// The kallsyms data symbols `locate` needs.
+pub(crate) const SYMBOLS: &[&str] = &["__per_cpu_offset", "__preempt_count", "pcpu_hot"];
+
+/// The addresses, from the `SYMBOLS` kallsyms lists, or why they cannot be had.
+pub(crate) fn locate(
+    symbols: &BTreeMap<&'static str, u64>,
+    btf: Option<&Btf>,
+) -> Result<PreemptCount, String> {
     if !cfg!(target_arch = "x86_64") {
         return Err("the preempt count is read on x86-64 only".into());
     }
-    let (mut per_cpu_offset, mut count, mut pcpu_hot) = (None, None, None);
-    for line in kallsyms.lines() {
-        // "ffffffff82a0e8c0 D __per_cpu_offset"
-        let mut words = line.split_whitespace();
-        let (Some(addr), Some(_kind), Some(name)) = (words.next(), words.next(), words.next())
-        else {
-            continue;
-        };
-        let slot = match name {
-            "__per_cpu_offset" => &mut per_cpu_offset,
-            "__preempt_count" => &mut count,
-            "pcpu_hot" => &mut pcpu_hot,
-            _ => continue,
-        };
-        *slot = u64::from_str_radix(addr, 16).ok();
-    }
+    let per_cpu_offset = symbols.get("__per_cpu_offset").copied();
+    let count = symbols.get("__preempt_count").copied();
+    let pcpu_hot = symbols.get("pcpu_hot").copied();
     let per_cpu_offset = per_cpu_offset.ok_or(
         "/proc/kallsyms lists no data symbols (__per_cpu_offset; CONFIG_KALLSYMS_ALL is off)",
     )?;
@@ -59,6 +54,14 @@ pub fn locate(kallsyms: &str, btf: Option<&Btf>) -> Result<PreemptCount, String>
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+    use crate::kernel::kallsyms::Kallsyms;
+
+    fn locate(text: &str, btf: Option<&Btf>) -> Result<PreemptCount, String> {
+        super::locate(
+            &Kallsyms::scan(text, &Default::default(), SYMBOLS).data,
+            btf,
+        )
+    }
 
     #[test]
     fn finds_preempt_count_and_per_cpu_offsets() {

@@ -13,15 +13,15 @@ const DEBUG_TRACING: &str = "/sys/kernel/debug/tracing";
 
 /// One `field:` line of a tracepoint `format` file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TpField {
-    pub name: String,
-    pub offset: u32,
-    pub size: u32,
+pub(crate) struct TpField {
+    pub(crate) name: String,
+    pub(crate) offset: u32,
+    pub(crate) size: u32,
 }
 
 /// The tracefs root, mounting tracefs on /sys/kernel/tracing if no mount is
 /// found (minimal containers and some distributions do not mount it).
-pub fn ensure_mounted() -> Result<PathBuf> {
+pub(crate) fn ensure_mounted() -> Result<PathBuf> {
     for root in [TRACING, DEBUG_TRACING] {
         if Path::new(root).join("events").is_dir() {
             return Ok(PathBuf::from(root));
@@ -59,7 +59,7 @@ fn mount_tracefs() -> Result<PathBuf> {
 
 /// Parses the `field:` lines of a tracepoint `format` file, e.g.
 /// `\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;`.
-pub fn parse_format(text: &str) -> Result<Vec<TpField>> {
+pub(crate) fn parse_format(text: &str) -> Result<Vec<TpField>> {
     let mut fields = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -110,7 +110,7 @@ fn field_name(decl: &str) -> Option<&str> {
     (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit())).then_some(name)
 }
 
-pub fn tracepoint_exists(root: &Path, category: &str, name: &str) -> bool {
+pub(crate) fn tracepoint_exists(root: &Path, category: &str, name: &str) -> bool {
     root.join("events")
         .join(category)
         .join(name)
@@ -118,7 +118,7 @@ pub fn tracepoint_exists(root: &Path, category: &str, name: &str) -> bool {
         .is_file()
 }
 
-pub fn read_format(root: &Path, category: &str, name: &str) -> Result<Vec<TpField>> {
+pub(crate) fn read_format(root: &Path, category: &str, name: &str) -> Result<Vec<TpField>> {
     let path = root.join("events").join(category).join(name).join("format");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -127,7 +127,7 @@ pub fn read_format(root: &Path, category: &str, name: &str) -> Result<Vec<TpFiel
 
 /// Field offsets of `tcp:tcp_send_reset` and `tcp:tcp_receive_reset` for the
 /// classic tracepoint programs. `send_reason` is `ABSENT` before 6.10.
-pub fn tcp_layout(root: &Path) -> Result<TracepointLayout> {
+pub(crate) fn tcp_layout(root: &Path) -> Result<TracepointLayout> {
     let send = read_format(root, "tcp", "tcp_send_reset")?;
     let recv = read_format(root, "tcp", "tcp_receive_reset")?;
     let send_reason = match find(&send, "reason") {
@@ -151,7 +151,7 @@ pub fn tcp_layout(root: &Path) -> Result<TracepointLayout> {
 
 /// `skb:kfree_skb`: offsets of `skbaddr` and of the 4-byte `reason`
 /// (which the event has since 5.17).
-pub fn kfree_skb_layout(root: &Path) -> Result<(u32, u32)> {
+pub(crate) fn kfree_skb_layout(root: &Path) -> Result<(u32, u32)> {
     let fields = read_format(root, "skb", "kfree_skb")?;
     let reason =
         find(&fields, "reason").ok_or_else(|| anyhow!("skb:kfree_skb has no reason field"))?;
@@ -165,7 +165,7 @@ pub fn kfree_skb_layout(root: &Path) -> Result<(u32, u32)> {
 
 /// Offsets for the classic owner-tracking program: `sock:inet_sock_set_state`
 /// (`skaddr`, 4-byte `oldstate` and `newstate`, 2-byte `protocol`).
-pub fn owner_layout(root: &Path) -> Result<OwnerTracepoints> {
+pub(crate) fn owner_layout(root: &Path) -> Result<OwnerTracepoints> {
     let set_state = read_format(root, "sock", "inet_sock_set_state")?;
     let sized = |name: &str, size: u32| -> Result<u32> {
         let f = find(&set_state, name)

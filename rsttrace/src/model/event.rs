@@ -158,6 +158,9 @@ pub struct Socket {
     pub sk_err: u32,
     /// For a TIME_WAIT socket, the state it came from.
     pub tw_substate: Option<TcpState>,
+    /// The socket's own cgroup v2 id (its creator's; an accepted socket's
+    /// is its listener's), read when no owner is known.
+    pub cgroup_id: Option<u64>,
     /// A listener whose accept queue is full.
     pub accept_queue_full: bool,
     /// For a socket in CLOSE, the state it left in the same call.
@@ -271,9 +274,13 @@ pub struct Event {
 /// Who owns the socket the RST was made on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
-    /// Remembered in the kernel from the owner's own connect(), listen(),
-    /// close()/shutdown() or recv().
+    /// Remembered in the kernel from the owner's own connect(), listen()
+    /// or first close()/shutdown().
     Tracked { uid: u32, cgroup_id: u64 },
+    /// The process that listens on the socket's local port: a connection
+    /// accepted or queued there that has not proven an owner of its own
+    /// (another process may have accepted it).
+    Listener { uid: u32, cgroup_id: u64 },
     /// The RST was made in task context, by the socket's own process.
     Actor,
     /// No socket: a SYN to a closed port, a segment for a forgotten connection.
@@ -359,6 +366,7 @@ impl Event {
             probes_out: raw.probes_out,
             sk_err: raw.sk_err,
             tw_substate: (raw.state == TcpState::TIME_WAIT.0).then_some(TcpState(raw.tw_substate)),
+            cgroup_id: (raw.sk_cgroup != 0).then_some(raw.sk_cgroup),
             accept_queue_full: has(abi::flag::ACCEPT_QUEUE_FULL),
             closed_from: (raw.closed_from != 0).then_some(TcpState(raw.closed_from)),
             peer_idle: kernel.hz().filter(|_| has(abi::flag::FULL_SOCK)).map(|hz| {
@@ -386,9 +394,11 @@ impl Event {
                 tid: raw.owner_pid,
                 comm: comm_string(&raw.owner_comm),
             };
-            let owner = Owner::Tracked {
-                uid: raw.owner_uid,
-                cgroup_id: raw.owner_cgroup,
+            let (uid, cgroup_id) = (raw.owner_uid, raw.owner_cgroup);
+            let owner = if has(abi::flag::OWNER_FROM_LISTENER) {
+                Owner::Listener { uid, cgroup_id }
+            } else {
+                Owner::Tracked { uid, cgroup_id }
             };
             (Some(task), owner)
         } else if socket.is_none() {

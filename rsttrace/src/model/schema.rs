@@ -26,7 +26,7 @@ pub const HOOKS: &[(u8, &str)] = &[
 pub const UNKNOWN: &str = "unknown";
 
 /// The export name of a kernel hook id.
-pub fn hook_name(id: u8) -> &'static str {
+pub(crate) fn hook_name(id: u8) -> &'static str {
     HOOKS
         .iter()
         .find(|(h, _)| *h == id)
@@ -34,7 +34,7 @@ pub fn hook_name(id: u8) -> &'static str {
 }
 
 /// A hook name read from a file, as the `&'static str` the event holds.
-pub fn hook_from_name(name: &str) -> &'static str {
+pub(crate) fn hook_from_name(name: &str) -> &'static str {
     HOOKS
         .iter()
         .find(|(_, n)| *n == name)
@@ -42,7 +42,7 @@ pub fn hook_from_name(name: &str) -> &'static str {
 }
 
 /// Linux TCP states by value (include/net/tcp_states.h; 0 is "no socket").
-pub const TCP_STATES: [&str; 13] = [
+pub(crate) const TCP_STATES: [&str; 13] = [
     "NONE",
     "ESTABLISHED",
     "SYN_SENT",
@@ -59,9 +59,9 @@ pub const TCP_STATES: [&str; 13] = [
 ];
 
 /// The name of a state value outside the table.
-pub const INVALID_STATE: &str = "INVALID";
+pub(crate) const INVALID_STATE: &str = "INVALID";
 
-pub fn state_name(value: u8) -> &'static str {
+pub(crate) fn state_name(value: u8) -> &'static str {
     TCP_STATES
         .get(usize::from(value))
         .copied()
@@ -69,7 +69,7 @@ pub fn state_name(value: u8) -> &'static str {
 }
 
 /// The value of a state name; None for names outside the table.
-pub fn state_from_name(name: &str) -> Option<u8> {
+pub(crate) fn state_from_name(name: &str) -> Option<u8> {
     TCP_STATES
         .iter()
         .position(|s| *s == name)
@@ -78,7 +78,7 @@ pub fn state_from_name(name: &str) -> Option<u8> {
 
 /// Softirq vectors by number (include/linux/interrupt.h; stable since
 /// 2.6), as `actor.context` names them after `softirq:`.
-pub const SOFTIRQS: [&str; 10] = [
+pub(crate) const SOFTIRQS: [&str; 10] = [
     "softirq:HI",
     "softirq:TIMER",
     "softirq:NET_TX",
@@ -92,7 +92,10 @@ pub const SOFTIRQS: [&str; 10] = [
 ];
 
 /// A vector beyond the table.
-pub const SOFTIRQ_OTHER: &str = "softirq:OTHER";
+pub(crate) const SOFTIRQ_OTHER: &str = "softirq:OTHER";
+
+/// `owner.source`: how the owner is known (`model::event::Owner`).
+pub const OWNER_SOURCES: &[&str] = &["tracked", "listener", "actor", "prior"];
 
 /// `container.runtime`: where the cgroup path says the process runs.
 /// `kubernetes` is a pod whose runtime the path does not name; `systemd`
@@ -107,7 +110,7 @@ pub const RUNTIMES: &[&str] = &[
 ];
 
 /// A runtime name read from a file, as the `&'static str` the record holds.
-pub fn runtime_from_name(name: &str) -> Option<&'static str> {
+pub(crate) fn runtime_from_name(name: &str) -> Option<&'static str> {
     RUNTIMES.iter().copied().find(|r| *r == name)
 }
 
@@ -116,7 +119,8 @@ pub const DIRECTIONS: &[&str] = &["sent", "received", "abort"];
 
 /// The "Closed sets" section of docs/schema.md, from these tables and the
 /// cause table.
-pub fn markdown_closed_sets() -> String {
+#[cfg(test)]
+pub(crate) fn markdown_closed_sets() -> String {
     let list = |names: &mut dyn Iterator<Item = &str>| {
         names
             .map(|n| format!("`{n}`"))

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 /// some terminals) become `\xNN`; Unicode bidirectional controls, which can
 /// visually reorder the rest of a line, become `\u{NNNN}`. Idempotent: an
 /// escaped string contains nothing left to escape.
-pub fn escape_control(s: &str) -> Cow<'_, str> {
+pub(crate) fn escape_control(s: &str) -> Cow<'_, str> {
     // Names and command lines are nearly always ASCII, where only C0 and
     // DEL need escaping; this runs on several strings of every event.
     let clean = if s.is_ascii() {

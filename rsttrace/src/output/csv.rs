@@ -7,9 +7,9 @@ use crate::model::text::escape_control;
 use crate::record::Classified;
 
 /// Columns without `--stack`.
-pub const COLUMNS: usize = 23;
+pub(crate) const COLUMNS: usize = 23;
 
-pub const HEADER: [&str; COLUMNS] = [
+pub(crate) const HEADER: [&str; COLUMNS] = [
     "time",
     "direction",
     "cause",
@@ -38,7 +38,7 @@ pub const HEADER: [&str; COLUMNS] = [
 /// Free text (process names; a kernel reason read back from a file) has its
 /// control characters escaped, and gets a leading `'` when a spreadsheet
 /// would run it as a formula.
-pub fn cell_text(s: &str) -> String {
+pub(crate) fn cell_text(s: &str) -> String {
     let s = escape_control(s);
     if s.starts_with(['=', '+', '-', '@']) {
         format!("'{s}")
@@ -47,7 +47,7 @@ pub fn cell_text(s: &str) -> String {
     }
 }
 
-pub fn row(rec: &Classified) -> [String; COLUMNS] {
+pub(crate) fn row(rec: &Classified) -> [String; COLUMNS] {
     let e = &rec.event;
     let opt = |v: Option<String>| v.unwrap_or_default();
     let container = rec.owner_proc.as_ref().and_then(|p| p.container.as_ref());
@@ -86,9 +86,9 @@ pub fn row(rec: &Classified) -> [String; COLUMNS] {
 
 /// With `--stack`, after the others: each stack on one line, innermost
 /// frame first (`close <- drop_connection <- main`).
-pub const STACK_HEADER: [&str; 2] = ["kernel_stack", "user_stack"];
+pub(crate) const STACK_HEADER: [&str; 2] = ["kernel_stack", "user_stack"];
 
-pub fn stack_cells(rec: &Classified) -> [String; 2] {
+pub(crate) fn stack_cells(rec: &Classified) -> [String; 2] {
     let cell = |frames: &Option<Vec<String>>| {
         frames
             .as_deref()
@@ -98,7 +98,7 @@ pub fn stack_cells(rec: &Classified) -> [String; 2] {
     [cell(&rec.stacks.kernel), cell(&rec.stacks.user)]
 }
 
-pub struct CsvSink<W: Write> {
+pub(crate) struct CsvSink<W: Write> {
     out: csv::Writer<W>,
     header_written: bool,
     /// `--stack`: the two stack columns.
@@ -106,7 +106,7 @@ pub struct CsvSink<W: Write> {
 }
 
 impl<W: Write> CsvSink<W> {
-    pub fn new(out: W, stacks: bool) -> CsvSink<W> {
+    pub(crate) fn new(out: W, stacks: bool) -> CsvSink<W> {
         CsvSink {
             out: csv::Writer::from_writer(out),
             header_written: false,

@@ -30,7 +30,7 @@ pub struct ExportDir {
 }
 
 impl ExportDir {
-    pub fn open(path: &Path) -> Result<ExportDir> {
+    pub(crate) fn open(path: &Path) -> Result<ExportDir> {
         let name = path
             .file_name()
             .filter(|n| !n.is_empty())
@@ -71,10 +71,6 @@ impl ExportDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// `NAME.i` (`NAME` for 0).
     fn numbered(&self, i: u32) -> OsString {
         let mut n = self.name.clone();
@@ -86,7 +82,7 @@ impl ExportDir {
 
     /// Moves FILE.i to FILE.i+1 for every i, dropping the one past `keep`
     /// files (FILE itself counts); FILE is free afterwards.
-    pub fn shift(&self, keep: u32) -> io::Result<()> {
+    pub(crate) fn shift(&self, keep: u32) -> io::Result<()> {
         let keep = keep.max(1);
         self.unlink(&self.numbered(keep - 1))?;
         for i in (0..keep - 1).rev() {
@@ -101,7 +97,7 @@ impl ExportDir {
     /// At start-up: a FILE left by an earlier run is moved aside (FILE.1,
     /// ...), after checking it is one we could have written; anything else
     /// at FILE is refused with the reason.
-    pub fn set_aside_previous(&self, keep: u32) -> Result<()> {
+    pub(crate) fn set_aside_previous(&self, keep: u32) -> Result<()> {
         let Some(st) = self.lstat(&self.name)? else {
             return Ok(());
         };
@@ -125,7 +121,7 @@ impl ExportDir {
     /// Creates FILE, new, mode 0600. Something planted at the name (after
     /// a rotation freed it) is unlinked: only its name goes, never the file
     /// behind a link.
-    pub fn create(&self) -> io::Result<File> {
+    pub(crate) fn create(&self) -> io::Result<File> {
         let c = cstring_io(&self.name)?;
         for _ in 0..CREATE_ATTEMPTS {
             // SAFETY: valid directory fd and NUL-terminated name; checked.

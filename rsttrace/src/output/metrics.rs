@@ -27,13 +27,13 @@ use crate::record::Classified;
 pub struct Metrics {
     resets: BTreeMap<(&'static str, &'static str, String), u64>,
     by_local_port: HashMap<u16, u64>,
-    pub lost: u64,
-    pub filtered_kernel: u64,
-    pub filtered_userspace: u64,
+    pub(crate) lost: u64,
+    pub(crate) filtered_kernel: u64,
+    pub(crate) filtered_userspace: u64,
     /// `--stack` only.
-    pub stacks: Option<crate::output::summary::StackSummary>,
-    pub kernel_drops: crate::collect::counters::KernelDrops,
-    pub aborts_merged: u64,
+    pub(crate) stacks: Option<crate::output::summary::StackSummary>,
+    pub(crate) kernel_drops: crate::collect::counters::KernelDrops,
+    pub(crate) aborts_merged: u64,
     top_ports: usize,
 }
 
@@ -47,7 +47,7 @@ impl Metrics {
         }
     }
 
-    pub fn add(&mut self, rec: &Classified) {
+    pub(crate) fn add(&mut self, rec: &Classified) {
         let e = &rec.event;
         let reason = e.reason().unwrap_or("").to_owned();
         *self
@@ -59,7 +59,7 @@ impl Metrics {
     }
 
     /// Prometheus text format 0.0.4.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = String::new();
         s.push_str("# HELP rsttrace_resets_total TCP resets seen, by direction, cause and kernel reason.\n");
         s.push_str("# TYPE rsttrace_resets_total counter\n");
@@ -126,7 +126,7 @@ fn escape_label(v: &str) -> String {
 
 /// `9100`, `:9100`, `0.0.0.0:9100`, `[::1]:9100`; a bare port binds to
 /// 127.0.0.1 so metrics are not exposed to the network by accident.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let port_only = s.strip_prefix(':').unwrap_or(s);
     if let Ok(port) = port_only.parse::<u16>() {

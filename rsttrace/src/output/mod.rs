@@ -1,16 +1,16 @@
 //! Output formats behind one small trait. Formatting is pure (a record in,
 //! text out) so every format is unit-tested; the sinks only add buffering.
 
-pub mod csv;
+pub(crate) mod csv;
 pub mod export;
 pub mod json;
 pub mod metrics;
 pub mod otlp;
 pub mod pcapng;
-pub mod rotate;
+pub(crate) mod rotate;
 pub mod status;
-pub mod summary;
-pub mod text;
+pub(crate) mod summary;
+pub(crate) mod text;
 
 use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
@@ -21,7 +21,7 @@ use crate::model::text::escape_control;
 use crate::record::Classified;
 
 /// Where events go: a terminal, a pipe, an export file.
-pub trait Sink {
+pub(crate) trait Sink {
     fn write(&mut self, rec: &Classified) -> io::Result<()>;
     /// Marks that `lost` events were lost by the kernel at this point
     /// (`at`: now when tracing, the file's time when reading one back).
@@ -43,7 +43,7 @@ pub trait Sink {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
     Csv,
@@ -53,7 +53,7 @@ pub enum Format {
 
 impl Format {
     /// The export format for a `--write` path, from its extension.
-    pub fn from_path(path: &Path) -> Option<Format> {
+    pub(crate) fn from_path(path: &Path) -> Option<Format> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
             "jsonl" | "json" | "ndjson" => Some(Format::Json),
@@ -66,16 +66,16 @@ impl Format {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct TextOptions {
+pub(crate) struct TextOptions {
     /// ANSI colours (only for terminals).
-    pub color: bool,
+    pub(crate) color: bool,
     /// Language of explanations.
-    pub lang: crate::model::explain::Lang,
+    pub(crate) lang: crate::model::explain::Lang,
     /// `--stack`: CSV gets its two stack columns.
-    pub stacks: bool,
+    pub(crate) stacks: bool,
 }
 
-pub fn sink(
+pub(crate) fn sink(
     format: Format,
     writer: Box<dyn Write + Send>,
     opts: &TextOptions,
@@ -89,12 +89,9 @@ pub fn sink(
     }
 }
 
-/// The text header line (`TIME(UTC) DIR LOCAL -> REMOTE ...`) of the text format.
-pub use text::header as text_header;
-
 /// A stack on one line, innermost frame first: `a <- b <- c` (b called a).
 /// Frames were escaped when symbolized, but a replayed file carries anything.
-pub fn joined_frames(frames: &[String]) -> String {
+pub(crate) fn joined_frames(frames: &[String]) -> String {
     let escaped: Vec<Cow<'_, str>> = frames.iter().map(|f| escape_control(f)).collect();
     escaped.join(" <- ")
 }
@@ -112,7 +109,7 @@ pub(crate) fn printable_time(t: SystemTime) -> SystemTime {
 }
 
 /// `2026-11-22T22:51:03.123456789Z`
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_nanos(printable_time(t)).to_string()
 }
 
@@ -293,7 +290,7 @@ mod tests {
         assert!(!plain.contains('\x1b'), "{plain:?}");
         let lines: Vec<&str> = plain.lines().collect();
         assert_eq!(lines.len(), 4, "{plain}");
-        assert_eq!(lines[0], text_header());
+        assert_eq!(lines[0], text::header());
         assert!(lines[2].contains("3 events lost"), "{}", lines[2]);
 
         // Colour only ever wraps the cause; the hostile comm stays inert.

@@ -55,14 +55,14 @@ const GRACE: Duration = Duration::from_secs(2);
 /// appended to its path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// Path prefix without a trailing `/` (usually empty).
-    pub base: String,
+    pub(crate) base: String,
 }
 
 /// `--otlp URL`: `http://HOST[:PORT][/PATH]`, the port 4318 by default.
-pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+pub(crate) fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     let rest = s.strip_prefix("http://").ok_or_else(|| {
         if s.starts_with("https://") {
             format!(
@@ -112,14 +112,12 @@ struct Shared {
     /// Records not delivered: queue full, retries exhausted, or the
     /// collector refused them.
     dropped: AtomicU64,
-    /// Records the collector accepted.
-    exported: AtomicU64,
     /// Every event, by cause and direction, exported or not.
     counts: Mutex<BTreeMap<(CauseId, Direction), u64>>,
 }
 
 /// The tracer's handle: hands records to the exporter thread.
-pub struct Exporter {
+pub(crate) struct Exporter {
     queue: Option<mpsc::Sender<LogRecord>>,
     shared: Arc<Shared>,
     lang: Lang,
@@ -130,7 +128,7 @@ pub struct Exporter {
 impl Exporter {
     /// Starts the exporter thread; nothing is sent until the first event
     /// (or the first metrics tick).
-    pub fn start(endpoint: Endpoint, lang: Lang) -> Result<Exporter> {
+    pub(crate) fn start(endpoint: Endpoint, lang: Lang) -> Result<Exporter> {
         let (queue, records) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::default());
         let (done_tx, done) = std::sync::mpsc::channel();
@@ -156,7 +154,7 @@ impl Exporter {
     }
 
     /// Queues one event; never blocks. A full queue drops it (counted).
-    pub fn export(&self, rec: &Classified) {
+    pub(crate) fn export(&self, rec: &Classified) {
         if let Ok(mut counts) = self.shared.counts.lock() {
             *counts
                 .entry((rec.cause.id, rec.event.direction))
@@ -171,18 +169,14 @@ impl Exporter {
         }
     }
 
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
-    }
-
-    pub fn exported(&self) -> u64 {
-        self.shared.exported.load(Ordering::Relaxed)
     }
 
     /// Closes the queue and gives the exporter its grace period to deliver
     /// what is queued and the final counters; what it could not deliver by
     /// then is counted as dropped.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if self.queue.take().is_some() {
             // The exporter's own deadline is GRACE; this bound covers a
             // request already under way when it passed.
@@ -239,10 +233,13 @@ async fn run(endpoint: Endpoint, mut records: mpsc::Receiver<LogRecord>, shared:
                 }],
             }
             .encode_to_vec();
-            match client.post_with_retry("/v1/logs", body, deadline).await {
-                Ok(()) => shared.exported.fetch_add(n, Ordering::Relaxed),
-                Err(_) => shared.dropped.fetch_add(n, Ordering::Relaxed),
-            };
+            if client
+                .post_with_retry("/v1/logs", body, deadline)
+                .await
+                .is_err()
+            {
+                shared.dropped.fetch_add(n, Ordering::Relaxed);
+            }
         }
         if closed || Instant::now() >= next_metrics {
             let body = metrics_request(&shared, &resource, start).encode_to_vec();
@@ -494,7 +491,7 @@ fn local_is_server(rec: &Classified, ephemeral: &std::ops::RangeInclusive<u16>) 
 
 /// One event as a log record: the OpenTelemetry semantic conventions for
 /// the attributes that have one, `rsttrace.*` for the rest.
-pub fn log_record(
+pub(crate) fn log_record(
     rec: &Classified,
     lang: Lang,
     ephemeral: &std::ops::RangeInclusive<u16>,
@@ -664,7 +661,7 @@ fn metrics_request(
 }
 
 /// `--otlp` given, for error messages.
-pub fn describe(endpoint: &Endpoint) -> String {
+pub(crate) fn describe(endpoint: &Endpoint) -> String {
     format!(
         "http://{}:{}{}",
         endpoint.host, endpoint.port, endpoint.base

@@ -8,7 +8,6 @@
 //! file is created exclusively (`export::ExportDir`).
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,7 +15,7 @@ use super::export::ExportDir;
 use super::{Format, Sink, TextOptions, sink};
 use crate::record::Classified;
 
-pub struct RotatingSink {
+pub(crate) struct RotatingSink {
     dir: ExportDir,
     format: Format,
     opts: TextOptions,
@@ -28,7 +27,7 @@ pub struct RotatingSink {
 
 impl RotatingSink {
     /// `dir` names a free FILE (`ExportDir::set_aside_previous` ran).
-    pub fn new(
+    pub(crate) fn new(
         dir: ExportDir,
         format: Format,
         opts: TextOptions,
@@ -54,12 +53,6 @@ impl RotatingSink {
         self.current = start(&self.dir, self.format, self.opts, &self.written)?;
         Ok(())
     }
-}
-
-pub fn numbered(path: &Path, i: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{i}"));
-    PathBuf::from(name)
 }
 
 fn start(
@@ -131,6 +124,13 @@ impl Write for Counting {
 mod tests {
     use super::*;
     use crate::record::fixtures::record;
+    use std::path::{Path, PathBuf};
+
+    fn numbered(path: &Path, i: u32) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{i}"));
+        PathBuf::from(name)
+    }
 
     fn open(path: &Path) -> ExportDir {
         ExportDir::open(path).unwrap()

@@ -50,18 +50,18 @@ fn emit_json(value: &Value) {
 }
 
 /// The tracer is attached: every RST from now on is seen.
-pub struct Ready<'a> {
-    pub plan: &'a Plan,
+pub(crate) struct Ready<'a> {
+    pub(crate) plan: &'a Plan,
     /// How records reach rsttrace.
-    pub transport: Transport,
+    pub(crate) transport: Transport,
     /// From the start of `trace` to attached.
-    pub attach: Duration,
+    pub(crate) attach: Duration,
     /// The loaded programs: name in the object, and the kernel's program id
     /// (`bpftool prog show id N`).
-    pub programs: Vec<(String, u32)>,
+    pub(crate) programs: Vec<(String, u32)>,
 }
 
-pub fn ready(r: &Ready<'_>) {
+pub(crate) fn ready(r: &Ready<'_>) {
     match format() {
         LogFormat::Text => emit(&format!(
             "rsttrace: tracing TCP resets ({} transport={}); Ctrl-C to stop",
@@ -97,7 +97,7 @@ fn ready_json(r: &Ready<'_>) -> Value {
     })
 }
 
-pub fn metrics(bound: SocketAddr) {
+pub(crate) fn metrics(bound: SocketAddr) {
     let url = format!("http://{bound}/metrics");
     match format() {
         LogFormat::Text => emit(&format!("rsttrace: metrics on {url}")),
@@ -106,7 +106,7 @@ pub fn metrics(bound: SocketAddr) {
 }
 
 /// Something went wrong but tracing goes on.
-pub fn warning(message: impl Display) {
+pub(crate) fn warning(message: impl Display) {
     match format() {
         LogFormat::Text => emit(&format!("rsttrace: {message}")),
         LogFormat::Json => {
@@ -116,7 +116,7 @@ pub fn warning(message: impl Display) {
 }
 
 /// The exit summary (also of `rsttrace read`).
-pub fn summary(summary: &Summary, lang: Lang) {
+pub(crate) fn summary(summary: &Summary, lang: Lang) {
     match format() {
         LogFormat::Text => {
             let _ = std::io::stderr()

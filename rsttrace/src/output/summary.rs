@@ -10,25 +10,25 @@ use crate::model::explain::Lang;
 use crate::record::Classified;
 
 #[derive(Debug, Default, Clone)]
-pub struct Summary {
+pub(crate) struct Summary {
     counts: BTreeMap<(CauseId, Direction), u64>,
     total: u64,
     /// Events the kernel could not put in the ring buffer.
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// Events the in-kernel filters dropped.
-    pub filtered: u64,
+    pub(crate) filtered: u64,
     /// Events the userspace filters (--cause, --direction) dropped.
-    pub filtered_userspace: u64,
+    pub(crate) filtered_userspace: u64,
     /// Kernel memory reads that failed (facts may be incomplete).
-    pub read_errors: u64,
+    pub(crate) read_errors: u64,
     /// Records userspace could not decode.
-    pub decode_errors: u64,
+    pub(crate) decode_errors: u64,
     /// Events that could not be written to an output.
-    pub write_errors: u64,
+    pub(crate) write_errors: u64,
     /// What else the kernel side could not capture or remember.
-    pub kernel_drops: KernelDrops,
+    pub(crate) kernel_drops: KernelDrops,
     /// Error reports merged into the RST reported just before them.
-    pub aborts_merged: u64,
+    pub(crate) aborts_merged: u64,
     /// Per local port (65536 at most: bounded by the domain).
     ports: HashMap<u16, u64>,
     /// Per owning process (pid, comm), up to `MAX_OWNERS`; the rest are
@@ -36,20 +36,20 @@ pub struct Summary {
     owners: HashMap<(u32, String), u64>,
     owners_other: u64,
     /// `--stack` only.
-    pub stacks: Option<StackSummary>,
+    pub(crate) stacks: Option<StackSummary>,
     /// `--otlp` only: log records the collector did not get.
-    pub otlp_dropped: Option<u64>,
+    pub(crate) otlp_dropped: Option<u64>,
 }
 
 /// What `--stack` could not show; never fatal.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct StackSummary {
+pub(crate) struct StackSummary {
     /// Stacks the kernel could not store (stack map full, hash collision).
-    pub not_captured: u64,
+    pub(crate) not_captured: u64,
     /// Stack ids no longer in the map when read.
-    pub missing: u64,
+    pub(crate) missing: u64,
     /// Frames shown as a file offset or raw address.
-    pub unsymbolized: u64,
+    pub(crate) unsymbolized: u64,
 }
 
 /// Distinct owners counted by name; a fork storm cannot grow the table.
@@ -58,7 +58,7 @@ const MAX_OWNERS: usize = 4096;
 const TOP: usize = 5;
 
 impl Summary {
-    pub fn add(&mut self, rec: &Classified) {
+    pub(crate) fn add(&mut self, rec: &Classified) {
         *self
             .counts
             .entry((rec.cause.id, rec.event.direction))
@@ -78,16 +78,17 @@ impl Summary {
         }
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
-    pub fn count(&self, cause: CauseId, direction: Direction) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self, cause: CauseId, direction: Direction) -> u64 {
         self.counts.get(&(cause, direction)).copied().unwrap_or(0)
     }
 
     /// The exit summary as a `--log-format json` status line.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let mut rows: Vec<_> = self.counts.iter().collect();
         rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let by_direction = |d: Direction| -> u64 {
@@ -131,16 +132,17 @@ impl Summary {
         })
     }
 
-    /// The table printed on stderr at exit. Each cause row's last word is its
-    /// count, and the loss line starts with `lost` and ends with the number
-    /// (`cargo xtask bench` reads both).
-    pub fn render(&self) -> String {
+    /// For tests: the table in English.
+    #[cfg(test)]
+    pub(crate) fn render(&self) -> String {
         self.render_in(Lang::En)
     }
 
-    /// The table in `lang` (`--lang zh`: headings and directions in Chinese;
-    /// cause ids stay, they are the schema).
-    pub fn render_in(&self, lang: Lang) -> String {
+    /// The table printed on stderr at exit, in `lang` (`--lang zh`: headings
+    /// and directions in Chinese; cause ids stay, they are the schema). Each
+    /// cause row's last word is its count, and the loss line starts with
+    /// `lost` and ends with the number (`cargo xtask bench` reads both).
+    pub(crate) fn render_in(&self, lang: Lang) -> String {
         let h = Headings::of(lang);
         let mut s = format!("\n{}\n", h.title);
         let row = |s: &mut String, cause: &str, dir: &str, n: &dyn std::fmt::Display| {
@@ -463,7 +465,7 @@ mod tests {
         sum.write_errors = 1;
         sum.stacks = Some(StackSummary::default());
         sum.otlp_dropped = Some(4);
-        for _ in 0..MAX_OWNERS + 1 {
+        for _ in 0..=MAX_OWNERS {
             rec.event.process.as_mut().unwrap().pid += 1;
             sum.add(&rec);
         }

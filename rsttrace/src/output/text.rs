@@ -20,7 +20,7 @@ const W_CAUSE: usize = 18;
 const W_PROCESS: usize = 23;
 
 /// The column titles, aligned with `line`.
-pub fn header() -> String {
+pub(crate) fn header() -> String {
     format!(
         "{:<W_TIME$} {:<6} {:<W_ENDPOINTS$} {:<W_STATE$} {:<W_CAUSE$} {:<W_PROCESS$} {}",
         "TIME(UTC)", "DIR", "LOCAL -> REMOTE", "STATE", "CAUSE", "PROCESS", "DETAILS"
@@ -29,7 +29,8 @@ pub fn header() -> String {
 
 /// One RST as one line (no trailing newline): time, direction, endpoints,
 /// state, cause (coloured only when `opts.color`), process, details.
-pub fn line(rec: &Classified, opts: TextOptions) -> String {
+#[cfg(test)]
+pub(crate) fn line(rec: &Classified, opts: TextOptions) -> String {
     let mut s = String::new();
     write_line(&mut s, rec, opts);
     s
@@ -221,7 +222,7 @@ fn prior_phrase(s: &mut String, prior: &serde_json::Value) {
 
 /// `--stack`: the frames, indented under the event line, innermost first
 /// (empty without stacks).
-pub fn stack_lines(rec: &Classified) -> String {
+pub(crate) fn stack_lines(rec: &Classified) -> String {
     let mut s = String::new();
     for (label, frames) in [("kernel", &rec.stacks.kernel), ("user", &rec.stacks.user)] {
         let Some(frames) = frames else {
@@ -235,7 +236,7 @@ pub fn stack_lines(rec: &Classified) -> String {
     s
 }
 
-pub struct TextSink<W: Write> {
+pub(crate) struct TextSink<W: Write> {
     out: W,
     opts: TextOptions,
     header_written: bool,
@@ -244,7 +245,7 @@ pub struct TextSink<W: Write> {
 }
 
 impl<W: Write> TextSink<W> {
-    pub fn new(out: W, opts: TextOptions) -> TextSink<W> {
+    pub(crate) fn new(out: W, opts: TextOptions) -> TextSink<W> {
         TextSink {
             out,
             opts,

@@ -109,7 +109,7 @@ impl Netns {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         let value = value.to_string();
         self.run(move || {
-            std::fs::write(&path, &value).unwrap_or_else(|e| panic!("write {path}: {e}"))
+            std::fs::write(&path, &value).unwrap_or_else(|e| panic!("write {path}: {e}"));
         });
     }
 

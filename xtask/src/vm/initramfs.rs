@@ -70,7 +70,7 @@ pub fn build(
         match system::which(tool) {
             Some(path) => install_binary(&stage, &path, &Path::new("/usr/sbin").join(tool))?,
             None => {
-                say!("warning: {tool} not found on the host; tests needing it will fail in the VM")
+                say!("warning: {tool} not found on the host; tests needing it will fail in the VM");
             }
         }
     }

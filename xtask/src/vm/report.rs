@@ -60,7 +60,7 @@ impl Report {
                         report.kernel = rest
                             .split_whitespace()
                             .find_map(|w| w.strip_prefix("kernel="))
-                            .map(str::to_string)
+                            .map(str::to_string);
                     }
                     "CHECK-BEGIN" => in_check = true,
                     "CHECK-END" => in_check = false,

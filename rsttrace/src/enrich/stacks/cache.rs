@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 #[derive(Debug)]
-pub struct BoundedCache<K, V> {
+pub(crate) struct BoundedCache<K, V> {
     hot: HashMap<K, V>,
     cold: HashMap<K, V>,
     capacity: usize,
 }
 
 impl<K: Hash + Eq, V> BoundedCache<K, V> {
-    pub fn new(capacity: usize) -> BoundedCache<K, V> {
+    pub(crate) fn new(capacity: usize) -> BoundedCache<K, V> {
         BoundedCache {
             hot: HashMap::new(),
             cold: HashMap::new(),
@@ -26,15 +26,12 @@ impl<K: Hash + Eq, V> BoundedCache<K, V> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.hot.len() + self.cold.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
+    pub(crate) fn get<Q>(&mut self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -46,7 +43,7 @@ impl<K: Hash + Eq, V> BoundedCache<K, V> {
         self.hot.get(key)
     }
 
-    pub fn insert(&mut self, key: K, value: V) {
+    pub(crate) fn insert(&mut self, key: K, value: V) {
         if self.hot.len() >= self.capacity && !self.hot.contains_key(&key) {
             self.cold = std::mem::take(&mut self.hot);
         }
@@ -54,7 +51,8 @@ impl<K: Hash + Eq, V> BoundedCache<K, V> {
         self.hot.insert(key, value);
     }
 
-    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    #[cfg(test)]
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -63,7 +61,7 @@ impl<K: Hash + Eq, V> BoundedCache<K, V> {
     }
 
     /// The cached value, or `make`'s, which is then cached.
-    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &V
+    pub(crate) fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &V
     where
         K: Clone,
     {

@@ -10,7 +10,7 @@
 use crate::kernel::kallsyms::KernelSymbol;
 use crate::model::text::escape_control;
 
-pub fn kernel(addr: u64, sym: Option<KernelSymbol<'_>>) -> String {
+pub(crate) fn kernel(addr: u64, sym: Option<KernelSymbol<'_>>) -> String {
     match sym {
         Some(KernelSymbol {
             name,
@@ -24,17 +24,17 @@ pub fn kernel(addr: u64, sym: Option<KernelSymbol<'_>>) -> String {
 
 /// A user symbol as the symbolizer found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserSymbol<'a> {
-    pub name: &'a str,
-    pub offset: u64,
-    pub file: Option<&'a str>,
-    pub line: Option<u32>,
+pub(crate) struct UserSymbol<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) offset: u64,
+    pub(crate) file: Option<&'a str>,
+    pub(crate) line: Option<u32>,
 }
 
 /// Longest name, file or path shown in a frame: symbol names and paths
 /// come from files anyone can write, and frame texts are cached by the
 /// thousand, so each is bounded.
-pub const MAX_PART: usize = 256;
+pub(crate) const MAX_PART: usize = 256;
 
 /// `s` escaped and cut to `MAX_PART` bytes (at a character boundary), `…` marking a cut.
 fn part(s: &str) -> String {
@@ -49,7 +49,7 @@ fn part(s: &str) -> String {
     format!("{}…", &escaped[..end])
 }
 
-pub fn user_symbol(sym: UserSymbol<'_>, binary: &str) -> String {
+pub(crate) fn user_symbol(sym: UserSymbol<'_>, binary: &str) -> String {
     let name = part(sym.name);
     match (sym.file, sym.line) {
         (Some(file), Some(line)) => format!("{name} ({}:{line})", part(file)),
@@ -61,11 +61,11 @@ pub fn user_symbol(sym: UserSymbol<'_>, binary: &str) -> String {
 }
 
 /// A frame in a file without a usable symbol: where in the file it is.
-pub fn file_offset(binary: &str, offset: u64) -> String {
+pub(crate) fn file_offset(binary: &str, offset: u64) -> String {
     format!("{}+{offset:#x}", part(binary))
 }
 
-pub fn raw(addr: u64) -> String {
+pub(crate) fn raw(addr: u64) -> String {
     format!("{addr:#x}")
 }
 

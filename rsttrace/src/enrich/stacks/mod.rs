@@ -14,21 +14,22 @@
 //! (counted), or, if a new stack took the slot in between, reads that one.
 //! `BPF_F_REUSE_STACKID` would risk that at every collision.
 
-pub mod cache;
-pub mod elfcheck;
-pub mod frame;
-pub mod procmaps;
-pub mod safe_open;
-pub mod unwind;
-pub mod user;
-pub mod worker;
+pub(crate) mod cache;
+pub(crate) mod elf;
+pub(crate) mod elfcheck;
+pub(crate) mod frame;
+pub(crate) mod procmaps;
+pub(crate) mod safe_open;
+pub(crate) mod unwind;
+pub(crate) mod user;
+pub(crate) mod worker;
 
 use std::sync::Arc;
 
 use aya::maps::{MapData, StackTraceMap};
 use rsttrace_ebpf::abi::RstEvent;
 
-use crate::kernel::kallsyms::KernelSymbols;
+use crate::kernel::kallsyms::{self, KernelSymbols};
 use crate::model::event::Event;
 use cache::BoundedCache;
 use worker::UserWorker;
@@ -38,8 +39,8 @@ use worker::UserWorker;
 /// socket's owner was not running the code).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stacks {
-    pub kernel: Option<Vec<String>>,
-    pub user: Option<Vec<String>>,
+    pub(crate) kernel: Option<Vec<String>>,
+    pub(crate) user: Option<Vec<String>>,
 }
 
 /// Distinct kernel stacks whose frames are kept.
@@ -49,16 +50,16 @@ const RECYCLE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What went wrong, for the exit summary and the metrics; never fatal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StackStats {
+pub(crate) struct StackStats {
     /// Stack ids the map did not have when read.
-    pub missing: u64,
+    pub(crate) missing: u64,
     /// Frames shown without a symbol (file offset or raw address).
-    pub unsymbolized: u64,
+    pub(crate) unsymbolized: u64,
 }
 
-pub struct StackResolver {
+pub(crate) struct StackResolver {
     map: StackTraceMap<MapData>,
-    /// /proc/kallsyms, read before tracing starts.
+    /// /proc/kallsyms' text symbols, read before tracing starts.
     kallsyms: KernelSymbols,
     kernel_frames: BoundedCache<u32, Arc<[String]>>,
     user: UserWorker,
@@ -71,14 +72,14 @@ pub struct StackResolver {
 }
 
 impl StackResolver {
-    /// Reads /proc/kallsyms now: parsing it takes long enough that a
-    /// process closing a socket and exiting would be gone by the time its
-    /// first event got to the user stack.
-    pub fn new(map: StackTraceMap<MapData>) -> StackResolver {
-        let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    /// Takes the kernel symbols now (the loader's scan of /proc/kallsyms
+    /// kept them): reading them at the first event would take long enough
+    /// that a process closing a socket and exiting would be gone by the
+    /// time its event got to the user stack.
+    pub(crate) fn new(map: StackTraceMap<MapData>) -> StackResolver {
         StackResolver {
             map,
-            kallsyms: KernelSymbols::parse(&text),
+            kallsyms: kallsyms::take_symbols(),
             kernel_frames: BoundedCache::new(MAX_KERNEL_STACKS),
             user: UserWorker::spawn(),
             missing: 0,
@@ -88,14 +89,14 @@ impl StackResolver {
         }
     }
 
-    pub fn stats(&self) -> StackStats {
+    pub(crate) fn stats(&self) -> StackStats {
         StackStats {
             missing: self.missing,
             unsymbolized: self.kernel_unsymbolized + self.user.unsymbolized,
         }
     }
 
-    pub fn resolve(&mut self, raw: &RstEvent, event: &Event) -> Stacks {
+    pub(crate) fn resolve(&mut self, raw: &RstEvent, event: &Event) -> Stacks {
         // User first: its process may exit any moment, the kernel stays.
         // The kernel captures a user stack only in the owner's own task
         // context, so the actor's process is the one to symbolize in.
@@ -110,7 +111,7 @@ impl StackResolver {
 
     /// Frees the slots of user stacks no event named for `RECYCLE_AFTER`,
     /// for new stacks. Called between batches of events.
-    pub fn recycle(&mut self) {
+    pub(crate) fn recycle(&mut self) {
         let now = std::time::Instant::now();
         // At most once a second: a walk of up to MAX_STACKS ids.
         if now.duration_since(self.last_recycle) < std::time::Duration::from_secs(1) {

@@ -5,28 +5,28 @@ use std::sync::Arc;
 
 /// One executable mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
+pub(crate) struct Mapping {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
     /// File offset of `start`.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// Device (major, minor) and inode of the mapped file: which file it
     /// was, whatever its path names now.
-    pub dev: (u32, u32),
-    pub inode: u64,
+    pub(crate) dev: (u32, u32),
+    pub(crate) inode: u64,
     /// The path as the process sees it (`/usr/lib/libc.so.6`), or a
     /// pseudo-name such as `[vdso]`.
-    pub path: Arc<str>,
+    pub(crate) path: Arc<str>,
 }
 
 impl Mapping {
     /// A regular file that can be opened and symbolized (not `[vdso]`, not
     /// a file deleted since it was mapped).
-    pub fn is_file(&self) -> bool {
+    pub(crate) fn is_file(&self) -> bool {
         self.path.starts_with('/') && !self.path.ends_with(" (deleted)")
     }
 
-    pub fn file_offset(&self, addr: u64) -> u64 {
+    pub(crate) fn file_offset(&self, addr: u64) -> u64 {
         addr - self.start + self.offset
     }
 }
@@ -37,12 +37,12 @@ const MAX_MAPPINGS: usize = 2048;
 
 /// The executable mappings of a process, sorted by address.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Maps(Vec<Mapping>);
+pub(crate) struct Maps(Vec<Mapping>);
 
 impl Maps {
     /// Keeps the executable mappings of a maps file
     /// (`start-end perms offset dev inode path`).
-    pub fn parse(text: &str) -> Maps {
+    pub(crate) fn parse(text: &str) -> Maps {
         let mut maps: Vec<Mapping> = text
             .lines()
             .filter_map(parse_line)
@@ -52,7 +52,7 @@ impl Maps {
         Maps(maps)
     }
 
-    pub fn find(&self, addr: u64) -> Option<&Mapping> {
+    pub(crate) fn find(&self, addr: u64) -> Option<&Mapping> {
         let i = self.0.partition_point(|m| m.start <= addr).checked_sub(1)?;
         let m = &self.0[i];
         (addr < m.end).then_some(m)

@@ -16,14 +16,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use super::procmaps::Mapping;
 
 /// Larger than any binary worth symbolizing.
-pub const MAX_BINARY_BYTES: u64 = 4 << 30;
+pub(crate) const MAX_BINARY_BYTES: u64 = 4 << 30;
 
 /// The root directory of a process, held open.
-pub struct Root(OwnedFd);
+pub(crate) struct Root(OwnedFd);
 
 impl Root {
     /// `/proc/PID/root`; None once the process exited.
-    pub fn of(pid: u32) -> Option<Root> {
+    pub(crate) fn of(pid: u32) -> Option<Root> {
         let path = CString::new(format!("/proc/{pid}/root")).ok()?;
         // SAFETY: valid NUL-terminated path; the result is checked.
         let fd = unsafe {
@@ -38,13 +38,13 @@ impl Root {
 }
 
 /// A mapped binary opened for reading, and its identity.
-pub struct Opened {
-    pub file: File,
-    pub len: u64,
+pub(crate) struct Opened {
+    pub(crate) file: File,
+    pub(crate) len: u64,
 }
 
 /// Opens the file behind `m` in the process whose root is `root`.
-pub fn open_mapped(root: &Root, m: &Mapping) -> io::Result<Opened> {
+pub(crate) fn open_mapped(root: &Root, m: &Mapping) -> io::Result<Opened> {
     let path = CString::new(m.path.as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: open_how is plain data; zero is its documented default.

@@ -45,20 +45,20 @@ const BUDGET_PER_SECOND: Duration = Duration::from_millis(200);
 
 /// Time spent in the current one-second window.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     window: Instant,
     spent: Duration,
 }
 
 impl Budget {
-    pub fn new(now: Instant) -> Budget {
+    pub(crate) fn new(now: Instant) -> Budget {
         Budget {
             window: now,
             spent: Duration::ZERO,
         }
     }
 
-    pub fn allows(&mut self, now: Instant) -> bool {
+    pub(crate) fn allows(&mut self, now: Instant) -> bool {
         if now.duration_since(self.window) >= Duration::from_secs(1) {
             self.window = now;
             self.spent = Duration::ZERO;
@@ -66,7 +66,7 @@ impl Budget {
         self.spent < BUDGET_PER_SECOND
     }
 
-    pub fn charge(&mut self, took: Duration) {
+    pub(crate) fn charge(&mut self, took: Duration) {
         self.spent += took;
     }
 }
@@ -99,7 +99,7 @@ struct Binary {
     links_debug_info: bool,
 }
 
-pub struct UserSymbolizer {
+pub(crate) struct UserSymbolizer {
     symbolizer: Symbolizer,
     processes: BoundedCache<u32, Arc<Process>>,
     frames: BoundedCache<(FileId, u64), Arc<str>>,
@@ -111,7 +111,7 @@ pub struct UserSymbolizer {
     cfas: BoundedCache<(FileId, u64), Option<Cfa>>,
     budget: Budget,
     /// Frames shown without a symbol (file offset or raw address).
-    pub unsymbolized: u64,
+    pub(crate) unsymbolized: u64,
 }
 
 impl Default for UserSymbolizer {
@@ -121,7 +121,7 @@ impl Default for UserSymbolizer {
 }
 
 impl UserSymbolizer {
-    pub fn new() -> UserSymbolizer {
+    pub(crate) fn new() -> UserSymbolizer {
         UserSymbolizer {
             symbolizer: Symbolizer::builder()
                 .enable_code_info(true)
@@ -139,7 +139,7 @@ impl UserSymbolizer {
 
     /// The frames of `ips` (innermost first, from the kernel's stack map) in
     /// process `pid`; `top` holds the words at its stack pointer.
-    pub fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
+    pub(crate) fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
         let mut process = self.process(pid);
         if ips.iter().any(|&ip| process.maps.find(ip).is_none())
             && process.read_at.elapsed() >= MAPS_REREAD
@@ -470,14 +470,7 @@ mod tests {
             flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16),
             offsets in proptest::collection::vec(0u64..0x8000, 1..4),
         ) {
-            let mut elf = std::fs::read("/bin/true").unwrap();
-            let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
-            let shdrs = elf.len() - shoff;
-            for (at, b) in flips {
-                let at = at % (64 + shdrs);
-                let at = if at < 64 { at } else { shoff + at - 64 };
-                elf[at] = b;
-            }
+            let elf = crate::enrich::stacks::elf::testing::hostile_true(&flips);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("hostile");
             std::fs::write(&path, &elf).unwrap();

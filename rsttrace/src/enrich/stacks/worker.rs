@@ -28,12 +28,12 @@ struct Request {
     reply: SyncSender<(Vec<String>, u64)>,
 }
 
-pub struct UserWorker {
+pub(crate) struct UserWorker {
     requests: SyncSender<Request>,
     /// Time the event path spent waiting, per second.
     waiting: Budget,
     /// Frames shown without a symbol, the worker's and ours.
-    pub unsymbolized: u64,
+    pub(crate) unsymbolized: u64,
 }
 
 impl Default for UserWorker {
@@ -43,7 +43,7 @@ impl Default for UserWorker {
 }
 
 impl UserWorker {
-    pub fn spawn() -> UserWorker {
+    pub(crate) fn spawn() -> UserWorker {
         let (requests, queue) = sync_channel(QUEUE);
         // If the thread cannot start, every request fails to send: raw frames.
         let _ = std::thread::Builder::new()
@@ -58,7 +58,7 @@ impl UserWorker {
 
     /// The frames of `ips` in `pid` (see `UserSymbolizer::frames`), or raw
     /// addresses when they do not come in time.
-    pub fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
+    pub(crate) fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
         let started = Instant::now();
         if self.waiting.allows(started) {
             let (reply, answer) = sync_channel(1);

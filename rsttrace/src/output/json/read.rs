@@ -191,6 +191,10 @@ fn owner(v: &Value) -> Owner {
             uid: o["uid"].as_u64().unwrap_or(0) as u32,
             cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
         },
+        Some("listener") => Owner::Listener {
+            uid: o["uid"].as_u64().unwrap_or(0) as u32,
+            cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
+        },
         Some("actor") => Owner::Actor,
         Some("prior") => Owner::Prior,
         _ if v["owner_unknown"] == "no_socket" => Owner::NoSocket,
@@ -276,6 +280,7 @@ fn socket(s: &Value) -> Result<Socket> {
         probes_out: num("probes_out") as u8,
         sk_err: num("sk_err") as u32,
         tw_substate: s.get("tw_substate").and_then(Value::as_str).map(state),
+        cgroup_id: s.get("cgroup_id").and_then(Value::as_u64),
         // In the export only as evidence of the cause already decided.
         accept_queue_full: false,
         closed_from: None,

@@ -213,6 +213,8 @@ impl Writer {
                 self.uint(s.sk_err.into());
                 key!(self, "tw_substate");
                 self.opt_str(s.tw_substate.map(|t| t.name()));
+                key!(self, "cgroup_id");
+                self.opt_uint(s.cgroup_id);
                 self.raw(b"}");
             }
             None => self.null(),
@@ -265,11 +267,12 @@ impl Writer {
     }
 
     /// The socket's owner: `source` says how it is known (`tracked`:
-    /// remembered from its own connect/listen/close/recv; `actor`: it ran
-    /// the code).
+    /// remembered from its own connect/listen/close; `listener`: the
+    /// listener's on its port; `actor`: it ran the code).
     fn owner(&mut self, e: &Event) {
         let (uid, cgroup_id, source) = match e.owner {
             Owner::Tracked { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "tracked"),
+            Owner::Listener { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "listener"),
             Owner::Actor => (None, None, "actor"),
             Owner::Prior => (None, None, "prior"),
             _ => return self.null(),
@@ -764,6 +767,7 @@ mod tests {
             probes_out: 4,
             sk_err: 104,
             tw_substate: Some(TcpState::FIN_WAIT2),
+            cgroup_id: Some(7301),
             accept_queue_full: false,
             closed_from: None,
             peer_idle: None,
@@ -778,6 +782,7 @@ mod tests {
         assert_eq!(s["dead"], true);
         assert_eq!(s["unread"], 100);
         assert_eq!(s["tw_substate"], "FIN_WAIT2");
+        assert_eq!(s["cgroup_id"], 7301);
         // The kernel address is not exported.
         assert!(s.get("addr").is_none());
         assert_eq!(
@@ -795,7 +800,8 @@ mod tests {
                 "unacked",
                 "probes_out",
                 "sk_err",
-                "tw_substate"
+                "tw_substate",
+                "cgroup_id"
             ]
         );
         if let Some(sk) = rec.event.socket.as_mut() {

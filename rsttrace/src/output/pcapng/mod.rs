@@ -12,7 +12,7 @@
 //! events whose network namespace is unknown; each namespace seen gets an
 //! interface of its own (`netns:INODE`), written before its first packet.
 
-pub mod pairing;
+pub(crate) mod pairing;
 
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -39,7 +39,7 @@ const IF_TSRESOL: u16 = 9;
 /// Interfaces per file beyond which namespaces share interface 0.
 const MAX_INTERFACES: usize = 1024;
 
-pub struct PcapngSink<W: Write> {
+pub(crate) struct PcapngSink<W: Write> {
     out: W,
     started: bool,
     /// Network namespace inode → interface id in this file.
@@ -49,7 +49,7 @@ pub struct PcapngSink<W: Write> {
 }
 
 impl<W: Write> PcapngSink<W> {
-    pub fn new(out: W) -> PcapngSink<W> {
+    pub(crate) fn new(out: W) -> PcapngSink<W> {
         PcapngSink {
             out,
             started: false,
@@ -137,7 +137,7 @@ impl<W: Write> Sink for PcapngSink<W> {
 }
 
 /// Section header and the one interface every packet is recorded on.
-pub fn header() -> Vec<u8> {
+pub(crate) fn header() -> Vec<u8> {
     let mut shb_body = Vec::new();
     shb_body.extend_from_slice(&BYTE_ORDER_MAGIC.to_le_bytes());
     shb_body.extend_from_slice(&1u16.to_le_bytes()); // major
@@ -170,7 +170,11 @@ fn interface_block(name: &str, description: &str) -> Vec<u8> {
     block(BLOCK_IDB, &body)
 }
 
-pub fn packet_block(rec: &Classified, packet: Option<&WirePacket>, interface: u32) -> Vec<u8> {
+pub(crate) fn packet_block(
+    rec: &Classified,
+    packet: Option<&WirePacket>,
+    interface: u32,
+) -> Vec<u8> {
     let ts = rec
         .event
         .time
@@ -204,7 +208,7 @@ fn epb(interface: u32, ts_ns: u64, packet: &[u8], original_len: u32, comment: &s
 }
 
 /// What Wireshark shows under "Packet comments".
-pub fn comment(rec: &Classified, captured: bool) -> String {
+pub(crate) fn comment(rec: &Classified, captured: bool) -> String {
     let e = &rec.event;
     let owner = match &e.process {
         Some(p) => format!("{} ({})", p.pid, escape_control(&p.comm)),
@@ -244,7 +248,7 @@ pub fn comment(rec: &Classified, captured: bool) -> String {
 }
 
 /// The RST as the kernel would have built it, from this host's view.
-pub fn rst_packet(rec: &Classified) -> Vec<u8> {
+pub(crate) fn rst_packet(rec: &Classified) -> Vec<u8> {
     let e = &rec.event;
     let (src, dst) = match e.direction {
         Direction::Sent | Direction::Abort => (e.local, e.remote),

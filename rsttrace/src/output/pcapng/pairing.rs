@@ -17,19 +17,19 @@ use crate::record::Classified;
 
 /// One RST segment as a device sent or received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WirePacket {
-    pub time: SystemTime,
-    pub netns: Option<u32>,
-    pub ifindex: u32,
-    pub outgoing: bool,
+pub(crate) struct WirePacket {
+    pub(crate) time: SystemTime,
+    pub(crate) netns: Option<u32>,
+    pub(crate) ifindex: u32,
+    pub(crate) outgoing: bool,
     /// From the IP header on (at most `abi::PACKET_BYTES`).
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// The IP packet's full length (`bytes` may be shorter).
-    pub len: u32,
+    pub(crate) len: u32,
 }
 
 impl WirePacket {
-    pub fn new(raw: &PacketRecord, boot_to_wall: impl Fn(u64) -> SystemTime) -> WirePacket {
+    pub(crate) fn new(raw: &PacketRecord, boot_to_wall: impl Fn(u64) -> SystemTime) -> WirePacket {
         // Bytes past the packet's own IP length are whatever the buffer
         // held before: never write them.
         let caplen = usize::from(raw.caplen)
@@ -46,7 +46,7 @@ impl WirePacket {
     }
 
     /// (source, destination) from the IP and TCP headers.
-    pub fn endpoints(&self) -> Option<(SocketAddr, SocketAddr)> {
+    pub(crate) fn endpoints(&self) -> Option<(SocketAddr, SocketAddr)> {
         let b = &self.bytes;
         let (src, dst, ihl): (IpAddr, IpAddr, usize) = match b.first()? >> 4 {
             4 if b.len() >= 20 => (
@@ -89,7 +89,7 @@ fn v6(b: &[u8]) -> Ipv6Addr {
 /// Events waiting for their segment, and recent segments waiting for their
 /// event; both bounded.
 #[derive(Default)]
-pub struct Pairing {
+pub(crate) struct Pairing {
     events: VecDeque<Classified>,
     packets: VecDeque<WirePacket>,
 }
@@ -97,12 +97,12 @@ pub struct Pairing {
 /// Segments kept for pairing; an RST storm must not grow memory.
 const MAX_PACKETS: usize = 4096;
 /// Events held at most; beyond, the oldest go out unpaired.
-pub const MAX_HELD_EVENTS: usize = 4096;
+pub(crate) const MAX_HELD_EVENTS: usize = 4096;
 /// How far apart an event and its segment may be.
 const WINDOW: Duration = Duration::from_millis(200);
 
 impl Pairing {
-    pub fn hold(&mut self, rec: Classified) -> Option<(Classified, Option<WirePacket>)> {
+    pub(crate) fn hold(&mut self, rec: Classified) -> Option<(Classified, Option<WirePacket>)> {
         self.events.push_back(rec);
         if self.events.len() > MAX_HELD_EVENTS {
             let oldest = self.events.pop_front()?;
@@ -112,7 +112,7 @@ impl Pairing {
         None
     }
 
-    pub fn add_packet(&mut self, p: WirePacket) {
+    pub(crate) fn add_packet(&mut self, p: WirePacket) {
         if self.packets.len() >= MAX_PACKETS {
             self.packets.pop_front();
         }
@@ -120,7 +120,7 @@ impl Pairing {
     }
 
     /// Every held event, in order, with its segment when one was seen.
-    pub fn drain(&mut self) -> Vec<(Classified, Option<WirePacket>)> {
+    pub(crate) fn drain(&mut self) -> Vec<(Classified, Option<WirePacket>)> {
         let events: Vec<Classified> = self.events.drain(..).collect();
         let paired = events
             .into_iter()
@@ -147,7 +147,7 @@ impl Pairing {
 /// The segment an event describes: same namespace, same way, same ends,
 /// and close in time. A sent RST leaves from local to remote; a received
 /// one arrives from remote to local.
-pub fn belongs_to(p: &WirePacket, rec: &Classified) -> bool {
+pub(crate) fn belongs_to(p: &WirePacket, rec: &Classified) -> bool {
     let e = &rec.event;
     let (outgoing, src, dst) = match e.direction {
         Direction::Sent => (true, e.local, e.remote),
@@ -169,7 +169,7 @@ pub fn belongs_to(p: &WirePacket, rec: &Classified) -> bool {
 fn same(a: SocketAddr, b: SocketAddr) -> bool {
     let plain = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+        IpAddr::V4(_) => ip,
     };
     a.port() == b.port() && plain(a.ip()) == plain(b.ip())
 }

@@ -8,13 +8,17 @@
 //! walk of the type graph is bounded, so malformed data yields an error or
 //! `None`, never a panic or a hang.
 //!
+//! `parse` decodes the raw data into the type table; this module holds the
+//! table and the queries (members, enums, prototypes) that walk it.
+//!
 //! Format reference: <https://docs.kernel.org/bpf/btf.html>.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+
+mod parse;
 
 /// Where the running kernel exposes its own BTF.
-pub const SYS_FS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const SYS_FS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 const MAGIC: u16 = 0xeb9f;
 const HEADER_LEN: usize = 24;
@@ -26,27 +30,23 @@ const MAX_MEMBER_VISITS: u32 = 1 << 20;
 
 /// Where a struct member lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemberLoc {
+pub(crate) struct MemberLoc {
     /// Offset in bits from the start of the outermost struct of the lookup.
-    pub bit_offset: u32,
+    pub(crate) bit_offset: u32,
     /// Width of a bitfield in bits; 0 when the member is not a bitfield.
-    pub bit_size: u32,
+    pub(crate) bit_size: u32,
     /// Size in bytes of the member's type (after typedefs and qualifiers).
-    pub byte_size: u32,
+    pub(crate) byte_size: u32,
 }
 
 impl MemberLoc {
-    pub fn is_bitfield(&self) -> bool {
+    pub(crate) fn is_bitfield(&self) -> bool {
         self.bit_size != 0
     }
 }
 
 #[derive(Debug)]
-pub enum BtfError {
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+pub(crate) enum BtfError {
     /// The data ends before the named structure does.
     Truncated(&'static str),
     BadMagic(u16),
@@ -66,9 +66,6 @@ pub enum BtfError {
 impl fmt::Display for BtfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BtfError::Io { path, source } => {
-                write!(f, "cannot read BTF from {}: {source}", path.display())
-            }
             BtfError::Truncated(what) => write!(f, "BTF data truncated in {what}"),
             BtfError::BadMagic(m) => {
                 write!(f, "not BTF data (magic {m:#06x}, expected {MAGIC:#06x})")
@@ -86,14 +83,7 @@ impl fmt::Display for BtfError {
     }
 }
 
-impl std::error::Error for BtfError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BtfError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+impl std::error::Error for BtfError {}
 
 /// Parsed BTF: the type table (type id `n` is `types[n - 1]`; 0 is void)
 /// and the string section that names refer to by offset.
@@ -183,74 +173,17 @@ struct Param {
 }
 
 impl Btf {
-    /// The running kernel's BTF.
-    pub fn from_sys_fs() -> Result<Btf, BtfError> {
-        Btf::from_file(SYS_FS_VMLINUX)
-    }
-
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Btf, BtfError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| BtfError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Btf::parse(&bytes)
-    }
-
-    /// Parses raw (little-endian) BTF, e.g. the contents of /sys/kernel/btf/vmlinux.
-    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
-        let mut hdr = Reader::new(data, "header");
-        let magic = hdr.u16()?;
-        if magic == MAGIC.swap_bytes() {
-            return Err(BtfError::BigEndian);
-        }
-        if magic != MAGIC {
-            return Err(BtfError::BadMagic(magic));
-        }
-        let version = hdr.u8()?;
-        if version != 1 {
-            return Err(BtfError::UnsupportedVersion(version));
-        }
-        let _flags = hdr.u8()?;
-        let hdr_len = hdr.u32()? as usize;
-        let type_off = hdr.u32()?;
-        let type_len = hdr.u32()?;
-        let str_off = hdr.u32()?;
-        let str_len = hdr.u32()?;
-        // Newer kernels may append header fields; the section offsets are
-        // relative to the end of the header whatever its length.
-        if hdr_len < HEADER_LEN {
-            return Err(BtfError::Malformed("header length too small"));
-        }
-        let type_sec = section(data, hdr_len, type_off, type_len, "type section")?;
-        let strings = section(data, hdr_len, str_off, str_len, "string section")?;
-        // Offset 0 is the empty name and every string is NUL-terminated, so
-        // any in-range offset yields a terminated string.
-        if strings.first() != Some(&0) || strings.last() != Some(&0) {
-            return Err(BtfError::Malformed(
-                "string section must start and end with NUL",
-            ));
-        }
-
-        let types = parse_types(type_sec, strings.len())?;
-        let mut btf = Btf {
-            types,
-            strings: strings.to_vec(),
-            ptr_size: 8,
-        };
-        if let Some(&Type::Int {
-            size: s @ (4 | 8), ..
-        }) = btf.find_type("long unsigned int", |t| matches!(t, Type::Int { .. }))
-        {
-            btf.ptr_size = s;
-        }
-        Ok(btf)
+    /// For tests: the running kernel's BTF (rsttrace itself reads it
+    /// through `btf_source`, which also serves `--btf`).
+    #[cfg(test)]
+    pub(crate) fn from_sys_fs() -> Result<Btf, Box<dyn std::error::Error>> {
+        Ok(Btf::parse(&std::fs::read(SYS_FS_VMLINUX)?)?)
     }
 
     /// Looks up a member of `struct struct_name` (or union) by a dotted path
     /// such as `"__sk_common.skc_state"`. Each path component may sit inside
     /// anonymous structs/unions, which are searched transparently, as in C.
-    pub fn struct_member(&self, struct_name: &str, path: &str) -> Option<MemberLoc> {
+    pub(crate) fn struct_member(&self, struct_name: &str, path: &str) -> Option<MemberLoc> {
         let mut comp = self
             .find_type(struct_name, |t| {
                 matches!(
@@ -292,7 +225,7 @@ impl Btf {
 
     /// Enumerators of `enum enum_name` (ENUM or ENUM64). Values are read with
     /// the enum's signedness; unsigned 64-bit values above `i64::MAX` wrap.
-    pub fn enum_values(&self, enum_name: &str) -> Option<Vec<(String, i64)>> {
+    pub(crate) fn enum_values(&self, enum_name: &str) -> Option<Vec<(String, i64)>> {
         // Prefer a definition with enumerators over a forward-declared enum.
         let ty = self
             .find_type(
@@ -312,7 +245,7 @@ impl Btf {
     /// Number of parameters of the function-pointer typedef `typedef_name`
     /// (e.g. `btf_trace_tcp_send_reset`: typedef -> PTR -> FUNC_PROTO). A
     /// trailing varargs marker is not counted.
-    pub fn func_proto_param_count(&self, typedef_name: &str) -> Option<usize> {
+    pub(crate) fn func_proto_param_count(&self, typedef_name: &str) -> Option<usize> {
         let Type::Typedef { target, .. } =
             self.find_type(typedef_name, |t| matches!(t, Type::Typedef { .. }))?
         else {
@@ -330,7 +263,7 @@ impl Btf {
 
     /// Number of parameters of the kernel function `name` (BTF FUNC), which
     /// exists only when the function was not inlined away.
-    pub fn func_param_count(&self, name: &str) -> Option<usize> {
+    pub(crate) fn func_param_count(&self, name: &str) -> Option<usize> {
         let Type::Func { proto, .. } = self.find_type(name, |t| matches!(t, Type::Func { .. }))?
         else {
             return None;
@@ -343,12 +276,14 @@ impl Btf {
     }
 
     /// Whether any type (struct, enum, typedef, function, ...) has this name.
-    pub fn has_type(&self, name: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has_type(&self, name: &str) -> bool {
         self.find_type(name, |_| true).is_some()
     }
 
     /// Size in bytes of `struct name` (or union).
-    pub fn struct_size(&self, name: &str) -> Option<u32> {
+    #[cfg(test)]
+    pub(crate) fn struct_size(&self, name: &str) -> Option<u32> {
         match self.find_type(name, |t| matches!(t, Type::Composite { .. }))? {
             Type::Composite { size, .. } => Some(*size),
             _ => None,
@@ -504,229 +439,10 @@ impl Type {
     }
 }
 
-fn section<'a>(
-    data: &'a [u8],
-    hdr_len: usize,
-    off: u32,
-    len: u32,
-    what: &'static str,
-) -> Result<&'a [u8], BtfError> {
-    let start = hdr_len
-        .checked_add(off as usize)
-        .ok_or(BtfError::Truncated(what))?;
-    let end = start
-        .checked_add(len as usize)
-        .ok_or(BtfError::Truncated(what))?;
-    data.get(start..end).ok_or(BtfError::Truncated(what))
-}
-
-fn parse_types(sec: &[u8], str_len: usize) -> Result<Vec<Type>, BtfError> {
-    let check_name = |off: u32| {
-        if (off as usize) < str_len {
-            Ok(off)
-        } else {
-            Err(BtfError::BadString(off))
-        }
-    };
-    let mut r = Reader::new(sec, "type section");
-    let mut types = Vec::new();
-    while !r.is_empty() {
-        let type_id =
-            u32::try_from(types.len() + 1).map_err(|_| BtfError::Malformed("too many types"))?;
-        let name = check_name(r.u32()?)?;
-        let info = r.u32()?;
-        let size_or_type = r.u32()?;
-        let kind = (info >> 24) & 0x1f;
-        let vlen = (info & 0xffff) as usize;
-        let kind_flag = info >> 31 == 1;
-        let ty = match kind {
-            1 => {
-                let enc = r.u32()?;
-                Type::Int {
-                    name,
-                    size: size_or_type,
-                    bits: enc & 0xff,
-                    bit_offset: (enc >> 16) & 0xff,
-                }
-            }
-            2 => Type::Ptr {
-                target: size_or_type,
-            },
-            3 => {
-                let elem = r.u32()?;
-                let _index_type = r.u32()?;
-                Type::Array {
-                    elem,
-                    nelems: r.u32()?,
-                }
-            }
-            4 | 5 => {
-                let mut members = Vec::with_capacity(vlen.min(r.remaining() / 12));
-                for _ in 0..vlen {
-                    let name = check_name(r.u32()?)?;
-                    let ty = r.u32()?;
-                    let raw = r.u32()?;
-                    let (bit_offset, bit_size) = if kind_flag {
-                        (raw & 0xff_ffff, raw >> 24)
-                    } else {
-                        (raw, 0)
-                    };
-                    members.push(Member {
-                        name,
-                        ty,
-                        bit_offset,
-                        bit_size,
-                    });
-                }
-                Type::Composite {
-                    name,
-                    size: size_or_type,
-                    is_union: kind == 5,
-                    kind_flag,
-                    members,
-                }
-            }
-            6 => {
-                let mut values = Vec::with_capacity(vlen.min(r.remaining() / 8));
-                for _ in 0..vlen {
-                    let name = check_name(r.u32()?)?;
-                    let raw = r.u32()?;
-                    // kind_flag marks a signed enum.
-                    let value = if kind_flag {
-                        i64::from(raw as i32)
-                    } else {
-                        i64::from(raw)
-                    };
-                    values.push((name, value));
-                }
-                Type::Enum {
-                    name,
-                    size: size_or_type,
-                    values,
-                }
-            }
-            7 => Type::Fwd { name },
-            8 => Type::Typedef {
-                name,
-                target: size_or_type,
-            },
-            9..=11 | 18 => Type::Qualifier {
-                target: size_or_type,
-            },
-            12 => Type::Func {
-                name,
-                proto: size_or_type,
-            },
-            13 => {
-                let mut params = Vec::with_capacity(vlen.min(r.remaining() / 8));
-                for _ in 0..vlen {
-                    let name = check_name(r.u32()?)?;
-                    params.push(Param { name, ty: r.u32()? });
-                }
-                Type::FuncProto { params }
-            }
-            14 => {
-                let _linkage = r.u32()?;
-                Type::Var { name }
-            }
-            15 => {
-                // Section variables (type, offset, size) are not needed.
-                r.skip(
-                    vlen.checked_mul(12)
-                        .ok_or(BtfError::Truncated("type section"))?,
-                )?;
-                Type::Datasec {
-                    name,
-                    size: size_or_type,
-                }
-            }
-            16 => Type::Float {
-                name,
-                size: size_or_type,
-            },
-            17 => {
-                let _component_idx = r.u32()?;
-                Type::DeclTag { name }
-            }
-            19 => {
-                let mut values = Vec::with_capacity(vlen.min(r.remaining() / 12));
-                for _ in 0..vlen {
-                    let name = check_name(r.u32()?)?;
-                    let lo = u64::from(r.u32()?);
-                    let hi = u64::from(r.u32()?);
-                    values.push((name, (hi << 32 | lo) as i64));
-                }
-                Type::Enum {
-                    name,
-                    size: size_or_type,
-                    values,
-                }
-            }
-            _ => return Err(BtfError::UnknownKind { type_id, kind }),
-        };
-        types.push(ty);
-    }
-    Ok(types)
-}
-
-/// Little-endian cursor that reports truncation instead of panicking.
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-    what: &'static str,
-}
-
-impl<'a> Reader<'a> {
-    fn new(data: &'a [u8], what: &'static str) -> Self {
-        Reader { data, pos: 0, what }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.pos >= self.data.len()
-    }
-
-    fn remaining(&self) -> usize {
-        self.data.len().saturating_sub(self.pos)
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], BtfError> {
-        let end = self
-            .pos
-            .checked_add(N)
-            .ok_or(BtfError::Truncated(self.what))?;
-        let bytes = self
-            .data
-            .get(self.pos..end)
-            .ok_or(BtfError::Truncated(self.what))?;
-        self.pos = end;
-        bytes.try_into().map_err(|_| BtfError::Truncated(self.what))
-    }
-
-    fn skip(&mut self, n: usize) -> Result<(), BtfError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or(BtfError::Truncated(self.what))?;
-        self.pos = end;
-        Ok(())
-    }
-
-    fn u8(&mut self) -> Result<u8, BtfError> {
-        Ok(self.take::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, BtfError> {
-        Ok(u16::from_le_bytes(self.take()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, BtfError> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::path::Path;
+
     use super::*;
 
     /// Assembles BTF blobs for tests; ids are assigned in call order from 1.

@@ -1,0 +1,215 @@
+//! Ports that were listening before rsttrace started. The kernel side learns
+//! a port's owner when listen() runs (`owners.rs` in rsttrace-ebpf) and
+//! lends it to the port's connections that have no owner of their own; for
+//! the ports already listening, that owner is found once, at start, the way
+//! `ss -ltnp` finds it: each listening socket's inode in
+//! /proc/PID/net/tcp{,6} (one process per network namespace), and the
+//! process holding that inode among /proc/PID/fd.
+//!
+//! Other users control how many processes, descriptors and sockets there
+//! are: every walk and every read is bounded, and what did not fit is
+//! counted, never waited for.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+
+use rsttrace_ebpf::abi::{ListenerKey, Owner};
+
+use crate::enrich::procinfo;
+
+/// Processes and descriptors looked at, at most.
+const MAX_PROCESSES: usize = 65_536;
+const MAX_DESCRIPTORS: usize = 1 << 20;
+/// Bytes of one /proc/PID/net/tcp{,6} table read, at most (~150 per socket).
+const MAX_TABLE_BYTES: usize = 32 << 20;
+
+/// The listening ports found, and whether a bound cut the search short.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub owners: Vec<(ListenerKey, Owner)>,
+    pub truncated: bool,
+}
+
+/// Walks /proc once.
+pub fn scan() -> Listeners {
+    let mut found = Listeners::default();
+    let mut holders: HashMap<u64, u32> = HashMap::new();
+    let mut namespaces: HashMap<u32, u32> = HashMap::new();
+    let mut descriptors = 0usize;
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for (n, entry) in proc.flatten().enumerate() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if n >= MAX_PROCESSES || descriptors >= MAX_DESCRIPTORS {
+            found.truncated = true;
+            break;
+        }
+        if let Some(netns) = link_inode(&format!("/proc/{pid}/ns/net"), "net:[") {
+            namespaces.entry(netns as u32).or_insert(pid);
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            descriptors += 1;
+            if descriptors >= MAX_DESCRIPTORS {
+                found.truncated = true;
+                break;
+            }
+            if let Some(inode) = link_inode(&fd.path().to_string_lossy(), "socket:[") {
+                holders.entry(inode).or_insert(pid);
+            }
+        }
+    }
+    for (netns, pid) in namespaces {
+        for table in ["tcp", "tcp6"] {
+            let Some((text, more)) =
+                procinfo::read_capped(&format!("/proc/{pid}/net/{table}"), MAX_TABLE_BYTES)
+            else {
+                continue;
+            };
+            found.truncated |= more;
+            for l in listening(&String::from_utf8_lossy(&text)) {
+                let Some(&holder) = holders.get(&l.inode) else {
+                    continue;
+                };
+                let key = ListenerKey {
+                    netns,
+                    port: l.port,
+                    _pad: 0,
+                };
+                found.owners.push((key, owner(holder, l.uid)));
+            }
+        }
+    }
+    found
+}
+
+/// A LISTEN row of /proc/net/tcp{,6}.
+#[derive(Debug, PartialEq, Eq)]
+struct Listening {
+    port: u16,
+    uid: u32,
+    inode: u64,
+}
+
+/// "  0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000
+/// 00000000  1000        0 123456 1 ..." (st 0A is LISTEN).
+fn listening(table: &str) -> Vec<Listening> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let cols: Vec<&str> = row.split_whitespace().take(10).collect();
+            if cols.len() < 10 || cols[3] != "0A" {
+                return None;
+            }
+            let (_, port) = cols[1].rsplit_once(':')?;
+            Some(Listening {
+                port: u16::from_str_radix(port, 16).ok()?,
+                uid: cols[7].parse().ok()?,
+                inode: cols[9].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// "socket:[123]" → 123, from a /proc link (read, never followed).
+fn link_inode(path: &str, prefix: &str) -> Option<u64> {
+    let target = std::fs::read_link(path).ok()?;
+    target
+        .to_str()?
+        .strip_prefix(prefix)?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+fn owner(pid: u32, uid: u32) -> Owner {
+    let mut comm = [0u8; 16];
+    if let Some((name, _)) = procinfo::read_capped(&format!("/proc/{pid}/comm"), 16) {
+        let name = name.strip_suffix(b"\n").unwrap_or(&name);
+        let n = name.len().min(15);
+        comm[..n].copy_from_slice(&name[..n]);
+    }
+    Owner {
+        tgid: pid,
+        pid,
+        uid,
+        _pad: 0,
+        cgroup: cgroup_id(pid).unwrap_or(0),
+        comm,
+        peer: 0,
+    }
+}
+
+/// The cgroup v2 id of a process: the inode of its cgroup's directory.
+fn cgroup_id(pid: u32) -> Option<u64> {
+    let (raw, _) = procinfo::read_capped(&format!("/proc/{pid}/cgroup"), 4096)?;
+    let text = String::from_utf8_lossy(&raw);
+    let path = procinfo::unified_cgroup_path(&text)?;
+    if path.split('/').any(|part| part == "..") {
+        return None;
+    }
+    let meta = std::fs::symlink_metadata(format!("/sys/fs/cgroup{path}")).ok()?;
+    meta.is_dir().then(|| meta.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_listen_rows_only() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 654321 1 0000000000000000 20 4 30 10 -1\n";
+        assert_eq!(
+            listening(table),
+            [Listening {
+                port: 8080,
+                uid: 1000,
+                inode: 123456
+            }]
+        );
+    }
+
+    #[test]
+    fn ipv6_rows_and_garbage() {
+        let table = "header\n\
+   0: 00000000000000000000000000000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000    33        0 42 1\n\
+   1: short row\n\
+   2: 0000:ZZZZ 0000:0000 0A 0:0 0:0 0 0 0 7\n";
+        assert_eq!(
+            listening(table),
+            [Listening {
+                port: 443,
+                uid: 33,
+                inode: 42
+            }]
+        );
+    }
+
+    #[test]
+    fn this_process_listening_is_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let found = scan();
+        let me = std::process::id();
+        assert!(
+            found
+                .owners
+                .iter()
+                .any(|(k, o)| k.port == port && o.tgid == me && o.cgroup != 0),
+            "port {port} not found among {} listeners",
+            found.owners.len()
+        );
+    }
+}
