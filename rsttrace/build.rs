@@ -1,9 +1,11 @@
-//! Embeds the eBPF object built by `cargo xtask build-ebpf`.
+//! Embeds the two eBPF objects built by `cargo xtask build-ebpf`: the ring
+//! buffer one and, next to it with a `-perf` suffix, the perf event array one.
 //!
-//! The object is built by a different toolchain (bpfel-unknown-none with
-//! build-std), so it cannot be a normal dependency. When it is missing (plain
-//! `cargo check`/`clippy` on a fresh clone), an empty object is embedded and
-//! rsttrace refuses to trace at run time with a message saying how to build it.
+//! The objects are built by a different toolchain (bpfel-unknown-none with
+//! build-std), so they cannot be a normal dependency. When one is missing
+//! (plain `cargo check`/`clippy` on a fresh clone), an empty object is
+//! embedded and rsttrace refuses to trace at run time with a message saying
+//! how to build it.
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -13,17 +15,23 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or(default);
     println!("cargo:rerun-if-env-changed=RSTTRACE_EBPF_OBJECT");
-    println!("cargo:rerun-if-changed={}", object.display());
+    let mut perf = object.clone().into_os_string();
+    perf.push("-perf");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    embed(&object, &out.join("rsttrace-ebpf.o"));
+    embed(&PathBuf::from(perf), &out.join("rsttrace-ebpf-perf.o"));
+}
 
-    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("rsttrace-ebpf.o");
-    match fs::read(&object) {
-        Ok(bytes) => fs::write(&out, bytes).unwrap(),
+fn embed(object: &PathBuf, out: &PathBuf) {
+    println!("cargo:rerun-if-changed={}", object.display());
+    match fs::read(object) {
+        Ok(bytes) => fs::write(out, bytes).unwrap(),
         Err(_) => {
             println!(
                 "cargo:warning=eBPF object not found at {}; run `cargo xtask build` to embed it",
                 object.display()
             );
-            fs::write(&out, []).unwrap();
+            fs::write(out, []).unwrap();
         }
     }
 }

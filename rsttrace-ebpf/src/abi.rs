@@ -65,6 +65,8 @@ pub mod program {
     pub const BTF_OWNER_SET_STATE: &str = "btf_owner_set_state";
     /// `tp_btf/inet_sk_error_report`: connections aborted without an RST.
     pub const BTF_ERROR_REPORT: &str = "btf_inet_sk_error_report";
+    /// kprobe on `sock_def_error_report`: the same, before 5.14.
+    pub const KPROBE_ERROR_REPORT: &str = "kp_error_report";
     /// `tp_btf/net_dev_queue` and `tp_btf/netif_receive_skb`: the RST
     /// segments themselves, for pcapng exports.
     pub const PACKET_TX: &str = "pkt_net_dev_queue";
@@ -141,6 +143,9 @@ pub mod hook {
     pub const TP_KFREE_SKB_NO_SOCKET: u8 = 9;
     /// `inet_sk_error_report` (direction ABORT).
     pub const BTF_ERROR_REPORT: u8 = 10;
+    /// kprobe on `sock_def_error_report` (direction ABORT), before the
+    /// `inet_sk_error_report` tracepoint (5.14).
+    pub const KPROBE_ERROR_REPORT: u8 = 11;
 }
 
 /// `RstEvent::hist_kind`: what the 4-tuple (or the listening port) went

@@ -1,5 +1,7 @@
 //! Connections that died without an RST. `sk_error_report()` on an inet
-//! socket: a hard error ends the connection. Errors that an RST caused
+//! socket (its tracepoint, 5.14+; before, a kprobe on the function every
+//! TCP socket's `sk->sk_error_report` points at): a hard error ends the
+//! connection. Errors that an RST caused
 //! (received, or sent by tcp_abort() or the keepalive timer) were events
 //! already; the others (ETIMEDOUT, EHOSTUNREACH, an ICMP reject's
 //! ECONNREFUSED) are reported as direction ABORT.
@@ -9,8 +11,8 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 
 use rsttrace_ebpf::{
-    abi::{ABSENT, counter, direction, hook},
-    linux::IPPROTO_TCP,
+    abi::{ABSENT, counter, direction},
+    linux::{IPPROTO_TCP, af},
 };
 
 use crate::{
@@ -23,8 +25,14 @@ use crate::{
 /// keepalive timer, tcp_abort): microseconds, even under emulation.
 const ECHO_WINDOW_NS: u64 = 10_000_000;
 
-pub(crate) fn on_error_report(ctx: *mut c_void, sk: *const u8) {
+pub(crate) fn on_error_report(ctx: *mut c_void, sk: *const u8, hook: u8) {
     if sk.is_null() || load(sk, off!(sk_protocol)) != Some(IPPROTO_TCP as u64) {
+        return;
+    }
+    // The tracepoint fires for inet sockets only; the kprobe for every
+    // family, where protocol 6 can be something else (NETLINK_XFRM).
+    let family = load(sk, off!(skc_family)).unwrap_or(0);
+    if family != u64::from(af::INET) && family != u64::from(af::INET6) {
         return;
     }
     if let (Some(last), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1)) {
@@ -49,7 +57,7 @@ pub(crate) fn on_error_report(ctx: *mut c_void, sk: *const u8) {
         sk,
         skb: core::ptr::null(),
         reason: ABSENT,
-        hook: hook::BTF_ERROR_REPORT,
+        hook,
         direction: direction::ABORT,
     });
 }

@@ -1,13 +1,10 @@
 //! The shared event path: every hook ends here with (sk, skb, reason), and
-//! one `RstEvent` is reserved, filled and submitted to the ring buffer.
+//! one `RstEvent` is reserved, filled and submitted to the sink.
 
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-    },
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
 };
 use rsttrace_ebpf::{
     abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind, peer_key},
@@ -15,7 +12,7 @@ use rsttrace_ebpf::{
 };
 
 use crate::{
-    EVENTS, LAST_RST,
+    LAST_RST,
     context::{self, Exec},
     count,
     facts::{
@@ -25,6 +22,7 @@ use crate::{
     history::read_history,
     owners::{listener_owner, owner_at, owner_of},
     read::load,
+    sink,
     stacks::capture_stacks,
 };
 
@@ -162,8 +160,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         count(counter::FILTERED);
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<RstEvent>(0) else {
-        count(counter::LOST);
+    let Some(mut entry) = sink::reserve::<RstEvent>(origin.ctx, counter::LOST) else {
         return;
     };
     let ev = entry.as_mut_ptr();
@@ -241,14 +238,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         }
         capture_stacks(origin.ctx, owner, ev);
     }
-    let wakeup_bytes = global!(tuning.wakeup_bytes);
-    let wake = if wakeup_bytes == 0 {
-        0
-    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    };
-    entry.submit(wake);
-    count(counter::SUBMITTED);
+    if entry.submit() {
+        count(counter::SUBMITTED);
+    }
 }

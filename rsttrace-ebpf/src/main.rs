@@ -20,7 +20,8 @@
 //! (errors without an RST), `packets.rs` (RST segments for pcapng),
 //! `facts.rs` (socket, packet and task reads),
 //! `stacks.rs` (`--stack`), `filter.rs` (in-kernel filters), `read.rs`
-//! (checked kernel reads).
+//! (checked kernel reads), `sink.rs` (the `EVENTS` map: ring buffer, or
+//! perf event array with the `perf` feature).
 //!
 //! Rust eBPF has no CO-RE: every kernel struct field is read at an offset that
 //! userspace resolved from the running kernel's BTF (`OFFSETS`).
@@ -31,7 +32,7 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{LruHashMap, PerCpuArray, StackTrace},
 };
 use rsttrace_ebpf::abi::{
     Filter, History, HistoryKey, KfreeSkb, ListenerKey, MAX_HISTORY, MAX_LISTENERS, MAX_OWNERS,
@@ -49,9 +50,6 @@ static KFREE_SKB: Global<KfreeSkb> = Global::new(KfreeSkb::UNRESOLVED);
 #[unsafe(no_mangle)]
 static OWNER_TP: Global<OwnerTracepoints> = Global::new(OwnerTracepoints::UNRESOLVED);
 
-/// Default 4 MiB; userspace resizes it (`--ring-buffer`).
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// Socket address → the process proven to own it (see `owners.rs`).
 /// Both LRU maps take an insert per connection: per-CPU LRU lists keep
 /// those inserts off a lock all CPUs share.
@@ -125,6 +123,7 @@ mod hooks;
 mod owners;
 mod packets;
 mod read;
+mod sink;
 mod stacks;
 
 fn count(index: u32) {

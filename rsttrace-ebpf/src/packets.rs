@@ -2,35 +2,35 @@
 //! host passes these two hooks, so anything that is not a TCP RST leaves
 //! after three loads. Attached only when a capture is being written.
 
+use core::ffi::c_void;
+
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf};
 use rsttrace_ebpf::{
     abi::{ABI_VERSION, EventHeader, PACKET_BYTES, PacketRecord, counter, kind, packet_dir},
     linux::{IPPROTO_TCP, tcp_flag},
 };
 
-use crate::{
-    EVENTS, count, facts::Tuple, facts::netns_of, filter::passes_packet_filter, read::load,
-};
+use crate::{facts::Tuple, facts::netns_of, filter::passes_packet_filter, read::load, sink};
 
 /// `net_dev_queue`: locally built packets have their network header set;
 /// skb->data is still at the link-layer header.
-pub(crate) fn on_dev_queue(skb: *const u8) {
+pub(crate) fn on_dev_queue(ctx: *mut c_void, skb: *const u8) {
     if let Some(nh) = load(skb, off!(skb_network_header))
         && let Some(head) = load(skb, off!(skb_head))
     {
-        capture_rst(skb, (head + nh) as *const u8, packet_dir::TX);
+        capture_rst(ctx, skb, (head + nh) as *const u8, packet_dir::TX);
     }
 }
 
 /// `netif_receive_skb`: the link-layer header is pulled, skb->data is the
 /// IP header (the network header offset is not reset yet on this path).
-pub(crate) fn on_receive_skb(skb: *const u8) {
+pub(crate) fn on_receive_skb(ctx: *mut c_void, skb: *const u8) {
     if let Some(data) = load(skb, off!(skb_data)) {
-        capture_rst(skb, data as *const u8, packet_dir::RX);
+        capture_rst(ctx, skb, data as *const u8, packet_dir::RX);
     }
 }
 
-fn capture_rst(skb: *const u8, ip: *const u8, dir: u8) {
+fn capture_rst(ctx: *mut c_void, skb: *const u8, ip: *const u8, dir: u8) {
     let mut hdr = [0u8; 40];
     // SAFETY: checked read of kernel memory.
     if unsafe { bpf_probe_read_kernel_buf(ip, &mut hdr) }.is_err() {
@@ -69,8 +69,7 @@ fn capture_rst(skb: *const u8, ip: *const u8, dir: u8) {
     if !passes_packet_filter(&tuple) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
-        count(counter::PACKETS_LOST);
+    let Some(mut entry) = sink::reserve::<PacketRecord>(ctx, counter::PACKETS_LOST) else {
         return;
     };
     let rec = entry.as_mut_ptr();
@@ -94,5 +93,5 @@ fn capture_rst(skb: *const u8, ip: *const u8, dir: u8) {
             rec.caplen = 0;
         }
     }
-    entry.submit(0);
+    entry.submit();
 }

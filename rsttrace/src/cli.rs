@@ -89,6 +89,20 @@ pub struct CheckArgs {
     /// and print each program's verified instruction count.
     #[arg(long)]
     pub verify: bool,
+
+    /// The object `--verify` loads: auto (the one trace would take), ring,
+    /// perf, or all (both; each load costs a verification of every program).
+    #[arg(long, value_enum, default_value_t = VerifyTransport::Auto)]
+    pub transport: VerifyTransport,
+}
+
+/// `rsttrace check --transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerifyTransport {
+    Auto,
+    Ring,
+    Perf,
+    All,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -300,7 +314,13 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = HookMode::Auto)]
     pub hooks: HookMode,
 
-    /// Ring buffer size (e.g. 4M, 512K); rounded up to a power of two.
+    /// How events reach rsttrace: auto takes the BPF ring buffer where the
+    /// kernel has it (5.8+) and a perf event array elsewhere.
+    #[arg(long, value_enum, default_value_t = crate::collect::transport::TransportMode::Auto)]
+    pub transport: crate::collect::transport::TransportMode,
+
+    /// Event buffer size (e.g. 4M, 512K); rounded up to a power of two.
+    /// The perf transport shares it out per CPU (at least a page each).
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     pub ring_buffer: u64,
 

@@ -50,7 +50,9 @@ fn main() -> ExitCode {
                     .render(&mut page)?;
                 print_all(&page)
             }
-            Some(Command::Check(args)) => rsttrace::cmd::check::run(args.hooks, args.verify),
+            Some(Command::Check(args)) => {
+                rsttrace::cmd::check::run(args.hooks, args.verify, args.transport)
+            }
             None => rsttrace::cmd::trace::trace(cli.trace).await,
         }
     });

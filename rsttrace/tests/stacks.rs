@@ -47,6 +47,20 @@ fn user_and_kernel_stacks_name_the_close() {
     if !kernel_tests_possible("user_and_kernel_stacks_name_the_close") {
         return;
     }
+    if let Some(why) = stack_unsupported() {
+        // Refused up front, with the reason and the fix, before anything
+        // is loaded.
+        let out = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
+            .args(["--stack", "--duration", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--stack was accepted: {stderr}");
+        assert!(stderr.contains(&why), "{stderr}");
+        not_applicable(&why);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let program = close_unread_program(&dir);
     let listener = TcpListener::bind(loopback(0)).unwrap();

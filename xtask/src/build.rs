@@ -46,9 +46,33 @@ pub fn ebpf_object(ws: &Workspace, profile: Profile) -> PathBuf {
         .join("rsttrace-ebpf")
 }
 
-/// Builds the eBPF object with the BPF toolchain and returns its path.
+/// The perf-event-array build of the object (`--features perf`), next to
+/// `ebpf_object`; rsttrace's build.rs embeds it too.
+pub fn ebpf_perf_object(ws: &Workspace, profile: Profile) -> PathBuf {
+    ebpf_object(ws, profile).with_file_name("rsttrace-ebpf-perf")
+}
+
+/// Builds both eBPF objects (ring buffer, then perf event array) with the
+/// BPF toolchain and returns the ring buffer one's path; the perf one is at
+/// `ebpf_perf_object`.
 pub fn ebpf(ws: &Workspace, toolchain: &BpfToolchain, profile: Profile) -> Result<PathBuf> {
-    say!("building the eBPF object with {}", toolchain.description());
+    say!("building the eBPF objects with {}", toolchain.description());
+    // Same target directory for both: cargo keeps each feature set's build,
+    // so switching costs a link, and `ebpf_object` ends as the ring buffer one.
+    let object = ebpf_object(ws, profile);
+    build_object(ws, toolchain, profile, Some("perf"))?;
+    std::fs::copy(&object, ebpf_perf_object(ws, profile))?;
+    build_object(ws, toolchain, profile, None)?;
+    say!("eBPF objects: {} (+ -perf)", object.display());
+    Ok(object)
+}
+
+fn build_object(
+    ws: &Workspace,
+    toolchain: &BpfToolchain,
+    profile: Profile,
+    features: Option<&str>,
+) -> Result<()> {
     let mut cargo = toolchain.cargo(ws);
     cargo
         .args([
@@ -63,6 +87,9 @@ pub fn ebpf(ws: &Workspace, toolchain: &BpfToolchain, profile: Profile) -> Resul
         .args(["-Z", "build-std=core", "--target-dir"])
         .arg(ws.bpf_target_dir())
         .args(profile.flag());
+    if let Some(features) = features {
+        cargo.args(["--features", features]);
+    }
     system::run(&mut cargo)?;
     let object = ebpf_object(ws, profile);
     if !object.is_file() {
@@ -71,8 +98,7 @@ pub fn ebpf(ws: &Workspace, toolchain: &BpfToolchain, profile: Profile) -> Resul
             object.display()
         );
     }
-    say!("eBPF object: {}", object.display());
-    Ok(object)
+    Ok(())
 }
 
 /// Sets up, builds the (always release: the debug one is only for inspecting

@@ -23,27 +23,35 @@ pub fn host(ws: &Workspace) -> Result<()> {
 pub fn clippy(ws: &Workspace) -> Result<()> {
     host_clippy(ws)?;
     let toolchain = toolchain::setup(ws)?;
-    let Some(mut clippy) = toolchain.cargo_clippy(ws) else {
+    if toolchain.cargo_clippy(ws).is_none() {
         say!(
             "note: {} has no clippy; skipping clippy of rsttrace-ebpf for {BPF_TARGET} \
              (Debian: `apt-get install rust-web-clippy`)",
             toolchain.description()
         );
         return Ok(());
-    };
-    clippy
-        .args([
-            "-p",
-            "rsttrace-ebpf",
-            "--target",
-            BPF_TARGET,
-            "-Z",
-            "build-std=core",
-        ])
-        .arg("--target-dir")
-        .arg(ws.bpf_target_dir())
-        .args(["--release", "--", "-D", "warnings"]);
-    system::run(&mut clippy)
+    }
+    // Both objects: the ring buffer one, and the perf event array one.
+    for features in [None, Some("perf")] {
+        let mut clippy = toolchain.cargo_clippy(ws).expect("checked above");
+        clippy
+            .args([
+                "-p",
+                "rsttrace-ebpf",
+                "--target",
+                BPF_TARGET,
+                "-Z",
+                "build-std=core",
+            ])
+            .arg("--target-dir")
+            .arg(ws.bpf_target_dir())
+            .arg("--release");
+        if let Some(features) = features {
+            clippy.args(["--features", features]);
+        }
+        system::run(clippy.args(["--", "-D", "warnings"]))?;
+    }
+    Ok(())
 }
 
 /// Clippy with warnings denied on the default members (rsttrace, xtask, and

@@ -49,7 +49,7 @@ pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "inet_sk_error_report")]
 pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
-    on_error_report(ctx.as_ptr(), ctx.arg(0));
+    on_error_report(ctx.as_ptr(), ctx.arg(0), hook::BTF_ERROR_REPORT);
     0
 }
 
@@ -71,12 +71,12 @@ pub fn btf_owner_set_state(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn pkt_net_dev_queue(ctx: BtfTracePointContext) -> i32 {
-    on_dev_queue(ctx.arg(0));
+    on_dev_queue(ctx.as_ptr(), ctx.arg(0));
     0
 }
 
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn pkt_netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
-    on_receive_skb(ctx.arg(0));
+    on_receive_skb(ctx.as_ptr(), ctx.arg(0));
     0
 }

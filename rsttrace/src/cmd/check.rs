@@ -7,12 +7,14 @@ use std::fmt::Write as _;
 use anyhow::{Result, bail};
 
 use crate::classify::DECIDING_REASONS;
+use crate::cli::VerifyTransport;
 use crate::collect::loader::{self, KernelInfo};
 use crate::collect::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
-use crate::kernel::btf_source;
+use crate::collect::transport::{self, Transport, TransportMode};
+use crate::kernel::{btf_source, helpers};
 use crate::model::cause::CauseId;
 
-pub fn run(mode: HookMode, verify: bool) -> Result<()> {
+pub fn run(mode: HookMode, verify: bool, verify_transport: VerifyTransport) -> Result<()> {
     let mut kernel = KernelInfo::probe();
     if matches!(mode, HookMode::Auto | HookMode::Fentry) {
         kernel.facts.fentry = loader::probe_fentry(&kernel);
@@ -27,6 +29,8 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
         btf_source: btf_source::describe(),
         reason_names: kernel.reasons.values().cloned().collect(),
         root: loader::check_privileges().is_ok(),
+        ring_buffer: kernel.ring_buffer.clone(),
+        stack_unsupported: helpers::stack_unsupported(),
     };
     let (text, usable) = report(&header, mode, &kernel.facts);
     // `rsttrace check | head`: a closed pipe is not an error worth a panic.
@@ -41,7 +45,17 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
         bail!("no usable RST hook on this kernel (see above)");
     }
     if verify {
-        print!("{}", verify_families(&kernel.facts)?);
+        let auto = transport::choose(TransportMode::Auto, &kernel.ring_buffer)?;
+        let transports = match verify_transport {
+            VerifyTransport::Auto => vec![auto],
+            VerifyTransport::Ring => vec![Transport::Ring],
+            VerifyTransport::Perf => vec![Transport::Perf],
+            VerifyTransport::All if kernel.ring_buffer == Ok(false) => vec![Transport::Perf],
+            VerifyTransport::All => vec![Transport::Ring, Transport::Perf],
+        };
+        for transport in transports {
+            print!("{}", verify_families(&kernel.facts, transport)?);
+        }
     }
     Ok(())
 }
@@ -50,11 +64,15 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
 /// capture (every program a default trace or `-w x.pcapng` loads; `--stack`
 /// needs helpers of 5.11 and 5.15, so it is left out), and lists the
 /// instructions the verifier processed for each program: how far each is
-/// from the verifier's limits on this kernel.
-fn verify_families(facts: &KernelFacts) -> Result<String> {
+/// from the verifier's limits on this kernel. Per transport: the two
+/// objects differ where records are written.
+fn verify_families(facts: &KernelFacts, transport: Transport) -> Result<String> {
     use std::collections::BTreeMap;
     let mut counts: BTreeMap<String, (Option<u32>, Vec<&str>)> = BTreeMap::new();
-    let mut out = String::from("\nverified programs (instructions the verifier processed):\n");
+    let mut out = format!(
+        "\nverified programs, transport {} (instructions the verifier processed):\n",
+        transport.name()
+    );
     for mode in [
         HookMode::TpBtf,
         HookMode::Fentry,
@@ -68,9 +86,12 @@ fn verify_families(facts: &KernelFacts) -> Result<String> {
         let mut kernel = KernelInfo::probe();
         let opts = loader::Options {
             hooks: mode,
+            transport,
             filter: rsttrace_ebpf::abi::Filter::ALL,
             ring_buffer_bytes: 1 << 16,
             wakeup_bytes: 0,
+            perf_bytes: 1 << 12,
+            perf_wakeup_bytes: 0,
             capture_packets: true,
             stacks: false,
         };
@@ -83,7 +104,11 @@ fn verify_families(facts: &KernelFacts) -> Result<String> {
                 }
             }
             Err(e) => {
-                let _ = writeln!(out, "  --hooks {name}: FAILED to load: {e:#}");
+                let _ = writeln!(
+                    out,
+                    "  --hooks {name}: FAILED to load: {}",
+                    verifier_summary(&format!("{e:#}"))
+                );
             }
         }
     }
@@ -97,6 +122,20 @@ fn verify_families(facts: &KernelFacts) -> Result<String> {
     Ok(out)
 }
 
+/// A load error without the verifier's whole log (tens of thousands of
+/// lines): its first line, and the log's verdict lines.
+fn verifier_summary(error: &str) -> String {
+    let mut lines = error.lines();
+    let first = lines.next().unwrap_or_default();
+    let verdict: Vec<&str> = lines
+        .filter(|l| l.contains("processed ") || l.contains("too large") || l.contains("(os error"))
+        .collect();
+    if verdict.is_empty() {
+        return first.to_string();
+    }
+    format!("{first} ... {}", verdict.join(" "))
+}
+
 pub struct Header {
     pub release: String,
     pub btf_error: Option<String>,
@@ -106,7 +145,20 @@ pub struct Header {
     /// This kernel's `enum sk_rst_reason` names (without the prefix).
     pub reason_names: Vec<String>,
     pub root: bool,
+    /// Whether a BPF ring buffer can be created (Err: the probe failed).
+    pub ring_buffer: Result<bool, String>,
+    /// Why `--stack` cannot work here, if it cannot.
+    pub stack_unsupported: Option<String>,
 }
+
+/// The oldest kernel the programs can load on, and why not older: the
+/// newest helper they call unconditionally. (jiffies64, 5.9 for tracing
+/// programs, and the `--stack` helpers are called only where present; the
+/// perf transport stands in for the 5.8 ring buffer; global data is 5.2,
+/// bounded loops 5.3.)
+pub const OLDEST_KERNEL: &str = "Linux 5.5: the programs read kernel memory with \
+     bpf_probe_read_kernel (5.5); before 5.8 events go through the perf transport; \
+     tested on 5.10, 6.1, 6.12 and 6.18";
 
 /// The report text, and whether a plan exists.
 pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
@@ -155,6 +207,20 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
         None => "not tried".to_string(),
     };
     let _ = writeln!(out, "fentry:      {fentry}");
+    let transport = match transport::choose(TransportMode::Auto, &h.ring_buffer) {
+        Ok(Transport::Ring) => "ring (BPF ring buffer; --transport perf works too)".to_string(),
+        Ok(Transport::Perf) => {
+            "perf (perf event array: this kernel has no BPF ring buffer, 5.8+)".to_string()
+        }
+        Err(e) => format!("{e:#}"),
+    };
+    let _ = writeln!(out, "transport:   {transport}");
+    let _ = writeln!(
+        out,
+        "--stack:     {}",
+        h.stack_unsupported.as_deref().unwrap_or("yes")
+    );
+    let _ = writeln!(out, "oldest:      {OLDEST_KERNEL}");
 
     let plan = probes::choose(mode, k).ok();
     let _ = writeln!(out, "\nhooks (--hooks {}):", probes::mode_name(mode));
@@ -335,6 +401,8 @@ mod tests {
             ]
             .map(String::from)
             .to_vec(),
+            ring_buffer: Ok(true),
+            stack_unsupported: None,
             root: true,
         }
     }
@@ -349,6 +417,36 @@ mod tests {
         );
         assert!(text.contains("unavailable: no kprobe PMU"), "{text}");
         assert!(!text.contains("NO:"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_load_keeps_the_verdict_not_the_log() {
+        let error = "loading tp_tcp_send_reset: the BPF_PROG_LOAD syscall returned \
+                     Argument list too long\nUnrecognized arg#0 type PTR\n0: (bf) r6 = r1\n\
+                     BPF program is too large. Processed 1000001 insn\n\
+                     processed 1000001 insns (limit 1000000) max_states_per_insn 38\n\
+                     : Argument list too long (os error 7)";
+        let s = verifier_summary(error);
+        assert!(s.starts_with("loading tp_tcp_send_reset"), "{s}");
+        assert!(s.contains("processed 1000001 insns (limit 1000000)"), "{s}");
+        assert!(!s.contains("r6 = r1"), "{s}");
+        assert_eq!(verifier_summary("EPERM"), "EPERM");
+    }
+
+    #[test]
+    fn the_transport_stack_support_and_oldest_kernel_are_named() {
+        let (text, _) = report(&header(), HookMode::Auto, &linux_6_18());
+        assert!(text.contains("transport:   ring"), "{text}");
+        assert!(text.contains("--stack:     yes"), "{text}");
+        assert!(text.contains("oldest:      Linux 5.5"), "{text}");
+        let old = Header {
+            ring_buffer: Ok(false),
+            stack_unsupported: Some("--stack needs BPF helpers this kernel lacks".into()),
+            ..header()
+        };
+        let (text, _) = report(&old, HookMode::Auto, &linux_6_1());
+        assert!(text.contains("transport:   perf"), "{text}");
+        assert!(text.contains("--stack:     --stack needs"), "{text}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::collect::clock::BootClock;
 use crate::collect::counters::KernelDrops;
 use crate::collect::decode::{self, Record};
 use crate::collect::loader::{Counters, KernelInfo, Options, Session};
-use crate::collect::source::RingSource;
+use crate::collect::source::Source;
 use crate::enrich::stacks::{StackResolver, StackStats, Stacks};
 use crate::filter::{self, RecordFilter};
 use crate::model::event::{Event, KernelTables};
@@ -256,8 +256,23 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // SAFETY: mallopt has no preconditions; glibc ignores values it refuses.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let ring_bytes = ring_buffer_bytes(args.ring_buffer)?;
+    if args.stack
+        && let Some(why) = crate::kernel::helpers::stack_unsupported()
+    {
+        bail!(why);
+    }
+    // Probed before anything is built: `--transport ring` on a kernel
+    // without it must fail before outputs and listeners exist.
+    let ring_supported = crate::collect::transport::probe_ring_buffer();
+    let transport = crate::collect::transport::choose(args.transport, &ring_supported)?;
+    // The perf transport shares the size out per CPU, and batches its
+    // wake-ups by each CPU's share.
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
+    let perf_bytes =
+        crate::collect::transport::perf_bytes_per_cpu(ring_bytes, cpus, page_size() as usize);
     let opts = Options {
         hooks: args.hooks,
+        transport,
         filter: filter::kernel_filter(&kernel_scope(&args)?)?,
         ring_buffer_bytes: ring_bytes,
         // --stack symbolizes user frames from /proc/PID/maps, which is gone
@@ -268,6 +283,12 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             0
         } else {
             wakeup_bytes(ring_bytes)
+        },
+        perf_bytes,
+        perf_wakeup_bytes: if args.stack {
+            0
+        } else {
+            wakeup_bytes(perf_bytes as u32)
         },
         stacks: args.stack,
         // Real RST segments cost a check per packet of the host: only for
@@ -321,8 +342,8 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         ),
         Err(e) => warn!("ports listening before start will not name their owner: {e:#}"),
     }
-    let mut source = RingSource::new(
-        session.take_ring_buffer()?,
+    let mut source = Source::new(
+        session.take_buffers()?,
         Duration::from_millis(args.drain_interval),
     )?;
     let stacks = match args.stack {
@@ -350,6 +371,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     let clock = BootClock::sample();
     crate::output::status::ready(&crate::output::status::Ready {
         plan: &session.plan,
+        transport: session.transport,
         attach: started.elapsed(),
         programs: session.program_ids(),
     });
@@ -401,7 +423,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             _ = &mut deadline => break,
             batch = source.next_batch(|bytes| state.handle_guarded(bytes, &mut outputs)) => batch,
         };
-        if batch.context("reading the ring buffer")? > 0 {
+        if batch.context("reading the event buffers")? > 0 {
             // Once per batch: a person watching sees each RST within one
             // drain interval, and a storm costs one write per batch, not per event.
             for o in &mut outputs {
@@ -411,7 +433,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
                 stacks.recycle();
             }
         }
-        state.account_losses(session.counters(false)?, &mut outputs);
+        state.account_losses(source.with_losses(session.counters(false)?), &mut outputs);
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
         tokio::task::yield_now().await;
@@ -427,7 +449,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         let limit = ring_bytes as usize / size_of::<rsttrace_ebpf::abi::RstEvent>();
         source.drain_now(|bytes| state.handle_guarded(bytes, &mut outputs), limit);
     }
-    let counters = session.counters(true)?;
+    let counters = source.with_losses(session.counters(true)?);
     state.account_losses(counters, &mut outputs);
     for o in &mut outputs {
         o.flush();

@@ -15,18 +15,28 @@ use rsttrace_ebpf::abi::{
 
 use crate::collect::counters::CounterReader;
 pub use crate::collect::counters::Counters;
+use crate::collect::perfbuf::PerfBuffers;
 use crate::collect::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
-use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, preempt, tracefs};
+use crate::collect::source::Buffers;
+use crate::collect::transport::{self, Transport};
+use crate::kernel::{btf::Btf, btf_source, helpers, kallsyms, offsets, preempt, tracefs};
 
-/// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
+/// The objects built by `cargo xtask build-ebpf`, embedded by build.rs: the
+/// same programs writing to a ring buffer, or to a perf event array.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ebpf.o"));
+static EBPF_PERF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ebpf-perf.o"));
 
 pub struct Options {
     pub hooks: HookMode,
+    pub transport: Transport,
     pub filter: Filter,
     pub ring_buffer_bytes: u32,
     pub wakeup_bytes: u64,
+    /// The perf transport: bytes per CPU, and its wake-up threshold.
+    pub perf_bytes: usize,
+    pub perf_wakeup_bytes: u64,
     /// Capture the RST segments themselves (for pcapng exports).
     pub capture_packets: bool,
     /// `--stack`: capture kernel and user stacks.
@@ -42,6 +52,8 @@ pub struct KernelInfo {
     pub facts: KernelFacts,
     /// `enum sk_rst_reason` value → name, from BTF.
     pub reasons: HashMap<u32, String>,
+    /// Whether the kernel has the BPF ring buffer (Err: the probe failed).
+    pub ring_buffer: Result<bool, String>,
 }
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
@@ -73,6 +85,7 @@ impl KernelInfo {
             tracefs,
             facts,
             reasons,
+            ring_buffer: transport::probe_ring_buffer(),
         }
     }
 }
@@ -114,7 +127,8 @@ fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
                 fields.iter().any(|f| f.name == "saddr" && f.size == 28);
         }
     }
-    let wanted = probes::wanted_functions();
+    let mut wanted = probes::wanted_functions();
+    wanted.insert(ERROR_REPORT_FUNCTION);
     if let Some(b) = btf {
         for f in &wanted {
             if let Some(n) = b.func_param_count(f) {
@@ -150,6 +164,9 @@ fn kfree_skb(btf: Option<&Btf>, tracefs: Option<&Path>) -> Option<KfreeSkb> {
 pub struct Session {
     pub ebpf: Ebpf,
     pub plan: Plan,
+    pub transport: Transport,
+    /// Taken by the reader (`take_buffers`).
+    buffers: Option<Buffers>,
     counters: CounterReader,
 }
 
@@ -230,6 +247,7 @@ impl Session {
         let offsets = resolve_offsets(&btf)?;
         drop(btf);
         let mut ebpf = load_object(
+            opts.transport,
             &offsets,
             &opts.filter,
             &tuning,
@@ -237,6 +255,9 @@ impl Session {
             &owner_tp.unwrap_or(OwnerTracepoints::UNRESOLVED),
             opts.ring_buffer_bytes,
         )?;
+        // Before any program is attached: a perf event array slot without
+        // its CPU's buffer fails every record written on that CPU.
+        let buffers = take_buffers(&mut ebpf, opts)?;
         let aya_btf = btf_source::parse_for_aya()?;
         if matches!(opts.hooks, HookMode::Auto | HookMode::Fentry) {
             facts.fentry = Some(try_fentry(&mut ebpf, &aya_btf, &facts));
@@ -262,15 +283,11 @@ impl Session {
                 "socket owners cannot be tracked ({e:#}): RSTs made in softirq will show no process"
             );
         }
-        match require_kernel_btf(&facts).and_then(|()| {
-            attach_btf(
-                &mut ebpf,
-                program::BTF_ERROR_REPORT,
-                "inet_sk_error_report",
-                &aya_btf,
-            )
-        }) {
-            Ok(()) => plan.aborts = true,
+        match attach_aborts(&mut ebpf, &facts, &aya_btf) {
+            Ok(hook) => {
+                info!("aborts: {hook}");
+                plan.aborts = true;
+            }
             Err(e) => warn!(
                 "connections that die without an RST (retransmission timeouts, ICMP errors) \
                  will not be seen: {e:#}"
@@ -290,10 +307,12 @@ impl Session {
                 ),
             }
         }
-        info!("hooks: {plan}");
+        info!("hooks: {plan} transport={}", opts.transport.name());
         Ok(Session {
             ebpf,
             plan,
+            transport: opts.transport,
+            buffers: Some(buffers),
             counters: CounterReader::default(),
         })
     }
@@ -329,12 +348,11 @@ impl Session {
         counts
     }
 
-    pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(abi::EVENTS_MAP)
-            .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?;
-        Ok(RingBuf::try_from(map)?)
+    /// Where the records arrive (once).
+    pub fn take_buffers(&mut self) -> Result<Buffers> {
+        self.buffers
+            .take()
+            .ok_or_else(|| anyhow!("the event buffers were taken already"))
     }
 
     /// The `--stack` map (stacks are read by id as events arrive).
@@ -352,9 +370,40 @@ impl Session {
     }
 }
 
+/// The `EVENTS` map as the reader's buffers. The perf transport opens
+/// `perf_bytes` per CPU, waking the reader at `perf_wakeup_bytes`.
+fn take_buffers(ebpf: &mut Ebpf, opts: &Options) -> Result<Buffers> {
+    let map = ebpf
+        .take_map(abi::EVENTS_MAP)
+        .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?;
+    Ok(match opts.transport {
+        Transport::Ring => Buffers::Ring(RingBuf::try_from(map)?),
+        Transport::Perf => {
+            let aya::maps::Map::PerfEventArray(data) = map else {
+                bail!("{} is not a perf event array", abi::EVENTS_MAP);
+            };
+            Buffers::Perf(
+                PerfBuffers::open(data, opts.perf_bytes, opts.perf_wakeup_bytes)
+                    .context("opening the perf buffers")?,
+            )
+        }
+    })
+}
+
 /// Struct member offsets for the eBPF programs, checked for sanity.
 fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
-    let (offsets, missing) = offsets::resolve(btf).context("resolving kernel struct offsets")?;
+    let (mut offsets, missing) =
+        offsets::resolve(btf).context("resolving kernel struct offsets")?;
+    // The idle time's read is what calls the helper: without the field the
+    // verifier never reaches the call.
+    if !helpers::available(&helpers::JIFFIES64) {
+        warn!(
+            "no {} for tracing programs before Linux {}: peer idle times are unknown",
+            helpers::JIFFIES64.name,
+            helpers::JIFFIES64.since
+        );
+        offsets.rcv_tstamp = abi::Field::ABSENT;
+    }
     if !missing.is_empty() {
         warn!(
             "fields missing on this kernel (their facts will read 0): {}",
@@ -365,6 +414,7 @@ fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
 }
 
 fn load_object(
+    transport: Transport,
     offsets: &abi::Offsets,
     filter: &Filter,
     tuning: &Tuning,
@@ -372,7 +422,11 @@ fn load_object(
     owner_tp: &OwnerTracepoints,
     ring_bytes: u32,
 ) -> Result<Ebpf> {
-    if EBPF_OBJECT.is_empty() {
+    let object = match transport {
+        Transport::Ring => EBPF_OBJECT,
+        Transport::Perf => EBPF_PERF_OBJECT,
+    };
+    if object.is_empty() {
         bail!(
             "this rsttrace binary was built without its eBPF object; \
              build it with `cargo xtask build` (or run `cargo xtask run -- ...`)"
@@ -385,15 +439,18 @@ fn load_object(
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
         .override_global(abi::KFREE_SKB_GLOBAL, kfree, true)
-        .override_global(abi::OWNER_TP_GLOBAL, owner_tp, true)
-        .map_max_entries(abi::EVENTS_MAP, ring_bytes);
+        .override_global(abi::OWNER_TP_GLOBAL, owner_tp, true);
+    // A perf event array has one slot per CPU, which aya sizes itself.
+    if transport == Transport::Ring {
+        loader.map_max_entries(abi::EVENTS_MAP, ring_bytes);
+    }
     if tuning.stacks == 0 {
         // The kernel preallocates every slot (~1 KiB each, 16 MiB in all):
         // without --stack one is enough.
         loader.map_max_entries(abi::STACKS_MAP, 1);
     }
     loader
-        .load(EBPF_OBJECT)
+        .load(object)
         .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
         .context("loading the eBPF object")
 }
@@ -425,7 +482,10 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
         Ok(o) => o,
         Err(e) => return Some(Err(format!("{e:#}"))),
     };
+    let transport = transport::choose(transport::TransportMode::Auto, &kernel.ring_buffer)
+        .unwrap_or(Transport::Perf);
     let mut ebpf = match load_object(
+        transport,
         &offsets,
         &Filter::ALL,
         &Tuning::DEFAULT,
@@ -565,6 +625,27 @@ fn attach_kprobe(ebpf: &mut Ebpf, program: &str, symbol: &str) -> Result<()> {
     prog.attach(symbol, 0)
         .with_context(|| format!("attaching kprobe/{symbol}"))?;
     Ok(())
+}
+
+/// The function every TCP socket's `sk->sk_error_report` points at: what
+/// the `inet_sk_error_report` tracepoint (5.14+) reports, before it existed.
+/// Static, but its address is taken, so it is never inlined away.
+const ERROR_REPORT_FUNCTION: &str = "sock_def_error_report";
+
+/// Aborts (errors without an RST): the tracepoint where the kernel has it,
+/// else a kprobe on the error report function. Returns the hook attached.
+fn attach_aborts(ebpf: &mut Ebpf, facts: &KernelFacts, btf: &aya::Btf) -> Result<&'static str> {
+    let tracepoint = require_kernel_btf(facts)
+        .and_then(|()| attach_btf(ebpf, program::BTF_ERROR_REPORT, "inet_sk_error_report", btf));
+    let Err(tp_error) = tracepoint else {
+        return Ok("tp_btf:inet_sk_error_report");
+    };
+    let Some(symbol) = facts.functions.get(ERROR_REPORT_FUNCTION) else {
+        bail!("{tp_error:#}; and no {ERROR_REPORT_FUNCTION} in /proc/kallsyms");
+    };
+    attach_kprobe(ebpf, program::KPROBE_ERROR_REPORT, symbol)
+        .with_context(|| format!("{tp_error:#}; and"))?;
+    Ok("kprobe:sock_def_error_report")
 }
 
 /// The program that remembers which process owns each socket: tp_btf,

@@ -1,11 +1,13 @@
-//! Reads records from the kernel's ring buffer.
+//! Reads records from the kernel: the BPF ring buffer, or the perf
+//! transport's per-CPU buffers (`perfbuf.rs`), through one interface.
 //!
-//! The kernel programs wake the reader only when the buffer passes a fill
-//! threshold (a wake-up per event would cost more than the tracing itself
-//! under a storm), so the reader also drains on a timer: that bounds the
-//! latency of a lone RST to one drain interval.
+//! The kernel wakes the reader only when a buffer passes a fill threshold
+//! (a wake-up per event would cost more than the tracing itself under a
+//! storm), so the reader also drains on a timer: that bounds the latency of
+//! a lone RST to one drain interval.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
@@ -13,8 +15,46 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Interval, MissedTickBehavior};
 
-pub struct RingSource {
-    ring: AsyncFd<RingBuf<MapData>>,
+use crate::collect::counters::Counters;
+use crate::collect::perfbuf::PerfBuffers;
+
+/// Where the records wait.
+pub enum Buffers {
+    Ring(RingBuf<MapData>),
+    Perf(PerfBuffers),
+}
+
+impl AsRawFd for Buffers {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Buffers::Ring(ring) => ring.as_raw_fd(),
+            Buffers::Perf(perf) => perf.as_raw_fd(),
+        }
+    }
+}
+
+impl Buffers {
+    /// Hands up to `limit` records to `each`; says whether all was read.
+    fn drain(&mut self, mut each: impl FnMut(&[u8]), limit: usize) -> (usize, bool) {
+        match self {
+            Buffers::Ring(ring) => {
+                let mut n = 0;
+                while n < limit {
+                    let Some(item) = ring.next() else {
+                        return (n, true);
+                    };
+                    each(&item);
+                    n += 1;
+                }
+                (n, false)
+            }
+            Buffers::Perf(perf) => perf.drain(each, limit),
+        }
+    }
+}
+
+pub struct Source {
+    buffers: AsyncFd<Buffers>,
     drain: Interval,
 }
 
@@ -23,50 +63,84 @@ pub struct RingSource {
 /// unbounded drain would never let Ctrl-C, timers or flushes run.
 const BATCH_LIMIT: usize = 1024;
 
-impl RingSource {
-    pub fn new(ring: RingBuf<MapData>, drain_every: Duration) -> io::Result<RingSource> {
-        // SAFETY: the RingBuf owns its map fd and keeps it open for as long
-        // as the AsyncFd (which owns the RingBuf) lives.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+impl Source {
+    pub fn new(buffers: Buffers, drain_every: Duration) -> io::Result<Source> {
+        // SAFETY: the buffers own their fds and keep them open for as long
+        // as the AsyncFd (which owns the buffers) lives.
+        let buffers = unsafe { AsyncFd::register_with_interest(buffers, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         let mut drain = tokio::time::interval(drain_every);
         drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Ok(RingSource { ring, drain })
+        Ok(Source { buffers, drain })
     }
 
     /// Waits for a wake-up or the drain timer, then hands every waiting record
     /// to `each`. Returns how many records were read.
     pub async fn next_batch(&mut self, each: impl FnMut(&[u8])) -> io::Result<usize> {
         tokio::select! {
-            guard = self.ring.readable_mut() => {
+            guard = self.buffers.readable_mut() => {
                 let mut guard = guard?;
-                let (n, empty) = drain(guard.get_inner_mut(), each, BATCH_LIMIT);
+                let (n, empty) = guard.get_inner_mut().drain(each, BATCH_LIMIT);
                 // Only after the buffer was seen empty (tokio#6302).
                 if empty {
                     guard.clear_ready();
                 }
                 Ok(n)
             }
-            _ = self.drain.tick() => Ok(drain(self.ring.get_mut(), each, BATCH_LIMIT).0),
+            _ = self.drain.tick() => Ok(self.buffers.get_mut().drain(each, BATCH_LIMIT).0),
         }
     }
 
     /// Reads what is waiting, without blocking (used at exit). Bounded by
     /// `limit` so that a storm still running cannot keep rsttrace from exiting.
     pub fn drain_now(&mut self, each: impl FnMut(&[u8]), limit: usize) -> usize {
-        drain(self.ring.get_mut(), each, limit).0
+        self.buffers.get_mut().drain(each, limit).0
+    }
+
+    /// The kernel's counters with this transport's losses in them. The perf
+    /// transport's losses are seen twice: by the programs, when the output
+    /// helper reports a failure (where the kernel passes perf's error on),
+    /// and here, in the kernel's lost-samples records
+    /// (which do not say whether an event or a packet was lost). Both count
+    /// the same samples, the records later; where the helper does not
+    /// report the failure only the records do. So the larger total is
+    /// exact, and what the records add beyond the programs' count is events.
+    pub fn with_losses(&self, counters: Counters) -> Counters {
+        match self.buffers.get_ref() {
+            Buffers::Perf(perf) => with_perf_losses(counters, perf.lost()),
+            Buffers::Ring(_) => counters,
+        }
     }
 }
 
-/// Hands up to `limit` records to `each`; says whether the buffer was seen empty.
-fn drain(ring: &mut RingBuf<MapData>, mut each: impl FnMut(&[u8]), limit: usize) -> (usize, bool) {
-    let mut n = 0;
-    while n < limit {
-        let Some(item) = ring.next() else {
-            return (n, true);
+/// `counters` with the losses of `lost_records` the programs did not count.
+fn with_perf_losses(mut counters: Counters, lost_records: u64) -> Counters {
+    let counted = counters.lost + counters.drops.packets_lost;
+    counters.lost += lost_records.saturating_sub(counted);
+    counters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counted(lost: u64, packets_lost: u64) -> Counters {
+        let mut c = Counters {
+            lost,
+            ..Counters::default()
         };
-        each(&item);
-        n += 1;
+        c.drops.packets_lost = packets_lost;
+        c
     }
-    (n, false)
+
+    #[test]
+    fn perf_losses_are_counted_once() {
+        // The helper reported every failure: the records add nothing,
+        // whether they arrived yet or not.
+        assert_eq!(with_perf_losses(counted(7, 3), 10).lost, 7);
+        assert_eq!(with_perf_losses(counted(7, 3), 4).lost, 7);
+        // It reported none: the records are the losses, counted as events.
+        assert_eq!(with_perf_losses(counted(0, 0), 10).lost, 10);
+        assert_eq!(with_perf_losses(counted(0, 0), 10).drops.packets_lost, 0);
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod btf;
 pub mod btf_source;
+pub(crate) mod helpers;
 pub(crate) mod hz;
 pub(crate) mod kallsyms;
 pub(crate) mod offsets;

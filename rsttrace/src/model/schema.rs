@@ -18,6 +18,7 @@ pub const HOOKS: &[(u8, &str)] = &[
     (hook::FENTRY_RECEIVE_RESET, "fentry:tcp_reset"),
     (hook::TP_KFREE_SKB_NO_SOCKET, "tracepoint:skb:kfree_skb"),
     (hook::BTF_ERROR_REPORT, "tp_btf:inet_sk_error_report"),
+    (hook::KPROBE_ERROR_REPORT, "kprobe:sock_def_error_report"),
 ];
 
 /// What an id or a name outside the tables becomes (a newer kernel side,

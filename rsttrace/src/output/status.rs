@@ -14,6 +14,7 @@ use clap::ValueEnum;
 use serde_json::{Value, json};
 
 use crate::collect::probes::Plan;
+use crate::collect::transport::Transport;
 use crate::model::explain::Lang;
 use crate::output::summary::Summary;
 
@@ -51,6 +52,8 @@ fn emit_json(value: &Value) {
 /// The tracer is attached: every RST from now on is seen.
 pub(crate) struct Ready<'a> {
     pub(crate) plan: &'a Plan,
+    /// How records reach rsttrace.
+    pub(crate) transport: Transport,
     /// From the start of `trace` to attached.
     pub(crate) attach: Duration,
     /// The loaded programs: name in the object, and the kernel's program id
@@ -61,8 +64,9 @@ pub(crate) struct Ready<'a> {
 pub(crate) fn ready(r: &Ready<'_>) {
     match format() {
         LogFormat::Text => emit(&format!(
-            "rsttrace: tracing TCP resets ({}); Ctrl-C to stop",
-            r.plan
+            "rsttrace: tracing TCP resets ({} transport={}); Ctrl-C to stop",
+            r.plan,
+            r.transport.name()
         )),
         LogFormat::Json => emit_json(&ready_json(r)),
     }
@@ -75,6 +79,7 @@ fn ready_json(r: &Ready<'_>) -> Value {
         "event": "ready",
         "version": env!("CARGO_PKG_VERSION"),
         "attach_ms": r.attach.as_millis() as u64,
+        "transport": r.transport.name(),
         "plan": {
             "send": plan.send.name,
             "send_family": family(plan.send.name),
@@ -152,11 +157,13 @@ mod tests {
         let plan = choose(HookMode::Auto, &linux_6_18()).unwrap();
         let line = ready_json(&Ready {
             plan: &plan,
+            transport: Transport::Perf,
             attach: Duration::from_millis(420),
             programs: vec![("btf_tcp_send_reset".into(), 17)],
         });
         assert_eq!(line["event"], "ready");
         assert_eq!(line["attach_ms"], 420);
+        assert_eq!(line["transport"], "perf");
         assert_eq!(line["plan"]["send"], plan.send.name);
         assert_eq!(line["plan"]["send_family"], "tp_btf");
         assert_eq!(line["plan"]["reason"], "kernel");
@@ -167,6 +174,7 @@ mod tests {
         let old = choose(HookMode::Tracepoint, &linux_6_1()).unwrap();
         let line = ready_json(&Ready {
             plan: &old,
+            transport: Transport::Ring,
             attach: Duration::ZERO,
             programs: vec![],
         });

@@ -207,6 +207,11 @@ impl Tracer {
         }
     }
 
+    /// How events reach rsttrace: "ring" or "perf".
+    pub fn transport(&self) -> &str {
+        self.ready["transport"].as_str().unwrap_or("?")
+    }
+
     /// The family of the chosen send hook ("tp_btf", "fentry", ...).
     pub fn send_family(&self) -> &str {
         self.plan()["send_family"].as_str().unwrap_or("?")
@@ -221,9 +226,10 @@ impl Tracer {
 
 impl Tracer {
     /// Whether connections that die without an RST (direction abort) are
-    /// seen. Where the kernel has no `sock:inet_sk_error_report` (before
-    /// 5.14) the test part that needs them is not applicable; where it has
-    /// one, the plan must use it.
+    /// seen: through `sock:inet_sk_error_report` (5.14+), or a kprobe on
+    /// `sock_def_error_report` before. Where the kernel has neither the
+    /// test part that needs them is not applicable; where it has the
+    /// tracepoint, the plan must see aborts.
     pub fn sees_aborts(&self) -> bool {
         let has_tracepoint = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
             .iter()
@@ -240,25 +246,40 @@ impl Tracer {
         );
         if !seen {
             not_applicable(
-                "connections that die without an RST: no sock:inet_sk_error_report before Linux 5.14",
+                "connections that die without an RST: neither sock:inet_sk_error_report (5.14+) \
+                 nor a kprobe on sock_def_error_report here",
             );
         }
         seen
     }
 }
 
-/// Whether this kernel's reason set names `cause`: the per-cause line of
-/// `rsttrace check` ("yes (kernel reason NAME + facts)"), read once.
-pub fn kernel_reason_decides(cause: &str) -> bool {
+/// `rsttrace check`'s report on this kernel, run once.
+fn check_report() -> &'static str {
     static CHECK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let check = CHECK.get_or_init(|| {
+    CHECK.get_or_init(|| {
         let out = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
             .arg("check")
             .output()
             .expect("run rsttrace check");
         String::from_utf8_lossy(&out.stdout).into_owned()
-    });
-    check.lines().any(|l| {
+    })
+}
+
+/// Why `--stack` cannot work on this kernel (`rsttrace check`), if it cannot.
+pub fn stack_unsupported() -> Option<String> {
+    let line = check_report()
+        .lines()
+        .find_map(|l| l.strip_prefix("--stack:"))
+        .expect("rsttrace check has a --stack line")
+        .trim();
+    (line != "yes").then(|| line.to_string())
+}
+
+/// Whether this kernel's reason set names `cause`: the per-cause line of
+/// `rsttrace check` ("yes (kernel reason NAME + facts)"), read once.
+pub fn kernel_reason_decides(cause: &str) -> bool {
+    check_report().lines().any(|l| {
         let mut words = l.split_whitespace();
         words.next() == Some(cause) && l.contains("(kernel reason ")
     })
