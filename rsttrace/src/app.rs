@@ -11,13 +11,14 @@ use log::warn;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cause::Classified;
-use crate::classify::classify;
 use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
 use crate::clock::BootClock;
+use crate::correlate::{self, Correlator};
 use crate::counters::KernelDrops;
 use crate::decode::{self, Record};
 use crate::event::{Event, KernelTables};
 use crate::filter::{self, RecordFilter};
+use crate::hostnet::HostNet;
 use crate::loader::{Counters, KernelInfo, Options, Session};
 use crate::output::export::ExportDir;
 use crate::output::rotate::RotatingSink;
@@ -377,6 +378,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         seen_drops: KernelDrops::default(),
         stacks,
         panicked: None,
+        correlate: Correlator::new(
+            HostNet::default(),
+            correlate::conntrack_established_timeout(),
+        ),
+        ready: Vec::new(),
     };
     loop {
         let batch = tokio::select! {
@@ -398,6 +404,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
                 stacks.recycle();
             }
         }
+        state.release_waiting(false, &mut outputs);
         state.account_losses(session.counters(false)?, &mut outputs);
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
@@ -414,6 +421,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         let limit = ring_bytes as usize / size_of::<rsttrace_ebpf::abi::RstEvent>();
         source.drain_now(|bytes| state.handle_guarded(bytes, &mut outputs), limit);
     }
+    state.release_waiting(true, &mut outputs);
     let counters = session.counters(true)?;
     state.account_losses(counters, &mut outputs);
     for o in &mut outputs {
@@ -519,6 +527,11 @@ struct Pipeline<'a> {
     /// What a panic while handling an event said; tracing then stops,
     /// with the outputs flushed and the summary written.
     panicked: Option<String>,
+    /// Pairs received RSTs with their senders, folds phantom receives;
+    /// classifies. Received events wait in it briefly.
+    correlate: Correlator<HostNet, rsttrace_ebpf::abi::RstEvent>,
+    /// Events it released, reused between calls.
+    ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
 }
 
 impl Pipeline<'_> {
@@ -564,7 +577,41 @@ impl Pipeline<'_> {
             }
         };
         let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
-        let cause = classify(&event);
+        let mut ready = std::mem::take(&mut self.ready);
+        self.correlate
+            .push(event, raw, std::time::Instant::now(), &mut ready);
+        for (event, raw, cause) in ready.drain(..) {
+            self.write(event, &raw, cause, outputs);
+        }
+        self.ready = ready;
+    }
+
+    /// Writes the received events that waited long enough for a sender
+    /// (all of them at the end).
+    fn release_waiting(&mut self, all: bool, outputs: &mut [Output]) {
+        let mut ready = std::mem::take(&mut self.ready);
+        let now = std::time::Instant::now();
+        if all {
+            self.correlate.flush(now, &mut ready);
+        } else {
+            self.correlate.expire(now, &mut ready);
+        }
+        for (event, raw, cause) in ready.drain(..) {
+            self.write(event, &raw, cause, outputs);
+        }
+        self.ready = ready;
+    }
+
+    fn write(
+        &mut self,
+        event: Event,
+        raw: &rsttrace_ebpf::abi::RstEvent,
+        cause: crate::cause::Cause,
+        outputs: &mut [Output],
+    ) {
+        if self.done() {
+            return;
+        }
         // /proc reads are small and cached per pid; an exited owner is missed.
         let runtimes = &mut self.runtimes;
         let owner_proc = event.process.as_ref().map(|p| {
@@ -598,7 +645,7 @@ impl Pipeline<'_> {
         }
         // Symbolized now, while the owner (its /proc/PID/maps) likely still exists.
         if let Some(stacks) = &mut self.stacks {
-            rec.stacks = stacks.resolve(&raw, &rec.event);
+            rec.stacks = stacks.resolve(raw, &rec.event);
         }
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
@@ -737,6 +784,8 @@ mod tests {
             seen_drops: KernelDrops::default(),
             stacks: None,
             panicked: None,
+            correlate: Correlator::new(HostNet::default(), None),
+            ready: Vec::new(),
         }
     }
 
@@ -816,6 +865,8 @@ mod tests {
                 })
                 .collect();
             state.handle_guarded(&bytes, &mut outputs);
+            // Received RSTs wait for their sender's event: let them go.
+            state.release_waiting(true, &mut outputs);
             for o in &mut outputs {
                 o.flush();
             }
