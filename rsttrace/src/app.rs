@@ -382,6 +382,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             HostNet::default(),
             correlate::conntrack_established_timeout(),
         ),
+        listeners: crate::listeners::Listeners::default(),
         ready: Vec::new(),
     };
     loop {
@@ -530,6 +531,8 @@ struct Pipeline<'a> {
     /// Pairs received RSTs with their senders, folds phantom receives;
     /// classifies. Received events wait in it briefly.
     correlate: Correlator<HostNet, rsttrace_ebpf::abi::RstEvent>,
+    /// Owners of accepted sockets never seen: their listener's.
+    listeners: crate::listeners::Listeners,
     /// Events it released, reused between calls.
     ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
 }
@@ -576,10 +579,11 @@ impl Pipeline<'_> {
                 return;
             }
         };
-        let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
+        let mut event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
+        let now = std::time::Instant::now();
+        self.listeners.inherit(&mut event, now);
         let mut ready = std::mem::take(&mut self.ready);
-        self.correlate
-            .push(event, raw, std::time::Instant::now(), &mut ready);
+        self.correlate.push(event, raw, now, &mut ready);
         for (event, raw, cause) in ready.drain(..) {
             self.write(event, &raw, cause, outputs);
         }
@@ -785,6 +789,7 @@ mod tests {
             stacks: None,
             panicked: None,
             correlate: Correlator::new(HostNet::default(), None),
+            listeners: crate::listeners::Listeners::default(),
             ready: Vec::new(),
         }
     }

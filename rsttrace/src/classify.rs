@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cause::{Cause, CauseId, Confidence};
 use crate::event::{
-    Direction, Event, ExecContext, PriorClose, PriorKind, Task, TcpFlags, TcpState,
+    Direction, Event, ExecContext, Owner, PriorClose, PriorKind, Task, TcpFlags, TcpState,
 };
 
 const SOFTIRQ_TIMER: u8 = 1;
@@ -146,6 +146,22 @@ impl Verdict {
         }
         if let Some(prior) = &ev.prior {
             evidence.insert("prior".into(), prior_json(prior));
+        }
+        // The owner is inherited from the listener: sure with one holder,
+        // one of several otherwise (a shared fd, SO_REUSEPORT).
+        if let Owner::Listener { candidates } = &ev.owner {
+            let named: Vec<Value> = candidates
+                .iter()
+                .map(|t| json!({"pid": t.pid, "comm": t.comm}))
+                .collect();
+            evidence.insert(
+                "owner_from_listener".into(),
+                json!({
+                    "port": ev.local.port(),
+                    "confidence": if candidates.len() == 1 { "certain" } else { "likely" },
+                    "candidates": named,
+                }),
+            );
         }
         // Not a cause of its own: whatever the cause, the process was dying
         // (killed, crashed, or exiting) when its socket was reset.

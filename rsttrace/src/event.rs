@@ -284,6 +284,11 @@ pub enum Owner {
     /// A TIME_WAIT socket: the owner of the connection it was, from the
     /// 4-tuple's close.
     Prior,
+    /// Never seen on the socket itself: the owner of the listening socket
+    /// it was accepted from (a child belongs to it from the handshake on).
+    /// Several candidates (a shared listener fd, an SO_REUSEPORT group):
+    /// the owner is one of them; `process` is the first.
+    Listener { candidates: Vec<Task> },
 }
 
 impl Owner {

@@ -23,6 +23,7 @@ pub mod explain;
 pub mod filter;
 pub mod hostnet;
 pub mod kernel;
+pub mod listeners;
 pub mod loader;
 pub mod metrics;
 pub mod needs;

@@ -190,6 +190,12 @@ fn owner(v: &Value) -> Owner {
         },
         Some("actor") => Owner::Actor,
         Some("prior") => Owner::Prior,
+        Some("listener") => Owner::Listener {
+            candidates: o["candidates"]
+                .as_array()
+                .map(|a| a.iter().filter_map(task).collect())
+                .unwrap_or_default(),
+        },
         _ if v["owner_unknown"] == "no_socket" => Owner::NoSocket,
         _ => Owner::NotSeen,
     }
@@ -328,6 +334,16 @@ pub fn next_line(
         return Ok(NextLine::TooLong);
     }
     Ok(NextLine::Line(String::from_utf8_lossy(buf).into_owned()))
+}
+
+/// `{"pid":N,"tid":N,"comm":"..."}`.
+fn task(v: &Value) -> Option<Task> {
+    let pid = v["pid"].as_u64()? as u32;
+    Some(Task {
+        pid,
+        tid: v["tid"].as_u64().unwrap_or(u64::from(pid)) as u32,
+        comm: v["comm"].as_str().unwrap_or_default().to_owned(),
+    })
 }
 
 #[cfg(test)]

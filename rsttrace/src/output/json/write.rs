@@ -271,6 +271,7 @@ impl Writer {
             Owner::Tracked { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "tracked"),
             Owner::Actor => (None, None, "actor"),
             Owner::Prior => (None, None, "prior"),
+            Owner::Listener { .. } => (None, None, "listener"),
             _ => return self.null(),
         };
         let Some(p) = &e.process else {
@@ -283,6 +284,20 @@ impl Writer {
         self.opt_uint(cgroup_id);
         key!(self, "source");
         self.str(source);
+        if let Owner::Listener { candidates } = &e.owner
+            && candidates.len() > 1
+        {
+            key!(self, "candidates");
+            self.raw(b"[");
+            for (i, t) in candidates.iter().enumerate() {
+                if i > 0 {
+                    self.raw(b",");
+                }
+                self.task(t);
+                self.raw(b"}");
+            }
+            self.raw(b"]");
+        }
         self.raw(b"}");
     }
 
