@@ -262,8 +262,18 @@ pub fn kernel_reason_decides(cause: &str) -> bool {
 }
 
 /// No sent event may be `certain` unless the plan has the kernel's reason
-/// and this kernel's reason set names its cause: inference alone is `likely`.
+/// and this kernel's reason set names its cause: inference alone is
+/// `likely`. No received event may be `certain` unless its sender's send
+/// was seen (paired) on this host.
 pub fn assert_no_unconfirmed_certainty(plan: &Value, events: &[Value]) {
+    for e in events.iter().filter(|e| e["direction"] == "received") {
+        if e["confidence"] == "certain" {
+            assert!(
+                e["evidence"]["peer_event"].is_object(),
+                "a certain received RST without its sender's event: {e}"
+            );
+        }
+    }
     for e in events.iter().filter(|e| e["direction"] == "sent") {
         if e["confidence"] == "certain" {
             let cause = e["cause"].as_str().unwrap_or("?");
