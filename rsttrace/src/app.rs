@@ -257,9 +257,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // SAFETY: mallopt has no preconditions; glibc ignores values it refuses.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let ring_bytes = ring_buffer_bytes(args.ring_buffer)?;
+    let scope = kernel_scope(&args)?;
     let opts = Options {
         hooks: args.hooks,
-        filter: filter::kernel_filter(&kernel_scope(&args)?)?,
+        filter: filter::kernel_filter(&scope)?,
         ring_buffer_bytes: ring_bytes,
         // --stack symbolizes user frames from /proc/PID/maps, which is gone
         // once the process exits: wake the reader on every event rather
@@ -381,6 +382,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         correlate: Correlator::new(
             HostNet::default(),
             correlate::conntrack_established_timeout(),
+            blind_to_sends(&session.plan, &scope),
         ),
         listeners: crate::listeners::Listeners::default(),
         ready: Vec::new(),
@@ -506,6 +508,19 @@ pub fn read(args: ReadArgs) -> Result<()> {
     Ok(())
 }
 
+/// Why some RSTs sent on this host are not traced, if any are not: then a
+/// received RST whose sender is local but unpaired accuses no one.
+fn blind_to_sends(plan: &crate::probes::Plan, scope: &filter::KernelScope) -> Option<&'static str> {
+    if !plan.no_socket {
+        Some("the send hook misses socketless RSTs")
+    } else if !scope.pids.is_empty() || !scope.cgroups.is_empty() || !scope.netns.is_empty() {
+        // Port filters keep both ends of a flow; these keep one side.
+        Some("a --pid, --cgroup, --container, --pod, --namespace or --netns filter")
+    } else {
+        None
+    }
+}
+
 struct Pipeline<'a> {
     summary: Summary,
     clock: BootClock,
@@ -580,10 +595,12 @@ impl Pipeline<'_> {
             }
         };
         let mut event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
-        let now = std::time::Instant::now();
-        self.listeners.inherit(&mut event, now);
+        self.listeners
+            .inherit(&mut event, std::time::Instant::now());
         let mut ready = std::mem::take(&mut self.ready);
-        self.correlate.push(event, raw, now, &mut ready);
+        // After any /proc scan above: the wait starts when it is pushed.
+        self.correlate
+            .push(event, raw, std::time::Instant::now(), &mut ready);
         for (event, raw, cause) in ready.drain(..) {
             self.write(event, &raw, cause, outputs);
         }
@@ -681,6 +698,7 @@ impl Pipeline<'_> {
         }
         let lost = counters.lost;
         if lost > self.seen_lost {
+            self.correlate.note_loss(std::time::Instant::now());
             for o in outputs.iter_mut() {
                 o.gap(lost - self.seen_lost, std::time::SystemTime::now());
             }
@@ -788,7 +806,7 @@ mod tests {
             seen_drops: KernelDrops::default(),
             stacks: None,
             panicked: None,
-            correlate: Correlator::new(HostNet::default(), None),
+            correlate: Correlator::new(HostNet::default(), None, None),
             listeners: crate::listeners::Listeners::default(),
             ready: Vec::new(),
         }

@@ -84,6 +84,10 @@ pub enum Sender {
     /// The sender's address is on this host, yet no TCP stack there sent
     /// a matching RST: a firewall's reject or an injected segment made it.
     LocalSentNone { netns: Option<u32> },
+    /// The sender's address is on this host, but rsttrace does not see
+    /// every RST sent here (a filter other than ports, a send hook blind
+    /// to socketless RSTs, or events lost lately): its absence says nothing.
+    LocalUnseen { why: &'static str },
     /// The sender is not on this host: nothing here corroborates it.
     NotLocal,
 }
@@ -416,6 +420,13 @@ fn sender_evidence(ctx: &Context, v: &mut Verdict) -> bool {
             if let Some(ns) = netns {
                 v.fact("sender_netns", *ns);
             }
+            false
+        }
+        Sender::LocalUnseen { why } => {
+            v.fact(
+                "unpaired",
+                format!("sender on this host, not all its sends seen: {why}"),
+            );
             false
         }
         Sender::NotLocal => {
@@ -1465,6 +1476,25 @@ mod tests {
             assert_eq!(c.evidence["suspect"], "firewall_reject");
             assert_eq!(c.evidence["middlebox"], json!(["local_sender_sent_no_rst"]));
         }
+    }
+
+    #[test]
+    fn a_local_sender_whose_sends_are_not_all_seen_is_not_accused() {
+        let mut ev = base(Direction::Received, TcpState::SYN_SENT);
+        ev.socket = Some(sock());
+        let c = check_with(
+            &ev,
+            &with_sender(Sender::LocalUnseen {
+                why: "a pid filter",
+            }),
+            CauseId::PeerRefused,
+            Confidence::Likely,
+        );
+        assert_eq!(
+            c.evidence["unpaired"],
+            "sender on this host, not all its sends seen: a pid filter"
+        );
+        assert!(c.evidence.get("suspect").is_none());
     }
 
     #[test]

@@ -46,6 +46,8 @@ const ENDED_FOR: Duration = Duration::from_secs(600);
 /// Received RST TTLs remembered per flow.
 const MAX_FLOWS: usize = 1024;
 const FLOW_FOR: Duration = Duration::from_secs(60);
+/// After events were lost, how long an unpaired local sender is not accused.
+const LOSS_BLINDS: Duration = Duration::from_secs(10);
 
 struct Held<X> {
     ev: Event,
@@ -95,6 +97,10 @@ pub struct Correlator<L: Locate, X> {
     flows: VecDeque<FlowTtls>,
     host: L,
     conntrack_timeout: Option<Duration>,
+    /// Why a send on this host may go unseen (None: every one is seen).
+    blind: Option<&'static str>,
+    /// When the kernel last lost events: absence is no evidence for a while.
+    last_loss: Option<Instant>,
     /// Received events released before `HOLD` because too many waited.
     pub released_early: u64,
     /// tcp_reset() runs folded into the RST their socket sent.
@@ -102,7 +108,10 @@ pub struct Correlator<L: Locate, X> {
 }
 
 impl<L: Locate, X> Correlator<L, X> {
-    pub fn new(host: L, conntrack_timeout: Option<Duration>) -> Self {
+    /// `blind`: why some RSTs sent on this host are not traced (a kernel
+    /// filter on pids, cgroups or namespaces; a send hook that misses
+    /// socketless RSTs), or None.
+    pub fn new(host: L, conntrack_timeout: Option<Duration>, blind: Option<&'static str>) -> Self {
         Correlator {
             held: VecDeque::new(),
             sent: VecDeque::new(),
@@ -110,15 +119,19 @@ impl<L: Locate, X> Correlator<L, X> {
             flows: VecDeque::new(),
             host,
             conntrack_timeout,
+            blind,
+            last_loss: None,
             released_early: 0,
             folded: 0,
         }
     }
 
     /// Takes one event; appends to `out` the events ready to be written,
-    /// classified (this one now, or later for a received RST).
+    /// classified (this one now, or later for a received RST). Waiting
+    /// events are released by `expire` between batches, never here: a
+    /// slow event (a /proc scan) must not time out a receive whose send
+    /// is the next record in the ring.
     pub fn push(&mut self, ev: Event, extra: X, now: Instant, out: &mut Vec<Ready<X>>) {
-        self.expire(now, out);
         match ev.direction {
             Direction::Received => self.received(ev, extra, now, out),
             Direction::Sent => self.sent(ev, extra, out),
@@ -130,7 +143,8 @@ impl<L: Locate, X> Correlator<L, X> {
         }
     }
 
-    /// Releases the received events that waited `HOLD` (call between batches).
+    /// Releases the received events that waited `HOLD`: call between
+    /// batches, once the ring buffer has been drained.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Ready<X>>) {
         while self
             .held
@@ -140,6 +154,11 @@ impl<L: Locate, X> Correlator<L, X> {
             let h = self.held.pop_front().expect("checked");
             self.release(h, now, out);
         }
+    }
+
+    /// The kernel lost events: for `LOSS_BLINDS`, a missing send proves nothing.
+    pub fn note_loss(&mut self, now: Instant) {
+        self.last_loss = Some(now);
     }
 
     /// Releases everything (at exit).
@@ -233,12 +252,17 @@ impl<L: Locate, X> Correlator<L, X> {
 
     fn release(&mut self, mut h: Held<X>, now: Instant, out: &mut Vec<Ready<X>>) {
         if h.ctx.sender == Sender::NotJudged {
-            h.ctx.sender = match self.host.locate(h.ev.remote.ip(), now) {
+            let lost = self
+                .last_loss
+                .is_some_and(|at| now.saturating_duration_since(at) < LOSS_BLINDS);
+            let blind = self.blind.or(lost.then_some("events were lost"));
+            h.ctx.sender = match (self.host.locate(h.ev.remote.ip(), now), blind) {
+                (Some(_), Some(why)) => Sender::LocalUnseen { why },
                 // Loopback is the receiver's own namespace.
-                Some(local) => Sender::LocalSentNone {
+                (Some(local), None) => Sender::LocalSentNone {
                     netns: local.netns.or(h.ev.netns),
                 },
-                None => Sender::NotLocal,
+                (None, _) => Sender::NotLocal,
             };
         }
         let cause = self.classify(&h.ev, &h.ctx);
@@ -508,7 +532,7 @@ mod tests {
     }
 
     fn host() -> Correlator<FakeHost, ()> {
-        Correlator::new(FakeHost(vec![]), None)
+        Correlator::new(FakeHost(vec![]), None, None)
     }
 
     #[test]
@@ -546,6 +570,22 @@ mod tests {
         assert_eq!(r[0].evidence["unpaired"], "sender on this host sent no RST");
         assert_eq!(r[0].evidence["suspect"], "firewall_reject");
         assert_eq!(r[0].evidence["sender_netns"], 7);
+    }
+
+    #[test]
+    fn a_local_sender_is_not_accused_when_sends_may_go_unseen() {
+        let mut c = Correlator::new(FakeHost(vec![]), None, Some("a pid filter"));
+        let out = run(&mut c, vec![event(Direction::Received, CLIENT, SERVER, 30)]);
+        assert_eq!(received(&out)[0].id, CauseId::PeerReset);
+        let mut c = host();
+        c.note_loss(Instant::now());
+        let out = run(&mut c, vec![event(Direction::Received, CLIENT, SERVER, 30)]);
+        let r = received(&out);
+        assert_eq!(r[0].id, CauseId::PeerReset);
+        assert_eq!(
+            r[0].evidence["unpaired"],
+            "sender on this host, not all its sends seen: events were lost"
+        );
     }
 
     #[test]
@@ -668,7 +708,7 @@ mod tests {
 
     #[test]
     fn rsts_with_different_ttls_on_one_flow_suspect_injection() {
-        let mut c = Correlator::new(FakeHost(vec![]), None);
+        let mut c = Correlator::new(FakeHost(vec![]), None, None);
         let remote = "192.0.2.9:443";
         let mut a = event(Direction::Received, "10.0.0.1:40000", remote, 10);
         a.packet = Some(pkt(TcpFlags::RST, 1, 0, 52));
@@ -689,7 +729,7 @@ mod tests {
 
     #[test]
     fn idle_past_the_hosts_conntrack_timeout_suspects_a_middlebox() {
-        let mut c = Correlator::new(FakeHost(vec![]), Some(Duration::from_secs(30)));
+        let mut c = Correlator::new(FakeHost(vec![]), Some(Duration::from_secs(30)), None);
         let mut ev = event(Direction::Received, "10.0.0.1:40000", "192.0.2.9:443", 10);
         let mut s = sock(1);
         s.peer_idle = Some(Duration::from_secs(45));

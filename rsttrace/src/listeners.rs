@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Event, Owner, Task, TcpState};
 
-/// At most one scan this often; a storm of unowned sockets waits for it.
+/// At most one scan this often (or 20 times its duration, if longer); a
+/// storm of unowned sockets waits for it.
 const MIN_RESCAN: Duration = Duration::from_secs(1);
 /// How long an answer holds.
 const KEEP: Duration = Duration::from_secs(30);
@@ -67,9 +68,11 @@ impl Listeners {
         let key = (netns, local.port());
         let fresh = |at: &Instant| now.saturating_duration_since(*at) < KEEP;
         if !self.cache.get(&key).is_some_and(|(at, _)| fresh(at)) {
+            // A scan runs on the event path: at most 5% of its time.
+            let pause = MIN_RESCAN.max(self.last_took.unwrap_or_default() * 20);
             if self
                 .last_scan
-                .is_some_and(|at| now.saturating_duration_since(at) < MIN_RESCAN)
+                .is_some_and(|at| now.saturating_duration_since(at) < pause)
             {
                 return None;
             }

@@ -290,8 +290,111 @@ fn a_server_socket_reset_before_its_first_read_has_the_listeners_owner() {
         assert_eq!(inherited["port"], port, "{ev}");
         assert_eq!(inherited["confidence"], "certain", "{ev}");
         // The clients' SO_LINGER 0 closes were seen: paired, certain.
-        assert_eq!(ev["cause"], "peer_reset", "{ev}");
+        assert_eq!(ev["cause"], "peer_reset", "{ev}\n{}", describe(&events));
         assert_eq!(ev["confidence"], "certain", "{ev}");
         assert_eq!(ev["evidence"]["peer_event"]["cause"], "linger_zero", "{ev}");
+    }
+}
+
+/// A router between client and server whose conntrack forgot an idle
+/// flow (2 s timeout, no loose pickup) rejects the next segment with an
+/// RST in the server's name. No TCP stack sent it: middlebox_suspect.
+#[test]
+fn a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect() {
+    if !kernel_tests_possible("a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect") {
+        return;
+    }
+    let path = common::netns::RoutedPath::new();
+    // The ct expression loads conntrack in the router; its sysctls exist
+    // from then on, per namespace.
+    path.router.nft(
+        "table inet rtr {\n chain path {\n type filter hook forward priority 0;\n \
+         ct state invalid reject with tcp reset;\n }\n}\n",
+    );
+    path.router
+        .sysctl("net.netfilter.nf_conntrack_tcp_timeout_established", "2");
+    path.router
+        .sysctl("net.netfilter.nf_conntrack_tcp_loose", "0");
+    let port = free_port();
+    let listener = path.b.listen(port);
+    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let mut client = path.a.connect(path.b.socket_addr(port));
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(b"ping").unwrap();
+    server.read_exact(&mut [0u8; 4]).unwrap();
+    // Idle past the router's conntrack timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    client.write_all(b"after the gap").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let err = client.read(&mut [0u8; 8]).expect_err("reset");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+    let plan = tracer.plan().clone();
+    let events = tracer.stop();
+
+    assert!(
+        events.iter().all(|e| e["direction"] != "sent"),
+        "no TCP stack sent an RST:\n{}",
+        describe(&events)
+    );
+    let received = provoked(&events, "received", "middlebox_suspect");
+    assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
+    let ev = received[0];
+    assert_eq!(ev["netns"], path.a.inode());
+    assert_eq!(ev["confidence"], "likely");
+    let evidence = &ev["evidence"];
+    assert_eq!(
+        evidence["unpaired"], "sender on this host sent no RST",
+        "{ev}"
+    );
+    assert!(
+        evidence["middlebox"]
+            .as_array()
+            .unwrap()
+            .contains(&"local_sender_sent_no_rst".into()),
+        "{ev}"
+    );
+    assert!(evidence["peer_idle_s"].as_u64().unwrap() >= 2, "{ev}");
+    // With the received segment (kprobe/fentry receive hooks), its TTL is
+    // the router's own (64), not the server's forwarded one (63).
+    if ev["packet"].is_object() {
+        assert_eq!(evidence["ttl"], 64, "{ev}");
+    }
+    assert!(find(&events, "received", "peer_reset").is_empty());
+    assert_no_unconfirmed_certainty(&plan, &events);
+}
+
+/// IPv6 and dual-stack (an IPv4 client of an IPv6 listener, v4-mapped on
+/// the server's side) pair as IPv4 does.
+#[test]
+fn ipv6_and_v4_mapped_resets_pair_with_their_senders() {
+    if !kernel_tests_possible("ipv6_and_v4_mapped_resets_pair_with_their_senders") {
+        return;
+    }
+    for (bind, connect) in [("[::1]:0", "[::1]"), ("[::]:0", "127.0.0.1")] {
+        let listener = TcpListener::bind(bind).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tracer = Tracer::start(&["--port", &port.to_string()]);
+        let mut client = TcpStream::connect(format!("{connect}:{port}")).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.write_all(&[1u8; 10]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(server); // close() with unread data
+        let _ = client.read(&mut [0u8; 8]);
+        let plan = tracer.plan().clone();
+        let events = tracer.stop();
+
+        let sent = find(&events, "sent", "close_unread_data");
+        assert_eq!(sent.len(), 1, "{bind}: events:\n{}", describe(&events));
+        let received = find(&events, "received", "peer_reset");
+        assert_eq!(received.len(), 1, "{bind}: events:\n{}", describe(&events));
+        let ev = received[0];
+        assert_eq!(ev["confidence"], "certain", "{bind}: {ev}");
+        assert_eq!(ev["evidence"]["peer_event"]["cause"], "close_unread_data");
+        // v4-mapped addresses are reported as IPv4 on both sides.
+        assert_eq!(ev["local_addr"], sent[0]["remote_addr"], "{bind}");
+        assert_eq!(ev["remote_addr"], sent[0]["local_addr"], "{bind}");
+        assert_no_unconfirmed_certainty(&plan, &events);
     }
 }
