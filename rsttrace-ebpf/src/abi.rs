@@ -15,6 +15,9 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 pub const FILTER_GLOBAL: &str = "FILTER";
 pub const TUNING_GLOBAL: &str = "TUNING";
 pub const OWNERS_MAP: &str = "OWNERS";
+pub const LISTENERS_MAP: &str = "LISTENERS";
+/// Listening ports remembered with their owner (`LISTENERS`).
+pub const MAX_LISTENERS: u32 = 4096;
 pub const OWNER_TP_GLOBAL: &str = "OWNER_TP";
 /// Sockets whose owner is remembered at once (LRU beyond that; evictions
 /// are counted, see `counter::OWNERS_ADDED`).
@@ -41,11 +44,8 @@ pub mod program {
     pub const BTF_RECEIVE_RESET: &str = "btf_tcp_receive_reset";
     pub const TP_SEND_RESET: &str = "tp_tcp_send_reset";
     pub const TP_RECEIVE_RESET: &str = "tp_tcp_receive_reset";
-    pub const SOFTIRQ_ENTRY: &str = "softirq_entry";
-    pub const SOFTIRQ_EXIT: &str = "softirq_exit";
     pub const OWNER_SET_STATE: &str = "owner_set_state";
-    pub const OWNER_RCV_SPACE: &str = "owner_rcv_space";
-    pub const OWNER_DESTROY: &str = "owner_destroy_sock";
+    pub const BTF_OWNER_SET_STATE: &str = "btf_owner_set_state";
     /// `tp_btf/inet_sk_error_report`: connections aborted without an RST.
     pub const BTF_ERROR_REPORT: &str = "btf_inet_sk_error_report";
     /// `tp_btf/net_dev_queue` and `tp_btf/netif_receive_skb`: the RST
@@ -139,6 +139,14 @@ pub mod context {
     pub const TASK: u8 = 1;
     /// Softirq: `actor` is whatever task the interrupt landed on; see `softirq_vec`.
     pub const SOFTIRQ: u8 = 2;
+
+    /// How the kernel programs tell them apart (`Tuning::context`).
+    pub mod source {
+        /// Whether a task owns the socket's lock, and the call path.
+        pub const SOCKET_LOCK: u32 = 0;
+        /// This CPU's preempt count (`Tuning::preempt`).
+        pub const PREEMPT_COUNT: u32 = 1;
+    }
 }
 
 /// Bits of `RstEvent::flags`.
@@ -166,6 +174,10 @@ pub mod flag {
     /// A listening socket whose accept queue is full (`sk_ack_backlog >
     /// sk_max_ack_backlog`): the handshake's last ACK overflowed it.
     pub const ACCEPT_QUEUE_FULL: u32 = 1 << 10;
+    /// With `OWNER_KNOWN`: the owner is the listener's on the socket's
+    /// local port (an accepted or queued connection nobody closed yet), not
+    /// the socket's own.
+    pub const OWNER_FROM_LISTENER: u32 = 1 << 11;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -189,12 +201,11 @@ pub mod counter {
     /// Error reports not turned into abort events because they echo the
     /// RST just reported on the same socket (expected, not a loss).
     pub const ABORTS_MERGED: u32 = 7;
-    /// Keys added to and removed from `OWNERS`, and added to `HISTORY`:
-    /// userspace derives the LRU evictions as added − removed − live.
+    /// Keys added to `OWNERS` and `HISTORY` (never removed: they leave by
+    /// LRU eviction): userspace derives the evictions as added − live.
     pub const OWNERS_ADDED: u32 = 8;
-    pub const OWNERS_REMOVED: u32 = 9;
-    pub const HISTORY_ADDED: u32 = 10;
-    pub const COUNT: u32 = 11;
+    pub const HISTORY_ADDED: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Sentinel for "this field does not exist on the running kernel".
@@ -362,11 +373,32 @@ pub struct Owner {
     /// cgroup v2 id of the owner.
     pub cgroup: u64,
     pub comm: [u8; 16],
-    /// When tcp_destroy_sock ran (0: alive). Kept briefly because the RST
-    /// of an aborted orphan is sent just after its socket is destroyed.
-    pub destroyed_ns: u64,
+    /// The socket's remote end when the owner was seen (`peer_key`). The
+    /// entry outlives its socket; a later socket at the same address is
+    /// another connection, and its different remote end tells them apart.
+    pub peer: u64,
 }
 const _: () = assert!(core::mem::size_of::<Owner>() == 48);
+
+/// Key of the `LISTENERS` map: a listening port in a network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// A remote port and address folded into the `Owner::peer` identity.
+pub const fn peer_key(remote_port: u16, remote_addr: &[u8; 16]) -> u64 {
+    let mut fold = 0u32;
+    let mut i = 0;
+    while i < 16 {
+        fold = fold.rotate_left(8) ^ remote_addr[i] as u32;
+        i += 1;
+    }
+    ((remote_port as u64) << 32) | fold as u64
+}
 
 /// Key of the `HISTORY` map: a connection's 4-tuple, or a listening port
 /// (addresses, remote port and family zero).
@@ -408,11 +440,8 @@ pub struct OwnerTracepoints {
     pub set_state_oldstate: u32,
     pub set_state_newstate: u32,
     pub set_state_protocol: u32,
-    /// `tcp:tcp_rcv_space_adjust` and `tcp:tcp_destroy_sock` (`skaddr`).
-    pub rcv_space_skaddr: u32,
-    pub destroy_skaddr: u32,
 }
-const _: () = assert!(core::mem::size_of::<OwnerTracepoints>() == 24);
+const _: () = assert!(core::mem::size_of::<OwnerTracepoints>() == 16);
 
 impl OwnerTracepoints {
     pub const UNRESOLVED: OwnerTracepoints = OwnerTracepoints {
@@ -420,8 +449,6 @@ impl OwnerTracepoints {
         set_state_oldstate: ABSENT,
         set_state_newstate: ABSENT,
         set_state_protocol: ABSENT,
-        rcv_space_skaddr: ABSENT,
-        destroy_skaddr: ABSENT,
     };
 }
 
@@ -480,6 +507,8 @@ pub struct Offsets {
     pub sk_lingertime: Field,
     pub sk_err: Field,
     pub sk_err_soft: Field,
+    /// `sk_lock.owned`: a task holds the socket lock (`context.rs`).
+    pub sk_lock_owned: Field,
     pub sk_protocol: Field,
     pub sk_ack_backlog: Field,
     pub sk_max_ack_backlog: Field,
@@ -518,7 +547,7 @@ pub struct Offsets {
     /// SOCK_DONE: the peer's FIN was received.
     pub sock_done_bit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 38 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 39 * 8 + 16);
 
 impl Offsets {
     pub const UNRESOLVED: Offsets = Offsets {
@@ -536,6 +565,7 @@ impl Offsets {
         sk_lingertime: Field::ABSENT,
         sk_err: Field::ABSENT,
         sk_err_soft: Field::ABSENT,
+        sk_lock_owned: Field::ABSENT,
         sk_protocol: Field::ABSENT,
         sk_ack_backlog: Field::ABSENT,
         sk_max_ack_backlog: Field::ABSENT,
@@ -655,9 +685,31 @@ pub struct Tuning {
     pub tp: TracepointLayout,
     /// `stacks::*` bits (`--stack`).
     pub stacks: u32,
-    pub _pad: u32,
+    /// `context::source::*`.
+    pub context: u32,
+    /// Where this CPU's preempt count lives, to tell task from interrupt
+    /// context at RST time without hooking every softirq.
+    pub preempt: PreemptCount,
 }
-const _: () = assert!(core::mem::size_of::<Tuning>() == 32);
+const _: () = assert!(core::mem::size_of::<Tuning>() == 48);
+
+/// x86-64 addresses from /proc/kallsyms: `per_cpu_offset` is the
+/// `__per_cpu_offset` array, `count` the per-CPU address of the preempt
+/// count (`__preempt_count`, or `pcpu_hot.preempt_count` on 6.2–6.14).
+/// Zero when unresolved (then `context::source::SOCKET_LOCK`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreemptCount {
+    pub per_cpu_offset: u64,
+    pub count: u64,
+}
+
+impl PreemptCount {
+    pub const UNRESOLVED: PreemptCount = PreemptCount {
+        per_cpu_offset: 0,
+        count: 0,
+    };
+}
 
 impl Tuning {
     pub const DEFAULT: Tuning = Tuning {
@@ -669,7 +721,8 @@ impl Tuning {
             recv_skaddr: ABSENT,
         },
         stacks: 0,
-        _pad: 0,
+        context: context::source::SOCKET_LOCK,
+        preempt: PreemptCount::UNRESOLVED,
     };
 }
 
@@ -682,6 +735,7 @@ mod pod {
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::Tuning {}
     unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::OwnerTracepoints {}
     unsafe impl aya::Pod for super::KfreeSkb {}
     unsafe impl aya::Pod for super::HistoryKey {}

@@ -10,17 +10,19 @@ use aya_ebpf::{
     },
 };
 use rsttrace_ebpf::{
-    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, context, counter, direction, flag, kind},
+    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind},
     linux::{tcp_flag, tcp_state},
 };
 
 use crate::{
-    EVENTS, LAST_RST, count,
+    EVENTS, LAST_RST,
+    context::{self, Exec},
+    count,
     facts::{Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task},
     filter::passes_filter,
     history::read_history,
-    owners::owner_of,
-    softirq_vector,
+    owners::{listener_owner, owner_of},
+    read::load,
     stacks::capture_stacks,
 };
 
@@ -106,15 +108,21 @@ pub(crate) fn on_socket_event(origin: &Origin) {
 fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let in_softirq = softirq_vector();
-    let owner = owner_of(sk);
+    let exec = context::current(sk);
+    let own = owner_of(sk);
+    let from_listener = own.is_null() && !sk.is_null() && !is_time_wait(sk);
+    let owner = if from_listener {
+        listener_owner(tuple.netns, tuple.local_port)
+    } else {
+        own
+    };
     // --pid and --cgroup match the owner; the actor only where it ran the
     // code. (Plain values with sentinels, not Options: the verifier rejects
     // the uninitialised payload register of a None that LLVM copies around.)
     let (pid, cgroup) = if !owner.is_null() {
         // SAFETY: map value, valid for this run of the program.
         unsafe { ((*owner).tgid, (*owner).cgroup) }
-    } else if in_softirq == 0 {
+    } else if exec == Exec::Task {
         // SAFETY: the helper has no preconditions.
         ((pid_tgid >> 32) as u32, unsafe {
             bpf_get_current_cgroup_id()
@@ -166,12 +174,8 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             ev.pkt_ack = p.ack;
             ev.pkt_len = p.len;
         }
-        if in_softirq != 0 {
-            ev.context = context::SOFTIRQ;
-            ev.softirq_vec = (in_softirq - 1) as u8;
-        } else {
-            ev.context = context::TASK;
-        }
+        let active_reset = origin.direction == direction::SENT && origin.skb.is_null();
+        (ev.context, ev.softirq_vec) = context::for_event(exec, active_reset);
         ev.actor_pid = pid_tgid as u32;
         ev.actor_tgid = (pid_tgid >> 32) as u32;
         ev.actor_comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -182,6 +186,9 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         if !owner.is_null() {
             let o = &*owner;
             ev.flags |= flag::OWNER_KNOWN;
+            if from_listener {
+                ev.flags |= flag::OWNER_FROM_LISTENER;
+            }
             ev.owner_tgid = o.tgid;
             ev.owner_pid = o.pid;
             ev.owner_uid = o.uid;
@@ -196,7 +203,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             read_history(tuple, syn_only, false, ev);
         } else if ev.direction == direction::SENT
             && pkt.is_none()
-            && owner.is_null()
+            && own.is_null()
             && ev.state == tcp_state::CLOSE
         {
             // An unowned child reset in CLOSE: inet_csk_listen_stop() resets
@@ -215,4 +222,10 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     };
     entry.submit(wake);
     count(counter::SUBMITTED);
+}
+
+/// A timewait socket's owner is the 4-tuple's last close (`read_history`),
+/// not whoever listens on its port now.
+fn is_time_wait(sk: *const u8) -> bool {
+    load(sk, off!(skc_state)) == Some(tcp_state::TIME_WAIT as u64)
 }

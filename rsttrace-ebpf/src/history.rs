@@ -8,25 +8,33 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
 };
 use rsttrace_ebpf::{
-    abi::{History, HistoryKey, RstEvent, counter, history},
+    abi::{History, HistoryKey, RstEvent, counter, history, peer_key},
     linux::tcp_state,
 };
 
 use crate::{
-    HISTORY, count,
+    HISTORY,
+    context::{self, Exec},
+    count,
     facts::{Tuple, netns_of, read_sock_tuple, soft_error},
-    in_softirq,
-    owners::owner_of,
+    owners::{forget_listener, owner_at},
     read::load,
 };
 
 const LISTEN: i32 = tcp_state::LISTEN as i32;
 const SYN_SENT: i32 = tcp_state::SYN_SENT as i32;
+const LAST_ACK: i32 = tcp_state::LAST_ACK as i32;
 
 /// A socket's transition to CLOSE from `oldstate`.
 pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
     let err = load(sk, off!(sk_err)).unwrap_or(0) as u8;
-    let task = !in_softirq();
+    // Read only where it decides: this runs on every connection's close.
+    let task = || context::current(sk) != Exec::Interrupt;
+    // The passive closer's last ACK: the healthy end of most connections,
+    // which nothing will ask about (no TIME_WAIT follows it).
+    if oldstate == LAST_ACK && err == 0 && !task() {
+        return;
+    }
     let kind = match oldstate {
         LISTEN => history::LISTENER_CLOSED,
         // Only the application closing the socket itself, with no error
@@ -34,7 +42,7 @@ pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
         // An ICMP error that arrived while connect() held the socket lock
         // stays soft (sk_err_soft); an application that read it with
         // SO_ERROR cleared it, and its close looks abandoned.
-        SYN_SENT if task && err == 0 && soft_error(sk) == 0 => history::CONNECT_ABANDONED,
+        SYN_SENT if err == 0 && task() && soft_error(sk) == 0 => history::CONNECT_ABANDONED,
         SYN_SENT => return,
         _ => history::CLOSED,
     };
@@ -44,6 +52,7 @@ pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
     let mut key = history_key(&tuple);
     if kind == history::LISTENER_CLOSED {
         listener_key(&mut key);
+        forget_listener(tuple.netns, tuple.local_port);
     }
     let mut entry = History {
         // SAFETY: the helper has no preconditions.
@@ -58,14 +67,14 @@ pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
     };
     // The owner where it is known; else the task closing it, which in its
     // own context is the application (an abandoned connect, a close()).
-    let owner = owner_of(sk);
+    let owner = owner_at(sk, peer_key(tuple.remote_port, &tuple.remote_addr));
     if !owner.is_null() {
         // SAFETY: map value, valid for this run of the program.
         let o = unsafe { &*owner };
         entry.tgid = o.tgid;
         entry.pid = o.pid;
         entry.comm = o.comm;
-    } else if task {
+    } else if task() {
         let pid_tgid = bpf_get_current_pid_tgid();
         entry.tgid = (pid_tgid >> 32) as u32;
         entry.pid = pid_tgid as u32;

@@ -54,3 +54,15 @@ pub mod errno {
 
 /// `task_struct.flags`: the task is exiting.
 pub const PF_EXITING: u64 = 0x4;
+
+/// Softirq vectors (`include/linux/interrupt.h`), as `irq:softirq_entry` names them.
+pub mod softirq {
+    pub const TIMER: u8 = 1;
+    pub const NET_RX: u8 = 3;
+}
+
+/// The preempt count's interrupt bits (`include/linux/preempt.h`): serving
+/// a softirq (SOFTIRQ_OFFSET; the other softirq bits only count
+/// local_bh_disable() in a task), in a hard irq, in an NMI. x86's top bit
+/// (PREEMPT_NEED_RESCHED, inverted) stays out of the mask.
+pub const PREEMPT_INTERRUPT_MASK: u32 = 0x0000_0100 | 0x000f_0000 | 0x00f0_0000;

@@ -8,16 +8,17 @@
 //!   (aborts); `net_dev_queue`/`netif_receive_skb` (pcapng segments);
 //! - `hooks/tracepoint.rs`: the classic `tcp:tcp_send_reset` /
 //!   `tcp:tcp_receive_reset` fallback (offsets parsed from tracefs),
-//!   `skb:kfree_skb`, the owner-tracking tracepoints and `irq:softirq_*`;
+//!   `skb:kfree_skb` and, without the kernel's BTF, the owner tracepoint;
 //! - `hooks/kprobe.rs`, `hooks/fentry.rs`: the reset functions themselves
 //!   (`tcp_v4_send_reset`, `tcp_v6_send_reset`, `tcp_send_active_reset`,
 //!   `tcp_reset`) where the kernel has them: they also see RSTs sent without
 //!   a socket, which 6.1's tracepoint misses, and `tcp_reset`'s skb is the
 //!   received RST itself.
 //!
-//! The rest, by concern: `owners.rs` (who owns a socket), `history.rs` (a
-//! 4-tuple's last close), `aborts.rs` (errors without an RST), `packets.rs`
-//! (RST segments for pcapng), `facts.rs` (socket, packet and task reads),
+//! The rest, by concern: `context.rs` (task or interrupt), `owners.rs`
+//! (who owns a socket), `history.rs` (a 4-tuple's last close), `aborts.rs`
+//! (errors without an RST), `packets.rs` (RST segments for pcapng),
+//! `facts.rs` (socket, packet and task reads),
 //! `stacks.rs` (`--stack`), `filter.rs` (in-kernel filters), `read.rs`
 //! (checked kernel reads).
 //!
@@ -28,12 +29,13 @@
 
 use aya_ebpf::{
     Global,
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use rsttrace_ebpf::abi::{
-    Filter, History, HistoryKey, KfreeSkb, MAX_HISTORY, MAX_OWNERS, MAX_STACKS, Offsets, Owner,
-    OwnerTracepoints, Tuning, counter,
+    Filter, History, HistoryKey, KfreeSkb, ListenerKey, MAX_HISTORY, MAX_LISTENERS, MAX_OWNERS,
+    MAX_STACKS, Offsets, Owner, OwnerTracepoints, Tuning, counter,
 };
 
 #[unsafe(no_mangle)]
@@ -51,13 +53,21 @@ static OWNER_TP: Global<OwnerTracepoints> = Global::new(OwnerTracepoints::UNRESO
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// Socket address → the process proven to own it (see `owners.rs`).
+/// Both LRU maps take an insert per connection: per-CPU LRU lists keep
+/// those inserts off a lock all CPUs share.
 #[map]
-static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(MAX_OWNERS, 0);
+static OWNERS: LruHashMap<u64, Owner> =
+    LruHashMap::with_max_entries(MAX_OWNERS, BPF_F_NO_COMMON_LRU);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+/// Listening port → the process that called listen() on it: the owner
+/// of its accepted connections until they prove their own (see `owners.rs`).
+#[map]
+static LISTENERS: LruHashMap<ListenerKey, Owner> = LruHashMap::with_max_entries(MAX_LISTENERS, 0);
 /// 4-tuple or listening port → its last close (see `history.rs`).
 #[map]
-static HISTORY: LruHashMap<HistoryKey, History> = LruHashMap::with_max_entries(MAX_HISTORY, 0);
+static HISTORY: LruHashMap<HistoryKey, History> =
+    LruHashMap::with_max_entries(MAX_HISTORY, BPF_F_NO_COMMON_LRU);
 /// `--stack`: kernel and user stacks, by id.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
@@ -70,9 +80,6 @@ static LAST_RST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 /// the RST sent right after it (same call) says which state it left.
 #[map]
 static LAST_CLOSE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
-/// Per CPU: 0 outside softirq, vector + 1 inside.
-#[map]
-static SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 // The globals are read field by field through these pointers rather than
 // with `Global::load`, which would copy a whole struct onto the 512-byte
@@ -109,6 +116,7 @@ macro_rules! off {
 }
 
 mod aborts;
+mod context;
 mod event;
 mod facts;
 mod filter;
@@ -129,16 +137,6 @@ fn count(index: u32) {
         // past 6.1's verifier limit.
         unsafe { *slot += 1 };
     }
-}
-
-/// Whether this CPU is serving a softirq (then `current` is unrelated to
-/// the socket), from `irq:softirq_entry/exit`.
-fn softirq_vector() -> u32 {
-    SOFTIRQ.get(0).copied().unwrap_or(0)
-}
-
-fn in_softirq() -> bool {
-    softirq_vector() != 0
 }
 
 #[cfg(not(test))]

@@ -1,37 +1,50 @@
 //! Who owns a socket. An RST is usually made in softirq or a timer, where
-//! `current` is whoever the interrupt landed on. The owner is remembered
-//! earlier, from moments that prove it: the socket's own process running
-//! connect() (SYN_SENT), listen() (LISTEN), close()/shutdown() (FIN_WAIT1,
-//! LAST_ACK) or recv() (accepted sockets), always in task context.
-//! tcp_abort() (`ss -K`) goes straight to CLOSE, so a killer is never
-//! mistaken for the owner.
+//! `current` is whoever the interrupt landed on. Nothing is tracked per
+//! packet or per receive: only the moments that prove an owner and that
+//! nothing read at RST time could replace. connect() (SYN_SENT) and
+//! listen() (LISTEN) name the process before the peer's answer can reset
+//! the socket; close() or shutdown() first (FIN_WAIT1) names it before the
+//! socket is orphaned and its file, the only other way back to the process,
+//! is gone, while the peer may still send: data after close is the orphan
+//! RST users ask about. Closing second (LAST_ACK) is not recorded: the peer
+//! has finished sending. Every other state change leaves at once.
+//! tcp_abort() (`ss -K`) goes straight to CLOSE, so a killer is never taken
+//! for the owner.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_get_current_uid_gid,
     },
 };
 use rsttrace_ebpf::{
-    abi::{Owner, counter},
-    linux::tcp_state,
+    abi::{ListenerKey, Owner, counter, peer_key},
+    linux::{af, tcp_state},
 };
 
-use crate::{LAST_CLOSE, OWNERS, count, history::record_close, in_softirq};
+use crate::{
+    LAST_CLOSE, LISTENERS, OWNERS,
+    context::{self, Exec},
+    count,
+    facts::netns_of,
+    history::record_close,
+    read::{load, read_bytes},
+};
 
-/// How long a destroyed socket's owner is still trusted (see `owner_of`).
-const OWNER_AFTER_DESTROY_NS: u64 = 1_000_000_000;
-
-const ESTABLISHED: i32 = tcp_state::ESTABLISHED as i32;
-const SYN_RECV: i32 = tcp_state::SYN_RECV as i32;
 const CLOSE: i32 = tcp_state::CLOSE as i32;
-const OWNER_PROVING_STATES: [i32; 4] = [
+const LISTEN: i32 = tcp_state::LISTEN as i32;
+const OWNER_PROVING_STATES: [i32; 3] = [
     tcp_state::SYN_SENT as i32,
     tcp_state::LISTEN as i32,
     tcp_state::FIN_WAIT1 as i32,
-    tcp_state::LAST_ACK as i32,
 ];
+
+/// Whether a transition to `newstate` is one `on_set_state` acts on.
+#[inline(always)]
+pub(crate) fn wants(newstate: i32) -> bool {
+    newstate == CLOSE || OWNER_PROVING_STATES.contains(&newstate)
+}
 
 /// `sock:inet_sock_set_state` of a TCP socket.
 pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
@@ -44,39 +57,24 @@ pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
             }
         }
         record_close(sk as *const u8, oldstate);
+    } else if OWNER_PROVING_STATES.contains(&newstate)
+        && context::current(sk as *const u8) != Exec::Interrupt
+    {
+        remember_owner(sk as *const u8, newstate == LISTEN);
     }
-    if in_softirq() {
-        // A child socket completing its handshake is new: whatever an
-        // earlier socket at this address left behind is stale.
-        if oldstate == SYN_RECV && newstate == ESTABLISHED {
-            if OWNERS.remove(sk).is_ok() {
-                count(counter::OWNERS_REMOVED);
-            }
-        }
+}
+
+fn remember_owner(sk: *const u8, listening: bool) {
+    let peer = peer_of(sk);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let known = OWNERS.get_ptr_mut(sk as u64);
+    if let Some(known) = known
+        // SAFETY: map value, valid for this run of the program.
+        && unsafe { (*known).peer == peer && (*known).pid == pid_tgid as u32 }
+    {
+        // connect() then close() by the same thread: nothing new.
         return;
     }
-    if OWNER_PROVING_STATES.contains(&newstate) {
-        remember_owner(sk);
-    }
-}
-
-/// tcp_rcv_space_adjust() runs in tcp_recvmsg(): the reader owns the socket.
-pub(crate) fn on_receive(sk: u64) {
-    if !in_softirq() && OWNERS.get_ptr(sk).is_none() {
-        remember_owner(sk);
-    }
-}
-
-/// `tcp:tcp_destroy_sock`: the owner stays a moment for the orphan's RST.
-pub(crate) fn on_destroy(sk: u64) {
-    if let Some(owner) = OWNERS.get_ptr_mut(sk) {
-        // SAFETY: map value, valid for this run of the program.
-        unsafe { (*owner).destroyed_ns = bpf_ktime_get_ns() };
-    }
-}
-
-fn remember_owner(sk: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
     let owner = Owner {
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
@@ -85,31 +83,83 @@ fn remember_owner(sk: u64) {
         // SAFETY: the helper has no preconditions.
         cgroup: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        destroyed_ns: 0,
+        peer,
     };
-    if let Some(known) = OWNERS.get_ptr_mut(sk) {
+    if listening {
+        remember_listener(sk, &owner);
+    }
+    if let Some(known) = known {
         // SAFETY: map value, valid for this run of the program.
         unsafe { *known = owner };
-    } else if OWNERS.insert(sk, owner, BPF_NOEXIST.into()).is_ok() {
+    } else if OWNERS.insert(sk as u64, owner, BPF_NOEXIST.into()).is_ok() {
         count(counter::OWNERS_ADDED);
     }
 }
 
-/// The socket's remembered owner, or null. A destroyed socket's owner is
-/// trusted only for the RST that immediately follows its destruction, not
-/// for another socket that reuses the address.
+/// A listening port's owner also owns the connections it accepts until
+/// they prove their own: a server's connection reset before its first
+/// close() still names the server, and `--pid`/`--container` keep it.
+fn remember_listener(sk: *const u8, owner: &Owner) {
+    let key = ListenerKey {
+        netns: netns_of(sk, core::ptr::null()),
+        port: load(sk, off!(skc_num)).unwrap_or(0) as u16,
+        _pad: 0,
+    };
+    // listen() without bind() picks its port after this transition.
+    if key.port != 0 {
+        let _ = LISTENERS.insert(&key, owner, 0);
+    }
+}
+
+/// A closed listener's port may next be some client's ephemeral port.
+pub(crate) fn forget_listener(netns: u32, port: u16) {
+    let key = ListenerKey {
+        netns,
+        port,
+        _pad: 0,
+    };
+    let _ = LISTENERS.remove(&key);
+}
+
+/// The owner of the listener on this local port, for a socket with no
+/// owner of its own (null when none was seen listening).
+pub(crate) fn listener_owner(netns: u32, local_port: u16) -> *const Owner {
+    let key = ListenerKey {
+        netns,
+        port: local_port,
+        _pad: 0,
+    };
+    LISTENERS.get_ptr(&key).unwrap_or(core::ptr::null())
+}
+
+/// The socket's remembered owner, or null. Entries outlive their sockets
+/// (no hook runs per destroyed socket); one made for an earlier socket at
+/// this address had another remote end, and is not this socket's.
 pub(crate) fn owner_of(sk: *const u8) -> *const Owner {
     if sk.is_null() {
         return core::ptr::null();
     }
-    let Some(o) = OWNERS.get_ptr(sk as u64) else {
-        return core::ptr::null();
-    };
-    // SAFETY: map value, valid for this run of the program; the clock helper
-    // has no preconditions.
-    let (destroyed, now) = unsafe { ((*o).destroyed_ns, bpf_ktime_get_ns()) };
-    if destroyed != 0 && now.saturating_sub(destroyed) >= OWNER_AFTER_DESTROY_NS {
-        return core::ptr::null();
+    owner_at(sk, peer_of(sk))
+}
+
+/// `owner_of` for a caller that has read the remote end already.
+pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
+    match OWNERS.get_ptr(sk as u64) {
+        // SAFETY: map value, valid for this run of the program.
+        Some(o) if unsafe { (*o).peer } == peer => o,
+        _ => core::ptr::null(),
     }
-    o
+}
+
+/// The socket's remote end as `Owner::peer`; zero for a listener.
+fn peer_of(sk: *const u8) -> u64 {
+    let port = u16::from_be(load(sk, off!(skc_dport)).unwrap_or(0) as u16);
+    let mut addr = [0u8; 16];
+    if load(sk, off!(skc_family)) == Some(af::INET6 as u64) {
+        read_bytes(sk, off!(skc_v6_daddr), &mut addr);
+    } else {
+        let v4 = load(sk, off!(skc_daddr)).unwrap_or(0) as u32;
+        addr[..4].copy_from_slice(&v4.to_ne_bytes());
+    }
+    peer_key(port, &addr)
 }

@@ -2,7 +2,9 @@
 //! is counted (`counter::READ_ERRORS`) and yields nothing, never garbage.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    helpers::{
+        bpf_probe_read_kernel_buf, generated::bpf_probe_read_kernel as bpf_probe_read_kernel_raw,
+    },
     programs::TracePointContext,
 };
 use rsttrace_ebpf::abi::{ABSENT, Field, counter};
@@ -12,30 +14,30 @@ use crate::count;
 /// Loads `field` from `base`; `None` when the kernel lacks it or the read fails.
 #[inline(always)]
 pub(crate) fn load(base: *const u8, field: Field) -> Option<u64> {
-    if field.offset == ABSENT {
+    if field.offset == ABSENT || field.size == 0 || field.size > 8 {
         return None;
     }
-    // SAFETY: bpf_probe_read_kernel checks the address; a bad one yields Err.
-    let raw = unsafe {
-        let p = base.add(field.offset as usize);
-        match field.size {
-            1 => bpf_probe_read_kernel(p).map(|v: u8| v as u64),
-            2 => bpf_probe_read_kernel(p.cast::<u16>()).map(|v| v as u64),
-            4 => bpf_probe_read_kernel(p.cast::<u32>()).map(|v| v as u64),
-            8 => bpf_probe_read_kernel(p.cast::<u64>()),
-            _ => Err(-1),
-        }
+    // Zeroed, and read in place whatever the size (little-endian): one
+    // helper call instead of a branch per size, and no path on which the
+    // compiler carries an uninitialised value the verifier rejects.
+    let mut value = 0u64;
+    // SAFETY: bpf_probe_read_kernel checks the address; `value` has room
+    // for `size` (at most 8) bytes.
+    let ret = unsafe {
+        bpf_probe_read_kernel_raw(
+            (&mut value as *mut u64).cast(),
+            field.size as u32,
+            base.add(field.offset as usize).cast(),
+        )
     };
-    match raw {
-        Ok(v) if field.bit_width != 0 && field.bit_width < 64 => {
-            Some((v >> field.bit_shift) & ((1u64 << field.bit_width) - 1))
-        }
-        Ok(v) => Some(v),
-        Err(_) => {
-            count(counter::READ_ERRORS);
-            None
-        }
+    if ret != 0 {
+        count(counter::READ_ERRORS);
+        return None;
     }
+    if field.bit_width != 0 && field.bit_width < 64 {
+        value = (value >> field.bit_shift) & ((1u64 << field.bit_width) - 1);
+    }
+    Some(value)
 }
 
 pub(crate) fn read_bytes<const N: usize>(base: *const u8, field: Field, out: &mut [u8; N]) {

@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::cause::{Cause, CauseId, Confidence};
-use crate::event::{
+use crate::model::cause::{Cause, CauseId, Confidence};
+use crate::model::event::{
     Direction, Event, ExecContext, Owner, PriorClose, PriorKind, Task, TcpFlags, TcpState,
 };
 
-const SOFTIRQ_TIMER: u8 = 1;
+const SOFTIRQ_TIMER: u8 = rsttrace_ebpf::linux::softirq::TIMER;
 /// RCV_SHUTDOWN | SEND_SHUTDOWN.
 const SHUTDOWN_MASK: u8 = 3;
 
@@ -153,7 +153,7 @@ impl Verdict {
         }
         // The owner is inherited from the listener: sure with one holder,
         // one of several otherwise (a shared fd, SO_REUSEPORT).
-        if let Owner::Listener { candidates } = &ev.owner {
+        if let Owner::ListenerFromProc { candidates } = &ev.owner {
             let named: Vec<Value> = candidates
                 .iter()
                 .map(|t| json!({"pid": t.pid, "comm": t.comm}))
@@ -815,7 +815,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::event::{Packet, Socket, Task};
+    use crate::model::event::{Packet, Socket, Task};
 
     fn base(direction: Direction, state: TcpState) -> Event {
         Event {
@@ -836,7 +836,7 @@ mod tests {
             },
             exit_signal: None,
             process: None,
-            owner: crate::event::Owner::NotSeen,
+            owner: crate::model::event::Owner::NotSeen,
             netns: None,
             prior: None,
             kernel_stack_id: None,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::probes::HookMode;
+use crate::collect::probes::HookMode;
 
 /// Who sent that TCP RST, and why.
 ///
@@ -40,8 +40,8 @@ pub struct Cli {
     /// What rsttrace says about itself on stderr (ready and its hook plan,
     /// warnings, the summary, errors): text, or json for programs, one
     /// object per line with an `event` key (see docs/schema.md).
-    #[arg(long, value_enum, default_value_t = crate::status::LogFormat::Text, global = true)]
-    pub log_format: crate::status::LogFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::status::LogFormat::Text, global = true)]
+    pub log_format: crate::output::status::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,10 +61,10 @@ pub enum Command {
     Explain {
         /// A cause id, e.g. close_unread_data; all causes when omitted.
         #[arg(value_parser = crate::filter::parse_cause)]
-        cause: Option<crate::cause::CauseId>,
+        cause: Option<crate::model::cause::CauseId>,
         /// Language of the explanations.
-        #[arg(long, value_enum, default_value_t = crate::explain::Lang::En)]
-        lang: crate::explain::Lang,
+        #[arg(long, value_enum, default_value_t = crate::model::explain::Lang::En)]
+        lang: crate::model::explain::Lang,
         /// Print docs/causes.md instead.
         #[arg(long, hide = true)]
         markdown: bool,
@@ -119,8 +119,8 @@ pub struct ReadArgs {
     pub no_color: bool,
 
     /// Language of the explanations (JSON `explanation`) and the summary.
-    #[arg(long, value_enum, default_value_t = crate::explain::Lang::En)]
-    pub lang: crate::explain::Lang,
+    #[arg(long, value_enum, default_value_t = crate::model::explain::Lang::En)]
+    pub lang: crate::model::explain::Lang,
 }
 
 /// Filters on facts known only in userspace (the cause) or cheap there.
@@ -129,7 +129,7 @@ pub struct RecordFilterArgs {
     /// Only this cause (repeatable), e.g. port_not_open, linger_zero;
     /// `rsttrace explain` lists them.
     #[arg(long = "cause", value_name = "ID", value_parser = crate::filter::parse_cause)]
-    pub causes: Vec<crate::cause::CauseId>,
+    pub causes: Vec<crate::model::cause::CauseId>,
 
     /// Only RSTs this host sent, or received, or aborts without an RST (repeatable).
     #[arg(long = "direction", value_name = "DIR", value_enum)]
@@ -156,14 +156,14 @@ pub struct RecordFilterArgs {
     /// Only resets in this network namespace: its inode (`ls -Li /proc/PID/ns/net`),
     /// an `ip netns` name, or a namespace file (repeatable, up to 8; in the kernel).
     #[arg(long = "netns", value_name = "INODE|NAME|PATH",
-          value_parser = crate::scope::parse_netns)]
+          value_parser = crate::enrich::scope::parse_netns)]
     pub netns: Vec<u32>,
 
     /// Only sockets of processes in this container: its id or a prefix of it
     /// (docker, containerd/Kubernetes, CRI-O, podman; repeatable). Tracing
     /// resolves it to the container's cgroups and filters in the kernel.
     #[arg(long = "container", value_name = "ID",
-          value_parser = crate::scope::parse_container_id)]
+          value_parser = crate::enrich::scope::parse_container_id)]
     pub containers: Vec<String>,
 
     /// Only sockets of processes in this Kubernetes pod, by name (repeatable;
@@ -221,9 +221,9 @@ impl RecordFilterArgs {
                 .directions
                 .iter()
                 .map(|d| match d {
-                    DirectionArg::Sent => crate::event::Direction::Sent,
-                    DirectionArg::Received => crate::event::Direction::Received,
-                    DirectionArg::Abort => crate::event::Direction::Abort,
+                    DirectionArg::Sent => crate::model::event::Direction::Sent,
+                    DirectionArg::Received => crate::model::event::Direction::Received,
+                    DirectionArg::Abort => crate::model::event::Direction::Abort,
                 })
                 .collect(),
         }
@@ -314,11 +314,11 @@ pub struct TraceArgs {
     pub no_color: bool,
 
     /// Language of the explanations in the output (JSON `explanation`).
-    #[arg(long, value_enum, default_value_t = crate::explain::Lang::En)]
-    pub lang: crate::explain::Lang,
+    #[arg(long, value_enum, default_value_t = crate::model::explain::Lang::En)]
+    pub lang: crate::model::explain::Lang,
 
     /// Serve Prometheus metrics on ADDR:PORT (a bare PORT binds 127.0.0.1).
-    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::metrics::parse_addr)]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::output::metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
 
     /// Where the container runtimes' state directories are (/run/containerd,
@@ -331,8 +331,8 @@ pub struct TraceArgs {
     /// counters as metrics, to this OTLP/HTTP collector (protobuf; port 4318
     /// when omitted), e.g. http://otel-collector:4318. Batched and retried
     /// off the tracing path; what cannot be delivered is counted as dropped.
-    #[arg(long, value_name = "URL", value_parser = crate::otlp::parse_endpoint)]
-    pub otlp: Option<crate::otlp::Endpoint>,
+    #[arg(long, value_name = "URL", value_parser = crate::output::otlp::parse_endpoint)]
+    pub otlp: Option<crate::output::otlp::Endpoint>,
 
     /// How many of the busiest local ports get their own metric series.
     #[arg(long, value_name = "N", default_value_t = 20,

@@ -24,10 +24,10 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cause::{Cause, CauseId};
 use crate::classify::{Context, Folded, PeerEvent, Previous, Sender, classify_with};
-use crate::event::{Direction, Event, TcpFlags};
-use crate::hostnet::Locate;
+use crate::enrich::hostnet::Locate;
+use crate::model::cause::{Cause, CauseId};
+use crate::model::event::{Direction, Event, TcpFlags};
 
 /// How long a received event waits for its sender's event.
 pub const HOLD: Duration = Duration::from_millis(50);
@@ -67,7 +67,7 @@ struct Sent {
     /// answering a segment with an ACK carries that ACK number.
     rst_seq: Option<u32>,
     cause: CauseId,
-    process: Option<crate::event::Task>,
+    process: Option<crate::model::event::Task>,
     paired: bool,
 }
 
@@ -389,7 +389,8 @@ fn folds_into(r: &Event, s: &Event) -> bool {
     let (Some(rs), Some(ss)) = (r.socket, s.socket) else {
         return false;
     };
-    let not_rst = |p: Option<crate::event::Packet>| p.is_some_and(|p| !p.flags.has(TcpFlags::RST));
+    let not_rst =
+        |p: Option<crate::model::event::Packet>| p.is_some_and(|p| !p.flags.has(TcpFlags::RST));
     rs.addr != 0
         && rs.addr == ss.addr
         && r.netns == s.netns
@@ -424,9 +425,9 @@ pub fn conntrack_established_timeout() -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cause::Confidence;
-    use crate::event::{ExecContext, Owner, Packet, Socket, Task, TcpState};
-    use crate::hostnet::Local;
+    use crate::enrich::hostnet::Local;
+    use crate::model::cause::Confidence;
+    use crate::model::event::{ExecContext, Owner, Packet, Socket, Task, TcpState};
 
     /// A host whose only addresses are the ones listed (plus loopback).
     struct FakeHost(Vec<IpAddr>);

@@ -125,8 +125,8 @@ mod tests {
 pub struct RecordFilter {
     pub ports: Vec<u16>,
     pub pids: Vec<u32>,
-    pub causes: Vec<crate::cause::CauseId>,
-    pub directions: Vec<crate::event::Direction>,
+    pub causes: Vec<crate::model::cause::CauseId>,
+    pub directions: Vec<crate::model::event::Direction>,
     /// Local (`--sport`) and remote (`--dport`) ports, tcpdump's words.
     pub sports: Vec<u16>,
     pub dports: Vec<u16>,
@@ -186,7 +186,7 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
 }
 
 impl RecordFilter {
-    pub fn matches(&self, rec: &crate::cause::Classified) -> bool {
+    pub fn matches(&self, rec: &crate::record::Classified) -> bool {
         let e = &rec.event;
         let any = |empty: bool, hit: bool| empty || hit;
         // The kernel's rule: the owner, or the actor where it ran the code.
@@ -194,7 +194,7 @@ impl RecordFilter {
             .process
             .as_ref()
             .map(|p| p.pid)
-            .or((e.context == crate::event::ExecContext::Task).then_some(e.actor.pid));
+            .or((e.context == crate::model::event::ExecContext::Task).then_some(e.actor.pid));
         any(
             self.ports.is_empty(),
             self.ports.contains(&e.local.port()) || self.ports.contains(&e.remote.port()),
@@ -243,16 +243,19 @@ impl RecordFilter {
                     .and_then(|p| p.container.as_ref())
                     .and_then(|c| c.names.as_deref());
                 names.is_some_and(|n| {
-                    crate::containers::names_match(n, &self.pods, &self.namespaces)
+                    crate::enrich::containers::names_match(n, &self.pods, &self.namespaces)
                 })
             })
     }
 }
 
 /// `--cause ID`: a stable cause id.
-pub fn parse_cause(s: &str) -> Result<crate::cause::CauseId, String> {
-    crate::cause::CauseId::from_id(s).ok_or_else(|| {
-        let ids: Vec<&str> = crate::cause::CauseId::ALL.iter().map(|c| c.id()).collect();
+pub fn parse_cause(s: &str) -> Result<crate::model::cause::CauseId, String> {
+    crate::model::cause::CauseId::from_id(s).ok_or_else(|| {
+        let ids: Vec<&str> = crate::model::cause::CauseId::ALL
+            .iter()
+            .map(|c| c.id())
+            .collect();
         format!("unknown cause `{s}`; known causes: {}", ids.join(", "))
     })
 }
@@ -260,9 +263,9 @@ pub fn parse_cause(s: &str) -> Result<crate::cause::CauseId, String> {
 #[cfg(test)]
 mod record_filter_tests {
     use super::*;
-    use crate::cause::CauseId;
-    use crate::event::Direction;
-    use crate::output::fixtures::record;
+    use crate::model::cause::CauseId;
+    use crate::model::event::Direction;
+    use crate::record::fixtures::record;
 
     #[test]
     fn each_list_narrows_and_lists_combine() {

@@ -5,7 +5,7 @@ use rsttrace::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rsttrace::status::init(cli.log_format);
+    rsttrace::output::status::init(cli.log_format);
     init_logging(cli.verbose);
     rsttrace::kernel::btf_source::use_file(cli.btf.clone());
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -14,14 +14,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            rsttrace::status::error(&anyhow::Error::new(e).context("cannot start"));
+            rsttrace::output::status::error(&anyhow::Error::new(e).context("cannot start"));
             return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Trace(args)) => rsttrace::app::trace(*args).await,
-            Some(Command::Read(args)) => rsttrace::app::read(*args),
+            Some(Command::Trace(args)) => rsttrace::cmd::trace::trace(*args).await,
+            Some(Command::Read(args)) => rsttrace::cmd::trace::read(*args),
             Some(Command::Completions { shell }) => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 let mut script = Vec::new();
@@ -34,11 +34,11 @@ fn main() -> ExitCode {
                 markdown,
             }) => {
                 let text = match (markdown, cause) {
-                    (true, _) => rsttrace::explain::markdown(),
-                    (false, Some(c)) => rsttrace::explain::render(c, lang),
-                    (false, None) => rsttrace::cause::CauseId::ALL
+                    (true, _) => rsttrace::model::explain::markdown(),
+                    (false, Some(c)) => rsttrace::model::explain::render(c, lang),
+                    (false, None) => rsttrace::model::cause::CauseId::ALL
                         .iter()
-                        .map(|&c| rsttrace::explain::render(c, lang))
+                        .map(|&c| rsttrace::model::explain::render(c, lang))
                         .collect::<Vec<_>>()
                         .join("\n"),
                 };
@@ -50,15 +50,15 @@ fn main() -> ExitCode {
                     .render(&mut page)?;
                 print_all(&page)
             }
-            Some(Command::Check(args)) => rsttrace::check::run(args.hooks, args.verify),
-            None => rsttrace::app::trace(cli.trace).await,
+            Some(Command::Check(args)) => rsttrace::cmd::check::run(args.hooks, args.verify),
+            None => rsttrace::cmd::trace::trace(cli.trace).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One readable message with its causes; no backtrace, no panic.
-            rsttrace::status::error(&e);
+            rsttrace::output::status::error(&e);
             ExitCode::FAILURE
         }
     }
@@ -82,10 +82,10 @@ fn init_logging(verbose: u8) {
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
     logger.format_timestamp(None);
-    if rsttrace::status::format() == rsttrace::status::LogFormat::Json {
+    if rsttrace::output::status::format() == rsttrace::output::status::LogFormat::Json {
         logger.format(|out, record| {
             use std::io::Write;
-            writeln!(out, "{}", rsttrace::status::log_json(record))
+            writeln!(out, "{}", rsttrace::output::status::log_json(record))
         });
     }
     logger.init();

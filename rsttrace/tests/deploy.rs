@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use clap::Parser;
 use rsttrace::cli::Cli;
-use rsttrace::needs::{CAPABILITIES, HOST_PATHS};
+use rsttrace::cmd::needs::{CAPABILITIES, HOST_PATHS};
 use serde::Deserialize;
 use serde_json::Value;
 

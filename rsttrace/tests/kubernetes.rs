@@ -24,7 +24,7 @@ impl Drop for Cgroups {
 }
 
 fn cgroup_v2_or_skip(test: &str) -> Option<PathBuf> {
-    let root = rsttrace::scope::cgroup_v2_root();
+    let root = rsttrace::enrich::scope::cgroup_v2_root();
     if root.join("cgroup.controllers").exists() {
         return Some(root);
     }

@@ -456,3 +456,67 @@ fn softirq_reset_names_the_owner_not_the_actor() {
     assert!(cmdline.contains("loopback_causes"), "cmdline {cmdline:?}");
     assert!(ev["netns"].is_u64(), "netns {}", ev["netns"]);
 }
+
+/// A server's connection reset by its client before the server closed it
+/// has no owner of its own: it names the process that listens on its port,
+/// and `--pid` of that process keeps it (the client's own RST, another
+/// process's, is filtered out in the kernel).
+#[test]
+fn an_accepted_connection_names_its_listener() {
+    if !kernel_tests_possible("an_accepted_connection_names_its_listener") {
+        return;
+    }
+    let ours = std::process::id();
+    // listen() while rsttrace runs: that is when the kernel side learns a
+    // port's owner.
+    let port = free_port();
+    let tracer = Tracer::start(&["--port", &port.to_string(), "--pid", &ours.to_string()]);
+    let listener = TcpListener::bind(loopback(port)).unwrap();
+
+    // The client is another process: connect, then close with SO_LINGER 0.
+    // Only async-signal-safe calls after fork.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        unsafe {
+            let fd = connect_loopback_fd(port);
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            let set = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+            libc::usleep(100_000);
+            libc::close(fd);
+            libc::_exit(if fd >= 0 && set == 0 { 0 } else { 1 });
+        }
+    }
+    let (server, _) = listener.accept().unwrap();
+    let mut status = 0;
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "client failed"
+    );
+    wait_reset(&server);
+    let events = tracer.stop();
+    drop(server);
+
+    let received = find(&events, "received", "peer_reset");
+    assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
+    let ev = received[0];
+    assert_eq!(ev["local_port"], port);
+    assert_eq!(ev["pid"], ours, "{ev}");
+    assert_eq!(ev["owner"]["source"], "listener", "{ev}");
+    assert!(ev["owner"]["uid"].is_u64() && ev["owner"]["cgroup_id"].is_u64());
+    assert!(
+        find(&events, "sent", "linger_zero").is_empty(),
+        "the client's own RST passed --pid {ours}:\n{}",
+        describe(&events)
+    );
+}

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rsttrace::metrics::{Metrics, serve};
+use rsttrace::output::metrics::{Metrics, serve};
 
 const IDLE_CONNECTIONS: usize = 2000;
 

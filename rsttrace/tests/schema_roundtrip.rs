@@ -14,8 +14,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use rsttrace::cause::CauseId;
-use rsttrace::schema;
+use rsttrace::model::cause::CauseId;
+use rsttrace::model::schema;
 use serde_json::Value;
 
 const GOLDEN: &str = include_str!("fixtures/golden.jsonl");
@@ -80,6 +80,12 @@ fn the_golden_export_covers_every_closed_set() {
         assert!(
             lines.iter().any(|v| v["container"]["runtime"] == *runtime),
             "no container of runtime {runtime}"
+        );
+    }
+    for source in schema::OWNER_SOURCES {
+        assert!(
+            lines.iter().any(|v| v["owner"]["source"] == *source),
+            "no owner known as {source}"
         );
     }
     for direction in schema::DIRECTIONS {

@@ -194,7 +194,7 @@ fn dedup(tests: &[String]) -> Vec<String> {
 }
 
 /// Where docs/causes.md's text from `rsttrace explain --markdown` ends and
-/// the table below begins (`KERNEL_TABLE_MARKER` in rsttrace/src/explain.rs,
+/// the table below begins (`KERNEL_TABLE_MARKER` in rsttrace/src/model/explain.rs,
 /// whose test ignores what follows it; a test here checks they agree).
 const DOC_MARKER: &str = "\n<!-- cause x kernel table: cargo xtask causes-doc -->\n";
 
@@ -337,10 +337,10 @@ mod tests {
 
     #[test]
     fn the_doc_table_is_generated_after_the_marker() {
-        let explain = include_str!("../../rsttrace/src/explain.rs");
+        let explain = include_str!("../../rsttrace/src/model/explain.rs");
         assert!(
             explain.contains(&format!("{DOC_MARKER:?}")),
-            "rsttrace/src/explain.rs's KERNEL_TABLE_MARKER differs from DOC_MARKER"
+            "rsttrace/src/model/explain.rs's KERNEL_TABLE_MARKER differs from DOC_MARKER"
         );
         let rows: Vec<Row> = [
             "event\ta[tp_btf]\tsent\tport_not_open\tcertain",

@@ -1,12 +1,17 @@
 //! BTF-typed raw tracepoints: arguments are typed kernel pointers.
 
 use aya_ebpf::{EbpfContext, macros::btf_tracepoint, programs::BtfTracePointContext};
-use rsttrace_ebpf::abi::{ABSENT, hook};
+use rsttrace_ebpf::{
+    abi::{ABSENT, hook},
+    linux::IPPROTO_TCP,
+};
 
 use crate::{
     aborts::on_error_report,
     event::{on_receive_reset, on_send_reset},
+    owners,
     packets::{on_dev_queue, on_receive_skb},
+    read::load,
 };
 
 /// `tcp_send_reset(sk, skb[, reason])`: one body, two programs, because the
@@ -45,6 +50,22 @@ pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "inet_sk_error_report")]
 pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     on_error_report(ctx.as_ptr(), ctx.arg(0));
+    0
+}
+
+/// `inet_sock_set_state(sk, oldstate, newstate)`: every state change of
+/// every inet socket on the host passes here, so the new state is tested
+/// before anything is read from the socket.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_owner_set_state(ctx: BtfTracePointContext) -> i32 {
+    let newstate: i32 = ctx.arg(2);
+    if !owners::wants(newstate) {
+        return 0;
+    }
+    let sk: *const u8 = ctx.arg(0);
+    if load(sk, off!(sk_protocol)) == Some(IPPROTO_TCP as u64) {
+        owners::on_set_state(sk as u64, ctx.arg(1), newstate);
+    }
     0
 }
 

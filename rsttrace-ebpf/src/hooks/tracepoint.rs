@@ -8,7 +8,6 @@ use rsttrace_ebpf::{
 };
 
 use crate::{
-    SOFTIRQ,
     event::{on_receive_reset, on_send_reset},
     facts::{Packet, Tuple, read_packet},
     owners,
@@ -84,55 +83,25 @@ pub fn tp_kfree_skb(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `irq:softirq_entry`: `unsigned int vec` follows the 8-byte common header.
-#[tracepoint(category = "irq", name = "softirq_entry")]
-pub fn softirq_entry(ctx: TracePointContext) -> u32 {
-    // SAFETY: offset 8 is `vec` in every kernel's format for this event.
-    let vec = unsafe { ctx.read_at::<u32>(8) }.unwrap_or(0xff);
-    if let Some(slot) = SOFTIRQ.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *slot = vec.wrapping_add(1) };
-    }
-    0
-}
-
-#[tracepoint(category = "irq", name = "softirq_exit")]
-pub fn softirq_exit(_ctx: TracePointContext) -> u32 {
-    if let Some(slot) = SOFTIRQ.get_ptr_mut(0) {
-        // SAFETY: as above.
-        unsafe { *slot = 0 };
-    }
-    0
-}
-
+/// Where the kernel's own BTF is missing (a `--btf` file): the classic
+/// tracepoint, its record read at offsets from tracefs.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn owner_set_state(ctx: TracePointContext) -> u32 {
-    let (Some(protocol), Some(oldstate), Some(newstate), Some(sk)) = (
+    let Some(newstate) = read_ctx::<i32>(&ctx, global!(owner_tp.set_state_newstate)) else {
+        return 0;
+    };
+    if !owners::wants(newstate) {
+        return 0;
+    }
+    let (Some(protocol), Some(oldstate), Some(sk)) = (
         read_ctx::<u16>(&ctx, global!(owner_tp.set_state_protocol)),
         read_ctx::<i32>(&ctx, global!(owner_tp.set_state_oldstate)),
-        read_ctx::<i32>(&ctx, global!(owner_tp.set_state_newstate)),
         read_ctx::<u64>(&ctx, global!(owner_tp.set_state_skaddr)),
     ) else {
         return 0;
     };
     if protocol == IPPROTO_TCP as u16 {
         owners::on_set_state(sk, oldstate, newstate);
-    }
-    0
-}
-
-#[tracepoint(category = "tcp", name = "tcp_rcv_space_adjust")]
-pub fn owner_rcv_space(ctx: TracePointContext) -> u32 {
-    if let Some(sk) = read_ctx::<u64>(&ctx, global!(owner_tp.rcv_space_skaddr)) {
-        owners::on_receive(sk);
-    }
-    0
-}
-
-#[tracepoint(category = "tcp", name = "tcp_destroy_sock")]
-pub fn owner_destroy_sock(ctx: TracePointContext) -> u32 {
-    if let Some(sk) = read_ctx::<u64>(&ctx, global!(owner_tp.destroy_skaddr)) {
-        owners::on_destroy(sk);
     }
     0
 }

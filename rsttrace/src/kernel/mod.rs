@@ -9,4 +9,5 @@ pub mod btf_source;
 pub mod hz;
 pub mod kallsyms;
 pub mod offsets;
+pub mod preempt;
 pub mod tracefs;

@@ -119,6 +119,12 @@ const SPECS: &[Spec] = &[
     ),
     spec("sk_err", Optional, Scalar, &[("sock", "sk_err")]),
     spec("sk_err_soft", Optional, Scalar, &[("sock", "sk_err_soft")]),
+    spec(
+        "sk_lock_owned",
+        Optional,
+        Scalar,
+        &[("sock", "sk_lock.owned")],
+    ),
     // A bitfield before 5.6, a u16 since.
     spec("sk_protocol", Optional, Scalar, &[("sock", "sk_protocol")]),
     spec(
@@ -501,6 +507,7 @@ fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
         "sk_lingertime" => &mut o.sk_lingertime,
         "sk_err" => &mut o.sk_err,
         "sk_err_soft" => &mut o.sk_err_soft,
+        "sk_lock_owned" => &mut o.sk_lock_owned,
         "sk_protocol" => &mut o.sk_protocol,
         "sk_ack_backlog" => &mut o.sk_ack_backlog,
         "sk_max_ack_backlog" => &mut o.sk_max_ack_backlog,
@@ -570,8 +577,8 @@ mod tests {
 
     #[test]
     fn every_offsets_field_has_a_spec() {
-        // 38 Field members + 4 bit numbers (see the abi size assertion).
-        assert_eq!(SPECS.len(), 38);
+        // 39 Field members + 4 bit numbers (see the abi size assertion).
+        assert_eq!(SPECS.len(), 39);
         let mut names: Vec<_> = SPECS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();

@@ -163,9 +163,8 @@ pub fn kfree_skb_layout(root: &Path) -> Result<(u32, u32)> {
     Ok((pointer(&fields, "kfree_skb", "skbaddr")?, reason.offset))
 }
 
-/// Offsets for the owner-tracking programs: `sock:inet_sock_set_state`
-/// (`skaddr`, 4-byte `newstate`, 2-byte `protocol`), and the `skaddr` of
-/// `tcp:tcp_rcv_space_adjust` and `tcp:tcp_destroy_sock`.
+/// Offsets for the classic owner-tracking program: `sock:inet_sock_set_state`
+/// (`skaddr`, 4-byte `oldstate` and `newstate`, 2-byte `protocol`).
 pub fn owner_layout(root: &Path) -> Result<OwnerTracepoints> {
     let set_state = read_format(root, "sock", "inet_sock_set_state")?;
     let sized = |name: &str, size: u32| -> Result<u32> {
@@ -178,15 +177,11 @@ pub fn owner_layout(root: &Path) -> Result<OwnerTracepoints> {
         );
         Ok(f.offset)
     };
-    let rcv = read_format(root, "tcp", "tcp_rcv_space_adjust")?;
-    let destroy = read_format(root, "tcp", "tcp_destroy_sock")?;
     Ok(OwnerTracepoints {
         set_state_skaddr: pointer(&set_state, "inet_sock_set_state", "skaddr")?,
         set_state_oldstate: sized("oldstate", 4)?,
         set_state_newstate: sized("newstate", 4)?,
         set_state_protocol: sized("protocol", 2)?,
-        rcv_space_skaddr: pointer(&rcv, "tcp_rcv_space_adjust", "skaddr")?,
-        destroy_skaddr: pointer(&destroy, "tcp_destroy_sock", "skaddr")?,
     })
 }
 

@@ -2,8 +2,9 @@
 
 use std::io::{self, Write};
 
-use super::{Sink, escape_control, rfc3339};
-use crate::cause::Classified;
+use super::{Sink, rfc3339};
+use crate::model::text::escape_control;
+use crate::record::Classified;
 
 /// Columns without `--stack`.
 pub const COLUMNS: usize = 23;
@@ -53,7 +54,7 @@ pub fn row(rec: &Classified) -> [String; COLUMNS] {
     let names = container.and_then(|c| c.names.as_deref());
     // Runtime state files are root's, but names in them are chosen by
     // whoever deploys the container: free text.
-    let name = |f: fn(&crate::containers::ContainerNames) -> &Option<String>| {
+    let name = |f: fn(&crate::enrich::containers::ContainerNames) -> &Option<String>| {
         opt(names.and_then(|n| f(n).as_deref()).map(cell_text))
     };
     [
@@ -172,7 +173,7 @@ mod tests {
         let columns = format!("`{}`", HEADER.join(", "));
         assert!(doc.contains(&columns), "docs/schema.md lacks {columns}");
     }
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     fn render(recs: usize) -> String {
         let mut buf = Vec::new();

@@ -4,17 +4,21 @@
 pub mod csv;
 pub mod export;
 pub mod json;
+pub mod metrics;
+pub mod otlp;
 pub mod pcapng;
 pub mod rotate;
+pub mod status;
+pub mod summary;
 pub mod text;
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cause::Classified;
+use crate::model::text::escape_control;
+use crate::record::Classified;
 
 /// Where events go: a terminal, a pipe, an export file.
 pub trait Sink {
@@ -26,14 +30,14 @@ pub trait Sink {
     /// owners, closes, hook runs); only the JSON export records them.
     fn write_drops(
         &mut self,
-        _drops: &crate::counters::KernelDrops,
+        _drops: &crate::collect::counters::KernelDrops,
         _at: SystemTime,
     ) -> io::Result<()> {
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()>;
     /// A real RST segment; only captures use them.
-    fn packet(&mut self, _packet: &crate::capture::WirePacket) -> io::Result<()> {
+    fn packet(&mut self, _packet: &crate::output::pcapng::pairing::WirePacket) -> io::Result<()> {
         Ok(())
     }
 }
@@ -66,7 +70,7 @@ pub struct TextOptions {
     /// ANSI colours (only for terminals).
     pub color: bool,
     /// Language of explanations.
-    pub lang: crate::explain::Lang,
+    pub lang: crate::model::explain::Lang,
     /// `--stack`: CSV gets its two stack columns.
     pub stacks: bool,
 }
@@ -87,48 +91,6 @@ pub fn sink(
 
 /// The text header line (`TIME(UTC) DIR LOCAL -> REMOTE ...`) of the text format.
 pub use text::header as text_header;
-
-/// Process names and command lines are chosen by whoever runs the process:
-/// never let them reach a terminal or a file with control characters in them.
-///
-/// C0 controls, DEL and C1 controls (`U+0080..=U+009F`; `U+009B` is a CSI in
-/// some terminals) become `\xNN`; Unicode bidirectional controls, which can
-/// visually reorder the rest of a line, become `\u{NNNN}`. Idempotent: an
-/// escaped string contains nothing left to escape.
-pub fn escape_control(s: &str) -> Cow<'_, str> {
-    // Names and command lines are nearly always ASCII, where only C0 and
-    // DEL need escaping; this runs on several strings of every event.
-    let clean = if s.is_ascii() {
-        !s.bytes().any(|b| b < 0x20 || b == 0x7f)
-    } else {
-        !s.chars().any(needs_escape)
-    };
-    if clean {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if needs_escape(c) {
-            let n = c as u32;
-            if n <= 0xff {
-                let _ = write!(out, "\\x{n:02x}");
-            } else {
-                let _ = write!(out, "\\u{{{n:04x}}}");
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        )
-}
 
 /// A stack on one line, innermost frame first: `a <- b <- c` (b called a).
 /// Frames were escaped when symbolized, but a replayed file carries anything.
@@ -155,76 +117,10 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod fixtures {
-    use std::net::SocketAddr;
-    use std::time::{Duration, SystemTime};
-
-    use serde_json::json;
-
-    use crate::cause::{Cause, CauseId, Classified, Confidence};
-    use crate::event::*;
-
-    pub fn record() -> Classified {
-        let mut evidence = serde_json::Map::new();
-        evidence.insert("unread_bytes_lost".into(), json!(100));
-        Classified {
-            event: Event {
-                time: SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789),
-                direction: Direction::Sent,
-                hook: "tp_btf:tcp_send_reset",
-                local: "127.0.0.1:8080".parse::<SocketAddr>().unwrap(),
-                remote: "[::1]:40000".parse::<SocketAddr>().unwrap(),
-                state: TcpState::CLOSE,
-                kernel_reason: Some((11, "TCP_ABORT_ON_CLOSE".into())),
-                packet: Some(Packet {
-                    flags: TcpFlags(TcpFlags::PSH | TcpFlags::ACK),
-                    seq: 1,
-                    ack: 2,
-                    len: 9,
-                    window: 512,
-                    ttl: 64,
-                }),
-                socket: None,
-                context: ExecContext::Task,
-                actor: Task {
-                    pid: 7,
-                    tid: 8,
-                    comm: "evil\x1b[31m,\"x\"\nname".into(),
-                },
-                exit_signal: None,
-                process: Some(Task {
-                    pid: 7,
-                    tid: 8,
-                    comm: "=cmd|evil\x1b[2J".into(),
-                }),
-                owner: Owner::Tracked {
-                    uid: 1000,
-                    cgroup_id: 42,
-                },
-                netns: None,
-                prior: None,
-                kernel_stack_id: None,
-                user_stack_id: None,
-            },
-            cause: Cause {
-                id: CauseId::CloseUnreadData,
-                confidence: Confidence::Certain,
-                evidence,
-            },
-            owner_proc: Some(std::sync::Arc::new(crate::procinfo::ProcInfo {
-                cmdline: Some("/usr/sbin/app --serve".into()),
-                cgroup: Some("/system.slice/app.service".into()),
-                container: crate::procinfo::container_from_cgroup("/system.slice/app.service"),
-                netns: Some(4026531840),
-            })),
-            stacks: crate::stacks::Stacks::default(),
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::text::needs_escape;
+    use crate::record::fixtures;
 
     /// No control character (but line ends) and no bidi override in `out`.
     fn assert_inert(format: &str, out: &str) {
@@ -253,20 +149,22 @@ mod tests {
         rec.cause
             .evidence
             .insert(evil.into(), serde_json::json!(evil));
-        rec.owner_proc = Some(std::sync::Arc::new(crate::procinfo::ProcInfo {
+        rec.owner_proc = Some(std::sync::Arc::new(crate::enrich::procinfo::ProcInfo {
             cmdline: Some(evil.into()),
             cgroup: Some(evil.into()),
-            container: Some(crate::procinfo::Container {
+            container: Some(crate::enrich::procinfo::Container {
                 runtime: "docker",
                 id: Some(evil.into()),
                 pod_uid: Some(evil.into()),
                 unit: Some(evil.into()),
-                names: Some(std::sync::Arc::new(crate::containers::ContainerNames {
-                    name: Some(evil.into()),
-                    image: Some(evil.into()),
-                    pod: Some(evil.into()),
-                    namespace: Some(evil.into()),
-                })),
+                names: Some(std::sync::Arc::new(
+                    crate::enrich::containers::ContainerNames {
+                        name: Some(evil.into()),
+                        image: Some(evil.into()),
+                        pod: Some(evil.into()),
+                        namespace: Some(evil.into()),
+                    },
+                )),
             }),
             netns: None,
         }));
@@ -320,44 +218,6 @@ mod tests {
         );
         assert_eq!(Format::from_path(Path::new("a.pcap")), None);
         assert_eq!(Format::from_path(Path::new("noext")), None);
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_control("nginx"), "nginx");
-        assert_eq!(
-            escape_control("a\x1b[31mb\nc\x7f"),
-            "a\\x1b[31mb\\x0ac\\x7f"
-        );
-        assert_eq!(escape_control("x\u{9b}y"), "x\\x9by");
-        assert_eq!(escape_control("\0\t\r\x1f"), "\\x00\\x09\\x0d\\x1f");
-        // Bidi overrides could reorder the rest of a text line.
-        assert_eq!(escape_control("a\u{202e}b"), "a\\u{202e}b");
-        // Printable non-ASCII is kept; nothing allocates when nothing changes.
-        assert!(matches!(escape_control("nginx: wörker"), Cow::Borrowed(_)));
-    }
-
-    proptest::proptest! {
-        /// The ASCII shortcut decides as the per-character rule does.
-        #[test]
-        fn the_ascii_shortcut_changes_nothing(s in "[\\x00-\\x7f]{0,12}|.{0,12}") {
-            let reference: String = s
-                .chars()
-                .map(|c| match c {
-                    c if needs_escape(c) && (c as u32) <= 0xff => format!("\\x{:02x}", c as u32),
-                    c if needs_escape(c) => format!("\\u{{{:04x}}}", c as u32),
-                    c => c.to_string(),
-                })
-                .collect();
-            proptest::prop_assert_eq!(escape_control(&s), reference);
-        }
-    }
-
-    #[test]
-    fn escaping_is_idempotent() {
-        let once = escape_control("ev\x1b[31mil\n,\"\u{202e}\x7f").into_owned();
-        assert_eq!(escape_control(&once), once);
-        assert!(once.chars().all(|c| !c.is_control()));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::export::ExportDir;
 use super::{Format, Sink, TextOptions, sink};
-use crate::cause::Classified;
+use crate::record::Classified;
 
 pub struct RotatingSink {
     dir: ExportDir,
@@ -90,13 +90,13 @@ impl Sink for RotatingSink {
 
     fn write_drops(
         &mut self,
-        drops: &crate::counters::KernelDrops,
+        drops: &crate::collect::counters::KernelDrops,
         at: std::time::SystemTime,
     ) -> io::Result<()> {
         self.current.write_drops(drops, at)
     }
 
-    fn packet(&mut self, packet: &crate::capture::WirePacket) -> io::Result<()> {
+    fn packet(&mut self, packet: &crate::output::pcapng::pairing::WirePacket) -> io::Result<()> {
         self.current.packet(packet)
     }
 
@@ -130,7 +130,7 @@ impl Write for Counting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     fn open(path: &Path) -> ExportDir {
         ExportDir::open(path).unwrap()

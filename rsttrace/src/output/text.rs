@@ -5,9 +5,10 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::UNIX_EPOCH;
 
-use super::{Sink, TextOptions, escape_control};
-use crate::cause::Classified;
-use crate::event::{Direction, Event};
+use super::{Sink, TextOptions};
+use crate::model::event::{Direction, Event};
+use crate::model::text::escape_control;
+use crate::record::Classified;
 
 /// Column widths. Endpoints fit two IPv4 ends or typical IPv6 ones (longer
 /// ones push the rest of that line right); STATE fits `NEW_SYN_RECV`, CAUSE
@@ -197,7 +198,7 @@ fn details(s: &mut String, rec: &Classified) {
         }
         s.push_str(&escape_control(pod));
     }
-    if rec.cause.confidence == crate::cause::Confidence::Likely {
+    if rec.cause.confidence == crate::model::cause::Confidence::Likely {
         s.push_str(" (likely)");
     }
 }
@@ -278,7 +279,7 @@ impl<W: Write> Sink for TextSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn a_line_says_who_what_and_why() {
@@ -339,7 +340,7 @@ mod tests {
 
     const PLAIN: TextOptions = TextOptions {
         color: false,
-        lang: crate::explain::Lang::En,
+        lang: crate::model::explain::Lang::En,
         stacks: false,
     };
 
@@ -350,14 +351,14 @@ mod tests {
         e.time = UNIX_EPOCH + std::time::Duration::from_millis(1_795_042_263_123);
         e.local = "127.0.0.1:45000".parse().unwrap();
         e.remote = "127.0.0.1:51234".parse().unwrap();
-        e.state = crate::event::TcpState::NONE;
+        e.state = crate::model::event::TcpState::NONE;
         e.kernel_reason = Some((2, "NO_SOCKET".into()));
         if let Some(p) = e.packet.as_mut() {
-            p.flags = crate::event::TcpFlags(crate::event::TcpFlags::SYN);
+            p.flags = crate::model::event::TcpFlags(crate::model::event::TcpFlags::SYN);
             p.len = 0;
         }
         e.process = None;
-        rec.cause.id = crate::cause::CauseId::PortNotOpen;
+        rec.cause.id = crate::model::cause::CauseId::PortNotOpen;
         rec.cause.evidence.clear();
         rec
     }
@@ -384,9 +385,9 @@ mod tests {
     #[test]
     fn columns_line_up_with_each_other_and_the_header() {
         let mut long = record();
-        long.event.state = crate::event::TcpState::NEW_SYN_RECV;
+        long.event.state = crate::model::event::TcpState::NEW_SYN_RECV;
         long.event.direction = Direction::Received;
-        long.cause.id = crate::cause::CauseId::KeepaliveTimeout;
+        long.cause.id = crate::model::cause::CauseId::KeepaliveTimeout;
         if let Some(p) = long.event.process.as_mut() {
             p.pid = 4_194_304;
             p.comm = "fifteen_chars_x".into();
@@ -489,7 +490,7 @@ mod tests {
     #[test]
     fn likely_causes_and_gaps_say_so() {
         let mut rec = record();
-        rec.cause.confidence = crate::cause::Confidence::Likely;
+        rec.cause.confidence = crate::model::cause::Confidence::Likely;
         assert!(line(&rec, PLAIN).ends_with(" (likely)"));
         let mut out = Vec::new();
         TextSink::new(&mut out, PLAIN)

@@ -1,6 +1,6 @@
 //! `rsttrace read FILE`: a JSON Lines export back into events, so the same
 //! formatters and filters serve post-mortem analysis on another machine.
-//! The mirror of `write.rs`: the names it accepts are `crate::schema`'s.
+//! The mirror of `write.rs`: the names it accepts are `crate::model::schema`'s.
 //! Parsed through serde_json's `Value` (files are read once, not under a
 //! storm), unit-tested and fuzzed like the kernel decoder.
 
@@ -9,14 +9,15 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::cause::{Cause, CauseId, Classified, Confidence};
-use crate::containers::ContainerNames;
-use crate::counters::KernelDrops;
-use crate::event::{
+use crate::collect::counters::KernelDrops;
+use crate::enrich::containers::ContainerNames;
+use crate::enrich::procinfo::{Container, ProcInfo};
+use crate::enrich::stacks::Stacks;
+use crate::model::cause::{Cause, CauseId, Confidence};
+use crate::model::event::{
     Direction, Event, ExecContext, Owner, Packet, Socket, Task, TcpFlags, TcpState,
 };
-use crate::procinfo::{Container, ProcInfo};
-use crate::stacks::Stacks;
+use crate::record::Classified;
 
 /// One line of an export.
 #[derive(Debug)]
@@ -76,7 +77,9 @@ fn event(v: &Value) -> Result<Classified> {
     let event = Event {
         time,
         direction,
-        hook: crate::schema::hook_from_name(v.get("hook").and_then(Value::as_str).unwrap_or("")),
+        hook: crate::model::schema::hook_from_name(
+            v.get("hook").and_then(Value::as_str).unwrap_or(""),
+        ),
         local: addr(v, "local_addr", "local_port")?,
         remote: addr(v, "remote_addr", "remote_port")?,
         state: state(str_of(v, "state")?),
@@ -154,7 +157,7 @@ fn owner_proc(v: &Value) -> Option<ProcInfo> {
     // Runtimes are a closed set; an unknown one came from another version.
     let container = c["runtime"]
         .as_str()
-        .and_then(crate::schema::runtime_from_name)
+        .and_then(crate::model::schema::runtime_from_name)
         .map(|runtime| Container {
             runtime,
             id: text(&c["id"]),
@@ -188,14 +191,19 @@ fn owner(v: &Value) -> Owner {
             uid: o["uid"].as_u64().unwrap_or(0) as u32,
             cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
         },
-        Some("actor") => Owner::Actor,
-        Some("prior") => Owner::Prior,
-        Some("listener") => Owner::Listener {
+        // Read from /proc: no uid or cgroup, maybe several candidates.
+        Some("listener") if o["uid"].is_null() => Owner::ListenerFromProc {
             candidates: o["candidates"]
                 .as_array()
                 .map(|a| a.iter().filter_map(task).collect())
                 .unwrap_or_default(),
         },
+        Some("listener") => Owner::Listener {
+            uid: o["uid"].as_u64().unwrap_or(0) as u32,
+            cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
+        },
+        Some("actor") => Owner::Actor,
+        Some("prior") => Owner::Prior,
         _ if v["owner_unknown"] == "no_socket" => Owner::NoSocket,
         _ => Owner::NotSeen,
     }
@@ -223,7 +231,7 @@ fn addr(v: &Value, ip: &str, port: &str) -> Result<SocketAddr> {
 
 /// A name outside the table reads back as a value that is named `INVALID`.
 fn state(name: &str) -> TcpState {
-    TcpState(crate::schema::state_from_name(name).unwrap_or(u8::MAX))
+    TcpState(crate::model::schema::state_from_name(name).unwrap_or(u8::MAX))
 }
 
 fn context(name: &str) -> ExecContext {
@@ -349,7 +357,8 @@ fn task(v: &Value) -> Option<Task> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{fixtures::record, json};
+    use crate::output::json;
+    use crate::record::fixtures::record;
 
     #[test]
     fn an_export_line_reads_back_to_the_same_line() {

@@ -11,12 +11,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::cause::Classified;
-use crate::counters::KernelDrops;
-use crate::event::{Event, Owner, Task};
-use crate::explain::Lang;
-use crate::output::{Sink, escape_control, printable_time};
-use crate::procinfo::Container;
+use crate::collect::counters::KernelDrops;
+use crate::enrich::procinfo::Container;
+use crate::model::event::{Event, Owner, Task};
+use crate::model::explain::Lang;
+use crate::model::text::escape_control;
+use crate::output::{Sink, printable_time};
+use crate::record::Classified;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -121,7 +122,7 @@ impl Writer {
         key!(self, "confidence");
         self.str(rec.cause.confidence.as_str());
         key!(self, "explanation");
-        self.str(crate::explain::explanation(rec.cause.id, lang));
+        self.str(crate::model::explain::explanation(rec.cause.id, lang));
         // Names from kernel BTF; from `rsttrace read`, whatever the file says.
         key!(self, "kernel_reason");
         self.opt_hostile(e.reason());
@@ -264,14 +265,15 @@ impl Writer {
     }
 
     /// The socket's owner: `source` says how it is known (`tracked`:
-    /// remembered from its own connect/listen/close/recv; `actor`: it ran
-    /// the code).
+    /// remembered from its own connect/listen/close; `listener`: the
+    /// listener's on its port; `actor`: it ran the code).
     fn owner(&mut self, e: &Event) {
         let (uid, cgroup_id, source) = match e.owner {
             Owner::Tracked { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "tracked"),
+            Owner::Listener { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "listener"),
             Owner::Actor => (None, None, "actor"),
             Owner::Prior => (None, None, "prior"),
-            Owner::Listener { .. } => (None, None, "listener"),
+            Owner::ListenerFromProc { .. } => (None, None, "listener"),
             _ => return self.null(),
         };
         let Some(p) = &e.process else {
@@ -284,7 +286,7 @@ impl Writer {
         self.opt_uint(cgroup_id);
         key!(self, "source");
         self.str(source);
-        if let Owner::Listener { candidates } = &e.owner
+        if let Owner::ListenerFromProc { candidates } = &e.owner
             && candidates.len() > 1
         {
             key!(self, "candidates");
@@ -546,7 +548,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn one_valid_line_with_the_schema_fields() {
@@ -689,7 +691,7 @@ mod tests {
         let v: Value = serde_json::from_str(&format(&record())).unwrap();
         assert_eq!(
             v["explanation"],
-            crate::cause::CauseId::CloseUnreadData.explanation()
+            crate::model::cause::CauseId::CloseUnreadData.explanation()
         );
         let line = format(&record());
         assert_eq!(
@@ -746,7 +748,7 @@ mod tests {
         rec.event.exit_signal = None;
         rec.event.process = None;
         rec.event.owner = Owner::NoSocket;
-        rec.event.state = crate::event::TcpState::NONE;
+        rec.event.state = crate::model::event::TcpState::NONE;
         rec.cause.evidence.clear();
         let v: Value = serde_json::from_str(&format(&rec)).unwrap();
         for key in ["packet", "socket", "exit_signal", "pid", "comm", "owner"] {
@@ -759,7 +761,7 @@ mod tests {
 
     #[test]
     fn socket_facts_and_exit_signal() {
-        use crate::event::{Socket as Sk, TcpState};
+        use crate::model::event::{Socket as Sk, TcpState};
         let mut rec = record();
         rec.event.state = TcpState::TIME_WAIT;
         rec.event.exit_signal = Some(9);

@@ -124,18 +124,6 @@ impl RuntimeState {
         found
     }
 
-    /// Fills `container.names` (and corrects `runtime`: a bare id in a
-    /// cgroupfs path does not say which runtime made it).
-    pub fn enrich(&mut self, container: &mut crate::procinfo::Container) {
-        let Some(id) = container.id.clone() else {
-            return;
-        };
-        if let Some((runtime, names)) = self.lookup(container.runtime, &id) {
-            container.runtime = runtime;
-            container.names = Some(names);
-        }
-    }
-
     fn read(&mut self, hint: &str, id: &str) -> Option<(&'static str, ContainerNames)> {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;

@@ -28,7 +28,21 @@ pub struct Container {
     /// Pod, namespace, container name and image from the runtime's own
     /// state (`containers::RuntimeState`); None until looked up, or unknown.
     #[serde(skip)]
-    pub names: Option<Arc<crate::containers::ContainerNames>>,
+    pub names: Option<Arc<crate::enrich::containers::ContainerNames>>,
+}
+
+impl Container {
+    /// Fills `names` from the runtimes' state (and corrects `runtime`: a
+    /// bare id in a cgroupfs path does not say which runtime made it).
+    pub fn look_up_names(&mut self, runtimes: &mut crate::enrich::containers::RuntimeState) {
+        let Some(id) = self.id.clone() else {
+            return;
+        };
+        if let Some((runtime, names)) = runtimes.lookup(self.runtime, &id) {
+            self.runtime = runtime;
+            self.names = Some(names);
+        }
+    }
 }
 
 /// Resolves a cgroup v2 path (the `0::` line of /proc/PID/cgroup) to a

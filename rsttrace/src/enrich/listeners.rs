@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, Owner, Task, TcpState};
+use crate::model::event::{Event, Owner, Task, TcpState};
 
 /// At most one scan this often (or 20 times its duration, if longer); a
 /// storm of unowned sockets waits for it.
@@ -115,7 +115,7 @@ impl Listeners {
         let Some(netns) = ev.netns else { return };
         if let Some(found) = self.owners_of(netns, ev.local, now) {
             ev.process = found.owners.first().cloned();
-            ev.owner = Owner::Listener {
+            ev.owner = Owner::ListenerFromProc {
                 candidates: found.owners,
             };
         }
@@ -152,7 +152,7 @@ fn covers(bound: IpAddr, local: IpAddr) -> bool {
 
 /// (address, socket inode) of the listeners on `port` in namespace `netns`.
 fn listeners_in(netns: u32, port: u16) -> PortListeners {
-    let Some(file) = crate::hostnet::namespace(netns) else {
+    let Some(file) = crate::enrich::hostnet::namespace(netns) else {
         return Vec::new();
     };
     std::thread::spawn(move || {
@@ -307,7 +307,7 @@ mod tests {
     fn finds_this_process_as_the_owner_of_its_listener() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let local = listener.local_addr().unwrap();
-        let Some(netns) = crate::hostnet::own_netns() else {
+        let Some(netns) = crate::enrich::hostnet::own_netns() else {
             return;
         };
         let mut l = Listeners::default();

@@ -30,9 +30,10 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use crate::cause::{CauseId, Classified};
-use crate::event::{Direction, TcpState};
-use crate::explain::Lang;
+use crate::model::cause::CauseId;
+use crate::model::event::{Direction, TcpState};
+use crate::model::explain::Lang;
+use crate::record::Classified;
 
 /// Records waiting for the exporter; beyond this they are dropped.
 const QUEUE: usize = 8192;
@@ -477,9 +478,9 @@ fn local_is_server(rec: &Classified, ephemeral: &std::ops::RangeInclusive<u16>) 
     // A sent RST answering a segment: a bare SYN came to us.
     if let Some(p) = e.packet
         && e.direction == Direction::Sent
-        && p.flags.has(crate::event::TcpFlags::SYN)
+        && p.flags.has(crate::model::event::TcpFlags::SYN)
     {
-        return Some(!p.flags.has(crate::event::TcpFlags::ACK));
+        return Some(!p.flags.has(crate::model::event::TcpFlags::ACK));
     }
     match (
         ephemeral.contains(&e.local.port()),
@@ -531,7 +532,7 @@ pub fn log_record(
         string("rsttrace.hook", e.hook),
     ]);
     // Names from files and processes: escaped as in every other output.
-    let hostile = |s: &str| crate::output::escape_control(s).into_owned();
+    let hostile = |s: &str| crate::model::text::escape_control(s).into_owned();
     if let Some(reason) = e.reason() {
         attributes.push(string("rsttrace.kernel_reason", hostile(reason)));
     }
@@ -580,7 +581,7 @@ pub fn log_record(
                 "{} {}: {}",
                 e.direction.as_str(),
                 rec.cause.id.id(),
-                crate::explain::explanation(rec.cause.id, lang)
+                crate::model::explain::explanation(rec.cause.id, lang)
             ))),
         }),
         attributes,
@@ -673,7 +674,7 @@ pub fn describe(endpoint: &Endpoint) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn endpoints() {

@@ -93,6 +93,9 @@ pub const SOFTIRQS: [&str; 10] = [
 /// A vector beyond the table.
 pub const SOFTIRQ_OTHER: &str = "softirq:OTHER";
 
+/// `owner.source`: how the owner is known (`model::event::Owner`).
+pub const OWNER_SOURCES: &[&str] = &["tracked", "listener", "actor", "prior"];
+
 /// `container.runtime`: where the cgroup path says the process runs.
 /// `kubernetes` is a pod whose runtime the path does not name; `systemd`
 /// a service unit, not a container.
@@ -124,7 +127,7 @@ pub fn markdown_closed_sets() -> String {
     };
     let mut s = String::from(
         "## Closed sets\n\n\
-         Generated from `rsttrace/src/schema.rs` and the cause table; the writer \
+         Generated from `rsttrace/src/model/schema.rs` and the cause table; the writer \
          emits only these names and `rsttrace read` accepts exactly these \
          (anything else reads back as `unknown`, or is refused for `cause`).\n\n",
     );
@@ -144,7 +147,7 @@ pub fn markdown_closed_sets() -> String {
     s += &format!("- `direction`: {}\n", list(&mut DIRECTIONS.iter().copied()));
     s += &format!(
         "- `cause`: {}\n",
-        list(&mut crate::cause::CauseId::ALL.iter().map(|c| c.id()))
+        list(&mut crate::model::cause::CauseId::ALL.iter().map(|c| c.id()))
     );
     s
 }

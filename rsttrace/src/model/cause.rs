@@ -232,16 +232,3 @@ pub struct Cause {
     /// The facts that led to the verdict, by name.
     pub evidence: serde_json::Map<String, serde_json::Value>,
 }
-
-/// An event with its cause: what the outputs write.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Classified {
-    pub event: crate::event::Event,
-    pub cause: Cause,
-    /// Command line, container and network namespace of the owner, read
-    /// from /proc (None when there is no owner or it already exited).
-    /// Shared with the /proc cache: no copy per event.
-    pub owner_proc: Option<std::sync::Arc<crate::procinfo::ProcInfo>>,
-    /// `--stack`: symbolized frames (both None without it).
-    pub stacks: crate::stacks::Stacks,
-}

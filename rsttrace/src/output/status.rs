@@ -13,9 +13,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde_json::{Value, json};
 
-use crate::explain::Lang;
-use crate::probes::Plan;
-use crate::summary::Summary;
+use crate::collect::probes::Plan;
+use crate::model::explain::Lang;
+use crate::output::summary::Summary;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -81,7 +81,7 @@ fn ready_json(r: &Ready<'_>) -> Value {
             "receive": plan.receive.name,
             "receive_family": family(plan.receive.name),
             "no_socket_hook": plan.no_socket_hook.map(|h| h.name),
-            "softirq_context": plan.softirq,
+            "context": plan.context.name(),
             "reason": if plan.reason { "kernel" } else { "inferred" },
             "no_socket": plan.no_socket,
             "rx_packet": plan.packet,
@@ -144,8 +144,8 @@ pub fn log_json(record: &log::Record<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::tests::{linux_6_1, linux_6_18};
-    use crate::probes::{HookMode, choose};
+    use crate::collect::probes::tests::{linux_6_1, linux_6_18};
+    use crate::collect::probes::{HookMode, choose};
 
     #[test]
     fn ready_line_names_the_plan_and_programs() {

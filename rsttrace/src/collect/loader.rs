@@ -11,10 +11,10 @@ use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
 use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, program};
 
-use crate::counters::CounterReader;
-pub use crate::counters::Counters;
-use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, tracefs};
-use crate::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
+use crate::collect::counters::CounterReader;
+pub use crate::collect::counters::Counters;
+use crate::collect::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
+use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, preempt, tracefs};
 
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
 static EBPF_OBJECT: &[u8] =
@@ -84,7 +84,7 @@ fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
         kprobe_pmu: Path::new(KPROBE_PMU).exists(),
         ..KernelFacts::default()
     };
-    let mut tracepoints = vec![("irq", "softirq_entry"), ("irq", "softirq_exit")];
+    let mut tracepoints = vec![("sock", "inet_sock_set_state")];
     for need in probes::HOOKS.iter().flat_map(|h| h.needs) {
         match *need {
             Need::BtfTracepointArgs(tp, _) => {
@@ -121,8 +121,14 @@ fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
         }
     }
     match std::fs::read_to_string("/proc/kallsyms") {
-        Ok(text) => facts.functions = kallsyms::find_functions(&text, &wanted),
-        Err(e) => debug!("cannot read /proc/kallsyms: {e}"),
+        Ok(text) => {
+            facts.functions = kallsyms::find_functions(&text, &wanted);
+            facts.preempt_count = preempt::locate(&text, btf);
+        }
+        Err(e) => {
+            debug!("cannot read /proc/kallsyms: {e}");
+            facts.preempt_count = Err(format!("cannot read /proc/kallsyms: {e}"));
+        }
     }
     facts
 }
@@ -171,6 +177,10 @@ impl Session {
             },
             ..Tuning::DEFAULT
         };
+        if let Ok(preempt) = facts.preempt_count {
+            tuning.context = abi::context::source::PREEMPT_COUNT;
+            tuning.preempt = preempt;
+        }
         match kernel.tracefs.as_deref().map(tracefs::tcp_layout) {
             Some(Ok(layout)) => tuning.tp = layout,
             Some(Err(e)) => {
@@ -221,15 +231,7 @@ impl Session {
             extra = None;
         }
         let mut plan = Plan::new(send, receive, extra, &facts);
-        if plan.softirq
-            && let Err(e) = attach_softirq_tracking(&mut ebpf)
-        {
-            warn!("softirq tracking unavailable ({e:#}): the context of each RST will be unknown");
-            plan.softirq = false;
-        }
-        if owner_tp.is_some()
-            && let Err(e) = attach_owner_tracking(&mut ebpf)
-        {
+        if let Err(e) = attach_owner_tracking(&mut ebpf, &facts, owner_tp.is_some(), &aya_btf) {
             warn!(
                 "socket owners cannot be tracked ({e:#}): RSTs made in softirq will show no process"
             );
@@ -540,26 +542,36 @@ fn attach_kprobe(ebpf: &mut Ebpf, program: &str, symbol: &str) -> Result<()> {
     Ok(())
 }
 
-/// The programs that remember which process owns each socket.
-fn attach_owner_tracking(ebpf: &mut Ebpf) -> Result<()> {
-    attach_tracepoint(
-        ebpf,
-        program::OWNER_SET_STATE,
-        "sock",
-        "inet_sock_set_state",
-    )?;
-    attach_tracepoint(
-        ebpf,
-        program::OWNER_RCV_SPACE,
-        "tcp",
-        "tcp_rcv_space_adjust",
-    )?;
-    attach_tracepoint(ebpf, program::OWNER_DESTROY, "tcp", "tcp_destroy_sock")
-}
-
-fn attach_softirq_tracking(ebpf: &mut Ebpf) -> Result<()> {
-    attach_tracepoint(ebpf, program::SOFTIRQ_ENTRY, "irq", "softirq_entry")?;
-    attach_tracepoint(ebpf, program::SOFTIRQ_EXIT, "irq", "softirq_exit")
+/// The program that remembers which process owns each socket: tp_btf,
+/// whose typed arguments let it leave after one comparison on the state
+/// changes it ignores; the classic tracepoint where the kernel has no BTF.
+fn attach_owner_tracking(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    tracepoint_layout: bool,
+    btf: &aya::Btf,
+) -> Result<()> {
+    let typed = require_kernel_btf(facts).and_then(|()| {
+        attach_btf(
+            ebpf,
+            program::BTF_OWNER_SET_STATE,
+            "inet_sock_set_state",
+            btf,
+        )
+    });
+    match typed {
+        Ok(()) => Ok(()),
+        Err(e) if tracepoint_layout => {
+            debug!("tp_btf owner tracking unavailable ({e:#}); using the classic tracepoint");
+            attach_tracepoint(
+                ebpf,
+                program::OWNER_SET_STATE,
+                "sock",
+                "inet_sock_set_state",
+            )
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// tp_btf programs are checked against the kernel's own BTF, which a

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::cause::CauseId;
+use crate::model::cause::CauseId;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
@@ -376,7 +376,7 @@ pub const KERNEL_TABLE_MARKER: &str = "\n<!-- cause x kernel table: cargo xtask 
 /// docs/causes.md.
 pub fn markdown() -> String {
     let mut s = String::from(
-        "# Causes\n\nGenerated from `rsttrace/src/explain.rs` (`rsttrace explain`, \
+        "# Causes\n\nGenerated from `rsttrace/src/model/explain.rs` (`rsttrace explain`, \
          `rsttrace explain --lang zh`). Ids are stable: they are part of the export schema.\n",
     );
     for &c in CauseId::ALL {

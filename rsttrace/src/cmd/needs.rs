@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn the_state_dirs_the_runtimes_read_are_host_paths() {
-        for dir in crate::containers::STATE_DIRS {
+        for dir in crate::enrich::containers::STATE_DIRS {
             assert!(
                 HOST_PATHS.iter().any(|p| p.path == *dir && !p.writable),
                 "{dir} is read by containers.rs but not in HOST_PATHS"

@@ -2,7 +2,7 @@
 //! cause, explanation, owner and kernel reason in the packet comment.
 //!
 //! Where the kernel hands over the RST segment itself (`net_dev_queue` /
-//! `netif_receive_skb`, see `capture`), the packet is those bytes. Otherwise
+//! `netif_receive_skb`, see `pairing`), the packet is those bytes. Otherwise
 //! only the 4-tuple and the trigger segment are known, and the IP and TCP
 //! headers are synthesised the way the kernel builds them
 //! (`tcp_v4_send_reset`: `R` with seq = the trigger's ack, or `R.` acking
@@ -12,14 +12,17 @@
 //! events whose network namespace is unknown; each namespace seen gets an
 //! interface of its own (`netns:INODE`), written before its first packet.
 
+pub mod pairing;
+
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
-use super::{Sink, escape_control};
-use crate::capture::{Pairing, WirePacket};
-use crate::cause::Classified;
-use crate::event::{Direction, TcpFlags};
+use super::Sink;
+use crate::model::event::{Direction, TcpFlags};
+use crate::model::text::escape_control;
+use crate::output::pcapng::pairing::{Pairing, WirePacket};
+use crate::record::Classified;
 
 const BLOCK_SHB: u32 = 0x0A0D_0D0A;
 const BLOCK_IDB: u32 = 0x0000_0001;
@@ -368,7 +371,7 @@ fn block(kind: u32, body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     /// Walks the blocks: every block's two length fields agree and are
     /// multiples of 4, as readers require.

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
-use crate::cause::Classified;
+use crate::record::Classified;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -31,8 +31,8 @@ pub struct Metrics {
     pub filtered_kernel: u64,
     pub filtered_userspace: u64,
     /// `--stack` only.
-    pub stacks: Option<crate::summary::StackSummary>,
-    pub kernel_drops: crate::counters::KernelDrops,
+    pub stacks: Option<crate::output::summary::StackSummary>,
+    pub kernel_drops: crate::collect::counters::KernelDrops,
     pub aborts_merged: u64,
     top_ports: usize,
 }
@@ -225,7 +225,7 @@ fn respond(req: &Request<Incoming>, metrics: &Shared) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn counts_render_as_prometheus_text() {

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use aya::maps::{MapData, StackTraceMap};
 use rsttrace_ebpf::abi::RstEvent;
 
-use crate::event::Event;
 use crate::kernel::kallsyms::KernelSymbols;
+use crate::model::event::Event;
 use cache::BoundedCache;
 use worker::UserWorker;
 

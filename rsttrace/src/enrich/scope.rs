@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::procinfo::container_from_cgroup;
+use crate::enrich::procinfo::container_from_cgroup;
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -124,7 +124,7 @@ pub fn container_cgroups(root: &Path, id: &str) -> Result<Vec<PathBuf>> {
 /// Containers started later are not included (as with --container).
 pub fn pod_cgroups(
     root: &Path,
-    runtimes: &mut crate::containers::RuntimeState,
+    runtimes: &mut crate::enrich::containers::RuntimeState,
     pods: &[String],
     namespaces: &[String],
 ) -> Result<Vec<PathBuf>> {
@@ -132,7 +132,9 @@ pub fn pod_cgroups(
         container_from_cgroup(path)
             .and_then(|c| Some((c.runtime, c.id?)))
             .and_then(|(runtime, id)| runtimes.lookup(runtime, &id))
-            .is_some_and(|(_, names)| crate::containers::names_match(&names, pods, namespaces))
+            .is_some_and(|(_, names)| {
+                crate::enrich::containers::names_match(&names, pods, namespaces)
+            })
     });
     if found.is_empty() {
         bail!(
@@ -140,7 +142,7 @@ pub fn pod_cgroups(
              belongs to such a pod (the names come from the container runtime's state \
              in {}; is the runtime's state directory visible to rsttrace?)",
             root.display(),
-            crate::containers::STATE_DIRS.join(", ")
+            crate::enrich::containers::STATE_DIRS.join(", ")
         );
     }
     Ok(found)

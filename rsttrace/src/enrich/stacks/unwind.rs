@@ -261,7 +261,7 @@ mod tests {
             return;
         }
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let maps = crate::stacks::procmaps::Maps::parse(&maps);
+        let maps = crate::enrich::stacks::procmaps::Maps::parse(&maps);
         let entry = u64_at as fn(&[u8], usize) -> u64;
         let addr = entry as usize as u64;
         let mapping = maps.find(addr).expect("the test's code is mapped");

@@ -132,7 +132,7 @@ impl CounterReader {
             .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::COUNTERS_MAP))?;
         let array = PerCpuArray::<_, u64>::try_from(map)?;
         let sum = |index: u32| -> Result<u64> { Ok(array.get(&index, 0)?.iter().copied().sum()) };
-        let owners_kept = sum(counter::OWNERS_ADDED)?.saturating_sub(sum(counter::OWNERS_REMOVED)?);
+        let owners_kept = sum(counter::OWNERS_ADDED)?;
         let history_kept = sum(counter::HISTORY_ADDED)?;
         Ok(Counters {
             lost: sum(counter::LOST)?,

@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 
-use crate::cause::CauseId;
 use crate::classify::DECIDING_REASONS;
+use crate::collect::loader::{self, KernelInfo};
+use crate::collect::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
 use crate::kernel::btf_source;
-use crate::loader::{self, KernelInfo};
-use crate::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
+use crate::model::cause::CauseId;
 
 pub fn run(mode: HookMode, verify: bool) -> Result<()> {
     let mut kernel = KernelInfo::probe();
@@ -34,7 +34,7 @@ pub fn run(mode: HookMode, verify: bool) -> Result<()> {
     let text = format!(
         "{text}capabilities:
 {}",
-        crate::needs::report(crate::needs::effective())
+        crate::cmd::needs::report(crate::cmd::needs::effective())
     );
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     if !usable {
@@ -197,12 +197,14 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     }
     let _ = writeln!(
         out,
-        "  context irq:softirq_entry/exit{:<37} {}",
-        "",
-        if k.softirq_tracking() {
-            "available"
-        } else {
-            "unavailable: task vs softirq context unknown"
+        "  context {:<66} {}",
+        k.context_source().name(),
+        match &k.preempt_count {
+            Ok(_) => "exact: this CPU's preempt count, read at RST time".to_string(),
+            Err(why) => format!(
+                "inferred: a task owns the socket lock, or the call path ({why}, so the \
+                 preempt count cannot be read)"
+            ),
         }
     );
 
@@ -286,15 +288,6 @@ pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
                 {
                     "NO: the send hook does not fire for RSTs sent without a socket".to_string()
                 }
-                // Decided from the context (timer softirq vs the task).
-                CauseId::KeepaliveTimeout
-                | CauseId::Linger2Abort
-                | CauseId::SocketKilled
-                | CauseId::Disconnect
-                    if !plan.softirq =>
-                {
-                    "NO: needs softirq context tracking".to_string()
-                }
                 // The receiving side has no reason; the sender's own send
                 // event, when it is on this host, corroborates it.
                 CauseId::PeerRefused | CauseId::PeerReset if plan.packet => {
@@ -338,7 +331,7 @@ fn decided_by(cause: CauseId, reason: bool, reason_names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::tests::{linux_6_1, linux_6_18};
+    use crate::collect::probes::tests::{linux_6_1, linux_6_18};
 
     fn header() -> Header {
         Header {

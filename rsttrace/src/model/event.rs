@@ -51,7 +51,7 @@ impl TcpState {
     pub const NEW_SYN_RECV: TcpState = TcpState(tcp_state::NEW_SYN_RECV);
 
     pub fn name(self) -> &'static str {
-        crate::schema::state_name(self.0)
+        crate::model::schema::state_name(self.0)
     }
 }
 
@@ -185,10 +185,10 @@ impl ExecContext {
 }
 
 fn softirq_name(vec: u8) -> &'static str {
-    crate::schema::SOFTIRQS
+    crate::model::schema::SOFTIRQS
         .get(usize::from(vec))
         .copied()
-        .unwrap_or(crate::schema::SOFTIRQ_OTHER)
+        .unwrap_or(crate::model::schema::SOFTIRQ_OTHER)
 }
 
 /// A task as the kernel saw it.
@@ -271,9 +271,13 @@ pub struct Event {
 /// Who owns the socket the RST was made on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
-    /// Remembered in the kernel from the owner's own connect(), listen(),
-    /// close()/shutdown() or recv().
+    /// Remembered in the kernel from the owner's own connect(), listen()
+    /// or first close()/shutdown().
     Tracked { uid: u32, cgroup_id: u64 },
+    /// The process that listens on the socket's local port: a connection
+    /// accepted or queued there that has not proven an owner of its own
+    /// (another process may have accepted it).
+    Listener { uid: u32, cgroup_id: u64 },
     /// The RST was made in task context, by the socket's own process.
     Actor,
     /// No socket: a SYN to a closed port, a segment for a forgotten connection.
@@ -284,11 +288,11 @@ pub enum Owner {
     /// A TIME_WAIT socket: the owner of the connection it was, from the
     /// 4-tuple's close.
     Prior,
-    /// Never seen on the socket itself: the owner of the listening socket
-    /// it was accepted from (a child belongs to it from the handshake on).
+    /// Like `Listener`, for a listener the kernel did not see open (it
+    /// listened before rsttrace started): read from /proc at the RST.
     /// Several candidates (a shared listener fd, an SO_REUSEPORT group):
     /// the owner is one of them; `process` is the first.
-    Listener { candidates: Vec<Task> },
+    ListenerFromProc { candidates: Vec<Task> },
 }
 
 impl Owner {
@@ -322,7 +326,7 @@ impl Event {
             abi::direction::ABORT => Direction::Abort,
             _ => Direction::Sent,
         };
-        let hook = crate::schema::hook_name(raw.hook);
+        let hook = crate::model::schema::hook_name(raw.hook);
         let ip = |bytes: &[u8; 16]| -> IpAddr {
             if raw.family == af::INET6 {
                 let v6 = Ipv6Addr::from(*bytes);
@@ -391,9 +395,11 @@ impl Event {
                 tid: raw.owner_pid,
                 comm: comm_string(&raw.owner_comm),
             };
-            let owner = Owner::Tracked {
-                uid: raw.owner_uid,
-                cgroup_id: raw.owner_cgroup,
+            let (uid, cgroup_id) = (raw.owner_uid, raw.owner_cgroup);
+            let owner = if has(abi::flag::OWNER_FROM_LISTENER) {
+                Owner::Listener { uid, cgroup_id }
+            } else {
+                Owner::Tracked { uid, cgroup_id }
             };
             (Some(task), owner)
         } else if socket.is_none() {

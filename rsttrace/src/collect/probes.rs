@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use anyhow::{Result, bail};
-use rsttrace_ebpf::abi::program;
+use rsttrace_ebpf::abi::{PreemptCount, program};
 
 /// `--hooks`: let rsttrace choose, or force one family of hooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -335,7 +335,7 @@ pub fn wanted_functions() -> BTreeSet<&'static str> {
 }
 
 /// What the kernel offers, probed from BTF, tracefs, sysfs and kallsyms.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelFacts {
     /// Kernel BTF parsed (from sysfs, or a `--btf` file): offsets and prototypes.
     pub btf: bool,
@@ -361,6 +361,46 @@ pub struct KernelFacts {
     pub fentry: Option<Result<(), String>>,
     /// `skb:kfree_skb` can single out NO_SOCKET drops.
     pub kfree_skb_no_socket: bool,
+    /// Where the preempt count lives (`kernel::preempt`), or why unknown.
+    pub preempt_count: Result<PreemptCount, String>,
+}
+
+impl Default for KernelFacts {
+    fn default() -> KernelFacts {
+        KernelFacts {
+            btf: false,
+            kernel_btf: false,
+            btf_tracepoint_args: BTreeMap::new(),
+            btf_function_args: BTreeMap::new(),
+            tracepoints: BTreeSet::new(),
+            tp_send_reset_reason: false,
+            tp_send_reset_no_socket: false,
+            kprobe_pmu: false,
+            functions: BTreeMap::new(),
+            fentry: None,
+            kfree_skb_no_socket: false,
+            preempt_count: Err("not probed".into()),
+        }
+    }
+}
+
+/// How the kernel programs tell task from interrupt context at RST time
+/// (`context.rs` in rsttrace-ebpf); neither runs anything per softirq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextSource {
+    /// This CPU's preempt count: exact.
+    PreemptCount,
+    /// Whether a task owns the socket's lock, and the call path: inferred.
+    SocketLock,
+}
+
+impl ContextSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            ContextSource::PreemptCount => "preempt_count",
+            ContextSource::SocketLock => "socket_lock",
+        }
+    }
 }
 
 impl KernelFacts {
@@ -368,8 +408,12 @@ impl KernelFacts {
         self.tracepoints.contains(&format!("{category}:{name}"))
     }
 
-    pub fn softirq_tracking(&self) -> bool {
-        self.has_tracepoint("irq", "softirq_entry") && self.has_tracepoint("irq", "softirq_exit")
+    pub fn context_source(&self) -> ContextSource {
+        if self.preempt_count.is_ok() {
+            ContextSource::PreemptCount
+        } else {
+            ContextSource::SocketLock
+        }
     }
 
     /// Why `need` is not met, or Ok.
@@ -485,8 +529,8 @@ pub struct Plan {
     pub receive: &'static Hook,
     /// Attached next to `send` when it misses RSTs sent without a socket.
     pub no_socket_hook: Option<&'static Hook>,
-    /// Softirq tracking (task vs softirq context); without it context is unknown.
-    pub softirq: bool,
+    /// How task and interrupt context are told apart.
+    pub context: ContextSource,
     /// Whether sent RSTs carry the kernel's reason.
     pub reason: bool,
     /// Whether RSTs sent without a socket are seen.
@@ -525,7 +569,7 @@ impl Plan {
             send,
             receive,
             no_socket_hook,
-            softirq: k.softirq_tracking(),
+            context: k.context_source(),
             reason: s.reason,
             no_socket: s.no_socket || no_socket_hook.is_some(),
             packet: receive.capabilities(k).packet,
@@ -556,11 +600,7 @@ impl fmt::Display for Plan {
             "send={} receive={} context={} reason={} no_socket={} rx_packet={} aborts={}",
             self.send.name,
             self.receive.name,
-            if self.softirq {
-                "irq:softirq_entry/exit"
-            } else {
-                "unknown"
-            },
+            self.context.name(),
             if self.reason { "kernel" } else { "inferred" },
             yn(self.no_socket),
             yn(self.packet),
@@ -644,8 +684,6 @@ pub(crate) mod tests {
             tracepoints: set(&[
                 "tcp:tcp_send_reset",
                 "tcp:tcp_receive_reset",
-                "irq:softirq_entry",
-                "irq:softirq_exit",
                 "skb:kfree_skb",
             ]),
             tp_send_reset_reason: true,
@@ -654,6 +692,7 @@ pub(crate) mod tests {
             functions: BTreeMap::new(),
             fentry: Some(Err("Operation not permitted".into())),
             kfree_skb_no_socket: true,
+            preempt_count: Err("CONFIG_KALLSYMS_ALL is off".into()),
         }
     }
 
@@ -699,7 +738,8 @@ pub(crate) mod tests {
         let p = choose(HookMode::Auto, &linux_6_18()).unwrap();
         assert_eq!(p.send.name, "tp_btf:tcp_send_reset(sk,skb,reason)");
         assert_eq!(p.receive.name, "tp_btf:tcp_receive_reset");
-        assert!(p.reason && p.softirq && p.no_socket && !p.packet);
+        assert!(p.reason && p.no_socket && !p.packet);
+        assert_eq!(p.context, ContextSource::SocketLock);
     }
 
     #[test]

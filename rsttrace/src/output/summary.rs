@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use crate::cause::{CauseId, Classified};
-use crate::counters::KernelDrops;
-use crate::event::Direction;
-use crate::explain::Lang;
+use crate::collect::counters::KernelDrops;
+use crate::model::cause::CauseId;
+use crate::model::event::Direction;
+use crate::model::explain::Lang;
+use crate::record::Classified;
 
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
@@ -165,7 +166,10 @@ impl Summary {
         }
         if !self.owners.is_empty() {
             let mut owners = top(self.owners.iter().map(|((pid, comm), n)| {
-                (format!("{pid}/{}", crate::output::escape_control(comm)), *n)
+                (
+                    format!("{pid}/{}", crate::model::text::escape_control(comm)),
+                    *n,
+                )
             }));
             if self.owners_other > 0 {
                 let _ = write!(owners, ", {} ({})", h.others, self.owners_other);
@@ -330,7 +334,7 @@ fn top(counts: impl Iterator<Item = (String, u64)>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     #[test]
     fn counts_per_cause_and_direction_and_reports_losses() {
@@ -464,11 +468,11 @@ mod tests {
             sum.add(&rec);
         }
         let text = sum.render_in(Lang::Zh);
-        let english = crate::explain::english_in(&text);
+        let english = crate::model::explain::english_in(&text);
         assert!(english.is_empty(), "{english:?} in\n{text}");
         assert!(text.contains("合计") && text.contains("中止"), "{text}");
         // The English table says the same in English.
-        assert!(!crate::explain::english_in(&sum.render()).is_empty());
+        assert!(!crate::model::explain::english_in(&sum.render()).is_empty());
         // Columns stay aligned on a terminal: the header's count ends where the rows' do.
         let lines: Vec<&str> = text.lines().collect();
         let width = |l: &str| {

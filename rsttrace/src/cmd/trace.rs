@@ -10,22 +10,22 @@ use anyhow::{Context, Result, anyhow, bail};
 use log::warn;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cause::Classified;
 use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
-use crate::clock::BootClock;
+use crate::collect::clock::BootClock;
+use crate::collect::counters::KernelDrops;
+use crate::collect::decode::{self, Record};
+use crate::collect::loader::{Counters, KernelInfo, Options, Session};
+use crate::collect::source::RingSource;
 use crate::correlate::{self, Correlator};
-use crate::counters::KernelDrops;
-use crate::decode::{self, Record};
-use crate::event::{Event, KernelTables};
+use crate::enrich::hostnet::HostNet;
+use crate::enrich::stacks::{StackResolver, StackStats, Stacks};
 use crate::filter::{self, RecordFilter};
-use crate::hostnet::HostNet;
-use crate::loader::{Counters, KernelInfo, Options, Session};
+use crate::model::event::{Event, KernelTables};
 use crate::output::export::ExportDir;
 use crate::output::rotate::RotatingSink;
+use crate::output::summary::{StackSummary, Summary};
 use crate::output::{self, Format, Sink, TextOptions};
-use crate::source::RingSource;
-use crate::stacks::{StackResolver, StackStats, Stacks};
-use crate::summary::{StackSummary, Summary};
+use crate::record::Classified;
 
 /// Ring buffers must be a power-of-two number of pages.
 pub fn ring_buffer_bytes(requested: u64) -> Result<u32> {
@@ -87,7 +87,7 @@ impl Output {
         }
     }
 
-    fn packet(&mut self, packet: &crate::capture::WirePacket) {
+    fn packet(&mut self, packet: &crate::output::pcapng::pairing::WirePacket) {
         if self.failed.is_none()
             && let Err(e) = self.sink.packet(packet)
         {
@@ -121,7 +121,7 @@ impl Output {
 
     fn fail(&mut self, e: io::Error) {
         if e.kind() != io::ErrorKind::BrokenPipe {
-            crate::status::warning(format!(
+            crate::output::status::warning(format!(
                 "cannot write to {}: {e}; no more events go there, tracing continues",
                 self.name
             ));
@@ -141,7 +141,7 @@ pub fn open_export(path: &Path, keep: u32) -> Result<ExportDir> {
 fn stdout_output(
     format: StdoutFormat,
     no_color: bool,
-    lang: crate::explain::Lang,
+    lang: crate::model::explain::Lang,
     stacks: bool,
 ) -> Output {
     let stdout = io::stdout();
@@ -218,7 +218,7 @@ fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
 /// The filters the kernel applies, with cgroup paths and container ids
 /// resolved to cgroup ids (each with its descendants).
 fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
-    use crate::scope;
+    use crate::enrich::scope;
     let root = &scope::cgroup_v2_root();
     let mut dirs = Vec::new();
     for path in &args.cgroups {
@@ -230,7 +230,7 @@ fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
     if !args.filters.pods.is_empty() || !args.filters.namespaces.is_empty() {
         dirs.extend(scope::pod_cgroups(
             root,
-            &mut crate::containers::RuntimeState::host(&args.runtime_root),
+            &mut crate::enrich::containers::RuntimeState::host(&args.runtime_root),
             &args.filters.pods,
             &args.filters.namespaces,
         )?);
@@ -286,11 +286,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
 
     let metrics = match args.metrics {
         Some(addr) => {
-            let shared = std::sync::Arc::new(std::sync::Mutex::new(crate::metrics::Metrics::new(
-                args.metrics_top_ports as usize,
-            )));
-            let bound = crate::metrics::serve(addr, shared.clone()).await?;
-            crate::status::metrics(bound);
+            let shared = std::sync::Arc::new(std::sync::Mutex::new(
+                crate::output::metrics::Metrics::new(args.metrics_top_ports as usize),
+            ));
+            let bound = crate::output::metrics::serve(addr, shared.clone()).await?;
+            crate::output::status::metrics(bound);
             Some(shared)
         }
         None => None,
@@ -298,10 +298,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
 
     let otlp = match &args.otlp {
         Some(endpoint) => {
-            let exporter = crate::otlp::Exporter::start(endpoint.clone(), args.lang)?;
+            let exporter = crate::output::otlp::Exporter::start(endpoint.clone(), args.lang)?;
             eprintln!(
                 "rsttrace: exporting to OTLP {}",
-                crate::otlp::describe(endpoint)
+                crate::output::otlp::describe(endpoint)
             );
             Some(exporter)
         }
@@ -337,7 +337,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
     let clock = BootClock::sample();
-    crate::status::ready(&crate::status::Ready {
+    crate::output::status::ready(&crate::output::status::Ready {
         plan: &session.plan,
         attach: started.elapsed(),
         programs: session.program_ids(),
@@ -371,8 +371,8 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             f
         },
         metrics,
-        procs: crate::procinfo::ProcCache::new(4096),
-        runtimes: crate::containers::RuntimeState::host(&args.runtime_root),
+        procs: crate::enrich::procinfo::ProcCache::new(4096),
+        runtimes: crate::enrich::containers::RuntimeState::host(&args.runtime_root),
         otlp,
         limit: args.count,
         seen_lost: 0,
@@ -384,7 +384,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             correlate::conntrack_established_timeout(),
             blind_to_sends(&session.plan, &scope),
         ),
-        listeners: crate::listeners::Listeners::default(),
+        listeners: crate::enrich::listeners::Listeners::default(),
         ready: Vec::new(),
     };
     loop {
@@ -504,13 +504,16 @@ pub fn read(args: ReadArgs) -> Result<()> {
         }
     }
     out.flush();
-    crate::status::summary(&summary, args.lang);
+    crate::output::status::summary(&summary, args.lang);
     Ok(())
 }
 
 /// Why some RSTs sent on this host are not traced, if any are not: then a
 /// received RST whose sender is local but unpaired accuses no one.
-fn blind_to_sends(plan: &crate::probes::Plan, scope: &filter::KernelScope) -> Option<&'static str> {
+fn blind_to_sends(
+    plan: &crate::collect::probes::Plan,
+    scope: &filter::KernelScope,
+) -> Option<&'static str> {
     if !plan.no_socket {
         Some("the send hook misses socketless RSTs")
     } else if !scope.pids.is_empty() || !scope.cgroups.is_empty() || !scope.netns.is_empty() {
@@ -527,12 +530,12 @@ struct Pipeline<'a> {
     reasons: &'a Reasons,
     /// The kernel already applied --port/--pid; this holds the rest.
     filter: RecordFilter,
-    metrics: Option<crate::metrics::Shared>,
-    procs: crate::procinfo::ProcCache,
+    metrics: Option<crate::output::metrics::Shared>,
+    procs: crate::enrich::procinfo::ProcCache,
     /// Pod, namespace, container name and image, from the runtimes' state.
-    runtimes: crate::containers::RuntimeState,
+    runtimes: crate::enrich::containers::RuntimeState,
     /// `--otlp`: never blocks; counts what it cannot deliver.
-    otlp: Option<crate::otlp::Exporter>,
+    otlp: Option<crate::output::otlp::Exporter>,
     limit: Option<u64>,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
@@ -547,7 +550,7 @@ struct Pipeline<'a> {
     /// classifies. Received events wait in it briefly.
     correlate: Correlator<HostNet, rsttrace_ebpf::abi::RstEvent>,
     /// Owners of accepted sockets never seen: their listener's.
-    listeners: crate::listeners::Listeners,
+    listeners: crate::enrich::listeners::Listeners,
     /// Events it released, reused between calls.
     ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
 }
@@ -580,7 +583,9 @@ impl Pipeline<'_> {
         let raw = match decode::decode(bytes) {
             Ok(Record::Rst(raw)) => raw,
             Ok(Record::Packet(raw)) => {
-                let packet = crate::capture::WirePacket::new(&raw, |ns| self.clock.to_wall(ns));
+                let packet = crate::output::pcapng::pairing::WirePacket::new(&raw, |ns| {
+                    self.clock.to_wall(ns)
+                });
                 for o in outputs.iter_mut() {
                     o.packet(&packet);
                 }
@@ -627,7 +632,7 @@ impl Pipeline<'_> {
         &mut self,
         event: Event,
         raw: &rsttrace_ebpf::abi::RstEvent,
-        cause: crate::cause::Cause,
+        cause: crate::model::cause::Cause,
         outputs: &mut [Output],
     ) {
         if self.done() {
@@ -639,11 +644,11 @@ impl Pipeline<'_> {
             self.procs.get_with(
                 p.pid,
                 std::time::Instant::now(),
-                crate::procinfo::start_time,
+                crate::enrich::procinfo::start_time,
                 |pid| {
-                    let mut info = crate::procinfo::read_proc(pid);
+                    let mut info = crate::enrich::procinfo::read_proc(pid);
                     if let Some(c) = &mut info.container {
-                        runtimes.enrich(c);
+                        c.look_up_names(runtimes);
                     }
                     info
                 },
@@ -726,7 +731,7 @@ fn finish(
     mut summary: Summary,
     counters: Counters,
     outputs: &[Output],
-    lang: crate::explain::Lang,
+    lang: crate::model::explain::Lang,
 ) -> Result<()> {
     summary.lost = counters.lost;
     summary.filtered = counters.filtered;
@@ -734,12 +739,12 @@ fn finish(
     summary.kernel_drops = counters.drops;
     summary.aborts_merged = counters.aborts_merged;
     summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
-    crate::status::summary(&summary, lang);
+    crate::output::status::summary(&summary, lang);
     for o in outputs {
         if let Some(e) = &o.failed
             && e.kind() != io::ErrorKind::BrokenPipe
         {
-            crate::status::warning(format!(
+            crate::output::status::warning(format!(
                 "{} events were not written to {}: {e}",
                 o.unwritten, o.name
             ));
@@ -798,16 +803,16 @@ mod tests {
             reasons,
             filter: RecordFilter::default(),
             metrics: None,
-            procs: crate::procinfo::ProcCache::new(4),
+            procs: crate::enrich::procinfo::ProcCache::new(4),
             limit: None,
-            runtimes: crate::containers::RuntimeState::host(std::path::Path::new("/")),
+            runtimes: crate::enrich::containers::RuntimeState::host(std::path::Path::new("/")),
             otlp: None,
             seen_lost: 0,
             seen_drops: KernelDrops::default(),
             stacks: None,
             panicked: None,
             correlate: Correlator::new(HostNet::default(), None, None),
-            listeners: crate::listeners::Listeners::default(),
+            listeners: crate::enrich::listeners::Listeners::default(),
             ready: Vec::new(),
         }
     }

@@ -8,7 +8,7 @@
 //! are escaped here, once, for every output.
 
 use crate::kernel::kallsyms::KernelSymbol;
-use crate::output::escape_control;
+use crate::model::text::escape_control;
 
 pub fn kernel(addr: u64, sym: Option<KernelSymbol<'_>>) -> String {
     match sym {

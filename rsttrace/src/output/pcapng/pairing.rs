@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use rsttrace_ebpf::abi::{PacketRecord, packet_dir};
 
-use crate::cause::Classified;
-use crate::event::Direction;
+use crate::model::event::Direction;
+use crate::record::Classified;
 
 /// One RST segment as a device sent or received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,7 +177,7 @@ fn same(a: SocketAddr, b: SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::record;
+    use crate::record::fixtures::record;
 
     /// An IPv4 RST from `src` to `dst`.
     fn rst(src: SocketAddr, dst: SocketAddr, outgoing: bool, time: SystemTime) -> WirePacket {

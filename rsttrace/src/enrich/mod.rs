@@ -1,0 +1,12 @@
+//! What userspace adds to an event: the owner process from /proc
+//! (`procinfo`), its container's names (`containers`), which sockets are in
+//! scope (`scope`), symbolized stacks (`stacks`, with --stack), which
+//! addresses live on this host (`hostnet`) and the owners of listeners
+//! (`listeners`).
+
+pub mod containers;
+pub mod hostnet;
+pub mod listeners;
+pub mod procinfo;
+pub mod scope;
+pub mod stacks;

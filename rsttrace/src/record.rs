@@ -1,0 +1,94 @@
+//! The record the outputs write: an event, its cause, and what userspace
+//! added (the owner process, the stacks). It sits above `enrich` because it
+//! carries enrich's facts, so `model` stays free of them.
+
+use std::sync::Arc;
+
+use crate::enrich::procinfo::ProcInfo;
+use crate::enrich::stacks::Stacks;
+use crate::model::cause::Cause;
+use crate::model::event::Event;
+
+/// An event with its cause: what the outputs write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classified {
+    pub event: Event,
+    pub cause: Cause,
+    /// Command line, container and network namespace of the owner, read
+    /// from /proc (None when there is no owner or it already exited).
+    /// Shared with the /proc cache: no copy per event.
+    pub owner_proc: Option<Arc<ProcInfo>>,
+    /// `--stack`: symbolized frames (both None without it).
+    pub stacks: Stacks,
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::net::SocketAddr;
+    use std::time::{Duration, SystemTime};
+
+    use serde_json::json;
+
+    use super::Classified;
+    use crate::model::cause::{Cause, CauseId, Confidence};
+    use crate::model::event::*;
+
+    pub fn record() -> Classified {
+        let mut evidence = serde_json::Map::new();
+        evidence.insert("unread_bytes_lost".into(), json!(100));
+        Classified {
+            event: Event {
+                time: SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789),
+                direction: Direction::Sent,
+                hook: "tp_btf:tcp_send_reset",
+                local: "127.0.0.1:8080".parse::<SocketAddr>().unwrap(),
+                remote: "[::1]:40000".parse::<SocketAddr>().unwrap(),
+                state: TcpState::CLOSE,
+                kernel_reason: Some((11, "TCP_ABORT_ON_CLOSE".into())),
+                packet: Some(Packet {
+                    flags: TcpFlags(TcpFlags::PSH | TcpFlags::ACK),
+                    seq: 1,
+                    ack: 2,
+                    len: 9,
+                    window: 512,
+                    ttl: 64,
+                }),
+                socket: None,
+                context: ExecContext::Task,
+                actor: Task {
+                    pid: 7,
+                    tid: 8,
+                    comm: "evil\x1b[31m,\"x\"\nname".into(),
+                },
+                exit_signal: None,
+                process: Some(Task {
+                    pid: 7,
+                    tid: 8,
+                    comm: "=cmd|evil\x1b[2J".into(),
+                }),
+                owner: Owner::Tracked {
+                    uid: 1000,
+                    cgroup_id: 42,
+                },
+                netns: None,
+                prior: None,
+                kernel_stack_id: None,
+                user_stack_id: None,
+            },
+            cause: Cause {
+                id: CauseId::CloseUnreadData,
+                confidence: Confidence::Certain,
+                evidence,
+            },
+            owner_proc: Some(std::sync::Arc::new(crate::enrich::procinfo::ProcInfo {
+                cmdline: Some("/usr/sbin/app --serve".into()),
+                cgroup: Some("/system.slice/app.service".into()),
+                container: crate::enrich::procinfo::container_from_cgroup(
+                    "/system.slice/app.service",
+                ),
+                netns: Some(4026531840),
+            })),
+            stacks: crate::enrich::stacks::Stacks::default(),
+        }
+    }
+}
