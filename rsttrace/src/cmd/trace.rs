@@ -397,7 +397,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             _ = &mut deadline => break,
             batch = source.next_batch(|bytes| state.handle_guarded(bytes, &mut outputs)) => batch,
         };
-        if batch.context("reading the ring buffer")? > 0 {
+        let read = batch.context("reading the ring buffer")?;
+        // Received RSTs that waited long enough for their sender's event.
+        let released = state.release_waiting(false, &mut outputs);
+        if read + released > 0 {
             // Once per batch: a person watching sees each RST within one
             // drain interval, and a storm costs one write per batch, not per event.
             for o in &mut outputs {
@@ -407,7 +410,6 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
                 stacks.recycle();
             }
         }
-        state.release_waiting(false, &mut outputs);
         state.account_losses(session.counters(false)?, &mut outputs);
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
@@ -613,8 +615,8 @@ impl Pipeline<'_> {
     }
 
     /// Writes the received events that waited long enough for a sender
-    /// (all of them at the end).
-    fn release_waiting(&mut self, all: bool, outputs: &mut [Output]) {
+    /// (all of them at the end); returns how many.
+    fn release_waiting(&mut self, all: bool, outputs: &mut [Output]) -> usize {
         let mut ready = std::mem::take(&mut self.ready);
         let now = std::time::Instant::now();
         if all {
@@ -622,10 +624,12 @@ impl Pipeline<'_> {
         } else {
             self.correlate.expire(now, &mut ready);
         }
+        let released = ready.len();
         for (event, raw, cause) in ready.drain(..) {
             self.write(event, &raw, cause, outputs);
         }
         self.ready = ready;
+        released
     }
 
     fn write(
