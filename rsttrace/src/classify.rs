@@ -324,6 +324,9 @@ fn received(ev: &Event, ctx: &Context, v: &mut Verdict) -> CauseId {
     if let Some(p) = ev.packet {
         v.fact("ttl", p.ttl);
         v.fact("window", p.window);
+        if ev.local.is_ipv4() && p.ip_id != 0 {
+            v.fact("ip_id", p.ip_id);
+        }
         if !p.flags.has(TcpFlags::RST) {
             // tcp_reset() ran on a data segment (data after shutdown in
             // FIN_WAIT): this host is about to send the RST, none came in.
@@ -896,6 +899,7 @@ mod tests {
             len,
             window: 512,
             ttl: 64,
+            ip_id: 0,
         }
     }
 

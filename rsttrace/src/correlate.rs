@@ -507,6 +507,7 @@ mod tests {
             len: 0,
             window: 0,
             ttl,
+            ip_id: 0,
         }
     }
 
