@@ -341,8 +341,12 @@ pub struct RstEvent {
     /// out of the peer's sequence. Meaningless for IPv6 (no such field).
     pub pkt_ip_id: u16,
     pub _pad3: [u8; 2],
+    /// The socket's own cgroup v2 id (of the task that created it; an
+    /// accepted socket inherits its listener's), for a full socket without
+    /// an owner; 0 otherwise or when unknown.
+    pub sk_cgroup: u64,
 }
-const _: () = assert!(core::mem::size_of::<RstEvent>() == 248 + 8 * USER_STACK_TOP_WORDS);
+const _: () = assert!(core::mem::size_of::<RstEvent>() == 256 + 8 * USER_STACK_TOP_WORDS);
 
 /// An RST segment as it left or reached a device (`kind::PACKET`), for
 /// pcapng exports: the real bytes, from the IP header on.
@@ -513,6 +517,12 @@ pub struct Offsets {
     pub sk_err_soft: Field,
     /// `sk_lock.owned`: a task holds the socket lock (`context.rs`).
     pub sk_lock_owned: Field,
+    /// `sk_cgrp_data.cgroup` (5.10: `sk_cgrp_data.val`, the pointer when
+    /// bit 0 is clear), `cgroup.kn` and `kernfs_node.id`: the socket's
+    /// cgroup v2 id.
+    pub sk_cgroup: Field,
+    pub cgroup_kn: Field,
+    pub kernfs_node_id: Field,
     pub sk_protocol: Field,
     pub sk_ack_backlog: Field,
     pub sk_max_ack_backlog: Field,
@@ -551,7 +561,7 @@ pub struct Offsets {
     /// SOCK_DONE: the peer's FIN was received.
     pub sock_done_bit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 39 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 42 * 8 + 16);
 
 impl Offsets {
     pub const UNRESOLVED: Offsets = Offsets {
@@ -570,6 +580,9 @@ impl Offsets {
         sk_err: Field::ABSENT,
         sk_err_soft: Field::ABSENT,
         sk_lock_owned: Field::ABSENT,
+        sk_cgroup: Field::ABSENT,
+        cgroup_kn: Field::ABSENT,
+        kernfs_node_id: Field::ABSENT,
         sk_protocol: Field::ABSENT,
         sk_ack_backlog: Field::ABSENT,
         sk_max_ack_backlog: Field::ABSENT,

@@ -31,10 +31,22 @@ pub(crate) enum Exec {
 
 /// The context of a hook that fired for `sk` (null: no socket).
 pub(crate) fn current(sk: *const u8) -> Exec {
+    let state = if sk.is_null() {
+        0
+    } else {
+        load(sk, off!(skc_state)).unwrap_or(0) as u8
+    };
+    current_in(sk, state)
+}
+
+/// `current` for a caller that has read the socket's state already.
+pub(crate) fn current_in(sk: *const u8, state: u8) -> Exec {
     if global!(tuning.context) == context::source::PREEMPT_COUNT {
         from_preempt_count()
+    } else if sk.is_null() {
+        Exec::Interrupt
     } else {
-        from_socket_lock(sk)
+        from_socket_lock(sk, state)
     }
 }
 
@@ -67,11 +79,7 @@ fn from_preempt_count() -> Exec {
     }
 }
 
-fn from_socket_lock(sk: *const u8) -> Exec {
-    if sk.is_null() {
-        return Exec::Interrupt;
-    }
-    let state = load(sk, off!(skc_state)).unwrap_or(0) as u8;
+fn from_socket_lock(sk: *const u8, state: u8) -> Exec {
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return Exec::Interrupt;
     }

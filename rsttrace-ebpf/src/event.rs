@@ -10,7 +10,7 @@ use aya_ebpf::{
     },
 };
 use rsttrace_ebpf::{
-    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind},
+    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind, peer_key},
     linux::{tcp_flag, tcp_state},
 };
 
@@ -18,10 +18,12 @@ use crate::{
     EVENTS, LAST_RST,
     context::{self, Exec},
     count,
-    facts::{Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task},
+    facts::{
+        Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task, sock_cgroup_id,
+    },
     filter::passes_filter,
     history::read_history,
-    owners::{listener_owner, owner_of},
+    owners::{listener_owner, owner_at, owner_of},
     read::load,
     stacks::capture_stacks,
 };
@@ -108,9 +110,22 @@ pub(crate) fn on_socket_event(origin: &Origin) {
 fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let exec = context::current(sk);
-    let own = owner_of(sk);
-    let from_listener = own.is_null() && !sk.is_null() && !is_time_wait(sk);
+    let state = if sk.is_null() {
+        0
+    } else {
+        load(sk, off!(skc_state)).unwrap_or(0) as u8
+    };
+    let exec = context::current_in(sk, state);
+    // Read from the socket, the tuple's remote end is the owner's identity
+    // (from a packet it may differ in form: a v4-mapped socket's address).
+    let own = if pkt.is_none() && !sk.is_null() {
+        owner_at(sk, peer_key(tuple.remote_port, &tuple.remote_addr))
+    } else {
+        owner_of(sk)
+    };
+    // A timewait socket's owner is the 4-tuple's last close (`read_history`),
+    // not whoever listens on its port now.
+    let from_listener = own.is_null() && !sk.is_null() && state != tcp_state::TIME_WAIT;
     let owner = if from_listener {
         listener_owner(tuple.netns, tuple.local_port)
     } else {
@@ -130,7 +145,17 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     } else {
         (ABSENT, 0)
     };
-    if !passes_filter(tuple, pid, cgroup, true) {
+    // Without an owner, a full socket's own cgroup still says whose it is.
+    let sk_cgroup = if owner.is_null()
+        && !sk.is_null()
+        && state != tcp_state::TIME_WAIT
+        && state != tcp_state::NEW_SYN_RECV
+    {
+        sock_cgroup_id(sk)
+    } else {
+        0
+    };
+    if !passes_filter(tuple, pid, cgroup, sk_cgroup, true) {
         count(counter::FILTERED);
         return;
     }
@@ -156,6 +181,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         ev.direction = origin.direction;
         ev.hook = origin.hook;
         ev.netns = tuple.netns;
+        ev.sk_cgroup = sk_cgroup;
         ev.family = tuple.family;
         ev.local_port = tuple.local_port;
         ev.remote_port = tuple.remote_port;
@@ -223,10 +249,4 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     };
     entry.submit(wake);
     count(counter::SUBMITTED);
-}
-
-/// A timewait socket's owner is the 4-tuple's last close (`read_history`),
-/// not whoever listens on its port now.
-fn is_time_wait(sk: *const u8) -> bool {
-    load(sk, off!(skc_state)) == Some(tcp_state::TIME_WAIT as u64)
 }

@@ -219,3 +219,16 @@ pub(crate) fn read_task(ev: &mut RstEvent) {
 pub(crate) fn soft_error(sk: *const u8) -> u64 {
     load(sk, off!(sk_err_soft)).unwrap_or(0)
 }
+
+/// The socket's cgroup v2 id, 0 when unknown. 5.10 keeps the cgroup
+/// pointer in a union with net_cls/net_prio data, flagged by bit 0.
+pub(crate) fn sock_cgroup_id(sk: *const u8) -> u64 {
+    let cgroup = load(sk, off!(sk_cgroup)).unwrap_or(0);
+    if cgroup == 0 || cgroup & 1 != 0 {
+        return 0;
+    }
+    load(cgroup as *const u8, off!(cgroup_kn))
+        .filter(|kn| *kn != 0)
+        .and_then(|kn| load(kn as *const u8, off!(kernfs_node_id)))
+        .unwrap_or(0)
+}

@@ -11,12 +11,18 @@ use crate::facts::Tuple;
 /// Packets know their ports and namespace, not their process: `--pid`,
 /// `--cgroup` and `--container` leave them to the events they belong to.
 pub(crate) fn passes_packet_filter(tuple: &Tuple) -> bool {
-    passes_filter(tuple, 0, 0, false)
+    passes_filter(tuple, 0, 0, 0, false)
 }
 
 /// `pid`/`cgroup` are the owner's, else the actor's where it ran the code,
-/// else `ABSENT`/0.
-pub(crate) fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64, by_process: bool) -> bool {
+/// else `ABSENT`/0; `sk_cgroup` is the socket's own (0: unknown).
+pub(crate) fn passes_filter(
+    tuple: &Tuple,
+    pid: u32,
+    cgroup: u64,
+    sk_cgroup: u64,
+    by_process: bool,
+) -> bool {
     let f = crate::filter();
     // SAFETY: see `offsets()`; the lists live in the same global.
     let (n_ports, n_pids, n_cgroups, n_netns) = unsafe {
@@ -42,7 +48,9 @@ pub(crate) fn passes_filter(tuple: &Tuple, pid: u32, cgroup: u64, by_process: bo
     // Neither an owner nor a task that ran the code: no process to match.
     let process_ok = !by_process
         || ((n_pids == 0 || (pid != ABSENT && listed(pids, n_pids, pid)))
-            && (n_cgroups == 0 || (pid != ABSENT && listed(cgroups, n_cgroups, cgroup))));
+            && (n_cgroups == 0
+                || (pid != ABSENT && listed(cgroups, n_cgroups, cgroup))
+                || (sk_cgroup != 0 && listed(cgroups, n_cgroups, sk_cgroup))));
     port_ok && process_ok && (n_netns == 0 || listed(netns, n_netns, tuple.netns))
 }
 

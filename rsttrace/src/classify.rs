@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::cause::{Cause, CauseId, Confidence};
 use crate::model::event::{
-    Direction, Event, ExecContext, Owner, PriorClose, PriorKind, Task, TcpFlags, TcpState,
+    Direction, Event, ExecContext, PriorClose, PriorKind, Task, TcpFlags, TcpState,
 };
 
 const SOFTIRQ_TIMER: u8 = rsttrace_ebpf::linux::softirq::TIMER;
@@ -150,22 +150,6 @@ impl Verdict {
         }
         if let Some(prior) = &ev.prior {
             evidence.insert("prior".into(), prior_json(prior));
-        }
-        // The owner is inherited from the listener: sure with one holder,
-        // one of several otherwise (a shared fd, SO_REUSEPORT).
-        if let Owner::ListenerFromProc { candidates } = &ev.owner {
-            let named: Vec<Value> = candidates
-                .iter()
-                .map(|t| json!({"pid": t.pid, "comm": t.comm}))
-                .collect();
-            evidence.insert(
-                "owner_from_listener".into(),
-                json!({
-                    "port": ev.local.port(),
-                    "confidence": if candidates.len() == 1 { "certain" } else { "likely" },
-                    "candidates": named,
-                }),
-            );
         }
         // Not a cause of its own: whatever the cause, the process was dying
         // (killed, crashed, or exiting) when its socket was reset.
@@ -863,6 +847,7 @@ mod tests {
             probes_out: 0,
             sk_err: 0,
             tw_substate: None,
+            cgroup_id: None,
             accept_queue_full: false,
             closed_from: None,
             peer_idle: None,
@@ -1022,6 +1007,7 @@ mod tests {
         ev.socket = Some(Socket {
             full: false,
             tw_substate: Some(TcpState::FIN_WAIT2),
+            cgroup_id: None,
             ..sock()
         });
         let c = check(&ev, CauseId::DataAfterClose, Confidence::Certain);
@@ -1178,6 +1164,7 @@ mod tests {
         ev.socket = Some(Socket {
             full: false,
             tw_substate: Some(TcpState::TIME_WAIT),
+            cgroup_id: None,
             ..sock()
         });
         ev.packet = Some(pkt(A, 0));

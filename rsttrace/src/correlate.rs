@@ -496,6 +496,7 @@ mod tests {
             accept_queue_full: false,
             closed_from: None,
             peer_idle: None,
+            cgroup_id: None,
         }
     }
 

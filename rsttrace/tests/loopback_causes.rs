@@ -466,18 +466,33 @@ fn softirq_reset_names_the_owner_not_the_actor() {
 /// A server's connection reset by its client before the server closed it
 /// has no owner of its own: it names the process that listens on its port,
 /// and `--pid` of that process keeps it (the client's own RST, another
-/// process's, is filtered out in the kernel).
+/// process's, is filtered out in the kernel). The kernel side learns the
+/// owner from listen() while rsttrace runs...
 #[test]
 fn an_accepted_connection_names_its_listener() {
     if !kernel_tests_possible("an_accepted_connection_names_its_listener") {
         return;
     }
+    accepted_connection_names_its_listener(false);
+}
+
+/// ...and from /proc at start for a port that was listening before.
+#[test]
+fn a_listener_older_than_rsttrace_names_its_connections() {
+    if !kernel_tests_possible("a_listener_older_than_rsttrace_names_its_connections") {
+        return;
+    }
+    accepted_connection_names_its_listener(true);
+}
+
+fn accepted_connection_names_its_listener(listening_before: bool) {
     let ours = std::process::id();
-    // listen() while rsttrace runs: that is when the kernel side learns a
-    // port's owner.
     let port = free_port();
+    let mut listener = listening_before.then(|| TcpListener::bind(loopback(port)).unwrap());
     let tracer = Tracer::start(&["--port", &port.to_string(), "--pid", &ours.to_string()]);
-    let listener = TcpListener::bind(loopback(port)).unwrap();
+    let listener = listener
+        .take()
+        .unwrap_or_else(|| TcpListener::bind(loopback(port)).unwrap());
 
     // The client is another process: connect, then close with SO_LINGER 0.
     // Only async-signal-safe calls after fork.
@@ -519,10 +534,44 @@ fn an_accepted_connection_names_its_listener() {
     assert_eq!(ev["local_port"], port);
     assert_eq!(ev["pid"], ours, "{ev}");
     assert_eq!(ev["owner"]["source"], "listener", "{ev}");
-    assert!(ev["owner"]["uid"].is_u64() && ev["owner"]["cgroup_id"].is_u64());
+    assert!(ev["owner"]["uid"].is_u64() && ev["owner"]["cgroup_id"].as_u64() > Some(0));
     assert!(
         find(&events, "sent", "linger_zero").is_empty(),
         "the client's own RST passed --pid {ours}:\n{}",
         describe(&events)
     );
+}
+
+/// `--cgroup` keeps an RST on a socket no process was seen to own (a
+/// client connected before rsttrace started, reset by its server): the
+/// socket's own cgroup, read when the RST is made, is its creator's.
+#[test]
+fn cgroup_filter_matches_the_socket_own_cgroup() {
+    if !kernel_tests_possible("cgroup_filter_matches_the_socket_own_cgroup") {
+        return;
+    }
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 path in /proc/self/cgroup")
+        .to_string();
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(loopback(port)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--port", &port.to_string(), "--cgroup", &path]);
+
+    set_linger_zero(server.as_raw_fd());
+    drop(server);
+    wait_reset(&client);
+    let events = tracer.stop();
+
+    let received = find(&events, "received", "peer_reset");
+    assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
+    let ev = received[0];
+    assert_eq!(ev["local_port"], client_port);
+    assert!(ev["owner"].is_null(), "{ev}");
+    assert!(ev["socket"]["cgroup_id"].as_u64() > Some(0), "{ev}");
 }

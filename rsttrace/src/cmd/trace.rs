@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use log::warn;
+use log::{debug, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
@@ -310,6 +310,19 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
 
     let mut kernel = KernelInfo::probe();
     let mut session = Session::load(&mut kernel, &opts)?;
+    // After attaching: a listen() from now on is seen by the kernel side.
+    let listeners = crate::enrich::listeners::scan();
+    match session.seed_listeners(&listeners.owners) {
+        Ok(n) => debug!(
+            "{n} ports listening before start lend their owner to their connections{}",
+            if listeners.truncated {
+                " (the /proc walk hit a bound: some were not looked at)"
+            } else {
+                ""
+            }
+        ),
+        Err(e) => warn!("ports listening before start will not name their owner: {e:#}"),
+    }
     let mut source = RingSource::new(
         session.take_ring_buffer()?,
         Duration::from_millis(args.drain_interval),
@@ -384,7 +397,6 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             correlate::conntrack_established_timeout(),
             blind_to_sends(&session.plan, &scope),
         ),
-        listeners: crate::enrich::listeners::Listeners::default(),
         ready: Vec::new(),
     };
     loop {
@@ -551,8 +563,6 @@ struct Pipeline<'a> {
     /// Pairs received RSTs with their senders, folds phantom receives;
     /// classifies. Received events wait in it briefly.
     correlate: Correlator<HostNet, rsttrace_ebpf::abi::RstEvent>,
-    /// Owners of accepted sockets never seen: their listener's.
-    listeners: crate::enrich::listeners::Listeners,
     /// Events it released, reused between calls.
     ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
 }
@@ -601,9 +611,7 @@ impl Pipeline<'_> {
                 return;
             }
         };
-        let mut event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
-        self.listeners
-            .inherit(&mut event, std::time::Instant::now());
+        let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         let mut ready = std::mem::take(&mut self.ready);
         // After any /proc scan above: the wait starts when it is pushed.
         self.correlate
@@ -816,7 +824,6 @@ mod tests {
             stacks: None,
             panicked: None,
             correlate: Correlator::new(HostNet::default(), None, None),
-            listeners: crate::enrich::listeners::Listeners::default(),
             ready: Vec::new(),
         }
     }

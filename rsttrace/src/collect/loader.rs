@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::maps::{MapData, RingBuf, StackTraceMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap};
 use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
-use rsttrace_ebpf::abi::{self, Filter, KfreeSkb, OwnerTracepoints, Tuning, program};
+use rsttrace_ebpf::abi::{
+    self, Filter, KfreeSkb, ListenerKey, Owner, OwnerTracepoints, Tuning, program,
+};
 
 use crate::collect::counters::CounterReader;
 pub use crate::collect::counters::Counters;
@@ -152,6 +154,27 @@ pub struct Session {
 }
 
 impl Session {
+    /// Lends ports that were listening before the programs were attached
+    /// their owners (`enrich::listeners`); an owner the kernel side has
+    /// recorded meanwhile is kept. Returns how many were written.
+    pub fn seed_listeners(&mut self, owners: &[(ListenerKey, Owner)]) -> Result<usize> {
+        let map = self
+            .ebpf
+            .map_mut(abi::LISTENERS_MAP)
+            .ok_or_else(|| anyhow!("no {} map in the eBPF object", abi::LISTENERS_MAP))?;
+        // aya's HashMap also handles the LRU kind.
+        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, Owner> =
+            BpfHashMap::try_from(map)?;
+        let mut written = 0;
+        for (key, owner) in owners {
+            // BPF_NOEXIST: a listen() the kernel saw meanwhile is newer.
+            if listeners.insert(key, owner, 1).is_ok() {
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
     /// Loads and attaches. Takes the parsed BTF out of `kernel` and drops it
     /// once the offsets are resolved: aya parses vmlinux BTF again (for
     /// tp_btf and fentry), and two parsed copies alive at once were most of

@@ -70,7 +70,7 @@ impl Locate for HostNet {
 
 /// Every namespace's addresses, address → namespace inode.
 fn scan() -> (HashMap<IpAddr, u32>, usize) {
-    let spaces = namespaces(None);
+    let spaces = namespaces();
     let count = spaces.len();
     // setns() changes the calling thread only: a thread of our own, which
     // ends with the scan, so no other thread ever runs in another namespace.
@@ -92,20 +92,6 @@ fn scan() -> (HashMap<IpAddr, u32>, usize) {
     (addrs, count)
 }
 
-/// A handle on the network namespace with this inode, if /run/netns or a
-/// process holds it.
-pub(crate) fn namespace(inode: u32) -> Option<File> {
-    namespaces(Some(inode))
-        .into_iter()
-        .find(|(i, _)| *i == inode)
-        .map(|(_, f)| f)
-}
-
-/// The inode of rsttrace's own network namespace.
-pub fn own_netns() -> Option<u32> {
-    ns_inode(&std::fs::read_link("/proc/self/ns/net").ok()?).map(|i| i as u32)
-}
-
 /// "net:[INODE]" → INODE.
 fn ns_inode(target: &std::path::Path) -> Option<u64> {
     target
@@ -116,9 +102,8 @@ fn ns_inode(target: &std::path::Path) -> Option<u64> {
         .ok()
 }
 
-/// Open handles on the host's network namespaces, by inode (only up to
-/// `want`, when one is wanted).
-fn namespaces(want: Option<u32>) -> Vec<(u32, File)> {
+/// Open handles on the host's network namespaces, by inode.
+fn namespaces() -> Vec<(u32, File)> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let add =
@@ -139,9 +124,6 @@ fn namespaces(want: Option<u32>) -> Vec<(u32, File)> {
             if let Ok(file) = open_ns(&entry.path(), true) {
                 add(&mut seen, &mut out, file, None);
             }
-            if want.is_some_and(|w| seen.contains(&u64::from(w))) {
-                return out;
-            }
         }
     }
     if let Ok(dir) = std::fs::read_dir("/proc") {
@@ -155,7 +137,7 @@ fn namespaces(want: Option<u32>) -> Vec<(u32, File)> {
             let Some(ino) = std::fs::read_link(&link).ok().and_then(|t| ns_inode(&t)) else {
                 continue;
             };
-            if seen.contains(&ino) || want.is_some_and(|w| u64::from(w) != ino) {
+            if seen.contains(&ino) {
                 continue;
             }
             // A /proc ns link is the kernel's, not a path a user controls;
@@ -163,9 +145,6 @@ fn namespaces(want: Option<u32>) -> Vec<(u32, File)> {
             // catches a pid reused in between.
             if let Ok(file) = open_ns(&link, false) {
                 add(&mut seen, &mut out, file, Some(ino));
-            }
-            if want.is_some_and(|w| seen.contains(&u64::from(w))) {
-                return out;
             }
         }
     }

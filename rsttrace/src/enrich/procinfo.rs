@@ -258,7 +258,7 @@ impl ProcCache {
 }
 
 /// At most `max` bytes of a /proc file, and whether there was more.
-fn read_capped(path: &str, max: usize) -> Option<(Vec<u8>, bool)> {
+pub(crate) fn read_capped(path: &str, max: usize) -> Option<(Vec<u8>, bool)> {
     let file = fs::File::open(path).ok()?;
     let mut buf = Vec::with_capacity(max.min(4096) + 1);
     file.take(max as u64 + 1).read_to_end(&mut buf).ok()?;

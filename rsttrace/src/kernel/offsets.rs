@@ -120,6 +120,17 @@ const SPECS: &[Spec] = &[
     spec("sk_err", Optional, Scalar, &[("sock", "sk_err")]),
     spec("sk_err_soft", Optional, Scalar, &[("sock", "sk_err_soft")]),
     spec(
+        "sk_cgroup",
+        Optional,
+        Scalar,
+        &[
+            ("sock", "sk_cgrp_data.cgroup"),
+            ("sock", "sk_cgrp_data.val"),
+        ],
+    ),
+    spec("cgroup_kn", Optional, Scalar, &[("cgroup", "kn")]),
+    spec("kernfs_node_id", Optional, Scalar, &[("kernfs_node", "id")]),
+    spec(
         "sk_lock_owned",
         Optional,
         Scalar,
@@ -508,6 +519,9 @@ fn slot<'a>(o: &'a mut Offsets, name: &str) -> &'a mut Field {
         "sk_err" => &mut o.sk_err,
         "sk_err_soft" => &mut o.sk_err_soft,
         "sk_lock_owned" => &mut o.sk_lock_owned,
+        "sk_cgroup" => &mut o.sk_cgroup,
+        "cgroup_kn" => &mut o.cgroup_kn,
+        "kernfs_node_id" => &mut o.kernfs_node_id,
         "sk_protocol" => &mut o.sk_protocol,
         "sk_ack_backlog" => &mut o.sk_ack_backlog,
         "sk_max_ack_backlog" => &mut o.sk_max_ack_backlog,
@@ -577,8 +591,8 @@ mod tests {
 
     #[test]
     fn every_offsets_field_has_a_spec() {
-        // 39 Field members + 4 bit numbers (see the abi size assertion).
-        assert_eq!(SPECS.len(), 39);
+        // 42 Field members + 4 bit numbers (see the abi size assertion).
+        assert_eq!(SPECS.len(), 42);
         let mut names: Vec<_> = SPECS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();
@@ -826,6 +840,9 @@ mod tests {
             ("netdev_net", o.netdev_net),
             ("net_inum", o.net_inum),
             ("sk_protocol", o.sk_protocol),
+            ("sk_cgroup", o.sk_cgroup),
+            ("cgroup_kn", o.cgroup_kn),
+            ("kernfs_node_id", o.kernfs_node_id),
         ] {
             assert!(f.is_present(), "{name} unresolved");
         }

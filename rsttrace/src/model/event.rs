@@ -160,6 +160,9 @@ pub struct Socket {
     pub sk_err: u32,
     /// For a TIME_WAIT socket, the state it came from.
     pub tw_substate: Option<TcpState>,
+    /// The socket's own cgroup v2 id (its creator's; an accepted socket's
+    /// is its listener's), read when no owner is known.
+    pub cgroup_id: Option<u64>,
     /// A listener whose accept queue is full.
     pub accept_queue_full: bool,
     /// For a socket in CLOSE, the state it left in the same call.
@@ -290,11 +293,6 @@ pub enum Owner {
     /// A TIME_WAIT socket: the owner of the connection it was, from the
     /// 4-tuple's close.
     Prior,
-    /// Like `Listener`, for a listener the kernel did not see open (it
-    /// listened before rsttrace started): read from /proc at the RST.
-    /// Several candidates (a shared listener fd, an SO_REUSEPORT group):
-    /// the owner is one of them; `process` is the first.
-    ListenerFromProc { candidates: Vec<Task> },
 }
 
 impl Owner {
@@ -375,6 +373,7 @@ impl Event {
             probes_out: raw.probes_out,
             sk_err: raw.sk_err,
             tw_substate: (raw.state == TcpState::TIME_WAIT.0).then_some(TcpState(raw.tw_substate)),
+            cgroup_id: (raw.sk_cgroup != 0).then_some(raw.sk_cgroup),
             accept_queue_full: has(abi::flag::ACCEPT_QUEUE_FULL),
             closed_from: (raw.closed_from != 0).then_some(TcpState(raw.closed_from)),
             peer_idle: kernel.hz().filter(|_| has(abi::flag::FULL_SOCK)).map(|hz| {

@@ -449,11 +449,6 @@ pub const RECEIVED_RULES: &[(&str, &str, &str)] = &[
         "on a sent RST in SYN_SENT: this side's previous connection on the same 4-tuple was killed or aborted (its RST lost), so the peer's stale socket answered the SYN: half_open, not time_wait. Without such a record time_wait stays",
         "出现在 SYN_SENT 状态发出的 RST 上：本端在同一四元组上的上一条连接被强制关闭或异常终止（其 RST 丢失），对端残留的套接字回应了 SYN：判为 half_open 而不是 time_wait。没有这样的记录时保持 time_wait",
     ),
-    (
-        "owner_from_listener",
-        "the owner of a server socket never seen with one (reset in the accept queue or before its first read) is the owner of its listener, read from /proc: certain with one process, likely when several hold it (a shared fd, SO_REUSEPORT) and all are named",
-        "服务端套接字从未见到属主（在接受队列中或首次读取前被复位）时，其属主即监听套接字的属主（读自 /proc）：只有一个进程时为“certain”；多个进程持有时（共享描述符、SO_REUSEPORT）为“likely”，并列出全部进程",
-    ),
 ];
 
 fn capitalise(s: &str) -> String {

@@ -191,13 +191,6 @@ fn owner(v: &Value) -> Owner {
             uid: o["uid"].as_u64().unwrap_or(0) as u32,
             cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
         },
-        // Read from /proc: no uid or cgroup, maybe several candidates.
-        Some("listener") if o["uid"].is_null() => Owner::ListenerFromProc {
-            candidates: o["candidates"]
-                .as_array()
-                .map(|a| a.iter().filter_map(task).collect())
-                .unwrap_or_default(),
-        },
         Some("listener") => Owner::Listener {
             uid: o["uid"].as_u64().unwrap_or(0) as u32,
             cgroup_id: o["cgroup_id"].as_u64().unwrap_or(0),
@@ -289,6 +282,7 @@ fn socket(s: &Value) -> Result<Socket> {
         probes_out: num("probes_out") as u8,
         sk_err: num("sk_err") as u32,
         tw_substate: s.get("tw_substate").and_then(Value::as_str).map(state),
+        cgroup_id: s.get("cgroup_id").and_then(Value::as_u64),
         // In the export only as evidence of the cause already decided.
         accept_queue_full: false,
         closed_from: None,
@@ -344,16 +338,6 @@ pub fn next_line(
         return Ok(NextLine::TooLong);
     }
     Ok(NextLine::Line(String::from_utf8_lossy(buf).into_owned()))
-}
-
-/// `{"pid":N,"tid":N,"comm":"..."}`.
-fn task(v: &Value) -> Option<Task> {
-    let pid = v["pid"].as_u64()? as u32;
-    Some(Task {
-        pid,
-        tid: v["tid"].as_u64().unwrap_or(u64::from(pid)) as u32,
-        comm: v["comm"].as_str().unwrap_or_default().to_owned(),
-    })
 }
 
 #[cfg(test)]

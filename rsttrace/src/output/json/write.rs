@@ -213,6 +213,8 @@ impl Writer {
                 self.uint(s.sk_err.into());
                 key!(self, "tw_substate");
                 self.opt_str(s.tw_substate.map(|t| t.name()));
+                key!(self, "cgroup_id");
+                self.opt_uint(s.cgroup_id);
                 self.raw(b"}");
             }
             None => self.null(),
@@ -273,7 +275,6 @@ impl Writer {
             Owner::Listener { uid, cgroup_id } => (Some(uid), Some(cgroup_id), "listener"),
             Owner::Actor => (None, None, "actor"),
             Owner::Prior => (None, None, "prior"),
-            Owner::ListenerFromProc { .. } => (None, None, "listener"),
             _ => return self.null(),
         };
         let Some(p) = &e.process else {
@@ -286,20 +287,6 @@ impl Writer {
         self.opt_uint(cgroup_id);
         key!(self, "source");
         self.str(source);
-        if let Owner::ListenerFromProc { candidates } = &e.owner
-            && candidates.len() > 1
-        {
-            key!(self, "candidates");
-            self.raw(b"[");
-            for (i, t) in candidates.iter().enumerate() {
-                if i > 0 {
-                    self.raw(b",");
-                }
-                self.task(t);
-                self.raw(b"}");
-            }
-            self.raw(b"]");
-        }
         self.raw(b"}");
     }
 
@@ -780,6 +767,7 @@ mod tests {
             probes_out: 4,
             sk_err: 104,
             tw_substate: Some(TcpState::FIN_WAIT2),
+            cgroup_id: Some(7301),
             accept_queue_full: false,
             closed_from: None,
             peer_idle: None,
@@ -794,6 +782,7 @@ mod tests {
         assert_eq!(s["dead"], true);
         assert_eq!(s["unread"], 100);
         assert_eq!(s["tw_substate"], "FIN_WAIT2");
+        assert_eq!(s["cgroup_id"], 7301);
         // The kernel address is not exported.
         assert!(s.get("addr").is_none());
         assert_eq!(
@@ -811,7 +800,8 @@ mod tests {
                 "unacked",
                 "probes_out",
                 "sk_err",
-                "tw_substate"
+                "tw_substate",
+                "cgroup_id"
             ]
         );
         if let Some(sk) = rec.event.socket.as_mut() {
