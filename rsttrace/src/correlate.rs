@@ -177,16 +177,23 @@ impl<L: Locate, X> Correlator<L, X> {
     fn received(&mut self, ev: Event, extra: X, now: Instant, out: &mut Vec<Ready<X>>) {
         let mut ctx = Context::default();
         let rst_seq = ev.packet.map(|p| p.seq);
+        if let Some(ttl) = ev.packet.map(|p| p.ttl) {
+            ctx.flow_rst_ttls = self.note_ttl(&ev, ttl);
+        }
+        // Newest first: the send just before is the likely one, and under
+        // a storm the match is near the back.
         if let Some(s) = self
             .sent
             .iter_mut()
+            .rev()
             .find(|s| !s.paired && mirrors(s, &ev) && seq_fits(s.rst_seq, rst_seq))
         {
             s.paired = true;
             ctx.sender = Sender::Paired(peer_event(s, &ev));
-        }
-        if let Some(ttl) = ev.packet.map(|p| p.ttl) {
-            ctx.flow_rst_ttls = self.note_ttl(&ev, ttl);
+            // Judged: it need not wait (nor be scanned by later sends).
+            let cause = self.classify(&ev, &ctx);
+            out.push((ev, extra, cause));
+            return;
         }
         self.held.push_back(Held {
             ev,
@@ -203,7 +210,7 @@ impl<L: Locate, X> Correlator<L, X> {
 
     fn sent(&mut self, ev: Event, extra: X, out: &mut Vec<Ready<X>>) {
         let mut ctx = Context::default();
-        if let Some(i) = self.held.iter().position(|h| folds_into(&h.ev, &ev)) {
+        if let Some(i) = self.held.iter().rposition(|h| folds_into(&h.ev, &ev)) {
             let h = self.held.remove(i).expect("found");
             self.folded += 1;
             ctx.folded_reset = Some(Folded {
@@ -229,15 +236,16 @@ impl<L: Locate, X> Correlator<L, X> {
             process: ev.process.clone(),
             paired: false,
         };
-        // A receive reserved before this send (another CPU) waits for it.
-        if let Some(h) = self.held.iter_mut().find(|h| {
-            h.ctx.sender == Sender::NotJudged
-                && mirrors(&sent, &h.ev)
-                && seq_fits(sent.rst_seq, h.ev.packet.map(|p| p.seq))
-        }) {
+        // A receive reserved before this send (the loopback softirq runs
+        // inside the send; or another CPU) waited for it.
+        let paired = self.held.iter().rposition(|h| {
+            mirrors(&sent, &h.ev) && seq_fits(sent.rst_seq, h.ev.packet.map(|p| p.seq))
+        });
+        let paired = paired.and_then(|i| self.held.remove(i)).map(|mut h| {
             sent.paired = true;
             h.ctx.sender = Sender::Paired(peer_event(&sent, &h.ev));
-        }
+            h
+        });
         self.sent.push_back(sent);
         while self.sent.len() > MAX_SENT
             || self
@@ -248,6 +256,10 @@ impl<L: Locate, X> Correlator<L, X> {
             self.sent.pop_front();
         }
         out.push((ev, extra, cause));
+        if let Some(h) = paired {
+            let cause = self.classify(&h.ev, &h.ctx);
+            out.push((h.ev, h.extra, cause));
+        }
     }
 
     fn release(&mut self, mut h: Held<X>, now: Instant, out: &mut Vec<Ready<X>>) {
