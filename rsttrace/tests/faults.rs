@@ -12,12 +12,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn rsttrace() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
-    c.stdin(Stdio::null());
-    c
-}
-
 /// Runs rsttrace to completion and returns (success, stdout, stderr).
 fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd.output().expect("run rsttrace");
@@ -186,16 +180,12 @@ fn sigterm_during_a_storm_leaves_valid_files() {
     let dir = tempfile::tempdir().unwrap();
     for ext in ["jsonl", "csv"] {
         let path = dir.path().join(format!("storm.{ext}"));
-        let mut child = rsttrace()
-            .args(["--port", &port.to_string(), "--quiet", "--write"])
-            .arg(&path)
-            .args(["--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        wait_for_attach(&mut stderr);
+        let (mut child, mut stderr) = start_attached(
+            rsttrace()
+                .args(["--port", &port.to_string(), "--quiet", "--write"])
+                .arg(&path)
+                .stdout(Stdio::null()),
+        );
         let storm = Storm::start(port, 2);
         std::thread::sleep(Duration::from_millis(700));
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -261,16 +251,12 @@ fn a_full_disk_stops_the_export_not_the_trace() {
     let fs = TinyFs::mount("16k");
     let path = fs.0.path().join("full.jsonl");
     let port = free_port();
-    let mut child = rsttrace()
-        .args(["--port", &port.to_string(), "--format", "json", "--write"])
-        .arg(&path)
-        .args(["--log-format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    wait_for_attach(&mut stderr);
+    let (mut child, mut stderr) = start_attached(
+        rsttrace()
+            .args(["--port", &port.to_string(), "--format", "json", "--write"])
+            .arg(&path)
+            .stdout(Stdio::piped()),
+    );
     // ~1 KB per event: 200 refused connects overflow 16 KiB.
     for _ in 0..200 {
         let _ = TcpStream::connect(loopback(port));
@@ -308,15 +294,11 @@ fn hostile_process_names_cannot_inject() {
     let dir = tempfile::tempdir().unwrap();
     let csv_path = dir.path().join("h.csv");
     let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let mut csv_child = rsttrace()
-        .args(["--port", &port.to_string(), "--quiet", "--write"])
-        .arg(&csv_path)
-        .args(["--log-format", "json"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut csv_err = csv_child.stderr.take().unwrap();
-    wait_for_attach(&mut csv_err);
+    let (mut csv_child, _csv_err) = start_attached(
+        rsttrace()
+            .args(["--port", &port.to_string(), "--quiet", "--write"])
+            .arg(&csv_path),
+    );
 
     // close() with unread data from a thread whose name is hostile: the RST
     // is made in its task context, so its comm is reported.

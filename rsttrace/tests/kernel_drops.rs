@@ -6,7 +6,6 @@ mod common;
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,22 +26,11 @@ fn history_evictions_are_counted_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("drops.jsonl");
     // No events wanted, only the drops: a port nothing uses.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
-        .args([
-            "--port",
-            &free_port().to_string(),
-            "--quiet",
-            "--log-format",
-            "json",
-        ])
-        .arg("--write")
-        .arg(&export)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    wait_for_attach(&mut stderr);
+    let (mut child, mut stderr) = start_attached(
+        rsttrace()
+            .args(["--port", &free_port().to_string(), "--quiet", "--write"])
+            .arg(&export),
+    );
 
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let addr = listener.local_addr().unwrap();

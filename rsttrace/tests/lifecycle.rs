@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// rsttrace, reporting itself in status lines (`wait_for_attach` reads them).
-fn rsttrace() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
-    c.args(["--log-format", "json"]).stdin(Stdio::null());
-    c
-}
-
 /// `n` connects to a closed loopback port: two events each.
 fn refused_connects(n: usize) {
     let port = free_port();
@@ -30,6 +23,44 @@ fn signal(child: &std::process::Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
+/// A tracer started without `--log-format json` prints no ready line and
+/// keeps running: waiting for its attach fails at the deadline, saying
+/// why, instead of hanging the test (a stand-in that prints the text
+/// banner; no kernel needed).
+#[test]
+fn waiting_for_attach_without_json_status_fails_at_its_deadline() {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "echo 'tracing TCP resets (2 hooks)' >&2; exec sleep 30",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let started = Instant::now();
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for_attach_within(&mut stderr, Duration::from_secs(1))
+    }));
+    let _ = child.kill();
+    let _ = child.wait();
+    let message = *waited
+        .expect_err("no ready line, yet it returned")
+        .downcast::<String>()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        message.contains("did not report ready within 1s")
+            && message.contains("--log-format json")
+            && message.contains("tracing TCP resets (2 hooks)"),
+        "{message}"
+    );
+}
+
 #[test]
 fn closed_stdout_and_stderr_end_cleanly() {
     if !kernel_tests_possible("closed_stdout_and_stderr_end_cleanly") {
@@ -39,6 +70,7 @@ fn closed_stdout_and_stderr_end_cleanly() {
     let (mut reader, writer) = std::io::pipe().unwrap();
     let mut child = rsttrace()
         .args(["--format", "json", "--drain-interval", "20"])
+        .args(["--log-format", "json"])
         .stdout(writer.try_clone().unwrap())
         .stderr(writer)
         .spawn()
@@ -61,15 +93,12 @@ fn sighup_flushes_and_writes_the_summary() {
     }
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("e.jsonl");
-    let mut child = rsttrace()
-        .args(["--quiet", "--write"])
-        .arg(&export)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    wait_for_attach(&mut stderr);
+    let (mut child, mut stderr) = start_attached(
+        rsttrace()
+            .args(["--quiet", "--write"])
+            .arg(&export)
+            .stdout(Stdio::null()),
+    );
     refused_connects(3);
     // Let the events reach the ring buffer; the export is flushed only at exit.
     std::thread::sleep(Duration::from_millis(200));
@@ -102,14 +131,11 @@ fn a_second_ctrl_c_exits_at_once() {
     // Nobody reads stdout: once the pipe is full every write blocks, and
     // the first Ctrl-C cannot be acted on.
     let (reader, writer) = std::io::pipe().unwrap();
-    let mut child = rsttrace()
-        .args(["--format", "json", "--drain-interval", "20"])
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    wait_for_attach(&mut stderr);
+    let (mut child, _stderr) = start_attached(
+        rsttrace()
+            .args(["--format", "json", "--drain-interval", "20"])
+            .stdout(writer),
+    );
     // ~1 KB per event: well past a 64 KiB pipe.
     refused_connects(300);
     std::thread::sleep(Duration::from_millis(300));

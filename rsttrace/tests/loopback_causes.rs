@@ -231,17 +231,12 @@ fn pcapng_export_reads_back_in_tshark() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("resets.pcapng");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rsttrace"))
-        .args(["--port", &port.to_string(), "--quiet", "--write"])
-        .arg(&capture)
-        .args(["--log-format", "json"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kept open until rsttrace exits: it prints its summary there.
-    let mut stderr = child.stderr.take().unwrap();
-    wait_for_attach(&mut stderr);
+    // stderr is kept open until rsttrace exits: it prints its summary there.
+    let (mut child, _stderr) = start_attached(
+        rsttrace()
+            .args(["--port", &port.to_string(), "--quiet", "--write"])
+            .arg(&capture),
+    );
     for _ in 0..3 {
         let _ = TcpStream::connect(loopback(port));
     }
@@ -360,24 +355,14 @@ fn rotation_keeps_every_event() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.jsonl");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rsttrace"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--quiet",
-            "--drain-interval",
-            "10",
-        ])
-        .args(["--rotate-size", "8K", "--rotate-count", "1000", "--write"])
-        .arg(&path)
-        .args(["--log-format", "json"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kept open until rsttrace exits: it prints its summary there.
-    let mut stderr = child.stderr.take().unwrap();
-    wait_for_attach(&mut stderr);
+    // stderr is kept open until rsttrace exits: it prints its summary there.
+    let (mut child, _stderr) = start_attached(
+        rsttrace()
+            .args(["--port", &port.to_string(), "--quiet"])
+            .args(["--drain-interval", "10"])
+            .args(["--rotate-size", "8K", "--rotate-count", "1000", "--write"])
+            .arg(&path),
+    );
     let attempts = 60;
     for _ in 0..attempts {
         let _ = TcpStream::connect(loopback(port));
@@ -397,7 +382,13 @@ fn rotation_keeps_every_event() {
     for f in &files {
         for l in std::fs::read_to_string(f).unwrap().lines() {
             let v: Value = serde_json::from_str(l).expect("whole records in every file");
-            assert!(v["gap"].is_null(), "nothing was lost");
+            // Gap records also report the host's other kernel drops (the
+            // softirq hooks' recursion misses on a busy machine): only a
+            // lost event would mean a missing one.
+            if !v["gap"].is_null() {
+                assert_eq!(v["gap"]["lost"], 0, "nothing was lost: {v}");
+                continue;
+            }
             events += 1;
         }
     }

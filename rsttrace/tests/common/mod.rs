@@ -4,8 +4,9 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -408,14 +409,52 @@ pub fn status_events(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The rsttrace binary, stdin closed.
+pub fn rsttrace() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Starts `cmd` (rsttrace and its arguments) with `--log-format json` and
+/// stderr piped, and returns once its hooks are attached. Its stderr stays
+/// open: the summary comes there at exit.
+pub fn start_attached(cmd: &mut Command) -> (Child, ChildStderr) {
+    let mut child = cmd
+        .args(["--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rsttrace");
+    let mut stderr = child.stderr.take().unwrap();
+    wait_for_attach(&mut stderr);
+    (child, stderr)
+}
+
 /// Reads `stderr` of an rsttrace started by hand with `--log-format json`
-/// until its `ready` line, or panics with what it printed before exiting.
-/// Reads a byte at a time so that nothing after that line is consumed.
-pub fn wait_for_attach(stderr: &mut impl std::io::Read) -> Value {
+/// until its `ready` line, or panics with what it printed before exiting
+/// or within the start timeout (without `--log-format json` no ready line
+/// ever comes). Reads a byte at a time so that nothing after that line is
+/// consumed.
+pub fn wait_for_attach(stderr: &mut (impl Read + AsFd)) -> Value {
+    wait_for_attach_within(stderr, start_timeout())
+}
+
+/// `wait_for_attach` with its own deadline.
+pub fn wait_for_attach_within(stderr: &mut (impl Read + AsFd), timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !readable_within(stderr.as_fd(), left) {
+            seen.extend_from_slice(&line);
+            panic!(
+                "rsttrace did not report ready within {timeout:?} (started without \
+                 `--log-format json`?); it printed:\n{}",
+                String::from_utf8_lossy(&seen)
+            );
+        }
         match stderr.read(&mut byte) {
             Ok(1) if byte[0] == b'\n' => {
                 if let Some(ready) = ready_event(&String::from_utf8_lossy(&line)) {
@@ -430,6 +469,23 @@ pub fn wait_for_attach(stderr: &mut impl std::io::Read) -> Value {
                 String::from_utf8_lossy(&seen),
                 String::from_utf8_lossy(&line)
             ),
+        }
+    }
+}
+
+/// Whether `fd` has something to read (or is at its end) within `timeout`.
+fn readable_within(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: one valid pollfd for the duration of the call.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            n => return n > 0,
         }
     }
 }

@@ -20,10 +20,10 @@
 //! scenario that lost events or saw fewer sent RSTs than the kernel counted
 //! (`TcpOutRsts`), or a healthy workload that made an RST.
 
-mod progstats;
+pub(crate) mod progstats;
 mod report;
-mod tracer;
-mod workload;
+pub(crate) mod tracer;
+pub(crate) mod workload;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -518,7 +518,7 @@ const RSTTRACE_READY: &str = "tracing TCP resets";
 
 /// Program id -> name in the object, from rsttrace's ready line (the
 /// kernel keeps only 15 characters of a name).
-fn program_names(ready: &Value) -> BTreeMap<u32, String> {
+pub(crate) fn program_names(ready: &Value) -> BTreeMap<u32, String> {
     ready["programs"]
         .as_array()
         .into_iter()
@@ -554,8 +554,8 @@ fn rsttrace_counts(stderr: &[String]) -> Result<(u64, u64, u64)> {
     ))
 }
 
-/// A loopback port with no listener.
-fn closed_port() -> Result<u16> {
+/// A loopback port with no listener (in the calling thread's namespace).
+pub(crate) fn closed_port() -> Result<u16> {
     use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
     let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
     Ok(l.local_addr()?.port())

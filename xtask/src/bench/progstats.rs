@@ -99,15 +99,37 @@ fn program_ids(pid: u32) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// Runs of each program process `pid` holds that the kernel skipped
+/// because a program was already running on that CPU (fdinfo's
+/// `recursion_misses`, Linux 5.12+), by program id.
+pub fn recursion_misses(pid: u32) -> Result<BTreeMap<u32, u64>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut misses = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(info) = entry.and_then(|e| std::fs::read_to_string(e.path())) else {
+            continue;
+        };
+        if let Some(id) = fdinfo_prog_id(&info) {
+            let n = fdinfo_number(&info, "recursion_misses:").unwrap_or(0);
+            misses.insert(id, n);
+        }
+    }
+    Ok(misses)
+}
+
+fn fdinfo_number(info: &str, key: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The program of a program fd's fdinfo (`prog_type:` and `prog_id:`
 /// lines); link fds, which also name a `prog_id`, are left out.
 fn fdinfo_prog_id(info: &str) -> Option<u32> {
     if !info.lines().any(|l| l.starts_with("prog_type:")) {
         return None;
     }
-    info.lines()
-        .find_map(|l| l.strip_prefix("prog_id:"))
-        .and_then(|v| v.trim().parse().ok())
+    fdinfo_number(info, "prog_id:").and_then(|id| u32::try_from(id).ok())
 }
 
 fn snapshot(ids: &[u32]) -> Result<BTreeMap<u32, ProgramCost>> {
@@ -150,6 +172,10 @@ mod tests {
         let prog = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1057\n\
             prog_type:\t5\nprog_jited:\t1\nprog_tag:\t7d3c2e1a\nmemlock:\t4096\nprog_id:\t42\n";
         assert_eq!(fdinfo_prog_id(prog), Some(42));
+        assert_eq!(
+            fdinfo_number("prog_id:\t42\nrecursion_misses:\t7\n", "recursion_misses:"),
+            Some(7)
+        );
         let link = "pos:\t0\nflags:\t02000000\nlink_type:\ttracing\nlink_id:\t7\nprog_tag:\t7d3c2e1a\nprog_id:\t42\n";
         assert_eq!(fdinfo_prog_id(link), None);
         assert_eq!(fdinfo_prog_id("pos:\t0\nflags:\t02\n"), None);

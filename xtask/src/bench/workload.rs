@@ -180,7 +180,7 @@ fn close_cleanly(client: TcpStream, mut server: TcpStream) -> Result<()> {
 }
 
 /// SO_RCVTIMEO, which accept() honours and accepted sockets inherit.
-fn set_receive_timeout(listener: &TcpListener, timeout: Duration) -> Result<()> {
+pub fn set_receive_timeout(listener: &TcpListener, timeout: Duration) -> Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
@@ -233,7 +233,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub struct Netns(OwnedFd);
 
 impl Netns {
-    fn new() -> Result<Netns> {
+    pub fn new() -> Result<Netns> {
         // unshare() moves only the calling thread: a thread of our own,
         // which ends here, keeps the bench's other threads where they are.
         thread::spawn(|| -> Result<Netns> {

@@ -7,13 +7,13 @@
 
 use std::io;
 
+use super::elf::{Bounded, Headers, u64_at};
+
 /// Largest size a compressed section may declare (real `.debug_info` of
 /// large programs is a few hundred MiB at most).
 const MAX_INFLATED_SECTION: u64 = 512 << 20;
 /// All compressed sections of one file together.
 const MAX_INFLATED_TOTAL: u64 = 1 << 30;
-/// More section or program headers than any real binary has.
-const MAX_HEADERS: u64 = 1 << 16;
 const SHF_COMPRESSED: u64 = 0x800;
 const SHT_NOBITS: u32 = 8;
 const SHT_SYMTAB: u32 = 2;
@@ -33,81 +33,30 @@ pub fn check(
     len: u64,
     read: impl Fn(u64, &mut [u8]) -> io::Result<()>,
 ) -> Result<ElfFacts, String> {
-    let at = |offset: u64, size: u64| -> Result<Vec<u8>, String> {
-        let end = offset.checked_add(size).ok_or("offset overflows")?;
-        if end > len {
-            return Err(format!("{size} bytes at {offset} lie past the end ({len})"));
-        }
-        let mut buf = vec![0; size as usize];
-        read(offset, &mut buf).map_err(|e| e.to_string())?;
-        Ok(buf)
-    };
-    let ehdr = at(0, 64)?;
-    if ehdr[..4] != *b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
-        return Err("not a 64-bit little-endian ELF file".into());
-    }
-    let phoff = u64_at(&ehdr, 0x20);
-    let shoff = u64_at(&ehdr, 0x28);
-    let phentsize = u64::from(u16_at(&ehdr, 0x36));
-    let phnum = u64::from(u16_at(&ehdr, 0x38));
-    let shentsize = u64::from(u16_at(&ehdr, 0x3a));
-    let mut shnum = u64::from(u16_at(&ehdr, 0x3c));
-    let mut shstrndx = u64::from(u16_at(&ehdr, 0x3e));
-    if phnum > 0 {
-        if phentsize < 56 {
-            return Err("program headers too small".into());
-        }
-        at(phoff, phentsize.checked_mul(phnum).ok_or("overflow")?)?;
-    }
-    if shoff == 0 {
-        return Ok(ElfFacts::default());
-    }
-    if shentsize < 64 {
-        return Err("section headers too small".into());
-    }
-    // More than 0xff00 sections: the real count and string table index
-    // are in section 0.
-    let first = at(shoff, 64)?;
-    if shnum == 0 {
-        shnum = u64_at(&first, 32);
-    }
-    if shstrndx == 0xffff {
-        shstrndx = u64::from(u32_at(&first, 40));
-    }
-    if shnum > MAX_HEADERS || shstrndx >= shnum.max(1) {
-        return Err(format!("{shnum} section headers, names in {shstrndx}"));
-    }
-    let shdrs = at(shoff, shentsize.checked_mul(shnum).ok_or("overflow")?)?;
-    let section = |i: u64| &shdrs[(i * shentsize) as usize..((i + 1) * shentsize) as usize];
-    let strtab = section(shstrndx);
-    let names = at(u64_at(strtab, 24), u64_at(strtab, 32).min(1 << 20))?;
+    let file = Bounded::new(len, read);
+    let headers = Headers::read(&file)
+        .map_err(|e| e.to_string())?
+        .ok_or("not a 64-bit little-endian ELF file")?;
     let mut facts = ElfFacts::default();
     let mut inflated = 0u64;
-    for i in 0..shnum {
-        let sh = section(i);
-        let kind = u32_at(sh, 4);
-        let flags = u64_at(sh, 8);
-        let (offset, size, entsize) = (u64_at(sh, 24), u64_at(sh, 32), u64_at(sh, 56));
-        let name = names.get(u32_at(sh, 0) as usize..).unwrap_or_default();
-        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+    for s in headers.sections() {
+        let i = s.index;
         if matches!(
-            name,
+            s.name,
             b".gnu_debuglink" | b".gnu_debugaltlink" | b".debug_sup"
         ) {
             facts.links_debug_info = true;
         }
-        if kind == SHT_NOBITS {
+        if s.kind == SHT_NOBITS {
             continue;
         }
-        let end = offset.checked_add(size).ok_or("section offset overflows")?;
-        if end > len {
-            return Err(format!("section {i} lies past the end of the file"));
+        file.check(s.offset, s.size)
+            .map_err(|_| format!("section {i} lies past the end of the file"))?;
+        if matches!(s.kind, SHT_SYMTAB | SHT_DYNSYM) && s.entsize != 0 && s.entsize < 24 {
+            return Err(format!("symbol table {i} with {}-byte entries", s.entsize));
         }
-        if matches!(kind, SHT_SYMTAB | SHT_DYNSYM) && entsize != 0 && entsize < 24 {
-            return Err(format!("symbol table {i} with {entsize}-byte entries"));
-        }
-        if flags & SHF_COMPRESSED != 0 {
-            let chdr = at(offset, 24)?;
+        if s.flags & SHF_COMPRESSED != 0 {
+            let chdr = file.at(s.offset, 24).map_err(|e| e.to_string())?;
             let declared = u64_at(&chdr, 8);
             inflated = inflated.saturating_add(declared);
             if declared > MAX_INFLATED_SECTION || inflated > MAX_INFLATED_TOTAL {
@@ -120,30 +69,18 @@ pub fn check(
     Ok(facts)
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default())
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::FileExt;
 
     use super::*;
+    use crate::enrich::stacks::elf::testing::{
+        hostile_true, slice_reader, with_extended_numbering,
+    };
+    use crate::enrich::stacks::elf::{u16_at, u32_at};
 
     fn check_bytes(b: &[u8]) -> Result<ElfFacts, String> {
-        check(b.len() as u64, |off, buf| {
-            let off = off as usize;
-            buf.copy_from_slice(&b[off..off + buf.len()]);
-            Ok(())
-        })
+        check(b.len() as u64, slice_reader(b))
     }
 
     fn this_binary() -> Vec<u8> {
@@ -215,20 +152,22 @@ mod tests {
         assert!(check_bytes(&elf).unwrap().links_debug_info);
     }
 
+    /// e_shnum and section 0's size both 0, and a name-table index of 0:
+    /// a file without sections, not a panic on an empty table.
+    #[test]
+    fn no_section_count_anywhere_is_not_a_panic() {
+        let mut elf = with_extended_numbering(this_binary());
+        let shoff = u64_at(&elf, 0x28) as usize;
+        elf[shoff + 32..shoff + 40].copy_from_slice(&0u64.to_le_bytes());
+        elf[0x3e..0x40].copy_from_slice(&0u16.to_le_bytes());
+        assert_eq!(check_bytes(&elf), Ok(ElfFacts::default()));
+    }
+
     proptest::proptest! {
         /// Random bytes over a valid header never panic the check.
         #[test]
         fn fuzz_headers(flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..32)) {
-            let mut elf = std::fs::read("/bin/true").unwrap();
-            // The ELF header and the section headers: where the sizes are.
-            let shoff = u64_at(&elf, 0x28) as usize;
-            let shdrs = elf.len() - shoff;
-            for (at, b) in flips {
-                let at = at % (64 + shdrs);
-                let at = if at < 64 { at } else { shoff + at - 64 };
-                elf[at] = b;
-            }
-            let _ = check_bytes(&elf);
+            let _ = check_bytes(&hostile_true(&flips));
         }
     }
 }

@@ -15,6 +15,7 @@
 //! `BPF_F_REUSE_STACKID` would risk that at every collision.
 
 pub mod cache;
+pub mod elf;
 pub mod elfcheck;
 pub mod frame;
 pub mod procmaps;

@@ -25,6 +25,8 @@ use gimli::{
     X86_64,
 };
 
+use super::elf::{Bounded, Headers};
+
 /// Where the canonical frame address of a function is, at one instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cfa {
@@ -102,59 +104,25 @@ impl UnwindInfo {
         len: u64,
         read: impl Fn(u64, &mut [u8]) -> io::Result<()>,
     ) -> io::Result<Option<UnwindInfo>> {
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, "range past the end of the file");
-        let read = |offset: u64, size: usize| -> io::Result<Vec<u8>> {
-            let end = offset.checked_add(size as u64).ok_or_else(bad)?;
-            if end > len {
-                return Err(bad());
-            }
-            let mut buf = vec![0; size];
-            read(offset, &mut buf)?;
-            Ok(buf)
+        let file = Bounded::new(len, read);
+        let Some(headers) = Headers::read(&file)? else {
+            return Ok(None);
         };
-        let ehdr = read(0, 64)?;
-        // \x7fELF, ELFCLASS64, ELFDATA2LSB
-        if ehdr[..4] != *b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
+        let Some(eh_frame) = headers.sections().find(|s| s.name == b".eh_frame") else {
+            return Ok(None);
+        };
+        if eh_frame.size > MAX_EH_FRAME {
             return Ok(None);
         }
-        let phoff = u64_at(&ehdr, 0x20);
-        let shoff = u64_at(&ehdr, 0x28);
-        let phentsize = u16_at(&ehdr, 0x36) as usize;
-        let phnum = u16_at(&ehdr, 0x38) as usize;
-        let shentsize = u16_at(&ehdr, 0x3a) as usize;
-        let shnum = u16_at(&ehdr, 0x3c) as usize;
-        let shstrndx = u16_at(&ehdr, 0x3e) as usize;
-        if phentsize < 56 || shentsize < 64 || shstrndx >= shnum {
-            return Ok(None);
-        }
-        let phdrs = read(phoff, phentsize * phnum)?;
-        let segments = phdrs
-            .chunks_exact(phentsize)
-            .filter(|p| u32_at(p, 0) == PT_LOAD)
-            .map(|p| (u64_at(p, 8), u64_at(p, 16), u64_at(p, 32)))
-            .collect();
-        let shdrs = read(shoff, shentsize * shnum)?;
-        let section = |i: usize| &shdrs[i * shentsize..(i + 1) * shentsize];
-        let strtab = section(shstrndx);
-        let names = read(u64_at(strtab, 24), u64_at(strtab, 32).min(1 << 20) as usize)?;
-        for i in 0..shnum {
-            let sh = section(i);
-            let name_at = u32_at(sh, 0) as usize;
-            let name = names.get(name_at..).unwrap_or_default();
-            if !name.starts_with(b".eh_frame\0") {
-                continue;
-            }
-            let (addr, offset, size) = (u64_at(sh, 16), u64_at(sh, 24), u64_at(sh, 32));
-            if size > MAX_EH_FRAME {
-                return Ok(None);
-            }
-            return Ok(Some(UnwindInfo {
-                eh_frame: read(offset, size as usize)?,
-                eh_frame_addr: addr,
-                segments,
-            }));
-        }
-        Ok(None)
+        Ok(Some(UnwindInfo {
+            eh_frame: file.at(eh_frame.offset, eh_frame.size)?,
+            eh_frame_addr: eh_frame.addr,
+            segments: headers
+                .segments()
+                .filter(|p| p.kind == PT_LOAD)
+                .map(|p| (p.offset, p.vaddr, p.file_size))
+                .collect(),
+        }))
     }
 
     /// The virtual address (as `.eh_frame` counts) of a file offset.
@@ -186,21 +154,12 @@ impl UnwindInfo {
     }
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default())
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::enrich::stacks::elf::testing::{
+        hostile_true, slice_reader, with_extended_numbering,
+    };
 
     /// The glibc 2.36 close(): frameless, CFA = sp + 8 on the single-threaded
     /// path and sp + 0x20 on the cancellable one.
@@ -262,7 +221,7 @@ mod tests {
         }
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         let maps = crate::enrich::stacks::procmaps::Maps::parse(&maps);
-        let entry = u64_at as fn(&[u8], usize) -> u64;
+        let entry = crate::enrich::stacks::elf::u64_at as fn(&[u8], usize) -> u64;
         let addr = entry as usize as u64;
         let mapping = maps.find(addr).expect("the test's code is mapped");
         let info = UnwindInfo::read(Path::new(&*mapping.path))
@@ -279,25 +238,24 @@ mod tests {
         );
     }
 
+    /// A binary that numbers its sections in section 0 (as those with more
+    /// than 0xff00 sections do) still has its `.eh_frame` found.
+    #[test]
+    fn extended_section_numbering_is_read() {
+        let elf = with_extended_numbering(std::fs::read("/bin/true").unwrap());
+        let info = UnwindInfo::from_reader(elf.len() as u64, slice_reader(&elf))
+            .unwrap()
+            .expect("/bin/true has .eh_frame");
+        assert!(!info.eh_frame.is_empty());
+    }
+
     proptest::proptest! {
         /// Hostile headers (sizes, counts, offsets) over a real binary:
         /// never a panic, never an allocation past the file.
         #[test]
         fn fuzz_from_reader(flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..24)) {
-            let mut elf = std::fs::read("/bin/true").unwrap();
-            let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
-            let shdrs = elf.len() - shoff;
-            for (at, b) in flips {
-                let at = at % (64 + shdrs);
-                let at = if at < 64 { at } else { shoff + at - 64 };
-                elf[at] = b;
-            }
-            let len = elf.len() as u64;
-            if let Ok(Some(info)) = UnwindInfo::from_reader(len, |off, buf| {
-                let off = off as usize;
-                buf.copy_from_slice(&elf[off..off + buf.len()]);
-                Ok(())
-            }) {
+            let elf = hostile_true(&flips);
+            if let Ok(Some(info)) = UnwindInfo::from_reader(elf.len() as u64, slice_reader(&elf)) {
                 for offset in [0, 0x1000, u64::MAX - 1] {
                     let _ = info.cfa(offset);
                 }

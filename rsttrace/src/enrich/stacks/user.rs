@@ -470,14 +470,7 @@ mod tests {
             flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..16),
             offsets in proptest::collection::vec(0u64..0x8000, 1..4),
         ) {
-            let mut elf = std::fs::read("/bin/true").unwrap();
-            let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
-            let shdrs = elf.len() - shoff;
-            for (at, b) in flips {
-                let at = at % (64 + shdrs);
-                let at = if at < 64 { at } else { shoff + at - 64 };
-                elf[at] = b;
-            }
+            let elf = crate::enrich::stacks::elf::testing::hostile_true(&flips);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("hostile");
             std::fs::write(&path, &elf).unwrap();
