@@ -127,10 +127,8 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     // the socket itself is proof (and names the very thread). A timewait
     // socket's owner is the 4-tuple's last close (`read_history`), not
     // whoever listens on its port now.
-    let from_listener = own.is_null()
-        && !sk.is_null()
-        && exec != Exec::Task
-        && state != tcp_state::TIME_WAIT;
+    let from_listener =
+        own.is_null() && !sk.is_null() && exec != Exec::Task && state != tcp_state::TIME_WAIT;
     let owner = if from_listener {
         listener_owner(tuple.netns, tuple.local_port)
     } else {
