@@ -6,7 +6,7 @@
 //! constants in the modules below), and a `const` size assertion per struct.
 
 /// Bumped whenever a layout below changes; userspace refuses other versions.
-pub const ABI_VERSION: u16 = 5;
+pub const ABI_VERSION: u16 = 6;
 
 /// Names of the maps and globals in the object file, used by the loader.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -398,7 +398,12 @@ pub struct RstEvent {
     /// Its socket error (errno), when it was aborted.
     pub hist_err: u8,
     /// Zero.
-    pub _pad2: [u8; 5],
+    pub _pad2: u8,
+    /// IPv4 identification of the packet: forged segments often carry IDs
+    /// out of the peer's sequence. Meaningless for IPv6 (no such field).
+    pub pkt_ip_id: u16,
+    /// Zero.
+    pub _pad3: [u8; 2],
     /// The socket's own cgroup v2 id (of the task that created it; an
     /// accepted socket inherits its listener's), for a full socket without
     /// an owner; 0 otherwise or when unknown.

@@ -195,6 +195,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             ev.flags |= flag::HAS_PACKET;
             ev.pkt_flags = p.flags;
             ev.pkt_ttl = p.ttl;
+            ev.pkt_ip_id = p.ip_id;
             ev.pkt_window = p.window;
             ev.pkt_seq = p.seq;
             ev.pkt_ack = p.ack;

@@ -14,28 +14,118 @@ use rsttrace_ebpf::linux::errno::{
     EACCES, ECONNABORTED, ECONNREFUSED, ECONNRESET, EHOSTDOWN, EHOSTUNREACH, EMSGSIZE, ENETDOWN,
     ENETUNREACH, ENOPROTOOPT, EPIPE, EPROTO, ETIMEDOUT,
 };
+use std::time::Duration;
+
 use serde_json::{Map, Value, json};
 
 use crate::model::cause::{Cause, CauseId, Confidence};
 use crate::model::event::{
-    Direction, Event, ExecContext, PriorClose, PriorKind, TcpFlags, TcpState,
+    Direction, Event, ExecContext, PriorClose, PriorKind, Task, TcpFlags, TcpState,
 };
 
 const SOFTIRQ_TIMER: u8 = rsttrace_ebpf::linux::softirq::TIMER;
 /// RCV_SHUTDOWN | SEND_SHUTDOWN.
 const SHUTDOWN_MASK: u8 = 3;
 
+/// An event on its own, as if nothing else were known about it: a received
+/// RST is then never `certain` (nothing corroborates its sender).
 pub fn classify(ev: &Event) -> Cause {
-    let mut ctx = Verdict::new(ev);
+    classify_with(ev, &Context::default())
+}
+
+/// An event with what other events and the host say about it (`correlate`).
+pub fn classify_with(ev: &Event, ctx: &Context) -> Cause {
+    let mut v = Verdict::new(ev);
     let id = match ev.direction {
-        Direction::Received => received(ev, &mut ctx),
-        Direction::Abort => abort(ev, &mut ctx),
-        Direction::Sent => match ev.reason() {
-            Some(reason) if reason != "NOT_SPECIFIED" => sent_with_reason(ev, reason, &mut ctx),
-            _ => sent_without_reason(ev, &mut ctx),
-        },
+        Direction::Received => received(ev, ctx, &mut v),
+        Direction::Abort => abort(ev, &mut v),
+        Direction::Sent => {
+            if let Some(f) = &ctx.folded_reset {
+                v.fact("folded_receive", folded_json(f));
+            }
+            let id = match ev.reason() {
+                Some(reason) if reason != "NOT_SPECIFIED" => sent_with_reason(ev, reason, &mut v),
+                _ => sent_without_reason(ev, &mut v),
+            };
+            previous_connection(id, ctx, &mut v)
+        }
     };
-    ctx.finish(id)
+    v.finish(id)
+}
+
+/// What other events and the host say about one event: filled by
+/// `correlate` (pure data here, so every rule is unit-tested).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Context {
+    /// Received RSTs: who sent it, as far as this host can tell.
+    pub sender: Sender,
+    /// Sent RSTs: the tcp_reset() the kernel ran on this same socket just
+    /// before sending (data after shutdown in FIN_WAIT), folded in here
+    /// because no RST was received.
+    pub folded_reset: Option<Folded>,
+    /// How this side's previous connection on the same 4-tuple ended, when
+    /// an earlier event showed it ended abnormally (killed, aborted).
+    pub previous: Option<Previous>,
+    /// TTLs of the other RSTs received on this flow lately.
+    pub flow_rst_ttls: Vec<u8>,
+    /// This host's conntrack timeout for established flows, when
+    /// conntrack is loaded (a local NAT or firewall forgets idle flows).
+    pub conntrack_timeout: Option<Duration>,
+}
+
+/// Who sent a received RST.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Sender {
+    /// Not looked at (an event classified on its own).
+    #[default]
+    NotJudged,
+    /// A TCP stack on this host sent it: its send event.
+    Paired(PeerEvent),
+    /// The sender's address is on this host, yet no TCP stack there sent
+    /// a matching RST: a firewall's reject or an injected segment made it.
+    LocalSentNone { netns: Option<u32> },
+    /// The sender's address is on this host, but rsttrace does not see
+    /// every RST sent here (a filter other than ports, a send hook blind
+    /// to socketless RSTs, or events lost lately): its absence says nothing.
+    LocalUnseen { why: &'static str },
+    /// The sender is not on this host: nothing here corroborates it.
+    NotLocal,
+}
+
+/// The send event a received RST pairs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerEvent {
+    pub cause: CauseId,
+    /// Received minus sent time (negative: the receive was seen first).
+    pub delta_us: i64,
+    pub netns: Option<u32>,
+    pub process: Option<Task>,
+    /// The RST's sequence number was compared with what the sender sent.
+    pub seq_matched: bool,
+}
+
+/// A tcp_reset() folded into the RST the same socket then sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Folded {
+    pub hook: &'static str,
+    pub state: TcpState,
+    pub delta_us: u64,
+}
+
+/// How the previous connection on a 4-tuple ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Previous {
+    pub cause: CauseId,
+    pub ago: Duration,
+}
+
+fn folded_json(f: &Folded) -> Value {
+    json!({
+        "hook": f.hook,
+        "state": f.state.name(),
+        "before_us": f.delta_us,
+        "why": "the kernel ran tcp_reset() on this socket, then sent this RST; nothing was received",
+    })
 }
 
 /// Accumulates evidence and the confidence while a rule decides.
@@ -206,7 +296,7 @@ fn abort(ev: &Event, v: &mut Verdict) -> CauseId {
     }
 }
 
-fn received(ev: &Event, v: &mut Verdict) -> CauseId {
+fn received(ev: &Event, ctx: &Context, v: &mut Verdict) -> CauseId {
     if let Some(sock) = ev.socket {
         if sock.unacked > 0 {
             v.fact("unacked", sock.unacked);
@@ -215,11 +305,40 @@ fn received(ev: &Event, v: &mut Verdict) -> CauseId {
             v.fact("unread", sock.unread);
         }
     }
+    if let Some(p) = ev.packet {
+        v.fact("ttl", p.ttl);
+        v.fact("window", p.window);
+        if ev.local.is_ipv4() && p.ip_id != 0 {
+            v.fact("ip_id", p.ip_id);
+        }
+        if !p.flags.has(TcpFlags::RST) {
+            // tcp_reset() ran on a data segment (data after shutdown in
+            // FIN_WAIT): this host is about to send the RST, none came in.
+            // Normally folded into that sent event; here it was not seen.
+            v.fact(
+                "not_an_rst",
+                "tcp_reset() on a data segment; the RST this socket sent was not seen",
+            );
+            return CauseId::DataAfterClose;
+        }
+    }
+    let paired = sender_evidence(ctx, v);
     // The kernel accepted this RST (tcp_reset()), so it matched the
-    // connection exactly: the state it hit says what the peer refused.
+    // connection exactly: the state it hit says what was refused. Who sent
+    // it is certain only when its sender's TCP stack is seen sending it.
+    let mut middlebox = Vec::new();
+    if matches!(ctx.sender, Sender::LocalSentNone { .. }) {
+        middlebox.push("local_sender_sent_no_rst");
+        v.fact("suspect", "firewall_reject");
+    }
     if ev.state == TcpState::SYN_SENT {
         v.fact("errno", "ECONNREFUSED");
-        v.certain();
+        if paired {
+            v.certain();
+        } else if !middlebox.is_empty() {
+            v.fact("middlebox", json!(middlebox));
+            return CauseId::MiddleboxSuspect;
+        }
         return CauseId::PeerRefused;
     }
     v.fact(
@@ -238,18 +357,97 @@ fn received(ev: &Event, v: &mut Verdict) -> CauseId {
     // balancers and firewalls drop idle flows (AWS NLB 350 s, Azure 240 s)
     // and answer the next segment with an RST the peer never sent.
     if idle.is_some_and(|d| d >= MIDDLEBOX_IDLE) {
-        v.fact(
-            "middlebox",
-            "the peer was silent longer than common NAT/load-balancer idle timeouts",
-        );
+        middlebox.push("idle_past_lb_timeout");
+    }
+    if let (Some(idle), Some(limit)) = (idle, ctx.conntrack_timeout)
+        && idle >= limit
+    {
+        v.fact("conntrack_timeout_s", limit.as_secs());
+        middlebox.push("idle_past_conntrack_timeout");
+    }
+    // Several RSTs for one flow with different TTLs: the injection pattern
+    // (each forger sits at its own hop distance, or guesses).
+    if let Some(p) = ev.packet
+        && ctx.flow_rst_ttls.iter().any(|&t| t != p.ttl)
+    {
+        v.fact("flow_rst_ttls", json!(ctx.flow_rst_ttls));
+        middlebox.push("rst_ttls_differ");
+    }
+    if paired {
+        v.certain();
+        return CauseId::PeerReset;
+    }
+    if !middlebox.is_empty() {
+        v.fact("middlebox", json!(middlebox));
         return CauseId::MiddleboxSuspect;
     }
-    v.certain();
     CauseId::PeerReset
 }
 
+/// Evidence about a received RST's sender; true when its send was seen.
+fn sender_evidence(ctx: &Context, v: &mut Verdict) -> bool {
+    match &ctx.sender {
+        Sender::Paired(p) => {
+            let mut m = Map::new();
+            m.insert("cause".into(), json!(p.cause.id()));
+            m.insert("delta_us".into(), json!(p.delta_us));
+            if let Some(ns) = p.netns {
+                m.insert("netns".into(), json!(ns));
+            }
+            if let Some(t) = &p.process {
+                m.insert("pid".into(), json!(t.pid));
+                m.insert("comm".into(), json!(t.comm));
+            }
+            m.insert("seq_matched".into(), json!(p.seq_matched));
+            v.fact("peer_event", Value::Object(m));
+            true
+        }
+        Sender::LocalSentNone { netns } => {
+            v.fact("unpaired", "sender on this host sent no RST");
+            if let Some(ns) = netns {
+                v.fact("sender_netns", *ns);
+            }
+            false
+        }
+        Sender::LocalUnseen { why } => {
+            v.fact(
+                "unpaired",
+                format!("sender on this host, not all its sends seen: {why}"),
+            );
+            false
+        }
+        Sender::NotLocal => {
+            v.fact("unpaired", "sender not on this host");
+            false
+        }
+        Sender::NotJudged => {
+            v.fact("unpaired", "sender not looked for");
+            false
+        }
+    }
+}
+
+/// A new connection's SYN answered by a stale socket at the peer: after
+/// our previous connection on this 4-tuple was killed or aborted (its RST
+/// lost, or none sent), the peer still holds it — half-open, not TIME_WAIT.
+/// No record of such an end leaves the TIME_WAIT reading.
+fn previous_connection(id: CauseId, ctx: &Context, v: &mut Verdict) -> CauseId {
+    let Some(prev) = &ctx.previous else {
+        return id;
+    };
+    if id != CauseId::TimeWait {
+        return id;
+    }
+    v.fact(
+        "previous_connection",
+        json!({"ended": prev.cause.id(), "ago_ms": prev.ago.as_millis() as u64}),
+    );
+    v.confidence = Confidence::Likely;
+    CauseId::HalfOpen
+}
+
 /// The shortest idle timeout of common middleboxes (Azure's load balancer).
-const MIDDLEBOX_IDLE: std::time::Duration = std::time::Duration::from_secs(240);
+const MIDDLEBOX_IDLE: Duration = Duration::from_secs(240);
 
 fn trigger(ev: &Event) -> TcpFlags {
     ev.packet.map(|p| p.flags).unwrap_or_default()
@@ -538,6 +736,14 @@ fn sent_without_reason(ev: &Event, v: &mut Verdict) -> CauseId {
                 v.fact("so_linger", "on, 0");
                 return CauseId::LingerZero;
             }
+            // connect(AF_UNSPEC) on a CLOSING/LAST_ACK socket with data
+            // still unsent (shutdown is already 3 there): what 6.10+ names
+            // TCP_DISCONNECT_WITH_DATA. close() orphans the socket first.
+            if ev.context == ExecContext::Task && !sock.dead && sock.unsent > 0 {
+                v.fact("unsent", sock.unsent);
+                v.fact("inferred_reason", "TCP_DISCONNECT_WITH_DATA");
+                return CauseId::Disconnect;
+            }
             if sock.dead && sock.closed_from == Some(TcpState::FIN_WAIT2) {
                 // close() in FIN_WAIT2 with TCP_LINGER2 < 0 aborts at once.
                 v.fact("closed_from", "FIN_WAIT2");
@@ -548,10 +754,25 @@ fn sent_without_reason(ev: &Event, v: &mut Verdict) -> CauseId {
             }
             return CauseId::Unknown;
         }
-        if sock.keepalive
-            && sock.probes_out > 0
-            && matches!(ev.context, ExecContext::Softirq(SOFTIRQ_TIMER))
-        {
+        let timer = matches!(ev.context, ExecContext::Softirq(SOFTIRQ_TIMER));
+        // An orphan the retransmit timer kills because there are too many
+        // orphans (tcp_out_of_resources): what 6.10+ names
+        // TCP_ABORT_ON_MEMORY. A dead FIN_WAIT2 on the timer is TCP_LINGER2.
+        if sock.dead && timer {
+            if ev.state == TcpState::FIN_WAIT2 {
+                v.fact("timer", "FIN_WAIT2 expiry with TCP_LINGER2 < 0");
+                return CauseId::Linger2Abort;
+            }
+            if matches!(
+                ev.state,
+                TcpState::FIN_WAIT1 | TcpState::CLOSING | TcpState::LAST_ACK
+            ) {
+                v.fact("orphan", ev.state.name());
+                v.fact("inferred_reason", "TCP_ABORT_ON_MEMORY");
+                return CauseId::MemoryPressure;
+            }
+        }
+        if sock.keepalive && sock.probes_out > 0 && timer {
             v.fact("probes_out", sock.probes_out);
             return CauseId::KeepaliveTimeout;
         }
@@ -663,6 +884,7 @@ mod tests {
             len,
             window: 512,
             ttl: 64,
+            ip_id: 0,
         }
     }
 
@@ -1128,32 +1350,187 @@ mod tests {
 
     // ---- received
 
+    fn paired() -> Context {
+        Context {
+            sender: Sender::Paired(PeerEvent {
+                cause: CauseId::CloseUnreadData,
+                delta_us: 40,
+                netns: Some(5),
+                process: Some(Task {
+                    pid: 7,
+                    tid: 7,
+                    comm: "peer".into(),
+                }),
+                seq_matched: false,
+            }),
+            ..Context::default()
+        }
+    }
+
+    fn with_sender(sender: Sender) -> Context {
+        Context {
+            sender,
+            ..Context::default()
+        }
+    }
+
+    fn check_with(ev: &Event, ctx: &Context, id: CauseId, confidence: Confidence) -> Cause {
+        let c = classify_with(ev, ctx);
+        assert_eq!(
+            (c.id, c.confidence),
+            (id, confidence),
+            "evidence: {:?}",
+            c.evidence
+        );
+        c
+    }
+
     #[test]
     fn a_reset_after_minutes_of_silence_suspects_a_middlebox() {
         let mut ev = base(Direction::Received, TcpState::ESTABLISHED);
         ev.socket = Some(Socket {
-            peer_idle: Some(std::time::Duration::from_secs(600)),
+            peer_idle: Some(Duration::from_secs(600)),
             unacked: 20,
             ..sock()
         });
-        let c = check(&ev, CauseId::MiddleboxSuspect, Confidence::Likely);
+        let c = check_with(
+            &ev,
+            &with_sender(Sender::NotLocal),
+            CauseId::MiddleboxSuspect,
+            Confidence::Likely,
+        );
         assert_eq!(c.evidence["peer_idle_s"], 600);
         assert_eq!(c.evidence["unacked"], 20);
-        // A lively connection reset by its peer is the peer's doing.
+        assert_eq!(c.evidence["middlebox"], json!(["idle_past_lb_timeout"]));
+        // A lively connection reset by a remote peer: the peer's doing,
+        // but nothing here corroborates it.
         ev.socket = Some(Socket {
-            peer_idle: Some(std::time::Duration::from_secs(2)),
+            peer_idle: Some(Duration::from_secs(2)),
             ..sock()
         });
-        let c = check(&ev, CauseId::PeerReset, Confidence::Certain);
+        let c = check_with(
+            &ev,
+            &with_sender(Sender::NotLocal),
+            CauseId::PeerReset,
+            Confidence::Likely,
+        );
         assert_eq!(c.evidence["peer_idle_s"], 2);
+        assert_eq!(c.evidence["unpaired"], "sender not on this host");
+    }
+
+    #[test]
+    fn idle_past_the_conntrack_timeout_suspects_a_middlebox() {
+        let mut ev = base(Direction::Received, TcpState::ESTABLISHED);
+        ev.socket = Some(Socket {
+            peer_idle: Some(Duration::from_secs(100)),
+            ..sock()
+        });
+        let ctx = Context {
+            sender: Sender::NotLocal,
+            conntrack_timeout: Some(Duration::from_secs(60)),
+            ..Context::default()
+        };
+        let c = check_with(&ev, &ctx, CauseId::MiddleboxSuspect, Confidence::Likely);
+        assert_eq!(c.evidence["conntrack_timeout_s"], 60);
+        assert_eq!(
+            c.evidence["middlebox"],
+            json!(["idle_past_conntrack_timeout"])
+        );
+    }
+
+    #[test]
+    fn a_paired_rst_is_the_peers_even_after_silence() {
+        let mut ev = base(Direction::Received, TcpState::ESTABLISHED);
+        ev.socket = Some(Socket {
+            peer_idle: Some(Duration::from_secs(600)),
+            ..sock()
+        });
+        let c = check_with(&ev, &paired(), CauseId::PeerReset, Confidence::Certain);
+        assert_eq!(c.evidence["peer_event"]["cause"], "close_unread_data");
+        assert_eq!(c.evidence["peer_event"]["pid"], 7);
+        assert_eq!(c.evidence["peer_event"]["netns"], 5);
+    }
+
+    #[test]
+    fn a_local_sender_whose_stack_sent_nothing_is_a_firewall_suspect() {
+        for state in [TcpState::ESTABLISHED, TcpState::SYN_SENT] {
+            let mut ev = base(Direction::Received, state);
+            ev.socket = Some(sock());
+            let c = check_with(
+                &ev,
+                &with_sender(Sender::LocalSentNone { netns: Some(9) }),
+                CauseId::MiddleboxSuspect,
+                Confidence::Likely,
+            );
+            assert_eq!(c.evidence["unpaired"], "sender on this host sent no RST");
+            assert_eq!(c.evidence["sender_netns"], 9);
+            assert_eq!(c.evidence["suspect"], "firewall_reject");
+            assert_eq!(c.evidence["middlebox"], json!(["local_sender_sent_no_rst"]));
+        }
+    }
+
+    #[test]
+    fn a_local_sender_whose_sends_are_not_all_seen_is_not_accused() {
+        let mut ev = base(Direction::Received, TcpState::SYN_SENT);
+        ev.socket = Some(sock());
+        let c = check_with(
+            &ev,
+            &with_sender(Sender::LocalUnseen {
+                why: "a pid filter",
+            }),
+            CauseId::PeerRefused,
+            Confidence::Likely,
+        );
+        assert_eq!(
+            c.evidence["unpaired"],
+            "sender on this host, not all its sends seen: a pid filter"
+        );
+        assert!(c.evidence.get("suspect").is_none());
+    }
+
+    #[test]
+    fn rsts_with_other_ttls_on_the_flow_suspect_injection() {
+        let mut ev = base(Direction::Received, TcpState::ESTABLISHED);
+        ev.socket = Some(sock());
+        ev.packet = Some(pkt(TcpFlags::RST, 0));
+        let ctx = Context {
+            sender: Sender::NotLocal,
+            flow_rst_ttls: vec![64],
+            ..Context::default()
+        };
+        check_with(&ev, &ctx, CauseId::PeerReset, Confidence::Likely);
+        ev.packet = Some(Packet {
+            ttl: 50,
+            ..pkt(TcpFlags::RST, 0)
+        });
+        let c = check_with(&ev, &ctx, CauseId::MiddleboxSuspect, Confidence::Likely);
+        assert_eq!(c.evidence["ttl"], 50);
+        assert_eq!(c.evidence["flow_rst_ttls"], json!([64]));
+    }
+
+    #[test]
+    fn a_receive_hook_on_a_data_segment_is_not_a_received_rst() {
+        let mut ev = base(Direction::Received, TcpState::FIN_WAIT2);
+        ev.socket = Some(sock());
+        ev.packet = Some(pkt(PA, 10));
+        let c = check(&ev, CauseId::DataAfterClose, Confidence::Likely);
+        assert!(c.evidence.contains_key("not_an_rst"));
     }
 
     #[test]
     fn received_rst_in_syn_sent_is_refused() {
         let mut ev = base(Direction::Received, TcpState::SYN_SENT);
         ev.socket = Some(sock());
-        let c = check(&ev, CauseId::PeerRefused, Confidence::Certain);
+        let c = check_with(&ev, &paired(), CauseId::PeerRefused, Confidence::Certain);
         assert_eq!(c.evidence["errno"], "ECONNREFUSED");
+        // Alone, or from a remote host: likely.
+        check(&ev, CauseId::PeerRefused, Confidence::Likely);
+        check_with(
+            &ev,
+            &with_sender(Sender::NotLocal),
+            CauseId::PeerRefused,
+            Confidence::Likely,
+        );
     }
 
     #[test]
@@ -1163,10 +1540,115 @@ mod tests {
             unacked: 7,
             ..sock()
         });
-        let c = check(&ev, CauseId::PeerReset, Confidence::Certain);
+        let c = check_with(&ev, &paired(), CauseId::PeerReset, Confidence::Certain);
         assert_eq!(c.evidence["unacked"], 7);
+        let c = check(&ev, CauseId::PeerReset, Confidence::Likely);
+        assert_eq!(c.evidence["unpaired"], "sender not looked for");
         ev.state = TcpState::CLOSE_WAIT;
         assert_eq!(classify(&ev).evidence["errno"], "EPIPE");
+    }
+
+    #[test]
+    fn a_stale_peer_after_our_kill_is_half_open_not_time_wait() {
+        let mut ev = with_reason(
+            base(Direction::Sent, TcpState::SYN_SENT),
+            "TCP_INVALID_ACK_SEQUENCE",
+        );
+        ev.socket = Some(sock());
+        ev.packet = Some(pkt(A, 0));
+        let ctx = Context {
+            previous: Some(Previous {
+                cause: CauseId::SocketKilled,
+                ago: Duration::from_millis(300),
+            }),
+            ..Context::default()
+        };
+        let c = check_with(&ev, &ctx, CauseId::HalfOpen, Confidence::Likely);
+        assert_eq!(c.evidence["previous_connection"]["ended"], "socket_killed");
+        assert_eq!(c.evidence["previous_connection"]["ago_ms"], 300);
+        // The record changes only a TIME_WAIT reading.
+        let mut other = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_STATE");
+        other.socket = Some(Socket {
+            linger: Some(0),
+            ..closed()
+        });
+        check_with(&other, &ctx, CauseId::LingerZero, Confidence::Certain);
+    }
+
+    #[test]
+    fn a_folded_tcp_reset_is_evidence_on_the_sent_rst() {
+        let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), "TCP_ABORT_ON_DATA");
+        ev.socket = Some(sock());
+        ev.packet = Some(pkt(PA, 5));
+        let ctx = Context {
+            folded_reset: Some(Folded {
+                hook: "tp_btf:tcp_receive_reset",
+                state: TcpState::FIN_WAIT2,
+                delta_us: 3,
+            }),
+            ..Context::default()
+        };
+        let c = check_with(&ev, &ctx, CauseId::DataAfterClose, Confidence::Certain);
+        assert_eq!(c.evidence["folded_receive"]["state"], "FIN_WAIT2");
+    }
+
+    // ---- 6.1: the two active resets named only by 6.10+'s reason
+
+    #[test]
+    fn disconnect_with_data_is_inferred_without_a_reason() {
+        // connect(AF_UNSPEC) in LAST_ACK with 1.5 MB unsent: shutdown is 3.
+        let mut ev = base(Direction::Sent, TcpState::CLOSE);
+        ev.socket = Some(Socket {
+            unsent: 1_500_000,
+            ..closed()
+        });
+        let c = check(&ev, CauseId::Disconnect, Confidence::Likely);
+        assert_eq!(c.evidence["unsent"], 1_500_000);
+        assert_eq!(c.evidence["inferred_reason"], "TCP_DISCONNECT_WITH_DATA");
+        // An orphan (close() ran) is not a disconnect.
+        ev.socket = Some(Socket {
+            unsent: 1_500_000,
+            dead: true,
+            ..closed()
+        });
+        check(&ev, CauseId::MemoryPressure, Confidence::Likely);
+        // The kernel's reason, where it exists, agrees.
+        let mut ev = with_reason(
+            base(Direction::Sent, TcpState::CLOSE),
+            "TCP_DISCONNECT_WITH_DATA",
+        );
+        ev.socket = Some(Socket {
+            unsent: 1_500_000,
+            ..closed()
+        });
+        check(&ev, CauseId::Disconnect, Confidence::Certain);
+    }
+
+    #[test]
+    fn orphans_killed_by_the_timer_are_memory_pressure_without_a_reason() {
+        let mut ev = base(Direction::Sent, TcpState::FIN_WAIT1);
+        ev.context = ExecContext::Softirq(SOFTIRQ_TIMER);
+        ev.socket = Some(Socket {
+            dead: true,
+            unacked: 100,
+            ..closed()
+        });
+        let c = check(&ev, CauseId::MemoryPressure, Confidence::Likely);
+        assert_eq!(c.evidence["orphan"], "FIN_WAIT1");
+        assert_eq!(c.evidence["inferred_reason"], "TCP_ABORT_ON_MEMORY");
+        // A dead FIN_WAIT2 on the timer is TCP_LINGER2's abort.
+        ev.state = TcpState::FIN_WAIT2;
+        check(&ev, CauseId::Linger2Abort, Confidence::Likely);
+        // Not dead, or not the timer: not an orphan kill.
+        ev.state = TcpState::FIN_WAIT1;
+        ev.socket = Some(closed());
+        check(&ev, CauseId::Unknown, Confidence::Likely);
+        ev.socket = Some(Socket {
+            dead: true,
+            ..closed()
+        });
+        ev.context = ExecContext::Softirq(3);
+        check(&ev, CauseId::Unknown, Confidence::Likely);
     }
 
     #[test]

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["kernel"],
     &["collect"],
     &["enrich"],
-    &["classify", "filter", "record"],
+    &["classify", "correlate", "filter", "record"],
     &["output"],
     &["cli", "signals"],
     &["cmd"],

@@ -7,8 +7,9 @@
 //! - `collect`: the hook table (`probes`), loading the programs, the ring
 //!   buffer, decoding its records, clocks and the kernel's counters.
 //! - `enrich`: owner processes, containers, `--scope`, `--stack`.
-//! - `classify`, `filter`, `record`: an event's cause, which events to keep,
-//!   and the record the outputs write.
+//! - `classify`, `correlate`, `filter`, `record`: an event's cause (and
+//!   what the events around it say), which events to keep, and the record
+//!   the outputs write.
 //! - `output`: the formats, summary, metrics, OTLP and status lines.
 //! - `cli`, `signals`; `cmd`: the subcommands (trace, read, check).
 //!
@@ -24,6 +25,7 @@ pub mod collect;
 pub mod enrich;
 
 pub mod classify;
+pub mod correlate;
 pub mod filter;
 pub mod record;
 

@@ -52,6 +52,7 @@ pub(crate) mod fixtures {
                     len: 9,
                     window: 512,
                     ttl: 64,
+                    ip_id: 0,
                 }),
                 socket: None,
                 context: ExecContext::Task,

@@ -20,34 +20,6 @@ fn our_pid() -> u64 {
     u64::from(std::process::id())
 }
 
-fn set_int(fd: i32, level: i32, option: i32, value: i32) {
-    // SAFETY: a plain setsockopt with an int-sized value.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            option,
-            (&value as *const i32).cast(),
-            size_of::<i32>() as u32,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt({level}, {option}): {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// An nftables table `rsttrace` with one input-hook chain holding `rules`.
-fn input_rules(rules: &str) -> String {
-    format!(
-        "table inet rsttrace {{\n chain input {{\n type filter hook input priority 0;\n {rules}\n }}\n}}\n"
-    )
-}
-
-const DELETE_RULES: &str = "delete table inet rsttrace";
-
 #[test]
 fn port_not_open_between_namespaces_names_the_last_listener() {
     if !kernel_tests_possible("port_not_open_between_namespaces_names_the_last_listener") {
@@ -468,46 +440,6 @@ fn ss_kill_names_killer_and_owner() {
     // ECONNABORTED came with the RST: not a second, RST-less abort.
     assert!(find(&events, "abort", "unknown").is_empty());
     assert_no_unconfirmed_certainty(&plan, &events);
-}
-
-/// A TcpStream bound to `local` before connecting (SO_REUSEADDR), as a
-/// client pinned to a source port would.
-fn connect_from(
-    local: std::net::SocketAddr,
-    target: std::net::SocketAddr,
-) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket calls on a descriptor this function owns; it is
-    // handed to TcpStream (which closes it) or closed on error.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let stream = TcpStream::from_raw_fd(fd);
-        set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-        let sin = |a: std::net::SocketAddr| {
-            let std::net::SocketAddr::V4(a) = a else {
-                panic!("IPv4 only")
-            };
-            libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            }
-        };
-        let len = size_of::<libc::sockaddr_in>() as u32;
-        let l = sin(local);
-        if libc::bind(fd, (&l as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let t = sin(target);
-        if libc::connect(fd, (&t as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
 }
 
 #[test]

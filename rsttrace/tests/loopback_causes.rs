@@ -288,13 +288,19 @@ fn pcapng_export_reads_back_in_tshark() {
             "synthesised: {row}"
         );
     }
+    // Each comment starts with its own direction and cause (a received
+    // RST's evidence may name its sender's cause too).
     assert_eq!(
-        rows.iter().filter(|r| r.contains("port_not_open")).count(),
+        rows.iter()
+            .filter(|r| r.contains("rsttrace: sent port_not_open"))
+            .count(),
         3,
         "{text}"
     );
     assert_eq!(
-        rows.iter().filter(|r| r.contains("peer_refused")).count(),
+        rows.iter()
+            .filter(|r| r.contains("rsttrace: received peer_refused"))
+            .count(),
         3,
         "{text}"
     );

@@ -311,7 +311,7 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
 /// `unknown`. Keep in step with classify.rs.
 /// Causes the kernel's reason names directly, and the fact that tells them
 /// apart without it.
-const WITHOUT_REASON: [(CauseId, &str); 4] = [
+const WITHOUT_REASON: [(CauseId, &str); 5] = [
     (
         CauseId::Linger2Abort,
         "yes (inferred: the socket left FIN_WAIT2 in the same call)",
@@ -322,7 +322,13 @@ const WITHOUT_REASON: [(CauseId, &str); 4] = [
     ),
     (
         CauseId::Disconnect,
-        "yes (inferred: reset in task context without close()'s shutdown)",
+        "yes (inferred: reset in task context on a socket close() did not orphan, \
+         without close()'s shutdown or with unsent data)",
+    ),
+    (
+        CauseId::MemoryPressure,
+        "yes (inferred: an orphan reset by the timer in FIN_WAIT1/CLOSING/LAST_ACK, \
+         or in CLOSE with nothing unread and no SO_LINGER 0)",
     ),
     (
         CauseId::ListenerClosed,
@@ -348,10 +354,16 @@ pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
                 {
                     "NO: the send hook does not fire for RSTs sent without a socket".to_string()
                 }
+                // The receiving side has no reason; the sender's own send
+                // event, when it is on this host, corroborates it.
                 CauseId::PeerRefused | CauseId::PeerReset if plan.packet => {
-                    "yes (with the received RST's TTL and window)".to_string()
+                    "yes (certain when paired with its sender's RST on this host; \
+                     with the received RST's TTL and window)"
+                        .to_string()
                 }
-                CauseId::PeerRefused | CauseId::PeerReset => "yes".to_string(),
+                CauseId::PeerRefused | CauseId::PeerReset => {
+                    "yes (certain when paired with its sender's RST on this host)".to_string()
+                }
                 _ => decided_by(c, plan.reason, reason_names),
             };
             (c, seen)
@@ -474,6 +486,9 @@ mod tests {
             "{c:?}"
         );
         assert!(seen(CauseId::CloseUnreadData).starts_with("yes"));
+        assert!(seen(CauseId::MemoryPressure).contains("timer"), "{c:?}");
+        assert!(seen(CauseId::Disconnect).contains("unsent"), "{c:?}");
+        assert!(seen(CauseId::PeerReset).contains("paired"), "{c:?}");
     }
 
     #[test]

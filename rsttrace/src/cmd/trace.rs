@@ -10,13 +10,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use log::{debug, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::classify::classify;
 use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
 use crate::collect::clock::BootClock;
 use crate::collect::counters::KernelDrops;
 use crate::collect::decode::{self, Record};
 use crate::collect::loader::{Counters, KernelInfo, Options, Session};
 use crate::collect::source::Source;
+use crate::correlate::{self, Correlator};
+use crate::enrich::hostnet::HostNet;
 use crate::enrich::stacks::{StackResolver, StackStats, Stacks};
 use crate::filter::{self, RecordFilter};
 use crate::model::event::{Event, KernelTables};
@@ -270,10 +271,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     let cpus = aya::util::nr_cpus().unwrap_or(1);
     let perf_bytes =
         crate::collect::transport::perf_bytes_per_cpu(ring_bytes, cpus, page_size() as usize);
+    let scope = kernel_scope(&args)?;
     let opts = Options {
         hooks: args.hooks,
         transport,
-        filter: filter::kernel_filter(&kernel_scope(&args)?)?,
+        filter: filter::kernel_filter(&scope)?,
         ring_buffer_bytes: ring_bytes,
         // --stack symbolizes user frames from /proc/PID/maps, which is gone
         // once the process exits: wake the reader on every event rather
@@ -412,6 +414,12 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         seen_drops: KernelDrops::default(),
         stacks,
         panicked: None,
+        correlate: Correlator::new(
+            HostNet::default(),
+            correlate::conntrack_established_timeout(),
+            blind_to_sends(&session.plan, &scope),
+        ),
+        ready: Vec::new(),
     };
     loop {
         let batch = tokio::select! {
@@ -423,7 +431,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             _ = &mut deadline => break,
             batch = source.next_batch(|bytes| state.handle_guarded(bytes, &mut outputs)) => batch,
         };
-        if batch.context("reading the event buffers")? > 0 {
+        let read = batch.context("reading the event buffers")?;
+        // Received RSTs that waited long enough for their sender's event.
+        let released = state.release_waiting(false, &mut outputs);
+        if read + released > 0 {
             // Once per batch: a person watching sees each RST within one
             // drain interval, and a storm costs one write per batch, not per event.
             for o in &mut outputs {
@@ -449,6 +460,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         let limit = ring_bytes as usize / size_of::<rsttrace_ebpf::abi::RstEvent>();
         source.drain_now(|bytes| state.handle_guarded(bytes, &mut outputs), limit);
     }
+    state.release_waiting(true, &mut outputs);
     let counters = source.with_losses(session.counters(true)?);
     state.account_losses(counters, &mut outputs);
     for o in &mut outputs {
@@ -532,6 +544,22 @@ pub fn read(args: ReadArgs) -> Result<()> {
     Ok(())
 }
 
+/// Why some RSTs sent on this host are not traced, if any are not: then a
+/// received RST whose sender is local but unpaired accuses no one.
+fn blind_to_sends(
+    plan: &crate::collect::probes::Plan,
+    scope: &filter::KernelScope,
+) -> Option<&'static str> {
+    if !plan.no_socket {
+        Some("the send hook misses socketless RSTs")
+    } else if !scope.pids.is_empty() || !scope.cgroups.is_empty() || !scope.netns.is_empty() {
+        // Port filters keep both ends of a flow; these keep one side.
+        Some("a --pid, --cgroup, --container, --pod, --namespace or --netns filter")
+    } else {
+        None
+    }
+}
+
 struct Pipeline<'a> {
     summary: Summary,
     clock: BootClock,
@@ -554,6 +582,11 @@ struct Pipeline<'a> {
     /// What a panic while handling an event said; tracing then stops,
     /// with the outputs flushed and the summary written.
     panicked: Option<String>,
+    /// Pairs received RSTs with their senders, folds phantom receives;
+    /// classifies. Received events wait in it briefly.
+    correlate: Correlator<HostNet, rsttrace_ebpf::abi::RstEvent>,
+    /// Events it released, reused between calls.
+    ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
 }
 
 impl Pipeline<'_> {
@@ -601,7 +634,44 @@ impl Pipeline<'_> {
             }
         };
         let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
-        let cause = classify(&event);
+        let mut ready = std::mem::take(&mut self.ready);
+        // After any /proc scan above: the wait starts when it is pushed.
+        self.correlate
+            .push(event, raw, std::time::Instant::now(), &mut ready);
+        for (event, raw, cause) in ready.drain(..) {
+            self.write(event, &raw, cause, outputs);
+        }
+        self.ready = ready;
+    }
+
+    /// Writes the received events that waited long enough for a sender
+    /// (all of them at the end); returns how many.
+    fn release_waiting(&mut self, all: bool, outputs: &mut [Output]) -> usize {
+        let mut ready = std::mem::take(&mut self.ready);
+        let now = std::time::Instant::now();
+        if all {
+            self.correlate.flush(now, &mut ready);
+        } else {
+            self.correlate.expire(now, &mut ready);
+        }
+        let released = ready.len();
+        for (event, raw, cause) in ready.drain(..) {
+            self.write(event, &raw, cause, outputs);
+        }
+        self.ready = ready;
+        released
+    }
+
+    fn write(
+        &mut self,
+        event: Event,
+        raw: &rsttrace_ebpf::abi::RstEvent,
+        cause: crate::model::cause::Cause,
+        outputs: &mut [Output],
+    ) {
+        if self.done() {
+            return;
+        }
         // /proc reads are small and cached per pid; an exited owner is missed.
         let runtimes = &mut self.runtimes;
         let owner_proc = event.process.as_ref().map(|p| {
@@ -635,7 +705,7 @@ impl Pipeline<'_> {
         }
         // Symbolized now, while the owner (its /proc/PID/maps) likely still exists.
         if let Some(stacks) = &mut self.stacks {
-            rec.stacks = stacks.resolve(&raw, &rec.event);
+            rec.stacks = stacks.resolve(raw, &rec.event);
         }
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
@@ -667,6 +737,7 @@ impl Pipeline<'_> {
         }
         let lost = counters.lost;
         if lost > self.seen_lost {
+            self.correlate.note_loss(std::time::Instant::now());
             for o in outputs.iter_mut() {
                 o.gap(lost - self.seen_lost, std::time::SystemTime::now());
             }
@@ -774,6 +845,8 @@ mod tests {
             seen_drops: KernelDrops::default(),
             stacks: None,
             panicked: None,
+            correlate: Correlator::new(HostNet::default(), None, None),
+            ready: Vec::new(),
         }
     }
 
@@ -853,6 +926,8 @@ mod tests {
                 })
                 .collect();
             state.handle_guarded(&bytes, &mut outputs);
+            // Received RSTs wait for their sender's event: let them go.
+            state.release_waiting(true, &mut outputs);
             for o in &mut outputs {
                 o.flush();
             }

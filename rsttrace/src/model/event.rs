@@ -134,6 +134,8 @@ pub struct Packet {
     pub len: u32,
     pub window: u16,
     pub ttl: u8,
+    /// IPv4 identification (0 for IPv6, or when unknown).
+    pub ip_id: u16,
 }
 
 /// Socket facts read when the RST was made.
@@ -350,6 +352,11 @@ impl Event {
             len: raw.pkt_len,
             window: raw.pkt_window,
             ttl: raw.pkt_ttl,
+            ip_id: if raw.family == af::INET {
+                raw.pkt_ip_id
+            } else {
+                0
+            },
         });
         let socket = has(abi::flag::HAS_SOCK).then_some(Socket {
             addr: raw.sk,

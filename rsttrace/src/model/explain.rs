@@ -395,8 +395,61 @@ pub fn markdown() -> String {
             t.zh_remedy,
         );
     }
+    s.push_str(
+        "\n## Received RSTs: evidence rules — 收到的 RST：证据规则\n\n\
+         | evidence | rule | 规则 |\n|---|---|---|\n",
+    );
+    for (field, en, zh) in RECEIVED_RULES {
+        let _ = writeln!(s, "| `{field}` | {en} | {zh} |");
+    }
     s
 }
+
+/// How a received RST is judged, and each rule that makes it
+/// `middlebox_suspect`: (evidence field, English, Chinese). A received RST
+/// is `certain` only when its sender's own send is seen on this host.
+pub const RECEIVED_RULES: &[(&str, &str, &str)] = &[
+    (
+        "peer_event",
+        "paired: a TCP stack on this host (loopback or another network namespace) sent it: mirrored 4-tuple, within 500 ms, the same sequence number where both sides carry one. Only then is peer_reset or peer_refused certain; the field names the sender's cause, process, namespace and the time between the two events",
+        "已配对：本机（回环或另一个网络命名空间）的 TCP 协议栈发出了这个 RST：四元组互为镜像，相隔不超过 500 毫秒，双方都带序列号时序列号一致。只有这时 peer_reset 或 peer_refused 才是“certain”（确定）；该字段给出发送方的原因、进程、命名空间和两个事件的时间差",
+    ),
+    (
+        "unpaired",
+        "why no send was paired: `sender not on this host` (nothing here corroborates it: likely), `sender on this host sent no RST`, or `sender not looked for`",
+        "为何没有配对的发送事件：“sender not on this host”（发送方不在本机，无从印证：“likely”）、“sender on this host sent no RST”（发送方在本机，但其协议栈没有发出 RST）或“sender not looked for”（未查找）",
+    ),
+    (
+        "local_sender_sent_no_rst",
+        "the sender's address is on this host (in some network namespace) and no TCP stack there sent a matching RST: a firewall's reject (nftables/iptables `reject with tcp reset`) or an injected segment; `suspect` is `firewall_reject`, `sender_netns` the namespace holding the address",
+        "发送方地址在本机（某个网络命名空间内），但那里没有任何 TCP 协议栈发出匹配的 RST：多为防火墙以 RST 拒绝（nftables/iptables 的“reject with tcp reset”）或被注入的报文；“suspect”为 firewall_reject，sender_netns 是该地址所在的命名空间",
+    ),
+    (
+        "idle_past_lb_timeout",
+        "the peer was silent (`peer_idle_s`) for 240 s or more, the shortest idle timeout of common NAT gateways and load balancers (Azure 240 s, AWS NLB 350 s)",
+        "对端静默（peer_idle_s）达到 240 秒以上，即常见 NAT 网关和负载均衡的最短空闲超时（Azure 240 秒，AWS NLB 350 秒）",
+    ),
+    (
+        "idle_past_conntrack_timeout",
+        "the peer was silent longer than this host's own conntrack timeout for established flows (`conntrack_timeout_s`, from /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established): a local NAT or stateful firewall forgot the flow",
+        "对端静默时间超过本机连接跟踪（nf_conntrack）对已建立连接的超时（conntrack_timeout_s，读自 /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established）：本机的 NAT 或状态防火墙已忘记这条流",
+    ),
+    (
+        "rst_ttls_differ",
+        "several RSTs received on one flow within a minute carry different TTLs or hop limits (`ttl`, `flow_rst_ttls`): the injection pattern, each forger at its own hop distance. Needs the received segment (kprobe/fentry receive hooks)",
+        "一分钟内同一条流收到多个 RST，其 TTL 或跳数限制各不相同（“ttl”、flow_rst_ttls）：典型的注入特征，每个伪造者距离不同。需要收到的报文本身（kprobe/fentry 接收钩子）",
+    ),
+    (
+        "folded_receive",
+        "on a sent RST: the kernel ran tcp_reset() on this socket just before sending it (data after shutdown in FIN_WAIT); nothing was received, so no received event is reported",
+        "出现在发出的 RST 上：内核在发出它之前刚对这个套接字调用了 tcp_reset()（FIN_WAIT 状态下调用 shutdown() 之后又收到数据）；并没有收到 RST，因此不报告接收事件",
+    ),
+    (
+        "previous_connection",
+        "on a sent RST in SYN_SENT: this side's previous connection on the same 4-tuple was killed or aborted (its RST lost), so the peer's stale socket answered the SYN: half_open, not time_wait. Without such a record time_wait stays",
+        "出现在 SYN_SENT 状态发出的 RST 上：本端在同一四元组上的上一条连接被强制关闭或异常终止（其 RST 丢失），对端残留的套接字回应了 SYN：判为 half_open 而不是 time_wait。没有这样的记录时保持 time_wait",
+    ),
+];
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
@@ -492,6 +545,10 @@ mod tests {
             let english = english_in(body);
             assert!(english.is_empty(), "{english:?} in\n{rendered}");
             assert_eq!(explanation(c, Lang::Zh), t.zh_explanation);
+        }
+        for (field, _, zh) in RECEIVED_RULES {
+            let english = english_in(zh);
+            assert!(english.is_empty(), "rule {field}: {english:?} in {zh}");
         }
     }
 

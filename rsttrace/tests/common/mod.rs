@@ -286,8 +286,18 @@ pub fn kernel_reason_decides(cause: &str) -> bool {
 }
 
 /// No sent event may be `certain` unless the plan has the kernel's reason
-/// and this kernel's reason set names its cause: inference alone is `likely`.
+/// and this kernel's reason set names its cause: inference alone is
+/// `likely`. No received event may be `certain` unless its sender's send
+/// was seen (paired) on this host.
 pub fn assert_no_unconfirmed_certainty(plan: &Value, events: &[Value]) {
+    for e in events.iter().filter(|e| e["direction"] == "received") {
+        if e["confidence"] == "certain" {
+            assert!(
+                e["evidence"]["peer_event"].is_object(),
+                "a certain received RST without its sender's event: {e}"
+            );
+        }
+    }
     for e in events.iter().filter(|e| e["direction"] == "sent") {
         if e["confidence"] == "certain" {
             let cause = e["cause"].as_str().unwrap_or("?");
@@ -632,5 +642,73 @@ pub fn send_segment(
         let err = std::io::Error::last_os_error();
         libc::close(fd);
         assert_eq!(sent, 20, "sendto: {err}");
+    }
+}
+
+pub fn set_int(fd: i32, level: i32, option: i32, value: i32) {
+    // SAFETY: a plain setsockopt with an int-sized value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&value as *const i32).cast(),
+            size_of::<i32>() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {option}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// An nftables table `rsttrace` with one input-hook chain holding `rules`.
+pub fn input_rules(rules: &str) -> String {
+    format!(
+        "table inet rsttrace {{\n chain input {{\n type filter hook input priority 0;\n {rules}\n }}\n}}\n"
+    )
+}
+
+pub const DELETE_RULES: &str = "delete table inet rsttrace";
+
+/// A TcpStream bound to `local` before connecting (SO_REUSEADDR), as a
+/// client pinned to a source port would.
+pub fn connect_from(
+    local: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; it is
+    // handed to TcpStream (which closes it) or closed on error.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        let sin = |a: std::net::SocketAddr| {
+            let std::net::SocketAddr::V4(a) = a else {
+                panic!("IPv4 only")
+            };
+            libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            }
+        };
+        let len = size_of::<libc::sockaddr_in>() as u32;
+        let l = sin(local);
+        if libc::bind(fd, (&l as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let t = sin(target);
+        if libc::connect(fd, (&t as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
     }
 }

@@ -179,3 +179,76 @@ fn ip(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A client (10.78.1.1) and a server (10.78.2.1) in namespaces of their
+/// own, joined through a third that routes between them: a middlebox
+/// (firewall, NAT) on the path, with its own conntrack.
+pub struct RoutedPath {
+    pub a: Netns,
+    pub router: Netns,
+    pub b: Netns,
+}
+
+impl RoutedPath {
+    pub fn new() -> RoutedPath {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}r{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns = |side: &str, addr: Ipv4Addr| Netns {
+            name: format!("rstt{id}{side}"),
+            addr,
+        };
+        let path = RoutedPath {
+            a: ns("a", Ipv4Addr::new(10, 78, 1, 1)),
+            router: ns("r", Ipv4Addr::new(10, 78, 1, 2)),
+            b: ns("b", Ipv4Addr::new(10, 78, 2, 1)),
+        };
+        for n in [&path.a, &path.router, &path.b] {
+            ip(&["netns", "add", &n.name]);
+            n.ip(&["link", "set", "lo", "up"]);
+        }
+        for (left, ldev, right, rdev) in [
+            (&path.a, "veth0", &path.router, "veth1"),
+            (&path.router, "veth2", &path.b, "veth3"),
+        ] {
+            ip(&[
+                "link",
+                "add",
+                ldev,
+                "netns",
+                &left.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                rdev,
+                "netns",
+                &right.name,
+            ]);
+        }
+        for (n, dev, cidr) in [
+            (&path.a, "veth0", "10.78.1.1/24"),
+            (&path.router, "veth1", "10.78.1.2/24"),
+            (&path.router, "veth2", "10.78.2.2/24"),
+            (&path.b, "veth3", "10.78.2.1/24"),
+        ] {
+            n.ip(&["addr", "add", cidr, "dev", dev]);
+            n.ip(&["link", "set", dev, "up"]);
+        }
+        path.a.ip(&["route", "add", "default", "via", "10.78.1.2"]);
+        path.b.ip(&["route", "add", "default", "via", "10.78.2.2"]);
+        path.router.sysctl("net.ipv4.ip_forward", "1");
+        path
+    }
+}
+
+impl Drop for RoutedPath {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.router, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", &ns.name]).status();
+        }
+    }
+}

@@ -259,6 +259,8 @@ fn packet(p: &Value) -> Result<Packet> {
         len: u64_of(p, "len")? as u32,
         window: u64_of(p, "window")? as u16,
         ttl: u64_of(p, "ttl")? as u8,
+        // Not in the export's packet object; evidence carries it.
+        ip_id: 0,
     })
 }
 
