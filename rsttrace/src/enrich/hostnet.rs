@@ -164,9 +164,11 @@ fn open_ns(path: &std::path::Path, nofollow: bool) -> std::io::Result<File> {
 
 fn is_nsfs(file: &File) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    // SAFETY: fstatfs fills the struct we pass.
+    // SAFETY: statfs is plain integers, for which all-zero is valid.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0) && st.f_type as i64 == NSFS_MAGIC
+    // SAFETY: a valid descriptor, and a struct fstatfs may fill.
+    let ok = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0;
+    ok && st.f_type as i64 == NSFS_MAGIC
 }
 
 /// The IPv4/IPv6 addresses of the calling thread's network namespace.
