@@ -832,26 +832,7 @@ mod tests {
     }
 
     fn sock() -> Socket {
-        Socket {
-            addr: 0xffff_0000,
-            cookie: 1,
-            full: true,
-            dead: false,
-            linger: None,
-            keepalive: false,
-            peer_fin: false,
-            shutdown: 0,
-            unread: 0,
-            unsent: 0,
-            unacked: 0,
-            probes_out: 0,
-            sk_err: 0,
-            tw_substate: None,
-            cgroup_id: None,
-            accept_queue_full: false,
-            closed_from: None,
-            peer_idle: None,
-        }
+        crate::record::fixtures::full_socket(0xffff_0000)
     }
 
     /// A socket as close() leaves it before the RST: SHUTDOWN_MASK set.

@@ -490,26 +490,7 @@ mod tests {
     }
 
     fn sock(addr: u64) -> Socket {
-        Socket {
-            addr,
-            cookie: 1,
-            full: true,
-            dead: false,
-            linger: None,
-            keepalive: false,
-            peer_fin: false,
-            shutdown: 0,
-            unread: 0,
-            unsent: 0,
-            unacked: 0,
-            probes_out: 0,
-            sk_err: 0,
-            tw_substate: None,
-            accept_queue_full: false,
-            closed_from: None,
-            peer_idle: None,
-            cgroup_id: None,
-        }
+        crate::record::fixtures::full_socket(addr)
     }
 
     fn pkt(flags: u8, seq: u32, ack: u32, ttl: u8) -> Packet {

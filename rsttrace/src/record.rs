@@ -33,6 +33,30 @@ pub(crate) mod fixtures {
     use crate::model::cause::{Cause, CauseId, Confidence};
     use crate::model::event::*;
 
+    /// An open, full socket at `addr` with nothing pending.
+    pub fn full_socket(addr: u64) -> Socket {
+        Socket {
+            addr,
+            cookie: 1,
+            full: true,
+            dead: false,
+            linger: None,
+            keepalive: false,
+            peer_fin: false,
+            shutdown: 0,
+            unread: 0,
+            unsent: 0,
+            unacked: 0,
+            probes_out: 0,
+            sk_err: 0,
+            tw_substate: None,
+            cgroup_id: None,
+            accept_queue_full: false,
+            closed_from: None,
+            peer_idle: None,
+        }
+    }
+
     pub fn record() -> Classified {
         let mut evidence = serde_json::Map::new();
         evidence.insert("unread_bytes_lost".into(), json!(100));
