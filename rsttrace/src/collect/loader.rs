@@ -1,25 +1,27 @@
 //! Loads the embedded eBPF object into the running kernel and attaches the
 //! hooks of the chosen plan. The only module that talks to aya's program API.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap};
-use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use log::{debug, info, warn};
 use rsttrace_ebpf::abi::{
     self, Filter, KfreeSkb, ListenerKey, Owner, OwnerTracepoints, Tuning, program,
 };
 
+use crate::collect::attach::{
+    attach_aborts, attach_btf, attach_hook, attach_owner_tracking, attach_role, explain_bpf_error,
+    load_fentry, require_kernel_btf, undo,
+};
 use crate::collect::counters::CounterReader;
 pub use crate::collect::counters::Counters;
+pub use crate::collect::facts::KernelInfo;
+use crate::collect::facts::kfree_skb;
 use crate::collect::perfbuf::PerfBuffers;
-use crate::collect::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Plan, Role};
+use crate::collect::probes::{self, HookMode, KernelFacts, Plan, Role};
 use crate::collect::source::Buffers;
 use crate::collect::transport::{self, Transport};
-use crate::kernel::{btf::Btf, btf_source, helpers, kallsyms, offsets, preempt, tracefs};
+use crate::kernel::{btf::Btf, btf_source, helpers, kallsyms, offsets, tracefs};
 
 /// The objects built by `cargo xtask build-ebpf`, embedded by build.rs: the
 /// same programs writing to a ring buffer, or to a perf event array.
@@ -41,123 +43,6 @@ pub struct Options {
     pub capture_packets: bool,
     /// `--stack`: capture kernel and user stacks.
     pub stacks: bool,
-}
-
-/// Everything the kernel side needs, probed once at start-up.
-pub struct KernelInfo {
-    pub btf: Option<Btf>,
-    /// Why BTF is missing, when it is.
-    pub btf_error: Option<String>,
-    pub tracefs: Option<PathBuf>,
-    pub facts: KernelFacts,
-    /// `enum sk_rst_reason` value → name, from BTF.
-    pub reasons: HashMap<u32, String>,
-    /// Whether the kernel has the BPF ring buffer (Err: the probe failed).
-    pub ring_buffer: Result<bool, String>,
-}
-
-const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
-
-impl KernelInfo {
-    pub fn probe() -> KernelInfo {
-        let (btf, btf_error) = match btf_source::parse() {
-            Ok(b) => (Some(b), None),
-            Err(e) => {
-                warn!("kernel BTF unavailable ({e:#}); tp_btf and fentry hooks disabled");
-                (None, Some(format!("{e:#}")))
-            }
-        };
-        let tracefs = match tracefs::ensure_mounted() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                warn!("{e:#}");
-                None
-            }
-        };
-        let facts = probe_facts(btf.as_ref(), tracefs.as_deref());
-        let reasons = btf
-            .as_ref()
-            .map(|b| offsets::rst_reason_names(b).into_iter().collect())
-            .unwrap_or_default();
-        KernelInfo {
-            btf,
-            btf_error,
-            tracefs,
-            facts,
-            reasons,
-            ring_buffer: transport::probe_ring_buffer(),
-        }
-    }
-}
-
-/// Everything the hook table asks about, except the fentry trial load
-/// (that needs the object loaded, see `Session::load` and `try_fentry`).
-fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFacts {
-    let mut facts = KernelFacts {
-        btf: btf.is_some(),
-        kernel_btf: btf_source::kernel_has_btf(),
-        kprobe_pmu: Path::new(KPROBE_PMU).exists(),
-        ..KernelFacts::default()
-    };
-    let mut tracepoints = vec![("sock", "inet_sock_set_state")];
-    for need in probes::HOOKS.iter().flat_map(|h| h.needs) {
-        match *need {
-            Need::BtfTracepointArgs(tp, _) => {
-                if let Some(n) =
-                    btf.and_then(|b| b.func_proto_param_count(&format!("btf_trace_{tp}")))
-                {
-                    facts.btf_tracepoint_args.insert(tp.to_string(), n);
-                }
-            }
-            Need::Tracepoint(cat, name) => tracepoints.push((cat, name)),
-            _ => {}
-        }
-    }
-    if let Some(root) = tracefs {
-        for (cat, name) in tracepoints {
-            if tracefs::tracepoint_exists(root, cat, name) {
-                facts.tracepoints.insert(format!("{cat}:{name}"));
-            }
-        }
-        facts.kfree_skb_no_socket = kfree_skb(btf, Some(root)).is_some();
-        if let Ok(fields) = tracefs::read_format(root, "tcp", "tcp_send_reset") {
-            facts.tp_send_reset_reason = fields.iter().any(|f| f.name == "reason");
-            // The version that fires without a socket stores sockaddr_in6 (28 bytes).
-            facts.tp_send_reset_no_socket =
-                fields.iter().any(|f| f.name == "saddr" && f.size == 28);
-        }
-    }
-    let mut wanted = probes::wanted_functions();
-    wanted.insert(ERROR_REPORT_FUNCTION);
-    if let Some(b) = btf {
-        for f in &wanted {
-            if let Some(n) = b.func_param_count(f) {
-                facts.btf_function_args.insert(f.to_string(), n);
-            }
-        }
-    }
-    match kallsyms::read(&wanted, preempt::SYMBOLS) {
-        Ok(found) => {
-            facts.preempt_count = preempt::locate(&found.data, btf);
-            facts.functions = found.functions;
-        }
-        Err(e) => {
-            debug!("cannot read /proc/kallsyms: {e}");
-            facts.preempt_count = Err(format!("cannot read /proc/kallsyms: {e}"));
-        }
-    }
-    facts
-}
-
-/// Where `skb:kfree_skb` keeps the skb and the reason, and NO_SOCKET's value.
-fn kfree_skb(btf: Option<&Btf>, tracefs: Option<&Path>) -> Option<KfreeSkb> {
-    let (skbaddr, reason) = tracefs::kfree_skb_layout(tracefs?).ok()?;
-    Some(KfreeSkb {
-        skbaddr,
-        reason,
-        no_socket: offsets::drop_reason_no_socket(btf?)?,
-        _pad: 0,
-    })
 }
 
 /// Loaded and attached programs; dropping it detaches everything.
@@ -499,225 +384,6 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
     // After the load, whose loader parsed (and freed) a copy of its own.
     let aya_btf = btf_source::parse_for_aya().ok()?;
     Some(try_fentry(&mut ebpf, &aya_btf, &kernel.facts))
-}
-
-/// Attaches the best hook for `role`; in auto mode a hook that fails to
-/// attach is undone and the next one tried.
-fn attach_role(
-    ebpf: &mut Ebpf,
-    role: Role,
-    mode: HookMode,
-    facts: &KernelFacts,
-    btf: &aya::Btf,
-) -> Result<&'static Hook> {
-    let candidates = probes::ranked(mode, role, facts);
-    let mut errors = Vec::new();
-    for hook in &candidates {
-        match attach_hook(ebpf, hook, facts, btf) {
-            Ok(()) => return Ok(hook),
-            Err(e) => {
-                undo(ebpf, hook);
-                if mode != HookMode::Auto {
-                    return Err(e);
-                }
-                warn!("{} failed ({e:#}); trying the next hook", hook.name);
-                errors.push(format!("{}: {e:#}", hook.name));
-            }
-        }
-    }
-    bail!(
-        "no {role:?} hook could be attached:\n  {}",
-        errors.join("\n  ")
-    )
-}
-
-fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, facts: &KernelFacts, btf: &aya::Btf) -> Result<()> {
-    for attach in hook.attach {
-        match *attach {
-            Attach::TpBtf {
-                program,
-                tracepoint,
-            } => attach_btf(ebpf, program, tracepoint, btf)?,
-            Attach::Tracepoint {
-                program,
-                category,
-                name,
-            } => attach_tracepoint(ebpf, program, category, name)?,
-            Attach::Kprobe {
-                program,
-                function,
-                optional,
-            } => match facts.functions.get(function) {
-                Some(symbol) => attach_kprobe(ebpf, program, symbol)?,
-                None if optional => debug!("{function} not found; {program} not attached to it"),
-                None => bail!("{function} not in /proc/kallsyms"),
-            },
-            Attach::Fentry {
-                program,
-                function,
-                optional,
-            } => {
-                if optional && !facts.btf_function_args.contains_key(function) {
-                    debug!("no BTF function {function}; {program} not attached");
-                    continue;
-                }
-                load_fentry(ebpf, program, function, btf)?;
-                let prog: &mut FEntry = program_mut(ebpf, program)?;
-                prog.attach()
-                    .with_context(|| format!("attaching fentry/{function}"))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Unloads (and so detaches) what a failed hook managed to attach.
-fn undo(ebpf: &mut Ebpf, hook: &Hook) {
-    for attach in hook.attach {
-        // Unloading detaches the program's links; errors mean "was not loaded".
-        let _ = match *attach {
-            Attach::TpBtf { program, .. } => {
-                program_mut::<BtfTracePoint>(ebpf, program).map(|p| p.unload())
-            }
-            Attach::Tracepoint { program, .. } => {
-                program_mut::<TracePoint>(ebpf, program).map(|p| p.unload())
-            }
-            Attach::Kprobe { program, .. } => {
-                program_mut::<KProbe>(ebpf, program).map(|p| p.unload())
-            }
-            Attach::Fentry { program, .. } => {
-                program_mut::<FEntry>(ebpf, program).map(|p| p.unload())
-            }
-        };
-    }
-    debug!("undid {}", hook.name);
-}
-
-fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?;
-    Ok(prog.try_into()?)
-}
-
-/// Loads an fentry program unless already loaded (by the trial load).
-fn load_fentry(ebpf: &mut Ebpf, program: &str, function: &str, btf: &aya::Btf) -> Result<()> {
-    let prog: &mut FEntry = program_mut(ebpf, program)?;
-    match prog.load(function, btf) {
-        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
-        Err(e) => Err(explain_bpf_error(anyhow::Error::new(e)))
-            .with_context(|| format!("loading {program} (fentry/{function})")),
-    }
-}
-
-fn attach_kprobe(ebpf: &mut Ebpf, program: &str, symbol: &str) -> Result<()> {
-    let prog: &mut KProbe = program_mut(ebpf, program)?;
-    match prog.load() {
-        Ok(()) | Err(ProgramError::AlreadyLoaded) => {}
-        Err(e) => {
-            return Err(explain_bpf_error(anyhow::Error::new(e)))
-                .with_context(|| format!("loading {program} (kprobe)"));
-        }
-    }
-    prog.attach(symbol, 0)
-        .with_context(|| format!("attaching kprobe/{symbol}"))?;
-    Ok(())
-}
-
-/// The function every TCP socket's `sk->sk_error_report` points at: what
-/// the `inet_sk_error_report` tracepoint (5.14+) reports, before it existed.
-/// Static, but its address is taken, so it is never inlined away.
-const ERROR_REPORT_FUNCTION: &str = "sock_def_error_report";
-
-/// Aborts (errors without an RST): the tracepoint where the kernel has it,
-/// else a kprobe on the error report function. Returns the hook attached.
-fn attach_aborts(ebpf: &mut Ebpf, facts: &KernelFacts, btf: &aya::Btf) -> Result<&'static str> {
-    let tracepoint = require_kernel_btf(facts)
-        .and_then(|()| attach_btf(ebpf, program::BTF_ERROR_REPORT, "inet_sk_error_report", btf));
-    let Err(tp_error) = tracepoint else {
-        return Ok("tp_btf:inet_sk_error_report");
-    };
-    let Some(symbol) = facts.functions.get(ERROR_REPORT_FUNCTION) else {
-        bail!("{tp_error:#}; and no {ERROR_REPORT_FUNCTION} in /proc/kallsyms");
-    };
-    attach_kprobe(ebpf, program::KPROBE_ERROR_REPORT, symbol)
-        .with_context(|| format!("{tp_error:#}; and"))?;
-    Ok("kprobe:sock_def_error_report")
-}
-
-/// The program that remembers which process owns each socket: tp_btf,
-/// whose typed arguments let it leave after one comparison on the state
-/// changes it ignores; the classic tracepoint where the kernel has no BTF.
-fn attach_owner_tracking(
-    ebpf: &mut Ebpf,
-    facts: &KernelFacts,
-    tracepoint_layout: bool,
-    btf: &aya::Btf,
-) -> Result<()> {
-    let typed = require_kernel_btf(facts).and_then(|()| {
-        attach_btf(
-            ebpf,
-            program::BTF_OWNER_SET_STATE,
-            "inet_sock_set_state",
-            btf,
-        )
-    });
-    match typed {
-        Ok(()) => Ok(()),
-        Err(e) if tracepoint_layout => {
-            debug!("tp_btf owner tracking unavailable ({e:#}); using the classic tracepoint");
-            attach_tracepoint(
-                ebpf,
-                program::OWNER_SET_STATE,
-                "sock",
-                "inet_sock_set_state",
-            )
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// tp_btf programs are checked against the kernel's own BTF, which a
-/// `--btf` file cannot stand in for.
-fn require_kernel_btf(facts: &KernelFacts) -> Result<()> {
-    probes::KernelFacts::check(facts, &Need::Btf).map_err(|why| anyhow!(why))
-}
-
-fn attach_btf(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) -> Result<()> {
-    let prog: &mut BtfTracePoint = program_mut(ebpf, program)?;
-    prog.load(tracepoint, btf)
-        .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
-        .with_context(|| format!("loading {program} (tp_btf/{tracepoint})"))?;
-    prog.attach()
-        .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
-    Ok(())
-}
-
-fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
-    let prog: &mut TracePoint = program_mut(ebpf, program)?;
-    prog.load()
-        .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
-        .with_context(|| format!("loading {program} (tracepoint {category}:{name})"))?;
-    prog.attach(category, name)
-        .with_context(|| format!("attaching tracepoint {category}:{name}"))?;
-    Ok(())
-}
-
-/// The verifier log is long; keep it for `-v`, and put a hint first.
-fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
-    // The chain only: `{:?}` would also render (and symbolise) a captured
-    // backtrace when RUST_BACKTRACE is set, costing tens of MiB and ~0.4 s.
-    let text = format!("{e:#}");
-    if text.contains("Operation not permitted") || text.contains("EPERM") {
-        return e.context(
-            "the kernel refused to load BPF: run rsttrace as root (sudo), or grant \
-             CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE",
-        );
-    }
-    e
 }
 
 /// CAP_BPF (39) + CAP_PERFMON (38), or CAP_SYS_ADMIN (21), in the effective set.

@@ -1,0 +1,253 @@
+//! Attaching the programs of a plan: each hook family's load and attach,
+//! the fallbacks between them, and undoing what a failed hook attached.
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::Ebpf;
+use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
+use log::{debug, warn};
+use rsttrace_ebpf::abi::program;
+
+use crate::collect::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Role};
+
+/// Attaches the best hook for `role`; in auto mode a hook that fails to
+/// attach is undone and the next one tried.
+pub(super) fn attach_role(
+    ebpf: &mut Ebpf,
+    role: Role,
+    mode: HookMode,
+    facts: &KernelFacts,
+    btf: &aya::Btf,
+) -> Result<&'static Hook> {
+    let candidates = probes::ranked(mode, role, facts);
+    let mut errors = Vec::new();
+    for hook in &candidates {
+        match attach_hook(ebpf, hook, facts, btf) {
+            Ok(()) => return Ok(hook),
+            Err(e) => {
+                undo(ebpf, hook);
+                if mode != HookMode::Auto {
+                    return Err(e);
+                }
+                warn!("{} failed ({e:#}); trying the next hook", hook.name);
+                errors.push(format!("{}: {e:#}", hook.name));
+            }
+        }
+    }
+    bail!(
+        "no {role:?} hook could be attached:\n  {}",
+        errors.join("\n  ")
+    )
+}
+
+pub(super) fn attach_hook(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    facts: &KernelFacts,
+    btf: &aya::Btf,
+) -> Result<()> {
+    for attach in hook.attach {
+        match *attach {
+            Attach::TpBtf {
+                program,
+                tracepoint,
+            } => attach_btf(ebpf, program, tracepoint, btf)?,
+            Attach::Tracepoint {
+                program,
+                category,
+                name,
+            } => attach_tracepoint(ebpf, program, category, name)?,
+            Attach::Kprobe {
+                program,
+                function,
+                optional,
+            } => match facts.functions.get(function) {
+                Some(symbol) => attach_kprobe(ebpf, program, symbol)?,
+                None if optional => debug!("{function} not found; {program} not attached to it"),
+                None => bail!("{function} not in /proc/kallsyms"),
+            },
+            Attach::Fentry {
+                program,
+                function,
+                optional,
+            } => {
+                if optional && !facts.btf_function_args.contains_key(function) {
+                    debug!("no BTF function {function}; {program} not attached");
+                    continue;
+                }
+                load_fentry(ebpf, program, function, btf)?;
+                let prog: &mut FEntry = program_mut(ebpf, program)?;
+                prog.attach()
+                    .with_context(|| format!("attaching fentry/{function}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unloads (and so detaches) what a failed hook managed to attach.
+pub(super) fn undo(ebpf: &mut Ebpf, hook: &Hook) {
+    for attach in hook.attach {
+        // Unloading detaches the program's links; errors mean "was not loaded".
+        let _ = match *attach {
+            Attach::TpBtf { program, .. } => {
+                program_mut::<BtfTracePoint>(ebpf, program).map(|p| p.unload())
+            }
+            Attach::Tracepoint { program, .. } => {
+                program_mut::<TracePoint>(ebpf, program).map(|p| p.unload())
+            }
+            Attach::Kprobe { program, .. } => {
+                program_mut::<KProbe>(ebpf, program).map(|p| p.unload())
+            }
+            Attach::Fentry { program, .. } => {
+                program_mut::<FEntry>(ebpf, program).map(|p| p.unload())
+            }
+        };
+    }
+    debug!("undid {}", hook.name);
+}
+
+pub(super) fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?;
+    Ok(prog.try_into()?)
+}
+
+/// Loads an fentry program unless already loaded (by the trial load).
+pub(super) fn load_fentry(
+    ebpf: &mut Ebpf,
+    program: &str,
+    function: &str,
+    btf: &aya::Btf,
+) -> Result<()> {
+    let prog: &mut FEntry = program_mut(ebpf, program)?;
+    match prog.load(function, btf) {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
+        Err(e) => Err(explain_bpf_error(anyhow::Error::new(e)))
+            .with_context(|| format!("loading {program} (fentry/{function})")),
+    }
+}
+
+pub(super) fn attach_kprobe(ebpf: &mut Ebpf, program: &str, symbol: &str) -> Result<()> {
+    let prog: &mut KProbe = program_mut(ebpf, program)?;
+    match prog.load() {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => {}
+        Err(e) => {
+            return Err(explain_bpf_error(anyhow::Error::new(e)))
+                .with_context(|| format!("loading {program} (kprobe)"));
+        }
+    }
+    prog.attach(symbol, 0)
+        .with_context(|| format!("attaching kprobe/{symbol}"))?;
+    Ok(())
+}
+
+/// The function every TCP socket's `sk->sk_error_report` points at: what
+/// the `inet_sk_error_report` tracepoint (5.14+) reports, before it existed.
+/// Static, but its address is taken, so it is never inlined away.
+pub(super) const ERROR_REPORT_FUNCTION: &str = "sock_def_error_report";
+
+/// Aborts (errors without an RST): the tracepoint where the kernel has it,
+/// else a kprobe on the error report function. Returns the hook attached.
+pub(super) fn attach_aborts(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    btf: &aya::Btf,
+) -> Result<&'static str> {
+    let tracepoint = require_kernel_btf(facts)
+        .and_then(|()| attach_btf(ebpf, program::BTF_ERROR_REPORT, "inet_sk_error_report", btf));
+    let Err(tp_error) = tracepoint else {
+        return Ok("tp_btf:inet_sk_error_report");
+    };
+    let Some(symbol) = facts.functions.get(ERROR_REPORT_FUNCTION) else {
+        bail!("{tp_error:#}; and no {ERROR_REPORT_FUNCTION} in /proc/kallsyms");
+    };
+    attach_kprobe(ebpf, program::KPROBE_ERROR_REPORT, symbol)
+        .with_context(|| format!("{tp_error:#}; and"))?;
+    Ok("kprobe:sock_def_error_report")
+}
+
+/// The program that remembers which process owns each socket: tp_btf,
+/// whose typed arguments let it leave after one comparison on the state
+/// changes it ignores; the classic tracepoint where the kernel has no BTF.
+pub(super) fn attach_owner_tracking(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    tracepoint_layout: bool,
+    btf: &aya::Btf,
+) -> Result<()> {
+    let typed = require_kernel_btf(facts).and_then(|()| {
+        attach_btf(
+            ebpf,
+            program::BTF_OWNER_SET_STATE,
+            "inet_sock_set_state",
+            btf,
+        )
+    });
+    match typed {
+        Ok(()) => Ok(()),
+        Err(e) if tracepoint_layout => {
+            debug!("tp_btf owner tracking unavailable ({e:#}); using the classic tracepoint");
+            attach_tracepoint(
+                ebpf,
+                program::OWNER_SET_STATE,
+                "sock",
+                "inet_sock_set_state",
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// tp_btf programs are checked against the kernel's own BTF, which a
+/// `--btf` file cannot stand in for.
+pub(super) fn require_kernel_btf(facts: &KernelFacts) -> Result<()> {
+    probes::KernelFacts::check(facts, &Need::Btf).map_err(|why| anyhow!(why))
+}
+
+pub(super) fn attach_btf(
+    ebpf: &mut Ebpf,
+    program: &str,
+    tracepoint: &str,
+    btf: &aya::Btf,
+) -> Result<()> {
+    let prog: &mut BtfTracePoint = program_mut(ebpf, program)?;
+    prog.load(tracepoint, btf)
+        .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
+        .with_context(|| format!("loading {program} (tp_btf/{tracepoint})"))?;
+    prog.attach()
+        .with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
+    Ok(())
+}
+
+pub(super) fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<()> {
+    let prog: &mut TracePoint = program_mut(ebpf, program)?;
+    prog.load()
+        .map_err(|e| explain_bpf_error(anyhow::Error::new(e)))
+        .with_context(|| format!("loading {program} (tracepoint {category}:{name})"))?;
+    prog.attach(category, name)
+        .with_context(|| format!("attaching tracepoint {category}:{name}"))?;
+    Ok(())
+}
+
+/// The verifier log is long; keep it for `-v`, and put a hint first.
+pub(super) fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
+    // The chain only: `{:?}` would also render (and symbolise) a captured
+    // backtrace when RUST_BACKTRACE is set, costing tens of MiB and ~0.4 s.
+    let text = format!("{e:#}");
+    if text.contains("Operation not permitted") || text.contains("EPERM") {
+        return e.context(
+            "the kernel refused to load BPF: run rsttrace as root (sudo), or grant \
+             CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE",
+        );
+    }
+    e
+}
