@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Trace(args)) => rsttrace::cmd::trace::trace(*args).await,
-            Some(Command::Read(args)) => rsttrace::cmd::trace::read(*args),
+            Some(Command::Read(args)) => rsttrace::cmd::read::read(*args),
             Some(Command::Completions { shell }) => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 let mut script = Vec::new();

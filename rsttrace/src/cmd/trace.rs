@@ -1,8 +1,6 @@
 //! `rsttrace` (trace): load, read, classify, write, and account for every event.
 
-use std::fs::File;
-use std::io::{self, IsTerminal, Write};
-use std::path::Path;
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +8,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use log::{debug, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{ReadArgs, StdoutFormat, TraceArgs};
+use crate::cli::TraceArgs;
+use crate::cmd::outputs::{Output, build_outputs};
 use crate::collect::clock::BootClock;
 use crate::collect::counters::KernelDrops;
 use crate::collect::decode::{self, Record};
@@ -21,10 +20,8 @@ use crate::enrich::hostnet::HostNet;
 use crate::enrich::stacks::{StackResolver, StackStats, Stacks};
 use crate::filter::{self, RecordFilter};
 use crate::model::event::{Event, KernelTables};
-use crate::output::export::ExportDir;
-use crate::output::rotate::RotatingSink;
+use crate::output::Format;
 use crate::output::summary::{StackSummary, Summary};
-use crate::output::{self, Format, Sink, TextOptions};
 use crate::record::Classified;
 
 /// Ring buffers must be a power-of-two number of pages.
@@ -64,155 +61,6 @@ impl KernelTables for Reasons {
     fn hz(&self) -> Option<u32> {
         self.1.get().copied()
     }
-}
-
-/// An output that may fail (full disk, closed pipe) without stopping the others.
-struct Output {
-    name: String,
-    sink: Box<dyn Sink + Send>,
-    failed: Option<io::Error>,
-    /// Events not written because this output had failed.
-    unwritten: u64,
-}
-
-impl Output {
-    fn write(&mut self, rec: &Classified) {
-        if self.failed.is_some() {
-            self.unwritten += 1;
-            return;
-        }
-        if let Err(e) = self.sink.write(rec) {
-            self.fail(e);
-            self.unwritten += 1;
-        }
-    }
-
-    fn packet(&mut self, packet: &crate::output::pcapng::pairing::WirePacket) {
-        if self.failed.is_none()
-            && let Err(e) = self.sink.packet(packet)
-        {
-            self.fail(e);
-        }
-    }
-
-    fn gap(&mut self, lost: u64, at: std::time::SystemTime) {
-        if self.failed.is_none()
-            && let Err(e) = self.sink.write_gap(lost, at)
-        {
-            self.fail(e);
-        }
-    }
-
-    fn drops(&mut self, drops: &KernelDrops, at: std::time::SystemTime) {
-        if self.failed.is_none()
-            && let Err(e) = self.sink.write_drops(drops, at)
-        {
-            self.fail(e);
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.failed.is_none()
-            && let Err(e) = self.sink.flush()
-        {
-            self.fail(e);
-        }
-    }
-
-    fn fail(&mut self, e: io::Error) {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            crate::output::status::warning(format!(
-                "cannot write to {}: {e}; no more events go there, tracing continues",
-                self.name
-            ));
-        }
-        self.failed = Some(e);
-    }
-}
-
-/// Opens the `--write` target: a file from an earlier run is moved aside
-/// (FILE.1, ...), a new FILE is created exclusively, mode 0600.
-pub fn open_export(path: &Path, keep: u32) -> Result<ExportDir> {
-    let dir = ExportDir::open(path)?;
-    dir.set_aside_previous(keep)?;
-    Ok(dir)
-}
-
-fn stdout_output(
-    format: StdoutFormat,
-    no_color: bool,
-    lang: crate::model::explain::Lang,
-    stacks: bool,
-) -> Output {
-    let stdout = io::stdout();
-    let color = stdout.is_terminal() && !no_color && std::env::var_os("NO_COLOR").is_none();
-    let format = match format {
-        StdoutFormat::Text => Format::Text,
-        StdoutFormat::Json => Format::Json,
-        StdoutFormat::Csv => Format::Csv,
-    };
-    Output {
-        name: "stdout".into(),
-        sink: output::sink(
-            format,
-            Box::new(stdout),
-            &TextOptions {
-                color,
-                lang,
-                stacks,
-            },
-        ),
-        failed: None,
-        unwritten: 0,
-    }
-}
-
-fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
-    let mut outputs = Vec::new();
-    if let Some(path) = &args.write {
-        let format = Format::from_path(path).ok_or_else(|| {
-            anyhow!(
-                "--write {}: unknown extension; use .jsonl or .json (JSON Lines), .csv, .pcapng (Wireshark), or .txt/.log (text)",
-                path.display()
-            )
-        })?;
-        let file_opts = TextOptions {
-            color: false,
-            lang: args.lang,
-            stacks: args.stack,
-        };
-        let dir = open_export(path, args.rotate_count)?;
-        let sink = match args.rotate_size {
-            Some(max) => Box::new(RotatingSink::new(
-                dir,
-                format,
-                file_opts,
-                max,
-                args.rotate_count,
-            )?) as Box<dyn Sink + Send>,
-            None => {
-                let file = dir
-                    .create()
-                    .map_err(|e| anyhow!("cannot create --write file {}: {e}", path.display()))?;
-                output::sink(format, Box::new(file), &file_opts)
-            }
-        };
-        outputs.push(Output {
-            name: path.display().to_string(),
-            sink,
-            failed: None,
-            unwritten: 0,
-        });
-    }
-    if !args.quiet {
-        outputs.push(stdout_output(
-            args.format,
-            args.no_color,
-            args.lang,
-            args.stack,
-        ));
-    }
-    Ok(outputs)
 }
 
 /// The filters the kernel applies, with cgroup paths and container ids
@@ -483,67 +331,6 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     }
 }
 
-/// `rsttrace read FILE`: replays an export through the same outputs and filters.
-pub fn read(args: ReadArgs) -> Result<()> {
-    use crate::output::json::read::{Line, MAX_LINE, NextLine, next_line, parse_line};
-
-    let mut input: Box<dyn io::BufRead> = if args.file.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        let file = File::open(&args.file)
-            .map_err(|e| anyhow!("cannot read {}: {e}", args.file.display()))?;
-        Box::new(io::BufReader::new(file))
-    };
-    let filter = args.filters.to_filter(&args.ports, &args.pids);
-    let mut out = stdout_output(args.format, args.no_color, args.lang, false);
-    let mut summary = Summary::default();
-    let mut buf = Vec::new();
-    for n in 0.. {
-        let line = match next_line(&mut input, &mut buf)
-            .with_context(|| format!("reading {}", args.file.display()))?
-        {
-            NextLine::Line(line) => line,
-            NextLine::End => break,
-            NextLine::TooLong => {
-                summary.decode_errors += 1;
-                warn!(
-                    "{}:{}: line longer than {} bytes, skipped",
-                    args.file.display(),
-                    n + 1,
-                    MAX_LINE
-                );
-                continue;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_line(&line) {
-            Ok(Line::Event(rec)) if filter.matches(&rec) => {
-                out.write(&rec);
-                summary.add(&rec);
-            }
-            Ok(Line::Event(_)) => summary.filtered_userspace += 1,
-            Ok(Line::Gap(lost, drops, at)) => {
-                if lost > 0 || !drops.any() {
-                    out.gap(lost, at);
-                }
-                if drops.any() {
-                    out.drops(&drops, at);
-                }
-                summary.lost += lost;
-            }
-            Err(e) => {
-                summary.decode_errors += 1;
-                warn!("{}:{}: {e:#}", args.file.display(), n + 1);
-            }
-        }
-    }
-    out.flush();
-    crate::output::status::summary(&summary, args.lang);
-    Ok(())
-}
-
 /// Why some RSTs sent on this host are not traced, if any are not: then a
 /// received RST whose sender is local but unpaired accuses no one.
 fn blind_to_sends(
@@ -797,6 +584,8 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::outputs::open_export;
+    use crate::output::{self, Sink, TextOptions};
 
     #[test]
     fn ring_buffer_sizes_are_power_of_two_pages() {
