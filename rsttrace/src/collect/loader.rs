@@ -141,8 +141,15 @@ impl Session {
             opts.ring_buffer_bytes,
         )?;
         // Before any program is attached: a perf event array slot without
-        // its CPU's buffer fails every record written on that CPU.
-        let buffers = take_buffers(&mut ebpf, opts)?;
+        // its CPU's buffer fails every record written on that CPU. A ring
+        // buffer keeps its records until they are read, and is mapped when
+        // the reader takes it: its mapping counts twice its size in the
+        // resident set, which need not add to start-up's peak (the parsed
+        // BTF) below.
+        let buffers = match opts.transport {
+            Transport::Perf => Some(open_perf_buffers(&mut ebpf, opts)?),
+            Transport::Ring => None,
+        };
         let aya_btf = btf_source::parse_for_aya()?;
         if matches!(opts.hooks, HookMode::Auto | HookMode::Fentry) {
             facts.fentry = Some(try_fentry(&mut ebpf, &aya_btf, &facts));
@@ -197,7 +204,7 @@ impl Session {
             ebpf,
             plan,
             transport: opts.transport,
-            buffers: Some(buffers),
+            buffers,
             counters: CounterReader::default(),
         })
     }
@@ -235,9 +242,14 @@ impl Session {
 
     /// Where the records arrive (once).
     pub fn take_buffers(&mut self) -> Result<Buffers> {
-        self.buffers
-            .take()
-            .ok_or_else(|| anyhow!("the event buffers were taken already"))
+        if let Some(perf) = self.buffers.take() {
+            return Ok(perf);
+        }
+        let map = self
+            .ebpf
+            .take_map(abi::EVENTS_MAP)
+            .ok_or_else(|| anyhow!("the event buffers were taken already"))?;
+        Ok(Buffers::Ring(RingBuf::try_from(map)?))
     }
 
     /// The `--stack` map (stacks are read by id as events arrive).
@@ -255,24 +267,19 @@ impl Session {
     }
 }
 
-/// The `EVENTS` map as the reader's buffers. The perf transport opens
-/// `perf_bytes` per CPU, waking the reader at `perf_wakeup_bytes`.
-fn take_buffers(ebpf: &mut Ebpf, opts: &Options) -> Result<Buffers> {
+/// The `EVENTS` perf event array as the reader's buffers: `perf_bytes`
+/// per CPU, waking the reader at `perf_wakeup_bytes`.
+fn open_perf_buffers(ebpf: &mut Ebpf, opts: &Options) -> Result<Buffers> {
     let map = ebpf
         .take_map(abi::EVENTS_MAP)
         .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::EVENTS_MAP))?;
-    Ok(match opts.transport {
-        Transport::Ring => Buffers::Ring(RingBuf::try_from(map)?),
-        Transport::Perf => {
-            let aya::maps::Map::PerfEventArray(data) = map else {
-                bail!("{} is not a perf event array", abi::EVENTS_MAP);
-            };
-            Buffers::Perf(
-                PerfBuffers::open(data, opts.perf_bytes, opts.perf_wakeup_bytes)
-                    .context("opening the perf buffers")?,
-            )
-        }
-    })
+    let aya::maps::Map::PerfEventArray(data) = map else {
+        bail!("{} is not a perf event array", abi::EVENTS_MAP);
+    };
+    Ok(Buffers::Perf(
+        PerfBuffers::open(data, opts.perf_bytes, opts.perf_wakeup_bytes)
+            .context("opening the perf buffers")?,
+    ))
 }
 
 /// Struct member offsets for the eBPF programs, checked for sanity.
