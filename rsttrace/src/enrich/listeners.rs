@@ -11,11 +11,11 @@
 //! counted, never waited for.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use rsttrace_ebpf::abi::{ListenerKey, Owner};
 
-use crate::enrich::procinfo;
+use crate::enrich::{procinfo, scope};
 
 /// Processes and descriptors looked at, at most.
 const MAX_PROCESSES: usize = 65_536;
@@ -68,6 +68,7 @@ pub fn scan() -> Listeners {
             }
         }
     }
+    let cgroup_root = scope::cgroup_v2_root();
     for (netns, pid) in namespaces {
         for table in ["tcp", "tcp6"] {
             let Some((text, more)) =
@@ -85,7 +86,7 @@ pub fn scan() -> Listeners {
                     port: l.port,
                     _pad: 0,
                 };
-                found.owners.push((key, owner(holder, l.uid)));
+                found.owners.push((key, owner(holder, l.uid, &cgroup_root)));
             }
         }
     }
@@ -132,7 +133,7 @@ fn link_inode(path: &str, prefix: &str) -> Option<u64> {
         .ok()
 }
 
-fn owner(pid: u32, uid: u32) -> Owner {
+fn owner(pid: u32, uid: u32, cgroup_root: &Path) -> Owner {
     let mut comm = [0u8; 16];
     if let Some((name, _)) = procinfo::read_capped(&format!("/proc/{pid}/comm"), 16) {
         let name = name.strip_suffix(b"\n").unwrap_or(&name);
@@ -144,22 +145,22 @@ fn owner(pid: u32, uid: u32) -> Owner {
         pid,
         uid,
         _pad: 0,
-        cgroup: cgroup_id(pid).unwrap_or(0),
+        cgroup: cgroup_id(pid, cgroup_root).unwrap_or(0),
         comm,
         peer: 0,
     }
 }
 
-/// The cgroup v2 id of a process: the inode of its cgroup's directory.
-fn cgroup_id(pid: u32) -> Option<u64> {
+/// The cgroup v2 id of a process: the inode of its cgroup's directory
+/// under the v2 root `--cgroup` uses too.
+fn cgroup_id(pid: u32, root: &Path) -> Option<u64> {
     let (raw, _) = procinfo::read_capped(&format!("/proc/{pid}/cgroup"), 4096)?;
     let text = String::from_utf8_lossy(&raw);
     let path = procinfo::unified_cgroup_path(&text)?;
     if path.split('/').any(|part| part == "..") {
         return None;
     }
-    let meta = std::fs::symlink_metadata(format!("/sys/fs/cgroup{path}")).ok()?;
-    meta.is_dir().then(|| meta.ino())
+    scope::cgroup_id(&root.join(path.trim_start_matches('/'))).ok()
 }
 
 #[cfg(test)]
