@@ -102,7 +102,12 @@ pub(crate) fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -
 /// The 4-tuple from `struct sock_common`, valid for full, request and timewait sockets.
 pub(crate) fn read_sock_tuple(sk: *const u8, tuple: &mut Tuple) {
     tuple.family = load(sk, off!(skc_family)).unwrap_or(0) as u16;
-    tuple.remote_port = u16::from_be(load(sk, off!(skc_dport)).unwrap_or(0) as u16);
+    read_sock_remote(
+        sk,
+        tuple.family,
+        &mut tuple.remote_port,
+        &mut tuple.remote_addr,
+    );
     tuple.local_port = load(sk, off!(skc_num)).unwrap_or(0) as u16;
     // tcp_set_state(CLOSE) unhashes the socket and zeroes skc_num; a full
     // socket still has its port in inet_sport (timewait/request socks do not).
@@ -114,13 +119,22 @@ pub(crate) fn read_sock_tuple(sk: *const u8, tuple: &mut Tuple) {
     }
     if tuple.family == af::INET6 {
         read_bytes(sk, off!(skc_v6_rcv_saddr), &mut tuple.local_addr);
-        read_bytes(sk, off!(skc_v6_daddr), &mut tuple.remote_addr);
     } else {
         let local = load(sk, off!(skc_rcv_saddr)).unwrap_or(0) as u32;
-        let remote = load(sk, off!(skc_daddr)).unwrap_or(0) as u32;
-        // The kernel stores them in network order; keep the bytes as they are.
+        // The kernel stores it in network order; keep the bytes as they are.
         tuple.local_addr[..4].copy_from_slice(&local.to_ne_bytes());
-        tuple.remote_addr[..4].copy_from_slice(&remote.to_ne_bytes());
+    }
+}
+
+/// The socket's remote end as `read_sock_tuple` stores it: the owner
+/// identity (`owners::peer_of`) must read it in the same form.
+pub(crate) fn read_sock_remote(sk: *const u8, family: u16, port: &mut u16, addr: &mut [u8; 16]) {
+    *port = u16::from_be(load(sk, off!(skc_dport)).unwrap_or(0) as u16);
+    if family == af::INET6 {
+        read_bytes(sk, off!(skc_v6_daddr), addr);
+    } else {
+        let remote = load(sk, off!(skc_daddr)).unwrap_or(0) as u32;
+        addr[..4].copy_from_slice(&remote.to_ne_bytes());
     }
 }
 

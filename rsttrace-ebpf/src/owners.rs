@@ -20,16 +20,16 @@ use aya_ebpf::{
 };
 use rsttrace_ebpf::{
     abi::{ListenerKey, Owner, counter, peer_key},
-    linux::{af, tcp_state},
+    linux::tcp_state,
 };
 
 use crate::{
     LAST_CLOSE, LISTENERS, OWNERS,
     context::{self, Exec},
     count,
-    facts::netns_of,
+    facts::{netns_of, read_sock_remote},
     history::record_close,
-    read::{load, read_bytes},
+    read::load,
 };
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
@@ -164,13 +164,8 @@ pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
 
 /// The socket's remote end as `Owner::peer`; zero for a listener.
 fn peer_of(sk: *const u8) -> u64 {
-    let port = u16::from_be(load(sk, off!(skc_dport)).unwrap_or(0) as u16);
-    let mut addr = [0u8; 16];
-    if load(sk, off!(skc_family)) == Some(af::INET6 as u64) {
-        read_bytes(sk, off!(skc_v6_daddr), &mut addr);
-    } else {
-        let v4 = load(sk, off!(skc_daddr)).unwrap_or(0) as u32;
-        addr[..4].copy_from_slice(&v4.to_ne_bytes());
-    }
+    let family = load(sk, off!(skc_family)).unwrap_or(0) as u16;
+    let (mut port, mut addr) = (0, [0u8; 16]);
+    read_sock_remote(sk, family, &mut port, &mut addr);
     peer_key(port, &addr)
 }
