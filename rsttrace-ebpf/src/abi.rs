@@ -6,7 +6,7 @@
 //! constants in the modules below), and a `const` size assertion per struct.
 
 /// Bumped whenever a layout below changes; userspace refuses other versions.
-pub const ABI_VERSION: u16 = 6;
+pub const ABI_VERSION: u16 = 7;
 
 /// Names of the maps and globals in the object file, used by the loader.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -89,6 +89,11 @@ pub mod program {
     /// `skb:kfree_skb` with reason NO_SOCKET: RSTs a tracepoint-only kernel
     /// without a socketless `tcp_send_reset` would miss.
     pub const TP_KFREE_SKB: &str = "tp_kfree_skb";
+    /// kprobe on `nf_send_reset` / `nf_send_reset6`: netfilter's own RSTs.
+    pub const KPROBE_NF_SEND_RESET: &str = "kp_nf_send_reset";
+    /// `tp_btf/net_dev_queue`: RSTs leaving a device without a socket
+    /// (`--firewall`, where netfilter's functions cannot be hooked).
+    pub const BTF_SOCKETLESS_RST: &str = "btf_socketless_rst";
 }
 
 /// `EventHeader::kind`.
@@ -146,6 +151,12 @@ pub mod hook {
     /// kprobe on `sock_def_error_report` (direction ABORT), before the
     /// `inet_sk_error_report` tracepoint (5.14).
     pub const KPROBE_ERROR_REPORT: u8 = 11;
+    /// kprobe on `nf_send_reset` / `nf_send_reset6`: an RST netfilter
+    /// made (`reject with tcp reset`); the skb is the rejected segment.
+    pub const KPROBE_NF_SEND_RESET: u8 = 12;
+    /// `tp_btf/net_dev_queue`: an RST this host made without a socket,
+    /// leaving a device; the skb is the RST itself.
+    pub const BTF_SOCKETLESS_RST: u8 = 13;
 }
 
 /// `RstEvent::hist_kind`: what the 4-tuple (or the listening port) went
@@ -408,8 +419,22 @@ pub struct RstEvent {
     /// accepted socket inherits its listener's), for a full socket without
     /// an owner; 0 otherwise or when unknown.
     pub sk_cgroup: u64,
+    /// The device of the skb (`hook::BTF_SOCKETLESS_RST`: the one the RST
+    /// leaves by; otherwise the one the trigger or received RST came in
+    /// on); 0 when unknown.
+    pub ifindex: u32,
+    /// The socket's `rcv_nxt` (full sockets): where a received RST's
+    /// sequence number must fall.
+    pub rcv_nxt: u32,
+    /// The socket's `rcv_wnd`: the window it advertised.
+    pub rcv_wnd: u32,
+    /// `hook::KPROBE_NF_SEND_RESET`: the netfilter hook (`enum
+    /// nf_inet_hooks`) plus one; 0 when unknown.
+    pub nf_hook: u8,
+    /// Zero.
+    pub _pad4: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<RstEvent>() == 256 + 8 * USER_STACK_TOP_WORDS);
+const _: () = assert!(core::mem::size_of::<RstEvent>() == 272 + 8 * USER_STACK_TOP_WORDS);
 
 /// An RST segment as it left or reached a device (`kind::PACKET`), for
 /// pcapng exports: the real bytes, from the IP header on.
@@ -758,6 +783,8 @@ offsets_table! {
         write_seq: Optional Scalar ("tcp_sock", "write_seq"),
         /// `tcp_sock.rcv_tstamp`: jiffies of the last ACK received.
         rcv_tstamp: Optional Scalar ("tcp_sock", "rcv_tstamp"),
+        /// `tcp_sock.rcv_wnd`: the receive window advertised.
+        rcv_wnd: Optional Scalar ("tcp_sock", "rcv_wnd"),
         // struct inet_timewait_sock
         /// The state a timewait socket came from.
         tw_substate: Optional Scalar ("inet_timewait_sock", "tw_substate"),
@@ -776,6 +803,11 @@ offsets_table! {
         skb_data: Optional Scalar ("sk_buff", "data"),
         /// `net_device.ifindex`.
         netdev_ifindex: Optional Scalar ("net_device", "ifindex"),
+        /// `sk_buff.sk`: the owning socket (NULL for netfilter's RSTs).
+        skb_sk: Optional Scalar ("sk_buff", "sk"),
+        /// `sk_buff.skb_iif`: the device a packet came in on (0 for one
+        /// made on this host).
+        skb_iif: Optional Scalar ("sk_buff", "skb_iif"),
         // struct task_struct
         /// `task_struct.flags` (`PF_EXITING`).
         task_flags: Optional Scalar ("task_struct", "flags"),

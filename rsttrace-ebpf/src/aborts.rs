@@ -59,5 +59,6 @@ pub(crate) fn on_error_report(ctx: *mut c_void, sk: *const u8, hook: u8) {
         reason: ABSENT,
         hook,
         direction: direction::ABORT,
+        nf_hook: 0,
     });
 }

@@ -16,7 +16,8 @@ use crate::{
     context::{self, Exec},
     count,
     facts::{
-        Packet, Tuple, netns_of, read_packet, read_sock, read_sock_tuple, read_task, sock_cgroup_id,
+        Packet, Tuple, ifindex_of, netns_of, read_packet, read_sock, read_sock_tuple, read_task,
+        sock_cgroup_id,
     },
     filter::passes_filter,
     history::read_history,
@@ -36,6 +37,8 @@ pub(crate) struct Origin {
     pub(crate) reason: u32,
     pub(crate) hook: u8,
     pub(crate) direction: u8,
+    /// `RstEvent::nf_hook` (netfilter's RSTs), 0 otherwise.
+    pub(crate) nf_hook: u8,
 }
 
 /// A passive RST answers the trigger `skb`; an active one (skb NULL) comes
@@ -55,6 +58,7 @@ pub(crate) fn on_send_reset(
         reason,
         hook,
         direction: direction::SENT,
+        nf_hook: 0,
     });
 }
 
@@ -81,7 +85,37 @@ pub(crate) fn on_receive_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, 
         reason: ABSENT,
         hook,
         direction: direction::RECEIVED,
+        nf_hook: 0,
     });
+}
+
+/// An RST netfilter made: `rejected` is the segment it answers, as for
+/// the TCP stack's passive RSTs.
+pub(crate) fn on_firewall_reset(ctx: *mut c_void, rejected: *const u8, nf_hook: u8, hook: u8) {
+    on_socket_event(&Origin {
+        ctx,
+        sk: core::ptr::null(),
+        skb: rejected,
+        reason: ABSENT,
+        hook,
+        direction: direction::SENT,
+        nf_hook,
+    });
+}
+
+/// An RST seen leaving a device without a socket: `tuple` is read from
+/// the RST itself (`hooks/firewall.rs`), `rst` is that skb.
+pub(crate) fn on_socketless_rst(ctx: *mut c_void, rst: *const u8, tuple: &Tuple, hook: u8) {
+    let origin = Origin {
+        ctx,
+        sk: core::ptr::null(),
+        skb: rst,
+        reason: ABSENT,
+        hook,
+        direction: direction::SENT,
+        nf_hook: 0,
+    };
+    emit(&origin, tuple, None);
 }
 
 pub(crate) fn on_socket_event(origin: &Origin) {
@@ -187,6 +221,10 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         ev.remote_port = tuple.remote_port;
         ev.local_addr = tuple.local_addr;
         ev.remote_addr = tuple.remote_addr;
+        ev.nf_hook = origin.nf_hook;
+        if !origin.skb.is_null() {
+            ev.ifindex = ifindex_of(origin.skb);
+        }
         if origin.reason != ABSENT {
             ev.reason = origin.reason;
             ev.flags |= flag::HAS_REASON;

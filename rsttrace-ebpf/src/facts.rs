@@ -156,6 +156,14 @@ pub(crate) fn netns_of(sk: *const u8, skb: *const u8) -> u32 {
     }
 }
 
+/// The index of the skb's device, 0 when unknown.
+pub(crate) fn ifindex_of(skb: *const u8) -> u32 {
+    match load(skb, off!(skb_dev)) {
+        Some(dev) if dev != 0 => load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32,
+        _ => 0,
+    }
+}
+
 /// Socket facts that explain why the RST was made.
 pub(crate) fn read_sock(sk: *const u8, ev: &mut RstEvent) {
     ev.flags |= flag::HAS_SOCK;
@@ -206,6 +214,9 @@ pub(crate) fn read_sock(sk: *const u8, ev: &mut RstEvent) {
     ev.probes_out = load(sk, off!(icsk_probes_out)).unwrap_or(0) as u8;
     let seq = |f: Field| load(sk, f).unwrap_or(0) as u32;
     ev.unread = seq(off!(rcv_nxt)).wrapping_sub(seq(off!(copied_seq)));
+    // A received RST's sequence number against these (RFC 5961).
+    ev.rcv_nxt = seq(off!(rcv_nxt));
+    ev.rcv_wnd = seq(off!(rcv_wnd));
     ev.unsent = seq(off!(write_seq)).wrapping_sub(seq(off!(snd_nxt)));
     ev.unacked = seq(off!(snd_nxt)).wrapping_sub(seq(off!(snd_una)));
     if let Some(rcv) = load(sk, off!(rcv_tstamp)) {

@@ -22,6 +22,7 @@ use crate::model::cause::{Cause, CauseId, Confidence};
 use crate::model::event::{
     Direction, Event, ExecContext, PriorClose, PriorKind, Task, TcpFlags, TcpState,
 };
+use crate::model::schema;
 
 const SOFTIRQ_TIMER: u8 = rsttrace_ebpf::linux::softirq::TIMER;
 /// RCV_SHUTDOWN | SEND_SHUTDOWN.
@@ -39,6 +40,7 @@ pub fn classify_with(ev: &Event, ctx: &Context) -> Cause {
     let id = match ev.direction {
         Direction::Received => received(ev, ctx, &mut v),
         Direction::Abort => abort(ev, &mut v),
+        Direction::Sent if is_firewall_hook(ev.hook) => firewall_reject(ev, &mut v),
         Direction::Sent => {
             if let Some(f) = &ctx.folded_reset {
                 v.fact("folded_receive", folded_json(f));
@@ -102,6 +104,9 @@ pub struct PeerEvent {
     pub process: Option<Task>,
     /// The RST's sequence number was compared with what the sender sent.
     pub seq_matched: bool,
+    /// How sure the sender's own cause is (a firewall's reject seen on
+    /// a device without a socket is only likely).
+    pub confidence: Confidence,
 }
 
 /// A tcp_reset() folded into the RST the same socket then sent.
@@ -323,6 +328,15 @@ fn received(ev: &Event, ctx: &Context, v: &mut Verdict) -> CauseId {
         }
     }
     let paired = sender_evidence(ctx, v);
+    if let Sender::Paired(p) = &ctx.sender
+        && p.cause == CauseId::FirewallReject
+    {
+        v.fact("errno", received_errno(ev.state));
+        if p.confidence == Confidence::Certain {
+            v.certain();
+        }
+        return CauseId::FirewallReject;
+    }
     // The kernel accepted this RST (tcp_reset()), so it matched the
     // connection exactly: the state it hit says what was refused. Who sent
     // it is certain only when its sender's TCP stack is seen sending it.
@@ -382,6 +396,41 @@ fn received(ev: &Event, ctx: &Context, v: &mut Verdict) -> CauseId {
         return CauseId::MiddleboxSuspect;
     }
     CauseId::PeerReset
+}
+
+fn received_errno(state: TcpState) -> &'static str {
+    match state {
+        TcpState::SYN_SENT => "ECONNREFUSED",
+        TcpState::CLOSE_WAIT => "EPIPE",
+        _ => "ECONNRESET",
+    }
+}
+
+fn is_firewall_hook(hook: &str) -> bool {
+    hook == schema::FIREWALL_KERNEL_HOOK || hook == schema::FIREWALL_DEVICE_HOOK
+}
+
+/// An RST netfilter made. Seen in nf_send_reset() it is certain; seen
+/// leaving a device with no socket and no TCP send event claiming it
+/// (`correlate` drops those a TCP hook claims), it is likely: any other
+/// socketless sender (a BPF program, a raw socket) looks the same there.
+fn firewall_reject(ev: &Event, v: &mut Verdict) -> CauseId {
+    if let Some(device) = ev.device {
+        v.fact("device", device);
+    }
+    if ev.hook == schema::FIREWALL_KERNEL_HOOK {
+        if let Some(hook) = ev.netfilter_hook {
+            v.fact("netfilter_hook", hook.name());
+        }
+        v.certain();
+    } else {
+        v.fact(
+            "why",
+            "an RST left this device with no socket, and no TCP send event claims it: \
+             netfilter's reject (or another socketless sender)",
+        );
+    }
+    CauseId::FirewallReject
 }
 
 /// Evidence about a received RST's sender; true when its send was seen.
@@ -828,6 +877,8 @@ mod tests {
             prior: None,
             kernel_stack_id: None,
             user_stack_id: None,
+            device: None,
+            netfilter_hook: None,
         }
     }
 
@@ -1343,6 +1394,7 @@ mod tests {
                     comm: "peer".into(),
                 }),
                 seq_matched: false,
+                confidence: Confidence::Certain,
             }),
             ..Context::default()
         }

@@ -309,6 +309,14 @@ pub struct TraceArgs {
     #[arg(long)]
     pub stack: bool,
 
+    /// See RSTs a firewall on this host makes (nftables `reject with tcp
+    /// reset`, iptables `REJECT --reject-with tcp-reset`) on kernels
+    /// without kprobes, by checking every packet sent for an RST without a
+    /// socket. Where kprobes work they are seen anyway, at no cost to
+    /// healthy traffic; `rsttrace check` says which applies and the cost.
+    #[arg(long)]
+    pub firewall: bool,
+
     /// Kernel hooks: auto picks the best the kernel offers (see `rsttrace
     /// check`); the others force one family: tp_btf, tracepoint, fentry, kprobe.
     #[arg(long, value_enum, default_value_t = HookMode::Auto)]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::classify::{Context, Folded, PeerEvent, Previous, Sender, classify_with};
 use crate::enrich::hostnet::Locate;
-use crate::model::cause::{Cause, CauseId};
+use crate::model::cause::{Cause, CauseId, Confidence};
 use crate::model::event::{Direction, Event, TcpFlags};
 
 /// How long a received event waits for its sender's event.
@@ -34,6 +34,8 @@ pub const HOLD: Duration = Duration::from_millis(50);
 /// A send and the receive it caused are this close in time (loopback and
 /// veth deliver in microseconds; allows for a busy softirq).
 const PAIR_WINDOW: Duration = Duration::from_millis(500);
+/// A TCP hook's send and the same RST leaving a device.
+const CLAIM_WINDOW: Duration = Duration::from_millis(5);
 /// tcp_reset() and the RST the same socket sends right after.
 const FOLD_WINDOW: Duration = Duration::from_millis(5);
 /// Received events waiting at once.
@@ -67,6 +69,7 @@ struct Sent {
     /// answering a segment with an ACK carries that ACK number.
     rst_seq: Option<u32>,
     cause: CauseId,
+    confidence: Confidence,
     process: Option<crate::model::event::Task>,
     paired: bool,
 }
@@ -105,6 +108,8 @@ pub struct Correlator<L: Locate, X> {
     pub released_early: u64,
     /// tcp_reset() runs folded into the RST their socket sent.
     pub folded: u64,
+    /// Socketless RSTs seen on a device that a TCP hook had reported.
+    pub claimed: u64,
 }
 
 impl<L: Locate, X> Correlator<L, X> {
@@ -123,6 +128,7 @@ impl<L: Locate, X> Correlator<L, X> {
             last_loss: None,
             released_early: 0,
             folded: 0,
+            claimed: 0,
         }
     }
 
@@ -209,6 +215,10 @@ impl<L: Locate, X> Correlator<L, X> {
     }
 
     fn sent(&mut self, ev: Event, extra: X, out: &mut Vec<Ready<X>>) {
+        if ev.hook == crate::model::schema::FIREWALL_DEVICE_HOOK && self.claimed(&ev) {
+            self.claimed += 1;
+            return;
+        }
         let mut ctx = Context::default();
         if let Some(i) = self.held.iter().rposition(|h| folds_into(&h.ev, &ev)) {
             let h = self.held.remove(i).expect("found");
@@ -233,6 +243,7 @@ impl<L: Locate, X> Correlator<L, X> {
             time: ev.time,
             rst_seq,
             cause: cause.id,
+            confidence: cause.confidence,
             process: ev.process.clone(),
             paired: false,
         };
@@ -260,6 +271,18 @@ impl<L: Locate, X> Correlator<L, X> {
             let cause = self.classify(&h.ev, &h.ctx);
             out.push((h.ev, h.extra, cause));
         }
+    }
+
+    /// A socketless RST seen leaving a device that a TCP hook reported
+    /// just before (the TCP stack's IPv6 RSTs may carry no socket): it is
+    /// that RST, not netfilter's.
+    fn claimed(&self, ev: &Event) -> bool {
+        self.sent.iter().rev().any(|s| {
+            s.cause != CauseId::FirewallReject
+                && s.local == ev.local
+                && s.remote == ev.remote
+                && micros(ev.time, s.time).unsigned_abs() <= CLAIM_WINDOW.as_micros() as u64
+        })
     }
 
     fn release(&mut self, mut h: Held<X>, now: Instant, out: &mut Vec<Ready<X>>) {
@@ -391,6 +414,7 @@ fn peer_event(s: &Sent, r: &Event) -> PeerEvent {
         netns: s.netns,
         process: s.process.clone(),
         seq_matched: s.rst_seq.is_some() && r.packet.is_some(),
+        confidence: s.confidence,
     }
 }
 
@@ -486,6 +510,8 @@ mod tests {
             prior: None,
             kernel_stack_id: None,
             user_stack_id: None,
+            device: None,
+            netfilter_hook: None,
         }
     }
 
@@ -552,6 +578,69 @@ mod tests {
             assert_eq!(r[0].evidence["peer_event"]["delta_us"], 20);
             assert_eq!(r[0].evidence["peer_event"]["comm"], "app");
         }
+    }
+
+    /// A socketless RST on a device (`--firewall`), sent by no socket.
+    fn device_rst(us: u64) -> Event {
+        Event {
+            hook: crate::model::schema::FIREWALL_DEVICE_HOOK,
+            socket: None,
+            process: None,
+            owner: Owner::NoSocket,
+            device: Some(2),
+            ..event(Direction::Sent, SERVER, CLIENT, us)
+        }
+    }
+
+    #[test]
+    fn a_firewall_reject_labels_the_rst_it_sent_as_received() {
+        for kernel in [true, false] {
+            let mut c = host();
+            let mut sent = device_rst(10);
+            if kernel {
+                sent.hook = crate::model::schema::FIREWALL_KERNEL_HOOK;
+            }
+            let recv = event(Direction::Received, CLIENT, SERVER, 30);
+            let out = run(&mut c, vec![sent, recv]);
+            let confidence = if kernel {
+                Confidence::Certain
+            } else {
+                Confidence::Likely
+            };
+            assert_eq!(
+                (out[0].2.id, out[0].2.confidence),
+                (CauseId::FirewallReject, confidence)
+            );
+            let r = received(&out);
+            assert_eq!(
+                (r[0].id, r[0].confidence),
+                (CauseId::FirewallReject, confidence)
+            );
+            assert_eq!(r[0].evidence["peer_event"]["cause"], "firewall_reject");
+        }
+    }
+
+    #[test]
+    fn a_socketless_rst_a_tcp_hook_reported_is_not_a_firewalls() {
+        // The TCP stack's IPv6 RSTs leave without a socket too.
+        let mut c = host();
+        let tcp = Event {
+            socket: None,
+            ..event(Direction::Sent, SERVER, CLIENT, 10)
+        };
+        let recv = event(Direction::Received, CLIENT, SERVER, 40);
+        let out = run(&mut c, vec![tcp, device_rst(12), recv]);
+        assert_eq!(c.claimed, 1);
+        assert!(
+            out.iter()
+                .all(|(_, _, cause)| cause.id != CauseId::FirewallReject)
+        );
+        assert_eq!(received(&out)[0].id, CauseId::PeerReset);
+        // Another flow's is not claimed.
+        let mut other = device_rst(14);
+        other.remote = "127.0.0.1:40001".parse().unwrap();
+        let out = run(&mut c, vec![other]);
+        assert_eq!(out[0].2.id, CauseId::FirewallReject);
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub(crate) mod fixtures {
             accept_queue_full: false,
             closed_from: None,
             peer_idle: None,
+            rcv_nxt: 0,
+            rcv_wnd: 0,
         }
     }
 
@@ -99,6 +101,8 @@ pub(crate) mod fixtures {
                 prior: None,
                 kernel_stack_id: None,
                 user_stack_id: None,
+                device: None,
+                netfilter_hook: None,
             },
             cause: Cause {
                 id: CauseId::CloseUnreadData,

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use crate::classify::DECIDING_REASONS;
 use crate::cli::VerifyTransport;
 use crate::collect::loader::{self, KernelInfo};
-use crate::collect::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
+use crate::collect::probes::{self, Firewall, HOOKS, HookMode, KernelFacts, Plan, Role};
 use crate::collect::transport::{self, Transport, TransportMode};
 use crate::kernel::{btf_source, helpers};
 use crate::model::cause::CauseId;
@@ -94,6 +94,7 @@ fn verify_families(facts: &KernelFacts, transport: Transport) -> Result<String> 
             perf_wakeup_bytes: 0,
             capture_packets: true,
             stacks: false,
+            firewall: true,
         };
         match loader::Session::load(&mut kernel, &opts) {
             Ok(session) => {
@@ -224,15 +225,25 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
 
     let plan = probes::choose(mode, k).ok();
     let _ = writeln!(out, "\nhooks (--hooks {}):", probes::mode_name(mode));
-    for role in [Role::Send, Role::SendNoSocket, Role::Receive] {
+    let firewall = probes::choose_firewall(false, k);
+    for role in [
+        Role::Send,
+        Role::SendNoSocket,
+        Role::Receive,
+        Role::Firewall,
+    ] {
         let ranked = probes::ranked(mode, role, k);
         for hook in HOOKS.iter().filter(|h| h.role == role) {
             let chosen = plan.is_some_and(|p| {
                 p.send == hook || p.receive == hook || p.no_socket_hook == Some(hook)
-            });
+            }) || matches!(firewall, Firewall::Kernel { hook: h, .. } if h == hook);
             let status = match hook.availability(k) {
                 Err(why) => format!("unavailable: {}", why.join("; ")),
                 Ok(()) if chosen => "CHOSEN".to_string(),
+                Ok(()) if role == Role::Firewall => match firewall {
+                    Firewall::Kernel { .. } => "available (the kprobe is chosen)".to_string(),
+                    _ => format!("opt-in with --firewall: {}", probes::FIREWALL_DEVICE_COST),
+                },
                 Ok(()) if role == Role::SendNoSocket && ranked.contains(&hook) => {
                     "available (not needed: the send hook sees these RSTs)".to_string()
                 }
@@ -252,6 +263,7 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
                     Role::Send => "send",
                     Role::SendNoSocket => "send+",
                     Role::Receive => "receive",
+                    Role::Firewall => "fw",
                 },
                 hook.name,
                 status,
@@ -286,6 +298,27 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
         return (out, false);
     }
     let _ = writeln!(out, "\nplan: {plan}");
+    let _ = writeln!(
+        out,
+        "firewall:    {}",
+        match firewall {
+            Firewall::Kernel { loaded: true, .. } => {
+                "netfilter's RSTs seen in nf_send_reset/nf_send_reset6 (certain); runs only \
+                 on a reject"
+                    .to_string()
+            }
+            Firewall::Kernel { loaded: false, .. } => {
+                "nf_reject_ipv4/ipv6 not loaded yet: attached when the first reject rule \
+                 loads them (rechecked every 2 s); runs only on a reject"
+                    .to_string()
+            }
+            Firewall::Device { .. } | Firewall::Off(_) => format!(
+                "off by default (no kprobes). --firewall sees them as RSTs leaving a device \
+                 with no socket (likely); cost: {}",
+                probes::FIREWALL_DEVICE_COST
+            ),
+        }
+    );
     let _ = writeln!(
         out,
         "reason:      {}",

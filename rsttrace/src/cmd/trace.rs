@@ -141,6 +141,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             wakeup_bytes(perf_bytes as u32)
         },
         stacks: args.stack,
+        firewall: args.firewall,
         // Real RST segments cost a check per packet of the host: only for
         // a capture that holds them.
         capture_packets: args
@@ -293,6 +294,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             }
         }
         state.account_losses(source.with_losses(session.counters(false)?), &mut outputs);
+        session.recheck_firewall();
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
         tokio::task::yield_now().await;

@@ -7,7 +7,7 @@ use aya::programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint};
 use log::{debug, warn};
 use rsttrace_ebpf::abi::program;
 
-use crate::collect::probes::{self, Attach, Hook, HookMode, KernelFacts, Need, Role};
+use crate::collect::probes::{self, Attach, Firewall, Hook, HookMode, KernelFacts, Need, Role};
 
 /// Attaches the best hook for `role`; in auto mode a hook that fails to
 /// attach is undone and the next one tried.
@@ -168,6 +168,72 @@ pub(super) fn attach_aborts(
     attach_kprobe(ebpf, program::KPROBE_ERROR_REPORT, symbol)
         .with_context(|| format!("{tp_error:#}; and"))?;
     Ok("kprobe:sock_def_error_report")
+}
+
+/// netfilter's RSTs as `probes::choose_firewall` decided. Returns what
+/// is attached, and the kernel functions still waiting for their module.
+pub(super) fn attach_firewall(
+    ebpf: &mut Ebpf,
+    chosen: Firewall,
+    facts: &KernelFacts,
+    btf: &aya::Btf,
+) -> (Firewall, Vec<&'static str>) {
+    let (Firewall::Kernel { hook, .. } | Firewall::Device { hook }) = chosen else {
+        return (chosen, Vec::new());
+    };
+    if let Err(e) = attach_hook(ebpf, hook, facts, btf) {
+        undo(ebpf, hook);
+        warn!(
+            "{} failed ({e:#}): RSTs a firewall makes will not be seen",
+            hook.name
+        );
+        return (Firewall::Off("its hook failed to attach"), Vec::new());
+    }
+    let pending = probes::firewall_functions(hook)
+        .filter(|f| matches!(chosen, Firewall::Kernel { .. }) && !facts.functions.contains_key(*f))
+        .collect();
+    (chosen, pending)
+}
+
+/// Modules whose loading brings a pending firewall function.
+const REJECT_MODULES: [&str; 2] = ["/sys/module/nf_reject_ipv4", "/sys/module/nf_reject_ipv6"];
+
+/// Attaches the pending firewall functions whose module has loaded since
+/// (the first reject rule loads it); `modules` is how many were present at
+/// the last look, so /proc/kallsyms is read only when that changes.
+pub(super) fn attach_late_firewall(
+    ebpf: &mut Ebpf,
+    pending: &mut Vec<&'static str>,
+    modules: &mut usize,
+) {
+    let present = REJECT_MODULES
+        .iter()
+        .filter(|m| std::path::Path::new(m).exists())
+        .count();
+    if present == *modules {
+        return;
+    }
+    *modules = present;
+    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
+        return;
+    };
+    let wanted = pending.iter().copied().collect();
+    let found = crate::kernel::kallsyms::Kallsyms::scan(&text, &wanted, &[]).functions;
+    pending.retain(|function| {
+        let Some(symbol) = found.get(*function) else {
+            return true;
+        };
+        match attach_kprobe(ebpf, program::KPROBE_NF_SEND_RESET, symbol) {
+            Ok(()) => {
+                log::info!("firewall: kprobe on {symbol} attached after its module loaded");
+                false
+            }
+            Err(e) => {
+                warn!("firewall: {symbol} loaded but its kprobe failed: {e:#}");
+                false
+            }
+        }
+    });
 }
 
 /// The program that remembers which process owns each socket: tp_btf,

@@ -6,6 +6,10 @@ use rsttrace_ebpf::abi::{ABI_VERSION, EventHeader, PacketRecord, RstEvent, kind}
 
 /// A record the kernel programs wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "decoded one at a time on the stack; boxing would allocate per event"
+)]
 pub enum Record {
     Rst(RstEvent),
     /// An RST segment's bytes (pcapng exports only).

@@ -10,8 +10,8 @@ use rsttrace_ebpf::abi::{
 };
 
 use crate::collect::attach::{
-    attach_aborts, attach_btf, attach_hook, attach_owner_tracking, attach_role, explain_bpf_error,
-    load_fentry, require_kernel_btf, undo,
+    attach_aborts, attach_btf, attach_firewall, attach_hook, attach_late_firewall,
+    attach_owner_tracking, attach_role, explain_bpf_error, load_fentry, require_kernel_btf, undo,
 };
 use crate::collect::counters::CounterReader;
 pub use crate::collect::counters::Counters;
@@ -43,6 +43,9 @@ pub struct Options {
     pub capture_packets: bool,
     /// `--stack`: capture kernel and user stacks.
     pub stacks: bool,
+    /// `--firewall`: where netfilter's functions cannot be hooked, check
+    /// every packet sent for its RSTs.
+    pub firewall: bool,
 }
 
 /// Loaded and attached programs; dropping it detaches everything.
@@ -53,6 +56,11 @@ pub struct Session {
     /// Taken by the reader (`take_buffers`).
     buffers: Option<Buffers>,
     counters: CounterReader,
+    /// nf_send_reset{,6} while their module is not loaded, and how many
+    /// reject modules were there at the last look (`recheck_firewall`).
+    firewall_pending: Vec<&'static str>,
+    firewall_modules: usize,
+    firewall_checked: std::time::Instant,
 }
 
 impl Session {
@@ -199,6 +207,13 @@ impl Session {
                 ),
             }
         }
+        let (firewall, firewall_pending) = attach_firewall(
+            &mut ebpf,
+            probes::choose_firewall(opts.firewall, &facts),
+            &facts,
+            &aya_btf,
+        );
+        plan.firewall = firewall;
         info!("hooks: {plan} transport={}", opts.transport.name());
         Ok(Session {
             ebpf,
@@ -206,7 +221,26 @@ impl Session {
             transport: opts.transport,
             buffers,
             counters: CounterReader::default(),
+            firewall_pending,
+            firewall_modules: 0,
+            firewall_checked: std::time::Instant::now(),
         })
+    }
+
+    /// Attaches netfilter's functions once their module loads; looks at
+    /// most every 2 s (two stat() calls), and not at all once attached.
+    pub fn recheck_firewall(&mut self) {
+        if self.firewall_pending.is_empty()
+            || self.firewall_checked.elapsed() < std::time::Duration::from_secs(2)
+        {
+            return;
+        }
+        self.firewall_checked = std::time::Instant::now();
+        attach_late_firewall(
+            &mut self.ebpf,
+            &mut self.firewall_pending,
+            &mut self.firewall_modules,
+        );
     }
 
     /// The loaded programs: name in the object, and the kernel's program id.

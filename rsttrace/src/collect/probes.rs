@@ -53,6 +53,8 @@ pub enum Role {
     Receive,
     /// Added to a send hook that misses RSTs sent without a socket.
     SendNoSocket,
+    /// netfilter's RSTs (`choose_firewall`), which no TCP hook sees.
+    Firewall,
 }
 
 /// How one program is attached.
@@ -320,7 +322,112 @@ pub static HOOKS: &[Hook] = &[
             packet: false,
         },
     },
+    Hook {
+        name: FIREWALL_KPROBE,
+        role: Role::Firewall,
+        family: Family::Kprobe,
+        // In the modules nf_reject_ipv4/ipv6, which load with the first
+        // reject rule: both optional, attached late (`Session::recheck_firewall`).
+        attach: &[
+            Attach::Kprobe {
+                program: program::KPROBE_NF_SEND_RESET,
+                function: "nf_send_reset",
+                optional: true,
+            },
+            Attach::Kprobe {
+                program: program::KPROBE_NF_SEND_RESET,
+                function: "nf_send_reset6",
+                optional: true,
+            },
+        ],
+        needs: &[Need::KprobePmu],
+        provides: NOTHING_ELSE,
+    },
+    Hook {
+        name: FIREWALL_DEVICE,
+        role: Role::Firewall,
+        family: Family::TpBtf,
+        attach: &[Attach::TpBtf {
+            program: program::BTF_SOCKETLESS_RST,
+            tracepoint: "net_dev_queue",
+        }],
+        needs: &[Need::Btf, Need::BtfTracepointArgs("net_dev_queue", 2)],
+        provides: NOTHING_ELSE,
+    },
 ];
+
+/// The firewall hooks add a cause, not a capability of the RST hooks.
+const NOTHING_ELSE: Provides = Provides::Fixed {
+    reason: false,
+    no_socket: false,
+    packet: false,
+};
+
+const FIREWALL_KPROBE: &str = "kprobe:nf_send_reset+nf_send_reset6";
+const FIREWALL_DEVICE: &str = "tp_btf:net_dev_queue(socketless RST)";
+
+/// netfilter's RSTs: how they are seen, or why not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firewall {
+    /// In nf_send_reset{,6}: runs only on a reject, so always on. `loaded`:
+    /// whether a reject module was there to attach to (else attached when
+    /// one loads).
+    Kernel { hook: &'static Hook, loaded: bool },
+    /// `--firewall`: an RST leaving a device with no socket. Runs on every
+    /// packet the host sends.
+    Device { hook: &'static Hook },
+    /// Not seen; why.
+    Off(&'static str),
+}
+
+/// Measured by `cargo xtask bench` (rows `rr_firewall`): what the device
+/// hook costs a packet, for `rsttrace check` and the ready line.
+pub const FIREWALL_DEVICE_COST: &str =
+    "one program run and one read per packet sent; see `cargo xtask bench` (rr_firewall)";
+
+/// The kernel hook wherever kprobes work; else, with `--firewall`, the
+/// device hook; else off. The reject modules need not be loaded yet.
+pub fn choose_firewall(opt_in: bool, k: &KernelFacts) -> Firewall {
+    let hook = |name: &str| HOOKS.iter().find(|h| h.name == name).expect("in HOOKS");
+    let kernel = hook(FIREWALL_KPROBE);
+    if kernel.availability(k).is_ok() {
+        let loaded = firewall_functions(kernel).any(|f| k.functions.contains_key(f));
+        return Firewall::Kernel {
+            hook: kernel,
+            loaded,
+        };
+    }
+    let device = hook(FIREWALL_DEVICE);
+    match (opt_in, device.availability(k)) {
+        (true, Ok(())) => Firewall::Device { hook: device },
+        (true, Err(_)) => Firewall::Off("no kprobes, and no tp_btf net_dev_queue"),
+        (false, _) => Firewall::Off(
+            "no kprobes here: --firewall checks every packet sent for netfilter's RSTs",
+        ),
+    }
+}
+
+/// The functions a firewall hook attaches to.
+pub fn firewall_functions(hook: &Hook) -> impl Iterator<Item = &'static str> + '_ {
+    hook.attach.iter().filter_map(|a| match a {
+        Attach::Kprobe { function, .. } => Some(*function),
+        _ => None,
+    })
+}
+
+impl fmt::Display for Firewall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Firewall::Kernel { hook, loaded: true } => f.write_str(hook.name),
+            Firewall::Kernel {
+                hook,
+                loaded: false,
+            } => write!(f, "{}(when nf_reject loads)", hook.name),
+            Firewall::Device { hook } => write!(f, "{}(per packet)", hook.name),
+            Firewall::Off(_) => f.write_str("off"),
+        }
+    }
+}
 
 /// Kernel functions the table may hook (for the /proc/kallsyms scan).
 pub fn wanted_functions() -> BTreeSet<&'static str> {
@@ -541,6 +648,8 @@ pub struct Plan {
     pub aborts: bool,
     /// Whether RST segments are captured for pcapng exports.
     pub packets: bool,
+    /// How netfilter's RSTs are seen (set by the loader).
+    pub firewall: Firewall,
 }
 
 impl fmt::Debug for Hook {
@@ -576,6 +685,7 @@ impl Plan {
             // Set by the loader once these hooks are attached.
             aborts: false,
             packets: false,
+            firewall: choose_firewall(false, k),
         }
     }
 
@@ -612,7 +722,7 @@ impl fmt::Display for Plan {
         if self.packets {
             f.write_str(" capture=net_dev_queue+netif_receive_skb")?;
         }
-        Ok(())
+        write!(f, " firewall={}", self.firewall)
     }
 }
 
@@ -668,10 +778,14 @@ pub(crate) mod tests {
         KernelFacts {
             btf: true,
             kernel_btf: true,
-            btf_tracepoint_args: [("tcp_send_reset", 4), ("tcp_receive_reset", 2)]
-                .into_iter()
-                .map(|(n, c)| (n.to_string(), c))
-                .collect(),
+            btf_tracepoint_args: [
+                ("tcp_send_reset", 4),
+                ("tcp_receive_reset", 2),
+                ("net_dev_queue", 2),
+            ]
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect(),
             btf_function_args: [
                 ("tcp_v4_send_reset", 3),
                 ("tcp_v6_send_reset", 3),
@@ -810,6 +924,36 @@ pub(crate) mod tests {
             .to_string();
         assert!(err.contains("tcp:tcp_send_reset"), "{err}");
         assert!(err.contains("kprobe PMU"), "{err}");
+    }
+
+    #[test]
+    fn firewall_rejects_are_hooked_in_netfilter_where_kprobes_work() {
+        let mut k = linux_6_1();
+        k.functions.retain(|f, _| !f.starts_with("nf_"));
+        // The reject modules not loaded yet: attached when they load.
+        assert!(matches!(
+            choose_firewall(false, &k),
+            Firewall::Kernel { loaded: false, .. }
+        ));
+        k.functions
+            .insert("nf_send_reset".into(), "nf_send_reset".into());
+        assert!(matches!(
+            choose_firewall(true, &k),
+            Firewall::Kernel { loaded: true, .. }
+        ));
+        assert!(wanted_functions().contains("nf_send_reset6"));
+    }
+
+    #[test]
+    fn firewall_rejects_cost_every_packet_without_kprobes_so_opt_in() {
+        let k = linux_6_18();
+        assert!(matches!(choose_firewall(false, &k), Firewall::Off(_)));
+        let Firewall::Device { hook } = choose_firewall(true, &k) else {
+            panic!("--firewall on 6.18")
+        };
+        assert_eq!(hook.attach.len(), 1);
+        let plan = choose(HookMode::Auto, &k).unwrap();
+        assert!(plan.to_string().ends_with(" firewall=off"), "{plan}");
     }
 
     #[test]

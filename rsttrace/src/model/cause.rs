@@ -25,6 +25,7 @@ pub enum CauseId {
     PeerRefused,
     PeerReset,
     MiddleboxSuspect,
+    FirewallReject,
     RetransmitTimeout,
     Unreachable,
     Unknown,
@@ -50,6 +51,7 @@ impl CauseId {
         CauseId::PeerRefused,
         CauseId::PeerReset,
         CauseId::MiddleboxSuspect,
+        CauseId::FirewallReject,
         CauseId::RetransmitTimeout,
         CauseId::Unreachable,
         CauseId::Unknown,
@@ -75,6 +77,7 @@ impl CauseId {
             CauseId::PeerRefused => "peer_refused",
             CauseId::PeerReset => "peer_reset",
             CauseId::MiddleboxSuspect => "middlebox_suspect",
+            CauseId::FirewallReject => "firewall_reject",
             CauseId::RetransmitTimeout => "retransmit_timeout",
             CauseId::Unreachable => "unreachable",
             CauseId::Unknown => "unknown",
@@ -129,6 +132,9 @@ impl CauseId {
             CauseId::PeerRefused => "the peer refused the connection (RST in reply to our SYN)",
             CauseId::MiddleboxSuspect => {
                 "a received RST that a NAT, load balancer or firewall on the path likely forged"
+            }
+            CauseId::FirewallReject => {
+                "a firewall rule on this host answered the segment with its own RST (reject with tcp reset)"
             }
             CauseId::RetransmitTimeout => {
                 "no RST: the peer stopped acknowledging and the kernel gave up retransmitting"
@@ -192,6 +198,10 @@ impl CauseId {
             CauseId::PeerRefused => "the remote port is closed or a firewall rejects it",
             CauseId::MiddleboxSuspect => {
                 "compare the idle gap with NAT/LB idle timeouts; enable keepalive below them"
+            }
+            CauseId::FirewallReject => {
+                "look at the nftables/iptables rules of the namespace named (nft list ruleset); \
+                 the application never saw the segment"
             }
             CauseId::RetransmitTimeout => {
                 "check the path and the peer (packet loss, a dead host, a firewall dropping); \

@@ -169,6 +169,10 @@ pub struct Socket {
     pub closed_from: Option<TcpState>,
     /// Time since the peer's last ACK (full sockets, when the tick rate is known).
     pub peer_idle: Option<Duration>,
+    /// `rcv_nxt` and `rcv_wnd` (full sockets): where a received RST's
+    /// sequence number had to fall.
+    pub rcv_nxt: u32,
+    pub rcv_wnd: u32,
 }
 
 /// What the CPU was doing.
@@ -271,6 +275,30 @@ pub struct Event {
     /// `--stack`: ids in the kernel's stack map.
     pub kernel_stack_id: Option<u32>,
     pub user_stack_id: Option<u32>,
+    /// Index of the device: the one a netfilter RST left by, or the one
+    /// the trigger (or the received RST) came in on.
+    pub device: Option<u32>,
+    /// For an RST netfilter made (`kprobe:nf_send_reset`), the hook it
+    /// was rejected at.
+    pub netfilter_hook: Option<NetfilterHook>,
+}
+
+/// `enum nf_inet_hooks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetfilterHook(pub u8);
+
+impl NetfilterHook {
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0 => "prerouting",
+            1 => "input",
+            2 => "forward",
+            3 => "output",
+            4 => "postrouting",
+            5 => "ingress",
+            _ => "other",
+        }
+    }
 }
 
 /// Who owns the socket the RST was made on.
@@ -379,6 +407,8 @@ impl Event {
             peer_idle: kernel.hz().filter(|_| has(abi::flag::FULL_SOCK)).map(|hz| {
                 Duration::from_millis(u64::from(raw.rcv_idle_jiffies) * 1000 / u64::from(hz))
             }),
+            rcv_nxt: raw.rcv_nxt,
+            rcv_wnd: raw.rcv_wnd,
         });
         let context = match raw.context {
             abi::context::TASK => ExecContext::Task,
@@ -441,6 +471,8 @@ impl Event {
             prior,
             kernel_stack_id: u32::try_from(raw.kernel_stack_id).ok(),
             user_stack_id: u32::try_from(raw.user_stack_id).ok(),
+            device: (raw.ifindex != 0).then_some(raw.ifindex),
+            netfilter_hook: raw.nf_hook.checked_sub(1).map(NetfilterHook),
         }
     }
 

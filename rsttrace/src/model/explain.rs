@@ -290,6 +290,19 @@ fn text(c: CauseId) -> Text {
                 "已建立连接空闲数分钟后收到的 RST，或其 TTL、窗口与该连接的其他报文不一致",
             ],
         ),
+        FirewallReject => t(
+            "防火墙以 RST 拒绝",
+            "本机的防火墙规则以自己构造的 RST 回应了该报文（“reject with tcp reset”）",
+            "查看所指网络命名空间的 nftables/iptables 规则（“nft list ruleset”）；应用程序从未收到该报文",
+            "connect() fails with ECONNREFUSED, or a live connection with ECONNRESET, though the server application never saw the segment",
+            "an nftables `reject with tcp reset` or iptables `REJECT --reject-with tcp-reset` rule -> nf_send_reset()/nf_send_reset6() builds the RST and sends it with ip_local_out()/ip6_local_out(); no TCP socket is involved",
+            "a kprobe on nf_send_reset/nf_send_reset6 (certain: `netfilter_hook`, `device`); without kprobes and with --firewall, an RST leaving a device with no socket and no TCP send event (likely); a received RST paired with either",
+            [
+                "connect() 失败并返回 ECONNREFUSED，或已建立的连接收到 ECONNRESET，而服务端应用程序从未收到该报文",
+                "“nftables”的“reject with tcp reset”或“iptables”的“REJECT --reject-with tcp-reset”规则 -> nf_send_reset()/nf_send_reset6() 构造 RST，经 ip_local_out()/ip6_local_out() 发出；不涉及任何 TCP 套接字",
+                "nf_send_reset/nf_send_reset6 上的内核探针（确定：netfilter_hook、“device”）；内核不支持内核探针且开启“--firewall”时，离开网卡、没有套接字也没有 TCP 发送事件的 RST（很可能）；以及与其配对的收到的 RST",
+            ],
+        ),
         RetransmitTimeout => t(
             "重传超时",
             "没有 RST：对端不再确认，内核重传次数用尽后放弃连接（包括 SYN 重传超时）",

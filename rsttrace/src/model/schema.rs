@@ -19,7 +19,14 @@ pub const HOOKS: &[(u8, &str)] = &[
     (hook::TP_KFREE_SKB_NO_SOCKET, "tracepoint:skb:kfree_skb"),
     (hook::BTF_ERROR_REPORT, "tp_btf:inet_sk_error_report"),
     (hook::KPROBE_ERROR_REPORT, "kprobe:sock_def_error_report"),
+    (hook::KPROBE_NF_SEND_RESET, FIREWALL_KERNEL_HOOK),
+    (hook::BTF_SOCKETLESS_RST, FIREWALL_DEVICE_HOOK),
 ];
+
+/// netfilter's RSTs, seen in the function that makes them.
+pub const FIREWALL_KERNEL_HOOK: &str = "kprobe:nf_send_reset";
+/// An RST leaving a device without a socket (`--firewall`).
+pub const FIREWALL_DEVICE_HOOK: &str = "tp_btf:net_dev_queue";
 
 /// What an id or a name outside the tables becomes (a newer kernel side,
 /// or a file written by another version).

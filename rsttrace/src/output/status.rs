@@ -92,6 +92,9 @@ fn ready_json(r: &Ready<'_>) -> Value {
             "rx_packet": plan.packet,
             "aborts": plan.aborts,
             "packet_capture": plan.packets,
+            "firewall": plan.firewall.to_string(),
+            "firewall_cost": matches!(plan.firewall, crate::collect::probes::Firewall::Device { .. })
+                .then_some(crate::collect::probes::FIREWALL_DEVICE_COST),
         },
         "programs": r.programs.iter().map(|(name, id)| json!({"name": name, "id": id})).collect::<Vec<_>>(),
     })

@@ -118,6 +118,9 @@ fn event(v: &Value) -> Result<Classified> {
         prior: None,
         kernel_stack_id: None,
         user_stack_id: None,
+        // In the export only as evidence.
+        device: None,
+        netfilter_hook: None,
     };
     let evidence = match v.get("evidence") {
         Some(Value::Object(map)) => map.clone(),
@@ -287,6 +290,8 @@ fn socket(s: &Value) -> Result<Socket> {
         accept_queue_full: false,
         closed_from: None,
         peer_idle: None,
+        rcv_nxt: 0,
+        rcv_wnd: 0,
     })
 }
 

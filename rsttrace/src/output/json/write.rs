@@ -771,6 +771,8 @@ mod tests {
             accept_queue_full: false,
             closed_from: None,
             peer_idle: None,
+            rcv_nxt: 0,
+            rcv_wnd: 0,
         });
         let line = format(&rec);
         let v: Value = serde_json::from_str(&line).unwrap();
