@@ -107,6 +107,9 @@ pub struct PeerEvent {
     /// How sure the sender's own cause is (a firewall's reject seen on
     /// a device without a socket is only likely).
     pub confidence: Confidence,
+    /// The RST's sequence number as the sender's event knows it (the ACK
+    /// of the segment it answered).
+    pub rst_seq: Option<u32>,
 }
 
 /// A tcp_reset() folded into the RST the same socket then sent.
@@ -328,6 +331,7 @@ fn received(ev: &Event, ctx: &Context, v: &mut Verdict) -> CauseId {
         }
     }
     let paired = sender_evidence(ctx, v);
+    seq_evidence(ev, ctx, v);
     if let Sender::Paired(p) = &ctx.sender
         && p.cause == CauseId::FirewallReject
     {
@@ -396,6 +400,54 @@ fn received(ev: &Event, ctx: &Context, v: &mut Verdict) -> CauseId {
         return CauseId::MiddleboxSuspect;
     }
     CauseId::PeerReset
+}
+
+/// Where the received RST's sequence number fell against what this socket
+/// expected. tcp_validate_incoming() (RFC 5961) lets an RST reach
+/// tcp_reset() in a synchronized state only when it is exactly `rcv_nxt`
+/// (or `rcv_nxt - 1` after the peer's FIN, or the right edge of the
+/// highest SACK block); one merely in the window gets a challenge ACK, one
+/// outside it is dropped. So `exact` proves the sender tracked the flow to
+/// the byte: the peer or a box on the path, not a blind off-path guess;
+/// it cannot tell the peer from an on-path middlebox. In SYN_SENT the ACK
+/// number is checked instead.
+fn seq_evidence(ev: &Event, ctx: &Context, v: &mut Verdict) {
+    let Some(sock) = ev.socket.filter(|s| s.full) else {
+        return;
+    };
+    let sender_seq = match &ctx.sender {
+        Sender::Paired(p) => p.rst_seq,
+        _ => None,
+    };
+    let (seq, from) = match (ev.packet.map(|p| p.seq), sender_seq) {
+        (Some(seq), _) => (seq, "packet"),
+        (None, Some(seq)) => (seq, "sender"),
+        (None, None) => return,
+    };
+    let offset = seq.wrapping_sub(sock.rcv_nxt) as i32;
+    let position = match offset {
+        _ if ev.state == TcpState::SYN_SENT => "not_checked",
+        0 => "exact",
+        -1 if matches!(
+            ev.state,
+            TcpState::CLOSE_WAIT | TcpState::LAST_ACK | TcpState::CLOSING
+        ) =>
+        {
+            "after_fin"
+        }
+        d if d > 0 && (d as u32) < sock.rcv_wnd => "in_window",
+        _ => "outside",
+    };
+    v.fact(
+        "seq",
+        json!({
+            "position": position,
+            "offset": offset,
+            "rcv_nxt": sock.rcv_nxt,
+            "rcv_wnd": sock.rcv_wnd,
+            "from": from,
+        }),
+    );
 }
 
 fn received_errno(state: TcpState) -> &'static str {
@@ -1395,6 +1447,7 @@ mod tests {
                 }),
                 seq_matched: false,
                 confidence: Confidence::Certain,
+                rst_seq: None,
             }),
             ..Context::default()
         }
@@ -1469,6 +1522,60 @@ mod tests {
             c.evidence["middlebox"],
             json!(["idle_past_conntrack_timeout"])
         );
+    }
+
+    #[test]
+    fn a_received_rsts_sequence_number_is_placed_against_rcv_nxt() {
+        let at = |state: TcpState, seq: u32, ctx: &Context| {
+            let mut ev = base(Direction::Received, state);
+            ev.socket = Some(Socket {
+                rcv_nxt: 1000,
+                rcv_wnd: 500,
+                ..sock()
+            });
+            ev.packet = Some(Packet {
+                seq,
+                ..pkt(TcpFlags::RST, 0)
+            });
+            classify_with(&ev, ctx).evidence["seq"].clone()
+        };
+        let none = Context::default();
+        let exact = at(TcpState::ESTABLISHED, 1000, &none);
+        assert_eq!(exact["position"], "exact");
+        assert_eq!(exact["from"], "packet");
+        assert_eq!(exact["rcv_wnd"], 500);
+        assert_eq!(
+            at(TcpState::CLOSE_WAIT, 999, &none)["position"],
+            "after_fin"
+        );
+        assert_eq!(at(TcpState::ESTABLISHED, 999, &none)["position"], "outside");
+        let in_window = at(TcpState::ESTABLISHED, 1200, &none);
+        assert_eq!(
+            (&in_window["position"], &in_window["offset"]),
+            (&json!("in_window"), &json!(200))
+        );
+        assert_eq!(
+            at(TcpState::ESTABLISHED, 1500, &none)["position"],
+            "outside"
+        );
+        assert_eq!(at(TcpState::SYN_SENT, 7, &none)["position"], "not_checked");
+        // Without the packet, the paired sender's event knows the number.
+        let mut ev = base(Direction::Received, TcpState::ESTABLISHED);
+        ev.socket = Some(Socket {
+            rcv_nxt: 1000,
+            ..sock()
+        });
+        let mut ctx = paired();
+        let Sender::Paired(p) = &mut ctx.sender else {
+            unreachable!()
+        };
+        p.rst_seq = Some(1000);
+        let seq = &classify_with(&ev, &ctx).evidence["seq"];
+        assert_eq!(
+            (&seq["position"], &seq["from"]),
+            (&json!("exact"), &json!("sender"))
+        );
+        assert!(classify_with(&ev, &paired()).evidence.get("seq").is_none());
     }
 
     #[test]

@@ -415,6 +415,7 @@ fn peer_event(s: &Sent, r: &Event) -> PeerEvent {
         process: s.process.clone(),
         seq_matched: s.rst_seq.is_some() && r.packet.is_some(),
         confidence: s.confidence,
+        rst_seq: s.rst_seq,
     }
 }
 

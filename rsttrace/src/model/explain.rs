@@ -438,6 +438,16 @@ pub const RECEIVED_RULES: &[(&str, &str, &str)] = &[
         "发送方地址在本机（某个网络命名空间内），但那里没有任何 TCP 协议栈发出匹配的 RST：多为防火墙以 RST 拒绝（nftables/iptables 的“reject with tcp reset”）或被注入的报文；“suspect”为 firewall_reject，sender_netns 是该地址所在的命名空间",
     ),
     (
+        "peer_event.cause = firewall_reject",
+        "paired with the RST a firewall on this host made (a sent `firewall_reject`): the received RST is `firewall_reject` too, with that send's confidence (certain from nf_send_reset, likely from a socketless RST seen on a device)",
+        "与本机防火墙构造的 RST（发出方向的 firewall_reject）配对：收到的 RST 也判为 firewall_reject，置信度与该发送事件相同（来自 nf_send_reset 为“certain”，来自网卡上无套接字的 RST 为“likely”）",
+    ),
+    (
+        "seq",
+        "where the RST's sequence number fell against the socket's `rcv_nxt` and `rcv_wnd`: `position` is `exact`, `after_fin` (rcv_nxt - 1 after the peer's FIN), `in_window`, `outside`, or `not_checked` in SYN_SENT (the ACK number is checked there); `offset` is seq - rcv_nxt; `from` says whether the number came from the received segment (kprobe/fentry receive hooks) or from the paired sender's event. tcp_validate_incoming() (RFC 5961) passes an RST to tcp_reset() in a synchronized state only when it is exact (or after_fin, or at the right edge of a SACK block): an in-window one gets a challenge ACK and an outside one is dropped, so these never reach rsttrace. `exact` therefore proves the sender tracked the flow to the byte (the peer, or a box on the path that sees its traffic), ruling out a blind off-path guess; it cannot tell the peer from an on-path middlebox",
+        "RST 的序列号相对于套接字 rcv_nxt 和 rcv_wnd 的位置：“position”为“exact”（恰好等于）、“after_fin”（对端 FIN 之后的 rcv_nxt - 1）、“in_window”（窗口内）、“outside”（窗口外），或在 SYN_SENT 状态为“not_checked”（该状态只检查确认号）；“offset”为“seq - rcv_nxt”；“from”表示序列号取自收到的报文（kprobe/fentry 接收钩子）还是配对的发送事件。tcp_validate_incoming()（RFC 5961）在已同步状态下只把恰好等于 rcv_nxt 的 RST（或 after_fin，或 SACK 块右边界）交给 tcp_reset()：窗口内但不相等的只换来挑战 ACK，窗口外的被丢弃，rsttrace 看不到它们。因此“exact”证明发送方逐字节跟踪着这条流（对端，或路径上能看到其流量的设备），排除了路径外的盲目猜测；但无法区分对端与路径上的中间设备",
+    ),
+    (
         "idle_past_lb_timeout",
         "the peer was silent (`peer_idle_s`) for 240 s or more, the shortest idle timeout of common NAT gateways and load balancers (Azure 240 s, AWS NLB 350 s)",
         "对端静默（peer_idle_s）达到 240 秒以上，即常见 NAT 网关和负载均衡的最短空闲超时（Azure 240 秒，AWS NLB 350 秒）",
