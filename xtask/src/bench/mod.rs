@@ -98,10 +98,21 @@ impl Workload {
                 Tool::BaselineText,
                 Tool::BaselineJsonl,
             ],
-            Workload::Rr | Workload::Crr => &[
+            Workload::Rr => &[
                 Tool::Untraced,
                 Tool::Jsonl,
                 Tool::Stack,
+                Tool::Firewall,
+                Tool::Tcpdump,
+                Tool::JsonlStats,
+                Tool::FirewallStats,
+                Tool::BaselineJsonl,
+            ],
+            Workload::Crr => &[
+                Tool::Untraced,
+                Tool::Jsonl,
+                Tool::Stack,
+                Tool::Firewall,
                 Tool::Tcpdump,
                 Tool::JsonlStats,
                 Tool::BaselineJsonl,
@@ -120,6 +131,13 @@ enum Tool {
     Jsonl,
     /// `Jsonl` plus `--stack`.
     Stack,
+    /// `Jsonl` plus `--firewall`: on a kernel without kprobes, a program
+    /// on every packet sent (with kprobes it costs nothing, and this row
+    /// measures the same as `Jsonl`).
+    Firewall,
+    /// `Firewall` with the kernel's program statistics on: its per-packet
+    /// program's cost.
+    FirewallStats,
     /// `tcpdump -w FILE` with a filter for RSTs: what the usual tool costs.
     Tcpdump,
     /// `Jsonl` with the kernel's program statistics on (which cost a little
@@ -137,6 +155,8 @@ impl Tool {
             Tool::Text => "rsttrace (text to stdout)",
             Tool::Jsonl => "rsttrace -w file.jsonl",
             Tool::Stack => "rsttrace -w file.jsonl --stack",
+            Tool::Firewall => "rsttrace -w file.jsonl --firewall",
+            Tool::FirewallStats => "rsttrace --firewall, bpf stats on",
             Tool::Tcpdump => "tcpdump -w (RST filter)",
             Tool::JsonlStats => "rsttrace -w file.jsonl, bpf stats on",
             Tool::BaselineText => "baseline: text to stdout",
@@ -156,7 +176,10 @@ impl Tool {
     /// tracer runs with. (`--stack` trades events for stacks under a storm,
     /// by design: it is reported, not checked.)
     fn is_checked(self) -> bool {
-        matches!(self, Tool::Text | Tool::Jsonl | Tool::JsonlStats)
+        matches!(
+            self,
+            Tool::Text | Tool::Jsonl | Tool::JsonlStats | Tool::Firewall | Tool::FirewallStats
+        )
     }
 
     /// rsttrace's options, with `file` as the export.
@@ -167,6 +190,9 @@ impl Tool {
                 vec!["--quiet", "--write", file]
             }
             Tool::Stack => vec!["--quiet", "--write", file, "--stack"],
+            Tool::Firewall | Tool::FirewallStats => {
+                vec!["--quiet", "--write", file, "--firewall"]
+            }
             Tool::Untraced | Tool::Tcpdump => unreachable!("not rsttrace"),
         }
     }
@@ -434,7 +460,7 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
         }
     };
     let stats = match (&tracer, tool) {
-        (Some(t), Tool::JsonlStats) => Some(progstats::Measurement::start(
+        (Some(t), Tool::JsonlStats | Tool::FirewallStats) => Some(progstats::Measurement::start(
             t.pid(),
             &program_names(&t.ready),
         )?),

@@ -224,6 +224,22 @@ fn kernel_table(t: &mut String, rows: &[Row]) {
             }
         }
     }
+    // --firewall's per-packet program, apart: it is not in the default.
+    for row in rows.iter().filter(|r| r.tool == Tool::FirewallStats) {
+        let Ok(samples) = &row.samples else { continue };
+        for runs in samples.iter().filter_map(|s| s.programs.as_ref()) {
+            for c in runs.costs.iter().filter(|c| c.name == FIREWALL_PROGRAM) {
+                let e = costs
+                    .entry(format!("{} (--firewall)", c.name))
+                    .or_default()
+                    .entry(row.workload.name())
+                    .or_default();
+                e.0 += c.runs;
+                e.1 += c.run_time_ns;
+                e.2 += runs.seconds;
+            }
+        }
+    }
     let _ = writeln!(
         t,
         "\n## Kernel cost per program (the kernel's program statistics, rsttrace -w file.jsonl)\n"
@@ -283,6 +299,9 @@ fn kernel_table(t: &mut String, rows: &[Row]) {
     );
 }
 
+/// `--firewall`'s program on every packet sent (kernels without kprobes).
+const FIREWALL_PROGRAM: &str = "btf_socketless_rst";
+
 /// Per workload, the kernel's run time of all programs per unit of work.
 fn kernel_ns_per_unit(rows: &[Row], workload: Workload) -> Option<f64> {
     let row = rows
@@ -326,6 +345,10 @@ fn targets_table(t: &mut String, rows: &[Row]) {
     line(
         "TCP_RR >= 0.99 of untraced, --stack",
         at_least(Workload::Rr, Tool::Stack, 0.99),
+    );
+    line(
+        "TCP_RR >= 0.99 of untraced, --firewall (opt-in without kprobes)",
+        at_least(Workload::Rr, Tool::Firewall, 0.99),
     );
     line(
         "TCP_CRR >= 0.98 of untraced, -w file.jsonl",
