@@ -227,6 +227,9 @@ pub mod flag {
     /// local port (an accepted or queued connection nobody closed yet), not
     /// the socket's own.
     pub const OWNER_FROM_LISTENER: u32 = 1 << 11;
+    /// With `OWNER_FROM_LISTENER`: several processes listen on the port
+    /// (SO_REUSEPORT); the owner is the last one seen.
+    pub const LISTENER_GROUP: u32 = 1 << 12;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -472,8 +475,9 @@ pub struct Owner {
     pub pid: u32,
     /// User id.
     pub uid: u32,
-    /// Zero.
-    pub _pad: u32,
+    /// In `LISTENERS`: how many processes were seen listening on the port
+    /// (more than one: an SO_REUSEPORT group). Zero in `OWNERS`.
+    pub listeners: u32,
     /// cgroup v2 id of the owner.
     pub cgroup: u64,
     /// Task name (`comm`).

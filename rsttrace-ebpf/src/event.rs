@@ -253,6 +253,9 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             ev.flags |= flag::OWNER_KNOWN;
             if from_listener {
                 ev.flags |= flag::OWNER_FROM_LISTENER;
+                if o.listeners > 1 {
+                    ev.flags |= flag::LISTENER_GROUP;
+                }
             }
             ev.owner_tgid = o.tgid;
             ev.owner_pid = o.pid;

@@ -86,7 +86,7 @@ fn remember_owner(sk: *const u8, fresh: bool, listening: bool) {
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         uid: bpf_get_current_uid_gid() as u32,
-        _pad: 0,
+        listeners: 0,
         // SAFETY: the helper has no preconditions.
         cgroup: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
@@ -117,9 +117,25 @@ fn remember_listener(sk: *const u8, owner: &Owner) {
         _pad: 0,
     };
     // listen() without bind() picks its port after this transition.
-    if key.port != 0 {
-        let _ = LISTENERS.insert(&key, owner, 0);
+    if key.port == 0 {
+        return;
     }
+    // SO_REUSEPORT: another process listening on the port makes a group.
+    // SAFETY: map value, copied at once.
+    let before = unsafe { LISTENERS.get(&key) }.map(|o| (o.tgid, o.listeners.max(1)));
+    let listeners = match before {
+        Some((tgid, n)) if tgid != owner.tgid => n.saturating_add(1),
+        Some((_, n)) => n,
+        None => 1,
+    };
+    let _ = LISTENERS.insert(
+        &key,
+        &Owner {
+            listeners,
+            ..*owner
+        },
+        0,
+    );
 }
 
 /// A closed listener's port may next be some client's ephemeral port.

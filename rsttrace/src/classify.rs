@@ -159,6 +159,22 @@ impl Verdict {
         if let Some(prior) = &ev.prior {
             evidence.insert("prior".into(), prior_json(prior));
         }
+        // The owner lent by the listener is an inference already; in an
+        // SO_REUSEPORT group it is only the last of several to listen.
+        if let Some(group) = &ev.listener_group {
+            evidence.insert(
+                "owner_group".into(),
+                json!({
+                    "processes": group
+                        .iter()
+                        .map(|t| json!({"pid": t.pid, "comm": t.comm}))
+                        .collect::<Vec<_>>(),
+                    "why": "SO_REUSEPORT: several processes listen on this port and the kernel \
+                            queued the connection to one of them; the owner shown is the last \
+                            to listen",
+                }),
+            );
+        }
         // Not a cause of its own: whatever the cause, the process was dying
         // (killed, crashed, or exiting) when its socket was reset.
         if let Some(signal) = ev.exit_signal
@@ -931,6 +947,7 @@ mod tests {
             user_stack_id: None,
             device: None,
             netfilter_hook: None,
+            listener_group: None,
         }
     }
 

@@ -513,6 +513,7 @@ mod tests {
             user_stack_id: None,
             device: None,
             netfilter_hook: None,
+            listener_group: None,
         }
     }
 

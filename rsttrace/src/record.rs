@@ -103,6 +103,7 @@ pub(crate) mod fixtures {
                 user_stack_id: None,
                 device: None,
                 netfilter_hook: None,
+                listener_group: None,
             },
             cause: Cause {
                 id: CauseId::CloseUnreadData,

@@ -269,6 +269,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             blind_to_sends(&session.plan, &scope),
         ),
         ready: Vec::new(),
+        listener_groups: Default::default(),
     };
     loop {
         let batch = tokio::select! {
@@ -376,6 +377,8 @@ struct Pipeline<'a> {
     correlate: Correlator<HostNet, rsttrace_ebpf::abi::RstEvent>,
     /// Events it released, reused between calls.
     ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
+    /// SO_REUSEPORT groups, named from /proc when one's RST is reported.
+    listener_groups: crate::enrich::listeners::Groups,
 }
 
 impl Pipeline<'_> {
@@ -422,7 +425,14 @@ impl Pipeline<'_> {
                 return;
             }
         };
-        let event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
+        let mut event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
+        if let Some(group) = &mut event.listener_group {
+            *group = self.listener_groups.members(
+                raw.netns,
+                event.local.port(),
+                std::time::Instant::now(),
+            );
+        }
         let mut ready = std::mem::take(&mut self.ready);
         // After any /proc scan above: the wait starts when it is pushed.
         self.correlate
@@ -638,6 +648,7 @@ mod tests {
             panicked: None,
             correlate: Correlator::new(HostNet::default(), None, None),
             ready: Vec::new(),
+            listener_groups: Default::default(),
         }
     }
 

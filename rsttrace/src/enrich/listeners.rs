@@ -10,12 +10,14 @@
 //! are: every walk and every read is bounded, and what did not fit is
 //! counted, never waited for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rsttrace_ebpf::abi::{ListenerKey, Owner};
 
 use crate::enrich::{procinfo, scope};
+use crate::model::event::Task;
 
 /// Processes and descriptors looked at, at most.
 const MAX_PROCESSES: usize = 65_536;
@@ -90,7 +92,58 @@ pub fn scan() -> Listeners {
             }
         }
     }
+    count_groups(&mut found.owners);
     found
+}
+
+/// Each owner's `listeners`: how many processes listen on its port
+/// (SO_REUSEPORT groups), as the kernel side counts them.
+fn count_groups(owners: &mut [(ListenerKey, Owner)]) {
+    let mut processes: HashMap<ListenerKey, HashSet<u32>> = HashMap::new();
+    for (key, owner) in owners.iter() {
+        processes.entry(*key).or_default().insert(owner.tgid);
+    }
+    for (key, owner) in owners.iter_mut() {
+        owner.listeners = processes[key].len() as u32;
+    }
+}
+
+/// How long one /proc walk names the SO_REUSEPORT groups.
+const GROUPS_FOR: Duration = Duration::from_secs(10);
+
+/// The processes of an SO_REUSEPORT group, named when an RST on one of
+/// its connections is reported (the kernel side keeps one owner per
+/// port): one bounded /proc walk, reused for `GROUPS_FOR`, so a storm of
+/// such RSTs costs one walk per interval.
+#[derive(Default)]
+pub struct Groups {
+    walked: Option<Instant>,
+    owners: Vec<(ListenerKey, Owner)>,
+}
+
+impl Groups {
+    pub fn members(&mut self, netns: u32, port: u16, now: Instant) -> Vec<Task> {
+        if self
+            .walked
+            .is_none_or(|at| now.saturating_duration_since(at) >= GROUPS_FOR)
+        {
+            self.owners = scan().owners;
+            self.walked = Some(now);
+        }
+        let mut members: Vec<Task> = Vec::new();
+        for (key, o) in &self.owners {
+            if key.netns == netns && key.port == port && !members.iter().any(|t| t.pid == o.tgid) {
+                let end = o.comm.iter().position(|&b| b == 0).unwrap_or(o.comm.len());
+                members.push(Task {
+                    pid: o.tgid,
+                    tid: o.pid,
+                    comm: String::from_utf8_lossy(&o.comm[..end]).into_owned(),
+                });
+            }
+        }
+        members.sort_by_key(|t| t.pid);
+        members
+    }
 }
 
 /// A LISTEN row of /proc/net/tcp{,6}.
@@ -144,7 +197,7 @@ fn owner(pid: u32, uid: u32, cgroup_root: &Path) -> Owner {
         tgid: pid,
         pid,
         uid,
-        _pad: 0,
+        listeners: 1,
         cgroup: cgroup_id(pid, cgroup_root).unwrap_or(0),
         comm,
         peer: 0,
@@ -196,6 +249,28 @@ mod tests {
                 inode: 42
             }]
         );
+    }
+
+    #[test]
+    fn processes_sharing_a_port_are_a_group() {
+        let key = |port| ListenerKey {
+            netns: 1,
+            port,
+            _pad: 0,
+        };
+        let of = |tgid| Owner {
+            tgid,
+            ..owner(std::process::id(), 0, Path::new("/nonexistent"))
+        };
+        let mut owners = vec![
+            (key(80), of(10)),
+            (key(80), of(11)),
+            (key(80), of(11)),
+            (key(81), of(10)),
+        ];
+        count_groups(&mut owners);
+        let counts: Vec<u32> = owners.iter().map(|(_, o)| o.listeners).collect();
+        assert_eq!(counts, [2, 2, 2, 1]);
     }
 
     #[test]

@@ -281,6 +281,10 @@ pub struct Event {
     /// For an RST netfilter made (`kprobe:nf_send_reset`), the hook it
     /// was rejected at.
     pub netfilter_hook: Option<NetfilterHook>,
+    /// With an owner from the listener: several processes listen on the
+    /// port (SO_REUSEPORT), named here when /proc tells (filled by the
+    /// pipeline, `enrich::listeners::Groups`).
+    pub listener_group: Option<Vec<Task>>,
 }
 
 /// `enum nf_inet_hooks`.
@@ -473,6 +477,7 @@ impl Event {
             user_stack_id: u32::try_from(raw.user_stack_id).ok(),
             device: (raw.ifindex != 0).then_some(raw.ifindex),
             netfilter_hook: raw.nf_hook.checked_sub(1).map(NetfilterHook),
+            listener_group: has(abi::flag::LISTENER_GROUP).then(Vec::new),
         }
     }
 

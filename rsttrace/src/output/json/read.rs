@@ -121,6 +121,7 @@ fn event(v: &Value) -> Result<Classified> {
         // In the export only as evidence.
         device: None,
         netfilter_hook: None,
+        listener_group: None,
     };
     let evidence = match v.get("evidence") {
         Some(Value::Object(map)) => map.clone(),
