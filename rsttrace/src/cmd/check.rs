@@ -312,11 +312,12 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
                  loads them (rechecked every 2 s); runs only on a reject"
                     .to_string()
             }
-            Firewall::Device { .. } | Firewall::Off(_) => format!(
+            Firewall::Device { .. } | Firewall::OptIn => format!(
                 "off by default (no kprobes). --firewall sees them as RSTs leaving a device \
                  with no socket (likely); cost: {}",
                 probes::FIREWALL_DEVICE_COST
             ),
+            Firewall::Off(why) => format!("not seen: {why}"),
         }
     );
     let _ = writeln!(
@@ -397,6 +398,18 @@ pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
                 CauseId::PeerRefused | CauseId::PeerReset => {
                     "yes (certain when paired with its sender's RST on this host)".to_string()
                 }
+                CauseId::FirewallReject => match plan.firewall {
+                    Firewall::Kernel { .. } => {
+                        "yes (certain: seen in nf_send_reset; the victim's RST pairs with it)"
+                            .to_string()
+                    }
+                    Firewall::Device { .. } | Firewall::OptIn => {
+                        "with --firewall only (likely: a socketless RST on a device; it \
+                         checks every packet sent)"
+                            .to_string()
+                    }
+                    Firewall::Off(why) => format!("NO: {why}"),
+                },
                 _ => decided_by(c, plan.reason, reason_names),
             };
             (c, seen)

@@ -376,6 +376,8 @@ pub enum Firewall {
     /// `--firewall`: an RST leaving a device with no socket. Runs on every
     /// packet the host sends.
     Device { hook: &'static Hook },
+    /// Not seen, but `--firewall` would attach `Device`.
+    OptIn,
     /// Not seen; why.
     Off(&'static str),
 }
@@ -400,10 +402,8 @@ pub fn choose_firewall(opt_in: bool, k: &KernelFacts) -> Firewall {
     let device = hook(FIREWALL_DEVICE);
     match (opt_in, device.availability(k)) {
         (true, Ok(())) => Firewall::Device { hook: device },
-        (true, Err(_)) => Firewall::Off("no kprobes, and no tp_btf net_dev_queue"),
-        (false, _) => Firewall::Off(
-            "no kprobes here: --firewall checks every packet sent for netfilter's RSTs",
-        ),
+        (false, Ok(())) => Firewall::OptIn,
+        (_, Err(_)) => Firewall::Off("no kprobes, and no tp_btf net_dev_queue"),
     }
 }
 
@@ -424,6 +424,7 @@ impl fmt::Display for Firewall {
                 loaded: false,
             } => write!(f, "{}(when nf_reject loads)", hook.name),
             Firewall::Device { hook } => write!(f, "{}(per packet)", hook.name),
+            Firewall::OptIn => f.write_str("off(--firewall)"),
             Firewall::Off(_) => f.write_str("off"),
         }
     }
@@ -947,13 +948,19 @@ pub(crate) mod tests {
     #[test]
     fn firewall_rejects_cost_every_packet_without_kprobes_so_opt_in() {
         let k = linux_6_18();
-        assert!(matches!(choose_firewall(false, &k), Firewall::Off(_)));
+        assert_eq!(choose_firewall(false, &k), Firewall::OptIn);
         let Firewall::Device { hook } = choose_firewall(true, &k) else {
             panic!("--firewall on 6.18")
         };
         assert_eq!(hook.attach.len(), 1);
         let plan = choose(HookMode::Auto, &k).unwrap();
-        assert!(plan.to_string().ends_with(" firewall=off"), "{plan}");
+        assert!(
+            plan.to_string().ends_with(" firewall=off(--firewall)"),
+            "{plan}"
+        );
+        let mut k = k;
+        k.btf_tracepoint_args.remove("net_dev_queue");
+        assert!(matches!(choose_firewall(true, &k), Firewall::Off(_)));
     }
 
     #[test]
