@@ -152,7 +152,9 @@ fn details(s: &mut String, rec: &Classified) {
     }
     // The evidence shown, in this order: one pass over the (small) map
     // rather than a lookup per key.
-    const SHOWN: [&str; 9] = [
+    const SHOWN: [&str; 11] = [
+        "netfilter_hook",
+        "device",
         "unread_bytes_lost",
         "errno",
         "tw_substate",
