@@ -727,8 +727,11 @@ mod tests {
             let json = String::from_utf8(buffers[1].0.lock().unwrap().clone()).unwrap();
             let line: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
             proptest::prop_assert!(line.is_object());
-            // The export reads back.
-            proptest::prop_assert!(crate::output::json::read::parse_line(json.trim_end()).is_ok(), "{}", json);
+            // The export reads back, with a cause the table gives that direction.
+            let Ok(crate::output::json::read::Line::Event(rec)) = crate::output::json::read::parse_line(json.trim_end()) else {
+                return Err(proptest::test_runner::TestCaseError::fail(json));
+            };
+            proptest::prop_assert!(rec.cause.id.info().directions.contains(&rec.event.direction), "{}", json);
         }
     }
 
