@@ -164,7 +164,8 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
 
     let otlp = match &args.otlp {
         Some(endpoint) => {
-            let exporter = crate::output::otlp::Exporter::start(endpoint.clone(), args.lang)?;
+            let exporter =
+                crate::output::otlp::Exporter::start(endpoint.clone(), args.lang, stats.clone())?;
             eprintln!(
                 "rsttrace: exporting to OTLP {}",
                 crate::output::otlp::describe(endpoint)
