@@ -845,6 +845,8 @@ mod tests {
             "evidence: {:?}",
             c.evidence
         );
+        let directions = c.id.info().directions;
+        assert!(directions.contains(&ev.direction), "CAUSES: {directions:?}");
         c
     }
 
