@@ -306,9 +306,9 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     (out, true)
 }
 
-/// Causes that classify.rs reaches only through the kernel's reason
+/// Causes that classify/sent.rs reaches only through the kernel's reason
 /// (`sent_with_reason`): without it their RSTs land in another cause or
-/// `unknown`. Keep in step with classify.rs.
+/// `unknown`. Keep in step with classify/sent.rs.
 /// Causes the kernel's reason names directly, and the fact that tells them
 /// apart without it.
 const WITHOUT_REASON: [(CauseId, &str); 5] = [
