@@ -224,11 +224,17 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
 
     let plan = probes::choose(mode, k).ok();
     let _ = writeln!(out, "\nhooks (--hooks {}):", probes::mode_name(mode));
-    for role in [Role::Send, Role::SendNoSocket, Role::Receive] {
-        let ranked = probes::ranked(mode, role, k);
+    for role in [Role::Send, Role::SendNoSocket, Role::Receive, Role::Abort] {
+        let ranked = match role {
+            Role::Abort => probes::abort_hooks(k),
+            _ => probes::ranked(mode, role, k),
+        };
         for hook in HOOKS.iter().filter(|h| h.role == role) {
             let chosen = plan.is_some_and(|p| {
-                p.send == hook || p.receive == hook || p.no_socket_hook == Some(hook)
+                p.send == hook
+                    || p.receive == hook
+                    || p.no_socket_hook == Some(hook)
+                    || p.aborts == Some(hook)
             });
             let status = match hook.availability(k) {
                 Err(why) => format!("unavailable: {}", why.join("; ")),
@@ -245,19 +251,26 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
                 ),
             };
             let c = hook.capabilities(k);
+            let provides = match role {
+                Role::Abort => "connections that die without an RST (direction abort)".into(),
+                _ => format!(
+                    "reason={} no_socket={} rx_packet={}",
+                    yn(c.reason),
+                    yn(c.no_socket),
+                    yn(c.packet)
+                ),
+            };
             let _ = writeln!(
                 out,
-                "  {:<7} {:<66} {}\n          provides: reason={} no_socket={} rx_packet={}",
+                "  {:<7} {:<66} {}\n          provides: {provides}",
                 match role {
                     Role::Send => "send",
                     Role::SendNoSocket => "send+",
                     Role::Receive => "receive",
+                    Role::Abort => "abort",
                 },
                 hook.name,
                 status,
-                yn(c.reason),
-                yn(c.no_socket),
-                yn(c.packet)
             );
         }
     }
@@ -364,6 +377,11 @@ pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
                 CauseId::PeerRefused | CauseId::PeerReset => {
                     "yes (certain when paired with its sender's RST on this host)".to_string()
                 }
+                // Only a connection's death without an RST tells these.
+                CauseId::RetransmitTimeout | CauseId::Unreachable => match plan.aborts {
+                    Some(hook) => format!("yes (the socket error {} reports)", hook.name),
+                    None => "NO: no hook sees connections that die without an RST".to_string(),
+                },
                 _ => decided_by(c, plan.reason, reason_names),
             };
             (c, seen)
@@ -429,6 +447,49 @@ mod tests {
         );
         assert!(text.contains("unavailable: no kprobe PMU"), "{text}");
         assert!(!text.contains("NO:"), "{text}");
+    }
+
+    #[test]
+    fn the_abort_hook_trace_would_attach_is_reported() {
+        // This machine (6.18): the tracepoint, whatever --hooks says.
+        for mode in [HookMode::Auto, HookMode::Tracepoint] {
+            let (text, ok) = report(&header(), mode, &linux_6_18());
+            assert!(ok);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("  abort   tp_btf:inet_sk_error_report"))
+                .unwrap_or_else(|| panic!("{text}"));
+            assert!(line.ends_with("CHOSEN"), "{line}");
+            assert!(text.contains("unavailable: no kprobe PMU"), "{text}");
+            assert!(
+                text.contains(" aborts=tp_btf:inet_sk_error_report"),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "retransmit_timeout   yes (the socket error \
+                     tp_btf:inet_sk_error_report reports)"
+                ),
+                "{text}"
+            );
+        }
+        // 5.10 has no inet_sk_error_report: the kprobe.
+        let mut k = linux_6_1();
+        k.btf_tracepoint_args.remove("inet_sk_error_report");
+        let (text, _) = report(&header(), HookMode::Auto, &k);
+        assert!(
+            text.contains(" aborts=kprobe:sock_def_error_report"),
+            "{text}"
+        );
+        // Neither: the causes only aborts tell are not seen.
+        k.kprobe_pmu = false;
+        let (text, ok) = report(&header(), HookMode::Auto, &k);
+        assert!(ok, "{text}");
+        assert!(text.contains(" aborts=no"), "{text}");
+        assert!(
+            text.contains("unreachable          NO: no hook sees connections"),
+            "{text}"
+        );
     }
 
     #[test]

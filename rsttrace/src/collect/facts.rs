@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use log::{debug, warn};
 use rsttrace_ebpf::abi::KfreeSkb;
 
-use crate::collect::attach::ERROR_REPORT_FUNCTION;
 use crate::collect::probes::{self, KernelFacts, Need};
 use crate::collect::transport;
 use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, preempt, tracefs};
@@ -96,8 +95,7 @@ pub(super) fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFa
                 fields.iter().any(|f| f.name == "saddr" && f.size == 28);
         }
     }
-    let mut wanted = probes::wanted_functions();
-    wanted.insert(ERROR_REPORT_FUNCTION);
+    let wanted = probes::wanted_functions();
     if let Some(b) = btf {
         for f in &wanted {
             if let Some(n) = b.func_param_count(f) {

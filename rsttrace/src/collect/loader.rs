@@ -177,13 +177,16 @@ impl Session {
         }
         match attach_aborts(&mut ebpf, &facts, &aya_btf) {
             Ok(hook) => {
-                info!("aborts: {hook}");
-                plan.aborts = true;
+                info!("aborts: {}", hook.name);
+                plan.aborts = Some(hook);
             }
-            Err(e) => warn!(
-                "connections that die without an RST (retransmission timeouts, ICMP errors) \
-                 will not be seen: {e:#}"
-            ),
+            Err(e) => {
+                plan.aborts = None;
+                warn!(
+                    "connections that die without an RST (retransmission timeouts, ICMP \
+                     errors) will not be seen: {e:#}"
+                );
+            }
         }
         if opts.capture_packets {
             let attached = require_kernel_btf(&facts)

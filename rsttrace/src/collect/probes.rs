@@ -1,8 +1,8 @@
 //! Which kernel hooks to use, decided from what the running kernel offers.
 //!
-//! `HOOKS` is the declarative table: every way rsttrace knows to see RSTs
-//! sent or received, the programs it attaches, what it needs from the kernel
-//! and what it provides. `choose` ranks the hooks whose needs the probed
+//! `HOOKS` (in table.rs) is the declarative table: every way rsttrace knows
+//! to see RSTs sent or received and connections that die without one, the
+//! programs it attaches, what it needs from the kernel and what it provides. `choose` ranks the hooks whose needs the probed
 //! `KernelFacts` meet; it is pure and unit-tested per kernel shape. Support is
 //! detected by probing (BTF types, tracefs formats, the kprobe PMU, symbols in
 //! /proc/kallsyms, a trial fentry load), never by kernel version numbers.
@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use anyhow::{Result, bail};
-use rsttrace_ebpf::abi::{PreemptCount, program};
+use rsttrace_ebpf::abi::PreemptCount;
+
+mod table;
+pub use table::HOOKS;
 
 /// `--hooks`: let rsttrace choose, or force one family of hooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -53,6 +56,10 @@ pub enum Role {
     Receive,
     /// Added to a send hook that misses RSTs sent without a socket.
     SendNoSocket,
+    /// Connections that die without an RST (the kernel's socket error
+    /// report): one hook whatever `--hooks` says, as the events are the
+    /// same from either.
+    Abort,
 }
 
 /// How one program is attached.
@@ -125,202 +132,6 @@ pub struct Hook {
     pub needs: &'static [Need],
     pub provides: Provides,
 }
-
-pub static HOOKS: &[Hook] = &[
-    Hook {
-        name: "tp_btf:tcp_send_reset(sk,skb,reason)",
-        role: Role::Send,
-        family: Family::TpBtf,
-        attach: &[Attach::TpBtf {
-            program: program::BTF_SEND_RESET,
-            tracepoint: "tcp_send_reset",
-        }],
-        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_send_reset", 4)],
-        provides: Provides::Fixed {
-            reason: true,
-            no_socket: true,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "fentry:tcp_v4_send_reset+tcp_v6_send_reset+tcp_send_active_reset",
-        role: Role::Send,
-        family: Family::Fentry,
-        attach: &[
-            Attach::Fentry {
-                program: program::FENTRY_V4_SEND_RESET,
-                function: "tcp_v4_send_reset",
-                optional: false,
-            },
-            Attach::Fentry {
-                program: program::FENTRY_V6_SEND_RESET,
-                function: "tcp_v6_send_reset",
-                optional: true,
-            },
-            Attach::Fentry {
-                program: program::FENTRY_SEND_ACTIVE_RESET,
-                function: "tcp_send_active_reset",
-                optional: false,
-            },
-        ],
-        needs: &[
-            Need::Btf,
-            Need::BtfFunctionArgs("tcp_v4_send_reset", 2),
-            Need::BtfFunctionArgs("tcp_send_active_reset", 1),
-            Need::FentryPermitted,
-        ],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: true,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "kprobe:tcp_v4_send_reset+tcp_v6_send_reset+tcp_send_active_reset",
-        role: Role::Send,
-        family: Family::Kprobe,
-        attach: &[
-            Attach::Kprobe {
-                program: program::KPROBE_SEND_RESET,
-                function: "tcp_v4_send_reset",
-                optional: false,
-            },
-            Attach::Kprobe {
-                program: program::KPROBE_SEND_RESET,
-                function: "tcp_v6_send_reset",
-                optional: true,
-            },
-            Attach::Kprobe {
-                program: program::KPROBE_SEND_ACTIVE_RESET,
-                function: "tcp_send_active_reset",
-                optional: false,
-            },
-        ],
-        needs: &[
-            Need::KprobePmu,
-            Need::Function("tcp_v4_send_reset"),
-            Need::Function("tcp_send_active_reset"),
-        ],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: true,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "tp_btf:tcp_send_reset(sk,skb)",
-        role: Role::Send,
-        family: Family::TpBtf,
-        attach: &[Attach::TpBtf {
-            program: program::BTF_SEND_RESET_NO_REASON,
-            tracepoint: "tcp_send_reset",
-        }],
-        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_send_reset", 3)],
-        // Same kernel event as the tracepoint: it fires without a socket
-        // where the tracepoint's format says so.
-        provides: Provides::SendTracepointFormat,
-    },
-    Hook {
-        name: "tracepoint:tcp:tcp_send_reset",
-        role: Role::Send,
-        family: Family::Tracepoint,
-        attach: &[Attach::Tracepoint {
-            program: program::TP_SEND_RESET,
-            category: "tcp",
-            name: "tcp_send_reset",
-        }],
-        needs: &[Need::Tracepoint("tcp", "tcp_send_reset")],
-        provides: Provides::SendTracepointFormat,
-    },
-    Hook {
-        name: "tracepoint:skb:kfree_skb(NO_SOCKET)",
-        role: Role::SendNoSocket,
-        family: Family::Tracepoint,
-        attach: &[Attach::Tracepoint {
-            program: program::TP_KFREE_SKB,
-            category: "skb",
-            name: "kfree_skb",
-        }],
-        needs: &[Need::Tracepoint("skb", "kfree_skb"), Need::KfreeSkbNoSocket],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: true,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "tp_btf:tcp_receive_reset",
-        role: Role::Receive,
-        family: Family::TpBtf,
-        attach: &[Attach::TpBtf {
-            program: program::BTF_RECEIVE_RESET,
-            tracepoint: "tcp_receive_reset",
-        }],
-        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_receive_reset", 2)],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: false,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "fentry:tcp_reset(sk,skb)",
-        role: Role::Receive,
-        family: Family::Fentry,
-        attach: &[Attach::Fentry {
-            program: program::FENTRY_TCP_RESET,
-            function: "tcp_reset",
-            optional: false,
-        }],
-        needs: &[
-            Need::Btf,
-            Need::BtfFunctionArgs("tcp_reset", 2),
-            Need::FentryPermitted,
-        ],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: false,
-            packet: true,
-        },
-    },
-    Hook {
-        name: "kprobe:tcp_reset(sk,skb)",
-        role: Role::Receive,
-        family: Family::Kprobe,
-        attach: &[Attach::Kprobe {
-            program: program::KPROBE_TCP_RESET,
-            function: "tcp_reset",
-            optional: false,
-        }],
-        // BTF tells whether tcp_reset takes the skb (it did not before 5.16).
-        needs: &[
-            Need::KprobePmu,
-            Need::Function("tcp_reset"),
-            Need::BtfFunctionArgs("tcp_reset", 2),
-        ],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: false,
-            packet: true,
-        },
-    },
-    Hook {
-        name: "tracepoint:tcp:tcp_receive_reset",
-        role: Role::Receive,
-        family: Family::Tracepoint,
-        attach: &[Attach::Tracepoint {
-            program: program::TP_RECEIVE_RESET,
-            category: "tcp",
-            name: "tcp_receive_reset",
-        }],
-        needs: &[Need::Tracepoint("tcp", "tcp_receive_reset")],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: false,
-            packet: false,
-        },
-    },
-];
 
 /// Kernel functions the table may hook (for the /proc/kallsyms scan).
 pub fn wanted_functions() -> BTreeSet<&'static str> {
@@ -537,8 +348,10 @@ pub struct Plan {
     pub no_socket: bool,
     /// Whether received RSTs come with their packet.
     pub packet: bool,
-    /// Whether connections that die without an RST (direction abort) are seen.
-    pub aborts: bool,
+    /// The hook that sees connections die without an RST (direction
+    /// abort), if any: the first of `abort_hooks`; the loader clears it
+    /// when none attaches.
+    pub aborts: Option<&'static Hook>,
     /// Whether RST segments are captured for pcapng exports.
     pub packets: bool,
 }
@@ -573,8 +386,8 @@ impl Plan {
             reason: s.reason,
             no_socket: s.no_socket || no_socket_hook.is_some(),
             packet: receive.capabilities(k).packet,
+            aborts: abort_hooks(k).first().copied(),
             // Set by the loader once these hooks are attached.
-            aborts: false,
             packets: false,
         }
     }
@@ -604,7 +417,7 @@ impl fmt::Display for Plan {
             if self.reason { "kernel" } else { "inferred" },
             yn(self.no_socket),
             yn(self.packet),
-            yn(self.aborts),
+            self.aborts.map_or("no", |h| h.name),
         )?;
         if let Some(extra) = self.no_socket_hook {
             write!(f, " extra={}", extra.name)?;
@@ -616,6 +429,17 @@ impl fmt::Display for Plan {
     }
 }
 
+/// The usable hooks for aborts, best first: `--hooks` does not choose
+/// among them (see `Role::Abort`).
+pub fn abort_hooks(k: &KernelFacts) -> Vec<&'static Hook> {
+    ranked(HookMode::Auto, Role::Abort, k)
+}
+
+/// Why no abort hook is usable: every abort hook's unmet needs.
+pub fn why_no_abort_hook(k: &KernelFacts) -> String {
+    unmet(k, |h| h.role == Role::Abort)
+}
+
 pub fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
     let send = ranked(mode, Role::Send, k).first().copied();
     let receive = ranked(mode, Role::Receive, k).first().copied();
@@ -625,7 +449,7 @@ pub fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
              tracepoints (Linux 4.16+), or kprobes/fentry on the reset functions; \
              `rsttrace check` shows what this kernel offers",
             mode_name(mode),
-            why_not(mode, k)
+            unmet(k, |h| h.role != Role::Abort && h.family.allowed_by(mode))
         );
     };
     let extra = Plan::no_socket_hook_for(mode, send, k);
@@ -642,10 +466,11 @@ pub fn mode_name(mode: HookMode) -> &'static str {
     }
 }
 
-fn why_not(mode: HookMode, k: &KernelFacts) -> String {
+/// The unmet needs of the hooks `which` selects, a line per hook.
+fn unmet(k: &KernelFacts, which: impl Fn(&Hook) -> bool) -> String {
     HOOKS
         .iter()
-        .filter(|h| h.family.allowed_by(mode))
+        .filter(|h| which(h))
         .filter_map(|h| {
             h.availability(k)
                 .err()

@@ -9,10 +9,14 @@ pub(crate) fn linux_6_18() -> KernelFacts {
     KernelFacts {
         btf: true,
         kernel_btf: true,
-        btf_tracepoint_args: [("tcp_send_reset", 4), ("tcp_receive_reset", 2)]
-            .into_iter()
-            .map(|(n, c)| (n.to_string(), c))
-            .collect(),
+        btf_tracepoint_args: [
+            ("tcp_send_reset", 4),
+            ("tcp_receive_reset", 2),
+            ("inet_sk_error_report", 2),
+        ]
+        .into_iter()
+        .map(|(n, c)| (n.to_string(), c))
+        .collect(),
         btf_function_args: [
             ("tcp_v4_send_reset", 3),
             ("tcp_v6_send_reset", 3),
@@ -157,4 +161,66 @@ fn nothing_usable_is_an_error_naming_what_is_missing() {
 fn wanted_functions_come_from_the_table() {
     let f = wanted_functions();
     assert!(f.contains("tcp_v4_send_reset") && f.contains("tcp_reset"));
+}
+
+#[test]
+fn the_abort_hook_is_the_tracepoint_where_the_kernel_has_it_whatever_hooks_says() {
+    // This machine (6.18): tp_btf, and no kprobes to fall back on.
+    for mode in [HookMode::Auto, HookMode::TpBtf, HookMode::Tracepoint] {
+        let p = choose(mode, &linux_6_18()).unwrap();
+        assert_eq!(
+            p.aborts.map(|h| (h.name, h.family)),
+            Some(("tp_btf:inet_sk_error_report", Family::TpBtf)),
+            "{mode:?}"
+        );
+        assert!(
+            p.to_string()
+                .contains(" aborts=tp_btf:inet_sk_error_report")
+        );
+    }
+    // 5.10: no inet_sk_error_report (5.14+): the kprobe on the function
+    // the tracepoint reports, whatever family the RST hooks are.
+    let mut k = linux_6_1();
+    k.btf_tracepoint_args.remove("inet_sk_error_report");
+    for mode in [HookMode::Auto, HookMode::Tracepoint, HookMode::Kprobe] {
+        let p = choose(mode, &k).unwrap();
+        assert_eq!(
+            p.aborts.map(|h| (h.name, h.family)),
+            Some(("kprobe:sock_def_error_report", Family::Kprobe)),
+            "{mode:?}"
+        );
+    }
+    // Neither: the plan says so, and why.
+    k.kprobe_pmu = false;
+    let p = choose(HookMode::Tracepoint, &k).unwrap();
+    assert_eq!(p.aborts, None);
+    assert!(p.to_string().contains(" aborts=no"), "{p}");
+    let why = why_no_abort_hook(&k);
+    assert!(
+        why.contains("no BTF type btf_trace_inet_sk_error_report"),
+        "{why}"
+    );
+    assert!(why.contains("no kprobe PMU"), "{why}");
+}
+
+#[test]
+fn abort_hooks_stay_out_of_the_rst_hooks_choice() {
+    // No RST hook at all: the error lists the RST hooks, not the abort ones.
+    let mut k = KernelFacts {
+        kprobe_pmu: true,
+        ..KernelFacts::default()
+    };
+    k.functions.insert(
+        "sock_def_error_report".into(),
+        "sock_def_error_report".into(),
+    );
+    assert!(!abort_hooks(&k).is_empty());
+    let err = choose(HookMode::Auto, &k).unwrap_err().to_string();
+    assert!(err.contains("tcp_reset"), "{err}");
+    assert!(!err.contains("error_report"), "{err}");
+}
+
+#[test]
+fn the_abort_kprobe_function_is_looked_up_in_kallsyms() {
+    assert!(wanted_functions().contains("sock_def_error_report"));
 }
