@@ -30,7 +30,7 @@ use crate::model::cause::{Cause, CauseId};
 use crate::model::event::{Direction, Event, TcpFlags};
 
 /// How long a received event waits for its sender's event.
-pub const HOLD: Duration = Duration::from_millis(50);
+pub(crate) const HOLD: Duration = Duration::from_millis(50);
 /// A send and the receive it caused are this close in time (loopback and
 /// veth deliver in microseconds; allows for a busy softirq).
 const PAIR_WINDOW: Duration = Duration::from_millis(500);
@@ -88,9 +88,9 @@ struct FlowTtls {
 }
 
 /// An event ready to be written: classified, with what came with it.
-pub type Ready<X> = (Event, X, Cause);
+pub(crate) type Ready<X> = (Event, X, Cause);
 
-pub struct Correlator<L: Locate, X> {
+pub(crate) struct Correlator<L: Locate, X> {
     held: VecDeque<Held<X>>,
     sent: VecDeque<Sent>,
     ended: VecDeque<Ended>,
@@ -102,16 +102,20 @@ pub struct Correlator<L: Locate, X> {
     /// When the kernel last lost events: absence is no evidence for a while.
     last_loss: Option<Instant>,
     /// Received events released before `HOLD` because too many waited.
-    pub released_early: u64,
+    pub(crate) released_early: u64,
     /// tcp_reset() runs folded into the RST their socket sent.
-    pub folded: u64,
+    pub(crate) folded: u64,
 }
 
 impl<L: Locate, X> Correlator<L, X> {
     /// `blind`: why some RSTs sent on this host are not traced (a kernel
     /// filter on pids, cgroups or namespaces; a send hook that misses
     /// socketless RSTs), or None.
-    pub fn new(host: L, conntrack_timeout: Option<Duration>, blind: Option<&'static str>) -> Self {
+    pub(crate) fn new(
+        host: L,
+        conntrack_timeout: Option<Duration>,
+        blind: Option<&'static str>,
+    ) -> Self {
         Correlator {
             held: VecDeque::new(),
             sent: VecDeque::new(),
@@ -131,7 +135,7 @@ impl<L: Locate, X> Correlator<L, X> {
     /// events are released by `expire` between batches, never here: a
     /// slow event (a /proc scan) must not time out a receive whose send
     /// is the next record in the ring.
-    pub fn push(&mut self, ev: Event, extra: X, now: Instant, out: &mut Vec<Ready<X>>) {
+    pub(crate) fn push(&mut self, ev: Event, extra: X, now: Instant, out: &mut Vec<Ready<X>>) {
         match ev.direction {
             Direction::Received => self.received(ev, extra, now, out),
             Direction::Sent => self.sent(ev, extra, out),
@@ -145,7 +149,7 @@ impl<L: Locate, X> Correlator<L, X> {
 
     /// Releases the received events that waited `HOLD`: call between
     /// batches, once the ring buffer has been drained.
-    pub fn expire(&mut self, now: Instant, out: &mut Vec<Ready<X>>) {
+    pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<Ready<X>>) {
         while self
             .held
             .front()
@@ -157,12 +161,12 @@ impl<L: Locate, X> Correlator<L, X> {
     }
 
     /// The kernel lost events: for `LOSS_BLINDS`, a missing send proves nothing.
-    pub fn note_loss(&mut self, now: Instant) {
+    pub(crate) fn note_loss(&mut self, now: Instant) {
         self.last_loss = Some(now);
     }
 
     /// Releases everything (at exit).
-    pub fn flush(&mut self, now: Instant, out: &mut Vec<Ready<X>>) {
+    pub(crate) fn flush(&mut self, now: Instant, out: &mut Vec<Ready<X>>) {
         while let Some(h) = self.held.pop_front() {
             self.release(h, now, out);
         }
@@ -421,7 +425,7 @@ fn micros(a: SystemTime, b: SystemTime) -> i64 {
 
 /// This host's conntrack timeout for established TCP flows (None without
 /// conntrack). /proc/sys is the kernel's; the read is bounded.
-pub fn conntrack_established_timeout() -> Option<Duration> {
+pub(crate) fn conntrack_established_timeout() -> Option<Duration> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

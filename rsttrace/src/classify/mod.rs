@@ -26,19 +26,20 @@ use crate::model::event::{Direction, Event, Task, TcpState};
 
 use abort::abort;
 use evidence::{Verdict, folded_json};
-pub use evidence::{errno_name, signal_name};
 use received::received;
-pub use sent::DECIDING_REASONS;
+pub(crate) use sent::DECIDING_REASONS;
 use sent::{previous_connection, sent_with_reason, sent_without_reason};
 
 /// An event on its own, as if nothing else were known about it: a received
-/// RST is then never `certain` (nothing corroborates its sender).
-pub fn classify(ev: &Event) -> Cause {
+/// RST is then never `certain` (nothing corroborates its sender). The
+/// tests' form: `correlate` always has a context.
+#[cfg(test)]
+pub(crate) fn classify(ev: &Event) -> Cause {
     classify_with(ev, &Context::default())
 }
 
 /// An event with what other events and the host say about it (`correlate`).
-pub fn classify_with(ev: &Event, ctx: &Context) -> Cause {
+pub(crate) fn classify_with(ev: &Event, ctx: &Context) -> Cause {
     let mut v = Verdict::new(ev);
     let id = match ev.direction {
         Direction::Received => received(ev, ctx, &mut v),
@@ -60,26 +61,26 @@ pub fn classify_with(ev: &Event, ctx: &Context) -> Cause {
 /// What other events and the host say about one event: filled by
 /// `correlate` (pure data here, so every rule is unit-tested).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Context {
+pub(crate) struct Context {
     /// Received RSTs: who sent it, as far as this host can tell.
-    pub sender: Sender,
+    pub(crate) sender: Sender,
     /// Sent RSTs: the tcp_reset() the kernel ran on this same socket just
     /// before sending (data after shutdown in FIN_WAIT), folded in here
     /// because no RST was received.
-    pub folded_reset: Option<Folded>,
+    pub(crate) folded_reset: Option<Folded>,
     /// How this side's previous connection on the same 4-tuple ended, when
     /// an earlier event showed it ended abnormally (killed, aborted).
-    pub previous: Option<Previous>,
+    pub(crate) previous: Option<Previous>,
     /// TTLs of the other RSTs received on this flow lately.
-    pub flow_rst_ttls: Vec<u8>,
+    pub(crate) flow_rst_ttls: Vec<u8>,
     /// This host's conntrack timeout for established flows, when
     /// conntrack is loaded (a local NAT or firewall forgets idle flows).
-    pub conntrack_timeout: Option<Duration>,
+    pub(crate) conntrack_timeout: Option<Duration>,
 }
 
 /// Who sent a received RST.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub enum Sender {
+pub(crate) enum Sender {
     /// Not looked at (an event classified on its own).
     #[default]
     NotJudged,
@@ -98,29 +99,29 @@ pub enum Sender {
 
 /// The send event a received RST pairs with.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PeerEvent {
-    pub cause: CauseId,
+pub(crate) struct PeerEvent {
+    pub(crate) cause: CauseId,
     /// Received minus sent time (negative: the receive was seen first).
-    pub delta_us: i64,
-    pub netns: Option<u32>,
-    pub process: Option<Task>,
+    pub(crate) delta_us: i64,
+    pub(crate) netns: Option<u32>,
+    pub(crate) process: Option<Task>,
     /// The RST's sequence number was compared with what the sender sent.
-    pub seq_matched: bool,
+    pub(crate) seq_matched: bool,
 }
 
 /// A tcp_reset() folded into the RST the same socket then sent.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Folded {
-    pub hook: &'static str,
-    pub state: TcpState,
-    pub delta_us: u64,
+pub(crate) struct Folded {
+    pub(crate) hook: &'static str,
+    pub(crate) state: TcpState,
+    pub(crate) delta_us: u64,
 }
 
 /// How the previous connection on a 4-tuple ended.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Previous {
-    pub cause: CauseId,
-    pub ago: Duration,
+pub(crate) struct Previous {
+    pub(crate) cause: CauseId,
+    pub(crate) ago: Duration,
 }
 
 #[cfg(test)]

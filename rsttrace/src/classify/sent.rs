@@ -74,7 +74,7 @@ fn linger_zero(ev: &Event) -> bool {
 /// later), so a kernel whose BTF lacks every name of a cause sends
 /// NOT_SPECIFIED there and inference decides it, as on kernels without a
 /// reason. Causes not listed are decided by facts alone.
-pub const DECIDING_REASONS: &[(CauseId, &[&str])] = &[
+pub(crate) const DECIDING_REASONS: &[(CauseId, &[&str])] = &[
     (CauseId::PortNotOpen, &["NO_SOCKET"]),
     (CauseId::ConnectTimeout, &["NO_SOCKET"]),
     (CauseId::HalfOpen, &["NO_SOCKET"]),

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
+use super::evidence::signal_name;
 use super::sent::{DECIDING_REASONS, SHUTDOWN_MASK, SOFTIRQ_TIMER};
 use super::*;
 use crate::model::cause::Confidence;

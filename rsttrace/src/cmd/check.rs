@@ -136,19 +136,19 @@ fn verifier_summary(error: &str) -> String {
     format!("{first} ... {}", verdict.join(" "))
 }
 
-pub struct Header {
-    pub release: String,
-    pub btf_error: Option<String>,
+pub(crate) struct Header {
+    pub(crate) release: String,
+    pub(crate) btf_error: Option<String>,
     /// Where BTF was read from (sysfs or a --btf file).
-    pub btf_source: String,
-    pub tracefs: Option<String>,
+    pub(crate) btf_source: String,
+    pub(crate) tracefs: Option<String>,
     /// This kernel's `enum sk_rst_reason` names (without the prefix).
-    pub reason_names: Vec<String>,
-    pub root: bool,
+    pub(crate) reason_names: Vec<String>,
+    pub(crate) root: bool,
     /// Whether a BPF ring buffer can be created (Err: the probe failed).
-    pub ring_buffer: Result<bool, String>,
+    pub(crate) ring_buffer: Result<bool, String>,
     /// Why `--stack` cannot work here, if it cannot.
-    pub stack_unsupported: Option<String>,
+    pub(crate) stack_unsupported: Option<String>,
 }
 
 /// The oldest kernel the programs can load on, and why not older: the
@@ -156,12 +156,12 @@ pub struct Header {
 /// programs, and the `--stack` helpers are called only where present; the
 /// perf transport stands in for the 5.8 ring buffer; global data is 5.2,
 /// bounded loops 5.3.)
-pub const OLDEST_KERNEL: &str = "Linux 5.5: the programs read kernel memory with \
+pub(crate) const OLDEST_KERNEL: &str = "Linux 5.5: the programs read kernel memory with \
      bpf_probe_read_kernel (5.5); before 5.8 events go through the perf transport; \
      tested on 5.10, 6.1, 6.12 and 6.18";
 
 /// The report text, and whether a plan exists.
-pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
+pub(crate) fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     let mut out = String::new();
     let yn = |b: bool| if b { "yes" } else { "no" };
     if !h.root {
@@ -351,7 +351,7 @@ const WITHOUT_REASON: [(CauseId, &str); 5] = [
 
 /// Whether each cause can be told apart with this plan, and what decides
 /// it: the kernel's reason (by name, from this kernel's BTF) or inference.
-pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
+pub(crate) fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
     CauseId::ALL
         .iter()
         .filter(|c| **c != CauseId::Unknown)

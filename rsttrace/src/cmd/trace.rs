@@ -25,7 +25,7 @@ use crate::output::summary::{StackSummary, Summary};
 use crate::record::Classified;
 
 /// Ring buffers must be a power-of-two number of pages.
-pub fn ring_buffer_bytes(requested: u64) -> Result<u32> {
+pub(crate) fn ring_buffer_bytes(requested: u64) -> Result<u32> {
     let page = page_size();
     let too_large = || anyhow!("--ring-buffer {requested} is too large (max 2G)");
     let size = requested

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use rsttrace_ebpf::abi::PreemptCount;
 
 mod table;
-pub use table::HOOKS;
+pub(crate) use table::HOOKS;
 
 /// `--hooks`: let rsttrace choose, or force one family of hooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -28,7 +28,7 @@ pub enum HookMode {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Family {
+pub(crate) enum Family {
     // Declaration order is the preference among hooks that provide the same:
     // typed arguments, then the cheapest function hook, then offsets from tracefs.
     TpBtf,
@@ -51,7 +51,7 @@ impl Family {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Send,
     Receive,
     /// Added to a send hook that misses RSTs sent without a socket.
@@ -64,7 +64,7 @@ pub enum Role {
 
 /// How one program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attach {
+pub(crate) enum Attach {
     TpBtf {
         program: &'static str,
         tracepoint: &'static str,
@@ -90,7 +90,7 @@ pub enum Attach {
 
 /// What a hook needs from the kernel; each is checked against `KernelFacts`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     Btf,
     /// The BTF typedef `btf_trace_<name>` with exactly this many parameters
     /// (the first is the tracing context).
@@ -110,7 +110,7 @@ pub enum Need {
 
 /// What a hook tells about each RST.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provides {
+pub(crate) enum Provides {
     Fixed {
         /// The kernel's `sk_rst_reason`.
         reason: bool,
@@ -124,17 +124,17 @@ pub enum Provides {
     SendTracepointFormat,
 }
 
-pub struct Hook {
-    pub name: &'static str,
-    pub role: Role,
-    pub family: Family,
-    pub attach: &'static [Attach],
-    pub needs: &'static [Need],
-    pub provides: Provides,
+pub(crate) struct Hook {
+    pub(crate) name: &'static str,
+    pub(crate) role: Role,
+    pub(crate) family: Family,
+    pub(crate) attach: &'static [Attach],
+    pub(crate) needs: &'static [Need],
+    pub(crate) provides: Provides,
 }
 
 /// Kernel functions the table may hook (for the /proc/kallsyms scan).
-pub fn wanted_functions() -> BTreeSet<&'static str> {
+pub(crate) fn wanted_functions() -> BTreeSet<&'static str> {
     HOOKS
         .iter()
         .flat_map(|h| h.attach)
@@ -147,33 +147,33 @@ pub fn wanted_functions() -> BTreeSet<&'static str> {
 
 /// What the kernel offers, probed from BTF, tracefs, sysfs and kallsyms.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelFacts {
+pub(crate) struct KernelFacts {
     /// Kernel BTF parsed (from sysfs, or a `--btf` file): offsets and prototypes.
-    pub btf: bool,
+    pub(crate) btf: bool,
     /// The kernel's own BTF (`/sys/kernel/btf/vmlinux`), which tp_btf and
     /// fentry programs are verified against.
-    pub kernel_btf: bool,
+    pub(crate) kernel_btf: bool,
     /// `btf_trace_<tracepoint>` → parameter count.
-    pub btf_tracepoint_args: BTreeMap<String, usize>,
+    pub(crate) btf_tracepoint_args: BTreeMap<String, usize>,
     /// BTF FUNC → parameter count (absent when inlined away).
-    pub btf_function_args: BTreeMap<String, usize>,
+    pub(crate) btf_function_args: BTreeMap<String, usize>,
     /// Classic tracepoints present in tracefs, as "category:name".
-    pub tracepoints: BTreeSet<String>,
+    pub(crate) tracepoints: BTreeSet<String>,
     /// `tcp:tcp_send_reset` has a `reason` field.
-    pub tp_send_reset_reason: bool,
+    pub(crate) tp_send_reset_reason: bool,
     /// `tcp:tcp_send_reset` records addresses as sockaddr_in6 (28 bytes), the
     /// layout of the version that also fires when there is no socket.
-    pub tp_send_reset_no_socket: bool,
+    pub(crate) tp_send_reset_no_socket: bool,
     /// `/sys/bus/event_source/devices/kprobe`.
-    pub kprobe_pmu: bool,
+    pub(crate) kprobe_pmu: bool,
     /// Function name → the symbol to attach to (it may carry a suffix).
-    pub functions: BTreeMap<String, String>,
+    pub(crate) functions: BTreeMap<String, String>,
     /// Trial fentry load: None when not tried, Some(Err(why)) when refused.
-    pub fentry: Option<Result<(), String>>,
+    pub(crate) fentry: Option<Result<(), String>>,
     /// `skb:kfree_skb` can single out NO_SOCKET drops.
-    pub kfree_skb_no_socket: bool,
+    pub(crate) kfree_skb_no_socket: bool,
     /// Where the preempt count lives (`kernel::preempt`), or why unknown.
-    pub preempt_count: Result<PreemptCount, String>,
+    pub(crate) preempt_count: Result<PreemptCount, String>,
 }
 
 impl Default for KernelFacts {
@@ -198,7 +198,7 @@ impl Default for KernelFacts {
 /// How the kernel programs tell task from interrupt context at RST time
 /// (`context.rs` in rsttrace-ebpf); neither runs anything per softirq.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ContextSource {
+pub(crate) enum ContextSource {
     /// This CPU's preempt count: exact.
     PreemptCount,
     /// Whether a task owns the socket's lock, and the call path: inferred.
@@ -206,7 +206,7 @@ pub enum ContextSource {
 }
 
 impl ContextSource {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ContextSource::PreemptCount => "preempt_count",
             ContextSource::SocketLock => "socket_lock",
@@ -215,11 +215,11 @@ impl ContextSource {
 }
 
 impl KernelFacts {
-    pub fn has_tracepoint(&self, category: &str, name: &str) -> bool {
+    pub(crate) fn has_tracepoint(&self, category: &str, name: &str) -> bool {
         self.tracepoints.contains(&format!("{category}:{name}"))
     }
 
-    pub fn context_source(&self) -> ContextSource {
+    pub(crate) fn context_source(&self) -> ContextSource {
         if self.preempt_count.is_ok() {
             ContextSource::PreemptCount
         } else {
@@ -228,7 +228,7 @@ impl KernelFacts {
     }
 
     /// Why `need` is not met, or Ok.
-    pub fn check(&self, need: &Need) -> Result<(), String> {
+    pub(crate) fn check(&self, need: &Need) -> Result<(), String> {
         let ok = |met: bool, why: String| if met { Ok(()) } else { Err(why) };
         match *need {
             Need::Btf => ok(
@@ -283,15 +283,15 @@ impl KernelFacts {
 
 /// What a hook provides on this kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     // Field order is the ranking: seeing more RSTs beats explaining them better.
-    pub no_socket: bool,
-    pub packet: bool,
-    pub reason: bool,
+    pub(crate) no_socket: bool,
+    pub(crate) packet: bool,
+    pub(crate) reason: bool,
 }
 
 impl Hook {
-    pub fn capabilities(&self, k: &KernelFacts) -> Capabilities {
+    pub(crate) fn capabilities(&self, k: &KernelFacts) -> Capabilities {
         match self.provides {
             Provides::Fixed {
                 reason,
@@ -311,7 +311,7 @@ impl Hook {
     }
 
     /// Ok, or every unmet need.
-    pub fn availability(&self, k: &KernelFacts) -> Result<(), Vec<String>> {
+    pub(crate) fn availability(&self, k: &KernelFacts) -> Result<(), Vec<String>> {
         let missing: Vec<String> = self.needs.iter().filter_map(|n| k.check(n).err()).collect();
         if missing.is_empty() {
             Ok(())
@@ -323,7 +323,7 @@ impl Hook {
 
 /// The usable hooks for `role` under `mode`, best first. The loader attaches
 /// the first and, in auto mode, falls back along the list.
-pub fn ranked(mode: HookMode, role: Role, k: &KernelFacts) -> Vec<&'static Hook> {
+pub(crate) fn ranked(mode: HookMode, role: Role, k: &KernelFacts) -> Vec<&'static Hook> {
     let mut usable: Vec<&'static Hook> = HOOKS
         .iter()
         .filter(|h| h.role == role && h.family.allowed_by(mode))
@@ -335,25 +335,25 @@ pub fn ranked(mode: HookMode, role: Role, k: &KernelFacts) -> Vec<&'static Hook>
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Plan {
-    pub send: &'static Hook,
-    pub receive: &'static Hook,
+pub(crate) struct Plan {
+    pub(crate) send: &'static Hook,
+    pub(crate) receive: &'static Hook,
     /// Attached next to `send` when it misses RSTs sent without a socket.
-    pub no_socket_hook: Option<&'static Hook>,
+    pub(crate) no_socket_hook: Option<&'static Hook>,
     /// How task and interrupt context are told apart.
-    pub context: ContextSource,
+    pub(crate) context: ContextSource,
     /// Whether sent RSTs carry the kernel's reason.
-    pub reason: bool,
+    pub(crate) reason: bool,
     /// Whether RSTs sent without a socket are seen.
-    pub no_socket: bool,
+    pub(crate) no_socket: bool,
     /// Whether received RSTs come with their packet.
-    pub packet: bool,
+    pub(crate) packet: bool,
     /// The hook that sees connections die without an RST (direction
     /// abort), if any: the first of `abort_hooks`; the loader clears it
     /// when none attaches.
-    pub aborts: Option<&'static Hook>,
+    pub(crate) aborts: Option<&'static Hook>,
     /// Whether RST segments are captured for pcapng exports.
-    pub packets: bool,
+    pub(crate) packets: bool,
 }
 
 impl fmt::Debug for Hook {
@@ -370,7 +370,7 @@ impl PartialEq for Hook {
 impl Eq for Hook {}
 
 impl Plan {
-    pub fn new(
+    pub(crate) fn new(
         send: &'static Hook,
         receive: &'static Hook,
         no_socket_hook: Option<&'static Hook>,
@@ -393,7 +393,7 @@ impl Plan {
     }
 
     /// The supplementary hook `choose` would add to `send`, if any.
-    pub fn no_socket_hook_for(
+    pub(crate) fn no_socket_hook_for(
         mode: HookMode,
         send: &'static Hook,
         k: &KernelFacts,
@@ -431,16 +431,16 @@ impl fmt::Display for Plan {
 
 /// The usable hooks for aborts, best first: `--hooks` does not choose
 /// among them (see `Role::Abort`).
-pub fn abort_hooks(k: &KernelFacts) -> Vec<&'static Hook> {
+pub(crate) fn abort_hooks(k: &KernelFacts) -> Vec<&'static Hook> {
     ranked(HookMode::Auto, Role::Abort, k)
 }
 
 /// Why no abort hook is usable: every abort hook's unmet needs.
-pub fn why_no_abort_hook(k: &KernelFacts) -> String {
+pub(crate) fn why_no_abort_hook(k: &KernelFacts) -> String {
     unmet(k, |h| h.role == Role::Abort)
 }
 
-pub fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
+pub(crate) fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
     let send = ranked(mode, Role::Send, k).first().copied();
     let receive = ranked(mode, Role::Receive, k).first().copied();
     let (Some(send), Some(receive)) = (send, receive) else {
@@ -456,7 +456,7 @@ pub fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
     Ok(Plan::new(send, receive, extra, k))
 }
 
-pub fn mode_name(mode: HookMode) -> &'static str {
+pub(crate) fn mode_name(mode: HookMode) -> &'static str {
     match mode {
         HookMode::Auto => "auto",
         HookMode::TpBtf => "tp_btf",

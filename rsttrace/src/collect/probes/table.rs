@@ -7,7 +7,7 @@ use rsttrace_ebpf::abi::program;
 
 use super::{Attach, Family, Hook, Need, Provides, Role};
 
-pub static HOOKS: &[Hook] = &[
+pub(crate) static HOOKS: &[Hook] = &[
     Hook {
         name: "tp_btf:tcp_send_reset(sk,skb,reason)",
         role: Role::Send,

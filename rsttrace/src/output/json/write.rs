@@ -19,36 +19,40 @@ use crate::model::text::escape_control;
 use crate::output::{Sink, printable_time};
 use crate::record::Classified;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
-/// One event as one line of JSON (no trailing newline).
-pub fn format(rec: &Classified) -> String {
+/// One event as one line of JSON (no trailing newline). The tests' form:
+/// the sink writes into its reused buffer instead.
+#[cfg(test)]
+pub(crate) fn format(rec: &Classified) -> String {
     let mut w = Writer::default();
     w.record(rec, Lang::En);
     w.into_string()
 }
 
 /// Marks lost events in the stream, so a reader knows the file has a hole.
-pub fn format_gap(lost: u64, now: SystemTime) -> String {
+#[cfg(test)]
+pub(crate) fn format_gap(lost: u64, now: SystemTime) -> String {
     format_drops(lost, &KernelDrops::default(), now)
 }
 
 /// A gap record with the other kernel drops since the last one: each kind
 /// that is not zero, by its key (`packets_lost`, `owners_evicted`, ...).
-pub fn format_drops(lost: u64, drops: &KernelDrops, now: SystemTime) -> String {
+#[cfg(test)]
+pub(crate) fn format_drops(lost: u64, drops: &KernelDrops, now: SystemTime) -> String {
     let mut w = Writer::default();
     w.gap(lost, drops, now);
     w.into_string()
 }
 
-pub struct JsonSink<W: Write> {
+pub(crate) struct JsonSink<W: Write> {
     out: W,
     lang: Lang,
     line: Writer,
 }
 
 impl<W: Write> JsonSink<W> {
-    pub fn new(out: W, lang: Lang) -> JsonSink<W> {
+    pub(crate) fn new(out: W, lang: Lang) -> JsonSink<W> {
         JsonSink {
             out,
             lang,
@@ -101,6 +105,7 @@ struct Writer {
 }
 
 impl Writer {
+    #[cfg(test)]
     fn into_string(self) -> String {
         // Only `str`s and ASCII go in, so this is UTF-8; lossy is never lossy.
         String::from_utf8(self.buf)
