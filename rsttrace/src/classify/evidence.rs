@@ -104,7 +104,7 @@ fn prior_json(p: &PriorClose) -> Value {
 }
 
 /// How the exiting task ended: the signal that killed it, or `exit`.
-pub(crate) fn signal_name(signal: u8) -> String {
+pub(super) fn signal_name(signal: u8) -> String {
     let name = match signal {
         0 => "exit",
         1 => "SIGHUP",
@@ -126,7 +126,7 @@ pub(crate) fn signal_name(signal: u8) -> String {
 }
 
 /// Names of the errnos a TCP connection can die with (asm-generic/errno.h).
-pub(crate) fn errno_name(err: u32) -> String {
+pub(super) fn errno_name(err: u32) -> String {
     let name = match err {
         EACCES => "EACCES",
         EPIPE => "EPIPE",
