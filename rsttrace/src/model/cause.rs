@@ -37,47 +37,47 @@ pub enum CauseId {
 
 /// Everything rsttrace says about one cause.
 #[derive(Debug)]
-pub struct CauseInfo {
-    pub id: CauseId,
+pub(crate) struct CauseInfo {
+    pub(crate) id: CauseId,
     /// The stable id: JSON/CSV `cause`, `--cause`, metrics and OTLP labels.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The event directions the classifier gives it to.
-    pub directions: &'static [Direction],
-    /// The `sk_rst_reason` names (6.10+) classify.rs's `sent_with_reason`
+    pub(crate) directions: &'static [Direction],
+    /// The `sk_rst_reason` names (6.10+) classify/sent.rs's `sent_with_reason`
     /// decides it by. The set grew over releases (6.10 has NO_SOCKET and
     /// the segment checks; TCP_STATE, TCP_ABORT_ON_CLOSE and the other
     /// active-reset names came later), so a kernel whose BTF lacks every
     /// name of a cause sends NOT_SPECIFIED there and inference decides it,
     /// as on kernels without a reason. Empty: decided by facts alone.
-    pub kernel_reasons: &'static [&'static str],
+    pub(crate) kernel_reasons: &'static [&'static str],
     /// For a cause the reason names outright on newer kernels: the fact
     /// that tells it apart on kernels without one (`rsttrace check`).
-    pub without_reason: Option<&'static str>,
+    pub(crate) without_reason: Option<&'static str>,
     /// The Chinese heading of `explain --lang zh` and docs/causes.md.
-    pub zh_title: &'static str,
-    pub en: Texts,
+    pub(crate) zh_title: &'static str,
+    pub(crate) en: Texts,
     /// The vocabulary of the articles our users read (端口未打开, 请求超时,
     /// 接收缓冲区还有数据未被读出, 异常终止 ...).
-    pub zh: Texts,
+    pub(crate) zh: Texts,
 }
 
 /// A cause's texts in one language.
 #[derive(Debug)]
-pub struct Texts {
+pub(crate) struct Texts {
     /// One line: what happened (JSON `explanation`, pcapng comments).
-    pub explanation: &'static str,
+    pub(crate) explanation: &'static str,
     /// One line: what to change.
-    pub remedy: &'static str,
+    pub(crate) remedy: &'static str,
     /// What the application sees.
-    pub sees: &'static str,
+    pub(crate) sees: &'static str,
     /// The kernel path that sends (or accepts) the RST.
-    pub kernel: &'static str,
+    pub(crate) kernel: &'static str,
     /// What rsttrace reads to tell this cause apart.
-    pub observes: &'static str,
+    pub(crate) observes: &'static str,
 }
 
 /// Every cause, in `CauseId` order.
-pub const CAUSES: &[CauseInfo] = &[
+pub(crate) const CAUSES: &[CauseInfo] = &[
     CauseInfo {
         id: CauseId::PortNotOpen,
         name: "port_not_open",
@@ -567,7 +567,7 @@ const _: () = {
 
 impl CauseId {
     /// This cause's row of [`CAUSES`].
-    pub fn info(self) -> &'static CauseInfo {
+    pub(crate) fn info(self) -> &'static CauseInfo {
         &CAUSES[self as usize]
     }
 

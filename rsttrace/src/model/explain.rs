@@ -17,7 +17,7 @@ pub enum Lang {
 }
 
 /// A cause's texts in `lang`.
-pub fn texts(c: CauseId, lang: Lang) -> &'static Texts {
+pub(crate) fn texts(c: CauseId, lang: Lang) -> &'static Texts {
     match lang {
         Lang::En => &c.info().en,
         Lang::Zh => &c.info().zh,
