@@ -254,45 +254,6 @@ fn a_killed_socket_whose_port_is_reused_is_half_open() {
     assert_no_unconfirmed_certainty(&plan, &events);
 }
 
-/// A server's sockets reset before it reads from them (one still in the
-/// accept queue, one accepted) belong to the listener's owner from the
-/// start: the owner is named, inherited from the listener.
-#[test]
-fn a_server_socket_reset_before_its_first_read_has_the_listeners_owner() {
-    if !kernel_tests_possible("a_server_socket_reset_before_its_first_read_has_the_listeners_owner")
-    {
-        return;
-    }
-    let listener = TcpListener::bind(loopback(0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let accepted_client = TcpStream::connect(loopback(port)).unwrap();
-    let (_accepted, _) = listener.accept().unwrap();
-    let queued_client = TcpStream::connect(loopback(port)).unwrap();
-    for client in [accepted_client, queued_client] {
-        use std::os::fd::AsRawFd;
-        set_linger_zero(client.as_raw_fd());
-        drop(client); // an RST to a server socket nobody read from
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    let events = tracer.stop();
-
-    let server_side: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["direction"] == "received" && e["local_port"] == port)
-        .collect();
-    assert_eq!(server_side.len(), 2, "events:\n{}", describe(&events));
-    for ev in server_side {
-        assert_eq!(ev["pid"], our_pid(), "{ev}");
-        assert_eq!(ev["owner"]["source"], "listener", "{ev}");
-        assert!(ev["owner_unknown"].is_null(), "{ev}");
-        // The clients' SO_LINGER 0 closes were seen: paired, certain.
-        assert_eq!(ev["cause"], "peer_reset", "{ev}\n{}", describe(&events));
-        assert_eq!(ev["confidence"], "certain", "{ev}");
-        assert_eq!(ev["evidence"]["peer_event"]["cause"], "linger_zero", "{ev}");
-    }
-}
-
 /// A router between client and server whose conntrack forgot an idle
 /// flow (2 s timeout, no loose pickup) rejects the next segment with an
 /// RST in the server's name. No TCP stack sent it: middlebox_suspect.

@@ -3,7 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -710,5 +710,38 @@ pub fn connect_from(
             return Err(std::io::Error::last_os_error());
         }
         Ok(stream)
+    }
+}
+
+/// Waits up to 2 s for `s` to have data to read.
+pub fn wait_readable(s: &TcpStream) {
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` outlives the call; the count matches.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 2000) };
+    assert_eq!(rc, 1, "data did not arrive");
+}
+
+/// Reads until the peer's RST surfaces as an error (or gives up after 2 s).
+pub fn wait_reset(s: &TcpStream) {
+    let mut s = s.try_clone().unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..20 {
+        match s.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(_) => return,
+            Ok(0) => {
+                let _ = s.shutdown(Shutdown::Both);
+                return;
+            }
+            Ok(_) => continue,
+        }
     }
 }
