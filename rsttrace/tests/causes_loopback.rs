@@ -20,15 +20,17 @@ fn our_pid() -> u64 {
 
 #[test]
 fn port_not_open_and_peer_refused() {
-    if !kernel_tests_possible("port_not_open_and_peer_refused") {
-        return;
-    }
     let port = free_port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("port_not_open_and_peer_refused")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     let err = TcpStream::connect(loopback(port)).expect_err("nothing listens");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
-    let socketless = tracer.sees_socketless_rsts();
-    let events = tracer.stop();
+    let socketless = sc.sees_socketless_rsts();
+    let events = sc.stop();
 
     let sent = provoked(&events, "sent", "port_not_open");
     if !socketless {
@@ -54,12 +56,14 @@ fn port_not_open_and_peer_refused() {
 
 #[test]
 fn close_with_unread_data() {
-    if !kernel_tests_possible("close_with_unread_data") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("close_with_unread_data")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
 
     let mut client = TcpStream::connect(loopback(port)).unwrap();
     let (server, _) = listener.accept().unwrap();
@@ -69,8 +73,8 @@ fn close_with_unread_data() {
     let mut buf = [0u8; 16];
     let read = client.read(&mut buf);
     assert!(read.is_err(), "client should see a reset, got {read:?}");
-    let confidence = tracer.proven_confidence("close_unread_data");
-    let events = tracer.stop();
+    let confidence = sc.proven_confidence("close_unread_data");
+    let events = sc.stop();
 
     let sent = provoked(&events, "sent", "close_unread_data");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
@@ -88,12 +92,14 @@ fn close_with_unread_data() {
 
 #[test]
 fn so_linger_zero() {
-    if !kernel_tests_possible("so_linger_zero") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("so_linger_zero")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
 
     let client = TcpStream::connect(loopback(port)).unwrap();
     let (server, _) = listener.accept().unwrap();
@@ -101,8 +107,8 @@ fn so_linger_zero() {
     let client_port = client.local_addr().unwrap().port();
     drop(client);
     wait_reset(&server);
-    let confidence = tracer.proven_confidence("linger_zero");
-    let events = tracer.stop();
+    let confidence = sc.proven_confidence("linger_zero");
+    let events = sc.stop();
 
     let sent = provoked(&events, "sent", "linger_zero");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
@@ -119,12 +125,14 @@ fn so_linger_zero() {
 
 #[test]
 fn data_after_close() {
-    if !kernel_tests_possible("data_after_close") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("data_after_close")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
 
     let mut client = TcpStream::connect(loopback(port)).unwrap();
     let (server, _) = listener.accept().unwrap();
@@ -134,8 +142,8 @@ fn data_after_close() {
     // The peer ignores the EOF and writes: the orphan answers with an RST.
     client.write_all(b"late data").unwrap();
     wait_reset(&client);
-    let confidence = tracer.proven_confidence("data_after_close");
-    let events = tracer.stop();
+    let confidence = sc.proven_confidence("data_after_close");
+    let events = sc.stop();
 
     let sent = provoked(&events, "sent", "data_after_close");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
@@ -171,12 +179,14 @@ fn data_after_close() {
 
 #[test]
 fn linger2_abort_in_fin_wait2() {
-    if !kernel_tests_possible("linger2_abort_in_fin_wait2") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("linger2_abort_in_fin_wait2")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     let client = TcpStream::connect(loopback(port)).unwrap();
     let _server = listener.accept().unwrap();
     set_int(client.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_LINGER2, -1);
@@ -184,9 +194,9 @@ fn linger2_abort_in_fin_wait2() {
     client.shutdown(Shutdown::Write).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     drop(client);
-    let confidence = tracer.proven_confidence("linger2_abort");
-    let plan = tracer.plan().clone();
-    let events = tracer.stop();
+    let confidence = sc.proven_confidence("linger2_abort");
+    let plan = sc.plan().clone();
+    let events = sc.stop();
 
     let sent = provoked(&events, "sent", "linger2_abort");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
@@ -198,19 +208,21 @@ fn linger2_abort_in_fin_wait2() {
 
 #[test]
 fn closing_a_listener_resets_its_queue() {
-    if !kernel_tests_possible("closing_a_listener_resets_its_queue") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("closing_a_listener_resets_its_queue")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     // Handshake done, never accepted.
     let waiting = TcpStream::connect(loopback(port)).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     drop(listener);
-    let confidence = tracer.proven_confidence("listener_closed");
-    let plan = tracer.plan().clone();
-    let events = tracer.stop();
+    let confidence = sc.proven_confidence("listener_closed");
+    let plan = sc.plan().clone();
+    let events = sc.stop();
     drop(waiting);
 
     let sent = provoked(&events, "sent", "listener_closed");
@@ -223,12 +235,14 @@ fn closing_a_listener_resets_its_queue() {
 
 #[test]
 fn connect_af_unspec_disconnects() {
-    if !kernel_tests_possible("connect_af_unspec_disconnects") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("connect_af_unspec_disconnects")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     let client = TcpStream::connect(loopback(port)).unwrap();
     let _server = listener.accept().unwrap();
     // SAFETY: sockaddr with only the family set, as connect(2) documents
@@ -239,8 +253,8 @@ fn connect_af_unspec_disconnects() {
         libc::connect(client.as_raw_fd(), &sa, size_of::<libc::sockaddr>() as u32)
     };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-    let plan = tracer.plan().clone();
-    let events = tracer.stop();
+    let plan = sc.plan().clone();
+    let events = sc.stop();
 
     let sent = provoked(&events, "sent", "disconnect");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
@@ -251,12 +265,14 @@ fn connect_af_unspec_disconnects() {
 
 #[test]
 fn ss_kill_names_killer_and_owner() {
-    if !kernel_tests_possible("ss_kill_names_killer_and_owner") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("ss_kill_names_killer_and_owner")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     let client = TcpStream::connect(loopback(port)).unwrap();
     let _server = listener.accept().unwrap();
     let local = client.local_addr().unwrap().port();
@@ -268,8 +284,8 @@ fn ss_kill_names_killer_and_owner() {
     assert!(out.status.success(), "ss -K: {out:?}");
     let err = (&client).write(b"x").expect_err("killed");
     assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED), "{err}");
-    let plan = tracer.plan().clone();
-    let events = tracer.stop();
+    let plan = sc.plan().clone();
+    let events = sc.stop();
 
     let sent = provoked(&events, "sent", "socket_killed");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
@@ -286,12 +302,14 @@ fn ss_kill_names_killer_and_owner() {
 /// files as it exits, and the RST carries the signal it died of.
 #[test]
 fn a_killed_process_resets_with_its_signal() {
-    if !kernel_tests_possible("a_killed_process_resets_with_its_signal") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("a_killed_process_resets_with_its_signal")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     // Only async-signal-safe calls after fork: connect, then wait to die.
     // SAFETY: the child runs libc calls only and never returns.
     let child = unsafe { libc::fork() };
@@ -312,7 +330,7 @@ fn a_killed_process_resets_with_its_signal() {
         libc::kill(child, libc::SIGKILL);
         libc::waitpid(child, std::ptr::null_mut(), 0);
     }
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let sent = provoked(&events, "sent", "close_unread_data");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));

@@ -10,16 +10,18 @@ use common::*;
 
 #[test]
 fn port_filter_keeps_other_ports_out() {
-    if !kernel_tests_possible("port_filter_keeps_other_ports_out") {
-        return;
-    }
     let watched = free_port();
     let other = free_port();
-    let tracer = Tracer::start(&["--port", &watched.to_string()]);
+    let Some(mut sc) = Scenario::new("port_filter_keeps_other_ports_out")
+        .trace(&["--port", &watched.to_string()])
+        .start()
+    else {
+        return;
+    };
     let _ = TcpStream::connect(loopback(other));
     let _ = TcpStream::connect(loopback(watched));
-    let socketless = tracer.sees_socketless_rsts();
-    let events = tracer.stop();
+    let socketless = sc.sees_socketless_rsts();
+    let events = sc.stop();
     assert!(
         events
             .iter()
@@ -37,9 +39,9 @@ fn port_filter_keeps_other_ports_out() {
 /// socket's own cgroup, read when the RST is made, is its creator's.
 #[test]
 fn cgroup_filter_matches_the_socket_own_cgroup() {
-    if !kernel_tests_possible("cgroup_filter_matches_the_socket_own_cgroup") {
+    let Some(mut sc) = Scenario::new("cgroup_filter_matches_the_socket_own_cgroup").start() else {
         return;
-    }
+    };
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let path = cgroup
         .lines()
@@ -51,12 +53,12 @@ fn cgroup_filter_matches_the_socket_own_cgroup() {
     let client = TcpStream::connect(loopback(port)).unwrap();
     let (server, _) = listener.accept().unwrap();
     let client_port = client.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string(), "--cgroup", &path]);
+    sc.trace(&["--port", &port.to_string(), "--cgroup", &path]);
 
     set_linger_zero(server.as_raw_fd());
     drop(server);
     wait_reset(&client);
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let received = find(&events, "received", "peer_reset");
     assert_eq!(received.len(), 1, "events:\n{}", describe(&events));

@@ -14,9 +14,9 @@ use serde_json::Value;
 /// ports, and the cause in each packet's comment.
 #[test]
 fn pcapng_export_reads_back_in_tshark() {
-    if !kernel_tests_possible("pcapng_export_reads_back_in_tshark") {
+    let Some(sc) = Scenario::new("pcapng_export_reads_back_in_tshark").start() else {
         return;
-    }
+    };
     let tshark = ["/usr/bin/tshark", "/usr/sbin/tshark"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -24,8 +24,7 @@ fn pcapng_export_reads_back_in_tshark() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("resets.pcapng");
-    // stderr is kept open until rsttrace exits: it prints its summary there.
-    let (mut child, _stderr) = start_attached(
+    let rst = sc.attach(
         rsttrace()
             .args(["--port", &port.to_string(), "--quiet", "--write"])
             .arg(&capture),
@@ -34,9 +33,7 @@ fn pcapng_export_reads_back_in_tshark() {
         let _ = TcpStream::connect(loopback(port));
     }
     std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: kill() takes any pid and signal; the child is ours.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert!(child.wait().unwrap().success());
+    assert!(rst.interrupt().0.success());
 
     let out = std::process::Command::new(tshark)
         .args(["-r"])
@@ -101,18 +98,20 @@ fn pcapng_export_reads_back_in_tshark() {
 /// `--metrics` serves Prometheus text that counts the provoked resets.
 #[test]
 fn metrics_endpoint_counts_resets() {
-    if !kernel_tests_possible("metrics_endpoint_counts_resets") {
-        return;
-    }
     let port = free_port();
     let metrics_port = free_port();
-    let tracer = Tracer::start(&[
-        "--port",
-        &port.to_string(),
-        "--metrics",
-        &metrics_port.to_string(),
-    ]);
-    let banner = &tracer.stderr_text;
+    let Some(mut sc) = Scenario::new("metrics_endpoint_counts_resets")
+        .trace(&[
+            "--port",
+            &port.to_string(),
+            "--metrics",
+            &metrics_port.to_string(),
+        ])
+        .start()
+    else {
+        return;
+    };
+    let banner = &sc.tracer().stderr_text;
     assert!(
         banner.contains(&format!("127.0.0.1:{metrics_port}")),
         "{banner}"
@@ -126,7 +125,7 @@ fn metrics_endpoint_counts_resets() {
         .unwrap();
     let mut body = String::new();
     conn.read_to_string(&mut body).unwrap();
-    tracer.stop();
+    sc.stop();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(
         body.contains(
@@ -143,14 +142,13 @@ fn metrics_endpoint_counts_resets() {
 /// `--rotate-size`: every event lands in exactly one of the rotated files.
 #[test]
 fn rotation_keeps_every_event() {
-    if !kernel_tests_possible("rotation_keeps_every_event") {
+    let Some(sc) = Scenario::new("rotation_keeps_every_event").start() else {
         return;
-    }
+    };
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.jsonl");
-    // stderr is kept open until rsttrace exits: it prints its summary there.
-    let (mut child, _stderr) = start_attached(
+    let rst = sc.attach(
         rsttrace()
             .args(["--port", &port.to_string(), "--quiet"])
             .args(["--drain-interval", "10"])
@@ -164,9 +162,7 @@ fn rotation_keeps_every_event() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: kill() takes any pid and signal; the child is ours.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert!(child.wait().unwrap().success());
+    assert!(rst.interrupt().0.success());
 
     let files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

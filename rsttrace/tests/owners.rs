@@ -18,12 +18,14 @@ fn our_pid() -> u64 {
 /// interrupt landed on: here the peer process, whose write provokes it.
 #[test]
 fn softirq_reset_names_the_owner_not_the_actor() {
-    if !kernel_tests_possible("softirq_reset_names_the_owner_not_the_actor") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("softirq_reset_names_the_owner_not_the_actor")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
 
     // The peer is another process: it connects, waits for our FIN, then
     // writes into our closed socket. Only async-signal-safe calls after fork.
@@ -58,7 +60,7 @@ fn softirq_reset_names_the_owner_not_the_actor() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "peer failed"
     );
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let sent = find(&events, "sent", "data_after_close");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
@@ -83,26 +85,26 @@ fn softirq_reset_names_the_owner_not_the_actor() {
 /// owner from listen() while rsttrace runs...
 #[test]
 fn an_accepted_connection_names_its_listener() {
-    if !kernel_tests_possible("an_accepted_connection_names_its_listener") {
-        return;
-    }
-    accepted_connection_names_its_listener(false);
+    accepted_connection_names_its_listener("an_accepted_connection_names_its_listener", false);
 }
 
 /// ...and from /proc at start for a port that was listening before.
 #[test]
 fn a_listener_older_than_rsttrace_names_its_connections() {
-    if !kernel_tests_possible("a_listener_older_than_rsttrace_names_its_connections") {
-        return;
-    }
-    accepted_connection_names_its_listener(true);
+    accepted_connection_names_its_listener(
+        "a_listener_older_than_rsttrace_names_its_connections",
+        true,
+    );
 }
 
-fn accepted_connection_names_its_listener(listening_before: bool) {
+fn accepted_connection_names_its_listener(test: &str, listening_before: bool) {
+    let Some(mut sc) = Scenario::new(test).start() else {
+        return;
+    };
     let ours = std::process::id();
     let port = free_port();
     let mut listener = listening_before.then(|| TcpListener::bind(loopback(port)).unwrap());
-    let tracer = Tracer::start(&["--port", &port.to_string(), "--pid", &ours.to_string()]);
+    sc.trace(&["--port", &port.to_string(), "--pid", &ours.to_string()]);
     let listener = listener
         .take()
         .unwrap_or_else(|| TcpListener::bind(loopback(port)).unwrap());
@@ -141,7 +143,7 @@ fn accepted_connection_names_its_listener(listening_before: bool) {
         "client failed"
     );
     wait_reset(&server);
-    let events = tracer.stop();
+    let events = sc.stop();
     drop(server);
 
     let received = find(&events, "received", "peer_reset");
@@ -163,13 +165,15 @@ fn accepted_connection_names_its_listener(listening_before: bool) {
 /// start: the owner is named, inherited from the listener.
 #[test]
 fn a_server_socket_reset_before_its_first_read_has_the_listeners_owner() {
-    if !kernel_tests_possible("a_server_socket_reset_before_its_first_read_has_the_listeners_owner")
-    {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) =
+        Scenario::new("a_server_socket_reset_before_its_first_read_has_the_listeners_owner")
+            .trace(&["--port", &port.to_string()])
+            .start()
+    else {
+        return;
+    };
     let accepted_client = TcpStream::connect(loopback(port)).unwrap();
     let (_accepted, _) = listener.accept().unwrap();
     let queued_client = TcpStream::connect(loopback(port)).unwrap();
@@ -179,7 +183,7 @@ fn a_server_socket_reset_before_its_first_read_has_the_listeners_owner() {
         drop(client); // an RST to a server socket nobody read from
     }
     std::thread::sleep(Duration::from_millis(100));
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let server_side: Vec<&Value> = events
         .iter()
