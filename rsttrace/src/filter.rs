@@ -70,7 +70,7 @@ mod tests {
     use super::*;
 
     // What the kernel does with these lists is tested where it happens: in
-    // tests/loopback_causes.rs (port_filter_keeps_other_ports_out).
+    // tests/filters.rs (port_filter_keeps_other_ports_out).
 
     fn scope(ports: &[u16], pids: &[u32]) -> KernelScope {
         KernelScope {
