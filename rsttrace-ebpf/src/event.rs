@@ -21,7 +21,7 @@ use crate::{
     filter::passes_filter,
     history::read_history,
     owners::{listener_owner, owner_at, owner_of},
-    read::load,
+    read::{load, zero},
     sink,
     stacks::capture_stacks,
 };
@@ -167,7 +167,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     // SAFETY: `ev` points at a reserved, exclusively owned RstEvent-sized
     // slot; every field is written before submit (unread ones are zeroed).
     unsafe {
-        core::ptr::write_bytes(ev, 0, 1);
+        zero(ev);
         let ev = &mut *ev;
         ev.header = EventHeader {
             version: ABI_VERSION,

@@ -62,3 +62,20 @@ pub(crate) fn read_ctx<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
     }
     value.ok()
 }
+
+/// Zeroes a record in the ring buffer with one 8-byte store per word.
+/// `write_bytes` becomes a call to the `memset` builtin, a byte loop in a
+/// subprogram of its own: about a tenth of the programs' time in a storm.
+/// Volatile stores, so that LLVM does not turn the loop back into memset.
+///
+/// # Safety
+/// `p` must be valid for writes of a `T`.
+#[inline(always)]
+pub(crate) unsafe fn zero<T>(p: *mut T) {
+    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    let words = p.cast::<u64>();
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: in bounds of `*p` (the caller's promise), and aligned.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+}
