@@ -18,7 +18,7 @@ use crate::{
     count,
     facts::{Tuple, netns_of, read_sock_tuple, soft_error},
     owners::{forget_listener, owner_at},
-    read::load,
+    read::Kmem,
 };
 
 const LISTEN: i32 = tcp_state::LISTEN as i32;
@@ -26,10 +26,10 @@ const SYN_SENT: i32 = tcp_state::SYN_SENT as i32;
 const LAST_ACK: i32 = tcp_state::LAST_ACK as i32;
 
 /// A socket's transition to CLOSE from `oldstate`.
-pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
-    let err = load(sk, off!(sk_err)).unwrap_or(0) as u8;
+pub(crate) fn record_close<M: Kmem>(sk: *const u8, oldstate: i32) {
+    let err = M::load(sk, off!(sk_err)).unwrap_or(0) as u8;
     // Read only where it decides: this runs on every connection's close.
-    let task = || context::current(sk) != Exec::Interrupt;
+    let task = || context::current::<M>(sk) != Exec::Interrupt;
     // The passive closer's last ACK: the healthy end of most connections,
     // which nothing will ask about (no TIME_WAIT follows it).
     if oldstate == LAST_ACK && err == 0 && !task() {
@@ -42,13 +42,13 @@ pub(crate) fn record_close(sk: *const u8, oldstate: i32) {
         // An ICMP error that arrived while connect() held the socket lock
         // stays soft (sk_err_soft); an application that read it with
         // SO_ERROR cleared it, and its close looks abandoned.
-        SYN_SENT if err == 0 && task() && soft_error(sk) == 0 => history::CONNECT_ABANDONED,
+        SYN_SENT if err == 0 && task() && soft_error::<M>(sk) == 0 => history::CONNECT_ABANDONED,
         SYN_SENT => return,
         _ => history::CLOSED,
     };
     let mut tuple = Tuple::default();
-    read_sock_tuple(sk, &mut tuple);
-    tuple.netns = netns_of(sk, core::ptr::null());
+    read_sock_tuple::<M>(sk, &mut tuple);
+    tuple.netns = netns_of::<M>(sk, core::ptr::null());
     let mut key = history_key(&tuple);
     if kind == history::LISTENER_CLOSED {
         listener_key(&mut key);

@@ -29,7 +29,7 @@ use crate::{
     count,
     facts::{netns_of, read_sock_remote},
     history::record_close,
-    read::load,
+    read::Kmem,
 };
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
@@ -48,7 +48,7 @@ pub(crate) fn wants(newstate: i32) -> bool {
 }
 
 /// `sock:inet_sock_set_state` of a TCP socket.
-pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
+pub(crate) fn on_set_state<M: Kmem>(sk: u64, oldstate: i32, newstate: i32) {
     if newstate == CLOSE {
         if let (Some(s), Some(o)) = (LAST_CLOSE.get_ptr_mut(0), LAST_CLOSE.get_ptr_mut(1)) {
             // SAFETY: per-CPU slots; no other writer on this CPU meanwhile.
@@ -57,16 +57,16 @@ pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
                 *o = oldstate as u64;
             }
         }
-        record_close(sk as *const u8, oldstate);
+        record_close::<M>(sk as *const u8, oldstate);
     } else if OWNER_PROVING_STATES.contains(&newstate)
-        && context::current(sk as *const u8) != Exec::Interrupt
+        && context::current::<M>(sk as *const u8) != Exec::Interrupt
     {
-        remember_owner(sk as *const u8, newstate != FIN_WAIT1, newstate == LISTEN);
+        remember_owner::<M>(sk as *const u8, newstate != FIN_WAIT1, newstate == LISTEN);
     }
 }
 
-fn remember_owner(sk: *const u8, fresh: bool, listening: bool) {
-    let peer = peer_of(sk);
+fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
+    let peer = peer_of::<M>(sk);
     let pid_tgid = bpf_get_current_pid_tgid();
     // A socket in connect() or listen() is nearly always new to the map:
     // insert first, one hash walk. A close() usually finds its connect().
@@ -93,7 +93,7 @@ fn remember_owner(sk: *const u8, fresh: bool, listening: bool) {
         peer,
     };
     if listening {
-        remember_listener(sk, &owner);
+        remember_listener::<M>(sk, &owner);
     }
     if let Some(known) = known {
         // SAFETY: map value, valid for this run of the program.
@@ -110,10 +110,10 @@ fn remember_owner(sk: *const u8, fresh: bool, listening: bool) {
 /// A listening port's owner also owns the connections it accepts until
 /// they prove their own: a server's connection reset before its first
 /// close() still names the server, and `--pid`/`--container` keep it.
-fn remember_listener(sk: *const u8, owner: &Owner) {
+fn remember_listener<M: Kmem>(sk: *const u8, owner: &Owner) {
     let key = ListenerKey {
-        netns: netns_of(sk, core::ptr::null()),
-        port: load(sk, off!(skc_num)).unwrap_or(0) as u16,
+        netns: netns_of::<M>(sk, core::ptr::null()),
+        port: M::load(sk, off!(skc_num)).unwrap_or(0) as u16,
         _pad: 0,
     };
     // listen() without bind() picks its port after this transition.
@@ -146,11 +146,11 @@ pub(crate) fn listener_owner(netns: u32, local_port: u16) -> *const Owner {
 /// The socket's remembered owner, or null. Entries outlive their sockets
 /// (no hook runs per destroyed socket); one made for an earlier socket at
 /// this address had another remote end, and is not this socket's.
-pub(crate) fn owner_of(sk: *const u8) -> *const Owner {
+pub(crate) fn owner_of<M: Kmem>(sk: *const u8) -> *const Owner {
     if sk.is_null() {
         return core::ptr::null();
     }
-    owner_at(sk, peer_of(sk))
+    owner_at(sk, peer_of::<M>(sk))
 }
 
 /// `owner_of` for a caller that has read the remote end already.
@@ -163,9 +163,9 @@ pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
 }
 
 /// The socket's remote end as `Owner::peer`; zero for a listener.
-fn peer_of(sk: *const u8) -> u64 {
-    let family = load(sk, off!(skc_family)).unwrap_or(0) as u16;
+fn peer_of<M: Kmem>(sk: *const u8) -> u64 {
+    let family = M::load(sk, off!(skc_family)).unwrap_or(0) as u16;
     let (mut port, mut addr) = (0, [0u8; 16]);
-    read_sock_remote(sk, family, &mut port, &mut addr);
+    read_sock_remote::<M>(sk, family, &mut port, &mut addr);
     peer_key(port, &addr)
 }

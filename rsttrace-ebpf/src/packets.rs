@@ -14,7 +14,7 @@ use crate::{
     facts::Tuple,
     facts::netns_of,
     filter::passes_packet_filter,
-    read::{load, zero},
+    read::{Probe, load, zero},
     sink,
 };
 
@@ -71,7 +71,7 @@ fn capture_rst(ctx: *mut c_void, skb: *const u8, ip: *const u8, dir: u8) {
         Some(dev) if dev != 0 => load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32,
         _ => 0,
     };
-    tuple.netns = netns_of(core::ptr::null(), skb);
+    tuple.netns = netns_of::<Probe>(core::ptr::null(), skb);
     if !passes_packet_filter(&tuple) {
         return;
     }
