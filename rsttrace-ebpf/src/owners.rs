@@ -68,14 +68,14 @@ pub(crate) fn on_set_state<M: Kmem>(sk: u64, oldstate: i32, newstate: i32) {
 fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
     let peer = peer_of::<M>(sk);
     let pid_tgid = bpf_get_current_pid_tgid();
-    // A socket in connect() or listen() is nearly always new to the map:
-    // insert first, one hash walk. A close() usually finds its connect().
-    let known = if fresh {
-        None
-    } else {
-        OWNERS.get_ptr_mut(sk as u64)
-    };
+    // Look up first: entries are never deleted, and the slab hands a
+    // freed socket's address to the next one, so even a new socket's
+    // address is usually in the map already. An insert of a key that is
+    // there takes a free LRU node, finds the key, gives the node back and
+    // still needs the lookup.
+    let known = OWNERS.get_ptr_mut(sk as u64);
     if let Some(known) = known
+        && !fresh
         // SAFETY: map value, valid for this run of the program.
         && unsafe { (*known).peer == peer && (*known).pid == pid_tgid as u32 }
     {
@@ -100,10 +100,6 @@ fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
         unsafe { *known = owner };
     } else if OWNERS.insert(sk as u64, owner, BPF_NOEXIST.into()).is_ok() {
         count(counter::OWNERS_ADDED);
-    } else if let Some(stale) = OWNERS.get_ptr_mut(sk as u64) {
-        // An earlier socket's entry at this address.
-        // SAFETY: map value, valid for this run of the program.
-        unsafe { *stale = owner };
     }
 }
 
