@@ -69,7 +69,7 @@ pub(crate) fn on_passive_reset_call<M: Kmem>(
     if !skb.is_null() {
         let mut tuple = Tuple::default();
         let mut pkt = Packet::default();
-        if read_packet(skb, &mut pkt, &mut tuple) && pkt.flags & tcp_flag::RST != 0 {
+        if read_packet::<M>(skb, &mut pkt, &mut tuple) && pkt.flags & tcp_flag::RST != 0 {
             return;
         }
     }
@@ -102,7 +102,7 @@ pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
     }
     let mut tuple = Tuple::default();
     let mut pkt = Packet::default();
-    let has_packet = !origin.skb.is_null() && read_packet(origin.skb, &mut pkt, &mut tuple);
+    let has_packet = !origin.skb.is_null() && read_packet::<M>(origin.skb, &mut pkt, &mut tuple);
     if !has_packet && !origin.sk.is_null() {
         read_sock_tuple::<M>(origin.sk, &mut tuple);
     }
@@ -232,7 +232,7 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         if ev.direction == direction::SENT && ev.flags & flag::FULL_SOCK == 0 {
             let syn_only =
                 pkt.is_some_and(|p| p.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN);
-            read_history(tuple, syn_only, false, ev);
+            read_history(tuple, syn_only, ev);
         } else if ev.direction == direction::SENT
             && pkt.is_none()
             && own.is_null()
@@ -240,7 +240,7 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         {
             // An unowned child reset in CLOSE: inet_csk_listen_stop() resets
             // the queued children right after their listener's close.
-            read_history(tuple, false, true, ev);
+            read_history(tuple, true, ev);
         }
         capture_stacks(origin.ctx, owner, ev);
     }

@@ -40,11 +40,13 @@ pub(crate) struct Packet {
 
 /// Parses the trigger skb's IP and TCP headers; the RST goes back to its source,
 /// so the packet's destination is the local end.
-pub(crate) fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
+pub(crate) fn read_packet<M: Kmem>(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
+    // `head` is a plain number even where the skb is typed (a pointer
+    // to bytes, not to a struct): the headers are read with the helper.
     let (Some(head), Some(nh), Some(th)) = (
-        load(skb, off!(skb_head)),
-        load(skb, off!(skb_network_header)),
-        load(skb, off!(skb_transport_header)),
+        M::load(skb, off!(skb_head)),
+        M::load(skb, off!(skb_network_header)),
+        M::load(skb, off!(skb_transport_header)),
     ) else {
         return false;
     };
@@ -151,23 +153,20 @@ pub(crate) fn read_sock_remote<M: Kmem>(
 /// trigger packet came in on; 0 when unknown.
 pub(crate) fn netns_of<M: Kmem>(sk: *const u8, skb: *const u8) -> u32 {
     if !sk.is_null() {
-        // The socket's `struct net` is typed where the socket is.
         return match M::load(sk, off!(skc_net)) {
             Some(net) if net != 0 => M::load(net as *const u8, off!(net_inum)).unwrap_or(0) as u32,
             _ => 0,
         };
     }
-    // The skb's device is read with the helper in every program: the
-    // verifier types the kernels' `dev` union differently.
     let net = if !skb.is_null() {
-        load(skb, off!(skb_dev))
+        M::load(skb, off!(skb_dev))
             .filter(|dev| *dev != 0)
-            .and_then(|dev| load(dev as *const u8, off!(netdev_net)))
+            .and_then(|dev| M::load(dev as *const u8, off!(netdev_net)))
     } else {
         None
     };
     match net {
-        Some(net) if net != 0 => load(net as *const u8, off!(net_inum)).unwrap_or(0) as u32,
+        Some(net) if net != 0 => M::load(net as *const u8, off!(net_inum)).unwrap_or(0) as u32,
         _ => 0,
     }
 }

@@ -67,7 +67,7 @@ pub fn tp_kfree_skb(ctx: TracePointContext) -> u32 {
     let mut tuple = Tuple::default();
     let mut pkt = Packet::default();
     // UDP and others drop with NO_SOCKET too; an RST gets no RST back.
-    if !read_packet(skb, &mut pkt, &mut tuple)
+    if !read_packet::<Probe>(skb, &mut pkt, &mut tuple)
         || pkt.protocol != IPPROTO_TCP
         || pkt.flags & tcp_flag::RST != 0
     {
