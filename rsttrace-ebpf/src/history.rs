@@ -1,14 +1,19 @@
 //! A socketless RST (or one from a TIME_WAIT socket) names no process. The
 //! last close of its 4-tuple does: who gave up on a connect, which listener
-//! left the port, which connection was aborted with what error. Kept in an
-//! LRU map, so the memory is bounded (`MAX_HISTORY`).
+//! left the port, which connection was aborted with what error.
+//!
+//! Every active close of a healthy connection writes one (TIME_WAIT
+//! follows it), so the table is a plain array of sets, `HISTORY_WAYS`
+//! slots each, that a key's hash picks: a write replaces the set's oldest
+//! close, and costs a hash and a few compares. An LRU hash map's insert
+//! took a free element from its lists, a quarter of the set-state
+//! program's time under connection churn. Two CPUs writing the same slot
+//! in the same instant could mix two closes; a lookup checks the whole key,
+//! so at worst a close is reported with another close's details.
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use rsttrace_ebpf::{
-    abi::{History, HistoryKey, RstEvent, counter, history, peer_key},
+    abi::{HISTORY_WAYS, History, HistoryKey, MAX_HISTORY, RstEvent, counter, history, peer_key},
     linux::tcp_state,
 };
 
@@ -80,13 +85,78 @@ pub(crate) fn record_close<M: Kmem>(sk: *const u8, oldstate: i32) {
         entry.pid = pid_tgid as u32;
         entry.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
-    // A 4-tuple is nearly always new: insert first, one hash walk.
-    if HISTORY.insert(&key, &entry, BPF_NOEXIST.into()).is_ok() {
-        count(counter::HISTORY_ADDED);
-    } else if let Some(known) = HISTORY.get_ptr_mut(&key) {
-        // SAFETY: map value, valid for this run of the program.
-        unsafe { *known = entry };
+    store(&key, &entry);
+}
+
+/// Writes `close` as `key`'s: over its earlier close, else over the
+/// oldest in its set (counted when that held another key's).
+fn store(key: &HistoryKey, close: &History) {
+    let Some(set) = HISTORY.get_ptr_mut(set_of(key)) else {
+        return;
+    };
+    // SAFETY: map value, valid for this run of the program.
+    let slots = unsafe { &mut (*set).slots };
+    let mut victim = 0;
+    let mut oldest = u64::MAX;
+    for (i, slot) in slots.iter().enumerate() {
+        if same_key(&slot.key, key) {
+            victim = i;
+            oldest = 0;
+            break;
+        }
+        if slot.close.ts_ns < oldest {
+            oldest = slot.close.ts_ns;
+            victim = i;
+        }
     }
+    if oldest != 0 {
+        count(counter::HISTORY_EVICTED);
+    }
+    if let Some(slot) = slots.get_mut(victim) {
+        slot.key = *key;
+        slot.close = *close;
+    }
+}
+
+/// `key`'s last close, if its set still holds it.
+fn find(key: &HistoryKey) -> Option<&'static History> {
+    let set = HISTORY.get_ptr(set_of(key))?;
+    // SAFETY: map value, valid for this run of the program.
+    let slots = unsafe { &(*set).slots };
+    slots
+        .iter()
+        .find(|slot| slot.close.ts_ns != 0 && same_key(&slot.key, key))
+        .map(|slot| &slot.close)
+}
+
+const SETS: u32 = MAX_HISTORY / HISTORY_WAYS as u32;
+const _: () = assert!(SETS.is_power_of_two());
+
+/// The key's words: 44 bytes, 4-aligned, every byte set (no padding).
+fn words(key: &HistoryKey) -> &[u32; 11] {
+    const { assert!(size_of::<HistoryKey>() == 44 && align_of::<HistoryKey>() == 4) };
+    // SAFETY: same size and alignment, and every bit pattern is a u32.
+    unsafe { &*(key as *const HistoryKey).cast::<[u32; 11]>() }
+}
+
+/// Word by word, differences or-ed together: an array `==` becomes a
+/// call of the memcmp builtin, a byte loop (a third of the set-state
+/// program's samples under connection churn).
+fn same_key(a: &HistoryKey, b: &HistoryKey) -> bool {
+    let diff = words(a)
+        .iter()
+        .zip(words(b))
+        .fold(0, |diff, (x, y)| diff | (x ^ y));
+    diff == 0
+}
+
+/// A multiplicative hash of the key's words; its top bits pick the set.
+fn set_of(key: &HistoryKey) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for w in words(key) {
+        h = (h ^ w).wrapping_mul(0x9e37_79b1);
+    }
+    (h >> (32 - SETS.trailing_zeros())) & (SETS - 1)
 }
 
 /// The 4-tuple's last close, or with `listener` (a SYN, or a child reset
@@ -103,12 +173,9 @@ pub(crate) fn read_history(tuple: &Tuple, listener: bool, ev: &mut RstEvent) {
     if listener {
         listener_key(&mut key);
     }
-    let found = HISTORY.get_ptr(&key);
-    let Some(h) = found else {
+    let Some(h) = find(&key) else {
         return;
     };
-    // SAFETY: map value, valid for this run of the program.
-    let h = unsafe { &*h };
     ev.hist_ts_ns = h.ts_ns;
     ev.hist_tgid = h.tgid;
     ev.hist_pid = h.pid;
