@@ -3,7 +3,7 @@
 
 pub(crate) mod csv;
 pub mod export;
-pub mod json;
+pub(crate) mod json;
 pub mod metrics;
 pub mod otlp;
 pub mod pcapng;

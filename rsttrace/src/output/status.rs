@@ -90,7 +90,9 @@ fn ready_json(r: &Ready<'_>) -> Value {
             "reason": if plan.reason { "kernel" } else { "inferred" },
             "no_socket": plan.no_socket,
             "rx_packet": plan.packet,
-            "aborts": plan.aborts,
+            "aborts": plan.aborts.is_some(),
+            "abort_hook": plan.aborts.map(|h| h.name),
+            "abort_family": plan.aborts.map(|h| family(h.name)),
             "packet_capture": plan.packets,
         },
         "programs": r.programs.iter().map(|(name, id)| json!({"name": name, "id": id})).collect::<Vec<_>>(),
@@ -168,6 +170,9 @@ mod tests {
         assert_eq!(line["plan"]["send_family"], "tp_btf");
         assert_eq!(line["plan"]["reason"], "kernel");
         assert_eq!(line["plan"]["no_socket"], true);
+        assert_eq!(line["plan"]["aborts"], true);
+        assert_eq!(line["plan"]["abort_hook"], "tp_btf:inet_sk_error_report");
+        assert_eq!(line["plan"]["abort_family"], "tp_btf");
         assert_eq!(line["programs"][0]["name"], "btf_tcp_send_reset");
         assert_eq!(line["programs"][0]["id"], 17);
 
