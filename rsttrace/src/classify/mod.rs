@@ -27,7 +27,6 @@ use crate::model::event::{Direction, Event, Task, TcpState};
 use abort::abort;
 use evidence::{Verdict, folded_json};
 use received::received;
-pub(crate) use sent::DECIDING_REASONS;
 use sent::{previous_connection, sent_with_reason, sent_without_reason};
 
 /// An event on its own, as if nothing else were known about it: a received

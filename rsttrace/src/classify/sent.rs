@@ -68,50 +68,8 @@ fn linger_zero(ev: &Event) -> bool {
     ev.socket.is_some_and(|s| s.linger == Some(0))
 }
 
-/// The `sk_rst_reason` names `sent_with_reason` decides each sent cause by.
-/// The set grew over releases (6.10 has NO_SOCKET and the segment checks;
-/// TCP_STATE, TCP_ABORT_ON_CLOSE and the other active-reset names came
-/// later), so a kernel whose BTF lacks every name of a cause sends
-/// NOT_SPECIFIED there and inference decides it, as on kernels without a
-/// reason. Causes not listed are decided by facts alone.
-pub(crate) const DECIDING_REASONS: &[(CauseId, &[&str])] = &[
-    (CauseId::PortNotOpen, &["NO_SOCKET"]),
-    (CauseId::ConnectTimeout, &["NO_SOCKET"]),
-    (CauseId::HalfOpen, &["NO_SOCKET"]),
-    (CauseId::CloseUnreadData, &["TCP_ABORT_ON_CLOSE"]),
-    (
-        CauseId::DataAfterClose,
-        &["TCP_ABORT_ON_DATA", "TCP_TIMEWAIT_SOCKET"],
-    ),
-    (CauseId::LingerZero, &["TCP_STATE"]),
-    (CauseId::SocketKilled, &["TCP_STATE"]),
-    (CauseId::ListenerClosed, &["TCP_STATE"]),
-    (
-        CauseId::Disconnect,
-        &["TCP_DISCONNECT_WITH_DATA", "TCP_STATE"],
-    ),
-    (CauseId::KeepaliveTimeout, &["TCP_KEEPALIVE_TIMEOUT"]),
-    (CauseId::Linger2Abort, &["TCP_ABORT_ON_LINGER", "TCP_STATE"]),
-    (CauseId::MemoryPressure, &["TCP_ABORT_ON_MEMORY"]),
-    (CauseId::BacklogOverflow, &["INVALID_SYN"]),
-    (
-        CauseId::InvalidPacket,
-        &[
-            "INVALID_SYN",
-            "TCP_INVALID_ACK_SEQUENCE",
-            "TCP_RFC7323_PAWS",
-            "TCP_TOO_OLD_ACK",
-            "TCP_ACK_UNSENT_DATA",
-            "TCP_FLAGS",
-            "TCP_OLD_ACK",
-        ],
-    ),
-    (
-        CauseId::TimeWait,
-        &["TCP_INVALID_ACK_SEQUENCE", "TCP_RFC7323_PAWS"],
-    ),
-];
-
+/// The kernel reasons a cause lists (`CauseInfo::kernel_reasons`) map
+/// here (a test checks each).
 pub(super) fn sent_with_reason(ev: &Event, reason: &str, v: &mut Verdict) -> CauseId {
     let flags = trigger(ev);
     match reason {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::evidence::signal_name;
-use super::sent::{DECIDING_REASONS, SHUTDOWN_MASK, SOFTIRQ_TIMER};
+use super::sent::{SHUTDOWN_MASK, SOFTIRQ_TIMER};
 use super::*;
 use crate::model::cause::Confidence;
 use crate::model::event::{ExecContext, Packet, PriorClose, PriorKind, Socket, TcpFlags};
@@ -93,19 +93,22 @@ fn check(ev: &Event, id: CauseId, confidence: Confidence) -> Cause {
         "evidence: {:?}",
         c.evidence
     );
+    let directions = c.id.info().directions;
+    assert!(directions.contains(&ev.direction), "CAUSES: {directions:?}");
     c
 }
 
 #[test]
 fn every_deciding_reason_is_one_classify_knows() {
-    for (cause, names) in DECIDING_REASONS {
-        for name in *names {
+    for cause in crate::model::cause::CAUSES {
+        for name in cause.kernel_reasons {
             let mut ev = with_reason(base(Direction::Sent, TcpState::CLOSE), name);
             ev.packet = Some(pkt(A, 0));
             let c = classify(&ev);
             assert!(
                 c.evidence.get("unmapped_reason").is_none(),
-                "{name} (listed for {cause:?}) is not mapped by sent_with_reason"
+                "{name} (listed for {}) is not mapped by sent_with_reason",
+                cause.name
             );
         }
     }

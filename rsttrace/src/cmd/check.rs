@@ -6,13 +6,13 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 
-use crate::classify::DECIDING_REASONS;
 use crate::cli::VerifyTransport;
 use crate::collect::loader::{self, KernelInfo};
 use crate::collect::probes::{self, HOOKS, HookMode, KernelFacts, Plan, Role};
 use crate::collect::transport::{self, Transport, TransportMode};
 use crate::kernel::{btf_source, helpers};
-use crate::model::cause::CauseId;
+use crate::model::cause::{CAUSES, CauseId};
+use crate::model::event::Direction;
 
 pub fn run(mode: HookMode, verify: bool, verify_transport: VerifyTransport) -> Result<()> {
     let mut kernel = KernelInfo::probe();
@@ -319,52 +319,21 @@ pub(crate) fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bo
     (out, true)
 }
 
-/// Causes that classify/sent.rs reaches only through the kernel's reason
-/// (`sent_with_reason`): without it their RSTs land in another cause or
-/// `unknown`. Keep in step with classify/sent.rs.
-/// Causes the kernel's reason names directly, and the fact that tells them
-/// apart without it.
-const WITHOUT_REASON: [(CauseId, &str); 5] = [
-    (
-        CauseId::Linger2Abort,
-        "yes (inferred: the socket left FIN_WAIT2 in the same call)",
-    ),
-    (
-        CauseId::BacklogOverflow,
-        "yes (inferred: the listener's accept queue was full)",
-    ),
-    (
-        CauseId::Disconnect,
-        "yes (inferred: reset in task context on a socket close() did not orphan, \
-         without close()'s shutdown or with unsent data)",
-    ),
-    (
-        CauseId::MemoryPressure,
-        "yes (inferred: an orphan reset by the timer in FIN_WAIT1/CLOSING/LAST_ACK, \
-         or in CLOSE with nothing unread and no SO_LINGER 0)",
-    ),
-    (
-        CauseId::ListenerClosed,
-        "yes (inferred: the listener on its port had just closed)",
-    ),
-];
-
 /// Whether each cause can be told apart with this plan, and what decides
 /// it: the kernel's reason (by name, from this kernel's BTF) or inference.
 pub(crate) fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
-    CauseId::ALL
+    CAUSES
         .iter()
-        .filter(|c| **c != CauseId::Unknown)
-        .map(|&c| {
-            let inferred = WITHOUT_REASON.iter().find(|(w, _)| *w == c && !plan.reason);
-            if let Some((_, how)) = inferred {
-                return (c, how.to_string());
+        .filter(|c| c.id != CauseId::Unknown)
+        .map(|info| {
+            let c = info.id;
+            if let Some(how) = info.without_reason.filter(|_| !plan.reason) {
+                return (c, format!("yes (inferred: {how})"));
             }
             let seen = match c {
-                // Sent with no socket: invisible to 6.1's tracepoint.
-                CauseId::PortNotOpen | CauseId::ConnectTimeout | CauseId::HalfOpen
-                    if !plan.no_socket =>
-                {
+                // Sent with no socket (what NO_SOCKET names): invisible to
+                // 6.1's tracepoint.
+                _ if info.kernel_reasons == ["NO_SOCKET"] && !plan.no_socket => {
                     "NO: the send hook does not fire for RSTs sent without a socket".to_string()
                 }
                 // The receiving side has no reason; the sender's own send
@@ -377,12 +346,13 @@ pub(crate) fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, Stri
                 CauseId::PeerRefused | CauseId::PeerReset => {
                     "yes (certain when paired with its sender's RST on this host)".to_string()
                 }
-                // Only a connection's death without an RST tells these.
-                CauseId::RetransmitTimeout | CauseId::Unreachable => match plan.aborts {
+                // Causes CAUSES gives only the abort direction: a
+                // connection's death without an RST tells them.
+                _ if info.directions == [Direction::Abort] => match plan.aborts {
                     Some(hook) => format!("yes (the socket error {} reports)", hook.name),
                     None => "NO: no hook sees connections that die without an RST".to_string(),
                 },
-                _ => decided_by(c, plan.reason, reason_names),
+                _ => decided_by(info.kernel_reasons, plan.reason, reason_names),
             };
             (c, seen)
         })
@@ -390,10 +360,10 @@ pub(crate) fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, Stri
 }
 
 /// "kernel reason NAME + facts", or inference and why.
-fn decided_by(cause: CauseId, reason: bool, reason_names: &[String]) -> String {
-    let Some((_, names)) = DECIDING_REASONS.iter().find(|(c, _)| *c == cause) else {
+fn decided_by(names: &[&str], reason: bool, reason_names: &[String]) -> String {
+    if names.is_empty() {
         return "yes (inferred from facts; no kernel reason names it)".to_string();
-    };
+    }
     if !reason {
         return "yes (inferred from facts)".to_string();
     }

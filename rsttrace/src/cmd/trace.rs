@@ -1,7 +1,7 @@
 //! `rsttrace` (trace): load, read, classify, write, and account for every event.
 
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -21,7 +21,7 @@ use crate::enrich::stacks::{StackResolver, StackStats, Stacks};
 use crate::filter::{self, RecordFilter};
 use crate::model::event::{Event, KernelTables};
 use crate::output::Format;
-use crate::output::summary::{StackSummary, Summary};
+use crate::output::stats::{self, StackSummary};
 use crate::record::Classified;
 
 /// Ring buffers must be a power-of-two number of pages.
@@ -153,21 +153,19 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // must not cost an attach.
     let mut outputs = build_outputs(&args)?;
 
-    let metrics = match args.metrics {
-        Some(addr) => {
-            let shared = std::sync::Arc::new(std::sync::Mutex::new(
-                crate::output::metrics::Metrics::new(args.metrics_top_ports as usize),
-            ));
-            let bound = crate::output::metrics::serve(addr, shared.clone()).await?;
-            crate::output::status::metrics(bound);
-            Some(shared)
-        }
-        None => None,
-    };
+    // The summary's counts; `--metrics` serves them while tracing.
+    let stats = stats::Shared::default();
+    if let Some(addr) = args.metrics {
+        let top_ports = args.metrics_top_ports as usize;
+        let metrics = crate::output::metrics::Metrics::of(stats.clone(), top_ports);
+        let bound = crate::output::metrics::serve(addr, Arc::new(Mutex::new(metrics))).await?;
+        crate::output::status::metrics(bound);
+    }
 
     let otlp = match &args.otlp {
         Some(endpoint) => {
-            let exporter = crate::output::otlp::Exporter::start(endpoint.clone(), args.lang)?;
+            let exporter =
+                crate::output::otlp::Exporter::start(endpoint.clone(), args.lang, stats.clone())?;
             eprintln!(
                 "rsttrace: exporting to OTLP {}",
                 crate::output::otlp::describe(endpoint)
@@ -244,7 +242,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     tokio::pin!(deadline);
 
     let mut state = Pipeline {
-        summary: Summary::default(),
+        stats,
         clock,
         reasons: &reasons,
         filter: {
@@ -256,11 +254,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             f.namespaces.clear();
             f
         },
-        metrics,
         procs: crate::enrich::procinfo::ProcCache::new(4096),
         runtimes: crate::enrich::containers::RuntimeState::host(&args.runtime_root),
         otlp,
         limit: args.count,
+        limit_reached: false,
         seen_lost: 0,
         seen_drops: KernelDrops::default(),
         stacks,
@@ -319,13 +317,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     }
     if let Some(otlp) = &mut state.otlp {
         otlp.finish();
-        state.summary.otlp_dropped = Some(otlp.dropped());
-    }
-    if let Some(stacks) = &state.stacks {
-        state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
+        stats::lock(&state.stats).otlp_dropped = Some(otlp.dropped());
     }
     let panicked = state.panicked.take();
-    finish(state.summary, counters, &outputs, args.lang)?;
+    finish(&state.stats, &outputs, args.lang)?;
     match panicked {
         Some(what) => bail!(
             "internal error while handling an event: {what}; tracing stopped, the outputs are complete up to it"
@@ -351,18 +346,20 @@ fn blind_to_sends(
 }
 
 struct Pipeline<'a> {
-    summary: Summary,
+    /// Counted once per event; the summary and `--metrics` render it.
+    stats: stats::Shared,
     clock: BootClock,
     reasons: &'a Reasons,
     /// The kernel already applied --port/--pid; this holds the rest.
     filter: RecordFilter,
-    metrics: Option<crate::output::metrics::Shared>,
     procs: crate::enrich::procinfo::ProcCache,
     /// Pod, namespace, container name and image, from the runtimes' state.
     runtimes: crate::enrich::containers::RuntimeState,
     /// `--otlp`: never blocks; counts what it cannot deliver.
     otlp: Option<crate::output::otlp::Exporter>,
     limit: Option<u64>,
+    /// `limit` events written: the rest are not.
+    limit_reached: bool,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
     /// Kernel drops already reported as gaps.
@@ -381,7 +378,7 @@ struct Pipeline<'a> {
 
 impl Pipeline<'_> {
     fn done(&self) -> bool {
-        self.limit.is_some_and(|n| self.summary.total() >= n)
+        self.limit_reached
     }
 
     /// `handle`, with a panic turned into an orderly stop.
@@ -416,10 +413,11 @@ impl Pipeline<'_> {
                 return;
             }
             Err(e) => {
-                if self.summary.decode_errors == 0 {
+                let mut stats = stats::lock(&self.stats);
+                if stats.decode_errors == 0 {
                     warn!("undecodable record: {e}");
                 }
-                self.summary.decode_errors += 1;
+                stats.decode_errors += 1;
                 return;
             }
         };
@@ -485,22 +483,12 @@ impl Pipeline<'_> {
             stacks: Stacks::default(),
         };
         if !self.filter.matches(&rec) {
-            self.summary.filtered_userspace += 1;
-            if let Some(m) = &self.metrics
-                && let Ok(mut m) = m.lock()
-            {
-                m.filtered_userspace += 1;
-            }
+            stats::lock(&self.stats).filtered_userspace += 1;
             return;
         }
         // Symbolized now, while the owner (its /proc/PID/maps) likely still exists.
         if let Some(stacks) = &mut self.stacks {
             rec.stacks = stacks.resolve(raw, &rec.event);
-        }
-        if let Some(m) = &self.metrics
-            && let Ok(mut m) = m.lock()
-        {
-            m.add(&rec);
         }
         for o in outputs.iter_mut() {
             o.write(&rec);
@@ -508,21 +496,23 @@ impl Pipeline<'_> {
         if let Some(otlp) = &self.otlp {
             otlp.export(&rec);
         }
-        self.summary.add(&rec);
+        let mut stats = stats::lock(&self.stats);
+        stats.add(&rec);
+        self.limit_reached = self.limit.is_some_and(|n| stats.total() >= n);
     }
 
     /// Marks lost events and other kernel drops in the outputs where they
     /// happened (between batches).
     fn account_losses(&mut self, counters: Counters, outputs: &mut [Output]) {
-        if let Some(m) = &self.metrics
-            && let Ok(mut m) = m.lock()
         {
-            m.lost = counters.lost;
-            m.filtered_kernel = counters.filtered;
-            m.kernel_drops = counters.drops;
-            m.aborts_merged = counters.aborts_merged;
+            let mut stats = stats::lock(&self.stats);
+            stats.lost = counters.lost;
+            stats.filtered = counters.filtered;
+            stats.read_errors = counters.read_errors;
+            stats.kernel_drops = counters.drops;
+            stats.aborts_merged = counters.aborts_merged;
             if let Some(stacks) = &self.stacks {
-                m.stacks = Some(stack_summary(counters, stacks.stats()));
+                stats.stacks = Some(stack_summary(counters, stacks.stats()));
             }
         }
         let lost = counters.lost;
@@ -551,19 +541,18 @@ fn stack_summary(counters: Counters, stats: StackStats) -> StackSummary {
     }
 }
 
+/// Writes the summary (the kernel's counters are in `stats` since the last
+/// `account_losses`).
 fn finish(
-    mut summary: Summary,
-    counters: Counters,
+    stats: &stats::Shared,
     outputs: &[Output],
     lang: crate::model::explain::Lang,
 ) -> Result<()> {
-    summary.lost = counters.lost;
-    summary.filtered = counters.filtered;
-    summary.read_errors = counters.read_errors;
-    summary.kernel_drops = counters.drops;
-    summary.aborts_merged = counters.aborts_merged;
-    summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
-    crate::output::status::summary(&summary, lang);
+    {
+        let mut stats = stats::lock(stats);
+        stats.write_errors = outputs.iter().map(|o| o.unwritten).sum();
+        crate::output::status::summary(&stats, lang);
+    }
     for o in outputs {
         if let Some(e) = &o.failed
             && e.kind() != io::ErrorKind::BrokenPipe

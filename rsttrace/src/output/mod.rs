@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod pcapng;
 pub(crate) mod rotate;
+pub(crate) mod stats;
 pub mod status;
 pub(crate) mod summary;
 pub(crate) mod text;

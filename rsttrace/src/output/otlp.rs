@@ -1,5 +1,6 @@
-//! `--otlp URL`: every event as an OpenTelemetry log record and the
-//! per-cause counters as OTLP metrics, over OTLP/HTTP with protobuf bodies
+//! `--otlp URL`: every event as an OpenTelemetry log record and the run's
+//! per-cause counts (`output::stats`, which the summary and `--metrics`
+//! render too) as OTLP metrics, over OTLP/HTTP with protobuf bodies
 //! (the collector's default, port 4318), built from OpenTelemetry's own
 //! generated types.
 //!
@@ -9,10 +10,9 @@
 //! be queued or delivered is counted as dropped (summary and metrics), never
 //! waited for. At exit the queue gets a short grace period to drain.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -30,9 +30,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use crate::model::cause::CauseId;
 use crate::model::event::{Direction, TcpState};
 use crate::model::explain::Lang;
+use crate::output::stats;
 use crate::record::Classified;
 
 /// Records waiting for the exporter; beyond this they are dropped.
@@ -112,8 +112,9 @@ struct Shared {
     /// Records not delivered: queue full, retries exhausted, or the
     /// collector refused them.
     dropped: AtomicU64,
-    /// Every event, by cause and direction, exported or not.
-    counts: Mutex<BTreeMap<(CauseId, Direction), u64>>,
+    /// The tracer's counts (every event, exported or not), which the
+    /// summary and `--metrics` render too.
+    stats: stats::Shared,
 }
 
 /// The tracer's handle: hands records to the exporter thread.
@@ -128,9 +129,12 @@ pub(crate) struct Exporter {
 impl Exporter {
     /// Starts the exporter thread; nothing is sent until the first event
     /// (or the first metrics tick).
-    pub(crate) fn start(endpoint: Endpoint, lang: Lang) -> Result<Exporter> {
+    pub(crate) fn start(endpoint: Endpoint, lang: Lang, stats: stats::Shared) -> Result<Exporter> {
         let (queue, records) = mpsc::channel(QUEUE);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            dropped: AtomicU64::new(0),
+            stats,
+        });
         let (done_tx, done) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -155,11 +159,6 @@ impl Exporter {
 
     /// Queues one event; never blocks. A full queue drops it (counted).
     pub(crate) fn export(&self, rec: &Classified) {
-        if let Ok(mut counts) = self.shared.counts.lock() {
-            *counts
-                .entry((rec.cause.id, rec.event.direction))
-                .or_default() += 1;
-        }
         let Some(queue) = &self.queue else { return };
         if queue
             .try_send(log_record(rec, self.lang, &self.ephemeral))
@@ -615,24 +614,19 @@ fn metrics_request(
         })),
         ..Default::default()
     };
-    let resets: Vec<NumberDataPoint> = shared
-        .counts
-        .lock()
-        .map(|counts| {
-            counts
-                .iter()
-                .map(|((cause, direction), n)| {
-                    point(
-                        vec![
-                            string("rsttrace.cause", cause.id()),
-                            string("rsttrace.direction", direction.as_str()),
-                        ],
-                        *n,
-                    )
-                })
-                .collect()
+    let counts = stats::lock(&shared.stats).by_cause();
+    let resets: Vec<NumberDataPoint> = counts
+        .iter()
+        .map(|((cause, direction), n)| {
+            point(
+                vec![
+                    string("rsttrace.cause", cause.id()),
+                    string("rsttrace.direction", direction.as_str()),
+                ],
+                *n,
+            )
         })
-        .unwrap_or_default();
+        .collect();
     let dropped = shared.dropped.load(Ordering::Relaxed);
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::collect::probes::Plan;
 use crate::collect::transport::Transport;
 use crate::model::explain::Lang;
-use crate::output::summary::Summary;
+use crate::output::stats::Stats;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -118,14 +118,14 @@ pub(crate) fn warning(message: impl Display) {
 }
 
 /// The exit summary (also of `rsttrace read`).
-pub(crate) fn summary(summary: &Summary, lang: Lang) {
+pub(crate) fn summary(stats: &Stats, lang: Lang) {
     match format() {
         LogFormat::Text => {
             let _ = std::io::stderr()
                 .lock()
-                .write_all(summary.render_in(lang).as_bytes());
+                .write_all(crate::output::summary::render(stats, lang).as_bytes());
         }
-        LogFormat::Json => emit_json(&summary.to_json()),
+        LogFormat::Json => emit_json(&crate::output::summary::to_json(stats)),
     }
 }
 

@@ -33,16 +33,16 @@ fn ring_buffer_sizes_are_power_of_two_pages() {
     );
 }
 
-/// A pipeline with no filter, metrics, stacks or exporters.
+/// A pipeline with no filter, stacks or exporters.
 fn bare_pipeline(reasons: &Reasons) -> Pipeline<'_> {
     Pipeline {
-        summary: Summary::default(),
+        stats: stats::Shared::default(),
         clock: BootClock::sample(),
         reasons,
         filter: RecordFilter::default(),
-        metrics: None,
         procs: crate::enrich::procinfo::ProcCache::new(4),
         limit: None,
+        limit_reached: false,
         runtimes: crate::enrich::containers::RuntimeState::host(std::path::Path::new("/")),
         otlp: None,
         seen_lost: 0,
@@ -136,14 +136,17 @@ proptest::proptest! {
             o.flush();
         }
         proptest::prop_assert_eq!(&state.panicked, &None);
-        proptest::prop_assert_eq!(state.summary.total(), 1);
+        proptest::prop_assert_eq!(stats::lock(&state.stats).total(), 1);
         let text = String::from_utf8(buffers[0].0.lock().unwrap().clone()).unwrap();
         proptest::prop_assert_eq!(text.lines().filter(|l| !l.starts_with("TIME(UTC)")).count(), 1, "{}", text);
         let json = String::from_utf8(buffers[1].0.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
         proptest::prop_assert!(line.is_object());
-        // The export reads back.
-        proptest::prop_assert!(crate::output::json::read::parse_line(json.trim_end()).is_ok(), "{}", json);
+        // The export reads back, with a cause the table gives that direction.
+        let Ok(crate::output::json::read::Line::Event(rec)) = crate::output::json::read::parse_line(json.trim_end()) else {
+            return Err(proptest::test_runner::TestCaseError::fail(json));
+        };
+        proptest::prop_assert!(rec.cause.id.info().directions.contains(&rec.event.direction), "{}", json);
     }
 }
 

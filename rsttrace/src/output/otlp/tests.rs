@@ -89,11 +89,11 @@ fn a_connect_from_here_makes_this_host_the_client() {
 #[test]
 fn counters_are_cumulative_sums_by_cause() {
     let shared = Shared::default();
-    shared
-        .counts
-        .lock()
-        .unwrap()
-        .insert((CauseId::PortNotOpen, Direction::Sent), 3);
+    let mut rec = record();
+    rec.cause.id = crate::model::cause::CauseId::PortNotOpen;
+    for _ in 0..3 {
+        stats::lock(&shared.stats).add(&rec);
+    }
     shared.dropped.store(2, Ordering::Relaxed);
     let req = metrics_request(&shared, &resource(), 1);
     let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
