@@ -49,6 +49,18 @@ mod ring {
         }
     }
 
+    /// Whether the waiting data just reached the wake-up threshold. Only
+    /// the records that cross it wake the reader: a reader still busy
+    /// with the batch is not woken again by every record after it (a
+    /// wake-up is a self-IPI, an exit to the hypervisor in a VM). The
+    /// window spans several records, as other CPUs' reservations may
+    /// step over the threshold between two; the reader's periodic drain
+    /// covers any crossing all of them miss.
+    fn crossed(avail: u64, threshold: u64) -> bool {
+        const WINDOW: u64 = 8 * size_of::<rsttrace_ebpf::abi::RstEvent>() as u64;
+        avail >= threshold && avail < threshold + WINDOW
+    }
+
     impl<T: 'static> Entry<T> {
         pub(crate) fn as_mut_ptr(&mut self) -> *mut T {
             self.0.as_mut_ptr()
@@ -59,7 +71,7 @@ mod ring {
             let wakeup_bytes = global!(tuning.wakeup_bytes);
             let wake = if wakeup_bytes == 0 {
                 0
-            } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
+            } else if crossed(EVENTS.query(BPF_RB_AVAIL_DATA as u64), wakeup_bytes) {
                 BPF_RB_FORCE_WAKEUP as u64
             } else {
                 BPF_RB_NO_WAKEUP as u64

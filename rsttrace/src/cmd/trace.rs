@@ -175,6 +175,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         None => None,
     };
 
+    if args.stack {
+        crate::kernel::kallsyms::keep_text_symbols();
+    }
     let mut kernel = KernelInfo::probe();
     let mut session = Session::load(&mut kernel, &opts)?;
     // After attaching: a listen() from now on is seen by the kernel side.

@@ -13,7 +13,7 @@ use aya::Ebpf;
 use aya::Pod;
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
-use rsttrace_ebpf::abi::{self, History, HistoryKey, Owner, counter};
+use rsttrace_ebpf::abi::{self, Owner, counter};
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub(crate) struct KernelDrops {
     pub(crate) context_errors: u64,
     /// Socket owners pushed out of the full `OWNERS` LRU map.
     pub(crate) owners_evicted: u64,
-    /// 4-tuple closes pushed out of the full `HISTORY` LRU map.
+    /// 4-tuple closes pushed out of `HISTORY` by newer closes in their set.
     pub(crate) history_evicted: u64,
     /// Program runs the kernel skipped because another was running on the
     /// CPU (`bpf_prog_info.recursion_misses`, summed over our programs).
@@ -118,7 +118,6 @@ const RECOUNT_EVERY: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(crate) struct CounterReader {
     owners: Cell<Option<(Instant, u64)>>,
-    history: Cell<Option<(Instant, u64)>>,
     recursion: Cell<Option<(Instant, u64)>>,
 }
 
@@ -132,7 +131,6 @@ impl CounterReader {
         let array = PerCpuArray::<_, u64>::try_from(map)?;
         let sum = |index: u32| -> Result<u64> { Ok(array.get(&index, 0)?.iter().copied().sum()) };
         let owners_kept = sum(counter::OWNERS_ADDED)?;
-        let history_kept = sum(counter::HISTORY_ADDED)?;
         Ok(Counters {
             lost: sum(counter::LOST)?,
             filtered: sum(counter::FILTERED)?,
@@ -150,14 +148,7 @@ impl CounterReader {
                     &self.owners,
                     exact,
                 ),
-                history_evicted: evicted::<HistoryKey, History>(
-                    ebpf,
-                    abi::HISTORY_MAP,
-                    history_kept,
-                    abi::MAX_HISTORY,
-                    &self.history,
-                    exact,
-                ),
+                history_evicted: sum(counter::HISTORY_EVICTED)?,
                 recursion_misses: recent(&self.recursion, exact, || recursion_misses(ebpf)),
             },
         })

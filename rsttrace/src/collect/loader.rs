@@ -329,7 +329,12 @@ fn load_object(
     }
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
+    // The programs read kernel structs at offsets this loader resolved
+    // and wrote into OFFSETS: the object has no CO-RE relocations, and
+    // the kernel BTF that EbpfLoader::new() parsed for them (its biggest
+    // allocation) is dropped unused. Attaching parses it once, later.
     loader
+        .btf(None)
         .override_global(abi::OFFSETS_GLOBAL, offsets, true)
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
