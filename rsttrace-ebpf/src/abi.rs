@@ -31,11 +31,14 @@ pub const OWNER_TP_GLOBAL: &str = "OWNER_TP";
 pub const MAX_OWNERS: u32 = 65_536;
 /// `KfreeSkb`: the `skb:kfree_skb` layout and NO_SOCKET value.
 pub const KFREE_SKB_GLOBAL: &str = "KFREE_SKB";
-/// `HistoryKey` → `History`: the last close of a 4-tuple or port.
+/// `HistorySet`s: the last close of a 4-tuple or port, by `HistoryKey`.
 pub const HISTORY_MAP: &str = "HISTORY";
-/// 4-tuples and listening ports whose last close is remembered (LRU beyond
-/// that): 16384 × (44-byte key + 40-byte value) ≈ 1.4 MiB of kernel memory.
+/// 4-tuples and listening ports whose last close is remembered: 16384
+/// slots of 88 bytes ≈ 1.4 MiB of kernel memory, `HISTORY_WAYS` to a set.
 pub const MAX_HISTORY: u32 = 16_384;
+/// Slots per set of the `HISTORY` table: a key lives in the set its hash
+/// names and, when the set is full, takes the place of its oldest close.
+pub const HISTORY_WAYS: usize = 4;
 /// `--stack`: the stack-trace map.
 pub const STACKS_MAP: &str = "STACKS";
 /// Distinct stacks kept by `--stack` (the map fills up; misses are counted).
@@ -256,8 +259,9 @@ pub mod counter {
     /// Keys added to `OWNERS` (never removed: they leave by LRU
     /// eviction): userspace derives the evictions as added − live.
     pub const OWNERS_ADDED: u32 = 8;
-    /// Keys added to `HISTORY` (see `OWNERS_ADDED`).
-    pub const HISTORY_ADDED: u32 = 9;
+    /// Closes pushed out of `HISTORY` by a newer close of another key
+    /// in their set.
+    pub const HISTORY_EVICTED: u32 = 9;
     /// Number of counters (the array's size).
     pub const COUNT: u32 = 10;
 }
@@ -535,7 +539,7 @@ pub struct HistoryKey {
 }
 const _: () = assert!(core::mem::size_of::<HistoryKey>() == 44);
 
-/// Value of the `HISTORY` map: the last close seen for the key.
+/// The last close seen for a `HistoryKey`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct History {
@@ -557,6 +561,27 @@ pub struct History {
     pub _pad: [u8; 5],
 }
 const _: () = assert!(core::mem::size_of::<History>() == 40);
+
+/// One slot of the `HISTORY` table (empty: `close.ts_ns` is 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistorySlot {
+    /// The 4-tuple or port.
+    pub key: HistoryKey,
+    /// Zero.
+    pub _pad: u32,
+    /// Its last close.
+    pub close: History,
+}
+const _: () = assert!(core::mem::size_of::<HistorySlot>() == 88);
+
+/// Value of the `HISTORY` array: the slots of one set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistorySet {
+    /// `HISTORY_WAYS` slots.
+    pub slots: [HistorySlot; HISTORY_WAYS],
+}
 
 /// Offsets of the fields the owner-tracking tracepoints read (from tracefs).
 #[repr(C)]

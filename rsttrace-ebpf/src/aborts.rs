@@ -18,20 +18,20 @@ use rsttrace_ebpf::{
 use crate::{
     LAST_RST, count,
     event::{Origin, on_socket_event},
-    read::load,
+    read::Kmem,
 };
 
 /// The echo comes in the same call as its RST (tcp_reset → tcp_done, the
 /// keepalive timer, tcp_abort): microseconds, even under emulation.
 const ECHO_WINDOW_NS: u64 = 10_000_000;
 
-pub(crate) fn on_error_report(ctx: *mut c_void, sk: *const u8, hook: u8) {
-    if sk.is_null() || load(sk, off!(sk_protocol)) != Some(IPPROTO_TCP as u64) {
+pub(crate) fn on_error_report<M: Kmem>(ctx: *mut c_void, sk: *const u8, hook: u8) {
+    if sk.is_null() || M::load(sk, off!(sk_protocol)) != Some(IPPROTO_TCP as u64) {
         return;
     }
     // The tracepoint fires for inet sockets only; the kprobe for every
     // family, where protocol 6 can be something else (NETLINK_XFRM).
-    let family = load(sk, off!(skc_family)).unwrap_or(0);
+    let family = M::load(sk, off!(skc_family)).unwrap_or(0);
     if family != u64::from(af::INET) && family != u64::from(af::INET6) {
         return;
     }
@@ -49,10 +49,10 @@ pub(crate) fn on_error_report(ctx: *mut c_void, sk: *const u8, hook: u8) {
             }
         }
     }
-    if load(sk, off!(sk_err)).unwrap_or(0) == 0 {
+    if M::load(sk, off!(sk_err)).unwrap_or(0) == 0 {
         return;
     }
-    on_socket_event(&Origin {
+    on_socket_event::<M>(&Origin {
         ctx,
         sk,
         skb: core::ptr::null(),

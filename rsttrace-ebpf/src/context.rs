@@ -19,7 +19,7 @@ use rsttrace_ebpf::{
     linux::{PREEMPT_INTERRUPT_MASK, softirq, tcp_state},
 };
 
-use crate::{count, read::load};
+use crate::{count, read::Kmem};
 
 /// What ran the code.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,23 +30,23 @@ pub(crate) enum Exec {
 }
 
 /// The context of a hook that fired for `sk` (null: no socket).
-pub(crate) fn current(sk: *const u8) -> Exec {
+pub(crate) fn current<M: Kmem>(sk: *const u8) -> Exec {
     let state = if sk.is_null() {
         0
     } else {
-        load(sk, off!(skc_state)).unwrap_or(0) as u8
+        M::load(sk, off!(skc_state)).unwrap_or(0) as u8
     };
-    current_in(sk, state)
+    current_in::<M>(sk, state)
 }
 
 /// `current` for a caller that has read the socket's state already.
-pub(crate) fn current_in(sk: *const u8, state: u8) -> Exec {
+pub(crate) fn current_in<M: Kmem>(sk: *const u8, state: u8) -> Exec {
     if global!(tuning.context) == context::source::PREEMPT_COUNT {
         from_preempt_count()
     } else if sk.is_null() {
         Exec::Interrupt
     } else {
-        from_socket_lock(sk, state)
+        from_socket_lock::<M>(sk, state)
     }
 }
 
@@ -79,11 +79,11 @@ fn from_preempt_count() -> Exec {
     }
 }
 
-fn from_socket_lock(sk: *const u8, state: u8) -> Exec {
+fn from_socket_lock<M: Kmem>(sk: *const u8, state: u8) -> Exec {
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return Exec::Interrupt;
     }
-    match load(sk, off!(sk_lock_owned)) {
+    match M::load(sk, off!(sk_lock_owned)) {
         Some(0) => Exec::Interrupt,
         Some(_) => Exec::Task,
         None => Exec::Unknown,

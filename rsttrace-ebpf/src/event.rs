@@ -22,7 +22,7 @@ use crate::{
     filter::passes_filter,
     history::read_history,
     owners::{listener_owner, owner_at, owner_of},
-    read::load,
+    read::{Kmem, zero},
     sink,
     stacks::capture_stacks,
 };
@@ -44,14 +44,14 @@ pub(crate) struct Origin {
 /// A passive RST answers the trigger `skb`; an active one (skb NULL) comes
 /// from close(), a timer or tcp_abort(). `sk` may be NULL (no socket),
 /// a timewait or request sock, or a full socket.
-pub(crate) fn on_send_reset(
+pub(crate) fn on_send_reset<M: Kmem>(
     ctx: *mut c_void,
     sk: *const u8,
     skb: *const u8,
     reason: u32,
     hook: u8,
 ) {
-    on_socket_event(&Origin {
+    on_socket_event::<M>(&Origin {
         ctx,
         sk,
         skb,
@@ -64,21 +64,26 @@ pub(crate) fn on_send_reset(
 
 /// `tcp_v{4,6}_send_reset` entry: the function returns without sending when
 /// the trigger is itself an RST, so those calls are not RSTs sent.
-pub(crate) fn on_passive_reset_call(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
+pub(crate) fn on_passive_reset_call<M: Kmem>(
+    ctx: *mut c_void,
+    sk: *const u8,
+    skb: *const u8,
+    hook: u8,
+) {
     if !skb.is_null() {
         let mut tuple = Tuple::default();
         let mut pkt = Packet::default();
-        if read_packet(skb, &mut pkt, &mut tuple) && pkt.flags & tcp_flag::RST != 0 {
+        if read_packet::<M>(skb, &mut pkt, &mut tuple) && pkt.flags & tcp_flag::RST != 0 {
             return;
         }
     }
-    on_send_reset(ctx, sk, skb, ABSENT, hook);
+    on_send_reset::<M>(ctx, sk, skb, ABSENT, hook);
 }
 
 /// `skb`, when the hook has it, is the received RST: its TTL and window are
 /// evidence of who forged it.
-pub(crate) fn on_receive_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
-    on_socket_event(&Origin {
+pub(crate) fn on_receive_reset<M: Kmem>(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
+    on_socket_event::<M>(&Origin {
         ctx,
         sk,
         skb,
@@ -91,8 +96,13 @@ pub(crate) fn on_receive_reset(ctx: *mut c_void, sk: *const u8, skb: *const u8, 
 
 /// An RST netfilter made: `rejected` is the segment it answers, as for
 /// the TCP stack's passive RSTs.
-pub(crate) fn on_firewall_reset(ctx: *mut c_void, rejected: *const u8, nf_hook: u8, hook: u8) {
-    on_socket_event(&Origin {
+pub(crate) fn on_firewall_reset<M: Kmem>(
+    ctx: *mut c_void,
+    rejected: *const u8,
+    nf_hook: u8,
+    hook: u8,
+) {
+    on_socket_event::<M>(&Origin {
         ctx,
         sk: core::ptr::null(),
         skb: rejected,
@@ -105,7 +115,12 @@ pub(crate) fn on_firewall_reset(ctx: *mut c_void, rejected: *const u8, nf_hook: 
 
 /// An RST seen leaving a device without a socket: `tuple` is read from
 /// the RST itself (`hooks/firewall.rs`), `rst` is that skb.
-pub(crate) fn on_socketless_rst(ctx: *mut c_void, rst: *const u8, tuple: &Tuple, hook: u8) {
+pub(crate) fn on_socketless_rst<M: Kmem>(
+    ctx: *mut c_void,
+    rst: *const u8,
+    tuple: &Tuple,
+    hook: u8,
+) {
     let origin = Origin {
         ctx,
         sk: core::ptr::null(),
@@ -115,10 +130,10 @@ pub(crate) fn on_socketless_rst(ctx: *mut c_void, rst: *const u8, tuple: &Tuple,
         direction: direction::SENT,
         nf_hook: 0,
     };
-    emit(&origin, tuple, None);
+    emit::<M>(&origin, tuple, None);
 }
 
-pub(crate) fn on_socket_event(origin: &Origin) {
+pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
     if origin.direction != direction::ABORT
         && !origin.sk.is_null()
         && let (Some(sk), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1))
@@ -131,29 +146,29 @@ pub(crate) fn on_socket_event(origin: &Origin) {
     }
     let mut tuple = Tuple::default();
     let mut pkt = Packet::default();
-    let has_packet = !origin.skb.is_null() && read_packet(origin.skb, &mut pkt, &mut tuple);
+    let has_packet = !origin.skb.is_null() && read_packet::<M>(origin.skb, &mut pkt, &mut tuple);
     if !has_packet && !origin.sk.is_null() {
-        read_sock_tuple(origin.sk, &mut tuple);
+        read_sock_tuple::<M>(origin.sk, &mut tuple);
     }
-    tuple.netns = netns_of(origin.sk, origin.skb);
-    emit(origin, &tuple, has_packet.then_some(&pkt));
+    tuple.netns = netns_of::<M>(origin.sk, origin.skb);
+    emit::<M>(origin, &tuple, has_packet.then_some(&pkt));
 }
 
-fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
+fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
     let state = if sk.is_null() {
         0
     } else {
-        load(sk, off!(skc_state)).unwrap_or(0) as u8
+        M::load(sk, off!(skc_state)).unwrap_or(0) as u8
     };
-    let exec = context::current_in(sk, state);
+    let exec = context::current_in::<M>(sk, state);
     // Read from the socket, the tuple's remote end is the owner's identity
     // (from a packet it may differ in form: a v4-mapped socket's address).
     let own = if pkt.is_none() && !sk.is_null() {
         owner_at(sk, peer_key(tuple.remote_port, &tuple.remote_addr))
     } else {
-        owner_of(sk)
+        owner_of::<M>(sk)
     };
     // The listener's owner is an inference: a task that ran the code on
     // the socket itself is proof (and names the very thread). A timewait
@@ -201,7 +216,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     // SAFETY: `ev` points at a reserved, exclusively owned RstEvent-sized
     // slot; every field is written before submit (unread ones are zeroed).
     unsafe {
-        core::ptr::write_bytes(ev, 0, 1);
+        zero(ev);
         let ev = &mut *ev;
         ev.header = EventHeader {
             version: ABI_VERSION,
@@ -223,7 +238,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         ev.remote_addr = tuple.remote_addr;
         ev.nf_hook = origin.nf_hook;
         if !origin.skb.is_null() {
-            ev.ifindex = ifindex_of(origin.skb);
+            ev.ifindex = ifindex_of::<M>(origin.skb);
         }
         if origin.reason != ABSENT {
             ev.reason = origin.reason;
@@ -246,7 +261,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         ev.actor_comm = bpf_get_current_comm().unwrap_or([0; 16]);
         read_task(ev);
         if !sk.is_null() {
-            read_sock(sk, ev);
+            read_sock::<M>(sk, ev);
         }
         if !owner.is_null() {
             let o = &*owner;
@@ -268,7 +283,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         if ev.direction == direction::SENT && ev.flags & flag::FULL_SOCK == 0 {
             let syn_only =
                 pkt.is_some_and(|p| p.flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN);
-            read_history(tuple, syn_only, false, ev);
+            read_history(tuple, syn_only, ev);
         } else if ev.direction == direction::SENT
             && pkt.is_none()
             && own.is_null()
@@ -276,7 +291,7 @@ fn emit(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         {
             // An unowned child reset in CLOSE: inet_csk_listen_stop() resets
             // the queued children right after their listener's close.
-            read_history(tuple, false, true, ev);
+            read_history(tuple, true, ev);
         }
         capture_stacks(origin.ctx, owner, ev);
     }

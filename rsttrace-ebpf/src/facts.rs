@@ -9,7 +9,7 @@ use rsttrace_ebpf::{
 
 use crate::{
     LAST_CLOSE, count,
-    read::{load, read_bytes},
+    read::{Kmem, load},
 };
 
 /// The connection's ends from this host's view, and its namespace.
@@ -40,11 +40,13 @@ pub(crate) struct Packet {
 
 /// Parses the trigger skb's IP and TCP headers; the RST goes back to its source,
 /// so the packet's destination is the local end.
-pub(crate) fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
+pub(crate) fn read_packet<M: Kmem>(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
+    // `head` is a plain number even where the skb is typed (a pointer
+    // to bytes, not to a struct): the headers are read with the helper.
     let (Some(head), Some(nh), Some(th)) = (
-        load(skb, off!(skb_head)),
-        load(skb, off!(skb_network_header)),
-        load(skb, off!(skb_transport_header)),
+        M::load(skb, off!(skb_head)),
+        M::load(skb, off!(skb_network_header)),
+        M::load(skb, off!(skb_transport_header)),
     ) else {
         return false;
     };
@@ -100,27 +102,31 @@ pub(crate) fn read_packet(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -
 }
 
 /// The 4-tuple from `struct sock_common`, valid for full, request and timewait sockets.
-pub(crate) fn read_sock_tuple(sk: *const u8, tuple: &mut Tuple) {
-    tuple.family = load(sk, off!(skc_family)).unwrap_or(0) as u16;
-    read_sock_remote(
+pub(crate) fn read_sock_tuple<M: Kmem>(sk: *const u8, tuple: &mut Tuple) {
+    tuple.family = M::load(sk, off!(skc_family)).unwrap_or(0) as u16;
+    read_sock_remote::<M>(
         sk,
         tuple.family,
         &mut tuple.remote_port,
         &mut tuple.remote_addr,
     );
-    tuple.local_port = load(sk, off!(skc_num)).unwrap_or(0) as u16;
+    tuple.local_port = M::load(sk, off!(skc_num)).unwrap_or(0) as u16;
     // tcp_set_state(CLOSE) unhashes the socket and zeroes skc_num; a full
     // socket still has its port in inet_sport (timewait/request socks do not).
     if tuple.local_port == 0 {
-        let state = load(sk, off!(skc_state)).unwrap_or(0) as u8;
-        if state != tcp_state::TIME_WAIT && state != tcp_state::NEW_SYN_RECV {
-            tuple.local_port = u16::from_be(load(sk, off!(inet_sport)).unwrap_or(0) as u16);
+        let full = M::full(sk);
+        if !full.is_null() {
+            let state = M::load(full, off!(skc_state)).unwrap_or(0) as u8;
+            if state != tcp_state::TIME_WAIT && state != tcp_state::NEW_SYN_RECV {
+                tuple.local_port =
+                    u16::from_be(M::load(full, off!(inet_sport)).unwrap_or(0) as u16);
+            }
         }
     }
     if tuple.family == af::INET6 {
-        read_bytes(sk, off!(skc_v6_rcv_saddr), &mut tuple.local_addr);
+        M::bytes(sk, off!(skc_v6_rcv_saddr), &mut tuple.local_addr);
     } else {
-        let local = load(sk, off!(skc_rcv_saddr)).unwrap_or(0) as u32;
+        let local = M::load(sk, off!(skc_rcv_saddr)).unwrap_or(0) as u32;
         // The kernel stores it in network order; keep the bytes as they are.
         tuple.local_addr[..4].copy_from_slice(&local.to_ne_bytes());
     }
@@ -128,57 +134,71 @@ pub(crate) fn read_sock_tuple(sk: *const u8, tuple: &mut Tuple) {
 
 /// The socket's remote end as `read_sock_tuple` stores it: the owner
 /// identity (`owners::peer_of`) must read it in the same form.
-pub(crate) fn read_sock_remote(sk: *const u8, family: u16, port: &mut u16, addr: &mut [u8; 16]) {
-    *port = u16::from_be(load(sk, off!(skc_dport)).unwrap_or(0) as u16);
+pub(crate) fn read_sock_remote<M: Kmem>(
+    sk: *const u8,
+    family: u16,
+    port: &mut u16,
+    addr: &mut [u8; 16],
+) {
+    *port = u16::from_be(M::load(sk, off!(skc_dport)).unwrap_or(0) as u16);
     if family == af::INET6 {
-        read_bytes(sk, off!(skc_v6_daddr), addr);
+        M::bytes(sk, off!(skc_v6_daddr), addr);
     } else {
-        let remote = load(sk, off!(skc_daddr)).unwrap_or(0) as u32;
+        let remote = M::load(sk, off!(skc_daddr)).unwrap_or(0) as u32;
         addr[..4].copy_from_slice(&remote.to_ne_bytes());
     }
 }
 
 /// The network namespace inode of the socket, else of the device the
 /// trigger packet came in on; 0 when unknown.
-pub(crate) fn netns_of(sk: *const u8, skb: *const u8) -> u32 {
-    let net = if !sk.is_null() {
-        load(sk, off!(skc_net))
-    } else if !skb.is_null() {
-        load(skb, off!(skb_dev))
+pub(crate) fn netns_of<M: Kmem>(sk: *const u8, skb: *const u8) -> u32 {
+    if !sk.is_null() {
+        return match M::load(sk, off!(skc_net)) {
+            Some(net) if net != 0 => M::load(net as *const u8, off!(net_inum)).unwrap_or(0) as u32,
+            _ => 0,
+        };
+    }
+    let net = if !skb.is_null() {
+        M::load(skb, off!(skb_dev))
             .filter(|dev| *dev != 0)
-            .and_then(|dev| load(dev as *const u8, off!(netdev_net)))
+            .and_then(|dev| M::load(dev as *const u8, off!(netdev_net)))
     } else {
         None
     };
     match net {
-        Some(net) if net != 0 => load(net as *const u8, off!(net_inum)).unwrap_or(0) as u32,
+        Some(net) if net != 0 => M::load(net as *const u8, off!(net_inum)).unwrap_or(0) as u32,
         _ => 0,
     }
 }
 
 /// The index of the skb's device, 0 when unknown.
-pub(crate) fn ifindex_of(skb: *const u8) -> u32 {
-    match load(skb, off!(skb_dev)) {
-        Some(dev) if dev != 0 => load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32,
+pub(crate) fn ifindex_of<M: Kmem>(skb: *const u8) -> u32 {
+    match M::load(skb, off!(skb_dev)) {
+        Some(dev) if dev != 0 => {
+            M::load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32
+        }
         _ => 0,
     }
 }
 
 /// Socket facts that explain why the RST was made.
-pub(crate) fn read_sock(sk: *const u8, ev: &mut RstEvent) {
+pub(crate) fn read_sock<M: Kmem>(sk: *const u8, ev: &mut RstEvent) {
     ev.flags |= flag::HAS_SOCK;
-    ev.state = load(sk, off!(skc_state)).unwrap_or(0) as u8;
-    ev.cookie = load(sk, off!(skc_cookie)).unwrap_or(0);
+    ev.state = M::load(sk, off!(skc_state)).unwrap_or(0) as u8;
+    ev.cookie = M::load(sk, off!(skc_cookie)).unwrap_or(0);
     if ev.state == tcp_state::TIME_WAIT {
-        ev.tw_substate = load(sk, off!(tw_substate)).unwrap_or(0) as u8;
+        let tw = M::timewait(sk);
+        if !tw.is_null() {
+            ev.tw_substate = M::load(tw, off!(tw_substate)).unwrap_or(0) as u8;
+        }
         return;
     }
     if ev.state == tcp_state::NEW_SYN_RECV {
         return;
     }
     if ev.state == tcp_state::LISTEN {
-        let queued = load(sk, off!(sk_ack_backlog));
-        let max = load(sk, off!(sk_max_ack_backlog));
+        let queued = M::load(sk, off!(sk_ack_backlog));
+        let max = M::load(sk, off!(sk_max_ack_backlog));
         if let (Some(queued), Some(max)) = (queued, max)
             && queued > max
         {
@@ -192,7 +212,12 @@ pub(crate) fn read_sock(sk: *const u8, ev: &mut RstEvent) {
     {
         ev.closed_from = old as u8;
     }
-    let sk_flags = load(sk, off!(sk_flags)).unwrap_or(0);
+    // Members of inet_connection_sock and tcp_sock: read as a tcp_sock.
+    let tp = M::full(sk);
+    if tp.is_null() {
+        return;
+    }
+    let sk_flags = M::load(tp, off!(sk_flags)).unwrap_or(0);
     let bit = |n: u32| n < 64 && sk_flags & (1u64 << n) != 0;
     if bit(off!(sock_dead_bit)) {
         ev.flags |= flag::SOCK_DEAD;
@@ -206,20 +231,20 @@ pub(crate) fn read_sock(sk: *const u8, ev: &mut RstEvent) {
     if bit(off!(sock_done_bit)) {
         ev.flags |= flag::PEER_FIN;
     }
-    ev.shutdown = load(sk, off!(sk_shutdown)).unwrap_or(0) as u8;
-    ev.lingertime = load(sk, off!(sk_lingertime))
+    ev.shutdown = M::load(tp, off!(sk_shutdown)).unwrap_or(0) as u8;
+    ev.lingertime = M::load(tp, off!(sk_lingertime))
         .unwrap_or(0)
         .min(u32::MAX as u64) as u32;
-    ev.sk_err = load(sk, off!(sk_err)).unwrap_or(0) as u32;
-    ev.probes_out = load(sk, off!(icsk_probes_out)).unwrap_or(0) as u8;
-    let seq = |f: Field| load(sk, f).unwrap_or(0) as u32;
+    ev.sk_err = M::load(tp, off!(sk_err)).unwrap_or(0) as u32;
+    ev.probes_out = M::load(tp, off!(icsk_probes_out)).unwrap_or(0) as u8;
+    let seq = |f: Field| M::load(tp, f).unwrap_or(0) as u32;
     ev.unread = seq(off!(rcv_nxt)).wrapping_sub(seq(off!(copied_seq)));
     // A received RST's sequence number against these (RFC 5961).
     ev.rcv_nxt = seq(off!(rcv_nxt));
     ev.rcv_wnd = seq(off!(rcv_wnd));
     ev.unsent = seq(off!(write_seq)).wrapping_sub(seq(off!(snd_nxt)));
     ev.unacked = seq(off!(snd_nxt)).wrapping_sub(seq(off!(snd_una)));
-    if let Some(rcv) = load(sk, off!(rcv_tstamp)) {
+    if let Some(rcv) = M::load(tp, off!(rcv_tstamp)) {
         // SAFETY: the helper has no preconditions. tcp_jiffies32 is the
         // low half of jiffies64.
         let now = unsafe { bpf_jiffies64() } as u32;
@@ -241,8 +266,8 @@ pub(crate) fn read_task(ev: &mut RstEvent) {
 }
 
 /// `sk_err_soft`: an error the kernel noted without ending the connection.
-pub(crate) fn soft_error(sk: *const u8) -> u64 {
-    load(sk, off!(sk_err_soft)).unwrap_or(0)
+pub(crate) fn soft_error<M: Kmem>(sk: *const u8) -> u64 {
+    M::load(sk, off!(sk_err_soft)).unwrap_or(0)
 }
 
 /// The socket's cgroup v2 id, 0 when unknown. 5.10 keeps the cgroup

@@ -32,11 +32,11 @@ use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, StackTrace},
+    maps::{Array, LruHashMap, PerCpuArray, StackTrace},
 };
 use rsttrace_ebpf::abi::{
-    Filter, History, HistoryKey, KfreeSkb, ListenerKey, MAX_HISTORY, MAX_LISTENERS, MAX_OWNERS,
-    MAX_STACKS, Offsets, Owner, OwnerTracepoints, Tuning, counter,
+    Filter, HISTORY_WAYS, HistorySet, KfreeSkb, ListenerKey, MAX_HISTORY, MAX_LISTENERS,
+    MAX_OWNERS, MAX_STACKS, Offsets, Owner, OwnerTracepoints, Tuning, counter,
 };
 
 #[unsafe(no_mangle)]
@@ -51,8 +51,8 @@ static KFREE_SKB: Global<KfreeSkb> = Global::new(KfreeSkb::UNRESOLVED);
 static OWNER_TP: Global<OwnerTracepoints> = Global::new(OwnerTracepoints::UNRESOLVED);
 
 /// Socket address → the process proven to own it (see `owners.rs`).
-/// Both LRU maps take an insert per connection: per-CPU LRU lists keep
-/// those inserts off a lock all CPUs share.
+/// A new address takes an insert: per-CPU LRU lists keep those inserts
+/// off a lock all CPUs share.
 #[map]
 static OWNERS: LruHashMap<u64, Owner> =
     LruHashMap::with_max_entries(MAX_OWNERS, BPF_F_NO_COMMON_LRU);
@@ -64,8 +64,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 static LISTENERS: LruHashMap<ListenerKey, Owner> = LruHashMap::with_max_entries(MAX_LISTENERS, 0);
 /// 4-tuple or listening port → its last close (see `history.rs`).
 #[map]
-static HISTORY: LruHashMap<HistoryKey, History> =
-    LruHashMap::with_max_entries(MAX_HISTORY, BPF_F_NO_COMMON_LRU);
+static HISTORY: Array<HistorySet> = Array::with_max_entries(MAX_HISTORY / HISTORY_WAYS as u32, 0);
 /// `--stack`: kernel and user stacks, by id.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);

@@ -29,7 +29,7 @@ use crate::{
     count,
     facts::{netns_of, read_sock_remote},
     history::record_close,
-    read::load,
+    read::Kmem,
 };
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
@@ -48,7 +48,7 @@ pub(crate) fn wants(newstate: i32) -> bool {
 }
 
 /// `sock:inet_sock_set_state` of a TCP socket.
-pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
+pub(crate) fn on_set_state<M: Kmem>(sk: u64, oldstate: i32, newstate: i32) {
     if newstate == CLOSE {
         if let (Some(s), Some(o)) = (LAST_CLOSE.get_ptr_mut(0), LAST_CLOSE.get_ptr_mut(1)) {
             // SAFETY: per-CPU slots; no other writer on this CPU meanwhile.
@@ -57,25 +57,25 @@ pub(crate) fn on_set_state(sk: u64, oldstate: i32, newstate: i32) {
                 *o = oldstate as u64;
             }
         }
-        record_close(sk as *const u8, oldstate);
+        record_close::<M>(sk as *const u8, oldstate);
     } else if OWNER_PROVING_STATES.contains(&newstate)
-        && context::current(sk as *const u8) != Exec::Interrupt
+        && context::current::<M>(sk as *const u8) != Exec::Interrupt
     {
-        remember_owner(sk as *const u8, newstate != FIN_WAIT1, newstate == LISTEN);
+        remember_owner::<M>(sk as *const u8, newstate != FIN_WAIT1, newstate == LISTEN);
     }
 }
 
-fn remember_owner(sk: *const u8, fresh: bool, listening: bool) {
-    let peer = peer_of(sk);
+fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
+    let peer = peer_of::<M>(sk);
     let pid_tgid = bpf_get_current_pid_tgid();
-    // A socket in connect() or listen() is nearly always new to the map:
-    // insert first, one hash walk. A close() usually finds its connect().
-    let known = if fresh {
-        None
-    } else {
-        OWNERS.get_ptr_mut(sk as u64)
-    };
+    // Look up first: entries are never deleted, and the slab hands a
+    // freed socket's address to the next one, so even a new socket's
+    // address is usually in the map already. An insert of a key that is
+    // there takes a free LRU node, finds the key, gives the node back and
+    // still needs the lookup.
+    let known = OWNERS.get_ptr_mut(sk as u64);
     if let Some(known) = known
+        && !fresh
         // SAFETY: map value, valid for this run of the program.
         && unsafe { (*known).peer == peer && (*known).pid == pid_tgid as u32 }
     {
@@ -93,27 +93,23 @@ fn remember_owner(sk: *const u8, fresh: bool, listening: bool) {
         peer,
     };
     if listening {
-        remember_listener(sk, &owner);
+        remember_listener::<M>(sk, &owner);
     }
     if let Some(known) = known {
         // SAFETY: map value, valid for this run of the program.
         unsafe { *known = owner };
     } else if OWNERS.insert(sk as u64, owner, BPF_NOEXIST.into()).is_ok() {
         count(counter::OWNERS_ADDED);
-    } else if let Some(stale) = OWNERS.get_ptr_mut(sk as u64) {
-        // An earlier socket's entry at this address.
-        // SAFETY: map value, valid for this run of the program.
-        unsafe { *stale = owner };
     }
 }
 
 /// A listening port's owner also owns the connections it accepts until
 /// they prove their own: a server's connection reset before its first
 /// close() still names the server, and `--pid`/`--container` keep it.
-fn remember_listener(sk: *const u8, owner: &Owner) {
+fn remember_listener<M: Kmem>(sk: *const u8, owner: &Owner) {
     let key = ListenerKey {
-        netns: netns_of(sk, core::ptr::null()),
-        port: load(sk, off!(skc_num)).unwrap_or(0) as u16,
+        netns: netns_of::<M>(sk, core::ptr::null()),
+        port: M::load(sk, off!(skc_num)).unwrap_or(0) as u16,
         _pad: 0,
     };
     // listen() without bind() picks its port after this transition.
@@ -162,11 +158,11 @@ pub(crate) fn listener_owner(netns: u32, local_port: u16) -> *const Owner {
 /// The socket's remembered owner, or null. Entries outlive their sockets
 /// (no hook runs per destroyed socket); one made for an earlier socket at
 /// this address had another remote end, and is not this socket's.
-pub(crate) fn owner_of(sk: *const u8) -> *const Owner {
+pub(crate) fn owner_of<M: Kmem>(sk: *const u8) -> *const Owner {
     if sk.is_null() {
         return core::ptr::null();
     }
-    owner_at(sk, peer_of(sk))
+    owner_at(sk, peer_of::<M>(sk))
 }
 
 /// `owner_of` for a caller that has read the remote end already.
@@ -179,9 +175,9 @@ pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
 }
 
 /// The socket's remote end as `Owner::peer`; zero for a listener.
-fn peer_of(sk: *const u8) -> u64 {
-    let family = load(sk, off!(skc_family)).unwrap_or(0) as u16;
+fn peer_of<M: Kmem>(sk: *const u8) -> u64 {
+    let family = M::load(sk, off!(skc_family)).unwrap_or(0) as u16;
     let (mut port, mut addr) = (0, [0u8; 16]);
-    read_sock_remote(sk, family, &mut port, &mut addr);
+    read_sock_remote::<M>(sk, family, &mut port, &mut addr);
     peer_key(port, &addr)
 }

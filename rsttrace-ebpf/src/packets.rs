@@ -10,7 +10,13 @@ use rsttrace_ebpf::{
     linux::{IPPROTO_TCP, tcp_flag},
 };
 
-use crate::{facts::Tuple, facts::netns_of, filter::passes_packet_filter, read::load, sink};
+use crate::{
+    facts::Tuple,
+    facts::netns_of,
+    filter::passes_packet_filter,
+    read::{Probe, load, zero},
+    sink,
+};
 
 /// `net_dev_queue`: locally built packets have their network header set;
 /// skb->data is still at the link-layer header.
@@ -65,7 +71,7 @@ fn capture_rst(ctx: *mut c_void, skb: *const u8, ip: *const u8, dir: u8) {
         Some(dev) if dev != 0 => load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32,
         _ => 0,
     };
-    tuple.netns = netns_of(core::ptr::null(), skb);
+    tuple.netns = netns_of::<Probe>(core::ptr::null(), skb);
     if !passes_packet_filter(&tuple) {
         return;
     }
@@ -75,7 +81,7 @@ fn capture_rst(ctx: *mut c_void, skb: *const u8, ip: *const u8, dir: u8) {
     let rec = entry.as_mut_ptr();
     // SAFETY: a reserved, exclusively owned slot, zeroed then filled.
     unsafe {
-        core::ptr::write_bytes(rec, 0, 1);
+        zero(rec);
         let rec = &mut *rec;
         rec.header = EventHeader {
             version: ABI_VERSION,

@@ -49,6 +49,20 @@ mod ring {
         }
     }
 
+    /// Whether this record wakes the reader: once the waiting data is at
+    /// the threshold, one record in every `STRIDE` bytes does, not every
+    /// record (a wake-up is a self-IPI, an exit to the hypervisor in a VM,
+    /// and a reader already at work needs none). Not only the record that
+    /// crosses the threshold: a wake-up that lands while the reader is
+    /// clearing its readiness after seeing the buffer empty is lost, and
+    /// the next stride repeats it rather than leaving the buffer to fill
+    /// until the drain timer.
+    fn wakes(avail: u64, threshold: u64) -> bool {
+        const STEP: u64 = (size_of::<rsttrace_ebpf::abi::RstEvent>() as u64 + 8 + 7) & !7;
+        const STRIDE: u64 = 64 * STEP;
+        avail >= threshold && (avail - threshold) % STRIDE < STEP
+    }
+
     impl<T: 'static> Entry<T> {
         pub(crate) fn as_mut_ptr(&mut self) -> *mut T {
             self.0.as_mut_ptr()
@@ -59,7 +73,7 @@ mod ring {
             let wakeup_bytes = global!(tuning.wakeup_bytes);
             let wake = if wakeup_bytes == 0 {
                 0
-            } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
+            } else if wakes(EVENTS.query(BPF_RB_AVAIL_DATA as u64), wakeup_bytes) {
                 BPF_RB_FORCE_WAKEUP as u64
             } else {
                 BPF_RB_NO_WAKEUP as u64

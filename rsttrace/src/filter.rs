@@ -7,16 +7,16 @@ use rsttrace_ebpf::abi::{
 
 /// What the kernel programs can filter on.
 #[derive(Clone, Debug, Default)]
-pub struct KernelScope {
-    pub ports: Vec<u16>,
-    pub pids: Vec<u32>,
-    pub netns: Vec<u32>,
+pub(crate) struct KernelScope {
+    pub(crate) ports: Vec<u16>,
+    pub(crate) pids: Vec<u32>,
+    pub(crate) netns: Vec<u32>,
     /// cgroup v2 ids (from `--cgroup` and `--container`).
-    pub cgroups: Vec<u64>,
+    pub(crate) cgroups: Vec<u64>,
 }
 
 /// Builds the kernel filter; rejects lists the kernel cannot hold.
-pub fn kernel_filter(scope: &KernelScope) -> Result<Filter> {
+pub(crate) fn kernel_filter(scope: &KernelScope) -> Result<Filter> {
     let mut f = Filter::ALL;
     let ports = dedup(&scope.ports);
     let pids = dedup(&scope.pids);
@@ -70,7 +70,7 @@ mod tests {
     use super::*;
 
     // What the kernel does with these lists is tested where it happens: in
-    // tests/loopback_causes.rs (port_filter_keeps_other_ports_out).
+    // tests/filters.rs (port_filter_keeps_other_ports_out).
 
     fn scope(ports: &[u16], pids: &[u32]) -> KernelScope {
         KernelScope {
@@ -123,24 +123,24 @@ mod tests {
 /// cause) or when replaying a file (everything).
 #[derive(Clone, Debug, Default)]
 pub struct RecordFilter {
-    pub ports: Vec<u16>,
-    pub pids: Vec<u32>,
-    pub causes: Vec<crate::model::cause::CauseId>,
-    pub directions: Vec<crate::model::event::Direction>,
+    pub(crate) ports: Vec<u16>,
+    pub(crate) pids: Vec<u32>,
+    pub(crate) causes: Vec<crate::model::cause::CauseId>,
+    pub(crate) directions: Vec<crate::model::event::Direction>,
     /// Local (`--sport`) and remote (`--dport`) ports, tcpdump's words.
-    pub sports: Vec<u16>,
-    pub dports: Vec<u16>,
+    pub(crate) sports: Vec<u16>,
+    pub(crate) dports: Vec<u16>,
     /// Either end inside one of these networks.
-    pub addrs: Vec<Cidr>,
+    pub(crate) addrs: Vec<Cidr>,
     /// The owner's (or acting task's) command name, exactly.
-    pub comms: Vec<String>,
+    pub(crate) comms: Vec<String>,
     /// Network namespace inodes.
-    pub netns: Vec<u32>,
+    pub(crate) netns: Vec<u32>,
     /// Container id prefixes (of the owner's container).
-    pub containers: Vec<String>,
+    pub(crate) containers: Vec<String>,
     /// Kubernetes pod names and namespaces of the owner's container.
-    pub pods: Vec<String>,
-    pub namespaces: Vec<String>,
+    pub(crate) pods: Vec<String>,
+    pub(crate) namespaces: Vec<String>,
 }
 
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -151,7 +151,7 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr::{V4, V6};
         let (net, ip, width) = match (self.net, ip) {
             (V4(n), V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
@@ -164,7 +164,7 @@ impl Cidr {
 }
 
 /// `--addr ADDR|CIDR`.
-pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<Cidr, String> {
     let bad = || {
         format!(
             "`{s}` is not an address or CIDR block; use e.g. 10.0.0.0/8, 192.168.1.7 or 2001:db8::/32"
@@ -186,7 +186,7 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
 }
 
 impl RecordFilter {
-    pub fn matches(&self, rec: &crate::record::Classified) -> bool {
+    pub(crate) fn matches(&self, rec: &crate::record::Classified) -> bool {
         let e = &rec.event;
         let any = |empty: bool, hit: bool| empty || hit;
         // The kernel's rule: the owner, or the actor where it ran the code.
@@ -250,7 +250,7 @@ impl RecordFilter {
 }
 
 /// `--cause ID`: a stable cause id.
-pub fn parse_cause(s: &str) -> Result<crate::model::cause::CauseId, String> {
+pub(crate) fn parse_cause(s: &str) -> Result<crate::model::cause::CauseId, String> {
     crate::model::cause::CauseId::from_id(s).ok_or_else(|| {
         let ids: Vec<&str> = crate::model::cause::CauseId::ALL
             .iter()

@@ -5,7 +5,11 @@
 //! given a layer here before this test passes. `super::` paths (a child
 //! using its parent's items) are not followed.
 //!
-//! A unit test, not an integration test: it reads the sources from the
+//! And no source file of the workspace grows over `MAX_LINES` (tests and
+//! the few tables in `LONG_TABLES` aside): a file that big has more than
+//! one job, so it is split by responsibility.
+//!
+//! Unit tests, not integration tests: they read the sources from the
 //! tree at run time, and the VM suites run the integration tests in a
 //! guest that has only the binaries.
 
@@ -252,4 +256,95 @@ fn crate_paths_are_found_in_every_spelling() {
                 use crate::{\n    enrich::scope,\n    collect::{probes, loader},\n};\n\
                 macro_rules! m { () => { $crate::cli::x } }";
     assert_eq!(crate_paths(code), ["model", "output", "enrich", "collect"]);
+}
+
+/// Lines a source file may have, its inline tests included.
+const MAX_LINES: usize = 700;
+
+/// Files allowed over `MAX_LINES`, relative to the workspace: tables that
+/// read best whole. Each must still be over the limit (else drop it here).
+const LONG_TABLES: &[&str] = &[
+    // The kernel ABI: every layout and constant the programs share with
+    // userspace, one definition each (issue 15), all with their size asserts.
+    "rsttrace-ebpf/src/abi.rs",
+];
+
+/// Whether `rel` is test code: a `tests.rs` (a test module moved beside
+/// its code) or anything under a `tests/` directory.
+fn is_test_file(rel: &Path) -> bool {
+    rel.file_name().is_some_and(|n| n == "tests.rs") || rel.iter().any(|c| c == "tests")
+}
+
+/// Non-test files under `dirs` (relative to `root`) with more than `max`
+/// lines, and the `allowed` files that are not, each as a message.
+fn oversized(root: &Path, dirs: &[&str], max: usize, allowed: &[&str]) -> Vec<String> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files.sort();
+    let mut bad = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(root).unwrap();
+        if is_test_file(rel) {
+            continue;
+        }
+        let lines = fs::read_to_string(file).unwrap().lines().count();
+        let listed = allowed.iter().any(|a| Path::new(a) == rel);
+        if lines > max && !listed {
+            bad.push(format!(
+                "{}: {lines} lines; split it by responsibility \
+                 (tests go to a sibling tests.rs)",
+                rel.display()
+            ));
+        } else if lines <= max && listed {
+            bad.push(format!(
+                "{}: {lines} lines, listed as a long table: drop it from the list",
+                rel.display()
+            ));
+        }
+    }
+    for a in allowed {
+        if !root.join(a).is_file() {
+            bad.push(format!("{a}: listed as a long table but not found"));
+        }
+    }
+    bad
+}
+
+#[test]
+fn no_source_file_is_over_the_line_limit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dirs = ["rsttrace/src", "rsttrace-ebpf/src", "xtask/src"];
+    let bad = oversized(root, &dirs, MAX_LINES, LONG_TABLES);
+    assert!(
+        bad.is_empty(),
+        "files over {MAX_LINES} lines:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_line_limit_spares_tests_and_listed_tables_only() {
+    let root = std::env::temp_dir().join(format!("rsttrace-layering-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    for dir in ["src/big", "src/big/tests", "src/table"] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let text = |n: usize| "x\n".repeat(n);
+    fs::write(root.join("src/small.rs"), text(3)).unwrap();
+    fs::write(root.join("src/big/mod.rs"), text(4)).unwrap();
+    fs::write(root.join("src/big/tests.rs"), text(9)).unwrap();
+    fs::write(root.join("src/big/tests/cases.rs"), text(9)).unwrap();
+    fs::write(root.join("src/table/abi.rs"), text(9)).unwrap();
+    fs::write(root.join("src/grown.rs"), text(5)).unwrap();
+    let found = oversized(&root, &["src"], 4, &["src/table/abi.rs", "src/small.rs"]);
+    fs::remove_dir_all(&root).unwrap();
+    assert_eq!(
+        found,
+        [
+            "src/grown.rs: 5 lines; split it by responsibility (tests go to a sibling tests.rs)",
+            "src/small.rs: 3 lines, listed as a long table: drop it from the list",
+        ]
+    );
 }

@@ -11,15 +11,15 @@ use crate::model::event::Event;
 
 /// An event with its cause: what the outputs write.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Classified {
-    pub event: Event,
-    pub cause: Cause,
+pub(crate) struct Classified {
+    pub(crate) event: Event,
+    pub(crate) cause: Cause,
     /// Command line, container and network namespace of the owner, read
     /// from /proc (None when there is no owner or it already exited).
     /// Shared with the /proc cache: no copy per event.
-    pub owner_proc: Option<Arc<ProcInfo>>,
+    pub(crate) owner_proc: Option<Arc<ProcInfo>>,
     /// `--stack`: symbolized frames (both None without it).
-    pub stacks: Stacks,
+    pub(crate) stacks: Stacks,
 }
 
 #[cfg(test)]
@@ -34,7 +34,7 @@ pub(crate) mod fixtures {
     use crate::model::event::*;
 
     /// An open, full socket at `addr` with nothing pending.
-    pub fn full_socket(addr: u64) -> Socket {
+    pub(crate) fn full_socket(addr: u64) -> Socket {
         Socket {
             addr,
             cookie: 1,
@@ -59,7 +59,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub fn record() -> Classified {
+    pub(crate) fn record() -> Classified {
         let mut evidence = serde_json::Map::new();
         evidence.insert("unread_bytes_lost".into(), json!(100));
         Classified {

@@ -69,9 +69,9 @@ fn check(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn btf_from_a_file_when_sysfs_has_none() {
-    if !kernel_tests_possible("btf_from_a_file_when_sysfs_has_none") {
+    let Some(mut sc) = Scenario::new("btf_from_a_file_when_sysfs_has_none").start() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let btf = dir.path().join("vmlinux.btf");
     std::fs::copy("/sys/kernel/btf/vmlinux", &btf).unwrap();
@@ -97,7 +97,7 @@ fn btf_from_a_file_when_sysfs_has_none() {
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let closed_port = free_port();
-    let tracer = Tracer::start_with(
+    sc.trace_with(
         &[
             "--btf",
             btf_arg,
@@ -108,12 +108,12 @@ fn btf_from_a_file_when_sysfs_has_none() {
         ],
         hide_sysfs_btf,
     );
-    let plan = tracer.plan().clone();
+    let plan = sc.plan().clone();
     assert!(
         plan["send_family"] != "tp_btf" && plan["send_family"] != "fentry",
         "{plan}"
     );
-    let socketless = tracer.sees_socketless_rsts();
+    let socketless = sc.sees_socketless_rsts();
     let _ = TcpStream::connect(loopback(closed_port));
     let mut client = TcpStream::connect(loopback(port)).unwrap();
     let (server, _) = listener.accept().unwrap();
@@ -123,7 +123,7 @@ fn btf_from_a_file_when_sysfs_has_none() {
     let mut buf = [0u8; 16];
     let read = client.read(&mut buf);
     assert!(read.is_err(), "client should see a reset, got {read:?}");
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let refused = provoked(&events, "received", "peer_refused");
     assert_eq!(refused.len(), 1, "{plan}\n{}", describe(&events));

@@ -64,9 +64,9 @@ fn unusable_export_paths_fail_before_tracing() {
 
 #[test]
 fn without_privileges_one_clear_message() {
-    if !kernel_tests_possible("without_privileges_one_clear_message") {
+    let Some(_sc) = Scenario::new("without_privileges_one_clear_message").start() else {
         return;
-    }
+    };
     let (ok, _, stderr) = run(Command::new("setpriv")
         .args([
             "--reuid=nobody",
@@ -125,16 +125,18 @@ impl Drop for Storm {
 
 #[test]
 fn a_storm_beyond_capacity_is_counted_and_marked() {
-    if !kernel_tests_possible("a_storm_beyond_capacity_is_counted_and_marked") {
-        return;
-    }
     let port = free_port();
     // One page of ring buffer and a slow drain: most events cannot be queued.
-    let tracer = Tracer::start(&["--port", &port.to_string(), "--ring-buffer", "4K"]);
+    let Some(mut sc) = Scenario::new("a_storm_beyond_capacity_is_counted_and_marked")
+        .trace(&["--port", &port.to_string(), "--ring-buffer", "4K"])
+        .start()
+    else {
+        return;
+    };
     let storm = Storm::start(port, 2);
     std::thread::sleep(Duration::from_millis(1500));
     let attempts = storm.stop();
-    let events = tracer.stop();
+    let events = sc.stop();
     assert!(attempts > 1000, "storm too small: {attempts}");
     let lost: u64 = events
         .iter()
@@ -173,14 +175,14 @@ fn json_status_lines_report_errors() {
 
 #[test]
 fn sigterm_during_a_storm_leaves_valid_files() {
-    if !kernel_tests_possible("sigterm_during_a_storm_leaves_valid_files") {
+    let Some(sc) = Scenario::new("sigterm_during_a_storm_leaves_valid_files").start() else {
         return;
-    }
+    };
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     for ext in ["jsonl", "csv"] {
         let path = dir.path().join(format!("storm.{ext}"));
-        let (mut child, mut stderr) = start_attached(
+        let mut rst = sc.attach(
             rsttrace()
                 .args(["--port", &port.to_string(), "--quiet", "--write"])
                 .arg(&path)
@@ -188,12 +190,11 @@ fn sigterm_during_a_storm_leaves_valid_files() {
         );
         let storm = Storm::start(port, 2);
         std::thread::sleep(Duration::from_millis(700));
-        // SAFETY: kill() takes any pid and signal; the child is ours.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().unwrap();
+        rst.signal(libc::SIGTERM);
+        let status = rst.child.wait().unwrap();
         storm.stop();
         let mut rest = String::new();
-        stderr.read_to_string(&mut rest).unwrap();
+        rst.stderr.read_to_string(&mut rest).unwrap();
         assert!(status.success(), "{status}: {rest}");
         assert!(
             status_events(&rest).iter().any(|e| e["event"] == "summary"),
@@ -246,13 +247,13 @@ impl Drop for TinyFs {
 
 #[test]
 fn a_full_disk_stops_the_export_not_the_trace() {
-    if !kernel_tests_possible("a_full_disk_stops_the_export_not_the_trace") {
+    let Some(sc) = Scenario::new("a_full_disk_stops_the_export_not_the_trace").start() else {
         return;
-    }
+    };
     let fs = TinyFs::mount("16k");
     let path = fs.0.path().join("full.jsonl");
     let port = free_port();
-    let (mut child, mut stderr) = start_attached(
+    let mut rst = sc.attach(
         rsttrace()
             .args(["--port", &port.to_string(), "--format", "json", "--write"])
             .arg(&path)
@@ -263,18 +264,17 @@ fn a_full_disk_stops_the_export_not_the_trace() {
         let _ = TcpStream::connect(loopback(port));
     }
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill() takes any pid and signal; the child is ours.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    rst.signal(libc::SIGINT);
     let mut stdout = String::new();
-    child
+    rst.child
         .stdout
         .take()
         .unwrap()
         .read_to_string(&mut stdout)
         .unwrap();
-    let status = child.wait().unwrap();
+    let status = rst.child.wait().unwrap();
     let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    rst.stderr.read_to_string(&mut rest).unwrap();
 
     assert!(!status.success(), "an incomplete export must not exit 0");
     assert!(rest.contains("No space left on device"), "{rest}");
@@ -288,15 +288,17 @@ fn a_full_disk_stops_the_export_not_the_trace() {
 
 #[test]
 fn hostile_process_names_cannot_inject() {
-    if !kernel_tests_possible("hostile_process_names_cannot_inject") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
+    let Some(mut sc) = Scenario::new("hostile_process_names_cannot_inject")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let csv_path = dir.path().join("h.csv");
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let (mut csv_child, _csv_err) = start_attached(
+    let csv = sc.attach(
         rsttrace()
             .args(["--port", &port.to_string(), "--quiet", "--write"])
             .arg(&csv_path),
@@ -317,10 +319,8 @@ fn hostile_process_names_cannot_inject() {
     .join()
     .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let (events, raw) = tracer.stop_with_raw();
-    // SAFETY: kill() takes any pid and signal; the child is ours.
-    unsafe { libc::kill(csv_child.id() as i32, libc::SIGINT) };
-    csv_child.wait().unwrap();
+    let (events, raw) = sc.stop_with_raw();
+    csv.interrupt();
 
     let ev = find(&events, "sent", "close_unread_data");
     assert_eq!(ev.len(), 1, "events:\n{}", describe(&events));

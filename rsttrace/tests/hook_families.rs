@@ -13,9 +13,10 @@ const FAMILIES: [&str; 4] = ["tp_btf", "tracepoint", "fentry", "kprobe"];
 
 #[test]
 fn each_usable_hook_family_sees_a_refused_connection() {
-    if !kernel_tests_possible("each_usable_hook_family_sees_a_refused_connection") {
+    let Some(mut sc) = Scenario::new("each_usable_hook_family_sees_a_refused_connection").start()
+    else {
         return;
-    }
+    };
     let mut usable = Vec::new();
     for family in FAMILIES {
         let check = Command::new(env!("CARGO_BIN_EXE_rsttrace"))
@@ -38,19 +39,15 @@ fn each_usable_hook_family_sees_a_refused_connection() {
         if let Some(p) = &port6_arg {
             args.extend(["--port", p]);
         }
-        let tracer = Tracer::start(&args);
-        let plan = tracer.plan().clone();
-        assert_eq!(
-            tracer.send_family(),
-            family,
-            "--hooks {family} chose {plan}"
-        );
-        let socketless = tracer.sees_socketless_rsts();
+        sc.trace(&args);
+        let plan = sc.plan().clone();
+        assert_eq!(sc.send_family(), family, "--hooks {family} chose {plan}");
+        let socketless = sc.sees_socketless_rsts();
         let _ = TcpStream::connect(loopback(port));
         if let Some(p6) = port6 {
             let _ = TcpStream::connect(SocketAddr::from((Ipv6Addr::LOCALHOST, p6)));
         }
-        let events = tracer.stop();
+        let events = sc.stop();
         let (v4, v6): (Vec<_>, Vec<_>) = events
             .iter()
             .cloned()

@@ -4,13 +4,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::netns::{A_ADDR, NetnsPair};
+use common::netns::A_ADDR;
 use common::*;
 use rsttrace_ebpf::abi::MAX_HISTORY;
 use serde_json::Value;
@@ -20,13 +19,13 @@ use serde_json::Value;
 /// summary and in the export's gap records.
 #[test]
 fn history_evictions_are_counted_and_reported() {
-    if !kernel_tests_possible("history_evictions_are_counted_and_reported") {
+    let Some(sc) = Scenario::new("history_evictions_are_counted_and_reported").start() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("drops.jsonl");
     // No events wanted, only the drops: a port nothing uses.
-    let (mut child, mut stderr) = start_attached(
+    let rst = sc.attach(
         rsttrace()
             .args(["--port", &free_port().to_string(), "--quiet", "--write"])
             .arg(&export),
@@ -50,11 +49,8 @@ fn history_evictions_are_counted_and_reported() {
         keys > u64::from(MAX_HISTORY) + 1000,
         "only {keys} distinct closes: the map did not overflow"
     );
-    // SAFETY: kill() takes any pid and signal; the child is ours.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let mut summary = String::new();
-    stderr.read_to_string(&mut summary).unwrap();
-    assert!(child.wait().unwrap().success(), "{summary}");
+    let (status, summary) = rst.interrupt();
+    assert!(status.success(), "{summary}");
 
     let evicted = summary
         .lines()
@@ -81,9 +77,15 @@ fn history_evictions_are_counted_and_reported() {
 /// RST, stays in SYN_SENT, and gives up seconds later with ETIMEDOUT.
 #[test]
 fn an_abort_long_after_an_rst_on_its_socket_is_reported() {
-    if !kernel_tests_possible("an_abort_long_after_an_rst_on_its_socket_is_reported") {
+    let port = free_port();
+    // Nobody answers the SYN, nor the RST.
+    let Some(mut sc) = Scenario::new("an_abort_long_after_an_rst_on_its_socket_is_reported")
+        .netns_pair()
+        .nft(Side::B, input_rules(&format!("tcp dport {port} drop;")))
+        .start()
+    else {
         return;
-    }
+    };
     // The RST (in the softirq of the forged segment, sent from here) and the
     // SYN timer run on one CPU, the one whose note would swallow the abort.
     pin_to_cpu(0);
@@ -97,24 +99,19 @@ fn an_abort_long_after_an_rst_on_its_socket_is_reported() {
             }
         })
     };
-    let net = NetnsPair::new();
-    let port = free_port();
-    // Nobody answers the SYN, nor the RST.
-    net.b.nft(&format!(
-        "table inet rsttrace {{\n chain input {{\n type filter hook input priority 0;\n tcp dport {port} drop;\n }}\n}}\n"
-    ));
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    // rsttrace inherits the pinning: it runs on CPU 0 too.
+    sc.trace(&["--port", &port.to_string()]);
     let (tx, rx) = std::sync::mpsc::channel();
-    let target = net.b.socket_addr(port);
-    let client = net
-        .a
+    let target = sc.b().socket_addr(port);
+    let client = sc
+        .a()
         .spawn(move || connect_giving_up_after_one_retry(target, &tx));
     let client_port = rx.recv().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // A SYN-ACK that acknowledges nothing the client sent: it answers RST.
-    let from = SocketAddrV4::new(net.b.addr, port);
+    let from = SocketAddrV4::new(sc.b().addr, port);
     let to = SocketAddrV4::new(A_ADDR, client_port);
-    net.b.run(move || send_segment(from, to, 0x12, 1_000, 1));
+    sc.b().run(move || send_segment(from, to, 0x12, 1_000, 1));
     let started = Instant::now();
     let error = client.join().unwrap();
     busy.store(false, Ordering::Relaxed);
@@ -124,10 +121,10 @@ fn an_abort_long_after_an_rst_on_its_socket_is_reported() {
         started.elapsed() > Duration::from_millis(100),
         "not an echo"
     );
-    tracer.wait_for(Duration::from_secs(3), |ev| {
+    sc.wait_for(Duration::from_secs(3), |ev| {
         !find(ev, "abort", "retransmit_timeout").is_empty()
     });
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let ours = |e: &&serde_json::Value| e["local_port"] == client_port;
     let rsts: Vec<_> = events

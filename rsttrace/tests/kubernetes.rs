@@ -97,9 +97,9 @@ fn connect_from_cgroup(procs: &Path, port: u16) -> i32 {
 #[test]
 fn a_namespace_filter_keeps_its_pods_rsts_and_names_them() {
     let test = "a_namespace_filter_keeps_its_pods_rsts_and_names_them";
-    if !kernel_tests_possible(test) {
+    let Some(mut sc) = Scenario::new(test).start() else {
         return;
-    }
+    };
     let Some(root) = cgroup_v2_or_skip(test) else {
         return;
     };
@@ -116,7 +116,7 @@ fn a_namespace_filter_keeps_its_pods_rsts_and_names_them() {
     write_containerd_state(state.path(), &id);
 
     let closed = free_port();
-    let tracer = Tracer::start(&[
+    sc.trace(&[
         "--port",
         &closed.to_string(),
         "--namespace",
@@ -128,7 +128,7 @@ fn a_namespace_filter_keeps_its_pods_rsts_and_names_them() {
     let inside = connect_from_cgroup(&scope.join("cgroup.procs"), closed);
     // Outside the pod: the same RST, from this process.
     TcpStream::connect(loopback(closed)).expect_err("nothing listens");
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let refused = find(&events, "received", "peer_refused");
     assert_eq!(

@@ -10,7 +10,6 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::netns::NetnsPair;
 use common::*;
 use serde_json::Value;
 
@@ -32,19 +31,21 @@ fn received_on(events: &[Value], port: u16) -> Vec<&Value> {
 /// `certain`, with the sender's event as evidence.
 #[test]
 fn a_loopback_peer_reset_is_paired_with_its_sender() {
-    if !kernel_tests_possible("a_loopback_peer_reset_is_paired_with_its_sender") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("a_loopback_peer_reset_is_paired_with_its_sender")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     let mut client = TcpStream::connect(loopback(port)).unwrap();
     let (server, _) = listener.accept().unwrap();
     client.write_all(&[7u8; 100]).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     drop(server); // close() with 100 bytes unread: an RST
     let _ = client.read(&mut [0u8; 8]);
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let sent = find(&events, "sent", "close_unread_data");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
@@ -63,23 +64,25 @@ fn a_loopback_peer_reset_is_paired_with_its_sender() {
 /// SYN: the client's RST came from netfilter, which no TCP stack sent.
 #[test]
 fn a_firewall_reject_of_a_syn_is_not_the_peers() {
-    if !kernel_tests_possible("a_firewall_reject_of_a_syn_is_not_the_peers") {
+    let Some(mut sc) = Scenario::new("a_firewall_reject_of_a_syn_is_not_the_peers")
+        .netns_pair()
+        .start()
+    else {
         return;
-    }
-    let net = NetnsPair::new();
+    };
     let port = free_port();
-    let _listener = net.b.listen(port);
-    net.b.nft(&input_rules(&format!(
+    let _listener = sc.b().listen(port);
+    sc.b().nft(&input_rules(&format!(
         "tcp dport {port} reject with tcp reset;"
     )));
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let target = net.b.socket_addr(port);
-    let err = net
-        .a
+    sc.trace(&["--port", &port.to_string()]);
+    let target = sc.b().socket_addr(port);
+    let err = sc
+        .a()
         .run(move || TcpStream::connect(target).map(|_| ()))
         .expect_err("rejected");
     assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
-    let events = tracer.stop();
+    let events = sc.stop();
 
     assert!(
         find(&events, "sent", "port_not_open").is_empty(),
@@ -89,7 +92,7 @@ fn a_firewall_reject_of_a_syn_is_not_the_peers() {
     let received = received_on(&events, port);
     assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
     let ev = received[0];
-    assert_eq!(ev["netns"], net.a.inode());
+    assert_eq!(ev["netns"], sc.a().inode());
     assert_eq!(ev["state"], "SYN_SENT");
     assert_eq!(ev["cause"], "middlebox_suspect", "{ev}");
     assert_eq!(ev["confidence"], "likely", "{ev}");
@@ -108,17 +111,19 @@ fn a_firewall_reject_of_a_syn_is_not_the_peers() {
 /// next segment gets netfilter's RST; the server's socket never knew.
 #[test]
 fn a_firewall_reject_of_an_established_flow_is_not_the_peers() {
-    if !kernel_tests_possible("a_firewall_reject_of_an_established_flow_is_not_the_peers") {
+    let Some(mut sc) = Scenario::new("a_firewall_reject_of_an_established_flow_is_not_the_peers")
+        .netns_pair()
+        .start()
+    else {
         return;
-    }
-    let net = NetnsPair::new();
+    };
     let port = free_port();
-    let listener = net.b.listen(port);
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let target = net.b.socket_addr(port);
-    let mut client = net.a.connect(target);
+    let listener = sc.b().listen(port);
+    sc.trace(&["--port", &port.to_string()]);
+    let target = sc.b().socket_addr(port);
+    let mut client = sc.a().connect(target);
     let (_server, _) = listener.accept().unwrap();
-    net.b.nft(&input_rules(&format!(
+    sc.b().nft(&input_rules(&format!(
         "tcp dport {port} reject with tcp reset;"
     )));
     client.write_all(b"after the rule").unwrap();
@@ -127,7 +132,7 @@ fn a_firewall_reject_of_an_established_flow_is_not_the_peers() {
         .unwrap();
     let err = client.read(&mut [0u8; 8]).expect_err("reset");
     assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
-    let events = tracer.stop();
+    let events = sc.stop();
 
     assert!(
         events.iter().all(|e| e["direction"] != "sent"),
@@ -137,7 +142,7 @@ fn a_firewall_reject_of_an_established_flow_is_not_the_peers() {
     let received = received_on(&events, port);
     assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
     let ev = received[0];
-    assert_eq!(ev["netns"], net.a.inode());
+    assert_eq!(ev["netns"], sc.a().inode());
     assert_eq!(ev["state"], "ESTABLISHED");
     assert_eq!(ev["cause"], "middlebox_suspect", "{ev}");
     assert_eq!(ev["confidence"], "likely", "{ev}");
@@ -154,20 +159,22 @@ fn a_firewall_reject_of_an_established_flow_is_not_the_peers() {
 /// the folded tcp_reset(); no received event on the server's side.
 #[test]
 fn abort_on_data_in_fin_wait_reports_no_phantom_receive() {
-    if !kernel_tests_possible("abort_on_data_in_fin_wait_reports_no_phantom_receive") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("abort_on_data_in_fin_wait_reports_no_phantom_receive")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     let mut client = TcpStream::connect(loopback(port)).unwrap();
     let (server, _) = listener.accept().unwrap();
     server.shutdown(Shutdown::Both).unwrap();
     assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0, "the server's FIN");
     client.write_all(b"late data").unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let confidence = tracer.proven_confidence("data_after_close");
-    let events = tracer.stop();
+    let confidence = sc.proven_confidence("data_after_close");
+    let events = sc.stop();
     drop(server);
 
     let sent = provoked(&events, "sent", "data_after_close");
@@ -201,23 +208,25 @@ fn abort_on_data_in_fin_wait_reports_no_phantom_receive() {
 /// TIME_WAIT, because the previous connection on the 4-tuple was killed.
 #[test]
 fn a_killed_socket_whose_port_is_reused_is_half_open() {
-    if !kernel_tests_possible("a_killed_socket_whose_port_is_reused_is_half_open") {
+    let Some(mut sc) = Scenario::new("a_killed_socket_whose_port_is_reused_is_half_open")
+        .netns_pair()
+        .start()
+    else {
         return;
-    }
-    let net = NetnsPair::new();
+    };
     let port = free_port();
-    let listener = net.b.listen(port);
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let target = net.b.socket_addr(port);
-    let local = net.a.socket_addr(free_port());
-    let first = net.a.run(move || connect_from(local, target).unwrap());
+    let listener = sc.b().listen(port);
+    sc.trace(&["--port", &port.to_string()]);
+    let target = sc.b().socket_addr(port);
+    let local = sc.a().socket_addr(free_port());
+    let first = sc.a().run(move || connect_from(local, target).unwrap());
     let (_server, _) = listener.accept().unwrap();
     // B loses A's RST: its socket stays ESTABLISHED.
-    net.b.nft(&input_rules(&format!(
+    sc.b().nft(&input_rules(&format!(
         "tcp dport {port} tcp flags & rst == rst drop;"
     )));
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &net.a.name, "ss", "-K"])
+        .args(["netns", "exec", &sc.a().name, "ss", "-K"])
         .args([
             "dst",
             &target.ip().to_string(),
@@ -229,11 +238,11 @@ fn a_killed_socket_whose_port_is_reused_is_half_open() {
         .expect("run ss");
     assert!(out.status.success(), "ss -K: {out:?}");
     drop(first);
-    net.b.nft(DELETE_RULES);
-    let second = net.a.run(move || connect_from(local, target));
+    sc.b().nft(DELETE_RULES);
+    let second = sc.a().run(move || connect_from(local, target));
     assert!(second.is_ok(), "the retried SYN connects: {second:?}");
-    let plan = tracer.plan().clone();
-    let events = tracer.stop();
+    let plan = sc.plan().clone();
+    let events = sc.stop();
 
     let killed = find(&events, "sent", "socket_killed");
     assert_eq!(killed.len(), 1, "events:\n{}", describe(&events));
@@ -254,68 +263,34 @@ fn a_killed_socket_whose_port_is_reused_is_half_open() {
     assert_no_unconfirmed_certainty(&plan, &events);
 }
 
-/// A server's sockets reset before it reads from them (one still in the
-/// accept queue, one accepted) belong to the listener's owner from the
-/// start: the owner is named, inherited from the listener.
-#[test]
-fn a_server_socket_reset_before_its_first_read_has_the_listeners_owner() {
-    if !kernel_tests_possible("a_server_socket_reset_before_its_first_read_has_the_listeners_owner")
-    {
-        return;
-    }
-    let listener = TcpListener::bind(loopback(0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let accepted_client = TcpStream::connect(loopback(port)).unwrap();
-    let (_accepted, _) = listener.accept().unwrap();
-    let queued_client = TcpStream::connect(loopback(port)).unwrap();
-    for client in [accepted_client, queued_client] {
-        use std::os::fd::AsRawFd;
-        set_linger_zero(client.as_raw_fd());
-        drop(client); // an RST to a server socket nobody read from
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    let events = tracer.stop();
-
-    let server_side: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["direction"] == "received" && e["local_port"] == port)
-        .collect();
-    assert_eq!(server_side.len(), 2, "events:\n{}", describe(&events));
-    for ev in server_side {
-        assert_eq!(ev["pid"], our_pid(), "{ev}");
-        assert_eq!(ev["owner"]["source"], "listener", "{ev}");
-        assert!(ev["owner_unknown"].is_null(), "{ev}");
-        // The clients' SO_LINGER 0 closes were seen: paired, certain.
-        assert_eq!(ev["cause"], "peer_reset", "{ev}\n{}", describe(&events));
-        assert_eq!(ev["confidence"], "certain", "{ev}");
-        assert_eq!(ev["evidence"]["peer_event"]["cause"], "linger_zero", "{ev}");
-    }
-}
-
 /// A router between client and server whose conntrack forgot an idle
 /// flow (2 s timeout, no loose pickup) rejects the next segment with an
 /// RST in the server's name. No TCP stack sent it: middlebox_suspect.
 #[test]
 fn a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect() {
-    if !kernel_tests_possible("a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect") {
-        return;
-    }
-    let path = common::netns::RoutedPath::new();
     // The ct expression loads conntrack in the router; its sysctls exist
     // from then on, per namespace.
-    path.router.nft(
-        "table inet rtr {\n chain path {\n type filter hook forward priority 0;\n \
-         ct state invalid reject with tcp reset;\n }\n}\n",
-    );
-    path.router
-        .sysctl("net.netfilter.nf_conntrack_tcp_timeout_established", "2");
-    path.router
-        .sysctl("net.netfilter.nf_conntrack_tcp_loose", "0");
+    let Some(mut sc) = Scenario::new("a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect")
+        .routed_path()
+        .nft(
+            Side::Router,
+            "table inet rtr {\n chain path {\n type filter hook forward priority 0;\n \
+             ct state invalid reject with tcp reset;\n }\n}\n",
+        )
+        .sysctl(
+            Side::Router,
+            "net.netfilter.nf_conntrack_tcp_timeout_established",
+            "2",
+        )
+        .sysctl(Side::Router, "net.netfilter.nf_conntrack_tcp_loose", "0")
+        .start()
+    else {
+        return;
+    };
     let port = free_port();
-    let listener = path.b.listen(port);
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
-    let mut client = path.a.connect(path.b.socket_addr(port));
+    let listener = sc.b().listen(port);
+    sc.trace(&["--port", &port.to_string()]);
+    let mut client = sc.a().connect(sc.b().socket_addr(port));
     let (mut server, _) = listener.accept().unwrap();
     client.write_all(b"ping").unwrap();
     server.read_exact(&mut [0u8; 4]).unwrap();
@@ -327,8 +302,8 @@ fn a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect() {
         .unwrap();
     let err = client.read(&mut [0u8; 8]).expect_err("reset");
     assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
-    let plan = tracer.plan().clone();
-    let events = tracer.stop();
+    let plan = sc.plan().clone();
+    let events = sc.stop();
 
     assert!(
         events.iter().all(|e| e["direction"] != "sent"),
@@ -338,7 +313,7 @@ fn a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect() {
     let received = provoked(&events, "received", "middlebox_suspect");
     assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
     let ev = received[0];
-    assert_eq!(ev["netns"], path.a.inode());
+    assert_eq!(ev["netns"], sc.a().inode());
     assert_eq!(ev["confidence"], "likely");
     let evidence = &ev["evidence"];
     assert_eq!(
@@ -366,21 +341,22 @@ fn a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect() {
 /// the server's side) pair as IPv4 does.
 #[test]
 fn ipv6_and_v4_mapped_resets_pair_with_their_senders() {
-    if !kernel_tests_possible("ipv6_and_v4_mapped_resets_pair_with_their_senders") {
+    let Some(mut sc) = Scenario::new("ipv6_and_v4_mapped_resets_pair_with_their_senders").start()
+    else {
         return;
-    }
+    };
     for (bind, connect) in [("[::1]:0", "[::1]"), ("[::]:0", "127.0.0.1")] {
         let listener = TcpListener::bind(bind).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let tracer = Tracer::start(&["--port", &port.to_string()]);
+        sc.trace(&["--port", &port.to_string()]);
         let mut client = TcpStream::connect(format!("{connect}:{port}")).unwrap();
         let (server, _) = listener.accept().unwrap();
         client.write_all(&[1u8; 10]).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         drop(server); // close() with unread data
         let _ = client.read(&mut [0u8; 8]);
-        let plan = tracer.plan().clone();
-        let events = tracer.stop();
+        let plan = sc.plan().clone();
+        let events = sc.stop();
 
         let sent = find(&events, "sent", "close_unread_data");
         assert_eq!(sent.len(), 1, "{bind}: events:\n{}", describe(&events));

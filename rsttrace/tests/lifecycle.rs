@@ -18,11 +18,6 @@ fn refused_connects(n: usize) {
     }
 }
 
-fn signal(child: &std::process::Child, sig: i32) {
-    // SAFETY: kill has no memory preconditions; the child is ours.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
 /// A tracer started without `--log-format json` prints no ready line and
 /// keeps running: waiting for its attach fails at the deadline, saying
 /// why, instead of hanging the test (a stand-in that prints the text
@@ -63,9 +58,9 @@ fn waiting_for_attach_without_json_status_fails_at_its_deadline() {
 
 #[test]
 fn closed_stdout_and_stderr_end_cleanly() {
-    if !kernel_tests_possible("closed_stdout_and_stderr_end_cleanly") {
+    let Some(_sc) = Scenario::new("closed_stdout_and_stderr_end_cleanly").start() else {
         return;
-    }
+    };
     // `rsttrace --format json 2>&1 | head -1`.
     let (mut reader, writer) = std::io::pipe().unwrap();
     let mut child = rsttrace()
@@ -88,12 +83,12 @@ fn closed_stdout_and_stderr_end_cleanly() {
 
 #[test]
 fn sighup_flushes_and_writes_the_summary() {
-    if !kernel_tests_possible("sighup_flushes_and_writes_the_summary") {
+    let Some(sc) = Scenario::new("sighup_flushes_and_writes_the_summary").start() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("e.jsonl");
-    let (mut child, mut stderr) = start_attached(
+    let mut rst = sc.attach(
         rsttrace()
             .args(["--quiet", "--write"])
             .arg(&export)
@@ -102,10 +97,10 @@ fn sighup_flushes_and_writes_the_summary() {
     refused_connects(3);
     // Let the events reach the ring buffer; the export is flushed only at exit.
     std::thread::sleep(Duration::from_millis(200));
-    signal(&child, libc::SIGHUP);
-    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    rst.signal(libc::SIGHUP);
+    let status = wait_timeout(&mut rst.child, Duration::from_secs(20));
     let mut text = String::new();
-    stderr.read_to_string(&mut text).unwrap();
+    rst.stderr.read_to_string(&mut text).unwrap();
     assert!(
         status.is_some_and(|s| s.success()),
         "rsttrace exited with {status:?}: {text}"
@@ -125,13 +120,13 @@ fn sighup_flushes_and_writes_the_summary() {
 
 #[test]
 fn a_second_ctrl_c_exits_at_once() {
-    if !kernel_tests_possible("a_second_ctrl_c_exits_at_once") {
+    let Some(sc) = Scenario::new("a_second_ctrl_c_exits_at_once").start() else {
         return;
-    }
+    };
     // Nobody reads stdout: once the pipe is full every write blocks, and
     // the first Ctrl-C cannot be acted on.
     let (reader, writer) = std::io::pipe().unwrap();
-    let (mut child, _stderr) = start_attached(
+    let mut rst = sc.attach(
         rsttrace()
             .args(["--format", "json", "--drain-interval", "20"])
             .stdout(writer),
@@ -139,11 +134,11 @@ fn a_second_ctrl_c_exits_at_once() {
     // ~1 KB per event: well past a 64 KiB pipe.
     refused_connects(300);
     std::thread::sleep(Duration::from_millis(300));
-    signal(&child, libc::SIGINT);
+    rst.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(200));
     let second = Instant::now();
-    signal(&child, libc::SIGINT);
-    let status = wait_timeout(&mut child, Duration::from_secs(5));
+    rst.signal(libc::SIGINT);
+    let status = wait_timeout(&mut rst.child, Duration::from_secs(5));
     drop(reader);
     assert!(status.is_some(), "still running 5 s after a second Ctrl-C");
     assert!(

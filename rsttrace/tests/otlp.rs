@@ -137,15 +137,16 @@ fn record_of<'a>(records: &'a [LogRecord], event: &Value) -> Option<&'a LogRecor
 
 #[test]
 fn otlp_receives_every_event_with_its_attributes() {
-    if !kernel_tests_possible("otlp_receives_every_event_with_its_attributes") {
+    let Some(mut sc) = Scenario::new("otlp_receives_every_event_with_its_attributes").start()
+    else {
         return;
-    }
+    };
     let (collector, received) = start_receiver();
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let closed = free_port();
     let url = format!("http://127.0.0.1:{collector}");
-    let tracer = Tracer::start(&[
+    sc.trace(&[
         "--port",
         &port.to_string(),
         "--port",
@@ -161,7 +162,7 @@ fn otlp_receives_every_event_with_its_attributes() {
     std::thread::sleep(Duration::from_millis(50));
     drop(server);
     let _ = client.read(&mut [0u8; 16]);
-    let events = tracer.stop();
+    let events = sc.stop();
     let events: Vec<&Value> = events.iter().filter(|e| e["gap"].is_null()).collect();
     assert!(
         events.iter().any(|e| e["cause"] == "close_unread_data"),
@@ -256,20 +257,22 @@ fn otlp_receives_every_event_with_its_attributes() {
 
 #[test]
 fn otlp_collector_down_tracing_goes_on_and_drops_are_counted() {
-    if !kernel_tests_possible("otlp_collector_down_tracing_goes_on_and_drops_are_counted") {
+    let Some(mut sc) =
+        Scenario::new("otlp_collector_down_tracing_goes_on_and_drops_are_counted").start()
+    else {
         return;
-    }
+    };
     // A port nobody listens on: every connection attempt is refused.
     let collector = free_port();
     let closed = free_port();
     let url = format!("http://127.0.0.1:{collector}");
-    let tracer = Tracer::start(&["--port", &closed.to_string(), "--otlp", &url]);
+    sc.trace(&["--port", &closed.to_string(), "--otlp", &url]);
     const CONNECTS: usize = 20;
     for _ in 0..CONNECTS {
         TcpStream::connect(loopback(closed)).expect_err("nothing listens");
     }
     // Tracing does not wait for the exporter: all events are written.
-    let written = tracer.wait_for(Duration::from_secs(5), |events| {
+    let written = sc.wait_for(Duration::from_secs(5), |events| {
         events
             .iter()
             .filter(|e| e["cause"] == "peer_refused")
@@ -277,7 +280,7 @@ fn otlp_collector_down_tracing_goes_on_and_drops_are_counted() {
             >= CONNECTS
     });
     assert!(written, "events stopped while the collector was down");
-    let (events, _, stderr) = tracer.stop_with_stderr();
+    let (events, _, stderr) = sc.stop_with_stderr();
     let events = events.iter().filter(|e| e["gap"].is_null()).count();
     let dropped = stderr
         .lines()

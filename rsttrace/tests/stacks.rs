@@ -44,9 +44,9 @@ fn close_line() -> usize {
 
 #[test]
 fn user_and_kernel_stacks_name_the_close() {
-    if !kernel_tests_possible("user_and_kernel_stacks_name_the_close") {
+    let Some(mut sc) = Scenario::new("user_and_kernel_stacks_name_the_close").start() else {
         return;
-    }
+    };
     if let Some(why) = stack_unsupported() {
         // Refused up front, with the reason and the fix, before anything
         // is loaded.
@@ -65,7 +65,7 @@ fn user_and_kernel_stacks_name_the_close() {
     let program = close_unread_program(&dir);
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--stack", "--port", &port.to_string()]);
+    sc.trace(&["--stack", "--port", &port.to_string()]);
 
     let mut child = Command::new(&program)
         .arg(port.to_string())
@@ -77,7 +77,7 @@ fn user_and_kernel_stacks_name_the_close() {
     // The RST arrives once the program closed; it stays alive until stdin closes.
     let mut buf = [0u8; 1];
     let _ = server.read(&mut buf);
-    let events = tracer.stop();
+    let events = sc.stop();
     drop(child.stdin.take());
     let status = child.wait().unwrap();
     assert!(status.success(), "{program:?}: {status}");
@@ -121,19 +121,21 @@ fn user_and_kernel_stacks_name_the_close() {
 
 #[test]
 fn without_stack_no_stacks_are_written() {
-    if !kernel_tests_possible("without_stack_no_stacks_are_written") {
-        return;
-    }
     let listener = TcpListener::bind(loopback(0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) = Scenario::new("without_stack_no_stacks_are_written")
+        .trace(&["--port", &port.to_string()])
+        .start()
+    else {
+        return;
+    };
     let client = std::net::TcpStream::connect(loopback(port)).unwrap();
     let (mut server, _) = listener.accept().unwrap();
     server.write_all(&[1u8; 10]).unwrap();
     // Blocks until the data is there, and leaves it unread.
     client.peek(&mut [0u8; 1]).unwrap();
     drop(client);
-    let events = tracer.stop();
+    let events = sc.stop();
     let sent = find(&events, "sent", "close_unread_data");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
     assert!(sent[0].get("kernel_stack").is_none(), "{}", sent[0]);

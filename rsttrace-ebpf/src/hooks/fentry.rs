@@ -4,7 +4,10 @@
 use aya_ebpf::{EbpfContext, macros::fentry, programs::FEntryContext};
 use rsttrace_ebpf::abi::{ABSENT, hook};
 
-use crate::event::{on_passive_reset_call, on_receive_reset, on_send_reset};
+use crate::{
+    event::{on_passive_reset_call, on_receive_reset, on_send_reset},
+    read::Btf,
+};
 
 /// `tcp_v{4,6}_send_reset(sk, skb, ...)`: one body; an fentry program is
 /// bound to its function when it is loaded, so each needs its own program.
@@ -12,7 +15,7 @@ macro_rules! fentry_passive_reset {
     ($name:ident, $function:tt) => {
         #[fentry(function = $function)]
         pub fn $name(ctx: FEntryContext) -> i32 {
-            on_passive_reset_call(
+            on_passive_reset_call::<Btf>(
                 ctx.as_ptr(),
                 ctx.arg(0),
                 ctx.arg(1),
@@ -28,7 +31,7 @@ fentry_passive_reset!(fe_tcp_v6_send_reset, "tcp_v6_send_reset");
 
 #[fentry(function = "tcp_send_active_reset")]
 pub fn fe_tcp_send_active_reset(ctx: FEntryContext) -> i32 {
-    on_send_reset(
+    on_send_reset::<Btf>(
         ctx.as_ptr(),
         ctx.arg(0),
         core::ptr::null(),
@@ -41,7 +44,7 @@ pub fn fe_tcp_send_active_reset(ctx: FEntryContext) -> i32 {
 /// Attached only where BTF shows `tcp_reset` takes the skb (the received RST).
 #[fentry(function = "tcp_reset")]
 pub fn fe_tcp_reset(ctx: FEntryContext) -> i32 {
-    on_receive_reset(
+    on_receive_reset::<Btf>(
         ctx.as_ptr(),
         ctx.arg(0),
         ctx.arg(1),

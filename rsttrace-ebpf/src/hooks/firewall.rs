@@ -26,7 +26,7 @@ use rsttrace_ebpf::{
 use crate::{
     event::{on_firewall_reset, on_socketless_rst},
     facts::{Packet, Tuple, netns_of, read_packet},
-    read::load,
+    read::{Probe, load},
 };
 
 /// Kernel addresses start far above any `enum nf_inet_hooks` value.
@@ -52,7 +52,7 @@ pub fn kp_nf_send_reset(ctx: ProbeContext) -> u32 {
     // that is not TCP).
     let mut tuple = Tuple::default();
     let mut pkt = Packet::default();
-    if !read_packet(rejected, &mut pkt, &mut tuple)
+    if !read_packet::<Probe>(rejected, &mut pkt, &mut tuple)
         || pkt.protocol != IPPROTO_TCP
         || pkt.flags & tcp_flag::RST != 0
     {
@@ -63,7 +63,7 @@ pub fn kp_nf_send_reset(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
-    on_firewall_reset(ctx.as_ptr(), rejected, nf_hook, hook::KPROBE_NF_SEND_RESET);
+    on_firewall_reset::<Probe>(ctx.as_ptr(), rejected, nf_hook, hook::KPROBE_NF_SEND_RESET);
     0
 }
 
@@ -78,8 +78,8 @@ pub fn btf_socketless_rst(ctx: BtfTracePointContext) -> i32 {
     if !read_outgoing_rst(skb, &mut tuple) {
         return 0;
     }
-    tuple.netns = netns_of(core::ptr::null(), skb);
-    on_socketless_rst(ctx.as_ptr(), skb, &tuple, hook::BTF_SOCKETLESS_RST);
+    tuple.netns = netns_of::<Probe>(core::ptr::null(), skb);
+    on_socketless_rst::<Probe>(ctx.as_ptr(), skb, &tuple, hook::BTF_SOCKETLESS_RST);
     0
 }
 

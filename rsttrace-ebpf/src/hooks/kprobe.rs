@@ -12,20 +12,21 @@ use rsttrace_ebpf::abi::{ABSENT, hook};
 use crate::{
     aborts::on_error_report,
     event::{on_passive_reset_call, on_receive_reset, on_send_reset},
+    read::Probe,
 };
 
 #[kprobe]
 pub fn kp_send_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
-    on_passive_reset_call(ctx.as_ptr(), sk, skb, hook::KPROBE_SEND_RESET);
+    on_passive_reset_call::<Probe>(ctx.as_ptr(), sk, skb, hook::KPROBE_SEND_RESET);
     0
 }
 
 #[kprobe]
 pub fn kp_send_active_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
-    on_send_reset(
+    on_send_reset::<Probe>(
         ctx.as_ptr(),
         sk,
         core::ptr::null(),
@@ -39,13 +40,13 @@ pub fn kp_send_active_reset(ctx: ProbeContext) -> u32 {
 pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
-    on_receive_reset(ctx.as_ptr(), sk, skb, hook::KPROBE_RECEIVE_RESET);
+    on_receive_reset::<Probe>(ctx.as_ptr(), sk, skb, hook::KPROBE_RECEIVE_RESET);
     0
 }
 
 #[kprobe]
 pub fn kp_error_report(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
-    on_error_report(ctx.as_ptr(), sk, hook::KPROBE_ERROR_REPORT);
+    on_error_report::<Probe>(ctx.as_ptr(), sk, hook::KPROBE_ERROR_REPORT);
     0
 }

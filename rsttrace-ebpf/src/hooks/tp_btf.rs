@@ -11,7 +11,7 @@ use crate::{
     event::{on_receive_reset, on_send_reset},
     owners,
     packets::{on_dev_queue, on_receive_skb},
-    read::load,
+    read::{Btf, Kmem},
 };
 
 /// `tcp_send_reset(sk, skb[, reason])`: one body, two programs, because the
@@ -23,7 +23,7 @@ macro_rules! btf_send_reset {
         pub fn $name($ctx: BtfTracePointContext) -> i32 {
             let sk: *const u8 = $ctx.arg(0);
             let skb: *const u8 = $ctx.arg(1);
-            on_send_reset($ctx.as_ptr(), sk, skb, $reason, hook::BTF_SEND_RESET);
+            on_send_reset::<Btf>($ctx.as_ptr(), sk, skb, $reason, hook::BTF_SEND_RESET);
             0
         }
     };
@@ -43,13 +43,13 @@ btf_send_reset!(
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
-    on_receive_reset(ctx.as_ptr(), sk, core::ptr::null(), hook::BTF_RECEIVE_RESET);
+    on_receive_reset::<Btf>(ctx.as_ptr(), sk, core::ptr::null(), hook::BTF_RECEIVE_RESET);
     0
 }
 
 #[btf_tracepoint(function = "inet_sk_error_report")]
 pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
-    on_error_report(ctx.as_ptr(), ctx.arg(0), hook::BTF_ERROR_REPORT);
+    on_error_report::<Btf>(ctx.as_ptr(), ctx.arg(0), hook::BTF_ERROR_REPORT);
     0
 }
 
@@ -63,8 +63,8 @@ pub fn btf_owner_set_state(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let sk: *const u8 = ctx.arg(0);
-    if load(sk, off!(sk_protocol)) == Some(IPPROTO_TCP as u64) {
-        owners::on_set_state(sk as u64, ctx.arg(1), newstate);
+    if Btf::load(sk, off!(sk_protocol)) == Some(IPPROTO_TCP as u64) {
+        owners::on_set_state::<Btf>(sk as u64, ctx.arg(1), newstate);
     }
     0
 }

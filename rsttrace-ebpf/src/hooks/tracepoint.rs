@@ -11,7 +11,7 @@ use crate::{
     event::{on_receive_reset, on_send_reset},
     facts::{Packet, Tuple, read_packet},
     owners,
-    read::read_ctx,
+    read::{Probe, read_ctx},
 };
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
@@ -26,7 +26,7 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
     // ABSENT rather than an Option: a None's payload is an uninitialised
     // register, and 6.1's verifier rejects the program for copying it.
     let reason = read_ctx::<u32>(&ctx, tp.send_reason).unwrap_or(ABSENT);
-    on_send_reset(
+    on_send_reset::<Probe>(
         ctx.as_ptr(),
         sk as *const u8,
         skb as *const u8,
@@ -41,7 +41,7 @@ pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let Some(sk) = read_ctx::<u64>(&ctx, global!(tuning.tp).recv_skaddr) else {
         return 0;
     };
-    on_receive_reset(
+    on_receive_reset::<Probe>(
         ctx.as_ptr(),
         sk as *const u8,
         core::ptr::null(),
@@ -67,13 +67,13 @@ pub fn tp_kfree_skb(ctx: TracePointContext) -> u32 {
     let mut tuple = Tuple::default();
     let mut pkt = Packet::default();
     // UDP and others drop with NO_SOCKET too; an RST gets no RST back.
-    if !read_packet(skb, &mut pkt, &mut tuple)
+    if !read_packet::<Probe>(skb, &mut pkt, &mut tuple)
         || pkt.protocol != IPPROTO_TCP
         || pkt.flags & tcp_flag::RST != 0
     {
         return 0;
     }
-    on_send_reset(
+    on_send_reset::<Probe>(
         ctx.as_ptr(),
         core::ptr::null(),
         skb,
@@ -101,7 +101,7 @@ pub fn owner_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if protocol == IPPROTO_TCP as u16 {
-        owners::on_set_state(sk, oldstate, newstate);
+        owners::on_set_state::<Probe>(sk, oldstate, newstate);
     }
     0
 }

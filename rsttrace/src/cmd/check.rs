@@ -6,13 +6,13 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 
-use crate::classify::DECIDING_REASONS;
 use crate::cli::VerifyTransport;
 use crate::collect::loader::{self, KernelInfo};
 use crate::collect::probes::{self, Firewall, HOOKS, HookMode, KernelFacts, Plan, Role};
 use crate::collect::transport::{self, Transport, TransportMode};
 use crate::kernel::{btf_source, helpers};
-use crate::model::cause::CauseId;
+use crate::model::cause::{CAUSES, CauseId};
+use crate::model::event::Direction;
 
 pub fn run(mode: HookMode, verify: bool, verify_transport: VerifyTransport) -> Result<()> {
     let mut kernel = KernelInfo::probe();
@@ -137,19 +137,19 @@ fn verifier_summary(error: &str) -> String {
     format!("{first} ... {}", verdict.join(" "))
 }
 
-pub struct Header {
-    pub release: String,
-    pub btf_error: Option<String>,
+pub(crate) struct Header {
+    pub(crate) release: String,
+    pub(crate) btf_error: Option<String>,
     /// Where BTF was read from (sysfs or a --btf file).
-    pub btf_source: String,
-    pub tracefs: Option<String>,
+    pub(crate) btf_source: String,
+    pub(crate) tracefs: Option<String>,
     /// This kernel's `enum sk_rst_reason` names (without the prefix).
-    pub reason_names: Vec<String>,
-    pub root: bool,
+    pub(crate) reason_names: Vec<String>,
+    pub(crate) root: bool,
     /// Whether a BPF ring buffer can be created (Err: the probe failed).
-    pub ring_buffer: Result<bool, String>,
+    pub(crate) ring_buffer: Result<bool, String>,
     /// Why `--stack` cannot work here, if it cannot.
-    pub stack_unsupported: Option<String>,
+    pub(crate) stack_unsupported: Option<String>,
 }
 
 /// The oldest kernel the programs can load on, and why not older: the
@@ -157,12 +157,12 @@ pub struct Header {
 /// programs, and the `--stack` helpers are called only where present; the
 /// perf transport stands in for the 5.8 ring buffer; global data is 5.2,
 /// bounded loops 5.3.)
-pub const OLDEST_KERNEL: &str = "Linux 5.5: the programs read kernel memory with \
+pub(crate) const OLDEST_KERNEL: &str = "Linux 5.5: the programs read kernel memory with \
      bpf_probe_read_kernel (5.5); before 5.8 events go through the perf transport; \
      tested on 5.10, 6.1, 6.12 and 6.18";
 
 /// The report text, and whether a plan exists.
-pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
+pub(crate) fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     let mut out = String::new();
     let yn = |b: bool| if b { "yes" } else { "no" };
     if !h.root {
@@ -231,11 +231,18 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
         Role::SendNoSocket,
         Role::Receive,
         Role::Firewall,
+        Role::Abort,
     ] {
-        let ranked = probes::ranked(mode, role, k);
+        let ranked = match role {
+            Role::Abort => probes::abort_hooks(k),
+            _ => probes::ranked(mode, role, k),
+        };
         for hook in HOOKS.iter().filter(|h| h.role == role) {
             let chosen = plan.is_some_and(|p| {
-                p.send == hook || p.receive == hook || p.no_socket_hook == Some(hook)
+                p.send == hook
+                    || p.receive == hook
+                    || p.no_socket_hook == Some(hook)
+                    || p.aborts == Some(hook)
             }) || matches!(firewall, Firewall::Kernel { hook: h, .. } if h == hook);
             let status = match hook.availability(k) {
                 Err(why) => format!("unavailable: {}", why.join("; ")),
@@ -256,20 +263,27 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
                 ),
             };
             let c = hook.capabilities(k);
+            let provides = match role {
+                Role::Abort => "connections that die without an RST (direction abort)".into(),
+                _ => format!(
+                    "reason={} no_socket={} rx_packet={}",
+                    yn(c.reason),
+                    yn(c.no_socket),
+                    yn(c.packet)
+                ),
+            };
             let _ = writeln!(
                 out,
-                "  {:<7} {:<66} {}\n          provides: reason={} no_socket={} rx_packet={}",
+                "  {:<7} {:<66} {}\n          provides: {provides}",
                 match role {
                     Role::Send => "send",
                     Role::SendNoSocket => "send+",
                     Role::Receive => "receive",
                     Role::Firewall => "fw",
+                    Role::Abort => "abort",
                 },
                 hook.name,
                 status,
-                yn(c.reason),
-                yn(c.no_socket),
-                yn(c.packet)
             );
         }
     }
@@ -340,52 +354,21 @@ pub fn report(h: &Header, mode: HookMode, k: &KernelFacts) -> (String, bool) {
     (out, true)
 }
 
-/// Causes that classify.rs reaches only through the kernel's reason
-/// (`sent_with_reason`): without it their RSTs land in another cause or
-/// `unknown`. Keep in step with classify.rs.
-/// Causes the kernel's reason names directly, and the fact that tells them
-/// apart without it.
-const WITHOUT_REASON: [(CauseId, &str); 5] = [
-    (
-        CauseId::Linger2Abort,
-        "yes (inferred: the socket left FIN_WAIT2 in the same call)",
-    ),
-    (
-        CauseId::BacklogOverflow,
-        "yes (inferred: the listener's accept queue was full)",
-    ),
-    (
-        CauseId::Disconnect,
-        "yes (inferred: reset in task context on a socket close() did not orphan, \
-         without close()'s shutdown or with unsent data)",
-    ),
-    (
-        CauseId::MemoryPressure,
-        "yes (inferred: an orphan reset by the timer in FIN_WAIT1/CLOSING/LAST_ACK, \
-         or in CLOSE with nothing unread and no SO_LINGER 0)",
-    ),
-    (
-        CauseId::ListenerClosed,
-        "yes (inferred: the listener on its port had just closed)",
-    ),
-];
-
 /// Whether each cause can be told apart with this plan, and what decides
 /// it: the kernel's reason (by name, from this kernel's BTF) or inference.
-pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
-    CauseId::ALL
+pub(crate) fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
+    CAUSES
         .iter()
-        .filter(|c| **c != CauseId::Unknown)
-        .map(|&c| {
-            let inferred = WITHOUT_REASON.iter().find(|(w, _)| *w == c && !plan.reason);
-            if let Some((_, how)) = inferred {
-                return (c, how.to_string());
+        .filter(|c| c.id != CauseId::Unknown)
+        .map(|info| {
+            let c = info.id;
+            if let Some(how) = info.without_reason.filter(|_| !plan.reason) {
+                return (c, format!("yes (inferred: {how})"));
             }
             let seen = match c {
-                // Sent with no socket: invisible to 6.1's tracepoint.
-                CauseId::PortNotOpen | CauseId::ConnectTimeout | CauseId::HalfOpen
-                    if !plan.no_socket =>
-                {
+                // Sent with no socket (what NO_SOCKET names): invisible to
+                // 6.1's tracepoint.
+                _ if info.kernel_reasons == ["NO_SOCKET"] && !plan.no_socket => {
                     "NO: the send hook does not fire for RSTs sent without a socket".to_string()
                 }
                 // The receiving side has no reason; the sender's own send
@@ -410,7 +393,13 @@ pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
                     }
                     Firewall::Off(why) => format!("NO: {why}"),
                 },
-                _ => decided_by(c, plan.reason, reason_names),
+                // Causes CAUSES gives only the abort direction: a
+                // connection's death without an RST tells them.
+                _ if info.directions == [Direction::Abort] => match plan.aborts {
+                    Some(hook) => format!("yes (the socket error {} reports)", hook.name),
+                    None => "NO: no hook sees connections that die without an RST".to_string(),
+                },
+                _ => decided_by(info.kernel_reasons, plan.reason, reason_names),
             };
             (c, seen)
         })
@@ -418,10 +407,10 @@ pub fn causes(plan: &Plan, reason_names: &[String]) -> Vec<(CauseId, String)> {
 }
 
 /// "kernel reason NAME + facts", or inference and why.
-fn decided_by(cause: CauseId, reason: bool, reason_names: &[String]) -> String {
-    let Some((_, names)) = DECIDING_REASONS.iter().find(|(c, _)| *c == cause) else {
+fn decided_by(names: &[&str], reason: bool, reason_names: &[String]) -> String {
+    if names.is_empty() {
         return "yes (inferred from facts; no kernel reason names it)".to_string();
-    };
+    }
     if !reason {
         return "yes (inferred from facts)".to_string();
     }
@@ -475,6 +464,49 @@ mod tests {
         );
         assert!(text.contains("unavailable: no kprobe PMU"), "{text}");
         assert!(!text.contains("NO:"), "{text}");
+    }
+
+    #[test]
+    fn the_abort_hook_trace_would_attach_is_reported() {
+        // This machine (6.18): the tracepoint, whatever --hooks says.
+        for mode in [HookMode::Auto, HookMode::Tracepoint] {
+            let (text, ok) = report(&header(), mode, &linux_6_18());
+            assert!(ok);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("  abort   tp_btf:inet_sk_error_report"))
+                .unwrap_or_else(|| panic!("{text}"));
+            assert!(line.ends_with("CHOSEN"), "{line}");
+            assert!(text.contains("unavailable: no kprobe PMU"), "{text}");
+            assert!(
+                text.contains(" aborts=tp_btf:inet_sk_error_report"),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "retransmit_timeout   yes (the socket error \
+                     tp_btf:inet_sk_error_report reports)"
+                ),
+                "{text}"
+            );
+        }
+        // 5.10 has no inet_sk_error_report: the kprobe.
+        let mut k = linux_6_1();
+        k.btf_tracepoint_args.remove("inet_sk_error_report");
+        let (text, _) = report(&header(), HookMode::Auto, &k);
+        assert!(
+            text.contains(" aborts=kprobe:sock_def_error_report"),
+            "{text}"
+        );
+        // Neither: the causes only aborts tell are not seen.
+        k.kprobe_pmu = false;
+        let (text, ok) = report(&header(), HookMode::Auto, &k);
+        assert!(ok, "{text}");
+        assert!(text.contains(" aborts=no"), "{text}");
+        assert!(
+            text.contains("unreachable          NO: no hook sees connections"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@ pub struct Capability {
     /// As Kubernetes' `capabilities.add` spells it (without `CAP_`).
     pub name: &'static str,
     /// Bit number (include/uapi/linux/capability.h).
-    pub bit: u32,
+    pub(crate) bit: u32,
     /// Without it rsttrace cannot trace at all (else a feature degrades).
-    pub required: bool,
+    pub(crate) required: bool,
     pub why: &'static str,
 }
 
@@ -101,7 +101,7 @@ pub const HOST_PATHS: &[HostPath] = &[
 ];
 
 /// The capabilities in this process's effective set (bit mask).
-pub fn effective() -> u64 {
+pub(crate) fn effective() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -113,7 +113,7 @@ pub fn effective() -> u64 {
 
 /// `rsttrace check`'s capability lines: each need, whether this process has
 /// it, and why rsttrace wants it.
-pub fn report(effective: u64) -> String {
+pub(crate) fn report(effective: u64) -> String {
     let mut out = String::new();
     for c in CAPABILITIES {
         let has = effective & (1u64 << c.bit) != 0;

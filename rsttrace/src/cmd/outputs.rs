@@ -80,7 +80,7 @@ impl Output {
 
 /// Opens the `--write` target: a file from an earlier run is moved aside
 /// (FILE.1, ...), a new FILE is created exclusively, mode 0600.
-pub fn open_export(path: &Path, keep: u32) -> Result<ExportDir> {
+pub(crate) fn open_export(path: &Path, keep: u32) -> Result<ExportDir> {
     let dir = ExportDir::open(path)?;
     dir.set_aside_previous(keep)?;
     Ok(dir)

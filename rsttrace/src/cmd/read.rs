@@ -9,7 +9,7 @@ use log::warn;
 
 use crate::cli::ReadArgs;
 use crate::cmd::outputs::stdout_output;
-use crate::output::summary::Summary;
+use crate::output::stats::Stats;
 
 /// `rsttrace read FILE`: replays an export through the same outputs and filters.
 pub fn read(args: ReadArgs) -> Result<()> {
@@ -24,7 +24,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
     };
     let filter = args.filters.to_filter(&args.ports, &args.pids);
     let mut out = stdout_output(args.format, args.no_color, args.lang, false);
-    let mut summary = Summary::default();
+    let mut stats = Stats::default();
     let mut buf = Vec::new();
     for n in 0.. {
         let line = match next_line(&mut input, &mut buf)
@@ -33,7 +33,7 @@ pub fn read(args: ReadArgs) -> Result<()> {
             NextLine::Line(line) => line,
             NextLine::End => break,
             NextLine::TooLong => {
-                summary.decode_errors += 1;
+                stats.decode_errors += 1;
                 warn!(
                     "{}:{}: line longer than {} bytes, skipped",
                     args.file.display(),
@@ -49,9 +49,9 @@ pub fn read(args: ReadArgs) -> Result<()> {
         match parse_line(&line) {
             Ok(Line::Event(rec)) if filter.matches(&rec) => {
                 out.write(&rec);
-                summary.add(&rec);
+                stats.add(&rec);
             }
-            Ok(Line::Event(_)) => summary.filtered_userspace += 1,
+            Ok(Line::Event(_)) => stats.filtered_userspace += 1,
             Ok(Line::Gap(lost, drops, at)) => {
                 if lost > 0 || !drops.any() {
                     out.gap(lost, at);
@@ -59,15 +59,15 @@ pub fn read(args: ReadArgs) -> Result<()> {
                 if drops.any() {
                     out.drops(&drops, at);
                 }
-                summary.lost += lost;
+                stats.lost += lost;
             }
             Err(e) => {
-                summary.decode_errors += 1;
+                stats.decode_errors += 1;
                 warn!("{}:{}: {e:#}", args.file.display(), n + 1);
             }
         }
     }
     out.flush();
-    crate::output::status::summary(&summary, args.lang);
+    crate::output::status::summary(&stats, args.lang);
     Ok(())
 }

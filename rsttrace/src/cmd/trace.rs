@@ -1,7 +1,7 @@
 //! `rsttrace` (trace): load, read, classify, write, and account for every event.
 
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -21,11 +21,11 @@ use crate::enrich::stacks::{StackResolver, StackStats, Stacks};
 use crate::filter::{self, RecordFilter};
 use crate::model::event::{Event, KernelTables};
 use crate::output::Format;
-use crate::output::summary::{StackSummary, Summary};
+use crate::output::stats::{self, StackSummary};
 use crate::record::Classified;
 
 /// Ring buffers must be a power-of-two number of pages.
-pub fn ring_buffer_bytes(requested: u64) -> Result<u32> {
+pub(crate) fn ring_buffer_bytes(requested: u64) -> Result<u32> {
     let page = page_size();
     let too_large = || anyhow!("--ring-buffer {requested} is too large (max 2G)");
     let size = requested
@@ -154,21 +154,19 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     // must not cost an attach.
     let mut outputs = build_outputs(&args)?;
 
-    let metrics = match args.metrics {
-        Some(addr) => {
-            let shared = std::sync::Arc::new(std::sync::Mutex::new(
-                crate::output::metrics::Metrics::new(args.metrics_top_ports as usize),
-            ));
-            let bound = crate::output::metrics::serve(addr, shared.clone()).await?;
-            crate::output::status::metrics(bound);
-            Some(shared)
-        }
-        None => None,
-    };
+    // The summary's counts; `--metrics` serves them while tracing.
+    let stats = stats::Shared::default();
+    if let Some(addr) = args.metrics {
+        let top_ports = args.metrics_top_ports as usize;
+        let metrics = crate::output::metrics::Metrics::of(stats.clone(), top_ports);
+        let bound = crate::output::metrics::serve(addr, Arc::new(Mutex::new(metrics))).await?;
+        crate::output::status::metrics(bound);
+    }
 
     let otlp = match &args.otlp {
         Some(endpoint) => {
-            let exporter = crate::output::otlp::Exporter::start(endpoint.clone(), args.lang)?;
+            let exporter =
+                crate::output::otlp::Exporter::start(endpoint.clone(), args.lang, stats.clone())?;
             eprintln!(
                 "rsttrace: exporting to OTLP {}",
                 crate::output::otlp::describe(endpoint)
@@ -178,6 +176,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         None => None,
     };
 
+    if args.stack {
+        crate::kernel::kallsyms::keep_text_symbols();
+    }
     let mut kernel = KernelInfo::probe();
     let mut session = Session::load(&mut kernel, &opts)?;
     // After attaching: a listen() from now on is seen by the kernel side.
@@ -242,7 +243,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     tokio::pin!(deadline);
 
     let mut state = Pipeline {
-        summary: Summary::default(),
+        stats,
         clock,
         reasons: &reasons,
         filter: {
@@ -254,11 +255,11 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             f.namespaces.clear();
             f
         },
-        metrics,
         procs: crate::enrich::procinfo::ProcCache::new(4096),
         runtimes: crate::enrich::containers::RuntimeState::host(&args.runtime_root),
         otlp,
         limit: args.count,
+        limit_reached: false,
         seen_lost: 0,
         seen_drops: KernelDrops::default(),
         stacks,
@@ -319,13 +320,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     }
     if let Some(otlp) = &mut state.otlp {
         otlp.finish();
-        state.summary.otlp_dropped = Some(otlp.dropped());
-    }
-    if let Some(stacks) = &state.stacks {
-        state.summary.stacks = Some(stack_summary(counters, stacks.stats()));
+        stats::lock(&state.stats).otlp_dropped = Some(otlp.dropped());
     }
     let panicked = state.panicked.take();
-    finish(state.summary, counters, &outputs, args.lang)?;
+    finish(&state.stats, &outputs, args.lang)?;
     match panicked {
         Some(what) => bail!(
             "internal error while handling an event: {what}; tracing stopped, the outputs are complete up to it"
@@ -351,18 +349,20 @@ fn blind_to_sends(
 }
 
 struct Pipeline<'a> {
-    summary: Summary,
+    /// Counted once per event; the summary and `--metrics` render it.
+    stats: stats::Shared,
     clock: BootClock,
     reasons: &'a Reasons,
     /// The kernel already applied --port/--pid; this holds the rest.
     filter: RecordFilter,
-    metrics: Option<crate::output::metrics::Shared>,
     procs: crate::enrich::procinfo::ProcCache,
     /// Pod, namespace, container name and image, from the runtimes' state.
     runtimes: crate::enrich::containers::RuntimeState,
     /// `--otlp`: never blocks; counts what it cannot deliver.
     otlp: Option<crate::output::otlp::Exporter>,
     limit: Option<u64>,
+    /// `limit` events written: the rest are not.
+    limit_reached: bool,
     /// Kernel `lost` counter already reported as a gap.
     seen_lost: u64,
     /// Kernel drops already reported as gaps.
@@ -383,7 +383,7 @@ struct Pipeline<'a> {
 
 impl Pipeline<'_> {
     fn done(&self) -> bool {
-        self.limit.is_some_and(|n| self.summary.total() >= n)
+        self.limit_reached
     }
 
     /// `handle`, with a panic turned into an orderly stop.
@@ -418,10 +418,11 @@ impl Pipeline<'_> {
                 return;
             }
             Err(e) => {
-                if self.summary.decode_errors == 0 {
+                let mut stats = stats::lock(&self.stats);
+                if stats.decode_errors == 0 {
                     warn!("undecodable record: {e}");
                 }
-                self.summary.decode_errors += 1;
+                stats.decode_errors += 1;
                 return;
             }
         };
@@ -494,22 +495,12 @@ impl Pipeline<'_> {
             stacks: Stacks::default(),
         };
         if !self.filter.matches(&rec) {
-            self.summary.filtered_userspace += 1;
-            if let Some(m) = &self.metrics
-                && let Ok(mut m) = m.lock()
-            {
-                m.filtered_userspace += 1;
-            }
+            stats::lock(&self.stats).filtered_userspace += 1;
             return;
         }
         // Symbolized now, while the owner (its /proc/PID/maps) likely still exists.
         if let Some(stacks) = &mut self.stacks {
             rec.stacks = stacks.resolve(raw, &rec.event);
-        }
-        if let Some(m) = &self.metrics
-            && let Ok(mut m) = m.lock()
-        {
-            m.add(&rec);
         }
         for o in outputs.iter_mut() {
             o.write(&rec);
@@ -517,21 +508,23 @@ impl Pipeline<'_> {
         if let Some(otlp) = &self.otlp {
             otlp.export(&rec);
         }
-        self.summary.add(&rec);
+        let mut stats = stats::lock(&self.stats);
+        stats.add(&rec);
+        self.limit_reached = self.limit.is_some_and(|n| stats.total() >= n);
     }
 
     /// Marks lost events and other kernel drops in the outputs where they
     /// happened (between batches).
     fn account_losses(&mut self, counters: Counters, outputs: &mut [Output]) {
-        if let Some(m) = &self.metrics
-            && let Ok(mut m) = m.lock()
         {
-            m.lost = counters.lost;
-            m.filtered_kernel = counters.filtered;
-            m.kernel_drops = counters.drops;
-            m.aborts_merged = counters.aborts_merged;
+            let mut stats = stats::lock(&self.stats);
+            stats.lost = counters.lost;
+            stats.filtered = counters.filtered;
+            stats.read_errors = counters.read_errors;
+            stats.kernel_drops = counters.drops;
+            stats.aborts_merged = counters.aborts_merged;
             if let Some(stacks) = &self.stacks {
-                m.stacks = Some(stack_summary(counters, stacks.stats()));
+                stats.stacks = Some(stack_summary(counters, stacks.stats()));
             }
         }
         let lost = counters.lost;
@@ -560,19 +553,18 @@ fn stack_summary(counters: Counters, stats: StackStats) -> StackSummary {
     }
 }
 
+/// Writes the summary (the kernel's counters are in `stats` since the last
+/// `account_losses`).
 fn finish(
-    mut summary: Summary,
-    counters: Counters,
+    stats: &stats::Shared,
     outputs: &[Output],
     lang: crate::model::explain::Lang,
 ) -> Result<()> {
-    summary.lost = counters.lost;
-    summary.filtered = counters.filtered;
-    summary.read_errors = counters.read_errors;
-    summary.kernel_drops = counters.drops;
-    summary.aborts_merged = counters.aborts_merged;
-    summary.write_errors = outputs.iter().map(|o| o.unwritten).sum();
-    crate::output::status::summary(&summary, lang);
+    {
+        let mut stats = stats::lock(stats);
+        stats.write_errors = outputs.iter().map(|o| o.unwritten).sum();
+        crate::output::status::summary(&stats, lang);
+    }
     for o in outputs {
         if let Some(e) = &o.failed
             && e.kind() != io::ErrorKind::BrokenPipe
@@ -594,164 +586,4 @@ fn finish(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cmd::outputs::open_export;
-    use crate::output::{self, Sink, TextOptions};
-
-    #[test]
-    fn ring_buffer_sizes_are_power_of_two_pages() {
-        let page = page_size();
-        assert_eq!(u64::from(ring_buffer_bytes(1).unwrap()), page);
-        assert_eq!(ring_buffer_bytes(4 << 20).unwrap(), 4 << 20);
-        assert_eq!(ring_buffer_bytes((4 << 20) + 1).unwrap(), 8 << 20);
-        assert!(ring_buffer_bytes(1 << 33).is_err());
-        assert!(ring_buffer_bytes(u64::MAX).is_err());
-        assert!(ring_buffer_bytes((1 << 63) + 1).is_err());
-        // The CLI takes absurd sizes and counts without panicking.
-        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
-            "rsttrace",
-            "--ring-buffer",
-            "18446744073709551615",
-            "--count",
-            "18446744073709551615",
-            "--duration",
-            "18446744073709551615",
-        ])
-        .unwrap();
-        assert!(ring_buffer_bytes(cli.trace.ring_buffer).is_err());
-        assert!(
-            <crate::cli::Cli as clap::Parser>::try_parse_from([
-                "rsttrace",
-                "--ring-buffer",
-                "99999999999G"
-            ])
-            .is_err()
-        );
-    }
-
-    /// A pipeline with no filter, metrics, stacks or exporters.
-    fn bare_pipeline(reasons: &Reasons) -> Pipeline<'_> {
-        Pipeline {
-            summary: Summary::default(),
-            clock: BootClock::sample(),
-            reasons,
-            filter: RecordFilter::default(),
-            metrics: None,
-            procs: crate::enrich::procinfo::ProcCache::new(4),
-            limit: None,
-            runtimes: crate::enrich::containers::RuntimeState::host(std::path::Path::new("/")),
-            otlp: None,
-            seen_lost: 0,
-            seen_drops: KernelDrops::default(),
-            stacks: None,
-            panicked: None,
-            correlate: Correlator::new(HostNet::default(), None, None),
-            ready: Vec::new(),
-            listener_groups: Default::default(),
-        }
-    }
-
-    struct PanickingSink;
-
-    impl Sink for PanickingSink {
-        fn write(&mut self, _: &Classified) -> io::Result<()> {
-            panic!("hostile input");
-        }
-        fn write_gap(&mut self, _: u64, _: std::time::SystemTime) -> io::Result<()> {
-            Ok(())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_panic_while_handling_an_event_stops_tracing_in_order() {
-        let reasons = Reasons(Default::default(), Default::default());
-        let mut state = bare_pipeline(&reasons);
-        let mut outputs = vec![Output {
-            name: "test".into(),
-            sink: Box::new(PanickingSink),
-            failed: None,
-            unwritten: 0,
-        }];
-        let bytes = decode::encode(&decode::blank_rst());
-        state.handle_guarded(&bytes, &mut outputs);
-        assert_eq!(state.panicked.as_deref(), Some("hostile input"));
-        // Later events are not handled; the loop stops and writes the summary.
-        state.handle_guarded(&bytes, &mut outputs);
-        assert_eq!(state.panicked.as_deref(), Some("hostile input"));
-    }
-
-    /// Writes into a shared buffer, for looking at what a sink wrote.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    proptest::proptest! {
-        /// Records with a valid header and any body go through the whole
-        /// event path (decode, Event::new, classify, filter, every output
-        /// format) without a panic, one line per event in each output.
-        #[test]
-        fn fuzz_the_event_path(
-            body in proptest::collection::vec(
-                proptest::num::u8::ANY,
-                size_of::<rsttrace_ebpf::abi::RstEvent>() - 8,
-            ),
-        ) {
-            let mut bytes = decode::encode(&decode::blank_rst())[..8].to_vec();
-            bytes.extend_from_slice(&body);
-            let reasons = Reasons(
-                [(0u32, Arc::from("NOT_SPECIFIED"))].into_iter().collect(),
-                Default::default(),
-            );
-            let mut state = bare_pipeline(&reasons);
-            let buffers: Vec<Shared> = (0..3).map(|_| Shared::default()).collect();
-            let mut outputs: Vec<Output> = [Format::Text, Format::Json, Format::Csv]
-                .into_iter()
-                .zip(&buffers)
-                .map(|(format, buf)| Output {
-                    name: format!("{format:?}"),
-                    sink: output::sink(format, Box::new(buf.clone()), &TextOptions::default()),
-                    failed: None,
-                    unwritten: 0,
-                })
-                .collect();
-            state.handle_guarded(&bytes, &mut outputs);
-            // Received RSTs wait for their sender's event: let them go.
-            state.release_waiting(true, &mut outputs);
-            for o in &mut outputs {
-                o.flush();
-            }
-            proptest::prop_assert_eq!(&state.panicked, &None);
-            proptest::prop_assert_eq!(state.summary.total(), 1);
-            let text = String::from_utf8(buffers[0].0.lock().unwrap().clone()).unwrap();
-            proptest::prop_assert_eq!(text.lines().filter(|l| !l.starts_with("TIME(UTC)")).count(), 1, "{}", text);
-            let json = String::from_utf8(buffers[1].0.lock().unwrap().clone()).unwrap();
-            let line: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
-            proptest::prop_assert!(line.is_object());
-            // The export reads back.
-            proptest::prop_assert!(crate::output::json::read::parse_line(json.trim_end()).is_ok(), "{}", json);
-        }
-    }
-
-    #[test]
-    fn export_files_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.jsonl");
-        open_export(&path, 2).unwrap().create().unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
-    }
-}
+mod tests;

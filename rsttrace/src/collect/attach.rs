@@ -145,29 +145,18 @@ pub(super) fn attach_kprobe(ebpf: &mut Ebpf, program: &str, symbol: &str) -> Res
     Ok(())
 }
 
-/// The function every TCP socket's `sk->sk_error_report` points at: what
-/// the `inet_sk_error_report` tracepoint (5.14+) reports, before it existed.
-/// Static, but its address is taken, so it is never inlined away.
-pub(super) const ERROR_REPORT_FUNCTION: &str = "sock_def_error_report";
-
-/// Aborts (errors without an RST): the tracepoint where the kernel has it,
-/// else a kprobe on the error report function. Returns the hook attached.
+/// Aborts (errors without an RST): the best usable abort hook (the
+/// tracepoint where the kernel has it, else a kprobe on the error report
+/// function), falling back along `probes::abort_hooks`.
 pub(super) fn attach_aborts(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
     btf: &aya::Btf,
-) -> Result<&'static str> {
-    let tracepoint = require_kernel_btf(facts)
-        .and_then(|()| attach_btf(ebpf, program::BTF_ERROR_REPORT, "inet_sk_error_report", btf));
-    let Err(tp_error) = tracepoint else {
-        return Ok("tp_btf:inet_sk_error_report");
-    };
-    let Some(symbol) = facts.functions.get(ERROR_REPORT_FUNCTION) else {
-        bail!("{tp_error:#}; and no {ERROR_REPORT_FUNCTION} in /proc/kallsyms");
-    };
-    attach_kprobe(ebpf, program::KPROBE_ERROR_REPORT, symbol)
-        .with_context(|| format!("{tp_error:#}; and"))?;
-    Ok("kprobe:sock_def_error_report")
+) -> Result<&'static Hook> {
+    if probes::abort_hooks(facts).is_empty() {
+        bail!("no usable hook:\n{}", probes::why_no_abort_hook(facts));
+    }
+    attach_role(ebpf, Role::Abort, HookMode::Auto, facts, btf)
 }
 
 /// netfilter's RSTs as `probes::choose_firewall` decided. Returns what

@@ -5,12 +5,12 @@ use std::time::{Duration, SystemTime};
 /// The offset between CLOCK_REALTIME and CLOCK_MONOTONIC, sampled once at
 /// start: events keep a consistent order even if the wall clock steps later.
 #[derive(Clone, Copy, Debug)]
-pub struct BootClock {
+pub(crate) struct BootClock {
     realtime_minus_mono_ns: i128,
 }
 
 impl BootClock {
-    pub fn sample() -> BootClock {
+    pub(crate) fn sample() -> BootClock {
         let mono = clock_ns(libc::CLOCK_MONOTONIC);
         let real = clock_ns(libc::CLOCK_REALTIME);
         BootClock {
@@ -20,20 +20,20 @@ impl BootClock {
 
     /// For tests: a clock whose monotonic zero is `epoch_ns` after 1970.
     #[cfg(test)]
-    pub fn with_offset(realtime_minus_mono_ns: i128) -> BootClock {
+    pub(crate) fn with_offset(realtime_minus_mono_ns: i128) -> BootClock {
         BootClock {
             realtime_minus_mono_ns,
         }
     }
 
-    pub fn to_wall(&self, mono_ns: u64) -> SystemTime {
+    pub(crate) fn to_wall(self, mono_ns: u64) -> SystemTime {
         let ns = (mono_ns as i128 + self.realtime_minus_mono_ns).max(0) as u128;
         SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.min(u64::MAX as u128) as u64)
     }
 
     /// Current CLOCK_MONOTONIC in ns, in the kernel's `bpf_ktime_get_ns` terms.
     #[cfg(test)]
-    pub fn mono_now() -> u64 {
+    pub(crate) fn mono_now() -> u64 {
         clock_ns(libc::CLOCK_MONOTONIC) as u64
     }
 }

@@ -13,40 +13,40 @@ use aya::Ebpf;
 use aya::Pod;
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
-use rsttrace_ebpf::abi::{self, History, HistoryKey, Owner, counter};
+use rsttrace_ebpf::abi::{self, Owner, counter};
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub lost: u64,
-    pub filtered: u64,
-    pub read_errors: u64,
+pub(crate) struct Counters {
+    pub(crate) lost: u64,
+    pub(crate) filtered: u64,
+    pub(crate) read_errors: u64,
     /// `--stack`: stacks the kernel could not store (map full, collision).
-    pub stack_errors: u64,
+    pub(crate) stack_errors: u64,
     /// Error reports merged into the RST reported just before (not a loss).
-    pub aborts_merged: u64,
-    pub drops: KernelDrops,
+    pub(crate) aborts_merged: u64,
+    pub(crate) drops: KernelDrops,
 }
 
 /// What the kernel side could not capture or remember, besides lost events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelDrops {
+pub(crate) struct KernelDrops {
     /// pcapng: RST segments not queued (their events get synthesised headers).
-    pub packets_lost: u64,
+    pub(crate) packets_lost: u64,
     /// Tracepoint record fields that could not be read (that hook run saw nothing).
-    pub context_errors: u64,
+    pub(crate) context_errors: u64,
     /// Socket owners pushed out of the full `OWNERS` LRU map.
-    pub owners_evicted: u64,
-    /// 4-tuple closes pushed out of the full `HISTORY` LRU map.
-    pub history_evicted: u64,
+    pub(crate) owners_evicted: u64,
+    /// 4-tuple closes pushed out of `HISTORY` by newer closes in their set.
+    pub(crate) history_evicted: u64,
     /// Program runs the kernel skipped because another was running on the
     /// CPU (`bpf_prog_info.recursion_misses`, summed over our programs).
-    pub recursion_misses: u64,
+    pub(crate) recursion_misses: u64,
 }
 
 impl KernelDrops {
     /// (key in metrics labels and JSON gap records, summary label, count).
-    pub fn kinds(&self) -> [(&'static str, &'static str, u64); 5] {
+    pub(crate) fn kinds(&self) -> [(&'static str, &'static str, u64); 5] {
         [
             (
                 "packets_lost",
@@ -77,7 +77,7 @@ impl KernelDrops {
     }
 
     /// What was added since `earlier`.
-    pub fn since(&self, earlier: &KernelDrops) -> KernelDrops {
+    pub(crate) fn since(&self, earlier: &KernelDrops) -> KernelDrops {
         KernelDrops {
             packets_lost: self.packets_lost.saturating_sub(earlier.packets_lost),
             context_errors: self.context_errors.saturating_sub(earlier.context_errors),
@@ -91,7 +91,7 @@ impl KernelDrops {
 
     /// Sets the count of the kind named `key` (a gap record's key); false
     /// for a key that names no kind.
-    pub fn set(&mut self, key: &str, n: u64) -> bool {
+    pub(crate) fn set(&mut self, key: &str, n: u64) -> bool {
         let slot = match key {
             "packets_lost" => &mut self.packets_lost,
             "context_errors" => &mut self.context_errors,
@@ -104,7 +104,7 @@ impl KernelDrops {
         true
     }
 
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.kinds().iter().any(|(_, _, n)| *n > 0)
     }
 }
@@ -116,23 +116,21 @@ const RECOUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// Reads the counters; remembers the last eviction counts between recounts.
 #[derive(Default)]
-pub struct CounterReader {
+pub(crate) struct CounterReader {
     owners: Cell<Option<(Instant, u64)>>,
-    history: Cell<Option<(Instant, u64)>>,
     recursion: Cell<Option<(Instant, u64)>>,
 }
 
 impl CounterReader {
     /// `exact`: recount the LRU maps now (at exit) instead of reusing a
     /// count up to `RECOUNT_EVERY` old.
-    pub fn read(&self, ebpf: &Ebpf, exact: bool) -> Result<Counters> {
+    pub(crate) fn read(&self, ebpf: &Ebpf, exact: bool) -> Result<Counters> {
         let map = ebpf
             .map(abi::COUNTERS_MAP)
             .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::COUNTERS_MAP))?;
         let array = PerCpuArray::<_, u64>::try_from(map)?;
         let sum = |index: u32| -> Result<u64> { Ok(array.get(&index, 0)?.iter().copied().sum()) };
         let owners_kept = sum(counter::OWNERS_ADDED)?;
-        let history_kept = sum(counter::HISTORY_ADDED)?;
         Ok(Counters {
             lost: sum(counter::LOST)?,
             filtered: sum(counter::FILTERED)?,
@@ -150,14 +148,7 @@ impl CounterReader {
                     &self.owners,
                     exact,
                 ),
-                history_evicted: evicted::<HistoryKey, History>(
-                    ebpf,
-                    abi::HISTORY_MAP,
-                    history_kept,
-                    abi::MAX_HISTORY,
-                    &self.history,
-                    exact,
-                ),
+                history_evicted: sum(counter::HISTORY_EVICTED)?,
                 recursion_misses: recent(&self.recursion, exact, || recursion_misses(ebpf)),
             },
         })

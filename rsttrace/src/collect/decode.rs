@@ -10,14 +10,14 @@ use rsttrace_ebpf::abi::{ABI_VERSION, EventHeader, PacketRecord, RstEvent, kind}
     clippy::large_enum_variant,
     reason = "decoded one at a time on the stack; boxing would allocate per event"
 )]
-pub enum Record {
+pub(crate) enum Record {
     Rst(RstEvent),
     /// An RST segment's bytes (pcapng exports only).
     Packet(PacketRecord),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     TooShort {
         len: usize,
         need: usize,
@@ -59,7 +59,7 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: EventHeader = read_pod(bytes)?;
     if header.version != ABI_VERSION {
         return Err(DecodeError::Version {
@@ -115,7 +115,7 @@ fn read_pod<T: Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
 
 /// For tests: serialises an event as the kernel would.
 #[cfg(test)]
-pub fn encode(ev: &RstEvent) -> Vec<u8> {
+pub(crate) fn encode(ev: &RstEvent) -> Vec<u8> {
     // SAFETY: RstEvent is repr(C) without implicit padding (size asserted in the ABI).
     let bytes = unsafe {
         std::slice::from_raw_parts((ev as *const RstEvent).cast::<u8>(), size_of::<RstEvent>())
@@ -125,7 +125,7 @@ pub fn encode(ev: &RstEvent) -> Vec<u8> {
 
 /// For tests: a zeroed RST event with a valid header to fill in.
 #[cfg(test)]
-pub fn blank_rst() -> RstEvent {
+pub(crate) fn blank_rst() -> RstEvent {
     // SAFETY: all-zero is a valid RstEvent (integers and arrays only).
     let mut ev: RstEvent = unsafe { std::mem::zeroed() };
     ev.header = EventHeader {

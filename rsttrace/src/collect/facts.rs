@@ -7,28 +7,27 @@ use std::path::{Path, PathBuf};
 use log::{debug, warn};
 use rsttrace_ebpf::abi::KfreeSkb;
 
-use crate::collect::attach::ERROR_REPORT_FUNCTION;
 use crate::collect::probes::{self, KernelFacts, Need};
 use crate::collect::transport;
 use crate::kernel::{btf::Btf, btf_source, kallsyms, offsets, preempt, tracefs};
 
 /// Everything the kernel side needs, probed once at start-up.
-pub struct KernelInfo {
-    pub btf: Option<Btf>,
+pub(crate) struct KernelInfo {
+    pub(crate) btf: Option<Btf>,
     /// Why BTF is missing, when it is.
-    pub btf_error: Option<String>,
-    pub tracefs: Option<PathBuf>,
-    pub facts: KernelFacts,
+    pub(crate) btf_error: Option<String>,
+    pub(crate) tracefs: Option<PathBuf>,
+    pub(crate) facts: KernelFacts,
     /// `enum sk_rst_reason` value → name, from BTF.
-    pub reasons: HashMap<u32, String>,
+    pub(crate) reasons: HashMap<u32, String>,
     /// Whether the kernel has the BPF ring buffer (Err: the probe failed).
-    pub ring_buffer: Result<bool, String>,
+    pub(crate) ring_buffer: Result<bool, String>,
 }
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 
 impl KernelInfo {
-    pub fn probe() -> KernelInfo {
+    pub(crate) fn probe() -> KernelInfo {
         let (btf, btf_error) = match btf_source::parse() {
             Ok(b) => (Some(b), None),
             Err(e) => {
@@ -96,8 +95,7 @@ pub(super) fn probe_facts(btf: Option<&Btf>, tracefs: Option<&Path>) -> KernelFa
                 fields.iter().any(|f| f.name == "saddr" && f.size == 28);
         }
     }
-    let mut wanted = probes::wanted_functions();
-    wanted.insert(ERROR_REPORT_FUNCTION);
+    let wanted = probes::wanted_functions();
     if let Some(b) = btf {
         for f in &wanted {
             if let Some(n) = b.func_param_count(f) {

@@ -14,8 +14,8 @@ use crate::collect::attach::{
     attach_owner_tracking, attach_role, explain_bpf_error, load_fentry, require_kernel_btf, undo,
 };
 use crate::collect::counters::CounterReader;
-pub use crate::collect::counters::Counters;
-pub use crate::collect::facts::KernelInfo;
+pub(crate) use crate::collect::counters::Counters;
+pub(crate) use crate::collect::facts::KernelInfo;
 use crate::collect::facts::kfree_skb;
 use crate::collect::perfbuf::PerfBuffers;
 use crate::collect::probes::{self, HookMode, KernelFacts, Plan, Role};
@@ -30,29 +30,29 @@ static EBPF_OBJECT: &[u8] =
 static EBPF_PERF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rsttrace-ebpf-perf.o"));
 
-pub struct Options {
-    pub hooks: HookMode,
-    pub transport: Transport,
-    pub filter: Filter,
-    pub ring_buffer_bytes: u32,
-    pub wakeup_bytes: u64,
+pub(crate) struct Options {
+    pub(crate) hooks: HookMode,
+    pub(crate) transport: Transport,
+    pub(crate) filter: Filter,
+    pub(crate) ring_buffer_bytes: u32,
+    pub(crate) wakeup_bytes: u64,
     /// The perf transport: bytes per CPU, and its wake-up threshold.
-    pub perf_bytes: usize,
-    pub perf_wakeup_bytes: u64,
+    pub(crate) perf_bytes: usize,
+    pub(crate) perf_wakeup_bytes: u64,
     /// Capture the RST segments themselves (for pcapng exports).
-    pub capture_packets: bool,
+    pub(crate) capture_packets: bool,
     /// `--stack`: capture kernel and user stacks.
-    pub stacks: bool,
+    pub(crate) stacks: bool,
     /// `--firewall`: where netfilter's functions cannot be hooked, check
     /// every packet sent for its RSTs.
-    pub firewall: bool,
+    pub(crate) firewall: bool,
 }
 
 /// Loaded and attached programs; dropping it detaches everything.
-pub struct Session {
-    pub ebpf: Ebpf,
-    pub plan: Plan,
-    pub transport: Transport,
+pub(crate) struct Session {
+    pub(crate) ebpf: Ebpf,
+    pub(crate) plan: Plan,
+    pub(crate) transport: Transport,
     /// Taken by the reader (`take_buffers`).
     buffers: Option<Buffers>,
     counters: CounterReader,
@@ -67,7 +67,7 @@ impl Session {
     /// Lends ports that were listening before the programs were attached
     /// their owners (`enrich::listeners`); an owner the kernel side has
     /// recorded meanwhile is kept. Returns how many were written.
-    pub fn seed_listeners(&mut self, owners: &[(ListenerKey, Owner)]) -> Result<usize> {
+    pub(crate) fn seed_listeners(&mut self, owners: &[(ListenerKey, Owner)]) -> Result<usize> {
         let map = self
             .ebpf
             .map_mut(abi::LISTENERS_MAP)
@@ -89,7 +89,7 @@ impl Session {
     /// once the offsets are resolved: aya parses vmlinux BTF again (for
     /// tp_btf and fentry), and two parsed copies alive at once were most of
     /// rsttrace's peak memory.
-    pub fn load(kernel: &mut KernelInfo, opts: &Options) -> Result<Session> {
+    pub(crate) fn load(kernel: &mut KernelInfo, opts: &Options) -> Result<Session> {
         check_privileges()?;
         if !opts.stacks {
             kallsyms::discard_symbols();
@@ -185,13 +185,16 @@ impl Session {
         }
         match attach_aborts(&mut ebpf, &facts, &aya_btf) {
             Ok(hook) => {
-                info!("aborts: {hook}");
-                plan.aborts = true;
+                info!("aborts: {}", hook.name);
+                plan.aborts = Some(hook);
             }
-            Err(e) => warn!(
-                "connections that die without an RST (retransmission timeouts, ICMP errors) \
-                 will not be seen: {e:#}"
-            ),
+            Err(e) => {
+                plan.aborts = None;
+                warn!(
+                    "connections that die without an RST (retransmission timeouts, ICMP \
+                     errors) will not be seen: {e:#}"
+                );
+            }
         }
         if opts.capture_packets {
             let attached = require_kernel_btf(&facts)
@@ -229,7 +232,7 @@ impl Session {
 
     /// Attaches netfilter's functions once their module loads; looks at
     /// most every 2 s (two stat() calls), and not at all once attached.
-    pub fn recheck_firewall(&mut self) {
+    pub(crate) fn recheck_firewall(&mut self) {
         if self.firewall_pending.is_empty()
             || self.firewall_checked.elapsed() < std::time::Duration::from_secs(2)
         {
@@ -244,7 +247,7 @@ impl Session {
     }
 
     /// The loaded programs: name in the object, and the kernel's program id.
-    pub fn program_ids(&self) -> Vec<(String, u32)> {
+    pub(crate) fn program_ids(&self) -> Vec<(String, u32)> {
         let mut ids: Vec<(String, u32)> = self
             .ebpf
             .programs()
@@ -257,7 +260,7 @@ impl Session {
     /// Each loaded program and the instructions the verifier processed for
     /// it ("processed N insns"); None where the kernel does not report it
     /// (bpf_prog_info.verified_insns is 5.16+).
-    pub fn verified_instructions(&self) -> Vec<(String, Option<u32>)> {
+    pub(crate) fn verified_instructions(&self) -> Vec<(String, Option<u32>)> {
         let mut counts: Vec<(String, Option<u32>)> = self
             .ebpf
             .programs()
@@ -275,7 +278,7 @@ impl Session {
     }
 
     /// Where the records arrive (once).
-    pub fn take_buffers(&mut self) -> Result<Buffers> {
+    pub(crate) fn take_buffers(&mut self) -> Result<Buffers> {
         if let Some(perf) = self.buffers.take() {
             return Ok(perf);
         }
@@ -287,7 +290,7 @@ impl Session {
     }
 
     /// The `--stack` map (stacks are read by id as events arrive).
-    pub fn take_stack_map(&mut self) -> Result<StackTraceMap<MapData>> {
+    pub(crate) fn take_stack_map(&mut self) -> Result<StackTraceMap<MapData>> {
         let map = self
             .ebpf
             .take_map(abi::STACKS_MAP)
@@ -296,7 +299,7 @@ impl Session {
     }
 
     /// The kernel's counters; `exact` recounts the LRU maps (at exit).
-    pub fn counters(&self, exact: bool) -> Result<Counters> {
+    pub(crate) fn counters(&self, exact: bool) -> Result<Counters> {
         self.counters.read(&self.ebpf, exact)
     }
 }
@@ -360,7 +363,12 @@ fn load_object(
     }
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
+    // The programs read kernel structs at offsets this loader resolved
+    // and wrote into OFFSETS: the object has no CO-RE relocations, and
+    // the kernel BTF that EbpfLoader::new() parsed for them (its biggest
+    // allocation) is dropped unused. Attaching parses it once, later.
     loader
+        .btf(None)
         .override_global(abi::OFFSETS_GLOBAL, offsets, true)
         .override_global(abi::FILTER_GLOBAL, filter, true)
         .override_global(abi::TUNING_GLOBAL, tuning, true)
@@ -401,7 +409,7 @@ fn try_fentry(ebpf: &mut Ebpf, btf: &aya::Btf, facts: &KernelFacts) -> Result<()
 
 /// The fentry trial for `rsttrace check`; None when it cannot be tried
 /// (no BTF, no privileges).
-pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
+pub(crate) fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
     let btf = kernel.btf.as_ref()?;
     check_privileges().ok()?;
     let offsets = match resolve_offsets(btf) {
@@ -428,7 +436,7 @@ pub fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
 }
 
 /// CAP_BPF (39) + CAP_PERFMON (38), or CAP_SYS_ADMIN (21), in the effective set.
-pub fn check_privileges() -> Result<()> {
+pub(crate) fn check_privileges() -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let caps = status
         .lines()

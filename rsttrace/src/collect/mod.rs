@@ -5,13 +5,13 @@
 //! validating its records (`decode`), boot-to-wall time (`clock`) and the
 //! kernel's loss counters (`counters`).
 
-pub mod attach;
-pub mod clock;
-pub mod counters;
-pub mod decode;
-pub mod facts;
-pub mod loader;
-pub mod perfbuf;
+pub(crate) mod attach;
+pub(crate) mod clock;
+pub(crate) mod counters;
+pub(crate) mod decode;
+pub(crate) mod facts;
+pub(crate) mod loader;
+pub(crate) mod perfbuf;
 pub mod probes;
-pub mod source;
+pub(crate) mod source;
 pub mod transport;

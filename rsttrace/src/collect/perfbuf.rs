@@ -21,7 +21,7 @@ use aya_obj::generated::{
 };
 use rsttrace_ebpf::abi::{PacketRecord, RstEvent};
 
-pub struct PerfBuffers {
+pub(crate) struct PerfBuffers {
     /// The perf event array, kept open with the buffers it points at.
     _map: MapData,
     cpus: Vec<CpuBuffer>,
@@ -42,7 +42,7 @@ pub struct PerfBuffers {
 impl PerfBuffers {
     /// Opens `bytes` (a power-of-two number of pages) per online CPU, with
     /// a wake-up once `wakeup_bytes` are waiting (0: on every sample).
-    pub fn open(map: MapData, bytes: usize, wakeup_bytes: u64) -> io::Result<PerfBuffers> {
+    pub(crate) fn open(map: MapData, bytes: usize, wakeup_bytes: u64) -> io::Result<PerfBuffers> {
         let cpus = aya::util::online_cpus().map_err(|(path, e)| {
             io::Error::new(e.kind(), format!("reading online CPUs from {path}: {e}"))
         })?;
@@ -94,7 +94,7 @@ impl PerfBuffers {
     /// ring buffer transport's one ring is): a drain's records are sorted
     /// by their time before they are handed on. A record that a CPU wrote
     /// before the last drain's but that missed it still arrives late.
-    pub fn drain(&mut self, mut each: impl FnMut(&[u8]), limit: usize) -> (usize, bool) {
+    pub(crate) fn drain(&mut self, mut each: impl FnMut(&[u8]), limit: usize) -> (usize, bool) {
         self.consume_wakeups();
         self.batch.clear();
         self.spans.clear();
@@ -126,7 +126,7 @@ impl PerfBuffers {
     }
 
     /// Samples lost so far (the kernel's lost-samples records).
-    pub fn lost(&self) -> u64 {
+    pub(crate) fn lost(&self) -> u64 {
         self.lost
     }
 

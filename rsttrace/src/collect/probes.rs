@@ -1,8 +1,8 @@
 //! Which kernel hooks to use, decided from what the running kernel offers.
 //!
-//! `HOOKS` is the declarative table: every way rsttrace knows to see RSTs
-//! sent or received, the programs it attaches, what it needs from the kernel
-//! and what it provides. `choose` ranks the hooks whose needs the probed
+//! `HOOKS` (in table.rs) is the declarative table: every way rsttrace knows
+//! to see RSTs sent or received and connections that die without one, the
+//! programs it attaches, what it needs from the kernel and what it provides. `choose` ranks the hooks whose needs the probed
 //! `KernelFacts` meet; it is pure and unit-tested per kernel shape. Support is
 //! detected by probing (BTF types, tracefs formats, the kprobe PMU, symbols in
 //! /proc/kallsyms, a trial fentry load), never by kernel version numbers.
@@ -11,7 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use anyhow::{Result, bail};
-use rsttrace_ebpf::abi::{PreemptCount, program};
+use rsttrace_ebpf::abi::PreemptCount;
+
+mod table;
+pub(crate) use table::HOOKS;
+use table::{FIREWALL_DEVICE, FIREWALL_KPROBE};
 
 /// `--hooks`: let rsttrace choose, or force one family of hooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,7 +29,7 @@ pub enum HookMode {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Family {
+pub(crate) enum Family {
     // Declaration order is the preference among hooks that provide the same:
     // typed arguments, then the cheapest function hook, then offsets from tracefs.
     TpBtf,
@@ -48,18 +52,22 @@ impl Family {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Send,
     Receive,
     /// Added to a send hook that misses RSTs sent without a socket.
     SendNoSocket,
     /// netfilter's RSTs (`choose_firewall`), which no TCP hook sees.
     Firewall,
+    /// Connections that die without an RST (the kernel's socket error
+    /// report): one hook whatever `--hooks` says, as the events are the
+    /// same from either.
+    Abort,
 }
 
 /// How one program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attach {
+pub(crate) enum Attach {
     TpBtf {
         program: &'static str,
         tracepoint: &'static str,
@@ -85,7 +93,7 @@ pub enum Attach {
 
 /// What a hook needs from the kernel; each is checked against `KernelFacts`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     Btf,
     /// The BTF typedef `btf_trace_<name>` with exactly this many parameters
     /// (the first is the tracing context).
@@ -105,7 +113,7 @@ pub enum Need {
 
 /// What a hook tells about each RST.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provides {
+pub(crate) enum Provides {
     Fixed {
         /// The kernel's `sk_rst_reason`.
         reason: bool,
@@ -119,256 +127,18 @@ pub enum Provides {
     SendTracepointFormat,
 }
 
-pub struct Hook {
-    pub name: &'static str,
-    pub role: Role,
-    pub family: Family,
-    pub attach: &'static [Attach],
-    pub needs: &'static [Need],
-    pub provides: Provides,
+pub(crate) struct Hook {
+    pub(crate) name: &'static str,
+    pub(crate) role: Role,
+    pub(crate) family: Family,
+    pub(crate) attach: &'static [Attach],
+    pub(crate) needs: &'static [Need],
+    pub(crate) provides: Provides,
 }
-
-pub static HOOKS: &[Hook] = &[
-    Hook {
-        name: "tp_btf:tcp_send_reset(sk,skb,reason)",
-        role: Role::Send,
-        family: Family::TpBtf,
-        attach: &[Attach::TpBtf {
-            program: program::BTF_SEND_RESET,
-            tracepoint: "tcp_send_reset",
-        }],
-        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_send_reset", 4)],
-        provides: Provides::Fixed {
-            reason: true,
-            no_socket: true,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "fentry:tcp_v4_send_reset+tcp_v6_send_reset+tcp_send_active_reset",
-        role: Role::Send,
-        family: Family::Fentry,
-        attach: &[
-            Attach::Fentry {
-                program: program::FENTRY_V4_SEND_RESET,
-                function: "tcp_v4_send_reset",
-                optional: false,
-            },
-            Attach::Fentry {
-                program: program::FENTRY_V6_SEND_RESET,
-                function: "tcp_v6_send_reset",
-                optional: true,
-            },
-            Attach::Fentry {
-                program: program::FENTRY_SEND_ACTIVE_RESET,
-                function: "tcp_send_active_reset",
-                optional: false,
-            },
-        ],
-        needs: &[
-            Need::Btf,
-            Need::BtfFunctionArgs("tcp_v4_send_reset", 2),
-            Need::BtfFunctionArgs("tcp_send_active_reset", 1),
-            Need::FentryPermitted,
-        ],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: true,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "kprobe:tcp_v4_send_reset+tcp_v6_send_reset+tcp_send_active_reset",
-        role: Role::Send,
-        family: Family::Kprobe,
-        attach: &[
-            Attach::Kprobe {
-                program: program::KPROBE_SEND_RESET,
-                function: "tcp_v4_send_reset",
-                optional: false,
-            },
-            Attach::Kprobe {
-                program: program::KPROBE_SEND_RESET,
-                function: "tcp_v6_send_reset",
-                optional: true,
-            },
-            Attach::Kprobe {
-                program: program::KPROBE_SEND_ACTIVE_RESET,
-                function: "tcp_send_active_reset",
-                optional: false,
-            },
-        ],
-        needs: &[
-            Need::KprobePmu,
-            Need::Function("tcp_v4_send_reset"),
-            Need::Function("tcp_send_active_reset"),
-        ],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: true,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "tp_btf:tcp_send_reset(sk,skb)",
-        role: Role::Send,
-        family: Family::TpBtf,
-        attach: &[Attach::TpBtf {
-            program: program::BTF_SEND_RESET_NO_REASON,
-            tracepoint: "tcp_send_reset",
-        }],
-        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_send_reset", 3)],
-        // Same kernel event as the tracepoint: it fires without a socket
-        // where the tracepoint's format says so.
-        provides: Provides::SendTracepointFormat,
-    },
-    Hook {
-        name: "tracepoint:tcp:tcp_send_reset",
-        role: Role::Send,
-        family: Family::Tracepoint,
-        attach: &[Attach::Tracepoint {
-            program: program::TP_SEND_RESET,
-            category: "tcp",
-            name: "tcp_send_reset",
-        }],
-        needs: &[Need::Tracepoint("tcp", "tcp_send_reset")],
-        provides: Provides::SendTracepointFormat,
-    },
-    Hook {
-        name: "tracepoint:skb:kfree_skb(NO_SOCKET)",
-        role: Role::SendNoSocket,
-        family: Family::Tracepoint,
-        attach: &[Attach::Tracepoint {
-            program: program::TP_KFREE_SKB,
-            category: "skb",
-            name: "kfree_skb",
-        }],
-        needs: &[Need::Tracepoint("skb", "kfree_skb"), Need::KfreeSkbNoSocket],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: true,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "tp_btf:tcp_receive_reset",
-        role: Role::Receive,
-        family: Family::TpBtf,
-        attach: &[Attach::TpBtf {
-            program: program::BTF_RECEIVE_RESET,
-            tracepoint: "tcp_receive_reset",
-        }],
-        needs: &[Need::Btf, Need::BtfTracepointArgs("tcp_receive_reset", 2)],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: false,
-            packet: false,
-        },
-    },
-    Hook {
-        name: "fentry:tcp_reset(sk,skb)",
-        role: Role::Receive,
-        family: Family::Fentry,
-        attach: &[Attach::Fentry {
-            program: program::FENTRY_TCP_RESET,
-            function: "tcp_reset",
-            optional: false,
-        }],
-        needs: &[
-            Need::Btf,
-            Need::BtfFunctionArgs("tcp_reset", 2),
-            Need::FentryPermitted,
-        ],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: false,
-            packet: true,
-        },
-    },
-    Hook {
-        name: "kprobe:tcp_reset(sk,skb)",
-        role: Role::Receive,
-        family: Family::Kprobe,
-        attach: &[Attach::Kprobe {
-            program: program::KPROBE_TCP_RESET,
-            function: "tcp_reset",
-            optional: false,
-        }],
-        // BTF tells whether tcp_reset takes the skb (it did not before 5.16).
-        needs: &[
-            Need::KprobePmu,
-            Need::Function("tcp_reset"),
-            Need::BtfFunctionArgs("tcp_reset", 2),
-        ],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: false,
-            packet: true,
-        },
-    },
-    Hook {
-        name: "tracepoint:tcp:tcp_receive_reset",
-        role: Role::Receive,
-        family: Family::Tracepoint,
-        attach: &[Attach::Tracepoint {
-            program: program::TP_RECEIVE_RESET,
-            category: "tcp",
-            name: "tcp_receive_reset",
-        }],
-        needs: &[Need::Tracepoint("tcp", "tcp_receive_reset")],
-        provides: Provides::Fixed {
-            reason: false,
-            no_socket: false,
-            packet: false,
-        },
-    },
-    Hook {
-        name: FIREWALL_KPROBE,
-        role: Role::Firewall,
-        family: Family::Kprobe,
-        // In the modules nf_reject_ipv4/ipv6, which load with the first
-        // reject rule: both optional, attached late (`Session::recheck_firewall`).
-        attach: &[
-            Attach::Kprobe {
-                program: program::KPROBE_NF_SEND_RESET,
-                function: "nf_send_reset",
-                optional: true,
-            },
-            Attach::Kprobe {
-                program: program::KPROBE_NF_SEND_RESET,
-                function: "nf_send_reset6",
-                optional: true,
-            },
-        ],
-        needs: &[Need::KprobePmu],
-        provides: NOTHING_ELSE,
-    },
-    Hook {
-        name: FIREWALL_DEVICE,
-        role: Role::Firewall,
-        family: Family::TpBtf,
-        attach: &[Attach::TpBtf {
-            program: program::BTF_SOCKETLESS_RST,
-            tracepoint: "net_dev_queue",
-        }],
-        needs: &[Need::Btf, Need::BtfTracepointArgs("net_dev_queue", 2)],
-        provides: NOTHING_ELSE,
-    },
-];
-
-/// The firewall hooks add a cause, not a capability of the RST hooks.
-const NOTHING_ELSE: Provides = Provides::Fixed {
-    reason: false,
-    no_socket: false,
-    packet: false,
-};
-
-const FIREWALL_KPROBE: &str = "kprobe:nf_send_reset+nf_send_reset6";
-const FIREWALL_DEVICE: &str = "tp_btf:net_dev_queue(socketless RST)";
 
 /// netfilter's RSTs: how they are seen, or why not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Firewall {
+pub(crate) enum Firewall {
     /// In nf_send_reset{,6}: runs only on a reject, so always on. `loaded`:
     /// whether a reject module was there to attach to (else attached when
     /// one loads).
@@ -384,13 +154,13 @@ pub enum Firewall {
 
 /// What the device hook costs healthy traffic, as `cargo xtask bench`
 /// measured it (its --firewall rows), for `rsttrace check` and the ready line.
-pub const FIREWALL_DEVICE_COST: &str = "a program run on every packet sent, ~110 ns each on \
+pub(crate) const FIREWALL_DEVICE_COST: &str = "a program run on every packet sent, ~110 ns each on \
      Linux 6.18 (2 per 1-byte request/response: ~2 % of TCP_RR, above the 1 % budget; \
      `cargo xtask bench` measures it here)";
 
 /// The kernel hook wherever kprobes work; else, with `--firewall`, the
 /// device hook; else off. The reject modules need not be loaded yet.
-pub fn choose_firewall(opt_in: bool, k: &KernelFacts) -> Firewall {
+pub(crate) fn choose_firewall(opt_in: bool, k: &KernelFacts) -> Firewall {
     let hook = |name: &str| HOOKS.iter().find(|h| h.name == name).expect("in HOOKS");
     let kernel = hook(FIREWALL_KPROBE);
     if kernel.availability(k).is_ok() {
@@ -409,7 +179,7 @@ pub fn choose_firewall(opt_in: bool, k: &KernelFacts) -> Firewall {
 }
 
 /// The functions a firewall hook attaches to.
-pub fn firewall_functions(hook: &Hook) -> impl Iterator<Item = &'static str> + '_ {
+pub(crate) fn firewall_functions(hook: &Hook) -> impl Iterator<Item = &'static str> + '_ {
     hook.attach.iter().filter_map(|a| match a {
         Attach::Kprobe { function, .. } => Some(*function),
         _ => None,
@@ -432,7 +202,7 @@ impl fmt::Display for Firewall {
 }
 
 /// Kernel functions the table may hook (for the /proc/kallsyms scan).
-pub fn wanted_functions() -> BTreeSet<&'static str> {
+pub(crate) fn wanted_functions() -> BTreeSet<&'static str> {
     HOOKS
         .iter()
         .flat_map(|h| h.attach)
@@ -445,33 +215,33 @@ pub fn wanted_functions() -> BTreeSet<&'static str> {
 
 /// What the kernel offers, probed from BTF, tracefs, sysfs and kallsyms.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelFacts {
+pub(crate) struct KernelFacts {
     /// Kernel BTF parsed (from sysfs, or a `--btf` file): offsets and prototypes.
-    pub btf: bool,
+    pub(crate) btf: bool,
     /// The kernel's own BTF (`/sys/kernel/btf/vmlinux`), which tp_btf and
     /// fentry programs are verified against.
-    pub kernel_btf: bool,
+    pub(crate) kernel_btf: bool,
     /// `btf_trace_<tracepoint>` → parameter count.
-    pub btf_tracepoint_args: BTreeMap<String, usize>,
+    pub(crate) btf_tracepoint_args: BTreeMap<String, usize>,
     /// BTF FUNC → parameter count (absent when inlined away).
-    pub btf_function_args: BTreeMap<String, usize>,
+    pub(crate) btf_function_args: BTreeMap<String, usize>,
     /// Classic tracepoints present in tracefs, as "category:name".
-    pub tracepoints: BTreeSet<String>,
+    pub(crate) tracepoints: BTreeSet<String>,
     /// `tcp:tcp_send_reset` has a `reason` field.
-    pub tp_send_reset_reason: bool,
+    pub(crate) tp_send_reset_reason: bool,
     /// `tcp:tcp_send_reset` records addresses as sockaddr_in6 (28 bytes), the
     /// layout of the version that also fires when there is no socket.
-    pub tp_send_reset_no_socket: bool,
+    pub(crate) tp_send_reset_no_socket: bool,
     /// `/sys/bus/event_source/devices/kprobe`.
-    pub kprobe_pmu: bool,
+    pub(crate) kprobe_pmu: bool,
     /// Function name → the symbol to attach to (it may carry a suffix).
-    pub functions: BTreeMap<String, String>,
+    pub(crate) functions: BTreeMap<String, String>,
     /// Trial fentry load: None when not tried, Some(Err(why)) when refused.
-    pub fentry: Option<Result<(), String>>,
+    pub(crate) fentry: Option<Result<(), String>>,
     /// `skb:kfree_skb` can single out NO_SOCKET drops.
-    pub kfree_skb_no_socket: bool,
+    pub(crate) kfree_skb_no_socket: bool,
     /// Where the preempt count lives (`kernel::preempt`), or why unknown.
-    pub preempt_count: Result<PreemptCount, String>,
+    pub(crate) preempt_count: Result<PreemptCount, String>,
 }
 
 impl Default for KernelFacts {
@@ -496,7 +266,7 @@ impl Default for KernelFacts {
 /// How the kernel programs tell task from interrupt context at RST time
 /// (`context.rs` in rsttrace-ebpf); neither runs anything per softirq.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ContextSource {
+pub(crate) enum ContextSource {
     /// This CPU's preempt count: exact.
     PreemptCount,
     /// Whether a task owns the socket's lock, and the call path: inferred.
@@ -504,7 +274,7 @@ pub enum ContextSource {
 }
 
 impl ContextSource {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ContextSource::PreemptCount => "preempt_count",
             ContextSource::SocketLock => "socket_lock",
@@ -513,11 +283,11 @@ impl ContextSource {
 }
 
 impl KernelFacts {
-    pub fn has_tracepoint(&self, category: &str, name: &str) -> bool {
+    pub(crate) fn has_tracepoint(&self, category: &str, name: &str) -> bool {
         self.tracepoints.contains(&format!("{category}:{name}"))
     }
 
-    pub fn context_source(&self) -> ContextSource {
+    pub(crate) fn context_source(&self) -> ContextSource {
         if self.preempt_count.is_ok() {
             ContextSource::PreemptCount
         } else {
@@ -526,7 +296,7 @@ impl KernelFacts {
     }
 
     /// Why `need` is not met, or Ok.
-    pub fn check(&self, need: &Need) -> Result<(), String> {
+    pub(crate) fn check(&self, need: &Need) -> Result<(), String> {
         let ok = |met: bool, why: String| if met { Ok(()) } else { Err(why) };
         match *need {
             Need::Btf => ok(
@@ -581,15 +351,15 @@ impl KernelFacts {
 
 /// What a hook provides on this kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     // Field order is the ranking: seeing more RSTs beats explaining them better.
-    pub no_socket: bool,
-    pub packet: bool,
-    pub reason: bool,
+    pub(crate) no_socket: bool,
+    pub(crate) packet: bool,
+    pub(crate) reason: bool,
 }
 
 impl Hook {
-    pub fn capabilities(&self, k: &KernelFacts) -> Capabilities {
+    pub(crate) fn capabilities(&self, k: &KernelFacts) -> Capabilities {
         match self.provides {
             Provides::Fixed {
                 reason,
@@ -609,7 +379,7 @@ impl Hook {
     }
 
     /// Ok, or every unmet need.
-    pub fn availability(&self, k: &KernelFacts) -> Result<(), Vec<String>> {
+    pub(crate) fn availability(&self, k: &KernelFacts) -> Result<(), Vec<String>> {
         let missing: Vec<String> = self.needs.iter().filter_map(|n| k.check(n).err()).collect();
         if missing.is_empty() {
             Ok(())
@@ -621,7 +391,7 @@ impl Hook {
 
 /// The usable hooks for `role` under `mode`, best first. The loader attaches
 /// the first and, in auto mode, falls back along the list.
-pub fn ranked(mode: HookMode, role: Role, k: &KernelFacts) -> Vec<&'static Hook> {
+pub(crate) fn ranked(mode: HookMode, role: Role, k: &KernelFacts) -> Vec<&'static Hook> {
     let mut usable: Vec<&'static Hook> = HOOKS
         .iter()
         .filter(|h| h.role == role && h.family.allowed_by(mode))
@@ -633,25 +403,27 @@ pub fn ranked(mode: HookMode, role: Role, k: &KernelFacts) -> Vec<&'static Hook>
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Plan {
-    pub send: &'static Hook,
-    pub receive: &'static Hook,
+pub(crate) struct Plan {
+    pub(crate) send: &'static Hook,
+    pub(crate) receive: &'static Hook,
     /// Attached next to `send` when it misses RSTs sent without a socket.
-    pub no_socket_hook: Option<&'static Hook>,
+    pub(crate) no_socket_hook: Option<&'static Hook>,
     /// How task and interrupt context are told apart.
-    pub context: ContextSource,
+    pub(crate) context: ContextSource,
     /// Whether sent RSTs carry the kernel's reason.
-    pub reason: bool,
+    pub(crate) reason: bool,
     /// Whether RSTs sent without a socket are seen.
-    pub no_socket: bool,
+    pub(crate) no_socket: bool,
     /// Whether received RSTs come with their packet.
-    pub packet: bool,
-    /// Whether connections that die without an RST (direction abort) are seen.
-    pub aborts: bool,
+    pub(crate) packet: bool,
+    /// The hook that sees connections die without an RST (direction
+    /// abort), if any: the first of `abort_hooks`; the loader clears it
+    /// when none attaches.
+    pub(crate) aborts: Option<&'static Hook>,
     /// Whether RST segments are captured for pcapng exports.
-    pub packets: bool,
+    pub(crate) packets: bool,
     /// How netfilter's RSTs are seen (set by the loader).
-    pub firewall: Firewall,
+    pub(crate) firewall: Firewall,
 }
 
 impl fmt::Debug for Hook {
@@ -668,7 +440,7 @@ impl PartialEq for Hook {
 impl Eq for Hook {}
 
 impl Plan {
-    pub fn new(
+    pub(crate) fn new(
         send: &'static Hook,
         receive: &'static Hook,
         no_socket_hook: Option<&'static Hook>,
@@ -684,15 +456,15 @@ impl Plan {
             reason: s.reason,
             no_socket: s.no_socket || no_socket_hook.is_some(),
             packet: receive.capabilities(k).packet,
+            aborts: abort_hooks(k).first().copied(),
             // Set by the loader once these hooks are attached.
-            aborts: false,
             packets: false,
             firewall: choose_firewall(false, k),
         }
     }
 
     /// The supplementary hook `choose` would add to `send`, if any.
-    pub fn no_socket_hook_for(
+    pub(crate) fn no_socket_hook_for(
         mode: HookMode,
         send: &'static Hook,
         k: &KernelFacts,
@@ -716,7 +488,7 @@ impl fmt::Display for Plan {
             if self.reason { "kernel" } else { "inferred" },
             yn(self.no_socket),
             yn(self.packet),
-            yn(self.aborts),
+            self.aborts.map_or("no", |h| h.name),
         )?;
         if let Some(extra) = self.no_socket_hook {
             write!(f, " extra={}", extra.name)?;
@@ -728,7 +500,18 @@ impl fmt::Display for Plan {
     }
 }
 
-pub fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
+/// The usable hooks for aborts, best first: `--hooks` does not choose
+/// among them (see `Role::Abort`).
+pub(crate) fn abort_hooks(k: &KernelFacts) -> Vec<&'static Hook> {
+    ranked(HookMode::Auto, Role::Abort, k)
+}
+
+/// Why no abort hook is usable: every abort hook's unmet needs.
+pub(crate) fn why_no_abort_hook(k: &KernelFacts) -> String {
+    unmet(k, |h| h.role == Role::Abort)
+}
+
+pub(crate) fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
     let send = ranked(mode, Role::Send, k).first().copied();
     let receive = ranked(mode, Role::Receive, k).first().copied();
     let (Some(send), Some(receive)) = (send, receive) else {
@@ -737,14 +520,17 @@ pub fn choose(mode: HookMode, k: &KernelFacts) -> Result<Plan> {
              tracepoints (Linux 4.16+), or kprobes/fentry on the reset functions; \
              `rsttrace check` shows what this kernel offers",
             mode_name(mode),
-            why_not(mode, k)
+            unmet(k, |h| {
+                matches!(h.role, Role::Send | Role::SendNoSocket | Role::Receive)
+                    && h.family.allowed_by(mode)
+            })
         );
     };
     let extra = Plan::no_socket_hook_for(mode, send, k);
     Ok(Plan::new(send, receive, extra, k))
 }
 
-pub fn mode_name(mode: HookMode) -> &'static str {
+pub(crate) fn mode_name(mode: HookMode) -> &'static str {
     match mode {
         HookMode::Auto => "auto",
         HookMode::TpBtf => "tp_btf",
@@ -754,10 +540,11 @@ pub fn mode_name(mode: HookMode) -> &'static str {
     }
 }
 
-fn why_not(mode: HookMode, k: &KernelFacts) -> String {
+/// The unmet needs of the hooks `which` selects, a line per hook.
+fn unmet(k: &KernelFacts, which: impl Fn(&Hook) -> bool) -> String {
     HOOKS
         .iter()
-        .filter(|h| h.family.allowed_by(mode))
+        .filter(|h| which(h))
         .filter_map(|h| {
             h.availability(k)
                 .err()
@@ -768,205 +555,4 @@ fn why_not(mode: HookMode, k: &KernelFacts) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    fn set(items: &[&str]) -> BTreeSet<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
-
-    /// This machine: tracepoints and tp_btf, no kprobes, fentry refused.
-    pub(crate) fn linux_6_18() -> KernelFacts {
-        KernelFacts {
-            btf: true,
-            kernel_btf: true,
-            btf_tracepoint_args: [
-                ("tcp_send_reset", 4),
-                ("tcp_receive_reset", 2),
-                ("net_dev_queue", 2),
-            ]
-            .into_iter()
-            .map(|(n, c)| (n.to_string(), c))
-            .collect(),
-            btf_function_args: [
-                ("tcp_v4_send_reset", 3),
-                ("tcp_v6_send_reset", 3),
-                ("tcp_send_active_reset", 3),
-                ("tcp_reset", 2),
-            ]
-            .into_iter()
-            .map(|(n, c)| (n.to_string(), c))
-            .collect(),
-            tracepoints: set(&[
-                "tcp:tcp_send_reset",
-                "tcp:tcp_receive_reset",
-                "skb:kfree_skb",
-            ]),
-            tp_send_reset_reason: true,
-            tp_send_reset_no_socket: true,
-            kprobe_pmu: false,
-            functions: BTreeMap::new(),
-            fentry: Some(Err("Operation not permitted".into())),
-            kfree_skb_no_socket: true,
-            preempt_count: Err("CONFIG_KALLSYMS_ALL is off".into()),
-        }
-    }
-
-    /// Debian bookworm's 6.1: no reason anywhere, kprobes and fentry work.
-    pub(crate) fn linux_6_1() -> KernelFacts {
-        let mut k = linux_6_18();
-        k.btf_tracepoint_args.insert("tcp_send_reset".into(), 3);
-        for f in ["tcp_v4_send_reset", "tcp_v6_send_reset"] {
-            k.btf_function_args.insert(f.into(), 2);
-        }
-        k.btf_function_args
-            .insert("tcp_send_active_reset".into(), 2);
-        k.tp_send_reset_reason = false;
-        k.tp_send_reset_no_socket = false;
-        k.kprobe_pmu = true;
-        k.functions = wanted_functions()
-            .into_iter()
-            .map(|f| (f.to_string(), f.to_string()))
-            .collect();
-        k.fentry = Some(Ok(()));
-        k
-    }
-
-    #[test]
-    fn kfree_skb_fills_the_no_socket_gap_of_6_1_tracepoints() {
-        let k = linux_6_1();
-        let p = choose(HookMode::Tracepoint, &k).unwrap();
-        assert_eq!(
-            p.no_socket_hook.map(|h| h.name),
-            Some("tracepoint:skb:kfree_skb(NO_SOCKET)")
-        );
-        assert!(p.no_socket);
-        assert!(p.to_string().contains("extra=tracepoint:skb:kfree_skb"));
-        // Not added where the send hook already sees those RSTs...
-        assert_eq!(choose(HookMode::Auto, &k).unwrap().no_socket_hook, None);
-        // ...nor to a forced family it does not belong to.
-        let p = choose(HookMode::TpBtf, &k).unwrap();
-        assert!(p.no_socket_hook.is_none() && !p.no_socket);
-    }
-
-    #[test]
-    fn prefers_tp_btf_with_reason_on_6_18() {
-        let p = choose(HookMode::Auto, &linux_6_18()).unwrap();
-        assert_eq!(p.send.name, "tp_btf:tcp_send_reset(sk,skb,reason)");
-        assert_eq!(p.receive.name, "tp_btf:tcp_receive_reset");
-        assert!(p.reason && p.no_socket && !p.packet);
-        assert_eq!(p.context, ContextSource::SocketLock);
-    }
-
-    #[test]
-    fn prefers_function_hooks_on_6_1_because_they_see_socketless_rsts() {
-        let p = choose(HookMode::Auto, &linux_6_1()).unwrap();
-        assert_eq!(p.send.family, Family::Fentry);
-        assert_eq!(p.receive.family, Family::Fentry);
-        assert!(p.no_socket && p.packet && !p.reason);
-
-        let mut no_fentry = linux_6_1();
-        no_fentry.fentry = Some(Err("EPERM".into()));
-        let p = choose(HookMode::Auto, &no_fentry).unwrap();
-        assert_eq!(p.send.family, Family::Kprobe);
-        assert_eq!(p.receive.family, Family::Kprobe);
-    }
-
-    #[test]
-    fn uses_the_two_argument_prototype_on_6_1_when_forced() {
-        let p = choose(HookMode::TpBtf, &linux_6_1()).unwrap();
-        assert_eq!(p.send.name, "tp_btf:tcp_send_reset(sk,skb)");
-        assert!(!p.reason && !p.no_socket);
-    }
-
-    #[test]
-    fn falls_back_to_tracepoints_without_btf() {
-        let k = KernelFacts {
-            btf: false,
-            ..linux_6_18()
-        };
-        let p = choose(HookMode::Auto, &k).unwrap();
-        assert_eq!(p.send.family, Family::Tracepoint);
-        assert_eq!(p.receive.family, Family::Tracepoint);
-        assert!(p.reason, "6.18's tracepoint has a reason field");
-        assert!(choose(HookMode::TpBtf, &k).is_err());
-    }
-
-    #[test]
-    fn forced_modes() {
-        let p = choose(HookMode::Tracepoint, &linux_6_1()).unwrap();
-        assert_eq!(p.send.family, Family::Tracepoint);
-        assert!(!p.reason && p.no_socket && p.no_socket_hook.is_some());
-        let p = choose(HookMode::Kprobe, &linux_6_1()).unwrap();
-        assert_eq!(p.send.family, Family::Kprobe);
-        let err = choose(HookMode::Kprobe, &linux_6_18())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("kprobe PMU"), "{err}");
-        let err = choose(HookMode::Fentry, &linux_6_18())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("fentry: "), "{err}");
-    }
-
-    #[test]
-    fn an_inlined_function_disables_its_hooks() {
-        let mut k = linux_6_1();
-        k.functions.remove("tcp_reset");
-        k.btf_function_args.remove("tcp_reset");
-        let p = choose(HookMode::Auto, &k).unwrap();
-        assert_eq!(p.receive.family, Family::TpBtf);
-        assert_eq!(p.send.family, Family::Fentry);
-    }
-
-    #[test]
-    fn nothing_usable_is_an_error_naming_what_is_missing() {
-        let err = choose(HookMode::Auto, &KernelFacts::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("tcp:tcp_send_reset"), "{err}");
-        assert!(err.contains("kprobe PMU"), "{err}");
-    }
-
-    #[test]
-    fn firewall_rejects_are_hooked_in_netfilter_where_kprobes_work() {
-        let mut k = linux_6_1();
-        k.functions.retain(|f, _| !f.starts_with("nf_"));
-        // The reject modules not loaded yet: attached when they load.
-        assert!(matches!(
-            choose_firewall(false, &k),
-            Firewall::Kernel { loaded: false, .. }
-        ));
-        k.functions
-            .insert("nf_send_reset".into(), "nf_send_reset".into());
-        assert!(matches!(
-            choose_firewall(true, &k),
-            Firewall::Kernel { loaded: true, .. }
-        ));
-        assert!(wanted_functions().contains("nf_send_reset6"));
-    }
-
-    #[test]
-    fn firewall_rejects_cost_every_packet_without_kprobes_so_opt_in() {
-        let k = linux_6_18();
-        assert_eq!(choose_firewall(false, &k), Firewall::OptIn);
-        let Firewall::Device { hook } = choose_firewall(true, &k) else {
-            panic!("--firewall on 6.18")
-        };
-        assert_eq!(hook.attach.len(), 1);
-        let plan = choose(HookMode::Auto, &k).unwrap();
-        assert!(
-            plan.to_string().ends_with(" firewall=off(--firewall)"),
-            "{plan}"
-        );
-        let mut k = k;
-        k.btf_tracepoint_args.remove("net_dev_queue");
-        assert!(matches!(choose_firewall(true, &k), Firewall::Off(_)));
-    }
-
-    #[test]
-    fn wanted_functions_come_from_the_table() {
-        let f = wanted_functions();
-        assert!(f.contains("tcp_v4_send_reset") && f.contains("tcp_reset"));
-    }
-}
+pub(crate) mod tests;

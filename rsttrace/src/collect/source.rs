@@ -19,7 +19,7 @@ use crate::collect::counters::Counters;
 use crate::collect::perfbuf::PerfBuffers;
 
 /// Where the records wait.
-pub enum Buffers {
+pub(crate) enum Buffers {
     Ring(RingBuf<MapData>),
     Perf(PerfBuffers),
 }
@@ -53,7 +53,7 @@ impl Buffers {
     }
 }
 
-pub struct Source {
+pub(crate) struct Source {
     buffers: AsyncFd<Buffers>,
     drain: Interval,
 }
@@ -64,7 +64,7 @@ pub struct Source {
 const BATCH_LIMIT: usize = 1024;
 
 impl Source {
-    pub fn new(buffers: Buffers, drain_every: Duration) -> io::Result<Source> {
+    pub(crate) fn new(buffers: Buffers, drain_every: Duration) -> io::Result<Source> {
         // SAFETY: the buffers own their fds and keep them open for as long
         // as the AsyncFd (which owns the buffers) lives.
         let buffers = unsafe { AsyncFd::register_with_interest(buffers, Interest::READABLE) }
@@ -76,7 +76,7 @@ impl Source {
 
     /// Waits for a wake-up or the drain timer, then hands every waiting record
     /// to `each`. Returns how many records were read.
-    pub async fn next_batch(&mut self, each: impl FnMut(&[u8])) -> io::Result<usize> {
+    pub(crate) async fn next_batch(&mut self, each: impl FnMut(&[u8])) -> io::Result<usize> {
         tokio::select! {
             guard = self.buffers.readable_mut() => {
                 let mut guard = guard?;
@@ -93,7 +93,7 @@ impl Source {
 
     /// Reads what is waiting, without blocking (used at exit). Bounded by
     /// `limit` so that a storm still running cannot keep rsttrace from exiting.
-    pub fn drain_now(&mut self, each: impl FnMut(&[u8]), limit: usize) -> usize {
+    pub(crate) fn drain_now(&mut self, each: impl FnMut(&[u8]), limit: usize) -> usize {
         self.buffers.get_mut().drain(each, limit).0
     }
 
@@ -105,7 +105,7 @@ impl Source {
     /// the same samples, the records later; where the helper does not
     /// report the failure only the records do. So the larger total is
     /// exact, and what the records add beyond the programs' count is events.
-    pub fn with_losses(&self, counters: Counters) -> Counters {
+    pub(crate) fn with_losses(&self, counters: Counters) -> Counters {
         match self.buffers.get_ref() {
             Buffers::Perf(perf) => with_perf_losses(counters, perf.lost()),
             Buffers::Ring(_) => counters,

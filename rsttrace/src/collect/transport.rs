@@ -21,14 +21,14 @@ pub enum TransportMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     Ring,
     Perf,
 }
 
 impl Transport {
     /// The name in status lines and `rsttrace check`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Transport::Ring => "ring",
             Transport::Perf => "perf",
@@ -47,14 +47,14 @@ impl fmt::Display for Transport {
 
 /// Whether this kernel can create a BPF_MAP_TYPE_RINGBUF map; Err when the
 /// probe itself failed (no privileges, seccomp).
-pub fn probe_ring_buffer() -> Result<bool, String> {
+pub(crate) fn probe_ring_buffer() -> Result<bool, String> {
     aya::sys::is_map_supported(aya::maps::MapType::RingBuf).map_err(|e| e.to_string())
 }
 
 /// The transport for `mode` on a kernel whose ring buffer probe said `ring`.
 /// A failed probe is taken as a ring buffer: the probe fails only where
 /// loading fails too, and that error says why.
-pub fn choose(mode: TransportMode, ring: &Result<bool, String>) -> Result<Transport> {
+pub(crate) fn choose(mode: TransportMode, ring: &Result<bool, String>) -> Result<Transport> {
     match (mode, ring) {
         (TransportMode::Perf, _) => Ok(Transport::Perf),
         (TransportMode::Ring, Ok(false)) => bail!(
@@ -70,7 +70,7 @@ pub fn choose(mode: TransportMode, ring: &Result<bool, String>) -> Result<Transp
 /// Bytes of perf buffer per CPU for a `--ring-buffer` of `total` bytes:
 /// the total shared out, rounded down to a power-of-two number of pages
 /// (what perf_event mmap accepts), at least one page.
-pub fn perf_bytes_per_cpu(total: u32, cpus: usize, page: usize) -> usize {
+pub(crate) fn perf_bytes_per_cpu(total: u32, cpus: usize, page: usize) -> usize {
     let share = total as usize / cpus.max(1);
     if share <= page {
         return page;

@@ -116,13 +116,13 @@ const GROUPS_FOR: Duration = Duration::from_secs(10);
 /// port): one bounded /proc walk, reused for `GROUPS_FOR`, so a storm of
 /// such RSTs costs one walk per interval.
 #[derive(Default)]
-pub struct Groups {
+pub(crate) struct Groups {
     walked: Option<Instant>,
     owners: Vec<(ListenerKey, Owner)>,
 }
 
 impl Groups {
-    pub fn members(&mut self, netns: u32, port: u16, now: Instant) -> Vec<Task> {
+    pub(crate) fn members(&mut self, netns: u32, port: u16, now: Instant) -> Vec<Task> {
         if self
             .walked
             .is_none_or(|at| now.saturating_duration_since(at) >= GROUPS_FOR)

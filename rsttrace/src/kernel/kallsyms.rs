@@ -7,20 +7,25 @@
 //! a kprobe must name the symbol that exists.
 //!
 //! The file is ~5 MB and 10^5 lines, so it is read and scanned once per run
-//! (`read`, when the loader probes the kernel), and the text symbols are
-//! kept for `--stack` (`take_symbols`). Frames are resolved here rather
+//! (`read`, when the loader probes the kernel, a line at a time), and with
+//! `--stack` the text symbols are kept (`take_symbols`). Frames are resolved here rather
 //! than by blazesym's kernel source (measured on 6.18, 122,252 lines):
 //! loading takes about as long (170–230 ms here, 167–195 ms there), but
 //! resolving 10^5 addresses one at a time takes 26–41 ms here against
 //! 820–895 ms (305–404 ms in one batch), at half the memory.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const PROC_KALLSYMS: &str = "/proc/kallsyms";
 
 /// The text symbols `read` scanned, until `--stack` takes them.
 static KEPT: Mutex<Option<KernelSymbols>> = Mutex::new(None);
+/// Whether `read` keeps the text symbols (`keep_text_symbols`).
+static KEEP_TEXT: AtomicBool = AtomicBool::new(false);
 
 /// What one pass over kallsyms gives.
 #[derive(Debug, Default)]
@@ -35,13 +40,31 @@ pub(crate) struct Kallsyms {
     pub(crate) symbols: KernelSymbols,
 }
 
-/// Reads and scans /proc/kallsyms. The text symbols are kept for
-/// `take_symbols` rather than returned (their `symbols` is empty).
+/// Reads and scans /proc/kallsyms, line by line (the whole text would be
+/// the biggest allocation of start-up). The text symbols are kept for
+/// `take_symbols` rather than returned (their `symbols` is empty), and
+/// only after `keep_text_symbols`: without `--stack` nothing resolves
+/// addresses, and the table was a third of start-up's peak memory.
 pub(crate) fn read(functions: &BTreeSet<&str>, data: &[&'static str]) -> std::io::Result<Kallsyms> {
-    let text = std::fs::read_to_string(PROC_KALLSYMS)?;
-    let mut scan = Kallsyms::scan(&text, functions, data);
+    let keep = KEEP_TEXT.load(Ordering::Relaxed);
+    let mut reader = BufReader::new(File::open(PROC_KALLSYMS)?);
+    let mut scan = Kallsyms::default();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        scan.line(&line, functions, data, keep);
+    }
+    scan.symbols.finish();
     *KEPT.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::mem::take(&mut scan.symbols));
     Ok(scan)
+}
+
+/// `read` keeps the text symbols from now on (`--stack`).
+pub(crate) fn keep_text_symbols() {
+    KEEP_TEXT.store(true, Ordering::Relaxed);
 }
 
 /// The text symbols `read` kept, or /proc/kallsyms scanned now if it was
@@ -66,31 +89,37 @@ impl Kallsyms {
     pub(crate) fn scan(text: &str, functions: &BTreeSet<&str>, data: &[&'static str]) -> Kallsyms {
         let mut scan = Kallsyms::default();
         for line in text.lines() {
-            // "ffffffff81a2b3c0 t tcp_v4_send_reset\t[module]"
-            let mut words = line.split_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (words.next(), words.next(), words.next())
-            else {
-                continue;
-            };
-            if let Some(&wanted) = data.iter().find(|&&d| d == name)
-                && let Ok(addr) = u64::from_str_radix(addr, 16)
-            {
-                scan.data.insert(wanted, addr);
-            }
-            if !matches!(kind, "t" | "T" | "w" | "W") {
-                continue;
-            }
-            if matches!(kind, "t" | "T") {
-                pick_function(&mut scan.functions, functions, name);
-            }
+            scan.line(line, functions, data, true);
+        }
+        scan.symbols.finish();
+        scan
+    }
+
+    /// One line: "ffffffff81a2b3c0 t tcp_v4_send_reset\t[module]".
+    fn line(&mut self, line: &str, functions: &BTreeSet<&str>, data: &[&'static str], text: bool) {
+        let mut words = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (words.next(), words.next(), words.next())
+        else {
+            return;
+        };
+        if let Some(&wanted) = data.iter().find(|&&d| d == name)
+            && let Ok(addr) = u64::from_str_radix(addr, 16)
+        {
+            self.data.insert(wanted, addr);
+        }
+        if !matches!(kind, "t" | "T" | "w" | "W") {
+            return;
+        }
+        if matches!(kind, "t" | "T") {
+            pick_function(&mut self.functions, functions, name);
+        }
+        if text {
             let module = words
                 .next()
                 .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'))
                 .unwrap_or("");
-            scan.symbols.push(addr, name, module);
+            self.symbols.push(addr, name, module);
         }
-        scan.symbols.finish();
-        scan
     }
 }
 

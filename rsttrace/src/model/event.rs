@@ -14,7 +14,7 @@ use serde::Serialize;
 /// Who sent the RST, from this host's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Direction {
+pub(crate) enum Direction {
     Sent,
     Received,
     /// No RST: the kernel gave up on the connection (timeouts, ICMP errors).
@@ -22,7 +22,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Direction::Sent => "sent",
             Direction::Received => "received",
@@ -33,51 +33,54 @@ impl Direction {
 
 /// A Linux TCP state (`rsttrace_ebpf::linux::tcp_state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TcpState(pub u8);
+pub(crate) struct TcpState(pub(crate) u8);
 
 impl TcpState {
-    pub const NONE: TcpState = TcpState(0);
-    pub const ESTABLISHED: TcpState = TcpState(tcp_state::ESTABLISHED);
-    pub const SYN_SENT: TcpState = TcpState(tcp_state::SYN_SENT);
-    pub const SYN_RECV: TcpState = TcpState(tcp_state::SYN_RECV);
-    pub const FIN_WAIT1: TcpState = TcpState(tcp_state::FIN_WAIT1);
-    pub const FIN_WAIT2: TcpState = TcpState(tcp_state::FIN_WAIT2);
-    pub const TIME_WAIT: TcpState = TcpState(tcp_state::TIME_WAIT);
-    pub const CLOSE: TcpState = TcpState(tcp_state::CLOSE);
-    pub const CLOSE_WAIT: TcpState = TcpState(tcp_state::CLOSE_WAIT);
-    pub const LAST_ACK: TcpState = TcpState(tcp_state::LAST_ACK);
-    pub const LISTEN: TcpState = TcpState(tcp_state::LISTEN);
-    pub const CLOSING: TcpState = TcpState(tcp_state::CLOSING);
-    pub const NEW_SYN_RECV: TcpState = TcpState(tcp_state::NEW_SYN_RECV);
+    // Only tests name these two: no rule decides by them.
+    #[cfg(test)]
+    pub(crate) const NONE: TcpState = TcpState(0);
+    #[cfg(test)]
+    pub(crate) const ESTABLISHED: TcpState = TcpState(tcp_state::ESTABLISHED);
+    pub(crate) const SYN_SENT: TcpState = TcpState(tcp_state::SYN_SENT);
+    pub(crate) const SYN_RECV: TcpState = TcpState(tcp_state::SYN_RECV);
+    pub(crate) const FIN_WAIT1: TcpState = TcpState(tcp_state::FIN_WAIT1);
+    pub(crate) const FIN_WAIT2: TcpState = TcpState(tcp_state::FIN_WAIT2);
+    pub(crate) const TIME_WAIT: TcpState = TcpState(tcp_state::TIME_WAIT);
+    pub(crate) const CLOSE: TcpState = TcpState(tcp_state::CLOSE);
+    pub(crate) const CLOSE_WAIT: TcpState = TcpState(tcp_state::CLOSE_WAIT);
+    pub(crate) const LAST_ACK: TcpState = TcpState(tcp_state::LAST_ACK);
+    pub(crate) const LISTEN: TcpState = TcpState(tcp_state::LISTEN);
+    pub(crate) const CLOSING: TcpState = TcpState(tcp_state::CLOSING);
+    pub(crate) const NEW_SYN_RECV: TcpState = TcpState(tcp_state::NEW_SYN_RECV);
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         crate::model::schema::state_name(self.0)
     }
 }
 
 /// The TCP flag byte of a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct TcpFlags(pub u8);
+pub(crate) struct TcpFlags(pub(crate) u8);
 
 impl TcpFlags {
-    pub const FIN: u8 = tcp_flag::FIN;
-    pub const SYN: u8 = tcp_flag::SYN;
-    pub const RST: u8 = tcp_flag::RST;
-    pub const PSH: u8 = tcp_flag::PSH;
-    pub const ACK: u8 = tcp_flag::ACK;
-    pub const URG: u8 = tcp_flag::URG;
+    pub(crate) const FIN: u8 = tcp_flag::FIN;
+    pub(crate) const SYN: u8 = tcp_flag::SYN;
+    pub(crate) const RST: u8 = tcp_flag::RST;
+    pub(crate) const PSH: u8 = tcp_flag::PSH;
+    pub(crate) const ACK: u8 = tcp_flag::ACK;
+    pub(crate) const URG: u8 = tcp_flag::URG;
 
-    pub fn has(self, bit: u8) -> bool {
+    pub(crate) fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
     }
 
     /// tcpdump's notation: `S`, `S.`, `P.`, `F.`, `R` ...
-    pub fn tcpdump(self) -> String {
+    pub(crate) fn tcpdump(self) -> String {
         self.notation().as_str().to_owned()
     }
 
     /// The same notation without allocating (the outputs' hot path).
-    pub fn notation(self) -> FlagsText {
+    pub(crate) fn notation(self) -> FlagsText {
         let mut text = FlagsText {
             bytes: [0; 6],
             len: 0,
@@ -112,13 +115,13 @@ impl TcpFlags {
 
 /// TCP flags in tcpdump's notation: at most `SFPRU.`, or `none`.
 #[derive(Clone, Copy)]
-pub struct FlagsText {
+pub(crate) struct FlagsText {
     bytes: [u8; 6],
     len: u8,
 }
 
 impl FlagsText {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only ASCII letters and '.' are ever pushed.
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
     }
@@ -126,65 +129,65 @@ impl FlagsText {
 
 /// The segment that provoked a passive RST.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet {
-    pub flags: TcpFlags,
-    pub seq: u32,
-    pub ack: u32,
+pub(crate) struct Packet {
+    pub(crate) flags: TcpFlags,
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
     /// TCP payload bytes.
-    pub len: u32,
-    pub window: u16,
-    pub ttl: u8,
+    pub(crate) len: u32,
+    pub(crate) window: u16,
+    pub(crate) ttl: u8,
     /// IPv4 identification (0 for IPv6, or when unknown).
-    pub ip_id: u16,
+    pub(crate) ip_id: u16,
 }
 
 /// Socket facts read when the RST was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Socket {
-    pub addr: u64,
-    pub cookie: u64,
+pub(crate) struct Socket {
+    pub(crate) addr: u64,
+    pub(crate) cookie: u64,
     /// A full socket (the `tcp_sock` fields below are meaningful).
-    pub full: bool,
+    pub(crate) full: bool,
     /// Orphaned: the application already closed it.
-    pub dead: bool,
+    pub(crate) dead: bool,
     /// SO_LINGER enabled, with this linger time in jiffies.
-    pub linger: Option<u32>,
-    pub keepalive: bool,
+    pub(crate) linger: Option<u32>,
+    pub(crate) keepalive: bool,
     /// The peer's FIN was received (SOCK_DONE); it counts as one unread byte.
-    pub peer_fin: bool,
-    pub shutdown: u8,
-    pub unread: u32,
-    pub unsent: u32,
-    pub unacked: u32,
-    pub probes_out: u8,
-    pub sk_err: u32,
+    pub(crate) peer_fin: bool,
+    pub(crate) shutdown: u8,
+    pub(crate) unread: u32,
+    pub(crate) unsent: u32,
+    pub(crate) unacked: u32,
+    pub(crate) probes_out: u8,
+    pub(crate) sk_err: u32,
     /// For a TIME_WAIT socket, the state it came from.
-    pub tw_substate: Option<TcpState>,
+    pub(crate) tw_substate: Option<TcpState>,
     /// The socket's own cgroup v2 id (its creator's; an accepted socket's
     /// is its listener's), read when no owner is known.
-    pub cgroup_id: Option<u64>,
+    pub(crate) cgroup_id: Option<u64>,
     /// A listener whose accept queue is full.
-    pub accept_queue_full: bool,
+    pub(crate) accept_queue_full: bool,
     /// For a socket in CLOSE, the state it left in the same call.
-    pub closed_from: Option<TcpState>,
+    pub(crate) closed_from: Option<TcpState>,
     /// Time since the peer's last ACK (full sockets, when the tick rate is known).
-    pub peer_idle: Option<Duration>,
+    pub(crate) peer_idle: Option<Duration>,
     /// `rcv_nxt` and `rcv_wnd` (full sockets): where a received RST's
     /// sequence number had to fall.
-    pub rcv_nxt: u32,
-    pub rcv_wnd: u32,
+    pub(crate) rcv_nxt: u32,
+    pub(crate) rcv_wnd: u32,
 }
 
 /// What the CPU was doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExecContext {
+pub(crate) enum ExecContext {
     Unknown,
     Task,
     Softirq(u8),
 }
 
 impl ExecContext {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ExecContext::Unknown => "unknown",
             ExecContext::Task => "task",
@@ -202,29 +205,29 @@ fn softirq_name(vec: u8) -> &'static str {
 
 /// A task as the kernel saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Task {
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
+pub(crate) struct Task {
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    pub(crate) comm: String,
 }
 
 /// What the 4-tuple (or the listening port) went through before an RST
 /// made without a full socket: the kernel's `HISTORY` map.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PriorClose {
-    pub kind: PriorKind,
+pub(crate) struct PriorClose {
+    pub(crate) kind: PriorKind,
     /// How long before the RST it happened.
-    pub ago: Duration,
+    pub(crate) ago: Duration,
     /// The state the socket left.
-    pub state: TcpState,
+    pub(crate) state: TcpState,
     /// Its socket error (errno) when it was aborted.
-    pub error: Option<u32>,
+    pub(crate) error: Option<u32>,
     /// The process that owned (or closed) it, when known.
-    pub process: Option<Task>,
+    pub(crate) process: Option<Task>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PriorKind {
+pub(crate) enum PriorKind {
     /// The application closed its SYN_SENT socket (gave up on connect()).
     ConnectAbandoned,
     /// The listening socket on the port was closed.
@@ -234,7 +237,7 @@ pub enum PriorKind {
 }
 
 impl PriorKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PriorKind::ConnectAbandoned => "connect_abandoned",
             PriorKind::ListenerClosed => "listener_closed",
@@ -245,54 +248,54 @@ impl PriorKind {
 
 /// One decoded RST.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub time: SystemTime,
-    pub direction: Direction,
+pub(crate) struct Event {
+    pub(crate) time: SystemTime,
+    pub(crate) direction: Direction,
     /// Which kernel hook saw it (`tp_btf:tcp_send_reset`, ...).
-    pub hook: &'static str,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub state: TcpState,
+    pub(crate) hook: &'static str,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    pub(crate) state: TcpState,
     /// `enum sk_rst_reason` value and its BTF name without the `SK_RST_REASON_`
     /// prefix (shared with the name table: no copy per event).
-    pub kernel_reason: Option<(u32, Arc<str>)>,
-    pub packet: Option<Packet>,
-    pub socket: Option<Socket>,
-    pub context: ExecContext,
+    pub(crate) kernel_reason: Option<(u32, Arc<str>)>,
+    pub(crate) packet: Option<Packet>,
+    pub(crate) socket: Option<Socket>,
+    pub(crate) context: ExecContext,
     /// The task that ran the code (`current`).
-    pub actor: Task,
+    pub(crate) actor: Task,
     /// The signal the actor was exiting with, if it was exiting.
-    pub exit_signal: Option<u8>,
+    pub(crate) exit_signal: Option<u8>,
     /// The process that owns the socket, when it could be proven; `None` when
     /// no process owns it (no socket) or none was seen (see `owner`).
-    pub process: Option<Task>,
+    pub(crate) process: Option<Task>,
     /// How the owner is known, or why it is not.
-    pub owner: Owner,
+    pub(crate) owner: Owner,
     /// Network namespace inode, when the kernel could read it.
-    pub netns: Option<u32>,
+    pub(crate) netns: Option<u32>,
     /// The 4-tuple's (or port's) last close, for RSTs without a full socket.
-    pub prior: Option<PriorClose>,
+    pub(crate) prior: Option<PriorClose>,
     /// `--stack`: ids in the kernel's stack map.
-    pub kernel_stack_id: Option<u32>,
-    pub user_stack_id: Option<u32>,
+    pub(crate) kernel_stack_id: Option<u32>,
+    pub(crate) user_stack_id: Option<u32>,
     /// Index of the device: the one a netfilter RST left by, or the one
     /// the trigger (or the received RST) came in on.
-    pub device: Option<u32>,
+    pub(crate) device: Option<u32>,
     /// For an RST netfilter made (`kprobe:nf_send_reset`), the hook it
     /// was rejected at.
-    pub netfilter_hook: Option<NetfilterHook>,
+    pub(crate) netfilter_hook: Option<NetfilterHook>,
     /// With an owner from the listener: several processes listen on the
     /// port (SO_REUSEPORT), named here when /proc tells (filled by the
     /// pipeline, `enrich::listeners::Groups`).
-    pub listener_group: Option<Vec<Task>>,
+    pub(crate) listener_group: Option<Vec<Task>>,
 }
 
 /// `enum nf_inet_hooks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NetfilterHook(pub u8);
+pub(crate) struct NetfilterHook(pub u8);
 
 impl NetfilterHook {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self.0 {
             0 => "prerouting",
             1 => "input",
@@ -307,7 +310,7 @@ impl NetfilterHook {
 
 /// Who owns the socket the RST was made on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     /// Remembered in the kernel from the owner's own connect(), listen()
     /// or first close()/shutdown().
     Tracked { uid: u32, cgroup_id: u64 },
@@ -328,7 +331,7 @@ pub enum Owner {
 }
 
 impl Owner {
-    pub fn unknown_reason(&self) -> Option<&'static str> {
+    pub(crate) fn unknown_reason(&self) -> Option<&'static str> {
         match self {
             Owner::NoSocket => Some("no_socket"),
             Owner::NotSeen => Some("not_seen"),
@@ -339,7 +342,7 @@ impl Owner {
 
 /// Turns kernel-side facts into names and units: the reason table comes
 /// from BTF, the tick rate from a measurement (`kernel::hz`).
-pub trait KernelTables {
+pub(crate) trait KernelTables {
     fn reason_name(&self, value: u32) -> Option<Arc<str>>;
     /// CONFIG_HZ, when known: jiffies → time.
     fn hz(&self) -> Option<u32>;
@@ -347,7 +350,7 @@ pub trait KernelTables {
 
 impl Event {
     /// `boot_to_wall` converts the kernel's CLOCK_MONOTONIC nanoseconds to wall time.
-    pub fn new(
+    pub(crate) fn new(
         raw: &RstEvent,
         kernel: &dyn KernelTables,
         boot_to_wall: impl Fn(u64) -> SystemTime,
@@ -482,7 +485,7 @@ impl Event {
     }
 
     /// The kernel reason name, if the kernel reported one.
-    pub fn reason(&self) -> Option<&str> {
+    pub(crate) fn reason(&self) -> Option<&str> {
         self.kernel_reason.as_ref().map(|(_, name)| &**name)
     }
 }

@@ -2,7 +2,7 @@
 //! execution context and container runtime rsttrace can write. The JSON
 //! writer takes its names from here, the reader (`rsttrace read`) accepts
 //! exactly these, and docs/schema.md lists them from the same tables (a test
-//! keeps it in sync), so the three cannot drift apart again.
+//! in explain.rs keeps it in sync), so the three cannot drift apart again.
 
 use rsttrace_ebpf::abi::hook;
 
@@ -124,43 +124,6 @@ pub(crate) fn runtime_from_name(name: &str) -> Option<&'static str> {
 /// `direction`.
 pub const DIRECTIONS: &[&str] = &["sent", "received", "abort"];
 
-/// The "Closed sets" section of docs/schema.md, from these tables and the
-/// cause table.
-#[cfg(test)]
-pub(crate) fn markdown_closed_sets() -> String {
-    let list = |names: &mut dyn Iterator<Item = &str>| {
-        names
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut s = String::from(
-        "## Closed sets\n\n\
-         Generated from `rsttrace/src/model/schema.rs` and the cause table; the writer \
-         emits only these names and `rsttrace read` accepts exactly these \
-         (anything else reads back as `unknown`, or is refused for `cause`).\n\n",
-    );
-    s += &format!("- `hook`: {}\n", list(&mut HOOKS.iter().map(|(_, n)| *n)));
-    s += &format!(
-        "- `state`, `socket.tw_substate`: {}\n",
-        list(&mut TCP_STATES.iter().copied())
-    );
-    s += &format!(
-        "- `actor.context`: `task`, {}, `{SOFTIRQ_OTHER}`, `unknown`\n",
-        list(&mut SOFTIRQS.iter().copied())
-    );
-    s += &format!(
-        "- `container.runtime`: {}\n",
-        list(&mut RUNTIMES.iter().copied())
-    );
-    s += &format!("- `direction`: {}\n", list(&mut DIRECTIONS.iter().copied()));
-    s += &format!(
-        "- `cause`: {}\n",
-        list(&mut crate::model::cause::CauseId::ALL.iter().map(|c| c.id()))
-    );
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,16 +154,5 @@ mod tests {
         for id in 1..=max {
             assert_ne!(hook_name(id), UNKNOWN, "hook id {id}");
         }
-    }
-
-    #[test]
-    fn docs_schema_md_lists_the_closed_sets() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schema.md");
-        let doc = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            doc.contains(&markdown_closed_sets()),
-            "docs/schema.md is stale: replace its \"Closed sets\" section with \
-             the output of schema::markdown_closed_sets()"
-        );
     }
 }

@@ -1,10 +1,11 @@
-//! `--metrics ADDR:PORT`: Prometheus text exposition of reset counts.
+//! `--metrics ADDR:PORT`: Prometheus text exposition of the run's `Stats`
+//! (the counts the end-of-run summary shows).
 //!
 //! Label cardinality is bounded by construction: `cause` and `direction` are
 //! closed sets, `kernel_reason` comes from the kernel's enum, and ports are
 //! only exported as a top-N (`--metrics-top-ports`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -21,101 +22,100 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
-use crate::record::Classified;
+use crate::output::stats::{self, Stats};
 
+/// The endpoint's view of the tracer's `Stats`.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    resets: BTreeMap<(&'static str, &'static str, String), u64>,
-    by_local_port: HashMap<u16, u64>,
-    pub(crate) lost: u64,
-    pub(crate) filtered_kernel: u64,
-    pub(crate) filtered_userspace: u64,
-    /// `--stack` only.
-    pub(crate) stacks: Option<crate::output::summary::StackSummary>,
-    pub(crate) kernel_drops: crate::collect::counters::KernelDrops,
-    pub(crate) aborts_merged: u64,
+    stats: stats::Shared,
     top_ports: usize,
 }
 
 pub type Shared = Arc<Mutex<Metrics>>;
 
 impl Metrics {
+    /// On counts of its own (nothing updates them: for tests).
     pub fn new(top_ports: usize) -> Metrics {
-        Metrics {
-            top_ports,
-            ..Metrics::default()
-        }
+        Metrics::of(stats::Shared::default(), top_ports)
     }
 
-    pub(crate) fn add(&mut self, rec: &Classified) {
-        let e = &rec.event;
-        let reason = e.reason().unwrap_or("").to_owned();
-        *self
-            .resets
-            .entry((e.direction.as_str(), rec.cause.id.id(), reason))
-            .or_default() += 1;
-        // At most 65536 entries: bounded by the port space.
-        *self.by_local_port.entry(e.local.port()).or_default() += 1;
+    /// On the tracer's counts.
+    pub(crate) fn of(stats: stats::Shared, top_ports: usize) -> Metrics {
+        Metrics { stats, top_ports }
     }
 
-    /// Prometheus text format 0.0.4.
-    pub(crate) fn render(&self) -> String {
-        let mut s = String::new();
-        s.push_str("# HELP rsttrace_resets_total TCP resets seen, by direction, cause and kernel reason.\n");
-        s.push_str("# TYPE rsttrace_resets_total counter\n");
-        for ((direction, cause, reason), n) in &self.resets {
-            let _ = writeln!(
-                s,
-                "rsttrace_resets_total{{direction=\"{direction}\",cause=\"{cause}\",kernel_reason=\"{}\"}} {n}",
-                escape_label(reason)
-            );
-        }
-        s.push_str("# HELP rsttrace_lost_events_total Events the kernel could not queue (ring buffer full).\n");
-        s.push_str("# TYPE rsttrace_lost_events_total counter\n");
-        let _ = writeln!(s, "rsttrace_lost_events_total {}", self.lost);
-        s.push_str("# HELP rsttrace_filtered_events_total Events dropped by filters.\n");
-        s.push_str("# TYPE rsttrace_filtered_events_total counter\n");
-        let _ = writeln!(
-            s,
-            "rsttrace_filtered_events_total{{where=\"kernel\"}} {}",
-            self.filtered_kernel
-        );
-        let _ = writeln!(
-            s,
-            "rsttrace_filtered_events_total{{where=\"userspace\"}} {}",
-            self.filtered_userspace
-        );
-        s.push_str("# HELP rsttrace_kernel_drops_total What the kernel side could not capture or remember, by kind.\n");
-        s.push_str("# TYPE rsttrace_kernel_drops_total counter\n");
-        for (kind, _, n) in self.kernel_drops.kinds() {
-            let _ = writeln!(s, "rsttrace_kernel_drops_total{{kind=\"{kind}\"}} {n}");
-        }
-        s.push_str("# HELP rsttrace_aborts_merged_total Error reports merged into the RST reported just before them.\n");
-        s.push_str("# TYPE rsttrace_aborts_merged_total counter\n");
-        let _ = writeln!(s, "rsttrace_aborts_merged_total {}", self.aborts_merged);
-        if let Some(st) = self.stacks {
-            s.push_str("# HELP rsttrace_stack_errors_total --stack: stacks not captured or unreadable, frames not symbolized.\n");
-            s.push_str("# TYPE rsttrace_stack_errors_total counter\n");
-            for (kind, n) in [
-                ("not_captured", st.not_captured),
-                ("missing", st.missing),
-                ("unsymbolized_frame", st.unsymbolized),
-            ] {
-                let _ = writeln!(s, "rsttrace_stack_errors_total{{kind=\"{kind}\"}} {n}");
-            }
-        }
-        s.push_str("# HELP rsttrace_resets_by_local_port_total Resets on the busiest local ports (top N only).\n");
-        s.push_str("# TYPE rsttrace_resets_by_local_port_total counter\n");
-        let mut ports: Vec<(&u16, &u64)> = self.by_local_port.iter().collect();
-        ports.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        for (port, n) in ports.into_iter().take(self.top_ports) {
-            let _ = writeln!(
-                s,
-                "rsttrace_resets_by_local_port_total{{port=\"{port}\"}} {n}"
-            );
-        }
-        s
+    fn render(&self) -> String {
+        render(&stats::lock(&self.stats), self.top_ports)
     }
+}
+
+/// Prometheus text format 0.0.4, with the `top_ports` busiest local ports.
+pub(crate) fn render(stats: &Stats, top_ports: usize) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "# HELP rsttrace_resets_total TCP resets seen, by direction, cause and kernel reason.\n",
+    );
+    s.push_str("# TYPE rsttrace_resets_total counter\n");
+    // By label value, as the series were always listed.
+    let mut resets: Vec<_> = stats
+        .resets()
+        .map(|(cause, direction, reason, n)| (direction.as_str(), cause.id(), reason, n))
+        .collect();
+    resets.sort_unstable();
+    for (direction, cause, reason, n) in resets {
+        let _ = writeln!(
+            s,
+            "rsttrace_resets_total{{direction=\"{direction}\",cause=\"{cause}\",kernel_reason=\"{}\"}} {n}",
+            escape_label(reason)
+        );
+    }
+    s.push_str(
+        "# HELP rsttrace_lost_events_total Events the kernel could not queue (ring buffer full).\n",
+    );
+    s.push_str("# TYPE rsttrace_lost_events_total counter\n");
+    let _ = writeln!(s, "rsttrace_lost_events_total {}", stats.lost);
+    s.push_str("# HELP rsttrace_filtered_events_total Events dropped by filters.\n");
+    s.push_str("# TYPE rsttrace_filtered_events_total counter\n");
+    let _ = writeln!(
+        s,
+        "rsttrace_filtered_events_total{{where=\"kernel\"}} {}",
+        stats.filtered
+    );
+    let _ = writeln!(
+        s,
+        "rsttrace_filtered_events_total{{where=\"userspace\"}} {}",
+        stats.filtered_userspace
+    );
+    s.push_str("# HELP rsttrace_kernel_drops_total What the kernel side could not capture or remember, by kind.\n");
+    s.push_str("# TYPE rsttrace_kernel_drops_total counter\n");
+    for (kind, _, n) in stats.kernel_drops.kinds() {
+        let _ = writeln!(s, "rsttrace_kernel_drops_total{{kind=\"{kind}\"}} {n}");
+    }
+    s.push_str("# HELP rsttrace_aborts_merged_total Error reports merged into the RST reported just before them.\n");
+    s.push_str("# TYPE rsttrace_aborts_merged_total counter\n");
+    let _ = writeln!(s, "rsttrace_aborts_merged_total {}", stats.aborts_merged);
+    if let Some(st) = stats.stacks {
+        s.push_str("# HELP rsttrace_stack_errors_total --stack: stacks not captured or unreadable, frames not symbolized.\n");
+        s.push_str("# TYPE rsttrace_stack_errors_total counter\n");
+        for (kind, n) in [
+            ("not_captured", st.not_captured),
+            ("missing", st.missing),
+            ("unsymbolized_frame", st.unsymbolized),
+        ] {
+            let _ = writeln!(s, "rsttrace_stack_errors_total{{kind=\"{kind}\"}} {n}");
+        }
+    }
+    s.push_str("# HELP rsttrace_resets_by_local_port_total Resets on the busiest local ports (top N only).\n");
+    s.push_str("# TYPE rsttrace_resets_by_local_port_total counter\n");
+    let mut ports: Vec<(&u16, &u64)> = stats.ports().iter().collect();
+    ports.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (port, n) in ports.into_iter().take(top_ports) {
+        let _ = writeln!(
+            s,
+            "rsttrace_resets_by_local_port_total{{port=\"{port}\"}} {n}"
+        );
+    }
+    s
 }
 
 fn escape_label(v: &str) -> String {
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn counts_render_as_prometheus_text() {
-        let mut m = Metrics::new(1);
+        let mut m = Stats::default();
         m.add(&record());
         m.add(&record());
         let mut other = record();
@@ -237,7 +237,7 @@ mod tests {
         m.add(&other);
         m.lost = 3;
         m.kernel_drops.history_evicted = 4;
-        let text = m.render();
+        let text = render(&m, 1);
         assert!(
             text.contains("rsttrace_kernel_drops_total{kind=\"history_evicted\"} 4"),
             "{text}"
@@ -262,6 +262,48 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(line.split(' ').count(), 2, "bad sample line {line:?}");
         }
+    }
+
+    /// The summary and the metrics render the same counts, from one
+    /// update per event.
+    #[test]
+    fn one_update_shows_in_the_summary_and_the_metrics() {
+        let mut stats = Stats::default();
+        stats.add(&record());
+        let mut rec = record();
+        rec.cause.id = crate::model::cause::CauseId::PeerReset;
+        rec.event.direction = crate::model::event::Direction::Received;
+        rec.event.kernel_reason = None;
+        rec.event.local = "127.0.0.1:9999".parse().unwrap();
+        stats.add(&rec);
+        let summary = crate::output::summary::render(&stats, crate::model::explain::Lang::En);
+        let metrics = render(&stats, 10);
+        for (row, sample) in [
+            (
+                "  close_unread_data    sent              1",
+                "rsttrace_resets_total{direction=\"sent\",cause=\"close_unread_data\",kernel_reason=\"TCP_ABORT_ON_CLOSE\"} 1",
+            ),
+            (
+                "  peer_reset           received          1",
+                "rsttrace_resets_total{direction=\"received\",cause=\"peer_reset\",kernel_reason=\"\"} 1",
+            ),
+        ] {
+            assert!(summary.lines().any(|l| l == row), "{row:?} in\n{summary}");
+            assert!(
+                metrics.lines().any(|l| l == sample),
+                "{sample:?} in\n{metrics}"
+            );
+        }
+        assert!(
+            summary.contains("top local ports: 8080 (1), 9999 (1)"),
+            "{summary}"
+        );
+        assert!(metrics.contains("rsttrace_resets_by_local_port_total{port=\"9999\"} 1"));
+        let json = crate::output::summary::to_json(&stats);
+        assert_eq!(
+            (json["sent"].as_u64(), json["received"].as_u64()),
+            (Some(1), Some(1))
+        );
     }
 
     #[test]

@@ -3,11 +3,12 @@
 
 pub(crate) mod csv;
 pub mod export;
-pub mod json;
+pub(crate) mod json;
 pub mod metrics;
 pub mod otlp;
 pub mod pcapng;
 pub(crate) mod rotate;
+pub(crate) mod stats;
 pub mod status;
 pub(crate) mod summary;
 pub(crate) mod text;

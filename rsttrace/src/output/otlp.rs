@@ -1,5 +1,6 @@
-//! `--otlp URL`: every event as an OpenTelemetry log record and the
-//! per-cause counters as OTLP metrics, over OTLP/HTTP with protobuf bodies
+//! `--otlp URL`: every event as an OpenTelemetry log record and the run's
+//! per-cause counts (`output::stats`, which the summary and `--metrics`
+//! render too) as OTLP metrics, over OTLP/HTTP with protobuf bodies
 //! (the collector's default, port 4318), built from OpenTelemetry's own
 //! generated types.
 //!
@@ -9,10 +10,9 @@
 //! be queued or delivered is counted as dropped (summary and metrics), never
 //! waited for. At exit the queue gets a short grace period to drain.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -30,9 +30,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use crate::model::cause::CauseId;
 use crate::model::event::{Direction, TcpState};
 use crate::model::explain::Lang;
+use crate::output::stats;
 use crate::record::Classified;
 
 /// Records waiting for the exporter; beyond this they are dropped.
@@ -112,8 +112,9 @@ struct Shared {
     /// Records not delivered: queue full, retries exhausted, or the
     /// collector refused them.
     dropped: AtomicU64,
-    /// Every event, by cause and direction, exported or not.
-    counts: Mutex<BTreeMap<(CauseId, Direction), u64>>,
+    /// The tracer's counts (every event, exported or not), which the
+    /// summary and `--metrics` render too.
+    stats: stats::Shared,
 }
 
 /// The tracer's handle: hands records to the exporter thread.
@@ -128,9 +129,12 @@ pub(crate) struct Exporter {
 impl Exporter {
     /// Starts the exporter thread; nothing is sent until the first event
     /// (or the first metrics tick).
-    pub(crate) fn start(endpoint: Endpoint, lang: Lang) -> Result<Exporter> {
+    pub(crate) fn start(endpoint: Endpoint, lang: Lang, stats: stats::Shared) -> Result<Exporter> {
         let (queue, records) = mpsc::channel(QUEUE);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            dropped: AtomicU64::new(0),
+            stats,
+        });
         let (done_tx, done) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -155,11 +159,6 @@ impl Exporter {
 
     /// Queues one event; never blocks. A full queue drops it (counted).
     pub(crate) fn export(&self, rec: &Classified) {
-        if let Ok(mut counts) = self.shared.counts.lock() {
-            *counts
-                .entry((rec.cause.id, rec.event.direction))
-                .or_default() += 1;
-        }
         let Some(queue) = &self.queue else { return };
         if queue
             .try_send(log_record(rec, self.lang, &self.ephemeral))
@@ -615,24 +614,19 @@ fn metrics_request(
         })),
         ..Default::default()
     };
-    let resets: Vec<NumberDataPoint> = shared
-        .counts
-        .lock()
-        .map(|counts| {
-            counts
-                .iter()
-                .map(|((cause, direction), n)| {
-                    point(
-                        vec![
-                            string("rsttrace.cause", cause.id()),
-                            string("rsttrace.direction", direction.as_str()),
-                        ],
-                        *n,
-                    )
-                })
-                .collect()
+    let counts = stats::lock(&shared.stats).by_cause();
+    let resets: Vec<NumberDataPoint> = counts
+        .iter()
+        .map(|((cause, direction), n)| {
+            point(
+                vec![
+                    string("rsttrace.cause", cause.id()),
+                    string("rsttrace.direction", direction.as_str()),
+                ],
+                *n,
+            )
         })
-        .unwrap_or_default();
+        .collect();
     let dropped = shared.dropped.load(Ordering::Relaxed);
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
@@ -669,115 +663,4 @@ pub(crate) fn describe(endpoint: &Endpoint) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::fixtures::record;
-
-    #[test]
-    fn endpoints() {
-        let e = |host: &str, port, base: &str| Endpoint {
-            host: host.into(),
-            port,
-            base: base.into(),
-        };
-        assert_eq!(parse_endpoint("http://otel:4318"), Ok(e("otel", 4318, "")));
-        assert_eq!(parse_endpoint("http://otel"), Ok(e("otel", 4318, "")));
-        assert_eq!(
-            parse_endpoint("http://10.0.0.1:9999/otlp/v1/logs"),
-            Ok(e("10.0.0.1", 9999, "/otlp"))
-        );
-        assert_eq!(parse_endpoint("http://[::1]:4318/"), Ok(e("::1", 4318, "")));
-        assert!(
-            parse_endpoint("https://otel:4318")
-                .unwrap_err()
-                .contains("https")
-        );
-        assert!(parse_endpoint("otel:4318").unwrap_err().contains("http://"));
-        assert!(
-            parse_endpoint("http://otel:0")
-                .unwrap_err()
-                .contains("port")
-        );
-        assert!(parse_endpoint("http://:4318").unwrap_err().contains("host"));
-    }
-
-    fn attr<'a>(r: &'a LogRecord, key: &str) -> Option<&'a any_value::Value> {
-        r.attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-    }
-
-    #[test]
-    fn a_record_carries_the_semantic_conventions() {
-        let rec = record();
-        let r = log_record(&rec, Lang::En, &(32768..=60999));
-        let s = |v: &str| Some(any_value::Value::StringValue(v.into()));
-        assert_eq!(attr(&r, "network.transport").cloned(), s("tcp"));
-        assert_eq!(attr(&r, "rsttrace.cause").cloned(), s("close_unread_data"));
-        assert_eq!(
-            attr(&r, "rsttrace.kernel_reason").cloned(),
-            s("TCP_ABORT_ON_CLOSE")
-        );
-        assert_eq!(
-            attr(&r, "process.pid").cloned(),
-            Some(any_value::Value::IntValue(7))
-        );
-        // Local 8080 is no ephemeral port, remote 40000 is: this host serves.
-        assert_eq!(
-            attr(&r, "server.port").cloned(),
-            Some(any_value::Value::IntValue(8080))
-        );
-        assert_eq!(attr(&r, "client.address").cloned(), s("::1"));
-        // A hostile comm is escaped, as in every output.
-        assert_eq!(
-            attr(&r, "process.executable.name").cloned(),
-            s("=cmd|evil\\x1b[2J")
-        );
-        assert_eq!(r.time_unix_nano, 1_795_000_000_123_456_789);
-        // Encodes and decodes as OTLP protobuf.
-        let back = LogRecord::decode(r.encode_to_vec().as_slice()).unwrap();
-        assert_eq!(back, r);
-    }
-
-    #[test]
-    fn a_connect_from_here_makes_this_host_the_client() {
-        let mut rec = record();
-        rec.event.state = TcpState::SYN_SENT;
-        let r = log_record(&rec, Lang::En, &(32768..=60999));
-        assert_eq!(
-            attr(&r, "server.port").cloned(),
-            Some(any_value::Value::IntValue(40000))
-        );
-        // Both ends ephemeral, nothing else to go by: no guess.
-        rec.event.state = TcpState::CLOSE;
-        rec.event.packet = None;
-        rec.event.local = "127.0.0.1:41000".parse().unwrap();
-        let r = log_record(&rec, Lang::En, &(32768..=60999));
-        assert_eq!(attr(&r, "server.port"), None);
-        assert!(attr(&r, "network.local.port").is_some());
-    }
-
-    #[test]
-    fn counters_are_cumulative_sums_by_cause() {
-        let shared = Shared::default();
-        shared
-            .counts
-            .lock()
-            .unwrap()
-            .insert((CauseId::PortNotOpen, Direction::Sent), 3);
-        shared.dropped.store(2, Ordering::Relaxed);
-        let req = metrics_request(&shared, &resource(), 1);
-        let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
-        assert_eq!(metrics[0].name, "rsttrace.resets");
-        let Some(metric::Data::Sum(sum)) = &metrics[0].data else {
-            panic!("not a sum")
-        };
-        assert!(sum.is_monotonic);
-        assert_eq!(
-            sum.data_points[0].value,
-            Some(number_data_point::Value::AsInt(3))
-        );
-        assert_eq!(metrics[1].name, "rsttrace.otlp.dropped");
-    }
-}
+mod tests;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::collect::probes::Plan;
 use crate::collect::transport::Transport;
 use crate::model::explain::Lang;
-use crate::output::summary::Summary;
+use crate::output::stats::Stats;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -90,7 +90,9 @@ fn ready_json(r: &Ready<'_>) -> Value {
             "reason": if plan.reason { "kernel" } else { "inferred" },
             "no_socket": plan.no_socket,
             "rx_packet": plan.packet,
-            "aborts": plan.aborts,
+            "aborts": plan.aborts.is_some(),
+            "abort_hook": plan.aborts.map(|h| h.name),
+            "abort_family": plan.aborts.map(|h| family(h.name)),
             "packet_capture": plan.packets,
             "firewall": plan.firewall.to_string(),
             "firewall_cost": matches!(plan.firewall, crate::collect::probes::Firewall::Device { .. })
@@ -119,14 +121,14 @@ pub(crate) fn warning(message: impl Display) {
 }
 
 /// The exit summary (also of `rsttrace read`).
-pub(crate) fn summary(summary: &Summary, lang: Lang) {
+pub(crate) fn summary(stats: &Stats, lang: Lang) {
     match format() {
         LogFormat::Text => {
             let _ = std::io::stderr()
                 .lock()
-                .write_all(summary.render_in(lang).as_bytes());
+                .write_all(crate::output::summary::render(stats, lang).as_bytes());
         }
-        LogFormat::Json => emit_json(&summary.to_json()),
+        LogFormat::Json => emit_json(&crate::output::summary::to_json(stats)),
     }
 }
 
@@ -171,6 +173,9 @@ mod tests {
         assert_eq!(line["plan"]["send_family"], "tp_btf");
         assert_eq!(line["plan"]["reason"], "kernel");
         assert_eq!(line["plan"]["no_socket"], true);
+        assert_eq!(line["plan"]["aborts"], true);
+        assert_eq!(line["plan"]["abort_hook"], "tp_btf:inet_sk_error_report");
+        assert_eq!(line["plan"]["abort_family"], "tp_btf");
         assert_eq!(line["programs"][0]["name"], "btf_tcp_send_reset");
         assert_eq!(line["programs"][0]["id"], 17);
 

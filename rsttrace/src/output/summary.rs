@@ -1,222 +1,140 @@
-//! The end-of-run summary: what was seen, and what was not.
+//! The end-of-run summary of a run's `Stats`: what was seen, and what was not.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use crate::collect::counters::KernelDrops;
-use crate::model::cause::CauseId;
 use crate::model::event::Direction;
 use crate::model::explain::Lang;
-use crate::record::Classified;
+use crate::output::stats::Stats;
 
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Summary {
-    counts: BTreeMap<(CauseId, Direction), u64>,
-    total: u64,
-    /// Events the kernel could not put in the ring buffer.
-    pub(crate) lost: u64,
-    /// Events the in-kernel filters dropped.
-    pub(crate) filtered: u64,
-    /// Events the userspace filters (--cause, --direction) dropped.
-    pub(crate) filtered_userspace: u64,
-    /// Kernel memory reads that failed (facts may be incomplete).
-    pub(crate) read_errors: u64,
-    /// Records userspace could not decode.
-    pub(crate) decode_errors: u64,
-    /// Events that could not be written to an output.
-    pub(crate) write_errors: u64,
-    /// What else the kernel side could not capture or remember.
-    pub(crate) kernel_drops: KernelDrops,
-    /// Error reports merged into the RST reported just before them.
-    pub(crate) aborts_merged: u64,
-    /// Per local port (65536 at most: bounded by the domain).
-    ports: HashMap<u16, u64>,
-    /// Per owning process (pid, comm), up to `MAX_OWNERS`; the rest are
-    /// counted in `owners_other`.
-    owners: HashMap<(u32, String), u64>,
-    owners_other: u64,
-    /// `--stack` only.
-    pub(crate) stacks: Option<StackSummary>,
-    /// `--otlp` only: log records the collector did not get.
-    pub(crate) otlp_dropped: Option<u64>,
-}
-
-/// What `--stack` could not show; never fatal.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StackSummary {
-    /// Stacks the kernel could not store (stack map full, hash collision).
-    pub(crate) not_captured: u64,
-    /// Stack ids no longer in the map when read.
-    pub(crate) missing: u64,
-    /// Frames shown as a file offset or raw address.
-    pub(crate) unsymbolized: u64,
-}
-
-/// Distinct owners counted by name; a fork storm cannot grow the table.
-const MAX_OWNERS: usize = 4096;
 /// Rows of the "top" lines.
 const TOP: usize = 5;
 
-impl Summary {
-    pub(crate) fn add(&mut self, rec: &Classified) {
-        *self
-            .counts
-            .entry((rec.cause.id, rec.event.direction))
-            .or_default() += 1;
-        self.total += 1;
-        *self.ports.entry(rec.event.local.port()).or_default() += 1;
-        if let Some(p) = &rec.event.process {
-            let key = (p.pid, p.comm.clone());
-            let full = self.owners.len() >= MAX_OWNERS;
-            match self.owners.get_mut(&key) {
-                Some(n) => *n += 1,
-                None if full => self.owners_other += 1,
-                None => {
-                    self.owners.insert(key, 1);
-                }
-            }
-        }
-    }
+/// The exit summary as a `--log-format json` status line.
+pub(crate) fn to_json(stats: &Stats) -> serde_json::Value {
+    let counts = stats.by_cause();
+    let mut rows: Vec<_> = counts.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let by_direction = |d: Direction| -> u64 {
+        counts
+            .iter()
+            .filter(|((_, dir), _)| *dir == d)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    serde_json::json!({
+        "event": "summary",
+        "total": stats.total(),
+        "sent": by_direction(Direction::Sent),
+        "received": by_direction(Direction::Received),
+        "abort": by_direction(Direction::Abort),
+        "causes": rows
+            .iter()
+            .map(|((cause, dir), n)| {
+                serde_json::json!({"cause": cause.id(), "direction": dir.as_str(), "count": n})
+            })
+            .collect::<Vec<_>>(),
+        "lost": stats.lost,
+        "filtered": stats.filtered,
+        "filtered_userspace": stats.filtered_userspace,
+        "read_errors": stats.read_errors,
+        "decode_errors": stats.decode_errors,
+        "write_errors": stats.write_errors,
+        "kernel_drops": stats
+            .kernel_drops
+            .kinds()
+            .iter()
+            .map(|(key, _, n)| (key.to_string(), serde_json::json!(n)))
+            .collect::<serde_json::Map<_, _>>(),
+        "aborts_merged": stats.aborts_merged,
+        "otlp_dropped": stats.otlp_dropped,
+        "stacks": stats.stacks.map(|st| serde_json::json!({
+            "not_captured": st.not_captured,
+            "missing": st.missing,
+            "unsymbolized": st.unsymbolized,
+        })),
+    })
+}
 
-    pub(crate) fn total(&self) -> u64 {
-        self.total
+/// The table printed on stderr at exit, in `lang` (`--lang zh`: headings
+/// and directions in Chinese; cause ids stay, they are the schema). Each
+/// cause row's last word is its count, and the loss line starts with
+/// `lost` and ends with the number (`cargo xtask bench` reads both).
+pub(crate) fn render(stats: &Stats, lang: Lang) -> String {
+    let h = Headings::of(lang);
+    let mut s = format!("\n{}\n", h.title);
+    let row = |s: &mut String, cause: &str, dir: &str, n: &dyn std::fmt::Display| {
+        let n = n.to_string();
+        let _ = writeln!(
+            s,
+            "  {} {} {}{n}",
+            pad(cause, 20),
+            pad(dir, 9),
+            " ".repeat(9usize.saturating_sub(columns(&n)))
+        );
+    };
+    row(&mut s, h.cause, h.direction, &h.count);
+    let counts = stats.by_cause();
+    let mut rows: Vec<_> = counts.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for ((cause, dir), n) in rows {
+        row(&mut s, cause.id(), h.direction_name(*dir), n);
     }
-
-    #[cfg(test)]
-    pub(crate) fn count(&self, cause: CauseId, direction: Direction) -> u64 {
-        self.counts.get(&(cause, direction)).copied().unwrap_or(0)
+    row(&mut s, h.total, "", &stats.total());
+    if !stats.ports().is_empty() {
+        let ports = top(stats.ports().iter().map(|(p, n)| (p.to_string(), *n)));
+        let _ = writeln!(s, "  {}{ports}", h.top_ports);
     }
-
-    /// The exit summary as a `--log-format json` status line.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        let mut rows: Vec<_> = self.counts.iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let by_direction = |d: Direction| -> u64 {
-            self.counts
-                .iter()
-                .filter(|((_, dir), _)| *dir == d)
-                .map(|(_, n)| n)
-                .sum()
-        };
-        serde_json::json!({
-            "event": "summary",
-            "total": self.total,
-            "sent": by_direction(Direction::Sent),
-            "received": by_direction(Direction::Received),
-            "abort": by_direction(Direction::Abort),
-            "causes": rows
-                .iter()
-                .map(|((cause, dir), n)| {
-                    serde_json::json!({"cause": cause.id(), "direction": dir.as_str(), "count": n})
-                })
-                .collect::<Vec<_>>(),
-            "lost": self.lost,
-            "filtered": self.filtered,
-            "filtered_userspace": self.filtered_userspace,
-            "read_errors": self.read_errors,
-            "decode_errors": self.decode_errors,
-            "write_errors": self.write_errors,
-            "kernel_drops": self
-                .kernel_drops
-                .kinds()
-                .iter()
-                .map(|(key, _, n)| (key.to_string(), serde_json::json!(n)))
-                .collect::<serde_json::Map<_, _>>(),
-            "aborts_merged": self.aborts_merged,
-            "otlp_dropped": self.otlp_dropped,
-            "stacks": self.stacks.map(|st| serde_json::json!({
-                "not_captured": st.not_captured,
-                "missing": st.missing,
-                "unsymbolized": st.unsymbolized,
-            })),
-        })
+    let (owners, owners_other) = stats.owners();
+    if !owners.is_empty() {
+        let mut owners = top(owners.iter().map(|((pid, comm), n)| {
+            (
+                format!("{pid}/{}", crate::model::text::escape_control(comm)),
+                *n,
+            )
+        }));
+        if owners_other > 0 {
+            let _ = write!(owners, ", {} ({owners_other})", h.others);
+        }
+        let _ = writeln!(s, "  {}{owners}", h.top_owners);
     }
-
-    /// For tests: the table in English.
-    #[cfg(test)]
-    pub(crate) fn render(&self) -> String {
-        self.render_in(Lang::En)
+    let _ = writeln!(s, "  {}{}", pad(h.lost, 25), stats.lost);
+    let _ = writeln!(s, "  {}{}", pad(h.filtered_kernel, 25), stats.filtered);
+    for (label, n) in [
+        (h.filtered_userspace, stats.filtered_userspace),
+        (h.read_errors, stats.read_errors),
+        (h.undecodable, stats.decode_errors),
+        (h.not_written, stats.write_errors),
+    ] {
+        if n > 0 {
+            let _ = writeln!(s, "  {}{n}", pad(label, 25));
+        }
     }
-
-    /// The table printed on stderr at exit, in `lang` (`--lang zh`: headings
-    /// and directions in Chinese; cause ids stay, they are the schema). Each
-    /// cause row's last word is its count, and the loss line starts with
-    /// `lost` and ends with the number (`cargo xtask bench` reads both).
-    pub(crate) fn render_in(&self, lang: Lang) -> String {
-        let h = Headings::of(lang);
-        let mut s = format!("\n{}\n", h.title);
-        let row = |s: &mut String, cause: &str, dir: &str, n: &dyn std::fmt::Display| {
-            let n = n.to_string();
-            let _ = writeln!(
-                s,
-                "  {} {} {}{n}",
-                pad(cause, 20),
-                pad(dir, 9),
-                " ".repeat(9usize.saturating_sub(columns(&n)))
-            );
-        };
-        row(&mut s, h.cause, h.direction, &h.count);
-        let mut rows: Vec<_> = self.counts.iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        for ((cause, dir), n) in rows {
-            row(&mut s, cause.id(), h.direction_name(*dir), n);
+    for (_, label, n) in stats.kernel_drops.kinds() {
+        if n > 0 {
+            let _ = writeln!(s, "  {:<24} {n}", format!("{label}:"));
         }
-        row(&mut s, h.total, "", &self.total);
-        if !self.ports.is_empty() {
-            let ports = top(self.ports.iter().map(|(p, n)| (p.to_string(), *n)));
-            let _ = writeln!(s, "  {}{ports}", h.top_ports);
-        }
-        if !self.owners.is_empty() {
-            let mut owners = top(self.owners.iter().map(|((pid, comm), n)| {
-                (
-                    format!("{pid}/{}", crate::model::text::escape_control(comm)),
-                    *n,
-                )
-            }));
-            if self.owners_other > 0 {
-                let _ = write!(owners, ", {} ({})", h.others, self.owners_other);
-            }
-            let _ = writeln!(s, "  {}{owners}", h.top_owners);
-        }
-        let _ = writeln!(s, "  {}{}", pad(h.lost, 25), self.lost);
-        let _ = writeln!(s, "  {}{}", pad(h.filtered_kernel, 25), self.filtered);
-        for (label, n) in [
-            (h.filtered_userspace, self.filtered_userspace),
-            (h.read_errors, self.read_errors),
-            (h.undecodable, self.decode_errors),
-            (h.not_written, self.write_errors),
-        ] {
-            if n > 0 {
-                let _ = writeln!(s, "  {}{n}", pad(label, 25));
-            }
-        }
-        for (_, label, n) in self.kernel_drops.kinds() {
-            if n > 0 {
-                let _ = writeln!(s, "  {:<24} {n}", format!("{label}:"));
-            }
-        }
-        if self.aborts_merged > 0 {
-            let _ = writeln!(s, "  aborts merged into their RST: {}", self.aborts_merged);
-        }
-        if let Some(st) = self.stacks {
-            let _ = writeln!(
-                s,
-                "  {}{} (+{} {})",
-                pad(h.stacks_not_captured, 25),
-                st.not_captured,
-                st.missing,
-                h.unreadable
-            );
-            let _ = writeln!(s, "  {}{}", pad(h.unsymbolized, 25), st.unsymbolized);
-        }
-        if let Some(n) = self.otlp_dropped {
-            let _ = writeln!(s, "  {}{n}", pad(h.otlp_dropped, 25));
-        }
-        if self.lost > 0 {
-            let _ = writeln!(s, "  {}", h.lost_hint);
-        }
-        s
     }
+    if stats.aborts_merged > 0 {
+        let _ = writeln!(s, "  aborts merged into their RST: {}", stats.aborts_merged);
+    }
+    if let Some(st) = stats.stacks {
+        let _ = writeln!(
+            s,
+            "  {}{} (+{} {})",
+            pad(h.stacks_not_captured, 25),
+            st.not_captured,
+            st.missing,
+            h.unreadable
+        );
+        let _ = writeln!(s, "  {}{}", pad(h.unsymbolized, 25), st.unsymbolized);
+    }
+    if let Some(n) = stats.otlp_dropped {
+        let _ = writeln!(s, "  {}{n}", pad(h.otlp_dropped, 25));
+    }
+    if stats.lost > 0 {
+        let _ = writeln!(s, "  {}", h.lost_hint);
+    }
+    s
 }
 
 /// The summary's words, in each language: one table, so a heading cannot
@@ -336,20 +254,28 @@ fn top(counts: impl Iterator<Item = (String, u64)>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::cause::CauseId;
+    use crate::output::stats::{MAX_OWNERS, StackSummary};
     use crate::record::fixtures::record;
+
+    /// The table in English.
+    fn in_english(stats: &Stats) -> String {
+        render(stats, Lang::En)
+    }
 
     #[test]
     fn counts_per_cause_and_direction_and_reports_losses() {
-        let mut sum = Summary::default();
+        let mut sum = Stats::default();
         sum.add(&record());
         sum.add(&record());
         let mut rec = record();
         rec.event.direction = Direction::Received;
         sum.add(&rec);
         assert_eq!(sum.total(), 3);
-        assert_eq!(sum.count(CauseId::CloseUnreadData, Direction::Sent), 2);
-        assert_eq!(sum.count(CauseId::CloseUnreadData, Direction::Received), 1);
-        let text = sum.render();
+        let counts = sum.by_cause();
+        assert_eq!(counts[&(CauseId::CloseUnreadData, Direction::Sent)], 2);
+        assert_eq!(counts[&(CauseId::CloseUnreadData, Direction::Received)], 1);
+        let text = in_english(&sum);
         assert!(
             text.contains("close_unread_data    sent              2"),
             "{text}"
@@ -362,19 +288,19 @@ mod tests {
         );
         assert!(!text.contains("raise --ring-buffer"));
         sum.lost = 5;
-        assert!(sum.render().contains("raise --ring-buffer"));
+        assert!(in_english(&sum).contains("raise --ring-buffer"));
     }
 
     #[test]
     fn json_summary_counts_per_direction_and_losses() {
-        let mut sum = Summary::default();
+        let mut sum = Stats::default();
         sum.add(&record());
         sum.add(&record());
         let mut rec = record();
         rec.event.direction = Direction::Received;
         sum.add(&rec);
         sum.lost = 4;
-        let j = sum.to_json();
+        let j = to_json(&sum);
         assert_eq!(j["event"], "summary");
         assert_eq!(j["total"], 3);
         assert_eq!(j["sent"], 2);
@@ -389,24 +315,25 @@ mod tests {
 
     #[test]
     fn owner_counts_are_bounded() {
-        let mut sum = Summary::default();
+        let mut sum = Stats::default();
         let mut rec = record();
         for pid in 0..(MAX_OWNERS as u32 + 10) {
             rec.event.process.as_mut().unwrap().pid = pid;
             sum.add(&rec);
         }
-        assert_eq!(sum.owners.len(), MAX_OWNERS);
-        assert_eq!(sum.owners_other, 10);
-        assert!(sum.render().contains(", others (10)"));
+        let (owners, others) = sum.owners();
+        assert_eq!(owners.len(), MAX_OWNERS);
+        assert_eq!(others, 10);
+        assert!(in_english(&sum).contains(", others (10)"));
     }
 
     #[test]
     fn kernel_drops_are_reported_when_there_are_any() {
-        let mut sum = Summary::default();
-        assert!(!sum.render().contains("forgotten"));
+        let mut sum = Stats::default();
+        assert!(!in_english(&sum).contains("forgotten"));
         sum.kernel_drops.packets_lost = 3;
         sum.kernel_drops.owners_evicted = 11;
-        let text = sum.render();
+        let text = in_english(&sum);
         assert!(text.contains("  RST segments not captured: 3\n"), "{text}");
         assert!(
             text.contains("  owners forgotten (map full): 11\n"),
@@ -417,7 +344,7 @@ mod tests {
 
     #[test]
     fn an_empty_run_still_reports_the_counters() {
-        let text = Summary::default().render();
+        let text = in_english(&Stats::default());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines,
@@ -434,7 +361,7 @@ mod tests {
 
     #[test]
     fn rows_are_aligned_biggest_first() {
-        let mut sum = Summary::default();
+        let mut sum = Stats::default();
         let mut refused = record();
         refused.cause.id = CauseId::PeerRefused;
         refused.event.direction = Direction::Received;
@@ -442,7 +369,7 @@ mod tests {
             sum.add(&refused);
         }
         sum.add(&record());
-        let text = sum.render();
+        let text = in_english(&sum);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[3], "  peer_refused         received         12");
         assert_eq!(lines[4], "  close_unread_data    sent              1");
@@ -453,7 +380,7 @@ mod tests {
 
     #[test]
     fn the_chinese_summary_has_no_english_headings() {
-        let mut sum = Summary::default();
+        let mut sum = Stats::default();
         let mut rec = record();
         sum.add(&rec);
         rec.event.direction = Direction::Abort;
@@ -469,12 +396,12 @@ mod tests {
             rec.event.process.as_mut().unwrap().pid += 1;
             sum.add(&rec);
         }
-        let text = sum.render_in(Lang::Zh);
+        let text = render(&sum, Lang::Zh);
         let english = crate::model::explain::english_in(&text);
         assert!(english.is_empty(), "{english:?} in\n{text}");
         assert!(text.contains("合计") && text.contains("中止"), "{text}");
         // The English table says the same in English.
-        assert!(!crate::model::explain::english_in(&sum.render()).is_empty());
+        assert!(!crate::model::explain::english_in(&in_english(&sum)).is_empty());
         // Columns stay aligned on a terminal: the header's count ends where the rows' do.
         let lines: Vec<&str> = text.lines().collect();
         let width = |l: &str| {
@@ -487,8 +414,8 @@ mod tests {
 
     #[test]
     fn error_counters_show_only_when_something_went_wrong() {
-        let mut sum = Summary::default();
-        let quiet = sum.render();
+        let mut sum = Stats::default();
+        let quiet = in_english(&sum);
         for word in ["userspace", "read errors", "undecodable", "not written"] {
             assert!(!quiet.contains(word), "{word}: {quiet}");
         }
@@ -498,7 +425,7 @@ mod tests {
         sum.decode_errors = 6;
         sum.write_errors = 7;
         sum.lost = 8;
-        let text = sum.render();
+        let text = in_english(&sum);
         for line in [
             "  lost (ring buffer full): 8",
             "  filtered in kernel:      3",

@@ -31,6 +31,8 @@ impl NetnsPair {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        // The guard exists before the first namespace: a step that fails
+        // below still deletes what the steps before it made.
         let pair = NetnsPair {
             a: Netns {
                 name: format!("rstt{id}a"),
@@ -66,13 +68,16 @@ impl NetnsPair {
         }
         pair
     }
+
+    /// Its namespaces, A then B.
+    pub fn namespaces(&self) -> [&Netns; 2] {
+        [&self.a, &self.b]
+    }
 }
 
 impl Drop for NetnsPair {
     fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", &ns.name]).status();
-        }
+        delete(&self.namespaces());
     }
 }
 
@@ -243,12 +248,36 @@ impl RoutedPath {
         path.router.sysctl("net.ipv4.ip_forward", "1");
         path
     }
+
+    /// Its namespaces, client to server.
+    pub fn namespaces(&self) -> [&Netns; 3] {
+        [&self.a, &self.router, &self.b]
+    }
 }
 
 impl Drop for RoutedPath {
     fn drop(&mut self) {
-        for ns in [&self.a, &self.router, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", &ns.name]).status();
-        }
+        delete(&self.namespaces());
     }
 }
+
+/// Deletes `namespaces`, those that exist: a half-built set too. Deleting a
+/// namespace deletes its end of every veth pair, and the peer with it.
+fn delete(namespaces: &[&Netns]) {
+    for ns in namespaces {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// An nftables table `rsttrace` with one input-hook chain holding `rules`.
+pub fn input_rules(rules: &str) -> String {
+    format!(
+        "table inet rsttrace {{\n chain input {{\n type filter hook input priority 0;\n {rules}\n }}\n}}\n"
+    )
+}
+
+/// Deletes the table `input_rules` made.
+pub const DELETE_RULES: &str = "delete table inet rsttrace";

@@ -436,4 +436,23 @@ mod tests {
         let err = parse_kernels("4.19").unwrap_err().to_string();
         assert!(err.contains("5.10, 6.1, 6.12"), "{err}");
     }
+    /// `--exact` runs a renamed test nowhere and says nothing: every name of
+    /// the short suite must be a test of rsttrace/tests.
+    #[test]
+    fn the_short_suite_names_existing_tests() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rsttrace/tests");
+        let sources: String = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect();
+        for name in SHORT_SUITE {
+            assert!(
+                sources.contains(&format!("#[test]\nfn {name}() {{")),
+                "the short suite runs {name}, which is no test in {}",
+                dir.display()
+            );
+        }
+    }
 }

@@ -150,11 +150,11 @@ RSTTRACE-VM: BEGIN kernel=6.1.0-56-cloud-amd64 cpus=2
 RSTTRACE-VM: CHECK-BEGIN
 hooks: fine
 RSTTRACE-VM: CHECK-END rc=0 seconds=3
-RSTTRACE-VM: RUN loopback_causes
+RSTTRACE-VM: RUN causes_loopback
 running 2 tests
 test so_linger_zero ... ok
 test port_not_open_and_peer_refused ... FAILED
-RSTTRACE-VM: EXIT loopback_causes 101 seconds=42
+RSTTRACE-VM: EXIT causes_loopback 101 seconds=42
 RSTTRACE-VM: CAUSE event\tso_linger_zero\tsent\tlinger_zero\tlikely
 RSTTRACE-VM: CAUSE not_applicable\tso_linger_zero\t-\t-\tno such thing here
 RSTTRACE-VM: RESULT FAIL
@@ -164,8 +164,8 @@ RSTTRACE-VM: RESULT FAIL
         assert_eq!(r.tests["so_linger_zero"], "ok");
         assert_eq!(r.not_applicable["so_linger_zero"], "no such thing here");
         assert_eq!(r.tests["port_not_open_and_peer_refused"], "FAILED");
-        assert_eq!(r.failed_binaries, ["loopback_causes"]);
-        assert_eq!(r.seconds["loopback_causes"], 42);
+        assert_eq!(r.failed_binaries, ["causes_loopback"]);
+        assert_eq!(r.seconds["causes_loopback"], 42);
         assert_eq!(r.modules_failed, ["veth"]);
         assert_eq!(r.check, "hooks: fine\n");
         assert_eq!(r.causes.len(), 2);
@@ -174,7 +174,7 @@ RSTTRACE-VM: RESULT FAIL
 
         let ok = serial
             .replace("... FAILED", "... ok")
-            .replace("loopback_causes 101", "loopback_causes 0")
+            .replace("causes_loopback 101", "causes_loopback 0")
             .replace("RESULT FAIL", "RESULT PASS");
         assert!(Report::parse(&ok).verdict().is_ok());
         assert!(Report::parse("no markers at all").verdict().is_err());

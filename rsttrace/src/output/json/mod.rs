@@ -3,7 +3,9 @@
 //! `crate::model::schema`; golden fixtures (rsttrace/tests/fixtures/) round-trip
 //! every hook and every cause through both.
 
-pub mod read;
-pub mod write;
+pub(crate) mod read;
+pub(crate) mod write;
 
-pub use write::{JsonSink, SCHEMA_VERSION, format, format_gap};
+pub(crate) use write::JsonSink;
+#[cfg(test)]
+pub(crate) use write::{format, format_gap};

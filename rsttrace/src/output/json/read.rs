@@ -21,14 +21,14 @@ use crate::record::Classified;
 
 /// One line of an export.
 #[derive(Debug)]
-pub enum Line {
+pub(crate) enum Line {
     Event(Box<Classified>),
     /// `{"gap":{"lost":N, ...}}`: the kernel lost N events here, at that
     /// time, and dropped what the other keys count.
     Gap(u64, KernelDrops, std::time::SystemTime),
 }
 
-pub fn parse_line(line: &str) -> Result<Line> {
+pub(crate) fn parse_line(line: &str) -> Result<Line> {
     let v: Value = serde_json::from_str(line).context("not JSON")?;
     match v.get("v").and_then(Value::as_u64) {
         Some(1) => {}
@@ -297,11 +297,11 @@ fn socket(s: &Value) -> Result<Socket> {
 }
 
 /// Longest line `rsttrace read` takes; an export line is a few KiB.
-pub const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// One line of input, read with bounded memory.
 #[derive(Debug, PartialEq, Eq)]
-pub enum NextLine {
+pub(crate) enum NextLine {
     Line(String),
     /// Longer than `MAX_LINE`: skipped to its end.
     TooLong,
@@ -310,7 +310,7 @@ pub enum NextLine {
 
 /// Reads the next line into `buf` (reused), never holding more than
 /// `MAX_LINE` bytes of it; invalid UTF-8 is replaced, not fatal.
-pub fn next_line(
+pub(crate) fn next_line(
     input: &mut impl std::io::BufRead,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<NextLine> {
