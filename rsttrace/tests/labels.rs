@@ -17,6 +17,42 @@ fn our_pid() -> u64 {
     u64::from(std::process::id())
 }
 
+/// Whether the tracer hooks nf_send_reset (kprobes work here), and so sees
+/// netfilter's RSTs without `--firewall`: the reject is then a sent
+/// `firewall_reject [certain]` and the victim's RST pairs with it. With
+/// `(when nf_reject loads)` the kprobe attaches up to 2 s after the first
+/// reject rule: the tests load the module before they start the tracer.
+fn hooks_nf_send_reset(plan: &Value) -> bool {
+    let firewall = plan["firewall"].as_str().unwrap_or("");
+    assert!(
+        !firewall.contains("when nf_reject loads"),
+        "nf_reject was loaded before the tracer started: {plan}"
+    );
+    firewall.starts_with("kprobe:")
+}
+
+/// The victim's RST paired with the reject nf_send_reset saw: both
+/// `firewall_reject [certain]`, the sent one in the server's namespace.
+fn assert_paired_with_the_reject(events: &[Value], ev: &Value, server_netns: u64, port: u16) {
+    let sent = find(events, "sent", "firewall_reject");
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(events));
+    assert_eq!(sent[0]["netns"], server_netns, "{}", sent[0]);
+    assert_eq!(sent[0]["local_port"], port, "{}", sent[0]);
+    assert_eq!(sent[0]["confidence"], "certain", "{}", sent[0]);
+    assert!(
+        sent[0]["evidence"]["netfilter_hook"].is_string(),
+        "{}",
+        sent[0]
+    );
+    assert_eq!(ev["cause"], "firewall_reject", "{ev}");
+    assert_eq!(ev["confidence"], "certain", "{ev}");
+    assert_eq!(
+        ev["evidence"]["peer_event"]["cause"], "firewall_reject",
+        "{ev}"
+    );
+    assert_eq!(ev["evidence"]["peer_event"]["netns"], server_netns, "{ev}");
+}
+
 /// Received events for `port` (either end).
 fn received_on(events: &[Value], port: u16) -> Vec<&Value> {
     events
@@ -82,6 +118,7 @@ fn a_firewall_reject_of_a_syn_is_not_the_peers() {
         .run(move || TcpStream::connect(target).map(|_| ()))
         .expect_err("rejected");
     assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
+    let in_kernel = hooks_nf_send_reset(sc.plan());
     let events = sc.stop();
 
     assert!(
@@ -94,6 +131,16 @@ fn a_firewall_reject_of_a_syn_is_not_the_peers() {
     let ev = received[0];
     assert_eq!(ev["netns"], sc.a().inode());
     assert_eq!(ev["state"], "SYN_SENT");
+    assert_eq!(ev["evidence"]["errno"], "ECONNREFUSED");
+    if in_kernel {
+        assert_paired_with_the_reject(&events, ev, sc.b().inode(), port);
+        return;
+    }
+    assert!(
+        find(&events, "sent", "firewall_reject").is_empty(),
+        "{}",
+        describe(&events)
+    );
     assert_eq!(ev["cause"], "middlebox_suspect", "{ev}");
     assert_eq!(ev["confidence"], "likely", "{ev}");
     let evidence = &ev["evidence"];
@@ -119,6 +166,12 @@ fn a_firewall_reject_of_an_established_flow_is_not_the_peers() {
     };
     let port = free_port();
     let listener = sc.b().listen(port);
+    // The same rule on another port first: nftables loads nf_reject with
+    // it, so a kprobe on nf_send_reset is attached when the tracer starts.
+    let other = free_port();
+    sc.b().nft(&input_rules(&format!(
+        "tcp dport {other} reject with tcp reset;"
+    )));
     sc.trace(&["--port", &port.to_string()]);
     let target = sc.b().socket_addr(port);
     let mut client = sc.a().connect(target);
@@ -132,10 +185,13 @@ fn a_firewall_reject_of_an_established_flow_is_not_the_peers() {
         .unwrap();
     let err = client.read(&mut [0u8; 8]).expect_err("reset");
     assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+    let in_kernel = hooks_nf_send_reset(sc.plan());
     let events = sc.stop();
 
     assert!(
-        events.iter().all(|e| e["direction"] != "sent"),
+        events
+            .iter()
+            .all(|e| e["direction"] != "sent" || e["cause"] == "firewall_reject"),
         "no TCP stack sent an RST:\n{}",
         describe(&events)
     );
@@ -144,6 +200,16 @@ fn a_firewall_reject_of_an_established_flow_is_not_the_peers() {
     let ev = received[0];
     assert_eq!(ev["netns"], sc.a().inode());
     assert_eq!(ev["state"], "ESTABLISHED");
+    assert_eq!(ev["evidence"]["errno"], "ECONNRESET");
+    if in_kernel {
+        assert_paired_with_the_reject(&events, ev, sc.b().inode(), port);
+        return;
+    }
+    assert!(
+        find(&events, "sent", "firewall_reject").is_empty(),
+        "{}",
+        describe(&events)
+    );
     assert_eq!(ev["cause"], "middlebox_suspect", "{ev}");
     assert_eq!(ev["confidence"], "likely", "{ev}");
     assert_eq!(
@@ -265,7 +331,9 @@ fn a_killed_socket_whose_port_is_reused_is_half_open() {
 
 /// A router between client and server whose conntrack forgot an idle
 /// flow (2 s timeout, no loose pickup) rejects the next segment with an
-/// RST in the server's name. No TCP stack sent it: middlebox_suspect.
+/// RST in the server's name. No TCP stack sent it: middlebox_suspect, or,
+/// where the kprobe on nf_send_reset sees the router's reject (it is a
+/// namespace of this host), firewall_reject in the router's namespace.
 #[test]
 fn a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect() {
     // The ct expression loads conntrack in the router; its sysctls exist
@@ -306,8 +374,25 @@ fn a_router_that_forgot_an_idle_flow_is_a_middlebox_suspect() {
     let events = sc.stop();
 
     assert!(
-        events.iter().all(|e| e["direction"] != "sent"),
+        events
+            .iter()
+            .all(|e| e["direction"] != "sent" || e["cause"] == "firewall_reject"),
         "no TCP stack sent an RST:\n{}",
+        describe(&events)
+    );
+    if hooks_nf_send_reset(&plan) {
+        // The router is a namespace of this host: its reject is seen in
+        // nf_send_reset, there, and the client's RST pairs with it.
+        let received = provoked(&events, "received", "firewall_reject");
+        assert_eq!(received.len(), 1, "events:\n{}", describe(&events));
+        assert_paired_with_the_reject(&events, received[0], sc.router().inode(), port);
+        assert!(find(&events, "received", "peer_reset").is_empty());
+        assert_no_unconfirmed_certainty(&plan, &events);
+        return;
+    }
+    assert!(
+        find(&events, "sent", "firewall_reject").is_empty(),
+        "{}",
         describe(&events)
     );
     let received = provoked(&events, "received", "middlebox_suspect");

@@ -68,9 +68,10 @@ pub fn kernel_reason_decides(cause: &str) -> bool {
 }
 
 /// No sent event may be `certain` unless the plan has the kernel's reason
-/// and this kernel's reason set names its cause: inference alone is
-/// `likely`. No received event may be `certain` unless its sender's send
-/// was seen (paired) on this host.
+/// and this kernel's reason set names its cause, or it is netfilter's RST
+/// seen in nf_send_reset itself (`firewall_reject` with the netfilter hook
+/// as evidence): inference alone is `likely`. No received event may be
+/// `certain` unless its sender's send was seen (paired) on this host.
 pub fn assert_no_unconfirmed_certainty(plan: &Value, events: &[Value]) {
     for e in events.iter().filter(|e| e["direction"] == "received") {
         if e["confidence"] == "certain" {
@@ -83,12 +84,25 @@ pub fn assert_no_unconfirmed_certainty(plan: &Value, events: &[Value]) {
     for e in events.iter().filter(|e| e["direction"] == "sent") {
         if e["confidence"] == "certain" {
             let cause = e["cause"].as_str().unwrap_or("?");
+            if seen_in_nf_send_reset(e) {
+                continue;
+            }
             assert!(
                 plan["reason"] == "kernel" && kernel_reason_decides(cause),
                 "certain without a kernel reason for {cause} ({plan}): {e}"
             );
         }
     }
+}
+
+/// A `firewall_reject` the kprobe on nf_send_reset saw: netfilter's own
+/// function ran, which is what the cause says (no inference).
+fn seen_in_nf_send_reset(e: &Value) -> bool {
+    e["cause"] == "firewall_reject"
+        && e["hook"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("kprobe:nf_send_reset"))
+        && e["evidence"]["netfilter_hook"].is_string()
 }
 
 /// Records that the running test provoked `cause` (the "provoked" column of
