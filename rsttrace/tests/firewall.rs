@@ -16,13 +16,13 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::netns::{Netns, NetnsPair};
+use common::netns::Netns;
 use common::*;
 use serde_json::Value;
 
 const A_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
 const B_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
-/// The server's end of the veth pair (`NetnsPair`).
+/// The server's end of the veth pair (`Scenario::netns_pair`).
 const SERVER_DEVICE: &str = "veth1";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,11 +31,10 @@ enum Family {
     V6,
 }
 
-/// The pair, with IPv6 addresses too for `Family::V6`.
-fn pair(family: Family) -> NetnsPair {
-    let net = NetnsPair::new();
+/// IPv6 addresses on the pair's veths, for `Family::V6`.
+fn add_addresses(sc: &Scenario, family: Family) {
     if family == Family::V6 {
-        for (ns, dev, addr) in [(&net.a, "veth0", A_V6), (&net.b, "veth1", B_V6)] {
+        for (ns, dev, addr) in [(sc.a(), "veth0", A_V6), (sc.b(), "veth1", B_V6)] {
             // nodad: usable at once, no duplicate detection delay.
             ns.ip(&[
                 "-6",
@@ -48,12 +47,11 @@ fn pair(family: Family) -> NetnsPair {
             ]);
         }
     }
-    net
 }
 
-fn server_addr(net: &NetnsPair, family: Family, port: u16) -> SocketAddr {
+fn server_addr(sc: &Scenario, family: Family, port: u16) -> SocketAddr {
     match family {
-        Family::V4 => net.b.socket_addr(port),
+        Family::V4 => sc.b().socket_addr(port),
         Family::V6 => SocketAddr::new(IpAddr::V6(B_V6), port),
     }
 }
@@ -81,13 +79,17 @@ fn ifindex(ns: &Netns, dev: &str) -> u64 {
 
 /// Whether the tracer sees netfilter's RSTs in nf_send_reset (kprobes),
 /// or as socketless RSTs leaving a device (`--firewall` without them).
-fn in_kernel(tracer: &Tracer) -> bool {
-    let firewall = tracer.plan()["firewall"].as_str().unwrap_or("");
+fn in_kernel(plan: &Value) -> bool {
+    let firewall = plan["firewall"].as_str().unwrap_or("");
+    // Attached up to 2 s late otherwise: the tests load it first.
+    assert!(
+        !firewall.contains("when nf_reject loads"),
+        "nf_reject was loaded before the tracer started: {plan}"
+    );
     assert!(
         firewall.starts_with("kprobe:nf_send_reset")
             || firewall.starts_with("tp_btf:net_dev_queue"),
-        "--firewall yet netfilter's RSTs are not traced: {}",
-        tracer.plan()
+        "--firewall yet netfilter's RSTs are not traced: {plan}"
     );
     firewall.starts_with("kprobe:")
 }
@@ -95,7 +97,7 @@ fn in_kernel(tracer: &Tracer) -> bool {
 /// The reject's sent event and the victim's received one, checked.
 fn check(
     events: &[Value],
-    net: &NetnsPair,
+    sc: &Scenario,
     kernel: bool,
     port: u16,
     victim_state: &str,
@@ -105,7 +107,7 @@ fn check(
     let sent = provoked(events, "sent", "firewall_reject");
     assert_eq!(sent.len(), 1, "events:\n{}", describe(events));
     let ev = sent[0];
-    assert_eq!(ev["netns"], net.b.inode(), "{ev}");
+    assert_eq!(ev["netns"], sc.b().inode(), "{ev}");
     assert_eq!(ev["local_port"], port, "{ev}");
     assert_eq!(ev["confidence"], confidence, "{ev}");
     assert_eq!(ev["pid"], Value::Null, "no process sent it: {ev}");
@@ -113,10 +115,10 @@ fn check(
     if kernel {
         assert_eq!(evidence["netfilter_hook"], "input", "{ev}");
         // The rejected segment came in on the server's veth.
-        assert_eq!(evidence["device"], ifindex(&net.b, SERVER_DEVICE), "{ev}");
+        assert_eq!(evidence["device"], ifindex(sc.b(), SERVER_DEVICE), "{ev}");
     } else {
         // The RST left by the server's veth.
-        assert_eq!(evidence["device"], ifindex(&net.b, SERVER_DEVICE), "{ev}");
+        assert_eq!(evidence["device"], ifindex(sc.b(), SERVER_DEVICE), "{ev}");
         assert!(
             evidence["why"]
                 .as_str()
@@ -135,13 +137,13 @@ fn check(
     let received = provoked(events, "received", "firewall_reject");
     assert_eq!(received.len(), 1, "events:\n{}", describe(events));
     let ev = received[0];
-    assert_eq!(ev["netns"], net.a.inode(), "{ev}");
+    assert_eq!(ev["netns"], sc.a().inode(), "{ev}");
     assert_eq!(ev["remote_port"], port, "{ev}");
     assert_eq!(ev["state"], victim_state, "{ev}");
     assert_eq!(ev["confidence"], confidence, "{ev}");
     let peer = &ev["evidence"]["peer_event"];
     assert_eq!(peer["cause"], "firewall_reject", "{ev}");
-    assert_eq!(peer["netns"], net.b.inode(), "{ev}");
+    assert_eq!(peer["netns"], sc.b().inode(), "{ev}");
     assert_eq!(ev["evidence"]["errno"], errno, "{ev}");
     check_seq(ev, kernel);
 }
@@ -169,40 +171,54 @@ fn check_seq(ev: &Value, kernel: bool) {
 }
 
 fn reject_syn(test: &str, family: Family) {
-    if !kernel_tests_possible(test) {
-        return;
-    }
-    let net = pair(family);
     let port = free_port();
-    let _listener = listen(&net.b, family, port);
-    net.b.nft(&input_rules(&format!(
-        "tcp dport {port} reject with tcp reset;"
-    )));
-    let tracer = Tracer::start(&["--port", &port.to_string(), "--firewall"]);
-    let kernel = in_kernel(&tracer);
-    let target = server_addr(&net, family, port);
-    let err = net
-        .a
+    let Some(mut sc) = Scenario::new(test)
+        .netns_pair()
+        .nft(
+            Side::B,
+            input_rules(&format!("tcp dport {port} reject with tcp reset;")),
+        )
+        .trace(&["--port", &port.to_string(), "--firewall"])
+        .start()
+    else {
+        return;
+    };
+    add_addresses(&sc, family);
+    let _listener = listen(sc.b(), family, port);
+    let kernel = in_kernel(sc.plan());
+    let target = server_addr(&sc, family, port);
+    let err = sc
+        .a()
         .run(move || TcpStream::connect(target).map(|_| ()))
         .expect_err("rejected");
     assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
-    let events = tracer.stop();
-    check(&events, &net, kernel, port, "SYN_SENT", "ECONNREFUSED");
+    let events = sc.stop();
+    check(&events, &sc, kernel, port, "SYN_SENT", "ECONNREFUSED");
 }
 
 fn reject_established(test: &str, family: Family) {
-    if !kernel_tests_possible(test) {
-        return;
-    }
-    let net = pair(family);
     let port = free_port();
-    let listener = listen(&net.b, family, port);
-    let tracer = Tracer::start(&["--port", &port.to_string(), "--firewall"]);
-    let kernel = in_kernel(&tracer);
-    let target = server_addr(&net, family, port);
-    let mut client = net.a.connect(target);
+    // The same rule on another port first: nftables loads nf_reject with
+    // it, so where kprobes work the tracer hooks nf_send_reset from start.
+    let other = free_port();
+    let Some(mut sc) = Scenario::new(test)
+        .netns_pair()
+        .nft(
+            Side::B,
+            input_rules(&format!("tcp dport {other} reject with tcp reset;")),
+        )
+        .start()
+    else {
+        return;
+    };
+    add_addresses(&sc, family);
+    let listener = listen(sc.b(), family, port);
+    sc.trace(&["--port", &port.to_string(), "--firewall"]);
+    let kernel = in_kernel(sc.plan());
+    let target = server_addr(&sc, family, port);
+    let mut client = sc.a().connect(target);
     let (_server, _) = listener.accept().unwrap();
-    net.b.nft(&input_rules(&format!(
+    sc.b().nft(&input_rules(&format!(
         "tcp dport {port} reject with tcp reset;"
     )));
     client.write_all(b"after the rule").unwrap();
@@ -211,8 +227,8 @@ fn reject_established(test: &str, family: Family) {
         .unwrap();
     let err = client.read(&mut [0u8; 8]).expect_err("reset");
     assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
-    let events = tracer.stop();
-    check(&events, &net, kernel, port, "ESTABLISHED", "ECONNRESET");
+    let events = sc.stop();
+    check(&events, &sc, kernel, port, "ESTABLISHED", "ECONNRESET");
 }
 
 /// A process that listens on `port` with SO_REUSEPORT until dropped: a
@@ -295,12 +311,14 @@ impl Drop for ReuseportListener {
 /// to listen), and the group's processes.
 #[test]
 fn a_connection_queued_in_a_reuseport_group_names_the_groups_processes() {
-    if !kernel_tests_possible("a_connection_queued_in_a_reuseport_group_names_the_groups_processes")
-    {
-        return;
-    }
     let port = free_port();
-    let tracer = Tracer::start(&["--port", &port.to_string()]);
+    let Some(mut sc) =
+        Scenario::new("a_connection_queued_in_a_reuseport_group_names_the_groups_processes")
+            .trace(&["--port", &port.to_string()])
+            .start()
+    else {
+        return;
+    };
     // After the tracer: the kernel side sees both listen() calls.
     let child = ReuseportListener::start(port);
     let fd = reuseport_listen(port);
@@ -315,7 +333,7 @@ fn a_connection_queued_in_a_reuseport_group_names_the_groups_processes() {
         drop(client); // an RST to a queued child nobody accepted
     }
     std::thread::sleep(Duration::from_millis(100));
-    let events = tracer.stop();
+    let events = sc.stop();
 
     let server_side: Vec<&Value> = events
         .iter()
