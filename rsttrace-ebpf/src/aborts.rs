@@ -22,8 +22,11 @@ use crate::{
 };
 
 /// The echo comes in the same call as its RST (tcp_reset → tcp_done, the
-/// keepalive timer, tcp_abort): microseconds, even under emulation.
-const ECHO_WINDOW_NS: u64 = 10_000_000;
+/// keepalive timer, tcp_abort): microseconds, but a guest under emulation
+/// on a loaded host can be descheduled between the two for more than
+/// 10 ms. The slot is per CPU and cleared when used, so a wider window
+/// cannot swallow a later abort of another socket.
+const ECHO_WINDOW_NS: u64 = 100_000_000;
 
 pub(crate) fn on_error_report<M: Kmem>(ctx: *mut c_void, sk: *const u8, hook: u8) {
     if sk.is_null() || M::load(sk, off!(sk_protocol)) != Some(IPPROTO_TCP as u64) {
