@@ -21,7 +21,7 @@ use crate::collect::perfbuf::PerfBuffers;
 use crate::collect::probes::{self, HookMode, KernelFacts, Plan, Role};
 use crate::collect::source::Buffers;
 use crate::collect::transport::{self, Transport};
-use crate::kernel::{btf::Btf, btf_source, helpers, kallsyms, offsets, tracefs};
+use crate::kernel::{btf::Btf, btf_source, helpers, offsets, tracefs};
 
 /// The objects built by `cargo xtask build-ebpf`, embedded by build.rs: the
 /// same programs writing to a ring buffer, or to a perf event array.
@@ -91,9 +91,6 @@ impl Session {
     /// rsttrace's peak memory.
     pub(crate) fn load(kernel: &mut KernelInfo, opts: &Options) -> Result<Session> {
         check_privileges()?;
-        if !opts.stacks {
-            kallsyms::discard_symbols();
-        }
         let btf = kernel.btf.take().ok_or_else(|| {
             anyhow!(
                 "no kernel BTF ({}): rsttrace needs it to find socket fields on this kernel. \

@@ -47,18 +47,10 @@ pub(crate) struct Kallsyms {
 /// addresses, and the table was a third of start-up's peak memory.
 pub(crate) fn read(functions: &BTreeSet<&str>, data: &[&'static str]) -> std::io::Result<Kallsyms> {
     let keep = KEEP_TEXT.load(Ordering::Relaxed);
-    let mut reader = BufReader::new(File::open(PROC_KALLSYMS)?);
-    let mut scan = Kallsyms::default();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            break;
-        }
-        scan.line(&line, functions, data, keep);
+    let mut scan = scan_file(functions, data, keep)?;
+    if keep {
+        *KEPT.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::mem::take(&mut scan.symbols));
     }
-    scan.symbols.finish();
-    *KEPT.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::mem::take(&mut scan.symbols));
     Ok(scan)
 }
 
@@ -72,14 +64,29 @@ pub(crate) fn keep_text_symbols() {
 pub(crate) fn take_symbols() -> KernelSymbols {
     let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner()).take();
     kept.unwrap_or_else(|| {
-        let text = std::fs::read_to_string(PROC_KALLSYMS).unwrap_or_default();
-        Kallsyms::scan(&text, &BTreeSet::new(), &[]).symbols
+        scan_file(&BTreeSet::new(), &[], true)
+            .map(|scan| scan.symbols)
+            .unwrap_or_default()
     })
 }
 
-/// Frees the kept text symbols: nothing will resolve stacks.
-pub(crate) fn discard_symbols() {
-    KEPT.lock().unwrap_or_else(|e| e.into_inner()).take();
+fn scan_file(
+    functions: &BTreeSet<&str>,
+    data: &[&'static str],
+    text: bool,
+) -> std::io::Result<Kallsyms> {
+    let mut reader = BufReader::new(File::open(PROC_KALLSYMS)?);
+    let mut scan = Kallsyms::default();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        scan.line(&line, functions, data, text);
+    }
+    scan.symbols.finish();
+    Ok(scan)
 }
 
 impl Kallsyms {
