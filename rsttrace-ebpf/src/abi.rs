@@ -373,12 +373,14 @@ pub struct RstEvent {
 
     /// The process that owns the socket (with `flag::OWNER_KNOWN`): seen in
     /// its own task context on connect(), listen(), close()/shutdown() or recv().
+    /// Its uid: a listener's, else the socket's (`sk_uid`, its creator's).
     pub owner_uid: u32,
     /// The owner's thread-group id.
     pub owner_tgid: u32,
     /// The owner's thread id.
     pub owner_pid: u32,
-    /// The owner's cgroup v2 id.
+    /// The owner's cgroup v2 id: a listener's, else the socket's own
+    /// (its creator's), read when the RST is made.
     pub owner_cgroup: u64,
     /// The owner's task name.
     pub owner_comm: [u8; 16],
@@ -477,12 +479,13 @@ pub struct Owner {
     pub tgid: u32,
     /// Thread id.
     pub pid: u32,
-    /// User id.
+    /// User id: the listener's; a connection's socket's `sk_uid`.
     pub uid: u32,
     /// In `LISTENERS`: how many processes were seen listening on the port
     /// (more than one: an SO_REUSEPORT group). Zero in `OWNERS`.
     pub listeners: u32,
-    /// cgroup v2 id of the owner.
+    /// cgroup v2 id of a listener's owner; 0 in `OWNERS`, whose sockets
+    /// carry their own (read when they reset).
     pub cgroup: u64,
     /// Task name (`comm`).
     pub comm: [u8; 16],
@@ -789,6 +792,9 @@ offsets_table! {
         cgroup_kn: Optional Scalar ("cgroup", "kn"),
         /// `kernfs_node.id`.
         kernfs_node_id: Optional Scalar ("kernfs_node", "id"),
+        /// The socket's uid (`kuid_t`): its creator's, as
+        /// `bpf_get_current_uid_gid` would have said at connect().
+        sk_uid: Optional Scalar ("sock", "sk_uid.val"),
         /// IP protocol (a bitfield before 5.6, a u16 since).
         sk_protocol: Optional Scalar ("sock", "sk_protocol"),
         /// Accept queue length.

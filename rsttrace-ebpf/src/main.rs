@@ -112,6 +112,8 @@ macro_rules! off {
     };
 }
 
+#[macro_use]
+mod read;
 mod aborts;
 mod context;
 mod event;
@@ -121,7 +123,6 @@ mod history;
 mod hooks;
 mod owners;
 mod packets;
-mod read;
 mod sink;
 mod stacks;
 
