@@ -68,6 +68,10 @@ pub(crate) struct StackResolver {
     /// When each user stack id still in the map was last named by an
     /// event (at most the map's size).
     user_ids: std::collections::HashMap<u32, std::time::Instant>,
+    /// The addresses of those stacks: an id names the same stack until
+    /// `recycle` deletes it (nothing else does: no BPF_F_REUSE_STACKID), so
+    /// the map is read once per id, not once per event.
+    user_ips: std::collections::HashMap<u32, Arc<[u64]>>,
     last_recycle: std::time::Instant,
 }
 
@@ -85,6 +89,7 @@ impl StackResolver {
             missing: 0,
             kernel_unsymbolized: 0,
             user_ids: std::collections::HashMap::new(),
+            user_ips: std::collections::HashMap::new(),
             last_recycle: std::time::Instant::now(),
         }
     }
@@ -101,7 +106,14 @@ impl StackResolver {
         // The kernel captures a user stack only in the owner's own task
         // context, so the actor's process is the one to symbolize in.
         let user = event.user_stack_id.and_then(|id| {
-            let ips = self.ips(id)?;
+            let ips = match self.user_ips.get(&id) {
+                Some(ips) => ips.clone(),
+                None => {
+                    let ips: Arc<[u64]> = self.ips(id)?.into();
+                    self.user_ips.insert(id, ips.clone());
+                    ips
+                }
+            };
             self.user_ids.insert(id, std::time::Instant::now());
             Some(self.user.frames(event.actor.pid, &ips, &raw.user_stack_top))
         });
@@ -120,10 +132,12 @@ impl StackResolver {
         self.last_recycle = now;
         let map = &mut self.map;
         let kernel = &mut self.kernel_frames;
+        let user_ips = &mut self.user_ips;
         self.user_ids.retain(|id, seen| {
             if now.duration_since(*seen) < RECYCLE_AFTER {
                 return true;
             }
+            user_ips.remove(id);
             // A kernel stack never shares an id with a user stack, but a
             // cached kernel id must keep naming its stack.
             if kernel.get(id).is_none() {

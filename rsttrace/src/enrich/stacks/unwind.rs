@@ -39,10 +39,22 @@ pub(crate) enum Cfa {
 /// address is frameless by `cfa_of`. `cfa_of` gets the address to look up:
 /// `frames[0]` itself, then each recovered return address minus one (the
 /// call instruction).
+#[cfg(test)]
 pub(crate) fn recover_callers(
     frames: &[u64],
     top: &[u64],
+    cfa_of: impl FnMut(u64) -> Option<Cfa>,
+) -> Vec<u64> {
+    recover_callers_noting(frames, top, cfa_of, &mut Vec::new())
+}
+
+/// `recover_callers`, noting in `read` each (slot, word) of `top` it read:
+/// the same frames with the same words there recover the same callers.
+pub(crate) fn recover_callers_noting(
+    frames: &[u64],
+    top: &[u64],
     mut cfa_of: impl FnMut(u64) -> Option<Cfa>,
+    read: &mut Vec<(usize, u64)>,
 ) -> Vec<u64> {
     let mut recovered = Vec::new();
     let Some(&first) = frames.first() else {
@@ -60,6 +72,7 @@ pub(crate) fn recover_callers(
         let Some(&ret) = top.get(slot as usize) else {
             break;
         };
+        read.push((slot as usize, ret));
         if ret == 0 || Some(ret) == next_known || recovered.len() >= top.len() {
             break;
         }
@@ -193,6 +206,10 @@ mod tests {
         };
         let top = [0x2001, 0xaaaa, 0x3001, 0];
         assert_eq!(recover_callers(&frames, &top, cfa), [0x2001, 0x3001]);
+        // What the answer depended on: the words it read, not the others.
+        let mut read = Vec::new();
+        recover_callers_noting(&frames, &top, cfa, &mut read);
+        assert_eq!(read, [(0, 0x2001), (2, 0x3001)]);
         // The words run out before the return address: nothing is guessed.
         assert_eq!(recover_callers(&frames, &top[..2], cfa), [0x2001]);
         assert!(recover_callers(&frames, &[], cfa).is_empty());

@@ -112,6 +112,19 @@ pub(crate) struct UserSymbolizer {
     budget: Budget,
     /// Frames shown without a symbol (file offset or raw address).
     pub(crate) unsymbolized: u64,
+    /// Of those, the frames left unsymbolized for want of time.
+    short_of_time: u64,
+}
+
+/// A user stack's frames, and what they depended on beyond the process's
+/// maps and the stack's addresses.
+pub(crate) struct UserFrames {
+    pub(crate) frames: Vec<String>,
+    /// The words at the stack pointer that the unwinding step read, by slot.
+    pub(crate) top_read: Vec<(usize, u64)>,
+    /// Every frame had its full lookup (none was cut short by the time
+    /// budget): the same stack in the same process gets the same frames.
+    pub(crate) complete: bool,
 }
 
 impl Default for UserSymbolizer {
@@ -134,12 +147,19 @@ impl UserSymbolizer {
             cfas: BoundedCache::new(MAX_FRAMES),
             budget: Budget::new(Instant::now()),
             unsymbolized: 0,
+            short_of_time: 0,
         }
     }
 
     /// The frames of `ips` (innermost first, from the kernel's stack map) in
     /// process `pid`; `top` holds the words at its stack pointer.
+    #[cfg(test)]
     pub(crate) fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
+        self.frames_noting(pid, ips, top).frames
+    }
+
+    /// `frames`, with what they depended on.
+    pub(crate) fn frames_noting(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> UserFrames {
         let mut process = self.process(pid);
         if ips.iter().any(|&ip| process.maps.find(ip).is_none())
             && process.read_at.elapsed() >= MAPS_REREAD
@@ -151,31 +171,44 @@ impl UserSymbolizer {
                 self.processes.insert(pid, process.clone());
             }
         }
-        let recovered = unwind::recover_callers(ips, top, |addr| {
-            let m = process.maps.find(addr)?;
-            let key = (file_id(m), m.file_offset(addr));
-            if let Some(cfa) = self.cfas.get(&key) {
-                return *cfa;
-            }
-            // A linear walk of .eh_frame: done once per instruction address.
-            let cfa = self.unwind_info(&process, m)?.cfa(key.1);
-            self.cfas.insert(key, cfa);
-            cfa
-        });
+        let mut top_read = Vec::new();
+        let recovered = unwind::recover_callers_noting(
+            ips,
+            top,
+            |addr| {
+                let m = process.maps.find(addr)?;
+                let key = (file_id(m), m.file_offset(addr));
+                if let Some(cfa) = self.cfas.get(&key) {
+                    return *cfa;
+                }
+                // A linear walk of .eh_frame: done once per instruction address.
+                let cfa = self.unwind_info(&process, m)?.cfa(key.1);
+                self.cfas.insert(key, cfa);
+                cfa
+            },
+            &mut top_read,
+        );
         let all = ips
             .iter()
             .take(1)
             .chain(&recovered)
             .chain(ips.iter().skip(1));
         let symbolize = self.budget.allows(Instant::now());
-        all.enumerate()
+        let short_of_time = self.short_of_time;
+        let frames = all
+            .enumerate()
             .map(|(i, &ip)| {
                 // Callers' addresses are return addresses: the call is the
                 // instruction before, and may be the last of its function.
                 let lookup = if i == 0 { ip } else { ip.saturating_sub(1) };
                 self.frame(&process, ip, lookup, symbolize)
             })
-            .collect()
+            .collect();
+        UserFrames {
+            frames,
+            top_read,
+            complete: self.short_of_time == short_of_time,
+        }
     }
 
     fn process(&mut self, pid: u32) -> Arc<Process> {
@@ -223,6 +256,7 @@ impl UserSymbolizer {
         }
         if !symbolize {
             self.unsymbolized += 1;
+            self.short_of_time += 1;
             return frame::file_offset(&m.path, m.file_offset(ip));
         }
         let started = Instant::now();

@@ -12,20 +12,38 @@
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
+use super::cache::BoundedCache;
 use super::frame;
-use super::user::{Budget, UserSymbolizer};
+use super::user::{Budget, UserFrames, UserSymbolizer};
 
 /// Requests waiting for the worker.
 const QUEUE: usize = 16;
 /// Longest an event waits for its user frames.
 const MAX_WAIT: Duration = Duration::from_millis(250);
+/// A stack answered less than this long ago is answered again from
+/// `UserWorker::recent`, without a round trip to the worker (two thread
+/// switches per event): no sooner would the worker look at the process's
+/// maps again (`user::MAPS_REREAD`).
+const REUSE_FOR: Duration = Duration::from_secs(1);
+/// Stacks remembered for reuse (per generation of the cache).
+const MAX_RECENT: usize = 1024;
 
 struct Request {
     pid: u32,
     ips: Vec<u64>,
     top: Vec<u64>,
     /// Frames, and how many of them have no symbol.
-    reply: SyncSender<(Vec<String>, u64)>,
+    reply: SyncSender<(UserFrames, u64)>,
+}
+
+/// A stack the worker answered.
+struct Recent {
+    at: Instant,
+    ips: Vec<u64>,
+    /// The words at the stack pointer the answer depended on.
+    top_read: Vec<(usize, u64)>,
+    frames: Vec<String>,
+    unsymbolized: u64,
 }
 
 pub(crate) struct UserWorker {
@@ -34,6 +52,8 @@ pub(crate) struct UserWorker {
     waiting: Budget,
     /// Frames shown without a symbol, the worker's and ours.
     pub(crate) unsymbolized: u64,
+    /// By (pid, hash of the addresses).
+    recent: BoundedCache<(u32, u64), Recent>,
 }
 
 impl Default for UserWorker {
@@ -53,12 +73,24 @@ impl UserWorker {
             requests,
             waiting: Budget::new(Instant::now()),
             unsymbolized: 0,
+            recent: BoundedCache::new(MAX_RECENT),
         }
     }
 
     /// The frames of `ips` in `pid` (see `UserSymbolizer::frames`), or raw
     /// addresses when they do not come in time.
     pub(crate) fn frames(&mut self, pid: u32, ips: &[u64], top: &[u64]) -> Vec<String> {
+        let key = (pid, hash(ips));
+        if let Some(r) = self.recent.get(&key)
+            && r.at.elapsed() < REUSE_FOR
+            && r.ips == ips
+            && r.top_read
+                .iter()
+                .all(|&(slot, word)| top.get(slot) == Some(&word))
+        {
+            self.unsymbolized += r.unsymbolized;
+            return r.frames.clone();
+        }
         let started = Instant::now();
         if self.waiting.allows(started) {
             let (reply, answer) = sync_channel(1);
@@ -71,9 +103,19 @@ impl UserWorker {
             if self.requests.try_send(request).is_ok() {
                 let got = answer.recv_timeout(MAX_WAIT);
                 self.waiting.charge(started.elapsed());
-                if let Ok((frames, unsymbolized)) = got {
+                if let Ok((answer, unsymbolized)) = got {
                     self.unsymbolized += unsymbolized;
-                    return frames;
+                    if answer.complete {
+                        let recent = Recent {
+                            at: started,
+                            ips: ips.to_vec(),
+                            top_read: answer.top_read,
+                            frames: answer.frames.clone(),
+                            unsymbolized,
+                        };
+                        self.recent.insert(key, recent);
+                    }
+                    return answer.frames;
                 }
             }
         }
@@ -82,11 +124,17 @@ impl UserWorker {
     }
 }
 
+fn hash(ips: &[u64]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(ips)
+}
+
 fn serve(queue: Receiver<Request>) {
     let mut symbolizer = UserSymbolizer::new();
     for req in queue {
         let before = symbolizer.unsymbolized;
-        let run = std::panic::AssertUnwindSafe(|| symbolizer.frames(req.pid, &req.ips, &req.top));
+        let run =
+            std::panic::AssertUnwindSafe(|| symbolizer.frames_noting(req.pid, &req.ips, &req.top));
         match std::panic::catch_unwind(run) {
             Ok(frames) => {
                 let unsymbolized = symbolizer.unsymbolized.saturating_sub(before);
@@ -134,6 +182,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_answered_is_reused_only_with_the_same_words_at_sp() {
+        // A worker that never answers: only `recent` can name frames.
+        let (requests, _queue) = sync_channel(QUEUE);
+        let mut w = UserWorker {
+            requests,
+            waiting: Budget::new(Instant::now()),
+            unsymbolized: 0,
+            recent: BoundedCache::new(MAX_RECENT),
+        };
+        let ips = [0x1234, 0x5678];
+        w.recent.insert(
+            (7, hash(&ips)),
+            Recent {
+                at: Instant::now(),
+                ips: ips.to_vec(),
+                top_read: vec![(1, 0x9abc)],
+                frames: vec!["close+0x10".into(), "main+0x20".into()],
+                unsymbolized: 0,
+            },
+        );
+        assert_eq!(w.frames(7, &ips, &[0, 0x9abc]), ["close+0x10", "main+0x20"]);
+        // Another return address where the unwinding step looked, another
+        // process, another stack: asked of the worker (raw here).
+        assert_eq!(w.frames(7, &ips, &[0, 0x9abd]), ["0x1234", "0x5678"]);
+        assert_eq!(w.frames(8, &ips, &[0, 0x9abc]), ["0x1234", "0x5678"]);
+        assert_eq!(w.frames(7, &ips[..1], &[0, 0x9abc]), ["0x1234"]);
+        assert_eq!(w.unsymbolized, 5);
+    }
+
+    #[test]
     fn a_stuck_worker_costs_an_event_at_most_the_wait() {
         // A worker that never answers: its queue is never read.
         let (requests, queue) = sync_channel(QUEUE);
@@ -141,6 +219,7 @@ mod tests {
             requests,
             waiting: Budget::new(Instant::now()),
             unsymbolized: 0,
+            recent: BoundedCache::new(MAX_RECENT),
         };
         let started = Instant::now();
         let mut events = 0;
