@@ -114,9 +114,17 @@ impl KernelDrops {
 /// this often, and once more at exit.
 const RECOUNT_EVERY: Duration = Duration::from_secs(5);
 
+/// The counters take a syscall each, and the tracer asks after every
+/// batch: with `--stack` (a wake-up per event) after every event. A read
+/// this recent stands. Well under the correlator's hold (`correlate::HOLD`),
+/// so a loss is still noted before the received events that waited
+/// through it are labelled.
+const REREAD_AFTER: Duration = Duration::from_millis(10);
+
 /// Reads the counters; remembers the last eviction counts between recounts.
 #[derive(Default)]
 pub(crate) struct CounterReader {
+    last: Cell<Option<(Instant, Counters)>>,
     owners: Cell<Option<(Instant, u64)>>,
     recursion: Cell<Option<(Instant, u64)>>,
 }
@@ -125,6 +133,18 @@ impl CounterReader {
     /// `exact`: recount the LRU maps now (at exit) instead of reusing a
     /// count up to `RECOUNT_EVERY` old.
     pub(crate) fn read(&self, ebpf: &Ebpf, exact: bool) -> Result<Counters> {
+        if !exact
+            && let Some((at, counters)) = self.last.get()
+            && at.elapsed() < REREAD_AFTER
+        {
+            return Ok(counters);
+        }
+        let counters = self.read_now(ebpf, exact)?;
+        self.last.set(Some((Instant::now(), counters)));
+        Ok(counters)
+    }
+
+    fn read_now(&self, ebpf: &Ebpf, exact: bool) -> Result<Counters> {
         let map = ebpf
             .map(abi::COUNTERS_MAP)
             .ok_or_else(|| anyhow!("eBPF object has no {} map", abi::COUNTERS_MAP))?;
