@@ -988,8 +988,12 @@ pub struct Tuning {
     /// Where this CPU's preempt count lives, to tell task from interrupt
     /// context at RST time without hooking every softirq.
     pub preempt: PreemptCount,
+    /// With `wakeup_bytes` 0: wake the reader at most this often per CPU
+    /// (ns; 0: whenever the kernel would). The reader drains again this
+    /// soon after every batch, so the events in between wait no longer.
+    pub wakeup_gap_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<Tuning>() == 48);
+const _: () = assert!(core::mem::size_of::<Tuning>() == 56);
 
 /// x86-64 addresses from /proc/kallsyms: `per_cpu_offset` is the
 /// `__per_cpu_offset` array, `count` the per-CPU address of the preempt
@@ -1025,6 +1029,7 @@ impl Tuning {
         stacks: 0,
         context: context::source::SOCKET_LOCK,
         preempt: PreemptCount::UNRESOLVED,
+        wakeup_gap_ns: 0,
     };
 }
 

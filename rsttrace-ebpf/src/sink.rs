@@ -26,8 +26,9 @@ pub(crate) use perf::reserve;
 mod ring {
     use aya_ebpf::{
         bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+        helpers::bpf_ktime_get_ns,
         macros::map,
-        maps::{RingBuf, ring_buf::RingBufEntry},
+        maps::{PerCpuArray, RingBuf, ring_buf::RingBufEntry},
     };
 
     use super::*;
@@ -35,6 +36,10 @@ mod ring {
     /// Default 4 MiB; userspace resizes it (`--ring-buffer`).
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+    /// Per CPU: when it last woke the reader (`paced_wake`).
+    #[map]
+    static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     pub(crate) struct Entry<T: 'static>(RingBufEntry<T>);
 
@@ -63,6 +68,27 @@ mod ring {
         avail >= threshold && (avail - threshold) % STRIDE < STEP
     }
 
+    /// Without a threshold (`--stack`: each event read soon, while its
+    /// process still exists), a wake-up at most every `wakeup_gap_ns` on
+    /// this CPU. The kernel's own rule wakes a reader that keeps up on
+    /// every record, and each wake-up is a self-IPI: in a VM an exit to
+    /// the hypervisor, microseconds of the workload's time per event.
+    fn paced_wake() -> u64 {
+        let gap = global!(tuning.wakeup_gap_ns);
+        let Some(last) = LAST_WAKE.get_ptr_mut(0).filter(|_| gap != 0) else {
+            return 0;
+        };
+        // SAFETY: the helper has no preconditions; a per-CPU slot.
+        unsafe {
+            let now = bpf_ktime_get_ns();
+            if now.wrapping_sub(*last) < gap {
+                return BPF_RB_NO_WAKEUP as u64;
+            }
+            *last = now;
+        }
+        BPF_RB_FORCE_WAKEUP as u64
+    }
+
     impl<T: 'static> Entry<T> {
         pub(crate) fn as_mut_ptr(&mut self) -> *mut T {
             self.0.as_mut_ptr()
@@ -72,7 +98,7 @@ mod ring {
         pub(crate) fn submit(self) -> bool {
             let wakeup_bytes = global!(tuning.wakeup_bytes);
             let wake = if wakeup_bytes == 0 {
-                0
+                paced_wake()
             } else if wakes(EVENTS.query(BPF_RB_AVAIL_DATA as u64), wakeup_bytes) {
                 BPF_RB_FORCE_WAKEUP as u64
             } else {

@@ -103,6 +103,12 @@ impl Session {
         let mut facts = kernel.facts.clone();
         let mut tuning = Tuning {
             wakeup_bytes: opts.wakeup_bytes,
+            // The reader drains again within the gap (`Source`).
+            wakeup_gap_ns: if opts.stacks && opts.wakeup_bytes == 0 {
+                crate::collect::source::PACED_GAP.as_nanos() as u64
+            } else {
+                0
+            },
             stacks: if opts.stacks {
                 abi::stacks::KERNEL | abi::stacks::USER
             } else {

@@ -8,12 +8,13 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
 use crate::collect::counters::Counters;
 use crate::collect::perfbuf::PerfBuffers;
@@ -53,9 +54,17 @@ impl Buffers {
     }
 }
 
+/// `--stack`'s pace: the kernel wakes the reader at most this often per CPU
+/// (`Tuning::wakeup_gap_ns`), and the reader drains again this soon after
+/// every batch that had records, for those that came meanwhile unannounced.
+pub(crate) const PACED_GAP: Duration = Duration::from_millis(1);
+
 pub(crate) struct Source {
     buffers: AsyncFd<Buffers>,
     drain: Interval,
+    /// Paced: when to drain again after a batch that had records.
+    follow_up: Option<Pin<Box<Sleep>>>,
+    paced: bool,
 }
 
 /// Records handled per wake-up before the caller gets control back: under a
@@ -64,20 +73,33 @@ pub(crate) struct Source {
 const BATCH_LIMIT: usize = 1024;
 
 impl Source {
-    pub(crate) fn new(buffers: Buffers, drain_every: Duration) -> io::Result<Source> {
+    /// `paced`: the kernel paces its wake-ups (`PACED_GAP`).
+    pub(crate) fn new(buffers: Buffers, drain_every: Duration, paced: bool) -> io::Result<Source> {
         // SAFETY: the buffers own their fds and keep them open for as long
         // as the AsyncFd (which owns the buffers) lives.
         let buffers = unsafe { AsyncFd::register_with_interest(buffers, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         let mut drain = tokio::time::interval(drain_every);
         drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Ok(Source { buffers, drain })
+        Ok(Source {
+            buffers,
+            drain,
+            follow_up: None,
+            paced,
+        })
     }
 
     /// Waits for a wake-up or the drain timer, then hands every waiting record
     /// to `each`. Returns how many records were read.
     pub(crate) async fn next_batch(&mut self, each: impl FnMut(&[u8])) -> io::Result<usize> {
-        tokio::select! {
+        let pending = &mut self.follow_up;
+        let follow_up = async move {
+            match pending.as_mut() {
+                Some(sleep) => sleep.await,
+                None => std::future::pending().await,
+            }
+        };
+        let n = tokio::select! {
             guard = self.buffers.readable_mut() => {
                 let mut guard = guard?;
                 let (n, empty) = guard.get_inner_mut().drain(each, BATCH_LIMIT);
@@ -85,10 +107,13 @@ impl Source {
                 if empty {
                     guard.clear_ready();
                 }
-                Ok(n)
+                n
             }
-            _ = self.drain.tick() => Ok(self.buffers.get_mut().drain(each, BATCH_LIMIT).0),
-        }
+            _ = self.drain.tick() => self.buffers.get_mut().drain(each, BATCH_LIMIT).0,
+            () = follow_up => self.buffers.get_mut().drain(each, BATCH_LIMIT).0,
+        };
+        self.follow_up = (self.paced && n > 0).then(|| Box::pin(tokio::time::sleep(PACED_GAP)));
+        Ok(n)
     }
 
     /// Reads what is waiting, without blocking (used at exit). Bounded by
