@@ -181,16 +181,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_stack_answered_is_reused_only_with_the_same_words_at_sp() {
-        // A worker that never answers: only `recent` can name frames.
-        let (requests, _queue) = sync_channel(QUEUE);
-        let mut w = UserWorker {
+    /// A worker that never answers: its queue (returned) is never read.
+    fn stuck_worker() -> (UserWorker, Receiver<Request>) {
+        let (requests, queue) = sync_channel(QUEUE);
+        let w = UserWorker {
             requests,
             waiting: Budget::new(Instant::now()),
             unsymbolized: 0,
             recent: BoundedCache::new(MAX_RECENT),
         };
+        (w, queue)
+    }
+
+    #[test]
+    fn a_stack_answered_is_reused_only_with_the_same_words_at_sp() {
+        // Only `recent` can name frames.
+        let (mut w, _queue) = stuck_worker();
         let ips = [0x1234, 0x5678];
         w.recent.insert(
             (7, hash(&ips)),
@@ -213,14 +219,7 @@ mod tests {
 
     #[test]
     fn a_stuck_worker_costs_an_event_at_most_the_wait() {
-        // A worker that never answers: its queue is never read.
-        let (requests, queue) = sync_channel(QUEUE);
-        let mut w = UserWorker {
-            requests,
-            waiting: Budget::new(Instant::now()),
-            unsymbolized: 0,
-            recent: BoundedCache::new(MAX_RECENT),
-        };
+        let (mut w, queue) = stuck_worker();
         let started = Instant::now();
         let mut events = 0;
         while started.elapsed() < Duration::from_secs(2) {
