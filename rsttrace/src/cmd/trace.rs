@@ -271,6 +271,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         ),
         ready: Vec::new(),
         listener_groups: Default::default(),
+        now: None,
     };
     loop {
         let batch = tokio::select! {
@@ -297,6 +298,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         }
         state.account_losses(source.with_losses(session.counters(false)?), &mut outputs);
         session.recheck_firewall();
+        state.now = None;
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
         tokio::task::yield_now().await;
@@ -379,11 +381,23 @@ struct Pipeline<'a> {
     ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
     /// SO_REUSEPORT groups, named from /proc when one's RST is reported.
     listener_groups: crate::enrich::listeners::Groups,
+    /// The batch's time: read at its first event, used for all of it and
+    /// for releasing waiting events after it (one clock read per batch,
+    /// not per event). Cleared between batches.
+    now: Option<std::time::Instant>,
 }
 
 impl Pipeline<'_> {
     fn done(&self) -> bool {
         self.limit_reached
+    }
+
+    /// The batch's time. A received event's wait (`correlate::HOLD`)
+    /// starts at its batch's start and ends at a later batch's start, so
+    /// the batch after it, where its sender's event may be, is always read
+    /// before it is released.
+    fn now(&mut self) -> std::time::Instant {
+        *self.now.get_or_insert_with(std::time::Instant::now)
     }
 
     /// `handle`, with a panic turned into an orderly stop.
@@ -426,18 +440,15 @@ impl Pipeline<'_> {
                 return;
             }
         };
+        let now = self.now();
         let mut event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         if let Some(group) = &mut event.listener_group {
-            *group = self.listener_groups.members(
-                raw.netns,
-                event.local.port(),
-                std::time::Instant::now(),
-            );
+            *group = self
+                .listener_groups
+                .members(raw.netns, event.local.port(), now);
         }
         let mut ready = std::mem::take(&mut self.ready);
-        // After any /proc scan above: the wait starts when it is pushed.
-        self.correlate
-            .push(event, raw, std::time::Instant::now(), &mut ready);
+        self.correlate.push(event, raw, now, &mut ready);
         for (event, raw, cause) in ready.drain(..) {
             self.write(event, &raw, cause, outputs);
         }
@@ -448,7 +459,7 @@ impl Pipeline<'_> {
     /// (all of them at the end); returns how many.
     fn release_waiting(&mut self, all: bool, outputs: &mut [Output]) -> usize {
         let mut ready = std::mem::take(&mut self.ready);
-        let now = std::time::Instant::now();
+        let now = self.now();
         if all {
             self.correlate.flush(now, &mut ready);
         } else {
@@ -473,20 +484,17 @@ impl Pipeline<'_> {
             return;
         }
         // /proc reads are small and cached per pid; an exited owner is missed.
+        let now = self.now();
         let runtimes = &mut self.runtimes;
         let owner_proc = event.process.as_ref().map(|p| {
-            self.procs.get_with(
-                p.pid,
-                std::time::Instant::now(),
-                crate::enrich::procinfo::start_time,
-                |pid| {
+            self.procs
+                .get_with(p.pid, now, crate::enrich::procinfo::start_time, |pid| {
                     let mut info = crate::enrich::procinfo::read_proc(pid);
                     if let Some(c) = &mut info.container {
                         c.look_up_names(runtimes);
                     }
                     info
-                },
-            )
+                })
         });
         let mut rec = Classified {
             event,
@@ -529,7 +537,8 @@ impl Pipeline<'_> {
         }
         let lost = counters.lost;
         if lost > self.seen_lost {
-            self.correlate.note_loss(std::time::Instant::now());
+            let now = self.now();
+            self.correlate.note_loss(now);
             for o in outputs.iter_mut() {
                 o.gap(lost - self.seen_lost, std::time::SystemTime::now());
             }
