@@ -350,6 +350,11 @@ fn blind_to_sends(
     }
 }
 
+/// The words above the user stack pointer the kernel copied, for
+/// `--stack`'s unwinder (empty, not allocated, without `--stack`): all an
+/// event needs of its raw record once decoded.
+type UserStackTop = Box<[u64]>;
+
 struct Pipeline<'a> {
     /// Counted once per event; the summary and `--metrics` render it.
     stats: stats::Shared,
@@ -376,9 +381,9 @@ struct Pipeline<'a> {
     panicked: Option<String>,
     /// Pairs received RSTs with their senders, folds phantom receives;
     /// classifies. Received events wait in it briefly.
-    correlate: Correlator<HostNet, rsttrace_ebpf::abi::RstEvent>,
+    correlate: Correlator<HostNet, UserStackTop>,
     /// Events it released, reused between calls.
-    ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
+    ready: Vec<correlate::Ready<UserStackTop>>,
     /// SO_REUSEPORT groups, named from /proc when one's RST is reported.
     listener_groups: crate::enrich::listeners::Groups,
     /// The batch's time: read at its first event, used for all of it and
@@ -448,9 +453,13 @@ impl Pipeline<'_> {
                 .members(raw.netns, event.local.port(), now);
         }
         let mut ready = std::mem::take(&mut self.ready);
-        self.correlate.push(event, raw, now, &mut ready);
-        for (event, raw, cause) in ready.drain(..) {
-            self.write(event, &raw, cause, outputs);
+        let top = match self.stacks {
+            Some(_) => Box::from(&raw.user_stack_top[..]),
+            None => Box::default(),
+        };
+        self.correlate.push(event, top, now, &mut ready);
+        for (event, top, cause) in ready.drain(..) {
+            self.write(event, &top, cause, outputs);
         }
         self.ready = ready;
     }
@@ -466,8 +475,8 @@ impl Pipeline<'_> {
             self.correlate.expire(now, &mut ready);
         }
         let released = ready.len();
-        for (event, raw, cause) in ready.drain(..) {
-            self.write(event, &raw, cause, outputs);
+        for (event, top, cause) in ready.drain(..) {
+            self.write(event, &top, cause, outputs);
         }
         self.ready = ready;
         released
@@ -476,7 +485,7 @@ impl Pipeline<'_> {
     fn write(
         &mut self,
         event: Event,
-        raw: &rsttrace_ebpf::abi::RstEvent,
+        user_stack_top: &[u64],
         cause: crate::model::cause::Cause,
         outputs: &mut [Output],
     ) {
@@ -508,7 +517,7 @@ impl Pipeline<'_> {
         }
         // Symbolized now, while the owner (its /proc/PID/maps) likely still exists.
         if let Some(stacks) = &mut self.stacks {
-            rec.stacks = stacks.resolve(raw, &rec.event);
+            rec.stacks = stacks.resolve(user_stack_top, &rec.event);
         }
         for o in outputs.iter_mut() {
             o.write(&rec);
