@@ -523,8 +523,11 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
             attach_ms,
         });
     }
-    // A storm's export runs to hundreds of megabytes.
+    // A storm's export (and text) runs to hundreds of megabytes.
     let _ = std::fs::remove_file(&export);
+    if let Some(text) = &text_out {
+        let _ = std::fs::remove_file(text);
+    }
     Ok(sample)
 }
 
