@@ -146,7 +146,7 @@ impl<L: Locate, X> Correlator<L, X> {
             Direction::Received => self.received(ev, extra, now, out),
             Direction::Sent => self.sent(ev, extra, out),
             Direction::Abort => {
-                let cause = self.classify(&ev, &Context::default());
+                let cause = self.classify(&ev, Context::default());
                 self.note_end(&ev, cause.id);
                 out.push((ev, extra, cause));
             }
@@ -178,8 +178,7 @@ impl<L: Locate, X> Correlator<L, X> {
         }
     }
 
-    fn classify(&self, ev: &Event, ctx: &Context) -> Cause {
-        let mut ctx = ctx.clone();
+    fn classify(&self, ev: &Event, mut ctx: Context) -> Cause {
         ctx.conntrack_timeout = self.conntrack_timeout;
         classify_with(ev, &ctx)
     }
@@ -201,7 +200,7 @@ impl<L: Locate, X> Correlator<L, X> {
             s.paired = true;
             ctx.sender = Sender::Paired(peer_event(s, &ev));
             // Judged: it need not wait (nor be scanned by later sends).
-            let cause = self.classify(&ev, &ctx);
+            let cause = self.classify(&ev, ctx);
             out.push((ev, extra, cause));
             return;
         }
@@ -234,7 +233,7 @@ impl<L: Locate, X> Correlator<L, X> {
             });
         }
         ctx.previous = self.previous(&ev);
-        let cause = self.classify(&ev, &ctx);
+        let cause = self.classify(&ev, ctx);
         self.note_end(&ev, cause.id);
         let rst_seq = ev
             .packet
@@ -272,7 +271,7 @@ impl<L: Locate, X> Correlator<L, X> {
         }
         out.push((ev, extra, cause));
         if let Some(h) = paired {
-            let cause = self.classify(&h.ev, &h.ctx);
+            let cause = self.classify(&h.ev, h.ctx);
             out.push((h.ev, h.extra, cause));
         }
     }
@@ -304,7 +303,7 @@ impl<L: Locate, X> Correlator<L, X> {
                 (None, _) => Sender::NotLocal,
             };
         }
-        let cause = self.classify(&h.ev, &h.ctx);
+        let cause = self.classify(&h.ev, h.ctx);
         out.push((h.ev, h.extra, cause));
     }
 

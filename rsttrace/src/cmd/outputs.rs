@@ -3,9 +3,12 @@
 //! others.
 
 use std::io::{self, IsTerminal};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
+use log::debug;
 
 use crate::cli::{StdoutFormat, TraceArgs};
 use crate::collect::counters::KernelDrops;
@@ -152,7 +155,14 @@ pub(super) fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
             unwritten: 0,
         });
     }
-    if !args.quiet {
+    if args.quiet {
+        return Ok(outputs);
+    }
+    // `rsttrace -w FILE >/dev/null`, as a daemon runs: formatting every
+    // event for a device that discards it would cost as much as the export.
+    if is_null_device(io::stdout().as_fd()) {
+        debug!("stdout is /dev/null: events are not formatted for it");
+    } else {
         outputs.push(stdout_output(
             args.format,
             args.no_color,
@@ -161,4 +171,37 @@ pub(super) fn build_outputs(args: &TraceArgs) -> Result<Vec<Output>> {
         ));
     }
     Ok(outputs)
+}
+
+/// Whether `fd` is the null device (character device 1:3), which
+/// discards what is written to it.
+fn is_null_device(fd: BorrowedFd<'_>) -> bool {
+    let Ok(fd) = fd.try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_null_device_is_null() {
+        let null = std::fs::File::options()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        assert!(is_null_device(null.as_fd()));
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("out")).unwrap();
+        assert!(!is_null_device(file.as_fd()));
+        // Another character device: /dev/zero is 1:5.
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        assert!(!is_null_device(zero.as_fd()));
+        let (reader, _writer) = std::io::pipe().unwrap();
+        assert!(!is_null_device(reader.as_fd()));
+    }
 }

@@ -272,6 +272,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         ),
         ready: Vec::new(),
         listener_groups: Default::default(),
+        now: None,
     };
     loop {
         let batch = tokio::select! {
@@ -298,6 +299,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         }
         state.account_losses(source.with_losses(session.counters(false)?), &mut outputs);
         session.recheck_firewall();
+        state.now = None;
         // Under a storm the ring buffer is never empty, so no branch above
         // ever waits: yield so the runtime polls its driver (signals, timers).
         tokio::task::yield_now().await;
@@ -349,6 +351,11 @@ fn blind_to_sends(
     }
 }
 
+/// The words above the user stack pointer the kernel copied, for
+/// `--stack`'s unwinder (empty, not allocated, without `--stack`): all an
+/// event needs of its raw record once decoded.
+type UserStackTop = Box<[u64]>;
+
 struct Pipeline<'a> {
     /// Counted once per event; the summary and `--metrics` render it.
     stats: stats::Shared,
@@ -375,16 +382,28 @@ struct Pipeline<'a> {
     panicked: Option<String>,
     /// Pairs received RSTs with their senders, folds phantom receives;
     /// classifies. Received events wait in it briefly.
-    correlate: Correlator<HostNet, rsttrace_ebpf::abi::RstEvent>,
+    correlate: Correlator<HostNet, UserStackTop>,
     /// Events it released, reused between calls.
-    ready: Vec<correlate::Ready<rsttrace_ebpf::abi::RstEvent>>,
+    ready: Vec<correlate::Ready<UserStackTop>>,
     /// SO_REUSEPORT groups, named from /proc when one's RST is reported.
     listener_groups: crate::enrich::listeners::Groups,
+    /// The batch's time: read at its first event, used for all of it and
+    /// for releasing waiting events after it (one clock read per batch,
+    /// not per event). Cleared between batches.
+    now: Option<std::time::Instant>,
 }
 
 impl Pipeline<'_> {
     fn done(&self) -> bool {
         self.limit_reached
+    }
+
+    /// The batch's time. A received event's wait (`correlate::HOLD`)
+    /// starts at its batch's start and ends at a later batch's start, so
+    /// the batch after it, where its sender's event may be, is always read
+    /// before it is released.
+    fn now(&mut self) -> std::time::Instant {
+        *self.now.get_or_insert_with(std::time::Instant::now)
     }
 
     /// `handle`, with a panic turned into an orderly stop.
@@ -427,20 +446,21 @@ impl Pipeline<'_> {
                 return;
             }
         };
+        let now = self.now();
         let mut event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         if let Some(group) = &mut event.listener_group {
-            *group = self.listener_groups.members(
-                raw.netns,
-                event.local.port(),
-                std::time::Instant::now(),
-            );
+            *group = self
+                .listener_groups
+                .members(raw.netns, event.local.port(), now);
         }
         let mut ready = std::mem::take(&mut self.ready);
-        // After any /proc scan above: the wait starts when it is pushed.
-        self.correlate
-            .push(event, raw, std::time::Instant::now(), &mut ready);
-        for (event, raw, cause) in ready.drain(..) {
-            self.write(event, &raw, cause, outputs);
+        let top = match self.stacks {
+            Some(_) => Box::from(&raw.user_stack_top[..]),
+            None => Box::default(),
+        };
+        self.correlate.push(event, top, now, &mut ready);
+        for (event, top, cause) in ready.drain(..) {
+            self.write(event, &top, cause, outputs);
         }
         self.ready = ready;
     }
@@ -449,15 +469,15 @@ impl Pipeline<'_> {
     /// (all of them at the end); returns how many.
     fn release_waiting(&mut self, all: bool, outputs: &mut [Output]) -> usize {
         let mut ready = std::mem::take(&mut self.ready);
-        let now = std::time::Instant::now();
+        let now = self.now();
         if all {
             self.correlate.flush(now, &mut ready);
         } else {
             self.correlate.expire(now, &mut ready);
         }
         let released = ready.len();
-        for (event, raw, cause) in ready.drain(..) {
-            self.write(event, &raw, cause, outputs);
+        for (event, top, cause) in ready.drain(..) {
+            self.write(event, &top, cause, outputs);
         }
         self.ready = ready;
         released
@@ -466,7 +486,7 @@ impl Pipeline<'_> {
     fn write(
         &mut self,
         event: Event,
-        raw: &rsttrace_ebpf::abi::RstEvent,
+        user_stack_top: &[u64],
         cause: crate::model::cause::Cause,
         outputs: &mut [Output],
     ) {
@@ -474,20 +494,17 @@ impl Pipeline<'_> {
             return;
         }
         // /proc reads are small and cached per pid; an exited owner is missed.
+        let now = self.now();
         let runtimes = &mut self.runtimes;
         let owner_proc = event.process.as_ref().map(|p| {
-            self.procs.get_with(
-                p.pid,
-                std::time::Instant::now(),
-                crate::enrich::procinfo::start_time,
-                |pid| {
+            self.procs
+                .get_with(p.pid, now, crate::enrich::procinfo::start_time, |pid| {
                     let mut info = crate::enrich::procinfo::read_proc(pid);
                     if let Some(c) = &mut info.container {
                         c.look_up_names(runtimes);
                     }
                     info
-                },
-            )
+                })
         });
         let mut rec = Classified {
             event,
@@ -501,7 +518,7 @@ impl Pipeline<'_> {
         }
         // Symbolized now, while the owner (its /proc/PID/maps) likely still exists.
         if let Some(stacks) = &mut self.stacks {
-            rec.stacks = stacks.resolve(raw, &rec.event);
+            rec.stacks = stacks.resolve(user_stack_top, &rec.event);
         }
         for o in outputs.iter_mut() {
             o.write(&rec);
@@ -530,7 +547,8 @@ impl Pipeline<'_> {
         }
         let lost = counters.lost;
         if lost > self.seen_lost {
-            self.correlate.note_loss(std::time::Instant::now());
+            let now = self.now();
+            self.correlate.note_loss(now);
             for o in outputs.iter_mut() {
                 o.gap(lost - self.seen_lost, std::time::SystemTime::now());
             }

@@ -515,5 +515,10 @@ fn prior_close(raw: &RstEvent) -> Option<PriorClose> {
 /// Escaping for terminals and files is the outputs' job.
 fn comm_string(raw: &[u8; 16]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    // Valid UTF-8 (nearly always ASCII) is checked faster than it is
+    // replaced.
+    match std::str::from_utf8(&raw[..end]) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(&raw[..end]).into_owned(),
+    }
 }

@@ -107,8 +107,8 @@ pub(crate) fn render(stats: &Stats, top_ports: usize) -> String {
     }
     s.push_str("# HELP rsttrace_resets_by_local_port_total Resets on the busiest local ports (top N only).\n");
     s.push_str("# TYPE rsttrace_resets_by_local_port_total counter\n");
-    let mut ports: Vec<(&u16, &u64)> = stats.ports().iter().collect();
-    ports.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut ports: Vec<(u16, u64)> = stats.ports().collect();
+    ports.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     for (port, n) in ports.into_iter().take(top_ports) {
         let _ = writeln!(
             s,

@@ -11,6 +11,9 @@ use crate::model::cause::CauseId;
 use crate::model::event::Direction;
 use crate::record::Classified;
 
+/// A kernel reason's name (`None`: no reason) and its count.
+type ReasonCount = (Option<Arc<str>>, u64);
+
 /// The tracer's `Stats`, which the metrics endpoint reads while it runs.
 pub(crate) type Shared = Arc<Mutex<Stats>>;
 
@@ -22,15 +25,21 @@ pub(crate) fn lock(stats: &Shared) -> MutexGuard<'_, Stats> {
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Stats {
-    /// Per cause, direction and kernel reason (`None`: no reason): closed
-    /// sets and the kernel's enum, so bounded.
-    resets: BTreeMap<(CauseId, Direction, Option<Arc<str>>), u64>,
+    /// Per cause and direction, the counts per kernel reason (`None`: no
+    /// reason): closed sets and the kernel's enum, so bounded, and the
+    /// reasons of one cause few. Counting an event allocates nothing once
+    /// its key was seen.
+    resets: HashMap<(CauseId, Direction), Vec<ReasonCount>>,
     total: u64,
-    /// Per local port (65536 at most: bounded by the domain).
-    ports: HashMap<u16, u64>,
-    /// Per owning process (pid, comm), up to `MAX_OWNERS`; the rest are
-    /// counted in `owners_other`.
-    owners: HashMap<(u32, String), u64>,
+    /// Per local port, indexed by port (empty until the first event). A
+    /// storm's ephemeral ports would make a hash map of ~30k entries, as
+    /// large and missing the cache on every event; only the pages of
+    /// ports seen are resident.
+    ports: Box<[u64]>,
+    /// Per owning process, by pid then comm, up to `MAX_OWNERS` (pid, comm)
+    /// pairs; the rest are counted in `owners_other`.
+    owners: HashMap<u32, Vec<(Box<str>, u64)>>,
+    owners_len: usize,
     owners_other: u64,
     /// Events the kernel could not put in the ring buffer.
     pub(crate) lost: u64,
@@ -72,23 +81,33 @@ impl Stats {
     /// One event written to the outputs.
     pub(crate) fn add(&mut self, rec: &Classified) {
         let e = &rec.event;
-        let reason = e.kernel_reason.as_ref().map(|(_, name)| name.clone());
         // An empty name would be a second `kernel_reason=""` series.
-        let reason = reason.filter(|name| !name.is_empty());
-        *self
-            .resets
-            .entry((rec.cause.id, e.direction, reason))
-            .or_default() += 1;
+        let reason = e.reason().filter(|name| !name.is_empty());
+        let reasons = self.resets.entry((rec.cause.id, e.direction)).or_default();
+        match reasons.iter_mut().find(|(r, _)| r.as_deref() == reason) {
+            Some((_, n)) => *n += 1,
+            None => {
+                let name = e.kernel_reason.as_ref().map(|(_, name)| name.clone());
+                reasons.push((name.filter(|name| !name.is_empty()), 1));
+            }
+        }
         self.total += 1;
-        *self.ports.entry(e.local.port()).or_default() += 1;
+        if self.ports.is_empty() {
+            self.ports = vec![0; 1 << 16].into_boxed_slice();
+        }
+        self.ports[usize::from(e.local.port())] += 1;
         if let Some(p) = &e.process {
-            let key = (p.pid, p.comm.clone());
-            let full = self.owners.len() >= MAX_OWNERS;
-            match self.owners.get_mut(&key) {
-                Some(n) => *n += 1,
-                None if full => self.owners_other += 1,
+            let seen = self
+                .owners
+                .get_mut(&p.pid)
+                .and_then(|comms| comms.iter_mut().find(|(c, _)| **c == *p.comm));
+            match seen {
+                Some((_, n)) => *n += 1,
+                None if self.owners_len >= MAX_OWNERS => self.owners_other += 1,
                 None => {
-                    self.owners.insert(key, 1);
+                    let comms = self.owners.entry(p.pid).or_default();
+                    comms.push((p.comm.as_str().into(), 1));
+                    self.owners_len += 1;
                 }
             }
         }
@@ -98,11 +117,14 @@ impl Stats {
         self.total
     }
 
-    /// Counts per cause, direction and kernel reason (`""` for none).
+    /// Counts per cause, direction and kernel reason (`""` for none), in
+    /// no particular order.
     pub(crate) fn resets(&self) -> impl Iterator<Item = (CauseId, Direction, &str, u64)> {
-        self.resets
-            .iter()
-            .map(|((c, d, r), n)| (*c, *d, r.as_deref().unwrap_or(""), *n))
+        self.resets.iter().flat_map(|(&(c, d), reasons)| {
+            reasons
+                .iter()
+                .map(move |(r, n)| (c, d, r.as_deref().unwrap_or(""), *n))
+        })
     }
 
     /// Counts per cause and direction, over all kernel reasons.
@@ -114,13 +136,22 @@ impl Stats {
         counts
     }
 
-    pub(crate) fn ports(&self) -> &HashMap<u16, u64> {
-        &self.ports
+    /// Counts per local port that saw events, by port.
+    pub(crate) fn ports(&self) -> impl Iterator<Item = (u16, u64)> {
+        (0..=u16::MAX)
+            .zip(&self.ports)
+            .filter(|(_, n)| **n > 0)
+            .map(|(port, n)| (port, *n))
     }
 
-    /// Counts per owner, and of the owners past `MAX_OWNERS`.
-    pub(crate) fn owners(&self) -> (&HashMap<(u32, String), u64>, u64) {
-        (&self.owners, self.owners_other)
+    /// Counts per owner (pid, comm, count) in no particular order, and of
+    /// the owners past `MAX_OWNERS`.
+    pub(crate) fn owners(&self) -> (impl Iterator<Item = (u32, &str, u64)>, u64) {
+        let owners = self
+            .owners
+            .iter()
+            .flat_map(|(&pid, comms)| comms.iter().map(move |(comm, n)| (pid, &**comm, *n)));
+        (owners, self.owners_other)
     }
 }
 
@@ -141,5 +172,40 @@ mod tests {
             stats.by_cause(),
             BTreeMap::from([((CauseId::CloseUnreadData, Direction::Sent), 2)])
         );
+    }
+
+    #[test]
+    fn reasons_count_by_name_and_owners_by_pid_and_comm() {
+        let mut stats = Stats::default();
+        let mut rec = record();
+        stats.add(&rec);
+        // The same name from another table (a replayed file) is the same series.
+        rec.event.kernel_reason = Some((11, "TCP_ABORT_ON_CLOSE".into()));
+        stats.add(&rec);
+        // An empty name is no reason.
+        rec.event.kernel_reason = Some((0, "".into()));
+        stats.add(&rec);
+        rec.event.kernel_reason = None;
+        stats.add(&rec);
+        let mut resets: Vec<_> = stats.resets().collect();
+        resets.sort_unstable();
+        let cause = (CauseId::CloseUnreadData, Direction::Sent);
+        assert_eq!(
+            resets,
+            [
+                (cause.0, cause.1, "", 2),
+                (cause.0, cause.1, "TCP_ABORT_ON_CLOSE", 2)
+            ]
+        );
+        let process = rec.event.process.as_mut().unwrap();
+        let pid = process.pid;
+        process.comm = "renamed".into();
+        stats.add(&rec);
+        let mut owners: Vec<_> = stats.owners().0.collect();
+        owners.sort_unstable();
+        let comm = record().event.process.unwrap().comm;
+        assert_eq!(owners, [(pid, comm.as_str(), 4), (pid, "renamed", 1)]);
+        assert_eq!(stats.total(), 5);
+        assert_eq!(stats.ports().collect::<Vec<_>>(), [(8080, 5)]);
     }
 }

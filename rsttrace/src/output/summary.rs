@@ -80,16 +80,17 @@ pub(crate) fn render(stats: &Stats, lang: Lang) -> String {
         row(&mut s, cause.id(), h.direction_name(*dir), n);
     }
     row(&mut s, h.total, "", &stats.total());
-    if !stats.ports().is_empty() {
-        let ports = top(stats.ports().iter().map(|(p, n)| (p.to_string(), *n)));
+    if stats.ports().next().is_some() {
+        let ports = top(stats.ports().map(|(p, n)| (p.to_string(), n)));
         let _ = writeln!(s, "  {}{ports}", h.top_ports);
     }
     let (owners, owners_other) = stats.owners();
-    if !owners.is_empty() {
-        let mut owners = top(owners.iter().map(|((pid, comm), n)| {
+    let mut owners = owners.peekable();
+    if owners.peek().is_some() {
+        let mut owners = top(owners.map(|(pid, comm, n)| {
             (
                 format!("{pid}/{}", crate::model::text::escape_control(comm)),
-                *n,
+                n,
             )
         }));
         if owners_other > 0 {
@@ -322,7 +323,7 @@ mod tests {
             sum.add(&rec);
         }
         let (owners, others) = sum.owners();
-        assert_eq!(owners.len(), MAX_OWNERS);
+        assert_eq!(owners.count(), MAX_OWNERS);
         assert_eq!(others, 10);
         assert!(in_english(&sum).contains(", others (10)"));
     }

@@ -125,7 +125,8 @@ impl Workload {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tool {
     Untraced,
-    /// `rsttrace` with default options, text to stdout (sent to /dev/null).
+    /// `rsttrace` with default options, text to stdout, which is a file:
+    /// rsttrace formats nothing for a stdout that is /dev/null.
     Text,
     /// `rsttrace --quiet -w FILE.jsonl`: the always-on configuration.
     Jsonl,
@@ -152,14 +153,14 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Untraced => "untraced",
-            Tool::Text => "rsttrace (text to stdout)",
+            Tool::Text => "rsttrace (text to stdout, a file)",
             Tool::Jsonl => "rsttrace -w file.jsonl",
             Tool::Stack => "rsttrace -w file.jsonl --stack",
             Tool::Firewall => "rsttrace -w file.jsonl --firewall",
             Tool::FirewallStats => "rsttrace --firewall, bpf stats on",
             Tool::Tcpdump => "tcpdump -w (RST filter)",
             Tool::JsonlStats => "rsttrace -w file.jsonl, bpf stats on",
-            Tool::BaselineText => "baseline: text to stdout",
+            Tool::BaselineText => "baseline: text to stdout, a file",
             Tool::BaselineJsonl => "baseline: -w file.jsonl",
         }
     }
@@ -423,14 +424,19 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
     ));
     let _ = std::fs::remove_file(&export);
     let file = export.display().to_string();
-    let placement = match workload.is_healthy() {
+    // Text rows print to a file: rsttrace skips a stdout that is /dev/null.
+    let text_out =
+        matches!(tool, Tool::Text | Tool::BaselineText).then(|| export.with_extension("txt"));
+    let mut placement = match workload.is_healthy() {
         true => Placement {
             cpu: setup.tracer_cpu,
             // tcpdump captures the loopback of its own namespace.
             netns: (tool == Tool::Tcpdump).then(|| setup.healthy.netns()),
+            stdout: None,
         },
         false => Placement::default(),
     };
+    placement.stdout = text_out.as_deref();
     let tracer = match tool {
         Tool::Untraced => None,
         Tool::Tcpdump => {
@@ -517,8 +523,11 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
             attach_ms,
         });
     }
-    // A storm's export runs to hundreds of megabytes.
+    // A storm's export (and text) runs to hundreds of megabytes.
     let _ = std::fs::remove_file(&export);
+    if let Some(text) = &text_out {
+        let _ = std::fs::remove_file(text);
+    }
     Ok(sample)
 }
 

@@ -20,12 +20,14 @@ use crate::system;
 pub const TCPDUMP_READY: Ready = Ready::Text("listening on lo");
 pub const TCPDUMP_FILTER: &str = "tcp[tcpflags] & tcp-rst != 0";
 
-/// Where a tracer runs: its CPU, and (tcpdump, which captures one
-/// namespace's loopback) its network namespace.
+/// Where a tracer runs: its CPU, (tcpdump, which captures one namespace's
+/// loopback) its network namespace, and where its stdout goes.
 #[derive(Clone, Copy, Default)]
 pub struct Placement<'a> {
     pub cpu: Option<usize>,
     pub netns: Option<&'a Netns>,
+    /// A file for its stdout (None: /dev/null).
+    pub stdout: Option<&'a Path>,
 }
 
 /// How a tracer says it is ready on stderr.
@@ -80,10 +82,16 @@ impl Tracer {
         placement: Placement<'_>,
     ) -> Result<Tracer> {
         let started = Instant::now();
+        let stdout = match placement.stdout {
+            Some(path) => std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?
+                .into(),
+            None => Stdio::null(),
+        };
         let mut cmd = Command::new(binary);
         cmd.args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         let cpu = placement.cpu;
         let netns_fd = placement.netns.map(Netns::raw_fd);

@@ -52,7 +52,27 @@ fn bare_pipeline(reasons: &Reasons) -> Pipeline<'_> {
         correlate: Correlator::new(HostNet::default(), None, None),
         ready: Vec::new(),
         listener_groups: Default::default(),
+        now: None,
     }
+}
+
+/// A batch reads the clock once; a received event waiting for its sender
+/// is released at a later batch's time, never within its own batch however
+/// long that took.
+#[test]
+fn a_received_event_waits_past_its_batch() {
+    let reasons = Reasons(Default::default(), Default::default());
+    let mut state = bare_pipeline(&reasons);
+    let mut outputs = Vec::new();
+    let mut raw = decode::blank_rst();
+    raw.direction = rsttrace_ebpf::abi::direction::RECEIVED;
+    state.handle_guarded(&decode::encode(&raw), &mut outputs);
+    // A slow batch: the event waited longer than HOLD while it ran.
+    std::thread::sleep(crate::correlate::HOLD + std::time::Duration::from_millis(10));
+    assert_eq!(state.release_waiting(false, &mut outputs), 0);
+    state.now = None;
+    assert_eq!(state.release_waiting(false, &mut outputs), 1);
+    assert_eq!(stats::lock(&state.stats).total(), 1);
 }
 
 struct PanickingSink;

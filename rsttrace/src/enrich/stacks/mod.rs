@@ -27,7 +27,6 @@ pub(crate) mod worker;
 use std::sync::Arc;
 
 use aya::maps::{MapData, StackTraceMap};
-use rsttrace_ebpf::abi::RstEvent;
 
 use crate::kernel::kallsyms::{self, KernelSymbols};
 use crate::model::event::Event;
@@ -101,7 +100,9 @@ impl StackResolver {
         }
     }
 
-    pub(crate) fn resolve(&mut self, raw: &RstEvent, event: &Event) -> Stacks {
+    /// `user_stack_top`: the words the kernel copied above the user stack
+    /// pointer (`RstEvent::user_stack_top`).
+    pub(crate) fn resolve(&mut self, user_stack_top: &[u64], event: &Event) -> Stacks {
         // User first: its process may exit any moment, the kernel stays.
         // The kernel captures a user stack only in the owner's own task
         // context, so the actor's process is the one to symbolize in.
@@ -115,7 +116,7 @@ impl StackResolver {
                 }
             };
             self.user_ids.insert(id, std::time::Instant::now());
-            Some(self.user.frames(event.actor.pid, &ips, &raw.user_stack_top))
+            Some(self.user.frames(event.actor.pid, &ips, user_stack_top))
         });
         let kernel = event.kernel_stack_id.and_then(|id| self.kernel_stack(id));
         Stacks { kernel, user }

@@ -121,18 +121,18 @@ impl Writer {
         self.raw(b",\"time\":");
         self.time(e.time);
         key!(self, "direction");
-        self.str(e.direction.as_str());
+        self.ident(e.direction.as_str());
         key!(self, "cause");
-        self.str(rec.cause.id.id());
+        self.ident(rec.cause.id.id());
         key!(self, "confidence");
-        self.str(rec.cause.confidence.as_str());
+        self.ident(rec.cause.confidence.as_str());
         key!(self, "explanation");
-        self.str(crate::model::explain::explanation(rec.cause.id, lang));
+        self.ident(crate::model::explain::explanation(rec.cause.id, lang));
         // Names from kernel BTF; from `rsttrace read`, whatever the file says.
         key!(self, "kernel_reason");
         self.opt_hostile(e.reason());
         key!(self, "state");
-        self.str(e.state.name());
+        self.ident(e.state.name());
         key!(self, "local_addr");
         self.ip(e.local.ip());
         key!(self, "local_port");
@@ -148,7 +148,7 @@ impl Writer {
         key!(self, "owner");
         self.owner(e);
         key!(self, "owner_unknown");
-        self.opt_str(e.owner.unknown_reason());
+        self.opt_ident(e.owner.unknown_reason());
         key!(self, "cmdline");
         self.opt_hostile(proc_info.and_then(|p| p.cmdline.as_deref()));
         key!(self, "container");
@@ -166,10 +166,10 @@ impl Writer {
         key!(self, "actor");
         self.task(&e.actor);
         key!(self, "context");
-        self.str(e.context.name());
+        self.ident(e.context.name());
         self.raw(b"}");
         key!(self, "hook");
-        self.str(e.hook);
+        self.ident(e.hook);
         key!(self, "packet");
         match e.packet {
             Some(p) => {
@@ -217,7 +217,7 @@ impl Writer {
                 key!(self, "sk_err");
                 self.uint(s.sk_err.into());
                 key!(self, "tw_substate");
-                self.opt_str(s.tw_substate.map(|t| t.name()));
+                self.opt_ident(s.tw_substate.map(|t| t.name()));
                 key!(self, "cgroup_id");
                 self.opt_uint(s.cgroup_id);
                 self.raw(b"}");
@@ -291,7 +291,7 @@ impl Writer {
         key!(self, "cgroup_id");
         self.opt_uint(cgroup_id);
         key!(self, "source");
-        self.str(source);
+        self.ident(source);
         self.raw(b"}");
     }
 
@@ -307,7 +307,7 @@ impl Writer {
 
     fn container(&mut self, c: &Container) {
         self.raw(b"{\"runtime\":");
-        self.str(c.runtime);
+        self.ident(c.runtime);
         key!(self, "id");
         self.opt_hostile(c.id.as_deref());
         key!(self, "pod_uid");
@@ -429,6 +429,11 @@ impl Writer {
     }
 
     fn uint(&mut self, n: u64) {
+        // Most of a line's numbers (flags, counts, the version) are one digit.
+        if n < 10 {
+            self.buf.push(b'0' + n as u8);
+            return;
+        }
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
@@ -440,18 +445,37 @@ impl Writer {
         }
     }
 
-    fn opt_str(&mut self, s: Option<&str>) {
+    /// A string from this program's own tables (ids, enum and hook names,
+    /// explanations): none holds anything to escape (a test checks every
+    /// table), so it is copied without a scan.
+    fn ident(&mut self, s: &'static str) {
+        debug_assert!(!needs_json_escape(s), "{s:?}");
+        self.quoted(s.as_bytes());
+    }
+
+    fn opt_ident(&mut self, s: Option<&'static str>) {
         match s {
-            Some(s) => self.str(s),
+            Some(s) => self.ident(s),
             None => self.null(),
         }
+    }
+
+    fn quoted(&mut self, bytes: &[u8]) {
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(bytes);
+        self.buf.push(b'"');
     }
 
     /// Text chosen by whoever runs a process (names, command lines) or
     /// read from a file: control characters become `\xNN` first, then the
     /// JSON escaping applies, so a terminal showing the file sees none.
+    /// Printable ASCII, nearly all of it, needs neither: one scan.
     fn hostile(&mut self, s: &str) {
-        self.str(&escape_control(s));
+        if is_plain(s.as_bytes()) {
+            self.quoted(s.as_bytes());
+        } else {
+            self.str(&escape_control(s));
+        }
     }
 
     fn opt_hostile(&mut self, s: Option<&str>) {
@@ -520,6 +544,33 @@ fn word_needs_escape(word: u64) -> bool {
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     (below(0x20) | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\'))))
         != 0
+}
+
+fn needs_json_escape(s: &str) -> bool {
+    s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)])
+}
+
+/// Whether `bytes` are printable ASCII (0x20..=0x7e) without `"` or `\`:
+/// what both escapes, `escape_control` and JSON's, leave as it is.
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in words.by_ref() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let del = word ^ (ONES * 0x7f);
+        // Non-ASCII, then the JSON escapes, then DEL (a zero byte in `del`).
+        if word & HIGHS != 0
+            || word_needs_escape(word)
+            || del.wrapping_sub(ONES) & !del & HIGHS != 0
+        {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| b < 0x7f && !NEEDS_ESCAPE[usize::from(b)])
 }
 
 /// Bytes a JSON string cannot hold as they are: `"`, `\` and C0 controls.

@@ -491,3 +491,72 @@ fn times_share_a_date_but_never_a_stale_one() {
         assert_eq!(w.buf, format!("\"{text}\"").as_bytes());
     }
 }
+
+/// What `Writer::ident` copies unescaped: every string of the tables it is
+/// given, in both languages.
+#[test]
+fn table_strings_need_no_escaping() {
+    use crate::model::cause::{CAUSES, Confidence};
+    use crate::model::event::{ExecContext, Owner, TcpState};
+    use crate::model::schema;
+    let mut all: Vec<&'static str> = Vec::new();
+    for c in CAUSES {
+        all.push(c.id.id());
+        for lang in [Lang::En, Lang::Zh] {
+            all.push(crate::model::explain::explanation(c.id, lang));
+        }
+    }
+    for v in 0..=u8::MAX {
+        all.push(schema::hook_name(v));
+        all.push(TcpState(v).name());
+        all.push(ExecContext::Softirq(v).name());
+    }
+    all.extend([ExecContext::Task.name(), ExecContext::Unknown.name()]);
+    all.extend([Confidence::Certain.as_str(), Confidence::Likely.as_str()]);
+    all.extend(
+        [Owner::NoSocket, Owner::NotSeen]
+            .iter()
+            .filter_map(Owner::unknown_reason),
+    );
+    all.extend(schema::HOOKS.iter().map(|(_, name)| *name));
+    all.extend([schema::FIREWALL_KERNEL_HOOK, schema::FIREWALL_DEVICE_HOOK]);
+    all.extend(schema::OWNER_SOURCES);
+    all.extend(schema::RUNTIMES);
+    all.extend(schema::DIRECTIONS);
+    for s in all {
+        assert!(!needs_json_escape(s), "{s:?}");
+        assert_eq!(json_string(s), serde_json::to_string(s).unwrap());
+    }
+}
+
+proptest::proptest! {
+    /// The printable-ASCII shortcut writes what both escapes would.
+    #[test]
+    fn hostile_text_is_escaped_as_before(s in "[\\x00-\\x7f]{0,40}|.{0,40}") {
+        let mut fast = Writer::default();
+        fast.hostile(&s);
+        let mut slow = Writer::default();
+        slow.str(&escape_control(&s));
+        proptest::prop_assert_eq!(fast.into_string(), slow.into_string());
+    }
+
+    #[test]
+    fn plain_is_printable_ascii_without_quote_or_backslash(
+        bytes in proptest::collection::vec(0x1fu8..=0x80, 0..24),
+    ) {
+        let naive = bytes.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        proptest::prop_assert_eq!(is_plain(&bytes), naive);
+    }
+}
+
+#[test]
+fn plain_sees_every_byte_in_every_position() {
+    for b in 0..=u8::MAX {
+        let naive = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+        for at in 0..19 {
+            let mut bytes = *b"abcdefghijklmnopqrs";
+            bytes[at] = b;
+            assert_eq!(is_plain(&bytes), naive, "{b:#x} at {at}");
+        }
+    }
+}
