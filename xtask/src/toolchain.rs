@@ -38,6 +38,8 @@ pub struct BpfToolchain {
     /// Where it came from and its version, for messages.
     description: String,
     tools_bin: PathBuf,
+    /// The LLVM of bpf-linker's major (llvm-<major>-dev brings its tools).
+    llvm_bin: PathBuf,
 }
 
 impl BpfToolchain {
@@ -65,6 +67,11 @@ impl BpfToolchain {
 
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// `llvm-objcopy` of the LLVM that links the object.
+    pub fn objcopy(&self) -> Command {
+        Command::new(self.llvm_bin.join("llvm-objcopy"))
     }
 
     fn bin_dir(&self) -> &Path {
@@ -117,6 +124,7 @@ pub fn setup(ws: &Workspace) -> Result<BpfToolchain> {
         cargo: compiler.cargo,
         description: compiler.description,
         tools_bin: ws.tools_dir().join("bin"),
+        llvm_bin: llvm_prefix(llvm).join("bin"),
     })
 }
 
