@@ -1,8 +1,8 @@
 //! Building the eBPF object, then rsttrace with the object embedded.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::{
     Workspace,
@@ -54,17 +54,54 @@ pub fn ebpf_perf_object(ws: &Workspace, profile: Profile) -> PathBuf {
 
 /// Builds both eBPF objects (ring buffer, then perf event array) with the
 /// BPF toolchain and returns the ring buffer one's path; the perf one is at
-/// `ebpf_perf_object`.
+/// `ebpf_perf_object`. Both are stripped of their DWARF (`strip_debug`).
 pub fn ebpf(ws: &Workspace, toolchain: &BpfToolchain, profile: Profile) -> Result<PathBuf> {
     say!("building the eBPF objects with {}", toolchain.description());
     // Same target directory for both: cargo keeps each feature set's build,
     // so switching costs a link, and `ebpf_object` ends as the ring buffer one.
     let object = ebpf_object(ws, profile);
     build_object(ws, toolchain, profile, Some("perf"))?;
-    std::fs::copy(&object, ebpf_perf_object(ws, profile))?;
+    strip_debug(toolchain, &object, &ebpf_perf_object(ws, profile))?;
     build_object(ws, toolchain, profile, None)?;
+    strip_debug(toolchain, &object, &object)?;
     say!("eBPF objects: {} (+ -perf)", object.display());
     Ok(object)
+}
+
+/// Writes `from` without its DWARF to `to`, and keeps the whole object as
+/// `to` + `.debug` (for `llvm-objdump -dl`). bpf-linker makes BTF out of
+/// DWARF, so the object is linked with it, but two thirds of its 880 KB are
+/// DWARF that neither aya nor the kernel reads: they load .BTF and .BTF.ext
+/// (whose line info the verifier's messages quote), which stay.
+///
+/// Both files get `from`'s modification time: rsttrace's build.rs embeds
+/// `to` and reruns when it is newer, so an unchanged object must not look
+/// new. `to` may be `from`, cargo's hard link to its own copy: it is
+/// replaced, never written through.
+fn strip_debug(toolchain: &BpfToolchain, from: &Path, to: &Path) -> Result<()> {
+    let with_suffix = |suffix: &str| {
+        let mut path = to.as_os_str().to_owned();
+        path.push(suffix);
+        PathBuf::from(path)
+    };
+    let (debug, stripped) = (with_suffix(".debug"), with_suffix(".stripped"));
+    let built = std::fs::metadata(from)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("reading {}", from.display()))?;
+    let mut objcopy = toolchain.objcopy();
+    objcopy.arg("--strip-debug").arg(from).arg(&stripped);
+    system::run(&mut objcopy)?;
+    std::fs::copy(from, &debug)
+        .with_context(|| format!("copying {} to {}", from.display(), debug.display()))?;
+    for path in [&debug, &stripped] {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(built))
+            .with_context(|| format!("setting the time of {}", path.display()))?;
+    }
+    std::fs::rename(&stripped, to)
+        .with_context(|| format!("renaming {} to {}", stripped.display(), to.display()))
 }
 
 fn build_object(

@@ -31,6 +31,13 @@ const DEBIAN_RUST: [&str; 3] = ["rustc-web", "cargo-web", "rust-web-src"];
 /// LLVM major of Debian bookworm's rustc-web, for the manual instructions only.
 const DEBIAN_RUST_LLVM: u32 = 22;
 
+/// Cargo settings that undo the release profile's LTO and single codegen
+/// unit (Cargo.toml), which only the shipped rsttrace binary needs.
+pub const HOST_ONLY_PROFILE: [(&str, &str); 2] = [
+    ("CARGO_PROFILE_RELEASE_LTO", "false"),
+    ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"),
+];
+
 /// A compiler able to build `core` for the BPF target, and the cargo to drive it.
 pub struct BpfToolchain {
     rustc: PathBuf,
@@ -38,6 +45,8 @@ pub struct BpfToolchain {
     /// Where it came from and its version, for messages.
     description: String,
     tools_bin: PathBuf,
+    /// The LLVM of bpf-linker's major (llvm-<major>-dev brings its tools).
+    llvm_bin: PathBuf,
 }
 
 impl BpfToolchain {
@@ -67,6 +76,11 @@ impl BpfToolchain {
         &self.description
     }
 
+    /// `llvm-objcopy` of the LLVM that links the object.
+    pub fn objcopy(&self) -> Command {
+        Command::new(self.llvm_bin.join("llvm-objcopy"))
+    }
+
     fn bin_dir(&self) -> &Path {
         self.rustc.parent().unwrap_or(Path::new("/usr/bin"))
     }
@@ -93,6 +107,9 @@ impl BpfToolchain {
             .env("RUSTC", &self.rustc)
             // -Z build-std on a stable-channel (Debian) compiler and cargo.
             .env("RUSTC_BOOTSTRAP", "1")
+            // The workspace's release profile (LTO, one codegen unit) is
+            // for the host binary: the object keeps cargo's defaults.
+            .envs(HOST_ONLY_PROFILE)
             .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
     }
 }
@@ -117,6 +134,7 @@ pub fn setup(ws: &Workspace) -> Result<BpfToolchain> {
         cargo: compiler.cargo,
         description: compiler.description,
         tools_bin: ws.tools_dir().join("bin"),
+        llvm_bin: llvm_prefix(llvm).join("bin"),
     })
 }
 

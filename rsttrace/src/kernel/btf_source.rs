@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 
-use super::btf::{Btf, SYS_FS_VMLINUX};
+use super::btf::{Btf, SYS_FS_VMLINUX, attach_names};
 
 /// The environment variable that names a BTF file, like `--btf`.
 pub(crate) const ENV_VAR: &str = "RSTTRACE_BTF";
@@ -80,13 +80,20 @@ pub(crate) fn parse() -> Result<Btf> {
 
 /// aya's parse, for attaching tp_btf and fentry programs: the kernel's own
 /// BTF when it has one (type ids must be the kernel's), else the file.
+/// aya gets only the names it looks up (`btf::attach_names`): its parse of
+/// the whole of vmlinux BTF was rsttrace's peak memory.
 pub(crate) fn parse_for_aya() -> Result<aya::Btf> {
-    if kernel_has_btf() {
-        return aya::Btf::from_sys_fs().with_context(|| format!("reading {SYS_FS_VMLINUX}"));
-    }
-    let bytes = read()?;
-    aya::Btf::parse(&bytes, aya::Endianness::default())
-        .with_context(|| format!("parsing BTF from {}", describe()))
+    let (bytes, source) = if kernel_has_btf() {
+        let bytes =
+            std::fs::read(SYS_FS_VMLINUX).with_context(|| format!("reading {SYS_FS_VMLINUX}"))?;
+        (bytes, SYS_FS_VMLINUX.to_string())
+    } else {
+        (read()?, describe())
+    };
+    let names = attach_names(&bytes).with_context(|| format!("parsing BTF from {source}"))?;
+    drop(bytes);
+    aya::Btf::parse(&names, aya::Endianness::default())
+        .with_context(|| format!("parsing BTF from {source}"))
 }
 
 /// A root process reads a path that another user may control: no symlink

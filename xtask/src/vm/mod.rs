@@ -290,6 +290,8 @@ fn build_tests(ws: &Workspace) -> Result<Built> {
             "--message-format=json-render-diagnostics",
         ])
         .env("RSTTRACE_EBPF_OBJECT", &object)
+        // Without whole-program LTO: every test binary would get it.
+        .envs(toolchain::HOST_ONLY_PROFILE)
         .stderr(Stdio::inherit());
     eprintln!("+ {}", system::show(&cargo));
     let out = cargo.output().context("cannot start cargo")?;

@@ -17,6 +17,8 @@ use std::fmt;
 
 mod parse;
 
+pub(crate) use parse::attach_names;
+
 /// Where the running kernel exposes its own BTF.
 pub(crate) const SYS_FS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 

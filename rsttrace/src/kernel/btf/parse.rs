@@ -1,45 +1,14 @@
 //! Decoding BTF: the header, the string section and every type record,
-//! into the `Btf` tables that the queries in `mod.rs` walk. Every read is
-//! bounds-checked (`Reader`); nothing here follows type ids.
+//! into the `Btf` tables that the queries in `mod.rs` walk; and the cut-down
+//! copy aya attaches with (`attach_names`). Every read is bounds-checked
+//! (`Reader`); nothing here follows type ids.
 
 use super::{Btf, BtfError, HEADER_LEN, MAGIC, Member, Param, Type};
 
 impl Btf {
     /// Parses raw (little-endian) BTF, e.g. the contents of /sys/kernel/btf/vmlinux.
     pub(crate) fn parse(data: &[u8]) -> Result<Btf, BtfError> {
-        let mut hdr = Reader::new(data, "header");
-        let magic = hdr.u16()?;
-        if magic == MAGIC.swap_bytes() {
-            return Err(BtfError::BigEndian);
-        }
-        if magic != MAGIC {
-            return Err(BtfError::BadMagic(magic));
-        }
-        let version = hdr.u8()?;
-        if version != 1 {
-            return Err(BtfError::UnsupportedVersion(version));
-        }
-        let _flags = hdr.u8()?;
-        let hdr_len = hdr.u32()? as usize;
-        let type_off = hdr.u32()?;
-        let type_len = hdr.u32()?;
-        let str_off = hdr.u32()?;
-        let str_len = hdr.u32()?;
-        // Newer kernels may append header fields; the section offsets are
-        // relative to the end of the header whatever its length.
-        if hdr_len < HEADER_LEN {
-            return Err(BtfError::Malformed("header length too small"));
-        }
-        let type_sec = section(data, hdr_len, type_off, type_len, "type section")?;
-        let strings = section(data, hdr_len, str_off, str_len, "string section")?;
-        // Offset 0 is the empty name and every string is NUL-terminated, so
-        // any in-range offset yields a terminated string.
-        if strings.first() != Some(&0) || strings.last() != Some(&0) {
-            return Err(BtfError::Malformed(
-                "string section must start and end with NUL",
-            ));
-        }
-
+        let (type_sec, strings) = sections(data)?;
         let types = parse_types(type_sec, strings.len())?;
         let mut btf = Btf {
             types,
@@ -54,6 +23,118 @@ impl Btf {
         }
         Ok(btf)
     }
+}
+
+/// Rewrites raw BTF into the part of it that attaching needs: aya's
+/// fentry/fexit and tp_btf `load` look a FUNC or a TYPEDEF
+/// (`btf_trace_<tracepoint>`) up by name and hand its type id to the
+/// kernel. Those types keep their kind and name; every other type becomes
+/// an anonymous `void *`, so that every type keeps its id. Members,
+/// parameters, enumerators and all other names are left out.
+pub(crate) fn attach_names(data: &[u8]) -> Result<Vec<u8>, BtfError> {
+    const PTR: u32 = 2;
+    const TYPEDEF: u32 = 8;
+    const FUNC: u32 = 12;
+    let (type_sec, strings) = sections(data)?;
+    // Room for the usual input (names shared by several types aside); the
+    // end never written stays untouched.
+    let mut out = Vec::with_capacity(HEADER_LEN + type_sec.len() + strings.len());
+    out.resize(HEADER_LEN, 0);
+    let mut names = vec![0u8];
+    let mut r = Reader::new(type_sec, "type section");
+    let mut type_id = 0u32;
+    while !r.is_empty() {
+        type_id = type_id.saturating_add(1);
+        let name = r.u32()?;
+        let info = r.u32()?;
+        let _size_or_type = r.u32()?;
+        let kind = (info >> 24) & 0x1f;
+        let trailer = trailer_len(kind, (info & 0xffff) as usize)
+            .ok_or(BtfError::UnknownKind { type_id, kind })?;
+        r.skip(trailer)?;
+        let record = if matches!(kind, FUNC | TYPEDEF) && name != 0 {
+            let text = strings
+                .get(name as usize..)
+                .and_then(|s| s.split(|&b| b == 0).next())
+                .ok_or(BtfError::BadString(name))?;
+            let offset = u32::try_from(names.len())
+                .map_err(|_| BtfError::Malformed("string section too large"))?;
+            names.extend_from_slice(text);
+            names.push(0);
+            [offset, info, 0]
+        } else {
+            [0, PTR << 24, 0]
+        };
+        out.extend(record.iter().flat_map(|w| w.to_le_bytes()));
+    }
+    let too_large = |_| BtfError::Malformed("section too large");
+    let type_len = u32::try_from(out.len() - HEADER_LEN).map_err(too_large)?;
+    let str_len = u32::try_from(names.len()).map_err(too_large)?;
+    out.extend_from_slice(&names);
+    // Header: magic, version 1, no flags, then hdr_len, type_off, type_len,
+    // str_off, str_len.
+    out[..2].copy_from_slice(&MAGIC.to_le_bytes());
+    out[2] = 1;
+    let words = [HEADER_LEN as u32, 0, type_len, type_len, str_len];
+    for (slot, word) in out[4..HEADER_LEN].chunks_exact_mut(4).zip(words) {
+        slot.copy_from_slice(&word.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// The type and string sections of raw BTF, after checking its header.
+fn sections(data: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
+    let mut hdr = Reader::new(data, "header");
+    let magic = hdr.u16()?;
+    if magic == MAGIC.swap_bytes() {
+        return Err(BtfError::BigEndian);
+    }
+    if magic != MAGIC {
+        return Err(BtfError::BadMagic(magic));
+    }
+    let version = hdr.u8()?;
+    if version != 1 {
+        return Err(BtfError::UnsupportedVersion(version));
+    }
+    let _flags = hdr.u8()?;
+    let hdr_len = hdr.u32()? as usize;
+    let type_off = hdr.u32()?;
+    let type_len = hdr.u32()?;
+    let str_off = hdr.u32()?;
+    let str_len = hdr.u32()?;
+    // Newer kernels may append header fields; the section offsets are
+    // relative to the end of the header whatever its length.
+    if hdr_len < HEADER_LEN {
+        return Err(BtfError::Malformed("header length too small"));
+    }
+    let type_sec = section(data, hdr_len, type_off, type_len, "type section")?;
+    let strings = section(data, hdr_len, str_off, str_len, "string section")?;
+    // Offset 0 is the empty name and every string is NUL-terminated, so
+    // any in-range offset yields a terminated string.
+    if strings.first() != Some(&0) || strings.last() != Some(&0) {
+        return Err(BtfError::Malformed(
+            "string section must start and end with NUL",
+        ));
+    }
+    Ok((type_sec, strings))
+}
+
+/// The bytes that follow a type record's 12-byte header, by kind; None for
+/// a kind this parser does not know.
+fn trailer_len(kind: u32, vlen: usize) -> Option<usize> {
+    let per_item = match kind {
+        // INT's encoding, VAR's linkage, DECL_TAG's component index.
+        1 | 14 | 17 => return Some(4),
+        // ARRAY: element type, index type, count.
+        3 => return Some(12),
+        // Members, section variables, 64-bit enumerators.
+        4 | 5 | 15 | 19 => 12,
+        // Enumerators, parameters.
+        6 | 13 => 8,
+        2 | 7..=12 | 16 | 18 => 0,
+        _ => return None,
+    };
+    Some(per_item * vlen)
 }
 
 fn section<'a>(
@@ -91,9 +172,11 @@ fn parse_types(sec: &[u8], str_len: usize) -> Result<Vec<Type>, BtfError> {
         let kind = (info >> 24) & 0x1f;
         let vlen = (info & 0xffff) as usize;
         let kind_flag = info >> 31 == 1;
+        let trailer = trailer_len(kind, vlen).ok_or(BtfError::UnknownKind { type_id, kind })?;
+        let mut t = Reader::new(r.bytes(trailer)?, "type section");
         let ty = match kind {
             1 => {
-                let enc = r.u32()?;
+                let enc = t.u32()?;
                 Type::Int {
                     name,
                     size: size_or_type,
@@ -105,19 +188,19 @@ fn parse_types(sec: &[u8], str_len: usize) -> Result<Vec<Type>, BtfError> {
                 target: size_or_type,
             },
             3 => {
-                let elem = r.u32()?;
-                let _index_type = r.u32()?;
+                let elem = t.u32()?;
+                let _index_type = t.u32()?;
                 Type::Array {
                     elem,
-                    nelems: r.u32()?,
+                    nelems: t.u32()?,
                 }
             }
             4 | 5 => {
-                let mut members = Vec::with_capacity(vlen.min(r.remaining() / 12));
+                let mut members = Vec::with_capacity(vlen);
                 for _ in 0..vlen {
-                    let name = check_name(r.u32()?)?;
-                    let ty = r.u32()?;
-                    let raw = r.u32()?;
+                    let name = check_name(t.u32()?)?;
+                    let ty = t.u32()?;
+                    let raw = t.u32()?;
                     let (bit_offset, bit_size) = if kind_flag {
                         (raw & 0xff_ffff, raw >> 24)
                     } else {
@@ -139,10 +222,10 @@ fn parse_types(sec: &[u8], str_len: usize) -> Result<Vec<Type>, BtfError> {
                 }
             }
             6 => {
-                let mut values = Vec::with_capacity(vlen.min(r.remaining() / 8));
+                let mut values = Vec::with_capacity(vlen);
                 for _ in 0..vlen {
-                    let name = check_name(r.u32()?)?;
-                    let raw = r.u32()?;
+                    let name = check_name(t.u32()?)?;
+                    let raw = t.u32()?;
                     // kind_flag marks a signed enum.
                     let value = if kind_flag {
                         i64::from(raw as i32)
@@ -170,42 +253,31 @@ fn parse_types(sec: &[u8], str_len: usize) -> Result<Vec<Type>, BtfError> {
                 proto: size_or_type,
             },
             13 => {
-                let mut params = Vec::with_capacity(vlen.min(r.remaining() / 8));
+                let mut params = Vec::with_capacity(vlen);
                 for _ in 0..vlen {
-                    let name = check_name(r.u32()?)?;
-                    params.push(Param { name, ty: r.u32()? });
+                    let name = check_name(t.u32()?)?;
+                    params.push(Param { name, ty: t.u32()? });
                 }
                 Type::FuncProto { params }
             }
-            14 => {
-                let _linkage = r.u32()?;
-                Type::Var { name }
-            }
-            15 => {
-                // Section variables (type, offset, size) are not needed.
-                r.skip(
-                    vlen.checked_mul(12)
-                        .ok_or(BtfError::Truncated("type section"))?,
-                )?;
-                Type::Datasec {
-                    name,
-                    size: size_or_type,
-                }
-            }
+            // VAR's linkage, a DATASEC's variables (type, offset, size) and
+            // DECL_TAG's component index are not needed.
+            14 => Type::Var { name },
+            15 => Type::Datasec {
+                name,
+                size: size_or_type,
+            },
             16 => Type::Float {
                 name,
                 size: size_or_type,
             },
-            17 => {
-                let _component_idx = r.u32()?;
-                Type::DeclTag { name }
-            }
+            17 => Type::DeclTag { name },
             19 => {
-                let mut values = Vec::with_capacity(vlen.min(r.remaining() / 12));
+                let mut values = Vec::with_capacity(vlen);
                 for _ in 0..vlen {
-                    let name = check_name(r.u32()?)?;
-                    let lo = u64::from(r.u32()?);
-                    let hi = u64::from(r.u32()?);
+                    let name = check_name(t.u32()?)?;
+                    let lo = u64::from(t.u32()?);
+                    let hi = u64::from(t.u32()?);
                     values.push((name, (hi << 32 | lo) as i64));
                 }
                 Type::Enum {
@@ -237,8 +309,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.data.len()
     }
 
-    fn remaining(&self) -> usize {
-        self.data.len().saturating_sub(self.pos)
+    /// The next `n` bytes.
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], BtfError> {
+        let start = self.pos;
+        self.skip(n)?;
+        Ok(&self.data[start..self.pos])
     }
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], BtfError> {

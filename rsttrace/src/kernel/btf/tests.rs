@@ -1,3 +1,4 @@
+use aya_obj::btf::BtfKind;
 use std::path::Path;
 
 use super::*;
@@ -503,4 +504,120 @@ fn parses_running_kernel() {
         .func_proto_param_count("btf_trace_tcp_send_reset")
         .unwrap();
     assert!(params == 3 || params == 4, "{params}");
+}
+
+/// aya's type id for `name` of `kind` in `blob`, as its attach calls find it.
+fn aya_id(blob: &[u8], name: &str, kind: BtfKind) -> Option<u32> {
+    aya::Btf::parse(blob, aya::Endianness::Little)
+        .unwrap()
+        .id_by_type_name_kind(name, kind)
+        .ok()
+}
+
+#[test]
+fn attach_names_keep_every_func_and_typedef_id() {
+    let mut b = Builder::new();
+    let int = b.int("int", 4);
+    let sock = b.strukt("sock", 8, &[("sk_err", int, 0), ("sk_state", int, 32)]);
+    b.enumeration("sk_rst_reason", false, &[("A", 1), ("B", 2)]);
+    let ptr = b.ptr(sock);
+    let proto = b.func_proto(int, &[ptr, int]);
+    b.raw("tcp_send_active_reset", 12, 1, proto, &[]);
+    b.typedef("btf_trace_tcp_send_reset", ptr);
+    b.raw(".data", 15, 2, 8, &[int, 0, 4, int, 4, 4]);
+    b.enum64("big", &[("X", u64::MAX)]);
+    b.raw("tcp_reset", 12, 0, proto, &[]);
+    // Two types may share a name; aya takes the first of the kind asked.
+    b.typedef("sock", int);
+    let full = b.build();
+    let reduced = attach_names(&full).unwrap();
+    assert!(
+        reduced.len() < full.len(),
+        "{} >= {}",
+        reduced.len(),
+        full.len()
+    );
+
+    use BtfKind::{Func, Struct, Typedef};
+    for (name, kind) in [
+        ("tcp_send_active_reset", Func),
+        ("tcp_reset", Func),
+        ("btf_trace_tcp_send_reset", Typedef),
+        ("sock", Typedef),
+    ] {
+        let id = aya_id(&full, name, kind);
+        assert!(id.is_some(), "{name} missing from the test blob");
+        assert_eq!(aya_id(&reduced, name, kind), id, "{name}");
+    }
+    // What attaching never asks for is gone.
+    assert_eq!(aya_id(&reduced, "sock", Struct), None);
+    assert_eq!(aya_id(&reduced, "btf_trace_tcp_send_reset", Func), None);
+    // Still well-formed for our own parser, with the same number of types.
+    assert_eq!(
+        Btf::parse(&reduced).unwrap().types.len(),
+        Btf::parse(&full).unwrap().types.len()
+    );
+}
+
+#[test]
+fn attach_names_reject_malformed_input() {
+    let good = sock_blob();
+    assert!(attach_names(&good).is_ok());
+    for len in 0..good.len() {
+        assert!(
+            attach_names(&good[..len]).is_err(),
+            "prefix of {len} bytes accepted"
+        );
+    }
+    let mut b = Builder::new();
+    b.raw("x", 20, 0, 0, &[]);
+    assert!(matches!(
+        attach_names(&b.build()),
+        Err(BtfError::UnknownKind {
+            type_id: 1,
+            kind: 20
+        })
+    ));
+    let mut b = Builder::new();
+    b.raw("f", 12, 0, 0, &[]);
+    let mut bad = b.build();
+    bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&1000u32.to_le_bytes());
+    assert!(matches!(attach_names(&bad), Err(BtfError::BadString(1000))));
+    for i in 0..good.len() {
+        for v in [0x00, 0xff, 0x80, 0x01] {
+            let mut bad = good.clone();
+            bad[i] = v;
+            if let Ok(reduced) = attach_names(&bad) {
+                assert!(Btf::parse(&reduced).is_ok(), "byte {i} = {v:#x}");
+            }
+        }
+    }
+}
+
+#[test]
+fn attach_names_of_running_kernel_match_aya() {
+    if !Path::new(SYS_FS_VMLINUX).exists() {
+        crate::test_support::skipped("kernel::btf", &format!("no {SYS_FS_VMLINUX}"));
+        return;
+    }
+    let full = std::fs::read(SYS_FS_VMLINUX).unwrap();
+    let reduced = attach_names(&full).unwrap();
+    let (full, reduced) = (
+        aya::Btf::parse(&full, aya::Endianness::Little).unwrap(),
+        aya::Btf::parse(&reduced, aya::Endianness::Little).unwrap(),
+    );
+    for (name, kind) in [
+        ("btf_trace_tcp_send_reset", BtfKind::Typedef),
+        ("btf_trace_inet_sock_set_state", BtfKind::Typedef),
+        ("btf_trace_netif_receive_skb", BtfKind::Typedef),
+        ("tcp_send_active_reset", BtfKind::Func),
+        ("tcp_v4_send_reset", BtfKind::Func),
+    ] {
+        let id = full.id_by_type_name_kind(name, kind).unwrap();
+        assert_eq!(
+            reduced.id_by_type_name_kind(name, kind).unwrap(),
+            id,
+            "{name}"
+        );
+    }
 }
