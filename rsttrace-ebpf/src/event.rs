@@ -282,11 +282,7 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
         ev.actor_pid = pid_tgid as u32;
         ev.actor_tgid = (pid_tgid >> 32) as u32;
         current_comm(&mut ev.actor_comm);
-        // In an interrupt `current` is a bystander: whether it is exiting
-        // says nothing about this RST.
-        if exec == Exec::Task {
-            read_task(ev);
-        }
+        read_task(ev);
         if !sk.is_null() {
             read_sock::<M>(sk, ev);
         }
