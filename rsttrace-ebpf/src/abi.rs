@@ -373,14 +373,12 @@ pub struct RstEvent {
 
     /// The process that owns the socket (with `flag::OWNER_KNOWN`): seen in
     /// its own task context on connect(), listen(), close()/shutdown() or recv().
-    /// Its uid: a listener's, else the socket's (`sk_uid`, its creator's).
     pub owner_uid: u32,
     /// The owner's thread-group id.
     pub owner_tgid: u32,
     /// The owner's thread id.
     pub owner_pid: u32,
-    /// The owner's cgroup v2 id: a listener's, else the socket's own
-    /// (its creator's), read when the RST is made.
+    /// The owner's cgroup v2 id.
     pub owner_cgroup: u64,
     /// The owner's task name.
     pub owner_comm: [u8; 16],
@@ -479,13 +477,12 @@ pub struct Owner {
     pub tgid: u32,
     /// Thread id.
     pub pid: u32,
-    /// User id: the listener's; a connection's socket's `sk_uid`.
+    /// User id.
     pub uid: u32,
     /// In `LISTENERS`: how many processes were seen listening on the port
     /// (more than one: an SO_REUSEPORT group). Zero in `OWNERS`.
     pub listeners: u32,
-    /// cgroup v2 id of a listener's owner; 0 in `OWNERS`, whose sockets
-    /// carry their own (read when they reset).
+    /// cgroup v2 id of the owner.
     pub cgroup: u64,
     /// Task name (`comm`).
     pub comm: [u8; 16],
@@ -792,9 +789,6 @@ offsets_table! {
         cgroup_kn: Optional Scalar ("cgroup", "kn"),
         /// `kernfs_node.id`.
         kernfs_node_id: Optional Scalar ("kernfs_node", "id"),
-        /// The socket's uid (`kuid_t`): its creator's, as
-        /// `bpf_get_current_uid_gid` would have said at connect().
-        sk_uid: Optional Scalar ("sock", "sk_uid.val"),
         /// IP protocol (a bitfield before 5.6, a u16 since).
         sk_protocol: Optional Scalar ("sock", "sk_protocol"),
         /// Accept queue length.

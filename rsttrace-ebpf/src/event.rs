@@ -3,9 +3,11 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+};
 use rsttrace_ebpf::{
-    abi::{ABI_VERSION, ABSENT, RstEvent, counter, direction, flag, kind, peer_key},
+    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind, peer_key},
     linux::{tcp_flag, tcp_state},
 };
 
@@ -20,7 +22,7 @@ use crate::{
     filter::passes_filter,
     history::read_history,
     owners::{listener_owner, owner_at, owner_of},
-    read::{Kmem, current_comm, zero},
+    read::{Kmem, zero},
     sink,
     stacks::capture_stacks,
 };
@@ -69,9 +71,9 @@ pub(crate) fn on_passive_reset_call<M: Kmem>(
     hook: u8,
 ) {
     if !skb.is_null() {
-        zeroed!(tuple: Tuple);
-        zeroed!(pkt: Packet);
-        if read_packet::<M>(skb, pkt, tuple) && pkt.flags & tcp_flag::RST != 0 {
+        let mut tuple = Tuple::default();
+        let mut pkt = Packet::default();
+        if read_packet::<M>(skb, &mut pkt, &mut tuple) && pkt.flags & tcp_flag::RST != 0 {
             return;
         }
     }
@@ -128,37 +130,31 @@ pub(crate) fn on_socketless_rst<M: Kmem>(
         direction: direction::SENT,
         nf_hook: 0,
     };
-    // SAFETY: the helper has no preconditions.
-    emit::<M>(&origin, tuple, None, unsafe { bpf_ktime_get_ns() });
+    emit::<M>(&origin, tuple, None);
 }
 
 pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
-    // One clock read for the event and the echo slot: in a VM it is a
-    // good part of a program's time.
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     if origin.direction != direction::ABORT
         && !origin.sk.is_null()
         && let (Some(sk), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1))
     {
-        // SAFETY: per-CPU slots.
+        // SAFETY: per-CPU slots; the helper has no preconditions.
         unsafe {
             *sk = origin.sk as u64;
-            *at = now;
+            *at = bpf_ktime_get_ns();
         }
     }
-    zeroed!(tuple: Tuple);
-    zeroed!(pkt: Packet);
-    let has_packet = !origin.skb.is_null() && read_packet::<M>(origin.skb, pkt, tuple);
+    let mut tuple = Tuple::default();
+    let mut pkt = Packet::default();
+    let has_packet = !origin.skb.is_null() && read_packet::<M>(origin.skb, &mut pkt, &mut tuple);
     if !has_packet && !origin.sk.is_null() {
-        read_sock_tuple::<M>(origin.sk, tuple);
+        read_sock_tuple::<M>(origin.sk, &mut tuple);
     }
     tuple.netns = netns_of::<M>(origin.sk, origin.skb);
-    emit::<M>(origin, tuple, has_packet.then_some(&*pkt), now);
+    emit::<M>(origin, &tuple, has_packet.then_some(&pkt));
 }
 
-/// `now`: the event's time (bpf_ktime_get_ns).
-fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64) {
+fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
     let state = if sk.is_null() {
@@ -185,41 +181,12 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
     } else {
         own
     };
-    // A full socket's own cgroup: its owner's where the owner was
-    // remembered without one (a connection's, `owners.rs`), else whose
-    // socket it is.
-    let owner_cgroup = if owner.is_null() {
-        0
-    } else {
-        // SAFETY: map value, valid for this run of the program.
-        unsafe { (*owner).cgroup }
-    };
-    let sk_cgroup = if owner_cgroup == 0
-        && !sk.is_null()
-        && state != tcp_state::TIME_WAIT
-        && state != tcp_state::NEW_SYN_RECV
-    {
-        // SAFETY: map value, valid for this run of the program.
-        if exec == Exec::Task
-            && !owner.is_null()
-            && unsafe { (*owner).tgid } == (pid_tgid >> 32) as u32
-        {
-            // The owner runs this: its cgroup is one helper call away, the
-            // socket's three reads.
-            // SAFETY: the helper has no preconditions.
-            unsafe { bpf_get_current_cgroup_id() }
-        } else {
-            sock_cgroup_id(sk)
-        }
-    } else {
-        0
-    };
     // --pid and --cgroup match the owner; the actor only where it ran the
     // code. (Plain values with sentinels, not Options: the verifier rejects
     // the uninitialised payload register of a None that LLVM copies around.)
     let (pid, cgroup) = if !owner.is_null() {
         // SAFETY: map value, valid for this run of the program.
-        (unsafe { (*owner).tgid }, owner_cgroup)
+        unsafe { ((*owner).tgid, (*owner).cgroup) }
     } else if exec == Exec::Task {
         // SAFETY: the helper has no preconditions.
         ((pid_tgid >> 32) as u32, unsafe {
@@ -227,6 +194,16 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
         })
     } else {
         (ABSENT, 0)
+    };
+    // Without an owner, a full socket's own cgroup still says whose it is.
+    let sk_cgroup = if owner.is_null()
+        && !sk.is_null()
+        && state != tcp_state::TIME_WAIT
+        && state != tcp_state::NEW_SYN_RECV
+    {
+        sock_cgroup_id(sk)
+    } else {
+        0
     };
     if !passes_filter(tuple, pid, cgroup, sk_cgroup, true) {
         count(counter::FILTERED);
@@ -241,19 +218,19 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
     unsafe {
         zero(ev);
         let ev = &mut *ev;
-        // Field by field: a struct literal's zero padding is a `memset` call.
-        ev.header.version = ABI_VERSION;
-        ev.header.size = core::mem::size_of::<RstEvent>() as u16;
-        ev.header.kind = kind::RST;
-        ev.ts_ns = now;
+        ev.header = EventHeader {
+            version: ABI_VERSION,
+            size: core::mem::size_of::<RstEvent>() as u16,
+            kind: kind::RST,
+            _pad: [0; 3],
+        };
+        ev.ts_ns = bpf_ktime_get_ns();
         ev.sk = sk as u64;
         ev.skb = origin.skb as u64;
         ev.direction = origin.direction;
         ev.hook = origin.hook;
         ev.netns = tuple.netns;
-        if owner.is_null() {
-            ev.sk_cgroup = sk_cgroup;
-        }
+        ev.sk_cgroup = sk_cgroup;
         ev.family = tuple.family;
         ev.local_port = tuple.local_port;
         ev.remote_port = tuple.remote_port;
@@ -281,7 +258,7 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
         (ev.context, ev.softirq_vec) = context::for_event(exec, active_reset);
         ev.actor_pid = pid_tgid as u32;
         ev.actor_tgid = (pid_tgid >> 32) as u32;
-        current_comm(&mut ev.actor_comm);
+        ev.actor_comm = bpf_get_current_comm().unwrap_or([0; 16]);
         read_task(ev);
         if !sk.is_null() {
             read_sock::<M>(sk, ev);
@@ -298,7 +275,7 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
             ev.owner_tgid = o.tgid;
             ev.owner_pid = o.pid;
             ev.owner_uid = o.uid;
-            ev.owner_cgroup = if o.cgroup != 0 { o.cgroup } else { sk_cgroup };
+            ev.owner_cgroup = o.cgroup;
             ev.owner_comm = o.comm;
         }
         // Without a full socket, what happened to the 4-tuple before

@@ -13,9 +13,7 @@ use crate::{
 };
 
 /// The connection's ends from this host's view, and its namespace.
-/// Aligned to 8 and a multiple of 8 long (as `Packet`): `zeroed!`.
 #[derive(Default)]
-#[repr(C, align(8))]
 pub(crate) struct Tuple {
     pub(crate) netns: u32,
     pub(crate) family: u16,
@@ -27,7 +25,6 @@ pub(crate) struct Tuple {
 
 /// The trigger segment's headers.
 #[derive(Default)]
-#[repr(C, align(8))]
 pub(crate) struct Packet {
     /// IP protocol (IPv6: the first next-header).
     pub(crate) protocol: u8,
@@ -54,28 +51,26 @@ pub(crate) fn read_packet<M: Kmem>(skb: *const u8, pkt: &mut Packet, tuple: &mut
         return false;
     };
     let head = head as *const u8;
-    // One read for both headers where TCP follows an option-less IPv4 or
-    // an IPv6 header (nearly always), the TCP header on its own otherwise.
-    zeroed!(hdr: Headers<64>);
+    let mut tcp = [0u8; 20];
     // SAFETY: checked reads of kernel memory.
-    if unsafe { bpf_probe_read_kernel_buf(head.add(nh as usize), &mut hdr.0) }.is_err() {
+    if unsafe { bpf_probe_read_kernel_buf(head.add(th as usize), &mut tcp) }.is_err() {
         count(counter::READ_ERRORS);
         return false;
     }
-    let ip = &hdr.0;
-    let doff = match th.wrapping_sub(nh) {
-        20 => read_tcp(ip, 20, pkt, tuple),
-        40 => read_tcp(ip, 40, pkt, tuple),
-        _ => {
-            zeroed!(tcp: Headers<24>);
-            // SAFETY: as above.
-            if unsafe { bpf_probe_read_kernel_buf(head.add(th as usize), &mut tcp.0) }.is_err() {
-                count(counter::READ_ERRORS);
-                return false;
-            }
-            read_tcp(&tcp.0, 0, pkt, tuple)
-        }
-    };
+    let mut ip = [0u8; 40];
+    // SAFETY: as above; an IPv4 header may be shorter than 40 bytes but the
+    // TCP header follows it in the same linear buffer.
+    if unsafe { bpf_probe_read_kernel_buf(head.add(nh as usize), &mut ip) }.is_err() {
+        count(counter::READ_ERRORS);
+        return false;
+    }
+    let doff = ((tcp[12] >> 4) as u32) * 4;
+    tuple.remote_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+    tuple.local_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    pkt.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    pkt.ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    pkt.flags = tcp[13];
+    pkt.window = u16::from_be_bytes([tcp[14], tcp[15]]);
     // IPv4's identification; in IPv6 these bytes are the payload length,
     // which userspace ignores. Read for both: one value on both paths
     // keeps the verifier's states prunable (set in the IPv4 branch only,
@@ -104,23 +99,6 @@ pub(crate) fn read_packet<M: Kmem>(skb: *const u8, pkt: &mut Packet, tuple: &mut
         _ => return false,
     }
     true
-}
-
-/// Header bytes on the stack, aligned and a multiple of 8 long: `zeroed`.
-#[repr(C, align(8))]
-struct Headers<const N: usize>([u8; N]);
-
-/// The TCP header at `at` in `b` (a constant where inlined); returns its length.
-#[inline(always)]
-fn read_tcp(b: &[u8], at: usize, pkt: &mut Packet, tuple: &mut Tuple) -> u32 {
-    let tcp = &b[at..at + 20];
-    tuple.remote_port = u16::from_be_bytes([tcp[0], tcp[1]]);
-    tuple.local_port = u16::from_be_bytes([tcp[2], tcp[3]]);
-    pkt.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    pkt.ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-    pkt.flags = tcp[13];
-    pkt.window = u16::from_be_bytes([tcp[14], tcp[15]]);
-    ((tcp[12] >> 4) as u32) * 4
 }
 
 /// The 4-tuple from `struct sock_common`, valid for full, request and timewait sockets.

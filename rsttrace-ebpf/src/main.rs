@@ -112,8 +112,6 @@ macro_rules! off {
     };
 }
 
-#[macro_use]
-mod read;
 mod aborts;
 mod context;
 mod event;
@@ -123,6 +121,7 @@ mod history;
 mod hooks;
 mod owners;
 mod packets;
+mod read;
 mod sink;
 mod stacks;
 

@@ -13,7 +13,10 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid,
+    },
 };
 use rsttrace_ebpf::{
     abi::{ListenerKey, Owner, counter, peer_key},
@@ -26,7 +29,7 @@ use crate::{
     count,
     facts::{netns_of, read_sock_remote},
     history::record_close,
-    read::{Kmem, current_comm},
+    read::Kmem,
 };
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
@@ -55,12 +58,10 @@ pub(crate) fn on_set_state<M: Kmem>(sk: u64, oldstate: i32, newstate: i32) {
             }
         }
         record_close::<M>(sk as *const u8, oldstate);
-    } else if newstate != FIN_WAIT1 {
-        // connect() and listen() are syscalls: SYN_SENT and LISTEN are
-        // only ever entered by a task.
-        remember_owner::<M>(sk as *const u8, true, newstate == LISTEN);
-    } else if context::current::<M>(sk as *const u8) != Exec::Interrupt {
-        remember_owner::<M>(sk as *const u8, false, false);
+    } else if OWNER_PROVING_STATES.contains(&newstate)
+        && context::current::<M>(sk as *const u8) != Exec::Interrupt
+    {
+        remember_owner::<M>(sk as *const u8, newstate != FIN_WAIT1, newstate == LISTEN);
     }
 }
 
@@ -81,24 +82,22 @@ fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
         // connect() then close() by the same thread: nothing new.
         return;
     }
-    // A connection's uid and cgroup are its socket's, read when it resets
-    // (`event.rs`), not asked of the kernel on every connect().
-    zeroed!(owner: Owner);
-    owner.tgid = (pid_tgid >> 32) as u32;
-    owner.pid = pid_tgid as u32;
-    owner.uid = M::load(sk, off!(sk_uid)).unwrap_or(0) as u32;
-    owner.peer = peer;
-    current_comm(&mut owner.comm);
-    if listening {
-        // Its owner also stands for request sockets, which have no cgroup.
-        owner.uid = bpf_get_current_uid_gid() as u32;
+    let owner = Owner {
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        listeners: 0,
         // SAFETY: the helper has no preconditions.
-        owner.cgroup = unsafe { bpf_get_current_cgroup_id() };
-        remember_listener::<M>(sk, owner);
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        peer,
+    };
+    if listening {
+        remember_listener::<M>(sk, &owner);
     }
     if let Some(known) = known {
         // SAFETY: map value, valid for this run of the program.
-        unsafe { *known = *owner };
+        unsafe { *known = owner };
     } else if OWNERS.insert(sk as u64, owner, BPF_NOEXIST.into()).is_ok() {
         count(counter::OWNERS_ADDED);
     }
@@ -178,12 +177,7 @@ pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
 /// The socket's remote end as `Owner::peer`; zero for a listener.
 fn peer_of<M: Kmem>(sk: *const u8) -> u64 {
     let family = M::load(sk, off!(skc_family)).unwrap_or(0) as u16;
-    let mut port = 0;
-    zeroed!(addr: Addr);
-    read_sock_remote::<M>(sk, family, &mut port, &mut addr.0);
-    peer_key(port, &addr.0)
+    let (mut port, mut addr) = (0, [0u8; 16]);
+    read_sock_remote::<M>(sk, family, &mut port, &mut addr);
+    peer_key(port, &addr)
 }
-
-/// An address on the stack, aligned for `zeroed`.
-#[repr(C, align(8))]
-struct Addr([u8; 16]);

@@ -7,7 +7,6 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel_buf,
         generated::{
-            bpf_get_current_comm as bpf_get_current_comm_raw,
             bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_skc_to_tcp_sock,
             bpf_skc_to_tcp_timewait_sock,
         },
@@ -85,31 +84,6 @@ pub(crate) unsafe fn zero<T>(p: *mut T) {
         // SAFETY: in bounds of `*p` (the caller's promise), and aligned.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
     }
-}
-
-/// `zeroed!(name: T)` declares `name: &mut T`, a zeroed `T` on the stack,
-/// where `T` is plain integers and arrays of them. `Default` or `[0; N]`
-/// becomes a call to the byte-loop `memset` builtin, and so does a value
-/// zeroed by `zero` and then moved: LLVM copies known zeroes with
-/// `memset`. So the value is zeroed where it lives, and borrowed.
-macro_rules! zeroed {
-    ($name:ident: $ty:ty) => {
-        let mut $name = core::mem::MaybeUninit::<$ty>::uninit();
-        // SAFETY: `zero` writes every byte, and zeroes are a valid `$ty`
-        // (the macro's contract).
-        let $name = unsafe {
-            crate::read::zero($name.as_mut_ptr());
-            $name.assume_init_mut()
-        };
-    };
-}
-
-/// The current task's name (the kernel zeroes `out` when it fails).
-/// aya's wrapper returns a fresh array, which LLVM zeroes with `memset`.
-#[inline(always)]
-pub(crate) fn current_comm(out: &mut [u8; 16]) {
-    // SAFETY: `out` has room for the 16 bytes the helper writes.
-    unsafe { bpf_get_current_comm_raw(out.as_mut_ptr().cast(), 16) };
 }
 
 /// How a program reads the socket its hook was given, and the objects
