@@ -197,7 +197,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
     let mut source = Source::new(
         session.take_buffers()?,
         Duration::from_millis(args.drain_interval),
-        args.stack,
+        opts.paced(),
     )?;
     let stacks = match args.stack {
         true => Some(StackResolver::new(session.take_stack_map()?)),

@@ -48,6 +48,15 @@ pub(crate) struct Options {
     pub(crate) firewall: bool,
 }
 
+impl Options {
+    /// The kernel paces its wake-ups (`Tuning::wakeup_gap_ns`) and the
+    /// reader must drain again after each batch (`Source`): `--stack`
+    /// without a wake-up threshold.
+    pub(crate) fn paced(&self) -> bool {
+        self.stacks && self.wakeup_bytes == 0
+    }
+}
+
 /// Loaded and attached programs; dropping it detaches everything.
 pub(crate) struct Session {
     pub(crate) ebpf: Ebpf,
@@ -104,7 +113,7 @@ impl Session {
         let mut tuning = Tuning {
             wakeup_bytes: opts.wakeup_bytes,
             // The reader drains again within the gap (`Source`).
-            wakeup_gap_ns: if opts.stacks && opts.wakeup_bytes == 0 {
+            wakeup_gap_ns: if opts.paced() {
                 crate::collect::source::PACED_GAP.as_nanos() as u64
             } else {
                 0
