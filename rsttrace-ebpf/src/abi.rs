@@ -233,6 +233,9 @@ pub mod flag {
     /// With `OWNER_FROM_LISTENER`: several processes listen on the port
     /// (SO_REUSEPORT); the owner is the last one seen.
     pub const LISTENER_GROUP: u32 = 1 << 12;
+    /// `--stack`: no stacks were taken for this event; its CPU had used
+    /// its stack budget (`Tuning::stacks_per_window`).
+    pub const STACK_SKIPPED: u32 = 1 << 13;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -262,8 +265,11 @@ pub mod counter {
     /// Closes pushed out of `HISTORY` by a newer close of another key
     /// in their set.
     pub const HISTORY_EVICTED: u32 = 9;
+    /// `--stack`: events sent without stacks because their CPU had used
+    /// its stack budget (`flag::STACK_SKIPPED`).
+    pub const STACKS_SKIPPED: u32 = 10;
     /// Number of counters (the array's size).
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Sentinel for "this field does not exist on the running kernel".
@@ -986,8 +992,18 @@ pub struct Tuning {
     /// (ns; 0: whenever the kernel would). The reader drains again this
     /// soon after every batch, so the events in between wait no longer.
     pub wakeup_gap_ns: u64,
+    /// `--stack`: at most this many events per CPU take stacks in each
+    /// `STACK_BUDGET_WINDOW_NS`; the others are sent without (0: all take them).
+    pub stacks_per_window: u32,
+    /// Zero.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Tuning>() == 56);
+const _: () = assert!(core::mem::size_of::<Tuning>() == 64);
+
+/// The window of `Tuning::stacks_per_window`: short, so that a burst
+/// cannot take a second's budget at once and the next RSTs still get stacks
+/// a moment later.
+pub const STACK_BUDGET_WINDOW_NS: u64 = 100_000_000;
 
 /// x86-64 addresses from /proc/kallsyms: `per_cpu_offset` is the
 /// `__per_cpu_offset` array, `count` the per-CPU address of the preempt
@@ -1024,6 +1040,8 @@ impl Tuning {
         context: context::source::SOCKET_LOCK,
         preempt: PreemptCount::UNRESOLVED,
         wakeup_gap_ns: 0,
+        stacks_per_window: 0,
+        _pad: 0,
     };
 }
 

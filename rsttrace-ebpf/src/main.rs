@@ -68,6 +68,10 @@ static HISTORY: Array<HistorySet> = Array::with_max_entries(MAX_HISTORY / HISTOR
 /// `--stack`: kernel and user stacks, by id.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+/// `--stack`, per CPU: [start of the budget window, stacks taken in it]
+/// (see `stacks.rs`).
+#[map]
+static STACK_BUDGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 /// Per CPU: [socket, time] of the last RST, so that the error report the
 /// same reset raises a moment later (tcp_reset, tcp_abort, keepalive) is not
 /// reported a second time as an abort (see `aborts.rs`).

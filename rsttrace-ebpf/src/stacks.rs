@@ -1,6 +1,11 @@
 //! `--stack`: the kernel stack always; the user stack only where the
 //! socket's own process ran the code (close(), shutdown(), setsockopt()),
 //! which is where the application's decision lives.
+//!
+//! A stack walk costs the RST's own path microseconds, so each CPU has a
+//! budget of events with stacks per window (`Tuning::stacks_per_window`):
+//! in a storm of RSTs the first of each window carry stacks, the rest are
+//! sent without, flagged and counted, never dropped.
 
 use core::{
     ffi::c_void,
@@ -8,9 +13,12 @@ use core::{
 };
 
 use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_get_stackid, bpf_task_pt_regs, generated};
-use rsttrace_ebpf::abi::{ABSENT, Owner, RstEvent, USER_STACK_TOP_WORDS, context, counter, stacks};
+use rsttrace_ebpf::abi::{
+    ABSENT, Owner, RstEvent, STACK_BUDGET_WINDOW_NS, USER_STACK_TOP_WORDS, context, counter, flag,
+    stacks,
+};
 
-use crate::{STACKS, count};
+use crate::{STACK_BUDGET, STACKS, count};
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
 
@@ -19,6 +27,11 @@ pub(crate) fn capture_stacks(ctx: *mut c_void, owner: *const Owner, ev: &mut Rst
     ev.user_stack_id = -1;
     let wanted = global!(tuning.stacks);
     if wanted == 0 {
+        return;
+    }
+    if !within_budget(ev.ts_ns) {
+        ev.flags |= flag::STACK_SKIPPED;
+        count(counter::STACKS_SKIPPED);
         return;
     }
     let map = addr_of!(STACKS) as *mut c_void;
@@ -44,6 +57,31 @@ pub(crate) fn capture_stacks(ctx: *mut c_void, owner: *const Owner, ev: &mut Rst
             read_user_stack_top(ev);
         }
     }
+}
+
+/// Whether this CPU may take one more event's stacks at `now`. A program
+/// nested into another's update may count once too few: harmless.
+fn within_budget(now: u64) -> bool {
+    let per_window = global!(tuning.stacks_per_window);
+    let (Some(start), Some(taken)) = (STACK_BUDGET.get_ptr_mut(0), STACK_BUDGET.get_ptr_mut(1))
+    else {
+        return true;
+    };
+    if per_window == 0 {
+        return true;
+    }
+    // SAFETY: per-CPU slots, valid for this run of the program.
+    unsafe {
+        if now.wrapping_sub(*start) >= STACK_BUDGET_WINDOW_NS {
+            *start = now;
+            *taken = 0;
+        }
+        if *taken >= u64::from(per_window) {
+            return false;
+        }
+        *taken += 1;
+    }
+    true
 }
 
 /// Copies the words at the user stack pointer saved on syscall entry. The

@@ -309,6 +309,13 @@ pub struct TraceArgs {
     #[arg(long)]
     pub stack: bool,
 
+    /// With --stack: at most N events per second per CPU take stacks (a
+    /// stack walk costs the reset's own path microseconds); in a storm of
+    /// RSTs the rest are written without, marked `stack_skipped` and
+    /// counted in the summary. 0: every event takes them, whatever the cost.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub stack_budget: u32,
+
     /// See RSTs a firewall on this host makes (nftables `reject with tcp
     /// reset`, iptables `REJECT --reject-with tcp-reset`) on kernels
     /// without kprobes, by checking every packet sent for an RST without a

@@ -101,6 +101,7 @@ pub(crate) mod fixtures {
                 prior: None,
                 kernel_stack_id: None,
                 user_stack_id: None,
+                stack_skipped: false,
                 device: None,
                 netfilter_hook: None,
                 listener_group: None,

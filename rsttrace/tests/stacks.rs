@@ -141,3 +141,65 @@ fn without_stack_no_stacks_are_written() {
     assert!(sent[0].get("kernel_stack").is_none(), "{}", sent[0]);
     assert!(sent[0].get("user_stack").is_none(), "{}", sent[0]);
 }
+
+/// A burst of refused connects over `--stack-budget`: the first events
+/// of each window carry stacks, the rest are written all the same, each
+/// marked `stack_skipped`, and the summary counts exactly those.
+#[test]
+fn events_over_the_stack_budget_are_written_without_stacks() {
+    let Some(mut sc) =
+        Scenario::new("events_over_the_stack_budget_are_written_without_stacks").start()
+    else {
+        return;
+    };
+    if let Some(why) = stack_unsupported() {
+        not_applicable(&why);
+        return;
+    }
+    let port = free_port();
+    // 10 per second: one event per CPU per 100 ms window.
+    sc.trace(&[
+        "--stack",
+        "--stack-budget",
+        "10",
+        "--port",
+        &port.to_string(),
+    ]);
+    const CONNECTS: usize = 200;
+    for _ in 0..CONNECTS {
+        let refused = std::net::TcpStream::connect(loopback(port));
+        assert!(refused.is_err(), "something listens on {port}");
+    }
+    let (events, _, stderr) = sc.stop_with_stderr();
+    let refusals = find(&events, "sent", "port_not_open").len();
+    assert_eq!(refusals, CONNECTS, "events:\n{}", describe(&events));
+    let with_stack = events.iter().filter(|e| e.get("kernel_stack").is_some());
+    let skipped: Vec<_> = events
+        .iter()
+        .filter(|e| e["stack_skipped"] == true)
+        .collect();
+    for e in &skipped {
+        assert!(
+            e.get("kernel_stack").is_none() && e.get("user_stack").is_none(),
+            "{e}"
+        );
+    }
+    assert!(with_stack.count() >= 1, "no event took its stack");
+    assert!(
+        skipped.len() >= events.len() / 2,
+        "{} of {} events skipped their stacks in a burst far over the budget",
+        skipped.len(),
+        events.len()
+    );
+    let summary = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary:\n{stderr}"));
+    assert_eq!(
+        summary["stacks"]["skipped"].as_u64(),
+        Some(skipped.len() as u64),
+        "{summary}"
+    );
+    assert_eq!(summary["lost"], 0, "{summary}");
+}

@@ -34,6 +34,7 @@ fn base(direction: Direction, state: TcpState) -> Event {
         prior: None,
         kernel_stack_id: None,
         user_stack_id: None,
+        stack_skipped: false,
         device: None,
         netfilter_hook: None,
         listener_group: None,

@@ -94,6 +94,7 @@ fn verify_families(facts: &KernelFacts, transport: Transport) -> Result<String> 
             perf_wakeup_bytes: 0,
             capture_packets: true,
             stacks: false,
+            stack_budget: 0,
             firewall: true,
         };
         match loader::Session::load(&mut kernel, &opts) {

@@ -141,6 +141,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             wakeup_bytes(perf_bytes as u32)
         },
         stacks: args.stack,
+        stack_budget: args.stack_budget,
         firewall: args.firewall,
         // Real RST segments cost a check per packet of the host: only for
         // a capture that holds them.
@@ -567,6 +568,7 @@ impl Pipeline<'_> {
 fn stack_summary(counters: Counters, stats: StackStats) -> StackSummary {
     StackSummary {
         not_captured: counters.stack_errors,
+        skipped: counters.stacks_skipped,
         missing: stats.missing,
         unsymbolized: stats.unsymbolized,
     }

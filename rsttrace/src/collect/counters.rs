@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     pub(crate) read_errors: u64,
     /// `--stack`: stacks the kernel could not store (map full, collision).
     pub(crate) stack_errors: u64,
+    /// `--stack`: events sent without stacks (`--stack-budget` used up).
+    pub(crate) stacks_skipped: u64,
     /// Error reports merged into the RST reported just before (not a loss).
     pub(crate) aborts_merged: u64,
     pub(crate) drops: KernelDrops,
@@ -156,6 +158,7 @@ impl CounterReader {
             filtered: sum(counter::FILTERED)?,
             read_errors: sum(counter::READ_ERRORS)?,
             stack_errors: sum(counter::STACK_ERRORS)?,
+            stacks_skipped: sum(counter::STACKS_SKIPPED)?,
             aborts_merged: sum(counter::ABORTS_MERGED)?,
             drops: KernelDrops {
                 packets_lost: sum(counter::PACKETS_LOST)?,

@@ -43,6 +43,8 @@ pub(crate) struct Options {
     pub(crate) capture_packets: bool,
     /// `--stack`: capture kernel and user stacks.
     pub(crate) stacks: bool,
+    /// `--stack-budget`: events per second per CPU that take stacks (0: all).
+    pub(crate) stack_budget: u32,
     /// `--firewall`: where netfilter's functions cannot be hooked, check
     /// every packet sent for its RSTs.
     pub(crate) firewall: bool,
@@ -123,6 +125,7 @@ impl Session {
             } else {
                 0
             },
+            stacks_per_window: stacks_per_window(opts.stack_budget),
             ..Tuning::DEFAULT
         };
         if let Ok(preempt) = facts.preempt_count {
@@ -332,6 +335,16 @@ fn open_perf_buffers(ebpf: &mut Ebpf, opts: &Options) -> Result<Buffers> {
 }
 
 /// Struct member offsets for the eBPF programs, checked for sanity.
+/// `--stack-budget` (per second per CPU) as the kernel's per-window
+/// budget: rounded up, so that a budget never becomes 0, which is none.
+fn stacks_per_window(per_second: u32) -> u32 {
+    const WINDOWS_PER_SECOND: u64 = 1_000_000_000 / abi::STACK_BUDGET_WINDOW_NS;
+    u64::from(per_second)
+        .div_ceil(WINDOWS_PER_SECOND)
+        .try_into()
+        .unwrap_or(u32::MAX)
+}
+
 fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
     let (mut offsets, missing) =
         offsets::resolve(btf).context("resolving kernel struct offsets")?;
@@ -474,5 +487,20 @@ fn raise_memlock_limit() {
     // SAFETY: valid pointer to an rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
         debug!("could not raise RLIMIT_MEMLOCK (fine on 5.11+)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stacks_per_window;
+
+    #[test]
+    fn a_stack_budget_is_granted_a_tenth_at_a_time_and_never_rounds_to_none() {
+        assert_eq!(stacks_per_window(0), 0, "0 stays unlimited");
+        assert_eq!(stacks_per_window(1), 1);
+        assert_eq!(stacks_per_window(10), 1);
+        assert_eq!(stacks_per_window(11), 2);
+        assert_eq!(stacks_per_window(1000), 100);
+        assert_eq!(stacks_per_window(u32::MAX), u32::MAX.div_ceil(10));
     }
 }

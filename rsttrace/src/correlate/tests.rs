@@ -48,6 +48,7 @@ fn event(direction: Direction, local: &str, remote: &str, us: u64) -> Event {
         prior: None,
         kernel_stack_id: None,
         user_stack_id: None,
+        stack_skipped: false,
         device: None,
         netfilter_hook: None,
         listener_group: None,

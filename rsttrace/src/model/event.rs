@@ -278,6 +278,8 @@ pub(crate) struct Event {
     /// `--stack`: ids in the kernel's stack map.
     pub(crate) kernel_stack_id: Option<u32>,
     pub(crate) user_stack_id: Option<u32>,
+    /// `--stack`: the kernel took no stacks, over `--stack-budget`.
+    pub(crate) stack_skipped: bool,
     /// Index of the device: the one a netfilter RST left by, or the one
     /// the trigger (or the received RST) came in on.
     pub(crate) device: Option<u32>,
@@ -478,6 +480,7 @@ impl Event {
             prior,
             kernel_stack_id: u32::try_from(raw.kernel_stack_id).ok(),
             user_stack_id: u32::try_from(raw.user_stack_id).ok(),
+            stack_skipped: has(abi::flag::STACK_SKIPPED),
             device: (raw.ifindex != 0).then_some(raw.ifindex),
             netfilter_hook: raw.nf_hook.checked_sub(1).map(NetfilterHook),
             listener_group: has(abi::flag::LISTENER_GROUP).then(Vec::new),

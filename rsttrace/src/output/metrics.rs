@@ -104,6 +104,9 @@ pub(crate) fn render(stats: &Stats, top_ports: usize) -> String {
         ] {
             let _ = writeln!(s, "rsttrace_stack_errors_total{{kind=\"{kind}\"}} {n}");
         }
+        s.push_str("# HELP rsttrace_stacks_skipped_total --stack: events written without stacks, over --stack-budget.\n");
+        s.push_str("# TYPE rsttrace_stacks_skipped_total counter\n");
+        let _ = writeln!(s, "rsttrace_stacks_skipped_total {}", st.skipped);
     }
     s.push_str("# HELP rsttrace_resets_by_local_port_total Resets on the busiest local ports (top N only).\n");
     s.push_str("# TYPE rsttrace_resets_by_local_port_total counter\n");

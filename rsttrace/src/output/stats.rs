@@ -68,6 +68,8 @@ pub(crate) struct Stats {
 pub(crate) struct StackSummary {
     /// Stacks the kernel could not store (stack map full, hash collision).
     pub(crate) not_captured: u64,
+    /// Events sent without stacks: their CPU had used its `--stack-budget`.
+    pub(crate) skipped: u64,
     /// Stack ids no longer in the map when read.
     pub(crate) missing: u64,
     /// Frames shown as a file offset or raw address.

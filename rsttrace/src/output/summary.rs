@@ -49,6 +49,7 @@ pub(crate) fn to_json(stats: &Stats) -> serde_json::Value {
         "otlp_dropped": stats.otlp_dropped,
         "stacks": stats.stacks.map(|st| serde_json::json!({
             "not_captured": st.not_captured,
+            "skipped": st.skipped,
             "missing": st.missing,
             "unsymbolized": st.unsymbolized,
         })),
@@ -128,6 +129,9 @@ pub(crate) fn render(stats: &Stats, lang: Lang) -> String {
             h.unreadable
         );
         let _ = writeln!(s, "  {}{}", pad(h.unsymbolized, 25), st.unsymbolized);
+        if st.skipped > 0 {
+            let _ = writeln!(s, "  {}{}", pad(h.stacks_skipped, 25), st.skipped);
+        }
     }
     if let Some(n) = stats.otlp_dropped {
         let _ = writeln!(s, "  {}{n}", pad(h.otlp_dropped, 25));
@@ -160,6 +164,7 @@ struct Headings {
     stacks_not_captured: &'static str,
     unreadable: &'static str,
     unsymbolized: &'static str,
+    stacks_skipped: &'static str,
     otlp_dropped: &'static str,
     lost_hint: &'static str,
 }
@@ -183,6 +188,7 @@ const EN: Headings = Headings {
     stacks_not_captured: "stacks not captured: ",
     unreadable: "unreadable",
     unsymbolized: "frames not symbolized: ",
+    stacks_skipped: "events without stacks (--stack-budget): ",
     otlp_dropped: "OTLP records dropped: ",
     lost_hint: "events were lost: raise --ring-buffer or narrow the filters (--port, --pid)",
 };
@@ -206,6 +212,7 @@ const ZH: Headings = Headings {
     stacks_not_captured: "未捕获的调用栈：",
     unreadable: "无法读取",
     unsymbolized: "未符号化的栈帧：",
+    stacks_skipped: "未取调用栈的事件（--stack-budget）：",
     otlp_dropped: "OTLP 丢弃的记录：",
     lost_hint: "有事件丢失：请加大 --ring-buffer 或收窄过滤条件（--port、--pid）",
 };

@@ -226,6 +226,9 @@ fn prior_phrase(s: &mut String, prior: &serde_json::Value) {
 /// (empty without stacks).
 pub(crate) fn stack_lines(rec: &Classified) -> String {
     let mut s = String::new();
+    if rec.stacks.skipped {
+        s.push_str("    stacks skipped (--stack-budget)\n");
+    }
     for (label, frames) in [("kernel", &rec.stacks.kernel), ("user", &rec.stacks.user)] {
         let Some(frames) = frames else {
             continue;

@@ -40,6 +40,8 @@ use worker::UserWorker;
 pub struct Stacks {
     pub(crate) kernel: Option<Vec<String>>,
     pub(crate) user: Option<Vec<String>>,
+    /// None were taken: the event's CPU had used its `--stack-budget`.
+    pub(crate) skipped: bool,
 }
 
 /// Distinct kernel stacks whose frames are kept.
@@ -119,7 +121,11 @@ impl StackResolver {
             Some(self.user.frames(event.actor.pid, &ips, user_stack_top))
         });
         let kernel = event.kernel_stack_id.and_then(|id| self.kernel_stack(id));
-        Stacks { kernel, user }
+        Stacks {
+            kernel,
+            user,
+            skipped: event.stack_skipped,
+        }
     }
 
     /// Frees the slots of user stacks no event named for `RECYCLE_AFTER`,

@@ -118,6 +118,7 @@ fn event(v: &Value) -> Result<Classified> {
         prior: None,
         kernel_stack_id: None,
         user_stack_id: None,
+        stack_skipped: false,
         // In the export only as evidence.
         device: None,
         netfilter_hook: None,
@@ -138,6 +139,7 @@ fn event(v: &Value) -> Result<Classified> {
         stacks: Stacks {
             kernel: frames(v, "kernel_stack"),
             user: frames(v, "user_stack"),
+            skipped: v.get("stack_skipped") == Some(&Value::Bool(true)),
         },
     })
 }

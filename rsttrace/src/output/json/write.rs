@@ -238,6 +238,10 @@ impl Writer {
             key!(self, "user_stack");
             self.frames(frames);
         }
+        if rec.stacks.skipped {
+            key!(self, "stack_skipped");
+            self.raw(b"true");
+        }
         self.raw(b"}");
     }
 
