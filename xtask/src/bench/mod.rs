@@ -93,6 +93,7 @@ impl Workload {
                 Tool::Text,
                 Tool::Jsonl,
                 Tool::Stack,
+                Tool::StackAll,
                 Tool::Tcpdump,
                 Tool::JsonlStats,
                 Tool::BaselineText,
@@ -130,8 +131,11 @@ enum Tool {
     Text,
     /// `rsttrace --quiet -w FILE.jsonl`: the always-on configuration.
     Jsonl,
-    /// `Jsonl` plus `--stack`.
+    /// `Jsonl` plus `--stack`, within its default `--stack-budget`.
     Stack,
+    /// `Stack` with every event's stacks (`--stack-budget 0`): what a
+    /// stack walk costs the RST's path.
+    StackAll,
     /// `Jsonl` plus `--firewall`: on a kernel without kprobes, a program
     /// on every packet sent (with kprobes it costs nothing, and this row
     /// measures the same as `Jsonl`).
@@ -156,6 +160,7 @@ impl Tool {
             Tool::Text => "rsttrace (text to stdout, a file)",
             Tool::Jsonl => "rsttrace -w file.jsonl",
             Tool::Stack => "rsttrace -w file.jsonl --stack",
+            Tool::StackAll => "rsttrace -w file.jsonl --stack --stack-budget 0",
             Tool::Firewall => "rsttrace -w file.jsonl --firewall",
             Tool::FirewallStats => "rsttrace --firewall, bpf stats on",
             Tool::Tcpdump => "tcpdump -w (RST filter)",
@@ -174,12 +179,17 @@ impl Tool {
     }
 
     /// Whose losses fail the bench: this build with the options an always-on
-    /// tracer runs with. (`--stack` trades events for stacks under a storm,
-    /// by design: it is reported, not checked.)
+    /// tracer runs with. (`--stack-budget 0` trades events for stacks
+    /// under a storm, by design: it is reported, not checked.)
     fn is_checked(self) -> bool {
         matches!(
             self,
-            Tool::Text | Tool::Jsonl | Tool::JsonlStats | Tool::Firewall | Tool::FirewallStats
+            Tool::Text
+                | Tool::Jsonl
+                | Tool::Stack
+                | Tool::JsonlStats
+                | Tool::Firewall
+                | Tool::FirewallStats
         )
     }
 
@@ -191,6 +201,7 @@ impl Tool {
                 vec!["--quiet", "--write", file]
             }
             Tool::Stack => vec!["--quiet", "--write", file, "--stack"],
+            Tool::StackAll => vec!["--quiet", "--write", file, "--stack", "--stack-budget", "0"],
             Tool::Firewall | Tool::FirewallStats => {
                 vec!["--quiet", "--write", file, "--firewall"]
             }

@@ -385,7 +385,7 @@ fn targets_table(t: &mut String, rows: &[Row]) {
         .collect();
     let peak = costs
         .iter()
-        .filter(|(tool, _)| *tool != Tool::Stack)
+        .filter(|(tool, _)| !matches!(tool, Tool::Stack | Tool::StackAll))
         .map(|(_, c)| c.peak_rss_kib)
         .max();
     line(
