@@ -63,13 +63,13 @@ pub(crate) fn capture_stacks(ctx: *mut c_void, owner: *const Owner, ev: &mut Rst
 /// nested into another's update may count once too few: harmless.
 fn within_budget(now: u64) -> bool {
     let per_window = global!(tuning.stacks_per_window);
+    if per_window == 0 {
+        return true;
+    }
     let (Some(start), Some(taken)) = (STACK_BUDGET.get_ptr_mut(0), STACK_BUDGET.get_ptr_mut(1))
     else {
         return true;
     };
-    if per_window == 0 {
-        return true;
-    }
     // SAFETY: per-CPU slots, valid for this run of the program.
     unsafe {
         if now.wrapping_sub(*start) >= STACK_BUDGET_WINDOW_NS {
