@@ -11,7 +11,7 @@
 //! in the same instant could mix two closes; a lookup checks the whole key,
 //! so at worst a close is reported with another close's details.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use rsttrace_ebpf::{
     abi::{HISTORY_WAYS, History, HistoryKey, MAX_HISTORY, RstEvent, counter, history, peer_key},
     linux::tcp_state,
@@ -23,7 +23,7 @@ use crate::{
     count,
     facts::{Tuple, netns_of, read_sock_tuple, soft_error},
     owners::{forget_listener, owner_at},
-    read::Kmem,
+    read::{Kmem, current_comm},
 };
 
 const LISTEN: i32 = tcp_state::LISTEN as i32;
@@ -51,25 +51,20 @@ pub(crate) fn record_close<M: Kmem>(sk: *const u8, oldstate: i32) {
         SYN_SENT => return,
         _ => history::CLOSED,
     };
-    let mut tuple = Tuple::default();
-    read_sock_tuple::<M>(sk, &mut tuple);
+    zeroed!(tuple: Tuple);
+    read_sock_tuple::<M>(sk, tuple);
     tuple.netns = netns_of::<M>(sk, core::ptr::null());
-    let mut key = history_key(&tuple);
+    let mut key = history_key(tuple);
     if kind == history::LISTENER_CLOSED {
         listener_key(&mut key);
         forget_listener(tuple.netns, tuple.local_port);
     }
-    let mut entry = History {
-        // SAFETY: the helper has no preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        tgid: 0,
-        pid: 0,
-        comm: [0; 16],
-        kind,
-        state: oldstate as u8,
-        err,
-        _pad: [0; 5],
-    };
+    zeroed!(entry: History);
+    // SAFETY: the helper has no preconditions.
+    entry.ts_ns = unsafe { bpf_ktime_get_ns() };
+    entry.kind = kind;
+    entry.state = oldstate as u8;
+    entry.err = err;
     // The owner where it is known; else the task closing it, which in its
     // own context is the application (an abandoned connect, a close()).
     let owner = owner_at(sk, peer_key(tuple.remote_port, &tuple.remote_addr));
@@ -83,9 +78,9 @@ pub(crate) fn record_close<M: Kmem>(sk: *const u8, oldstate: i32) {
         let pid_tgid = bpf_get_current_pid_tgid();
         entry.tgid = (pid_tgid >> 32) as u32;
         entry.pid = pid_tgid as u32;
-        entry.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        current_comm(&mut entry.comm);
     }
-    store(&key, &entry);
+    store(&key, entry);
 }
 
 /// Writes `close` as `key`'s: over its earlier close, else over the

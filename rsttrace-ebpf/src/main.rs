@@ -116,6 +116,9 @@ macro_rules! off {
     };
 }
 
+// First: its `zeroed!` is used by the modules below.
+#[macro_use]
+mod read;
 mod aborts;
 mod context;
 mod event;
@@ -125,7 +128,6 @@ mod history;
 mod hooks;
 mod owners;
 mod packets;
-mod read;
 mod sink;
 mod stacks;
 

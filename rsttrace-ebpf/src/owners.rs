@@ -13,10 +13,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid,
-    },
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
 };
 use rsttrace_ebpf::{
     abi::{ListenerKey, Owner, counter, peer_key},
@@ -29,7 +26,7 @@ use crate::{
     count,
     facts::{netns_of, read_sock_remote},
     history::record_close,
-    read::Kmem,
+    read::{Kmem, current_comm},
 };
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
@@ -82,22 +79,20 @@ fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
         // connect() then close() by the same thread: nothing new.
         return;
     }
-    let owner = Owner {
-        tgid: (pid_tgid >> 32) as u32,
-        pid: pid_tgid as u32,
-        uid: bpf_get_current_uid_gid() as u32,
-        listeners: 0,
-        // SAFETY: the helper has no preconditions.
-        cgroup: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        peer,
-    };
+    zeroed!(owner: Owner);
+    owner.tgid = (pid_tgid >> 32) as u32;
+    owner.pid = pid_tgid as u32;
+    owner.uid = bpf_get_current_uid_gid() as u32;
+    // SAFETY: the helper has no preconditions.
+    owner.cgroup = unsafe { bpf_get_current_cgroup_id() };
+    owner.peer = peer;
+    current_comm(&mut owner.comm);
     if listening {
-        remember_listener::<M>(sk, &owner);
+        remember_listener::<M>(sk, owner);
     }
     if let Some(known) = known {
         // SAFETY: map value, valid for this run of the program.
-        unsafe { *known = owner };
+        unsafe { *known = *owner };
     } else if OWNERS.insert(sk as u64, owner, BPF_NOEXIST.into()).is_ok() {
         count(counter::OWNERS_ADDED);
     }
@@ -177,7 +172,8 @@ pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
 /// The socket's remote end as `Owner::peer`; zero for a listener.
 fn peer_of<M: Kmem>(sk: *const u8) -> u64 {
     let family = M::load(sk, off!(skc_family)).unwrap_or(0) as u16;
-    let (mut port, mut addr) = (0, [0u8; 16]);
-    read_sock_remote::<M>(sk, family, &mut port, &mut addr);
-    peer_key(port, &addr)
+    let mut port = 0;
+    zeroed!(addr: [u8; 16]);
+    read_sock_remote::<M>(sk, family, &mut port, addr);
+    peer_key(port, addr)
 }

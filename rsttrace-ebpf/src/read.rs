@@ -7,6 +7,7 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel_buf,
         generated::{
+            bpf_get_current_comm as bpf_get_current_comm_raw,
             bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_skc_to_tcp_sock,
             bpf_skc_to_tcp_timewait_sock,
         },
@@ -84,6 +85,49 @@ pub(crate) unsafe fn zero<T>(p: *mut T) {
         // SAFETY: in bounds of `*p` (the caller's promise), and aligned.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
     }
+}
+
+/// `zeroed!(name: T)` declares `name: &mut T`, a zeroed `T` on the stack,
+/// where `T` is plain integers and arrays of them. `Default` or `[0; N]`
+/// becomes a call to the byte-loop `memset` builtin, and so does a zeroed
+/// value moved into place: LLVM copies known zeroes with `memset`. So the
+/// value is zeroed where it lives (`zero_on_stack`), and borrowed.
+macro_rules! zeroed {
+    ($name:ident: $ty:ty) => {
+        let mut $name = core::mem::MaybeUninit::<$ty>::uninit();
+        // SAFETY: `zero_on_stack` writes every byte, and zeroes are a
+        // valid `$ty` (the macro's contract).
+        let $name = unsafe {
+            crate::read::zero_on_stack($name.as_mut_ptr());
+            $name.assume_init_mut()
+        };
+    };
+}
+
+/// Zeroes `*p` with a read from address 0, which fails, and a failed read
+/// zeroes its destination: one helper call whatever the size. Unlike stores
+/// of zero, it leaves the bytes unknown to the verifier, as the `memset`
+/// loop did: known zeroes are values it would track along every path.
+/// (The RST event path keeps `Default` for its tuple and packet: zeroing
+/// them in place, either way, tripled what 6.1's verifier walks.)
+///
+/// # Safety
+/// `p` must be valid for writes of a `T`.
+#[inline(always)]
+pub(crate) unsafe fn zero_on_stack<T>(p: *mut T) {
+    // SAFETY: the helper writes at most size_of::<T>() bytes to `p` (the
+    // caller's promise), and checks the source.
+    unsafe {
+        bpf_probe_read_kernel_raw(p.cast(), size_of::<T>() as u32, core::ptr::null());
+    }
+}
+
+/// The current task's name (the kernel zeroes `out` when it fails).
+/// aya's wrapper returns a fresh array, which LLVM zeroes with `memset`.
+#[inline(always)]
+pub(crate) fn current_comm(out: &mut [u8; 16]) {
+    // SAFETY: `out` has room for the 16 bytes the helper writes.
+    unsafe { bpf_get_current_comm_raw(out.as_mut_ptr().cast(), 16) };
 }
 
 /// How a program reads the socket its hook was given, and the objects
