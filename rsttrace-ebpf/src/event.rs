@@ -130,18 +130,23 @@ pub(crate) fn on_socketless_rst<M: Kmem>(
         direction: direction::SENT,
         nf_hook: 0,
     };
-    emit::<M>(&origin, tuple, None);
+    // SAFETY: the helper has no preconditions.
+    emit::<M>(&origin, tuple, None, unsafe { bpf_ktime_get_ns() });
 }
 
 pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
+    // One clock read for the event and the echo slot: in a VM it is a
+    // good part of a program's time.
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     if origin.direction != direction::ABORT
         && !origin.sk.is_null()
         && let (Some(sk), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1))
     {
-        // SAFETY: per-CPU slots; the helper has no preconditions.
+        // SAFETY: per-CPU slots.
         unsafe {
             *sk = origin.sk as u64;
-            *at = bpf_ktime_get_ns();
+            *at = now;
         }
     }
     let mut tuple = Tuple::default();
@@ -151,10 +156,11 @@ pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
         read_sock_tuple::<M>(origin.sk, &mut tuple);
     }
     tuple.netns = netns_of::<M>(origin.sk, origin.skb);
-    emit::<M>(origin, &tuple, has_packet.then_some(&pkt));
+    emit::<M>(origin, &tuple, has_packet.then_some(&pkt), now);
 }
 
-fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
+/// `now`: the event's time (bpf_ktime_get_ns).
+fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();
     let state = if sk.is_null() {
@@ -224,7 +230,7 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
             kind: kind::RST,
             _pad: [0; 3],
         };
-        ev.ts_ns = bpf_ktime_get_ns();
+        ev.ts_ns = now;
         ev.sk = sk as u64;
         ev.skb = origin.skb as u64;
         ev.direction = origin.direction;
@@ -259,7 +265,11 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>) {
         ev.actor_pid = pid_tgid as u32;
         ev.actor_tgid = (pid_tgid >> 32) as u32;
         ev.actor_comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        read_task(ev);
+        // In an interrupt `current` is a bystander: whether it is exiting
+        // says nothing about this RST.
+        if exec == Exec::Task {
+            read_task(ev);
+        }
         if !sk.is_null() {
             read_sock::<M>(sk, ev);
         }
