@@ -38,6 +38,12 @@ pub(crate) fn on_error_report<M: Kmem>(ctx: *mut c_void, sk: *const u8, hook: u8
     if family != u64::from(af::INET) && family != u64::from(af::INET6) {
         return;
     }
+    // No error, nothing to report (tcp_disconnect()'s wake-up after a
+    // refused connect, for one): before the echo slot, which an error
+    // report without an error leaves for the one that has it.
+    if M::load(sk, off!(sk_err)).unwrap_or(0) == 0 {
+        return;
+    }
     if let (Some(last), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1)) {
         // SAFETY: per-CPU slots; the helper has no preconditions.
         unsafe {
@@ -51,9 +57,6 @@ pub(crate) fn on_error_report<M: Kmem>(ctx: *mut c_void, sk: *const u8, hook: u8
                 }
             }
         }
-    }
-    if M::load(sk, off!(sk_err)).unwrap_or(0) == 0 {
-        return;
     }
     on_socket_event::<M>(&Origin {
         ctx,

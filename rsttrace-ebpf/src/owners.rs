@@ -44,7 +44,7 @@ pub(crate) fn wants(newstate: i32) -> bool {
     newstate == CLOSE || OWNER_PROVING_STATES.contains(&newstate)
 }
 
-/// `sock:inet_sock_set_state` of a TCP socket.
+/// `sock:inet_sock_set_state` of a TCP socket, to a state `wants` takes.
 pub(crate) fn on_set_state<M: Kmem>(sk: u64, oldstate: i32, newstate: i32) {
     if newstate == CLOSE {
         if let (Some(s), Some(o)) = (LAST_CLOSE.get_ptr_mut(0), LAST_CLOSE.get_ptr_mut(1)) {
@@ -55,10 +55,12 @@ pub(crate) fn on_set_state<M: Kmem>(sk: u64, oldstate: i32, newstate: i32) {
             }
         }
         record_close::<M>(sk as *const u8, oldstate);
-    } else if OWNER_PROVING_STATES.contains(&newstate)
-        && context::current::<M>(sk as *const u8) != Exec::Interrupt
-    {
-        remember_owner::<M>(sk as *const u8, newstate != FIN_WAIT1, newstate == LISTEN);
+    } else if newstate != FIN_WAIT1 {
+        // connect() and listen() are syscalls: SYN_SENT and LISTEN are
+        // only ever entered by a task.
+        remember_owner::<M>(sk as *const u8, true, newstate == LISTEN);
+    } else if context::current::<M>(sk as *const u8) != Exec::Interrupt {
+        remember_owner::<M>(sk as *const u8, false, false);
     }
 }
 
