@@ -3,11 +3,9 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-};
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use rsttrace_ebpf::{
-    abi::{ABI_VERSION, ABSENT, EventHeader, RstEvent, counter, direction, flag, kind, peer_key},
+    abi::{ABI_VERSION, ABSENT, RstEvent, counter, direction, flag, kind, peer_key},
     linux::{tcp_flag, tcp_state},
 };
 
@@ -22,7 +20,7 @@ use crate::{
     filter::passes_filter,
     history::read_history,
     owners::{listener_owner, owner_at, owner_of},
-    read::{Kmem, zero},
+    read::{Kmem, current_comm, zero},
     sink,
     stacks::capture_stacks,
 };
@@ -71,9 +69,9 @@ pub(crate) fn on_passive_reset_call<M: Kmem>(
     hook: u8,
 ) {
     if !skb.is_null() {
-        let mut tuple = Tuple::default();
-        let mut pkt = Packet::default();
-        if read_packet::<M>(skb, &mut pkt, &mut tuple) && pkt.flags & tcp_flag::RST != 0 {
+        zeroed!(tuple: Tuple);
+        zeroed!(pkt: Packet);
+        if read_packet::<M>(skb, pkt, tuple) && pkt.flags & tcp_flag::RST != 0 {
             return;
         }
     }
@@ -149,14 +147,14 @@ pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
             *at = now;
         }
     }
-    let mut tuple = Tuple::default();
-    let mut pkt = Packet::default();
-    let has_packet = !origin.skb.is_null() && read_packet::<M>(origin.skb, &mut pkt, &mut tuple);
+    zeroed!(tuple: Tuple);
+    zeroed!(pkt: Packet);
+    let has_packet = !origin.skb.is_null() && read_packet::<M>(origin.skb, pkt, tuple);
     if !has_packet && !origin.sk.is_null() {
-        read_sock_tuple::<M>(origin.sk, &mut tuple);
+        read_sock_tuple::<M>(origin.sk, tuple);
     }
     tuple.netns = netns_of::<M>(origin.sk, origin.skb);
-    emit::<M>(origin, &tuple, has_packet.then_some(&pkt), now);
+    emit::<M>(origin, tuple, has_packet.then_some(&*pkt), now);
 }
 
 /// `now`: the event's time (bpf_ktime_get_ns).
@@ -224,12 +222,10 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
     unsafe {
         zero(ev);
         let ev = &mut *ev;
-        ev.header = EventHeader {
-            version: ABI_VERSION,
-            size: core::mem::size_of::<RstEvent>() as u16,
-            kind: kind::RST,
-            _pad: [0; 3],
-        };
+        // Field by field: a struct literal's zero padding is a `memset` call.
+        ev.header.version = ABI_VERSION;
+        ev.header.size = core::mem::size_of::<RstEvent>() as u16;
+        ev.header.kind = kind::RST;
         ev.ts_ns = now;
         ev.sk = sk as u64;
         ev.skb = origin.skb as u64;
@@ -264,7 +260,7 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
         (ev.context, ev.softirq_vec) = context::for_event(exec, active_reset);
         ev.actor_pid = pid_tgid as u32;
         ev.actor_tgid = (pid_tgid >> 32) as u32;
-        ev.actor_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        current_comm(&mut ev.actor_comm);
         // In an interrupt `current` is a bystander: whether it is exiting
         // says nothing about this RST.
         if exec == Exec::Task {

@@ -1,7 +1,9 @@
 //! What an RST's socket, trigger packet and task say about it: the reads
 //! that fill the event's facts, at offsets resolved from BTF.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_jiffies64, bpf_probe_read_kernel_buf};
+use core::mem::MaybeUninit;
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_jiffies64, generated::bpf_probe_read_kernel};
 use rsttrace_ebpf::{
     abi::{Field, RstEvent, counter, flag},
     linux::{PF_EXITING, af, tcp_state},
@@ -51,19 +53,18 @@ pub(crate) fn read_packet<M: Kmem>(skb: *const u8, pkt: &mut Packet, tuple: &mut
         return false;
     };
     let head = head as *const u8;
-    let mut tcp = [0u8; 20];
-    // SAFETY: checked reads of kernel memory.
-    if unsafe { bpf_probe_read_kernel_buf(head.add(th as usize), &mut tcp) }.is_err() {
+    let mut tcp = MaybeUninit::<[u8; 20]>::uninit();
+    let mut ip = MaybeUninit::<[u8; 40]>::uninit();
+    // An IPv4 header may be shorter than 40 bytes, but the TCP header
+    // follows it in the same linear buffer.
+    if !read_header(head.wrapping_add(th as usize), &mut tcp)
+        || !read_header(head.wrapping_add(nh as usize), &mut ip)
+    {
         count(counter::READ_ERRORS);
         return false;
     }
-    let mut ip = [0u8; 40];
-    // SAFETY: as above; an IPv4 header may be shorter than 40 bytes but the
-    // TCP header follows it in the same linear buffer.
-    if unsafe { bpf_probe_read_kernel_buf(head.add(nh as usize), &mut ip) }.is_err() {
-        count(counter::READ_ERRORS);
-        return false;
-    }
+    // SAFETY: both were written (`read_header`).
+    let (tcp, ip) = unsafe { (tcp.assume_init_ref(), ip.assume_init_ref()) };
     let doff = ((tcp[12] >> 4) as u32) * 4;
     tuple.remote_port = u16::from_be_bytes([tcp[0], tcp[1]]);
     tuple.local_port = u16::from_be_bytes([tcp[2], tcp[3]]);
@@ -99,6 +100,16 @@ pub(crate) fn read_packet<M: Kmem>(skb: *const u8, pkt: &mut Packet, tuple: &mut
         _ => return false,
     }
     true
+}
+
+/// Reads `N` bytes of a packet header at `at` into `out`; false when the
+/// read fails. `out` starts uninitialised: `[0; N]` would be a `memset`
+/// byte loop for bytes the read overwrites anyway. Either way the helper
+/// writes all of them (the header, or zeroes when it fails).
+#[inline(always)]
+fn read_header<const N: usize>(at: *const u8, out: &mut MaybeUninit<[u8; N]>) -> bool {
+    // SAFETY: the helper checks the source and writes N bytes to `out`.
+    unsafe { bpf_probe_read_kernel(out.as_mut_ptr().cast(), N as u32, at.cast()) == 0 }
 }
 
 /// The 4-tuple from `struct sock_common`, valid for full, request and timewait sockets.

@@ -108,8 +108,6 @@ macro_rules! zeroed {
 /// zeroes its destination: one helper call whatever the size. Unlike stores
 /// of zero, it leaves the bytes unknown to the verifier, as the `memset`
 /// loop did: known zeroes are values it would track along every path.
-/// (The RST event path keeps `Default` for its tuple and packet: zeroing
-/// them in place, either way, tripled what 6.1's verifier walks.)
 ///
 /// # Safety
 /// `p` must be valid for writes of a `T`.
