@@ -286,6 +286,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
             batch = source.next_batch(|bytes| state.handle_guarded(bytes, &mut outputs)) => batch,
         };
         let read = batch.context("reading the event buffers")?;
+        if let Some(stacks) = &mut state.stacks {
+            stacks.note_batch(read);
+        }
         // Received RSTs that waited long enough for their sender's event.
         let released = state.release_waiting(false, &mut outputs);
         if read + released > 0 {

@@ -128,6 +128,14 @@ impl StackResolver {
         }
     }
 
+    /// After each batch read from the kernel: a batch of more than a few
+    /// events means a storm, where an event must not hold up the drain
+    /// waiting for its user frames (`UserWorker::set_busy`).
+    pub(crate) fn note_batch(&mut self, records: usize) {
+        const BUSY_BATCH: usize = 32;
+        self.user.set_busy(records >= BUSY_BATCH);
+    }
+
     /// Frees the slots of user stacks no event named for `RECYCLE_AFTER`,
     /// for new stacks. Called between batches of events.
     pub(crate) fn recycle(&mut self) {

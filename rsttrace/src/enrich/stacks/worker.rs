@@ -20,6 +20,10 @@ use super::user::{Budget, UserFrames, UserSymbolizer};
 const QUEUE: usize = 16;
 /// Longest an event waits for its user frames.
 const MAX_WAIT: Duration = Duration::from_millis(250);
+/// Longest it waits while events come in batches (`UserWorker::set_busy`):
+/// the ring buffer holds tens of milliseconds of a storm, and a drain
+/// stalled for longer loses events.
+const BUSY_WAIT: Duration = Duration::from_millis(5);
 /// A stack answered less than this long ago is answered again from
 /// `UserWorker::recent`, without a round trip to the worker (two thread
 /// switches per event): no sooner would the worker look at the process's
@@ -54,6 +58,8 @@ pub(crate) struct UserWorker {
     pub(crate) unsymbolized: u64,
     /// By (pid, hash of the addresses).
     recent: BoundedCache<(u32, u64), Recent>,
+    /// Events are arriving in batches: wait `BUSY_WAIT`, not `MAX_WAIT`.
+    busy: bool,
 }
 
 impl Default for UserWorker {
@@ -74,7 +80,13 @@ impl UserWorker {
             waiting: Budget::new(Instant::now()),
             unsymbolized: 0,
             recent: BoundedCache::new(MAX_RECENT),
+            busy: false,
         }
+    }
+
+    /// Whether events are arriving faster than one at a time (a storm).
+    pub(crate) fn set_busy(&mut self, busy: bool) {
+        self.busy = busy;
     }
 
     /// The frames of `ips` in `pid` (see `UserSymbolizer::frames`), or raw
@@ -101,7 +113,7 @@ impl UserWorker {
                 reply,
             };
             if self.requests.try_send(request).is_ok() {
-                let got = answer.recv_timeout(MAX_WAIT);
+                let got = answer.recv_timeout(if self.busy { BUSY_WAIT } else { MAX_WAIT });
                 self.waiting.charge(started.elapsed());
                 if let Ok((answer, unsymbolized)) = got {
                     self.unsymbolized += unsymbolized;
@@ -189,8 +201,18 @@ mod tests {
             waiting: Budget::new(Instant::now()),
             unsymbolized: 0,
             recent: BoundedCache::new(MAX_RECENT),
+            busy: false,
         };
         (w, queue)
+    }
+
+    #[test]
+    fn in_a_storm_an_event_does_not_wait_the_full_time_for_its_frames() {
+        let (mut w, _queue) = stuck_worker();
+        w.set_busy(true);
+        let started = Instant::now();
+        assert_eq!(w.frames(7, &[0x1234], &[]), ["0x1234"]);
+        assert!(started.elapsed() < MAX_WAIT, "{:?}", started.elapsed());
     }
 
     #[test]
