@@ -20,7 +20,7 @@ use crate::{
     filter::passes_filter,
     history::read_history,
     owners::{listener_owner, owner_at, owner_of},
-    read::{Kmem, current_comm, zero},
+    read::{Kmem, copy_comm, current_comm, zero},
     sink,
     stacks::capture_stacks,
 };
@@ -282,7 +282,8 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
             ev.owner_pid = o.pid;
             ev.owner_uid = o.uid;
             ev.owner_cgroup = o.cgroup;
-            ev.owner_comm = o.comm;
+            // Comm fields of an RstEvent and an Owner (copy_comm's terms).
+            copy_comm(&mut ev.owner_comm, &o.comm);
         }
         // Without a full socket, what happened to the 4-tuple before
         // explains the RST and names whoever owned it.

@@ -23,7 +23,7 @@ use crate::{
     count,
     facts::{Tuple, netns_of, read_sock_tuple, soft_error},
     owners::{forget_listener, owner_at},
-    read::{Kmem, current_comm},
+    read::{Kmem, copy_comm, current_comm},
 };
 
 const LISTEN: i32 = tcp_state::LISTEN as i32;
@@ -73,7 +73,8 @@ pub(crate) fn record_close<M: Kmem>(sk: *const u8, oldstate: i32) {
         let o = unsafe { &*owner };
         entry.tgid = o.tgid;
         entry.pid = o.pid;
-        entry.comm = o.comm;
+        // SAFETY: comm fields of a History and an Owner.
+        unsafe { copy_comm(&mut entry.comm, &o.comm) };
     } else if task() {
         let pid_tgid = bpf_get_current_pid_tgid();
         entry.tgid = (pid_tgid >> 32) as u32;
@@ -174,7 +175,8 @@ pub(crate) fn read_history(tuple: &Tuple, listener: bool, ev: &mut RstEvent) {
     ev.hist_ts_ns = h.ts_ns;
     ev.hist_tgid = h.tgid;
     ev.hist_pid = h.pid;
-    ev.hist_comm = h.comm;
+    // SAFETY: comm fields of an RstEvent and a History.
+    unsafe { copy_comm(&mut ev.hist_comm, &h.comm) };
     ev.hist_kind = h.kind;
     ev.hist_state = h.state;
     ev.hist_err = h.err;

@@ -11,6 +11,8 @@
 //! tcp_abort() (`ss -K`) goes straight to CLOSE, so a killer is never taken
 //! for the owner.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
@@ -26,7 +28,7 @@ use crate::{
     count,
     facts::{netns_of, read_sock_remote},
     history::record_close,
-    read::{Kmem, current_comm},
+    read::{Kmem, current_comm_into},
 };
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
@@ -81,20 +83,29 @@ fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
         // connect() then close() by the same thread: nothing new.
         return;
     }
-    zeroed!(owner: Owner);
-    owner.tgid = (pid_tgid >> 32) as u32;
-    owner.pid = pid_tgid as u32;
-    owner.uid = bpf_get_current_uid_gid() as u32;
-    // SAFETY: the helper has no preconditions.
-    owner.cgroup = unsafe { bpf_get_current_cgroup_id() };
-    owner.peer = peer;
-    current_comm(&mut owner.comm);
+    // Field by field into place, the comm by its helper: `[0; 16]` for the
+    // comm alone is a `memset` call, and zeroing all of it first a helper
+    // call (`zeroed!`). Owner has no padding, so every byte is written.
+    let mut slot = MaybeUninit::<Owner>::uninit();
+    let p = slot.as_mut_ptr();
+    // SAFETY: writes to fields of `slot`, which lives for this function;
+    // the comm helper writes (or zeroes) all 16 bytes of its field.
+    let owner = unsafe {
+        (&raw mut (*p).tgid).write((pid_tgid >> 32) as u32);
+        (&raw mut (*p).pid).write(pid_tgid as u32);
+        (&raw mut (*p).uid).write(bpf_get_current_uid_gid() as u32);
+        (&raw mut (*p).listeners).write(0);
+        (&raw mut (*p).cgroup).write(bpf_get_current_cgroup_id());
+        (&raw mut (*p).peer).write(peer);
+        current_comm_into(&raw mut (*p).comm);
+        slot.assume_init()
+    };
     if listening {
-        remember_listener::<M>(sk, owner);
+        remember_listener::<M>(sk, &owner);
     }
     if let Some(known) = known {
         // SAFETY: map value, valid for this run of the program.
-        unsafe { *known = *owner };
+        unsafe { *known = owner };
     } else if OWNERS.insert(sk as u64, owner, BPF_NOEXIST.into()).is_ok() {
         count(counter::OWNERS_ADDED);
     }

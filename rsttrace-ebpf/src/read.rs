@@ -124,8 +124,43 @@ pub(crate) unsafe fn zero_on_stack<T>(p: *mut T) {
 /// aya's wrapper returns a fresh array, which LLVM zeroes with `memset`.
 #[inline(always)]
 pub(crate) fn current_comm(out: &mut [u8; 16]) {
-    // SAFETY: `out` has room for the 16 bytes the helper writes.
-    unsafe { bpf_get_current_comm_raw(out.as_mut_ptr().cast(), 16) };
+    // SAFETY: `out` is valid for writes of 16 bytes.
+    unsafe { current_comm_into(out) };
+}
+
+/// A task name copied between records as two words: `=` on `[u8; 16]`
+/// is a call to the byte-loop `memmove` builtin.
+///
+/// # Safety
+/// `dst` and `src` must be 8-byte aligned, as the comm fields of `Owner`,
+/// `History` and `RstEvent` are (asserted here).
+#[inline(always)]
+pub(crate) unsafe fn copy_comm(dst: &mut [u8; 16], src: &[u8; 16]) {
+    const {
+        use core::mem::offset_of;
+        use rsttrace_ebpf::abi::{History, Owner, RstEvent};
+        assert!(align_of::<Owner>() >= 8 && offset_of!(Owner, comm) % 8 == 0);
+        assert!(align_of::<History>() >= 8 && offset_of!(History, comm) % 8 == 0);
+        assert!(align_of::<RstEvent>() >= 8);
+        assert!(offset_of!(RstEvent, owner_comm) % 8 == 0);
+        assert!(offset_of!(RstEvent, hist_comm) % 8 == 0);
+    };
+    let (d, s) = (dst.as_mut_ptr().cast::<u64>(), src.as_ptr().cast::<u64>());
+    // SAFETY: both are 16 bytes and 8-byte aligned (the caller's promise).
+    unsafe {
+        d.write(s.read());
+        d.add(1).write(s.add(1).read());
+    }
+}
+
+/// `current_comm` into memory that may be uninitialised.
+///
+/// # Safety
+/// `out` must be valid for writes of 16 bytes.
+#[inline(always)]
+pub(crate) unsafe fn current_comm_into(out: *mut [u8; 16]) {
+    // SAFETY: the helper writes all 16 bytes (zeroes when it fails).
+    unsafe { bpf_get_current_comm_raw(out.cast(), 16) };
 }
 
 /// How a program reads the socket its hook was given, and the objects
