@@ -313,7 +313,7 @@ pub struct TraceArgs {
     /// stack walk costs the reset's own path microseconds); in a storm of
     /// RSTs the rest are written without, marked `stack_skipped` and
     /// counted in the summary. 0: every event takes them, whatever the cost.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "stack")]
     pub stack_budget: u32,
 
     /// See RSTs a firewall on this host makes (nftables `reject with tcp
@@ -433,6 +433,7 @@ mod tests {
             &["rsttrace", "--pid", "x"],
             &["rsttrace", "--format", "xml"],
             &["rsttrace", "--ring-buffer", "4X"],
+            &["rsttrace", "--stack-budget", "10"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err().to_string();
             assert!(err.contains(args[1]), "{args:?}: {err}");
