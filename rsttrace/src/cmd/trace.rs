@@ -201,7 +201,10 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         opts.paced(),
     )?;
     let stacks = match args.stack {
-        true => Some(StackResolver::new(session.take_stack_map()?)),
+        true => Some(StackResolver::new(
+            session.take_stack_map()?,
+            source.fill_gauge(u64::from(ring_bytes)),
+        )),
         false => None,
     };
     // Keep only the reason names (Session::load already dropped the BTF).

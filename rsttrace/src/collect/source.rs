@@ -7,7 +7,7 @@
 //! a lone RST to one drain interval.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
 use crate::collect::counters::Counters;
 use crate::collect::perfbuf::PerfBuffers;
+use crate::collect::ringfill::RingFill;
 
 /// Where the records wait.
 pub(crate) enum Buffers {
@@ -114,6 +115,15 @@ impl Source {
         };
         self.follow_up = (self.paced && n > 0).then(|| Box::pin(tokio::time::sleep(PACED_GAP)));
         Ok(n)
+    }
+
+    /// A gauge of the ring buffer's fill (`capacity`: its size in bytes);
+    /// None for the perf transport, or when its pages cannot be mapped.
+    pub(crate) fn fill_gauge(&self, capacity: u64) -> Option<RingFill> {
+        match self.buffers.get_ref() {
+            Buffers::Ring(ring) => RingFill::new(ring.as_fd(), capacity).ok(),
+            Buffers::Perf(_) => None,
+        }
     }
 
     /// Reads what is waiting, without blocking (used at exit). Bounded by

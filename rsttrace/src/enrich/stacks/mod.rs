@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use aya::maps::{MapData, StackTraceMap};
 
+use crate::collect::ringfill::RingFill;
 use crate::kernel::kallsyms::{self, KernelSymbols};
 use crate::model::event::Event;
 use cache::BoundedCache;
@@ -81,12 +82,14 @@ impl StackResolver {
     /// kept them): reading them at the first event would take long enough
     /// that a process closing a socket and exiting would be gone by the
     /// time its event got to the user stack.
-    pub(crate) fn new(map: StackTraceMap<MapData>) -> StackResolver {
+    /// `fill`: the ring buffer's gauge, which bounds how long an event
+    /// waits for its user frames (`UserWorker`).
+    pub(crate) fn new(map: StackTraceMap<MapData>, fill: Option<RingFill>) -> StackResolver {
         StackResolver {
             map,
             kallsyms: kallsyms::take_symbols(),
             kernel_frames: BoundedCache::new(MAX_KERNEL_STACKS),
-            user: UserWorker::spawn(),
+            user: UserWorker::spawn(fill),
             missing: 0,
             kernel_unsymbolized: 0,
             user_ids: std::collections::HashMap::new(),

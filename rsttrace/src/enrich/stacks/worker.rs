@@ -9,12 +9,13 @@
 //! frames is quick. A panic in the worker (a parser meeting a file it did
 //! not expect) costs that event its symbols and a fresh symbolizer.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use super::cache::BoundedCache;
 use super::frame;
 use super::user::{Budget, UserFrames, UserSymbolizer};
+use crate::collect::ringfill::RingFill;
 
 /// Requests waiting for the worker.
 const QUEUE: usize = 16;
@@ -24,6 +25,10 @@ const MAX_WAIT: Duration = Duration::from_millis(250);
 /// the ring buffer holds tens of milliseconds of a storm, and a drain
 /// stalled for longer loses events.
 const BUSY_WAIT: Duration = Duration::from_millis(5);
+/// A wait looks at the ring buffer this often, and ends once it is this
+/// full: past it, a longer stall would lose events.
+const FILL_CHECK: Duration = Duration::from_millis(2);
+const FILL_LIMIT: f64 = 0.5;
 /// A stack answered less than this long ago is answered again from
 /// `UserWorker::recent`, without a round trip to the worker (two thread
 /// switches per event): no sooner would the worker look at the process's
@@ -60,16 +65,19 @@ pub(crate) struct UserWorker {
     recent: BoundedCache<(u32, u64), Recent>,
     /// Events are arriving in batches: wait `BUSY_WAIT`, not `MAX_WAIT`.
     busy: bool,
+    /// The ring buffer's fill, where it can be read.
+    fill: Option<RingFill>,
 }
 
 impl Default for UserWorker {
     fn default() -> Self {
-        Self::spawn()
+        Self::spawn(None)
     }
 }
 
 impl UserWorker {
-    pub(crate) fn spawn() -> UserWorker {
+    /// `fill`: the ring buffer's gauge, which ends a wait early.
+    pub(crate) fn spawn(fill: Option<RingFill>) -> UserWorker {
         let (requests, queue) = sync_channel(QUEUE);
         // If the thread cannot start, every request fails to send: raw frames.
         let _ = std::thread::Builder::new()
@@ -81,6 +89,7 @@ impl UserWorker {
             unsymbolized: 0,
             recent: BoundedCache::new(MAX_RECENT),
             busy: false,
+            fill,
         }
     }
 
@@ -113,7 +122,7 @@ impl UserWorker {
                 reply,
             };
             if self.requests.try_send(request).is_ok() {
-                let got = answer.recv_timeout(if self.busy { BUSY_WAIT } else { MAX_WAIT });
+                let got = self.wait(&answer, if self.busy { BUSY_WAIT } else { MAX_WAIT });
                 self.waiting.charge(started.elapsed());
                 if let Ok((answer, unsymbolized)) = got {
                     self.unsymbolized += unsymbolized;
@@ -133,6 +142,27 @@ impl UserWorker {
         }
         self.unsymbolized += ips.len() as u64;
         ips.iter().map(|&ip| frame::raw(ip)).collect()
+    }
+}
+
+impl UserWorker {
+    /// The worker's answer within `limit`, or sooner a timeout once the
+    /// ring buffer is `FILL_LIMIT` full: the first event of a storm comes
+    /// before any batch says there is one, and its wait must not
+    /// overflow the buffer.
+    fn wait<T>(&self, answer: &Receiver<T>, limit: Duration) -> Result<T, RecvTimeoutError> {
+        let Some(fill) = &self.fill else {
+            return answer.recv_timeout(limit);
+        };
+        let started = Instant::now();
+        loop {
+            let left = limit.saturating_sub(started.elapsed());
+            match answer.recv_timeout(left.min(FILL_CHECK)) {
+                Err(RecvTimeoutError::Timeout) if left > FILL_CHECK && fill.fill() < FILL_LIMIT => {
+                }
+                got => return got,
+            }
+        }
     }
 }
 
@@ -175,7 +205,7 @@ mod tests {
 
     #[test]
     fn frames_come_back_from_the_worker() {
-        let mut w = UserWorker::spawn();
+        let mut w = UserWorker::spawn(None);
         let ip = marker_function_for_worker() + 1;
         // The first parse of this (large) test binary may take longer than
         // an event waits; the worker finishes it, and a later event gets it.
@@ -202,6 +232,7 @@ mod tests {
             unsymbolized: 0,
             recent: BoundedCache::new(MAX_RECENT),
             busy: false,
+            fill: None,
         };
         (w, queue)
     }
