@@ -3,8 +3,9 @@
 //! Symbolizing opens and parses files chosen by other users; whatever it
 //! meets, the event path waits a bounded time: requests go through a
 //! bounded queue to one worker thread, and an event whose frames are not
-//! back within `MAX_WAIT` (or when waiting used up its share of the
-//! second, or the queue is full) is written with raw addresses, counted.
+//! back within `MAX_WAIT` (`BUSY_WAIT` in a storm, and never once the ring
+//! buffer is half full; or when waiting used up its share of the second,
+//! or the queue is full) is written with raw addresses, counted.
 //! The worker goes on and fills its caches, so the next event with those
 //! frames is quick. A panic in the worker (a parser meeting a file it did
 //! not expect) costs that event its symbols and a fresh symbolizer.
@@ -143,9 +144,7 @@ impl UserWorker {
         self.unsymbolized += ips.len() as u64;
         ips.iter().map(|&ip| frame::raw(ip)).collect()
     }
-}
 
-impl UserWorker {
     /// The worker's answer within `limit`, or sooner a timeout once the
     /// ring buffer is `FILL_LIMIT` full: the first event of a storm comes
     /// before any batch says there is one, and its wait must not
