@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::netns::A_ADDR;
 use common::*;
 use rsttrace_ebpf::abi::MAX_HISTORY;
-use serde_json::Value;
 
 /// The close history is an LRU map: more closed connections than it holds
 /// push the oldest out, and each one pushed out is counted, the same in the
@@ -52,10 +51,7 @@ fn history_evictions_are_counted_and_reported() {
     let (status, summary) = rst.interrupt();
     assert!(status.success(), "{summary}");
 
-    let evicted = summary
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["event"] == "summary")
+    let evicted = summary_event(&summary)
         .and_then(|s| s["kernel_drops"]["history_evicted"].as_u64())
         .unwrap_or_else(|| panic!("no history evictions in the summary:\n{summary}"));
     // At least the closes beyond the map's size (the host's other

@@ -282,10 +282,7 @@ fn otlp_collector_down_tracing_goes_on_and_drops_are_counted() {
     assert!(written, "events stopped while the collector was down");
     let (events, _, stderr) = sc.stop_with_stderr();
     let events = events.iter().filter(|e| e["gap"].is_null()).count();
-    let dropped = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["event"] == "summary")
+    let dropped = summary_event(&stderr)
         .and_then(|s| s["otlp_dropped"].as_u64())
         .unwrap_or_else(|| panic!("no drop count in the summary:\n{stderr}"));
     assert_eq!(

@@ -191,11 +191,7 @@ fn events_over_the_stack_budget_are_written_without_stacks() {
         skipped.len(),
         events.len()
     );
-    let summary = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary:\n{stderr}"));
+    let summary = summary_event(&stderr).unwrap_or_else(|| panic!("no summary:\n{stderr}"));
     assert_eq!(
         summary["stacks"]["skipped"].as_u64(),
         Some(skipped.len() as u64),

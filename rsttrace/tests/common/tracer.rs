@@ -355,6 +355,13 @@ pub fn status_events(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The exit summary among `text`'s status lines, if rsttrace wrote one.
+pub fn summary_event(text: &str) -> Option<Value> {
+    status_events(text)
+        .into_iter()
+        .find(|e| e["event"] == "summary")
+}
+
 /// The rsttrace binary, stdin closed.
 pub fn rsttrace() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
