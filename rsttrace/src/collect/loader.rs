@@ -334,7 +334,6 @@ fn open_perf_buffers(ebpf: &mut Ebpf, opts: &Options) -> Result<Buffers> {
     ))
 }
 
-/// Struct member offsets for the eBPF programs, checked for sanity.
 /// `--stack-budget` (per second per CPU) as the kernel's per-window
 /// budget: rounded up, so that a budget never becomes 0, which is none.
 fn stacks_per_window(per_second: u32) -> u32 {
@@ -345,6 +344,7 @@ fn stacks_per_window(per_second: u32) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// Struct member offsets for the eBPF programs, checked for sanity.
 fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
     let (mut offsets, missing) =
         offsets::resolve(btf).context("resolving kernel struct offsets")?;
