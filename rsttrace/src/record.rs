@@ -27,8 +27,6 @@ pub(crate) mod fixtures {
     use std::net::SocketAddr;
     use std::time::{Duration, SystemTime};
 
-    use serde_json::json;
-
     use super::Classified;
     use crate::model::cause::{Cause, CauseId, Confidence};
     use crate::model::event::*;
@@ -60,8 +58,7 @@ pub(crate) mod fixtures {
     }
 
     pub(crate) fn record() -> Classified {
-        let mut evidence = serde_json::Map::new();
-        evidence.insert("unread_bytes_lost".into(), json!(100));
+        let evidence = crate::model::evidence::Evidence::new().with("unread_bytes_lost", 100u32);
         Classified {
             event: Event {
                 time: SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789),

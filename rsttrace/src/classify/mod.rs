@@ -27,7 +27,7 @@ use crate::model::cause::{Cause, CauseId, Confidence};
 use crate::model::event::{Direction, Event, Task, TcpState};
 
 use abort::abort;
-use evidence::{Verdict, folded_json};
+use evidence::{Verdict, folded_facts};
 use firewall::{firewall_reject, is_firewall_hook};
 use received::received;
 use sent::{previous_connection, sent_with_reason, sent_without_reason};
@@ -49,7 +49,7 @@ pub(crate) fn classify_with(ev: &Event, ctx: &Context) -> Cause {
         Direction::Sent if is_firewall_hook(ev.hook) => firewall_reject(ev, &mut v),
         Direction::Sent => {
             if let Some(f) = &ctx.folded_reset {
-                v.fact("folded_receive", folded_json(f));
+                v.fact("folded_receive", folded_facts(f));
             }
             let id = match ev.reason() {
                 Some(reason) if reason != "NOT_SPECIFIED" => sent_with_reason(ev, reason, &mut v),

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::evidence::Verdict;
 use super::{Context, Sender};
 use crate::model::cause::{CauseId, Confidence};
 use crate::model::event::{Event, TcpFlags, TcpState};
+use crate::model::evidence::Evidence;
 
 pub(super) fn received(ev: &Event, ctx: &Context, v: &mut Verdict) -> CauseId {
     if let Some(sock) = ev.socket {
@@ -146,13 +147,12 @@ fn seq_evidence(ev: &Event, ctx: &Context, v: &mut Verdict) {
     };
     v.fact(
         "seq",
-        json!({
-            "position": position,
-            "offset": offset,
-            "rcv_nxt": sock.rcv_nxt,
-            "rcv_wnd": sock.rcv_wnd,
-            "from": from,
-        }),
+        Evidence::new()
+            .with("position", position)
+            .with("offset", offset)
+            .with("rcv_nxt", sock.rcv_nxt)
+            .with("rcv_wnd", sock.rcv_wnd)
+            .with("from", from),
     );
 }
 
@@ -168,18 +168,17 @@ fn received_errno(state: TcpState) -> &'static str {
 fn sender_evidence(ctx: &Context, v: &mut Verdict) -> bool {
     match &ctx.sender {
         Sender::Paired(p) => {
-            let mut m = Map::new();
-            m.insert("cause".into(), json!(p.cause.id()));
-            m.insert("delta_us".into(), json!(p.delta_us));
+            let mut m = Evidence::new()
+                .with("cause", p.cause.id())
+                .with("delta_us", p.delta_us)
+                .with("seq_matched", p.seq_matched);
             if let Some(ns) = p.netns {
-                m.insert("netns".into(), json!(ns));
+                m = m.with("netns", ns);
             }
             if let Some(t) = &p.process {
-                m.insert("pid".into(), json!(t.pid));
-                m.insert("comm".into(), json!(t.comm));
+                m = m.with("pid", t.pid).with("comm", t.comm.clone());
             }
-            m.insert("seq_matched".into(), json!(p.seq_matched));
-            v.fact("peer_event", Value::Object(m));
+            v.fact("peer_event", m);
             true
         }
         Sender::LocalSentNone { netns } => {

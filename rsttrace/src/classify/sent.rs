@@ -2,12 +2,11 @@
 //! from the socket and trigger-packet facts; then what the previous
 //! connection on the 4-tuple says.
 
-use serde_json::json;
-
 use super::Context;
 use super::evidence::{Verdict, errno_name};
 use crate::model::cause::{CauseId, Confidence};
 use crate::model::event::{Event, ExecContext, PriorKind, TcpFlags, TcpState};
+use crate::model::evidence::Evidence;
 
 pub(super) const SOFTIRQ_TIMER: u8 = rsttrace_ebpf::linux::softirq::TIMER;
 /// RCV_SHUTDOWN | SEND_SHUTDOWN.
@@ -26,7 +25,9 @@ pub(super) fn previous_connection(id: CauseId, ctx: &Context, v: &mut Verdict) -
     }
     v.fact(
         "previous_connection",
-        json!({"ended": prev.cause.id(), "ago_ms": prev.ago.as_millis() as u64}),
+        Evidence::new()
+            .with("ended", prev.cause.id())
+            .with("ago_ms", prev.ago.as_millis() as u64),
     );
     v.confidence = Confidence::Likely;
     CauseId::HalfOpen
@@ -156,7 +157,7 @@ pub(super) fn sent_with_reason(ev: &Event, reason: &str, v: &mut Verdict) -> Cau
             CauseId::InvalidPacket
         }
         _ => {
-            v.fact("unmapped_reason", reason);
+            v.fact("unmapped_reason", reason.to_string());
             sent_without_reason(ev, v)
         }
     }

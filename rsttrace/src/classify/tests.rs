@@ -9,6 +9,7 @@ use super::sent::{SHUTDOWN_MASK, SOFTIRQ_TIMER};
 use super::*;
 use crate::model::cause::Confidence;
 use crate::model::event::{ExecContext, Packet, PriorClose, PriorKind, Socket, TcpFlags};
+use crate::model::evidence::Fact;
 
 fn base(direction: Direction, state: TcpState) -> Event {
     Event {
@@ -662,7 +663,7 @@ fn a_received_rsts_sequence_number_is_placed_against_rcv_nxt() {
     let in_window = at(TcpState::ESTABLISHED, 1200, &none);
     assert_eq!(
         (&in_window["position"], &in_window["offset"]),
-        (&json!("in_window"), &json!(200))
+        (&Fact::from("in_window"), &Fact::from(200))
     );
     assert_eq!(
         at(TcpState::ESTABLISHED, 1500, &none)["position"],
@@ -683,7 +684,7 @@ fn a_received_rsts_sequence_number_is_placed_against_rcv_nxt() {
     let seq = &classify_with(&ev, &ctx).evidence["seq"];
     assert_eq!(
         (&seq["position"], &seq["from"]),
-        (&json!("exact"), &json!("sender"))
+        (&Fact::from("exact"), &Fact::from("sender"))
     );
     assert!(classify_with(&ev, &paired()).evidence.get("seq").is_none());
 }

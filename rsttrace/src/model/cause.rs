@@ -649,7 +649,7 @@ pub struct Cause {
     pub id: CauseId,
     pub confidence: Confidence,
     /// The facts that led to the verdict, by name.
-    pub evidence: serde_json::Map<String, serde_json::Value>,
+    pub evidence: super::evidence::Evidence,
 }
 
 #[cfg(test)]

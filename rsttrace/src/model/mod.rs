@@ -4,6 +4,7 @@
 
 pub mod cause;
 pub mod event;
+pub mod evidence;
 pub mod explain;
 pub mod schema;
 pub mod text;

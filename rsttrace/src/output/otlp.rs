@@ -535,7 +535,7 @@ pub(crate) fn log_record(
     if !rec.cause.evidence.is_empty() {
         attributes.push(string(
             "rsttrace.evidence",
-            serde_json::Value::Object(rec.cause.evidence.clone()).to_string(),
+            serde_json::Value::Object(rec.cause.evidence.to_json()).to_string(),
         ));
     }
     if let Some(p) = &e.process {

@@ -7,6 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use super::{Sink, TextOptions};
 use crate::model::event::{Direction, Event};
+use crate::model::evidence::Fact;
 use crate::model::text::escape_control;
 use crate::record::Classified;
 
@@ -166,8 +167,8 @@ fn details(s: &mut String, rec: &Classified) {
         "peer_idle_s",
     ];
     let mut shown = [None; SHOWN.len()];
-    for (key, v) in &rec.cause.evidence {
-        if let Some(i) = SHOWN.iter().position(|k| k == key) {
+    for (key, v) in rec.cause.evidence.iter() {
+        if let Some(i) = SHOWN.iter().position(|k| *k == key) {
             shown[i] = Some(v);
         }
     }
@@ -208,7 +209,7 @@ fn details(s: &mut String, rec: &Classified) {
 
 /// ` prior=listener_closed by 4242/nginx 3.0s ago`: who had the 4-tuple
 /// (or the port) before, in the words an on-call engineer wants.
-fn prior_phrase(s: &mut String, prior: &serde_json::Value) {
+fn prior_phrase(s: &mut String, prior: &Fact) {
     let text = |k: &str| escape_control(prior[k].as_str().unwrap_or("?")).into_owned();
     let _ = write!(s, " prior={}", text("kind"));
     if let Some(pid) = prior["pid"].as_u64() {

@@ -17,6 +17,7 @@ use crate::model::cause::{Cause, CauseId, Confidence};
 use crate::model::event::{
     Direction, Event, ExecContext, Owner, Packet, Socket, Task, TcpFlags, TcpState,
 };
+use crate::model::evidence::Evidence;
 use crate::record::Classified;
 
 /// One line of an export.
@@ -125,8 +126,8 @@ fn event(v: &Value) -> Result<Classified> {
         listener_group: None,
     };
     let evidence = match v.get("evidence") {
-        Some(Value::Object(map)) => map.clone(),
-        _ => serde_json::Map::new(),
+        Some(Value::Object(map)) => Evidence::from_json(map.clone()),
+        _ => Evidence::new(),
     };
     Ok(Classified {
         event,

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::collect::counters::KernelDrops;
 use crate::enrich::procinfo::Container;
 use crate::model::event::{Event, Owner, Task};
+use crate::model::evidence::{Evidence, Fact};
 use crate::model::explain::Lang;
 use crate::model::text::escape_control;
 use crate::output::{Sink, printable_time};
@@ -227,7 +228,7 @@ impl Writer {
         key!(self, "exit_signal");
         self.opt_uint(e.exit_signal.map(u64::from));
         key!(self, "evidence");
-        self.object(&rec.cause.evidence);
+        self.evidence(&rec.cause.evidence);
         // --stack; absent when not captured. Frames name files and symbols
         // of the traced programs: hostile text.
         if let Some(frames) = &rec.stacks.kernel {
@@ -405,6 +406,27 @@ impl Writer {
             }
             Value::Object(map) => self.object(map),
         }
+    }
+
+    fn evidence(&mut self, facts: &Evidence) {
+        self.buf.push(b'{');
+        for (i, (name, fact)) in facts.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            // Names read back from a file are anyone's text.
+            self.hostile(name);
+            self.buf.push(b':');
+            match fact {
+                Fact::Text(s) => self.hostile(s),
+                Fact::Uint(n) => self.uint(*n),
+                Fact::Int(n) => self.raw(itoa::Buffer::new().format(*n).as_bytes()),
+                Fact::Bool(b) => self.bool(*b),
+                Fact::Facts(facts) => self.evidence(facts),
+                Fact::Json(v) => self.value(v),
+            }
+        }
+        self.buf.push(b'}');
     }
 
     fn object(&mut self, map: &Map<String, Value>) {
