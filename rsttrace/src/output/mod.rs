@@ -81,7 +81,10 @@ pub(crate) fn sink(
     writer: Box<dyn Write + Send>,
     opts: &TextOptions,
 ) -> Box<dyn Sink + Send> {
-    let out = BufWriter::with_capacity(64 * 1024, writer);
+    // Flushed after every batch anyway; the capacity only bounds the
+    // writes of a storm's long batches, where a filesystem's cost per
+    // byte falls with the size of the write.
+    let out = BufWriter::with_capacity(256 * 1024, writer);
     match format {
         Format::Text => Box::new(text::TextSink::new(out, *opts)),
         Format::Json => Box::new(json::JsonSink::new(out, opts.lang)),
