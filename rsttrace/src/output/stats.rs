@@ -27,9 +27,10 @@ pub(crate) fn lock(stats: &Shared) -> MutexGuard<'_, Stats> {
 pub(crate) struct Stats {
     /// Per cause and direction, the counts per kernel reason (`None`: no
     /// reason): closed sets and the kernel's enum, so bounded, and the
-    /// reasons of one cause few. Counting an event allocates nothing once
-    /// its key was seen.
-    resets: HashMap<(CauseId, Direction), Vec<ReasonCount>>,
+    /// reasons of one cause few. Indexed by `reset_slot` (empty until the
+    /// first event): no hashing per event, and counting allocates nothing
+    /// once a reason was seen.
+    resets: Vec<Vec<ReasonCount>>,
     total: u64,
     /// Per local port, indexed by port (empty until the first event). A
     /// storm's ephemeral ports would make a hash map of ~30k entries, as
@@ -76,6 +77,19 @@ pub(crate) struct StackSummary {
     pub(crate) unsymbolized: u64,
 }
 
+const DIRECTIONS: [Direction; 3] = [Direction::Sent, Direction::Received, Direction::Abort];
+
+/// Where a cause and direction are counted in `Stats::resets`.
+fn reset_slot(cause: CauseId, direction: Direction) -> usize {
+    let d = match direction {
+        Direction::Sent => 0,
+        Direction::Received => 1,
+        Direction::Abort => 2,
+    };
+    debug_assert_eq!(DIRECTIONS[d], direction);
+    cause as usize * DIRECTIONS.len() + d
+}
+
 /// Distinct owners counted by name; a fork storm cannot grow the table.
 pub(crate) const MAX_OWNERS: usize = 4096;
 
@@ -85,7 +99,10 @@ impl Stats {
         let e = &rec.event;
         // An empty name would be a second `kernel_reason=""` series.
         let reason = e.reason().filter(|name| !name.is_empty());
-        let reasons = self.resets.entry((rec.cause.id, e.direction)).or_default();
+        if self.resets.is_empty() {
+            self.resets = vec![Vec::new(); CauseId::ALL.len() * DIRECTIONS.len()];
+        }
+        let reasons = &mut self.resets[reset_slot(rec.cause.id, e.direction)];
         match reasons.iter_mut().find(|(r, _)| r.as_deref() == reason) {
             Some((_, n)) => *n += 1,
             None => {
@@ -122,7 +139,11 @@ impl Stats {
     /// Counts per cause, direction and kernel reason (`""` for none), in
     /// no particular order.
     pub(crate) fn resets(&self) -> impl Iterator<Item = (CauseId, Direction, &str, u64)> {
-        self.resets.iter().flat_map(|(&(c, d), reasons)| {
+        self.resets.iter().enumerate().flat_map(|(slot, reasons)| {
+            let (c, d) = (
+                CauseId::ALL[slot / DIRECTIONS.len()],
+                DIRECTIONS[slot % DIRECTIONS.len()],
+            );
             reasons
                 .iter()
                 .map(move |(r, n)| (c, d, r.as_deref().unwrap_or(""), *n))
@@ -161,6 +182,23 @@ impl Stats {
 mod tests {
     use super::*;
     use crate::record::fixtures::record;
+
+    /// Every cause in every direction is counted under its own name.
+    #[test]
+    fn each_cause_and_direction_counts_apart() {
+        let mut stats = Stats::default();
+        let mut rec = record();
+        for &cause in CauseId::ALL {
+            for direction in DIRECTIONS {
+                rec.cause.id = cause;
+                rec.event.direction = direction;
+                stats.add(&rec);
+            }
+        }
+        let counts = stats.by_cause();
+        assert_eq!(counts.len(), CauseId::ALL.len() * DIRECTIONS.len());
+        assert!(counts.values().all(|&n| n == 1));
+    }
 
     #[test]
     fn the_summary_adds_up_the_kernel_reasons() {
