@@ -1,13 +1,12 @@
-//! The verdict a rule fills (evidence and confidence) and the JSON
-//! helpers its facts are written with.
+//! The verdict a rule fills (evidence and confidence) and the names its
+//! facts are written with.
+
+use std::borrow::Cow;
 
 use rsttrace_ebpf::linux::errno::{
     EACCES, ECONNABORTED, ECONNREFUSED, ECONNRESET, EHOSTDOWN, EHOSTUNREACH, EMSGSIZE, ENETDOWN,
     ENETUNREACH, ENOPROTOOPT, EPIPE, EPROTO, ETIMEDOUT,
 };
-
-use std::borrow::Cow;
-
 use serde_json::json;
 
 use super::Folded;
