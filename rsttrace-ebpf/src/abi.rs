@@ -655,8 +655,8 @@ impl Field {
 pub enum Load {
     /// An integer (or bitfield) loaded with a 1, 2, 4 or 8 byte read.
     Scalar,
-    /// 16 bytes copied as they are (an IPv6 address, a task name).
-    Bytes16,
+    /// A 16-byte IPv6 address copied as bytes.
+    Addr16,
 }
 
 /// One `Offsets` field as userspace resolves it from BTF (not shared with
@@ -768,9 +768,9 @@ offsets_table! {
         /// TCP state.
         skc_state: Required Scalar ("sock_common", "skc_state"),
         /// IPv6 remote address (only with CONFIG_IPV6).
-        skc_v6_daddr: Optional Bytes16 ("sock_common", "skc_v6_daddr"),
+        skc_v6_daddr: Optional Addr16 ("sock_common", "skc_v6_daddr"),
         /// IPv6 local address (only with CONFIG_IPV6).
-        skc_v6_rcv_saddr: Optional Bytes16 ("sock_common", "skc_v6_rcv_saddr"),
+        skc_v6_rcv_saddr: Optional Addr16 ("sock_common", "skc_v6_rcv_saddr"),
         /// Socket cookie (0 until someone asked for it).
         skc_cookie: Optional Scalar ("sock_common", "skc_cookie"),
         // struct sock / inet_sock
@@ -848,8 +848,6 @@ offsets_table! {
         task_flags: Optional Scalar ("task_struct", "flags"),
         /// `task_struct.exit_code` (the signal of an exit).
         task_exit_code: Optional Scalar ("task_struct", "exit_code"),
-        /// `task_struct.comm`: the task's name.
-        task_comm: Optional Bytes16 ("task_struct", "comm"),
         // network namespace: sock_common.skc_net.net, sk_buff.dev,
         // net_device.nd_net.net, net.ns.inum (possible_net_t is a struct
         // holding `struct net *net` with CONFIG_NET_NS)

@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel_buf,
         generated::{
-            bpf_get_current_comm as bpf_get_current_comm_raw, bpf_get_current_task,
+            bpf_get_current_comm as bpf_get_current_comm_raw,
             bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_skc_to_tcp_sock,
             bpf_skc_to_tcp_timewait_sock,
         },
@@ -153,26 +153,14 @@ pub(crate) unsafe fn copy_comm(dst: &mut [u8; 16], src: &[u8; 16]) {
     }
 }
 
-/// `current_comm` into memory that may be uninitialised. Copied from the
-/// task as it is: bpf_get_current_comm copies it as a string, and costs
-/// more. Userspace stops at the first NUL (older kernels leave a longer
-/// former name's bytes behind it).
+/// `current_comm` into memory that may be uninitialised.
 ///
 /// # Safety
 /// `out` must be valid for writes of 16 bytes.
 #[inline(always)]
 pub(crate) unsafe fn current_comm_into(out: *mut [u8; 16]) {
-    let comm = off!(task_comm);
-    // SAFETY: both helpers write all 16 bytes (zeroes when they fail); the
-    // read checks its source.
-    unsafe {
-        if comm.offset == ABSENT {
-            bpf_get_current_comm_raw(out.cast(), 16);
-        } else {
-            let task = bpf_get_current_task() as *const u8;
-            bpf_probe_read_kernel_raw(out.cast(), 16, task.add(comm.offset as usize).cast());
-        }
-    }
+    // SAFETY: the helper writes all 16 bytes (zeroes when it fails).
+    unsafe { bpf_get_current_comm_raw(out.cast(), 16) };
 }
 
 /// How a program reads the socket its hook was given, and the objects

@@ -235,7 +235,7 @@ fn to_field(loc: MemberLoc, load: Load) -> Result<Field, String> {
         return Err(format!("not byte-aligned (bit offset {})", loc.bit_offset));
     }
     let size = match (load, loc.byte_size) {
-        (Load::Scalar, s @ (1 | 2 | 4 | 8)) | (Load::Bytes16, s @ 16) => s as u8,
+        (Load::Scalar, s @ (1 | 2 | 4 | 8)) | (Load::Addr16, s @ 16) => s as u8,
         (_, s) => return Err(format!("unexpected size {s}")),
     };
     Ok(Field {
@@ -281,7 +281,7 @@ fn kernel_release() -> String {
 mod tests {
     use super::*;
     use crate::kernel::btf::tests::Builder;
-    use Load::{Bytes16, Scalar};
+    use Load::{Addr16, Scalar};
 
     fn field(offset: u32, size: u8) -> Field {
         Field {
@@ -307,9 +307,9 @@ mod tests {
                 .map(|f| (f.offset, f.size, f.bit_shift, f.bit_width))
         };
         assert_eq!(conv(96, 0, 2, Scalar), Some((12, 2, 0, 0)));
-        assert_eq!(conv(448, 0, 16, Bytes16), Some((56, 16, 0, 0)));
+        assert_eq!(conv(448, 0, 16, Addr16), Some((56, 16, 0, 0)));
         assert_eq!(conv(448, 0, 16, Scalar), None);
-        assert_eq!(conv(96, 0, 4, Bytes16), None);
+        assert_eq!(conv(96, 0, 4, Addr16), None);
         assert_eq!(conv(96, 0, 3, Scalar), None);
         assert_eq!(conv(97, 0, 2, Scalar), None);
 
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(conv(6, 12, 4, Scalar), Some((0, 4, 6, 12)));
         assert_eq!(conv(15, 20, 4, Scalar), Some((1, 4, 7, 20)));
         assert_eq!(conv(7, 64, 8, Scalar), None);
-        assert_eq!(conv(8, 4, 16, Bytes16), None);
+        assert_eq!(conv(8, 4, 16, Addr16), None);
     }
 
     /// A kernel shaped like 6.1: `sk_flags` only via `__sk_common.skc_flags`,
