@@ -64,10 +64,6 @@ impl Evidence {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn clear(&mut self) {
         self.0.clear();
     }
@@ -144,7 +140,8 @@ impl Fact {
         self.as_str().is_some()
     }
 
-    /// A nested fact, or null when there is none (as `Value::get`).
+    /// A nested fact by name; None when there is none, or when this fact
+    /// holds no nested facts (as `Value::get`).
     pub fn get(&self, name: &str) -> Option<&Fact> {
         match self {
             Fact::Facts(facts) => facts.get(name),
