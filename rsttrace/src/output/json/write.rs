@@ -409,35 +409,38 @@ impl Writer {
     }
 
     fn evidence(&mut self, facts: &Evidence) {
-        self.buf.push(b'{');
-        for (i, (name, fact)) in facts.iter().enumerate() {
-            if i > 0 {
-                self.buf.push(b',');
-            }
-            // Names read back from a file are anyone's text.
-            self.hostile(name);
-            self.buf.push(b':');
-            match fact {
-                Fact::Text(s) => self.hostile(s),
-                Fact::Uint(n) => self.uint(*n),
-                Fact::Int(n) => self.raw(itoa::Buffer::new().format(*n).as_bytes()),
-                Fact::Bool(b) => self.bool(*b),
-                Fact::Facts(facts) => self.evidence(facts),
-                Fact::Json(v) => self.value(v),
-            }
+        self.members(facts.iter(), Self::fact);
+    }
+
+    fn fact(&mut self, fact: &Fact) {
+        match fact {
+            Fact::Text(s) => self.hostile(s),
+            Fact::Uint(n) => self.uint(*n),
+            Fact::Int(n) => self.raw(itoa::Buffer::new().format(*n).as_bytes()),
+            Fact::Bool(b) => self.bool(*b),
+            Fact::Facts(facts) => self.evidence(facts),
+            Fact::Json(v) => self.value(v),
         }
-        self.buf.push(b'}');
     }
 
     fn object(&mut self, map: &Map<String, Value>) {
+        self.members(map.iter().map(|(k, v)| (k.as_str(), v)), Self::value);
+    }
+
+    /// `{"name":value,...}`; names read back from a file are anyone's text.
+    fn members<'a, V>(
+        &mut self,
+        members: impl Iterator<Item = (&'a str, V)>,
+        mut value: impl FnMut(&mut Self, V),
+    ) {
         self.buf.push(b'{');
-        for (i, (k, v)) in map.iter().enumerate() {
+        for (i, (name, v)) in members.enumerate() {
             if i > 0 {
                 self.buf.push(b',');
             }
-            self.hostile(k);
+            self.hostile(name);
             self.buf.push(b':');
-            self.value(v);
+            value(self, v);
         }
         self.buf.push(b'}');
     }
