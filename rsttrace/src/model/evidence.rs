@@ -170,6 +170,13 @@ impl std::ops::Index<&str> for Fact {
     }
 }
 
+/// JSON text: `{"name":value,...}`.
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Value::Object(self.to_json()))
+    }
+}
+
 /// JSON text, as `Value`'s `Display`.
 impl fmt::Display for Fact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -336,6 +343,10 @@ mod tests {
         assert_eq!(
             Fact::from(Evidence::new().with("k", 1u8)).to_string(),
             r#"{"k":1}"#
+        );
+        assert_eq!(
+            Evidence::new().with("b", "x").with("a", 1u8).to_string(),
+            r#"{"a":1,"b":"x"}"#
         );
     }
 }

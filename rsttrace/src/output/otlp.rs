@@ -533,10 +533,7 @@ pub(crate) fn log_record(
         attributes.push(string("rsttrace.kernel_reason", hostile(reason)));
     }
     if !rec.cause.evidence.is_empty() {
-        attributes.push(string(
-            "rsttrace.evidence",
-            serde_json::Value::Object(rec.cause.evidence.to_json()).to_string(),
-        ));
+        attributes.push(string("rsttrace.evidence", rec.cause.evidence.to_string()));
     }
     if let Some(p) = &e.process {
         attributes.push(int("process.pid", p.pid.into()));

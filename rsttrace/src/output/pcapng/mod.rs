@@ -229,7 +229,7 @@ pub(crate) fn comment(rec: &Classified, captured: bool) -> String {
     );
     if !rec.cause.evidence.is_empty() {
         c.push_str(" evidence=");
-        c.push_str(&serde_json::Value::Object(rec.cause.evidence.to_json()).to_string());
+        c.push_str(&rec.cause.evidence.to_string());
     }
     for (label, frames) in [
         ("kernel_stack", &rec.stacks.kernel),
