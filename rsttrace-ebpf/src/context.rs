@@ -40,6 +40,7 @@ pub(crate) fn current<M: Kmem>(sk: *const u8) -> Exec {
 }
 
 /// `current` for a caller that has read the socket's state already.
+#[inline(always)]
 pub(crate) fn current_in<M: Kmem>(sk: *const u8, state: u8) -> Exec {
     if global!(tuning.context) == context::source::PREEMPT_COUNT {
         from_preempt_count()
@@ -51,6 +52,7 @@ pub(crate) fn current_in<M: Kmem>(sk: *const u8, state: u8) -> Exec {
 }
 
 /// The event's (context, softirq vector).
+#[inline(always)]
 pub(crate) fn for_event(exec: Exec, active_reset: bool) -> (u8, u8) {
     match exec {
         Exec::Task => (context::TASK, 0),
@@ -79,6 +81,7 @@ fn from_preempt_count() -> Exec {
     }
 }
 
+#[inline(always)]
 fn from_socket_lock<M: Kmem>(sk: *const u8, state: u8) -> Exec {
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return Exec::Interrupt;

@@ -132,6 +132,7 @@ pub(crate) fn on_socketless_rst<M: Kmem>(
     emit::<M>(&origin, tuple, None, unsafe { bpf_ktime_get_ns() });
 }
 
+#[inline(always)]
 pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
     // One clock read for the event and the echo slot: in a VM it is a
     // good part of a program's time.
@@ -158,6 +159,7 @@ pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
 }
 
 /// `now`: the event's time (bpf_ktime_get_ns).
+#[inline(always)]
 fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64) {
     let sk = origin.sk;
     let pid_tgid = bpf_get_current_pid_tgid();

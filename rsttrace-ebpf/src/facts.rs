@@ -42,6 +42,7 @@ pub(crate) struct Packet {
 
 /// Parses the trigger skb's IP and TCP headers; the RST goes back to its source,
 /// so the packet's destination is the local end.
+#[inline(always)]
 pub(crate) fn read_packet<M: Kmem>(skb: *const u8, pkt: &mut Packet, tuple: &mut Tuple) -> bool {
     // `head` is a plain number even where the skb is typed (a pointer
     // to bytes, not to a struct): the headers are read with the helper.
@@ -113,6 +114,7 @@ fn read_header<const N: usize>(at: *const u8, out: &mut MaybeUninit<[u8; N]>) ->
 }
 
 /// The 4-tuple from `struct sock_common`, valid for full, request and timewait sockets.
+#[inline(always)]
 pub(crate) fn read_sock_tuple<M: Kmem>(sk: *const u8, tuple: &mut Tuple) {
     tuple.family = M::load(sk, off!(skc_family)).unwrap_or(0) as u16;
     read_sock_remote::<M>(
@@ -145,6 +147,7 @@ pub(crate) fn read_sock_tuple<M: Kmem>(sk: *const u8, tuple: &mut Tuple) {
 
 /// The socket's remote end as `read_sock_tuple` stores it: the owner
 /// identity (`owners::peer_of`) must read it in the same form.
+#[inline(always)]
 pub(crate) fn read_sock_remote<M: Kmem>(
     sk: *const u8,
     family: u16,
@@ -162,6 +165,7 @@ pub(crate) fn read_sock_remote<M: Kmem>(
 
 /// The network namespace inode of the socket, else of the device the
 /// trigger packet came in on; 0 when unknown.
+#[inline(always)]
 pub(crate) fn netns_of<M: Kmem>(sk: *const u8, skb: *const u8) -> u32 {
     if !sk.is_null() {
         return match M::load(sk, off!(skc_net)) {
@@ -183,6 +187,7 @@ pub(crate) fn netns_of<M: Kmem>(sk: *const u8, skb: *const u8) -> u32 {
 }
 
 /// The index of the skb's device, 0 when unknown.
+#[inline(always)]
 pub(crate) fn ifindex_of<M: Kmem>(skb: *const u8) -> u32 {
     match M::load(skb, off!(skb_dev)) {
         Some(dev) if dev != 0 => {
@@ -193,6 +198,7 @@ pub(crate) fn ifindex_of<M: Kmem>(skb: *const u8) -> u32 {
 }
 
 /// Socket facts that explain why the RST was made.
+#[inline(always)]
 pub(crate) fn read_sock<M: Kmem>(sk: *const u8, ev: &mut RstEvent) {
     ev.flags |= flag::HAS_SOCK;
     ev.state = M::load(sk, off!(skc_state)).unwrap_or(0) as u8;
@@ -264,6 +270,7 @@ pub(crate) fn read_sock<M: Kmem>(sk: *const u8, ev: &mut RstEvent) {
 }
 
 /// Whether the current task is exiting, and with which signal.
+#[inline(always)]
 pub(crate) fn read_task(ev: &mut RstEvent) {
     // SAFETY: the helper returns the current task pointer.
     let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -283,6 +290,7 @@ pub(crate) fn soft_error<M: Kmem>(sk: *const u8) -> u64 {
 
 /// The socket's cgroup v2 id, 0 when unknown. 5.10 keeps the cgroup
 /// pointer in a union with net_cls/net_prio data, flagged by bit 0.
+#[inline(always)]
 pub(crate) fn sock_cgroup_id(sk: *const u8) -> u64 {
     let cgroup = load(sk, off!(sk_cgroup)).unwrap_or(0);
     if cgroup == 0 || cgroup & 1 != 0 {

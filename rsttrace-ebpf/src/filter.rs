@@ -16,6 +16,7 @@ pub(crate) fn passes_packet_filter(tuple: &Tuple) -> bool {
 
 /// `pid`/`cgroup` are the owner's, else the actor's where it ran the code,
 /// else `ABSENT`/0; `sk_cgroup` is the socket's own (0: unknown).
+#[inline(always)]
 pub(crate) fn passes_filter(
     tuple: &Tuple,
     pid: u32,

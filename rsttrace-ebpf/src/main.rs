@@ -23,6 +23,10 @@
 //! (checked kernel reads), `sink.rs` (the `EVENTS` map: ring buffer, or
 //! perf event array with the `perf` feature).
 //!
+//! The event path is inlined into each program (`#[inline(always)]`): a
+//! BPF-to-BPF call costs a call, a frame and a return through the kernel's
+//! return thunk, as a helper call does.
+//!
 //! Rust eBPF has no CO-RE: every kernel struct field is read at an offset that
 //! userspace resolved from the running kernel's BTF (`OFFSETS`).
 #![no_std]

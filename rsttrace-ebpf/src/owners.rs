@@ -154,6 +154,7 @@ pub(crate) fn forget_listener(netns: u32, port: u16) {
 
 /// The owner of the listener on this local port, for a socket with no
 /// owner of its own (null when none was seen listening).
+#[inline(always)]
 pub(crate) fn listener_owner(netns: u32, local_port: u16) -> *const Owner {
     let key = ListenerKey {
         netns,
@@ -166,6 +167,7 @@ pub(crate) fn listener_owner(netns: u32, local_port: u16) -> *const Owner {
 /// The socket's remembered owner, or null. Entries outlive their sockets
 /// (no hook runs per destroyed socket); one made for an earlier socket at
 /// this address had another remote end, and is not this socket's.
+#[inline(always)]
 pub(crate) fn owner_of<M: Kmem>(sk: *const u8) -> *const Owner {
     if sk.is_null() {
         return core::ptr::null();
@@ -174,6 +176,7 @@ pub(crate) fn owner_of<M: Kmem>(sk: *const u8) -> *const Owner {
 }
 
 /// `owner_of` for a caller that has read the remote end already.
+#[inline(always)]
 pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
     match OWNERS.get_ptr(sk as u64) {
         // SAFETY: map value, valid for this run of the program.
@@ -183,6 +186,7 @@ pub(crate) fn owner_at(sk: *const u8, peer: u64) -> *const Owner {
 }
 
 /// The socket's remote end as `Owner::peer`; zero for a listener.
+#[inline(always)]
 fn peer_of<M: Kmem>(sk: *const u8) -> u64 {
     let family = M::load(sk, off!(skc_family)).unwrap_or(0) as u16;
     let mut port = 0;

@@ -22,6 +22,7 @@ use crate::{STACK_BUDGET, STACKS, count};
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
 
+#[inline(always)]
 pub(crate) fn capture_stacks(ctx: *mut c_void, owner: *const Owner, ev: &mut RstEvent) {
     ev.kernel_stack_id = -1;
     ev.user_stack_id = -1;
