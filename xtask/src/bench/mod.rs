@@ -8,7 +8,10 @@
 //!   namespace of their own, pinned to one CPU with the tracer on another;
 //! - an RST storm: threads connect() to a closed loopback port in a tight
 //!   loop; every attempt makes the kernel send one RST (NO_SOCKET) and
-//!   receive it (SYN_SENT), i.e. two events.
+//!   receive it (SYN_SENT), i.e. two events. Twice: on every core, where
+//!   the tracer competes with the storm for CPU, and on one thread pinned
+//!   to the healthy workloads' CPU with the tracer on the other, which
+//!   measures what tracing costs the workload's own CPU.
 //!
 //! Scenarios are interleaved round by round so that drift on a shared
 //! machine hits all of them alike; ratios are medians of each round's
@@ -57,18 +60,27 @@ pub enum Workload {
     Rr,
     /// TCP_CRR style: connect, request/response, close.
     Crr,
-    /// connect() to a closed port in a loop: two RSTs per attempt.
+    /// connect() to a closed port in a loop: two RSTs per attempt, on
+    /// every core (short mode: one thread), the tracer among them.
     Storm,
+    /// The storm on one thread pinned to one CPU, the tracer on another.
+    PinnedStorm,
 }
 
 impl Workload {
-    const ALL: [Workload; 3] = [Workload::Rr, Workload::Crr, Workload::Storm];
+    const ALL: [Workload; 4] = [
+        Workload::Rr,
+        Workload::Crr,
+        Workload::Storm,
+        Workload::PinnedStorm,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Workload::Rr => "TCP_RR",
             Workload::Crr => "TCP_CRR",
             Workload::Storm => "RST storm",
+            Workload::PinnedStorm => "pinned RST storm",
         }
     }
 
@@ -76,12 +88,21 @@ impl Workload {
         match self {
             Workload::Rr => "transactions/s",
             Workload::Crr => "connections/s",
-            Workload::Storm => "RST/s",
+            Workload::Storm | Workload::PinnedStorm => "RST/s",
         }
     }
 
     fn is_healthy(self) -> bool {
-        !matches!(self, Workload::Storm)
+        !self.is_storm()
+    }
+
+    fn is_storm(self) -> bool {
+        matches!(self, Workload::Storm | Workload::PinnedStorm)
+    }
+
+    /// Whether the workload has a CPU of its own, and its tracer another.
+    fn is_pinned(self) -> bool {
+        self != Workload::Storm
     }
 
     /// The ways each workload runs. The storm keeps its text-to-stdout rows,
@@ -97,6 +118,15 @@ impl Workload {
                 Tool::Tcpdump,
                 Tool::JsonlStats,
                 Tool::BaselineText,
+                Tool::BaselineJsonl,
+            ],
+            Workload::PinnedStorm => &[
+                Tool::Untraced,
+                Tool::Text,
+                Tool::Jsonl,
+                Tool::Stack,
+                Tool::Tcpdump,
+                Tool::JsonlStats,
                 Tool::BaselineJsonl,
             ],
             Workload::Rr => &[
@@ -434,11 +464,11 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
     // Text rows print to a file: rsttrace skips a stdout that is /dev/null.
     let text_out =
         matches!(tool, Tool::Text | Tool::BaselineText).then(|| export.with_extension("txt"));
-    let mut placement = match workload.is_healthy() {
+    let mut placement = match workload.is_pinned() {
         true => Placement {
             cpu: setup.tracer_cpu,
-            // tcpdump captures the loopback of its own namespace.
-            netns: (tool == Tool::Tcpdump).then(|| setup.healthy.netns()),
+            // tcpdump captures the loopback of the healthy workloads' own namespace.
+            netns: (tool == Tool::Tcpdump && workload.is_healthy()).then(|| setup.healthy.netns()),
             stdout: None,
         },
         false => Placement::default(),
@@ -480,9 +510,13 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
         _ => None,
     };
     let (done, resets) = match workload {
-        Workload::Storm => {
+        Workload::Storm | Workload::PinnedStorm => {
+            let (threads, cpu) = match workload {
+                Workload::Storm => (setup.storm_threads, None),
+                _ => (1, setup.workload_cpu),
+            };
             let before = ResetCounters::read()?;
-            let done = workload::storm(setup.closed_port, setup.storm_threads, setup.duration);
+            let done = workload::storm(setup.closed_port, threads, cpu, setup.duration)?;
             (done, ResetCounters::read()?.since(before))
         }
         Workload::Rr | Workload::Crr => {

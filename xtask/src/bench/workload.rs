@@ -34,8 +34,8 @@ pub struct Done {
 
 /// connect() to a closed loopback port in a loop on `threads` threads
 /// until `duration` passes; every attempt makes the kernel send one RST
-/// (NO_SOCKET) and receive it (SYN_SENT).
-pub fn storm(port: u16, threads: usize, duration: Duration) -> Done {
+/// (NO_SOCKET) and receive it (SYN_SENT). `cpu`: every thread pinned there.
+pub fn storm(port: u16, threads: usize, cpu: Option<usize>, duration: Duration) -> Result<Done> {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into();
@@ -44,25 +44,31 @@ pub fn storm(port: u16, threads: usize, duration: Duration) -> Done {
         .map(|_| {
             let (stop, count) = (stop.clone(), count.clone());
             thread::spawn(move || {
+                if let Some(cpu) = cpu {
+                    pin_to_cpu(cpu)?;
+                }
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
                     n += 1;
                 }
                 count.fetch_add(n, Ordering::Relaxed);
+                io::Result::Ok(())
             })
         })
         .collect();
     thread::sleep(duration);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
-        let _ = w.join();
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a storm thread panicked"))?
+            .context("pinning a storm thread")?;
     }
-    Done {
+    Ok(Done {
         units: count.load(Ordering::Relaxed),
         elapsed: start.elapsed(),
         cpu: None,
-    }
+    })
 }
 
 /// Where the healthy workloads run: a network namespace and one CPU.
@@ -404,7 +410,7 @@ mod tests {
         assert!(rr.cpu.unwrap() > Duration::ZERO);
         assert!(after.since(before).is_zero(), "{:?}", after.since(before));
         // The counters are the namespace's: the host's storm does not reach them.
-        let _ = storm(closed_port(), 1, Duration::from_millis(50));
+        let _ = storm(closed_port(), 1, None, Duration::from_millis(50)).unwrap();
         assert!(healthy.reset_counters().unwrap().since(after).is_zero());
     }
 
