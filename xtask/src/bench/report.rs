@@ -55,6 +55,9 @@ pub fn render(rows: &[Row], cx: &Context) -> String {
 }
 
 fn healthy_table(t: &mut String, rows: &[Row], workload: Workload) {
+    if !rows.iter().any(|r| r.workload == workload) {
+        return;
+    }
     let _ = writeln!(
         t,
         "\n## {}: {}, no RSTs\n",
