@@ -84,8 +84,8 @@ fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
         return;
     }
     // Field by field into place, the comm by its helper: `[0; 16]` for the
-    // comm alone is a `memset` call, and zeroing all of it first a helper
-    // call (`zeroed!`). Owner has no padding, so every byte is written.
+    // comm alone is a `memset` call, and zeroing all of it first (`zeroed!`)
+    // stores every word twice. Owner has no padding, so every byte is written.
     let mut slot = MaybeUninit::<Owner>::uninit();
     let p = slot.as_mut_ptr();
     // SAFETY: writes to fields of `slot`, which lives for this function;

@@ -104,19 +104,33 @@ macro_rules! zeroed {
     };
 }
 
-/// Zeroes `*p` with a read from address 0, which fails, and a failed read
-/// zeroes its destination: one helper call whatever the size. Unlike stores
-/// of zero, it leaves the bytes unknown to the verifier, as the `memset`
-/// loop did: known zeroes are values it would track along every path.
+/// A zero the verifier cannot know: a word of `.bss`, a map nothing writes.
+#[unsafe(no_mangle)]
+static mut UNKNOWN_ZERO: u32 = 0;
+
+/// Zeroes `*p` with stores of `UNKNOWN_ZERO`. Unlike stores of the constant
+/// zero, they leave the bytes unknown to the verifier: known zeroes are
+/// values it would track along every path. (A helper call, as a failed
+/// read that zeroes its destination, costs a call, a return and a memset.)
 ///
 /// # Safety
 /// `p` must be valid for writes of a `T`.
 #[inline(always)]
 pub(crate) unsafe fn zero_on_stack<T>(p: *mut T) {
-    // SAFETY: the helper writes at most size_of::<T>() bytes to `p` (the
-    // caller's promise), and checks the source.
-    unsafe {
-        bpf_probe_read_kernel_raw(p.cast(), size_of::<T>() as u32, core::ptr::null());
+    // SAFETY: `UNKNOWN_ZERO` is a plain word that nothing writes.
+    let zero = unsafe { core::ptr::read_volatile(&raw const UNKNOWN_ZERO) };
+    if align_of::<T>() >= 4 && size_of::<T>() % 4 == 0 {
+        let words = p.cast::<u32>();
+        for i in 0..size_of::<T>() / 4 {
+            // SAFETY: in bounds of `*p` (the caller's promise), and aligned.
+            unsafe { core::ptr::write_volatile(words.add(i), zero) };
+        }
+    } else {
+        let bytes = p.cast::<u8>();
+        for i in 0..size_of::<T>() {
+            // SAFETY: in bounds of `*p` (the caller's promise).
+            unsafe { core::ptr::write_volatile(bytes.add(i), zero as u8) };
+        }
     }
 }
 
