@@ -26,7 +26,7 @@ use rsttrace_ebpf::{
 use crate::{
     event::{on_firewall_reset, on_socketless_rst},
     facts::{Packet, Tuple, netns_of, read_packet},
-    read::{Probe, load},
+    read::{Btf, Kmem, Probe, load},
 };
 
 /// Kernel addresses start far above any `enum nf_inet_hooks` value.
@@ -70,8 +70,9 @@ pub fn kp_nf_send_reset(ctx: ProbeContext) -> u32 {
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn btf_socketless_rst(ctx: BtfTracePointContext) -> i32 {
     let skb: *const u8 = ctx.arg(0);
-    // Every packet the host sends passes here: one load for almost all.
-    if load(skb, off!(skb_sk)) != Some(0) || load(skb, off!(skb_iif)) != Some(0) {
+    // Every packet the host sends passes here: one load for almost all,
+    // typed (an instruction, where a probe read is a helper call).
+    if Btf::load(skb, off!(skb_sk)) != Some(0) || Btf::load(skb, off!(skb_iif)) != Some(0) {
         return 0;
     }
     let mut tuple = Tuple::default();
