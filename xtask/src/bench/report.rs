@@ -32,11 +32,7 @@ pub fn render(rows: &[Row], cx: &Context) -> String {
     let _ = writeln!(
         t,
         "Ratios are medians over rounds of traced/untraced in the same round. Healthy traffic runs on the loopback of a network namespace of its own, client and server on one thread, {}; its ratios compare rates per second of that thread's CPU time (softirq work in its context included), which other load on the machine does not skew as it does wall time. Events seen there come from elsewhere on the host: the workload makes no RST (RSTs made: the namespace's OutRsts).",
-        match (cx.workload_cpu, cx.tracer_cpu) {
-            (Some(w), Some(tr)) if w != tr =>
-                format!("the generator pinned to CPU {w} and the tracer to CPU {tr}"),
-            _ => "unpinned (fewer than two CPUs)".into(),
-        }
+        pinning(cx, "the generator")
     );
     if cx.stats_were_on {
         let _ = writeln!(
@@ -52,6 +48,16 @@ pub fn render(rows: &[Row], cx: &Context) -> String {
     kernel_table(&mut t, rows);
     targets_table(&mut t, rows);
     t
+}
+
+/// Where a pinned workload (`who`) and its tracer ran.
+fn pinning(cx: &Context, who: &str) -> String {
+    match (cx.workload_cpu, cx.tracer_cpu) {
+        (Some(w), Some(tr)) if w != tr => {
+            format!("{who} pinned to CPU {w} and the tracer to CPU {tr}")
+        }
+        _ => format!("{who} unpinned (fewer than two CPUs)"),
+    }
 }
 
 fn healthy_table(t: &mut String, rows: &[Row], workload: Workload) {
@@ -110,12 +116,8 @@ fn storm_table(t: &mut String, rows: &[Row], cx: &Context, workload: Workload) {
     if workload == Workload::PinnedStorm {
         let _ = writeln!(
             t,
-            "\n## Pinned RST storm: connect() to a closed loopback port, 1 thread, {}\n",
-            match (cx.workload_cpu, cx.tracer_cpu) {
-                (Some(w), Some(tr)) if w != tr =>
-                    format!("pinned to CPU {w}, the tracer to CPU {tr}"),
-                _ => "unpinned (fewer than two CPUs)".into(),
-            }
+            "\n## Pinned RST storm: connect() to a closed loopback port, {}\n",
+            pinning(cx, "one thread")
         );
         let _ = writeln!(
             t,
