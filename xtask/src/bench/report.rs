@@ -121,7 +121,7 @@ fn storm_table(t: &mut String, rows: &[Row], cx: &Context, workload: Workload) {
         );
         let _ = writeln!(
             t,
-            "What tracing costs the storm's own CPU: the kernel programs run there, in its context; the tracer's CPU (CPU ns/event) is the other one's. In the storm above, the tracer takes its CPU from the storm as well.\n"
+            "What tracing costs the storm's own CPU: the kernel programs run there, in its context; the tracer's CPU (CPU ns/event) is the other one's. In the all-cores storm, the tracer takes its CPU from the storm as well.\n"
         );
     } else {
         let _ = writeln!(
