@@ -511,9 +511,9 @@ fn run_scenario(workload: Workload, tool: Tool, setup: &Setup) -> Result<Sample>
     };
     let (done, resets) = match workload {
         Workload::Storm | Workload::PinnedStorm => {
-            let (threads, cpu) = match workload {
-                Workload::Storm => (setup.storm_threads, None),
-                _ => (1, setup.workload_cpu),
+            let (threads, cpu) = match workload.is_pinned() {
+                true => (1, setup.workload_cpu),
+                false => (setup.storm_threads, None),
             };
             let before = ResetCounters::read()?;
             let done = workload::storm(setup.closed_port, threads, cpu, setup.duration)?;
