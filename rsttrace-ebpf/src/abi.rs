@@ -201,6 +201,17 @@ pub mod context {
     }
 }
 
+/// `Tuning::current_task`: how the programs read the task that ran the
+/// hook (its ids, name, user and cgroup).
+pub mod current_task {
+    /// One helper call each (`bpf_get_current_pid_tgid`, `_comm`, ...).
+    pub const HELPERS: u32 = 0;
+    /// Loads from the task's typed pointer (`bpf_get_current_task_btf`,
+    /// Linux 5.11+; the `task_*` offsets), in the programs whose hook
+    /// arguments are typed too (tp_btf, fentry).
+    pub const TYPED: u32 = 1;
+}
+
 /// Bits of `RstEvent::flags`.
 pub mod flag {
     /// A socket (full, request or timewait) was involved; `sk` is non-zero.
@@ -848,6 +859,25 @@ offsets_table! {
         task_flags: Optional Scalar ("task_struct", "flags"),
         /// `task_struct.exit_code` (the signal of an exit).
         task_exit_code: Optional Scalar ("task_struct", "exit_code"),
+        // The current task's identity, read through its typed pointer
+        // (`Tuning::current_task`): `task_struct.pid`, `.tgid`, `.comm`,
+        // `.cred`, `cred.uid.val`, `task_struct.cgroups` and
+        // `css_set.dfl_cgrp` (then `cgroup.kn`, `kernfs_node.id` as above).
+        /// `task_struct.pid`: the thread id.
+        task_pid: Optional Scalar ("task_struct", "pid"),
+        /// `task_struct.tgid`: the process id.
+        task_tgid: Optional Scalar ("task_struct", "tgid"),
+        /// `task_struct.comm`: the thread's name.
+        task_comm: Optional Addr16 ("task_struct", "comm"),
+        /// `task_struct.cred`: the task's credentials.
+        task_cred: Optional Scalar ("task_struct", "cred"),
+        /// `cred.uid.val`: the real user id, as the kernel's root user
+        /// namespace numbers it.
+        cred_uid: Optional Scalar ("cred", "uid.val"),
+        /// `task_struct.cgroups`: the task's css_set.
+        task_cgroups: Optional Scalar ("task_struct", "cgroups"),
+        /// `css_set.dfl_cgrp`: its cgroup v2 cgroup.
+        css_set_dfl_cgrp: Optional Scalar ("css_set", "dfl_cgrp"),
         // network namespace: sock_common.skc_net.net, sk_buff.dev,
         // net_device.nd_net.net, net.ns.inum (possible_net_t is a struct
         // holding `struct net *net` with CONFIG_NET_NS)
@@ -875,6 +905,23 @@ offsets_table! {
         sock_done_bit: "SOCK_DONE",
     }
 }
+impl Offsets {
+    /// The fields that `current_task::TYPED` loads.
+    pub fn current_task_fields(&self) -> [Field; 9] {
+        [
+            self.task_pid,
+            self.task_tgid,
+            self.task_comm,
+            self.task_cred,
+            self.cred_uid,
+            self.task_cgroups,
+            self.css_set_dfl_cgrp,
+            self.cgroup_kn,
+            self.kernfs_node_id,
+        ]
+    }
+}
+
 // No implicit padding, whatever the rows.
 const _: () = assert!(
     core::mem::size_of::<Offsets>()
@@ -995,8 +1042,8 @@ pub struct Tuning {
     /// `--stack`: at most this many events per CPU take stacks in each
     /// `STACK_BUDGET_WINDOW_NS`; the others are sent without (0: all take them).
     pub stacks_per_window: u32,
-    /// Zero.
-    pub _pad: u32,
+    /// `current_task::*`.
+    pub current_task: u32,
 }
 const _: () = assert!(core::mem::size_of::<Tuning>() == 64);
 
@@ -1027,7 +1074,8 @@ impl PreemptCount {
 }
 
 impl Tuning {
-    /// No wake-up threshold, no stacks, context from the socket lock.
+    /// No wake-up threshold, no stacks, context from the socket lock, the
+    /// current task through helpers.
     pub const DEFAULT: Tuning = Tuning {
         wakeup_bytes: 0,
         tp: TracepointLayout {
@@ -1041,7 +1089,7 @@ impl Tuning {
         preempt: PreemptCount::UNRESOLVED,
         wakeup_gap_ns: 0,
         stacks_per_window: 0,
-        _pad: 0,
+        current_task: current_task::HELPERS,
     };
 }
 

@@ -3,7 +3,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use rsttrace_ebpf::{
     abi::{ABI_VERSION, ABSENT, RstEvent, counter, direction, flag, kind, peer_key},
     linux::{tcp_flag, tcp_state},
@@ -13,14 +13,15 @@ use crate::{
     LAST_RST,
     context::{self, Exec},
     count,
+    current::Current,
     facts::{
-        Packet, Tuple, ifindex_of, netns_of, read_packet, read_sock, read_sock_tuple, read_task,
+        Packet, Tuple, ifindex_of, netns_of, read_packet, read_sock, read_sock_tuple,
         sock_cgroup_id,
     },
     filter::passes_filter,
     history::read_history,
     owners::{listener_owner, owner_at, owner_of},
-    read::{Kmem, copy_comm, current_comm, zero},
+    read::{Kmem, copy_comm, zero},
     sink,
     stacks::capture_stacks,
 };
@@ -162,7 +163,8 @@ pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
 #[inline(always)]
 fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64) {
     let sk = origin.sk;
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let current = Current::get::<M>();
+    let pid_tgid = current.pid_tgid();
     let state = if sk.is_null() {
         0
     } else {
@@ -194,10 +196,7 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
         // SAFETY: map value, valid for this run of the program.
         unsafe { ((*owner).tgid, (*owner).cgroup) }
     } else if exec == Exec::Task {
-        // SAFETY: the helper has no preconditions.
-        ((pid_tgid >> 32) as u32, unsafe {
-            bpf_get_current_cgroup_id()
-        })
+        ((pid_tgid >> 32) as u32, current.cgroup_id())
     } else {
         (ABSENT, 0)
     };
@@ -262,11 +261,14 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
         (ev.context, ev.softirq_vec) = context::for_event(exec, active_reset);
         ev.actor_pid = pid_tgid as u32;
         ev.actor_tgid = (pid_tgid >> 32) as u32;
-        current_comm(&mut ev.actor_comm);
+        current.comm_into(&mut ev.actor_comm);
         // In an interrupt `current` is a bystander: whether it is exiting
         // says nothing about this RST.
-        if exec == Exec::Task {
-            read_task(ev);
+        if exec == Exec::Task
+            && let Some(signal) = current.exit_signal()
+        {
+            ev.flags |= flag::TASK_EXITING;
+            ev.exit_signal = signal;
         }
         if !sk.is_null() {
             read_sock::<M>(sk, ev);

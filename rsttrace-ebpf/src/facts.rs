@@ -3,10 +3,10 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_jiffies64, generated::bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_jiffies64, generated::bpf_probe_read_kernel};
 use rsttrace_ebpf::{
     abi::{Field, RstEvent, counter, flag},
-    linux::{PF_EXITING, af, tcp_state},
+    linux::{af, tcp_state},
 };
 
 use crate::{
@@ -266,20 +266,6 @@ pub(crate) fn read_sock<M: Kmem>(sk: *const u8, ev: &mut RstEvent) {
         // low half of jiffies64.
         let now = unsafe { bpf_jiffies64() } as u32;
         ev.rcv_idle_jiffies = now.wrapping_sub(rcv as u32);
-    }
-}
-
-/// Whether the current task is exiting, and with which signal.
-#[inline(always)]
-pub(crate) fn read_task(ev: &mut RstEvent) {
-    // SAFETY: the helper returns the current task pointer.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    if task.is_null() {
-        return;
-    }
-    if load(task, off!(task_flags)).unwrap_or(0) & PF_EXITING != 0 {
-        ev.flags |= flag::TASK_EXITING;
-        ev.exit_signal = (load(task, off!(task_exit_code)).unwrap_or(0) & 0x7f) as u8;
     }
 }
 

@@ -11,7 +11,7 @@
 //! in the same instant could mix two closes; a lookup checks the whole key,
 //! so at worst a close is reported with another close's details.
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use rsttrace_ebpf::{
     abi::{HISTORY_WAYS, History, HistoryKey, MAX_HISTORY, RstEvent, counter, history, peer_key},
     linux::tcp_state,
@@ -21,9 +21,10 @@ use crate::{
     HISTORY,
     context::{self, Exec},
     count,
+    current::Current,
     facts::{Tuple, netns_of, read_sock_tuple, soft_error},
     owners::{forget_listener, owner_at},
-    read::{Kmem, copy_comm, current_comm},
+    read::{Kmem, copy_comm},
 };
 
 const LISTEN: i32 = tcp_state::LISTEN as i32;
@@ -76,10 +77,12 @@ pub(crate) fn record_close<M: Kmem>(sk: *const u8, oldstate: i32) {
         // SAFETY: comm fields of a History and an Owner.
         unsafe { copy_comm(&mut entry.comm, &o.comm) };
     } else if task() {
-        let pid_tgid = bpf_get_current_pid_tgid();
+        let current = Current::get::<M>();
+        let pid_tgid = current.pid_tgid();
         entry.tgid = (pid_tgid >> 32) as u32;
         entry.pid = pid_tgid as u32;
-        current_comm(&mut entry.comm);
+        // SAFETY: History's comm field is aligned (`comm_into`).
+        unsafe { current.comm_into(&mut entry.comm) };
     }
     store(&key, entry);
 }

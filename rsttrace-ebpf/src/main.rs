@@ -15,7 +15,8 @@
 //!   a socket, which 6.1's tracepoint misses, and `tcp_reset`'s skb is the
 //!   received RST itself.
 //!
-//! The rest, by concern: `context.rs` (task or interrupt), `owners.rs`
+//! The rest, by concern: `context.rs` (task or interrupt), `current.rs`
+//! (the task that ran the hook), `owners.rs`
 //! (who owns a socket), `history.rs` (a 4-tuple's last close), `aborts.rs`
 //! (errors without an RST), `packets.rs` (RST segments for pcapng),
 //! `facts.rs` (socket, packet and task reads),
@@ -125,6 +126,7 @@ macro_rules! off {
 mod read;
 mod aborts;
 mod context;
+mod current;
 mod event;
 mod facts;
 mod filter;

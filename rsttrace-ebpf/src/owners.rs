@@ -13,10 +13,7 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
-};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use rsttrace_ebpf::{
     abi::{ListenerKey, Owner, counter, peer_key},
     linux::tcp_state,
@@ -26,9 +23,10 @@ use crate::{
     LAST_CLOSE, LISTENERS, OWNERS,
     context::{self, Exec},
     count,
+    current::Current,
     facts::{netns_of, read_sock_remote},
     history::record_close,
-    read::{Kmem, current_comm_into},
+    read::Kmem,
 };
 
 const CLOSE: i32 = tcp_state::CLOSE as i32;
@@ -68,7 +66,8 @@ pub(crate) fn on_set_state<M: Kmem>(sk: u64, oldstate: i32, newstate: i32) {
 
 fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
     let peer = peer_of::<M>(sk);
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let current = Current::get::<M>();
+    let pid_tgid = current.pid_tgid();
     // Look up first: entries are never deleted, and the slab hands a
     // freed socket's address to the next one, so even a new socket's
     // address is usually in the map already. An insert of a key that is
@@ -83,21 +82,21 @@ fn remember_owner<M: Kmem>(sk: *const u8, fresh: bool, listening: bool) {
         // connect() then close() by the same thread: nothing new.
         return;
     }
-    // Field by field into place, the comm by its helper: `[0; 16]` for the
-    // comm alone is a `memset` call, and zeroing all of it first (`zeroed!`)
-    // stores every word twice. Owner has no padding, so every byte is written.
+    // Field by field into place: `[0; 16]` for the comm alone is a `memset`
+    // call, and zeroing all of it first (`zeroed!`) stores every word twice.
+    // Owner has no padding, so every byte is written.
     let mut slot = MaybeUninit::<Owner>::uninit();
     let p = slot.as_mut_ptr();
     // SAFETY: writes to fields of `slot`, which lives for this function;
-    // the comm helper writes (or zeroes) all 16 bytes of its field.
+    // `comm_into` writes all 16 bytes of its aligned field.
     let owner = unsafe {
         (&raw mut (*p).tgid).write((pid_tgid >> 32) as u32);
         (&raw mut (*p).pid).write(pid_tgid as u32);
-        (&raw mut (*p).uid).write(bpf_get_current_uid_gid() as u32);
+        (&raw mut (*p).uid).write(current.uid());
         (&raw mut (*p).listeners).write(0);
-        (&raw mut (*p).cgroup).write(bpf_get_current_cgroup_id());
+        (&raw mut (*p).cgroup).write(current.cgroup_id());
         (&raw mut (*p).peer).write(peer);
-        current_comm_into(&raw mut (*p).comm);
+        current.comm_into(&raw mut (*p).comm);
         slot.assume_init()
     };
     if listening {

@@ -7,14 +7,14 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel_buf,
         generated::{
-            bpf_get_current_comm as bpf_get_current_comm_raw,
+            bpf_get_current_comm as bpf_get_current_comm_raw, bpf_get_current_task_btf,
             bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_skc_to_tcp_sock,
             bpf_skc_to_tcp_timewait_sock,
         },
     },
     programs::TracePointContext,
 };
-use rsttrace_ebpf::abi::{ABSENT, Field, counter};
+use rsttrace_ebpf::abi::{ABSENT, Field, counter, current_task};
 
 use crate::count;
 
@@ -134,14 +134,6 @@ pub(crate) unsafe fn zero_on_stack<T>(p: *mut T) {
     }
 }
 
-/// The current task's name (the kernel zeroes `out` when it fails).
-/// aya's wrapper returns a fresh array, which LLVM zeroes with `memset`.
-#[inline(always)]
-pub(crate) fn current_comm(out: &mut [u8; 16]) {
-    // SAFETY: `out` is valid for writes of 16 bytes.
-    unsafe { current_comm_into(out) };
-}
-
 /// A task name copied between records as two words: `=` on `[u8; 16]`
 /// is a call to the byte-loop `memmove` builtin.
 ///
@@ -167,7 +159,9 @@ pub(crate) unsafe fn copy_comm(dst: &mut [u8; 16], src: &[u8; 16]) {
     }
 }
 
-/// `current_comm` into memory that may be uninitialised.
+/// The current task's name, by its helper (which zeroes `out` when it
+/// fails), into memory that may be uninitialised. aya's wrapper returns a
+/// fresh array, which LLVM zeroes with `memset`.
 ///
 /// # Safety
 /// `out` must be valid for writes of 16 bytes.
@@ -194,6 +188,9 @@ pub(crate) trait Kmem {
     fn full(sk: *const u8) -> *const u8;
     /// The socket as a `tcp_timewait_sock`; null when it is not one.
     fn timewait(sk: *const u8) -> *const u8;
+    /// The current task, typed; null where its facts come from helpers
+    /// (`current.rs`).
+    fn current_task() -> *const u8;
 }
 
 /// Reads through bpf_probe_read_kernel: any pointer.
@@ -221,6 +218,11 @@ impl Kmem for Probe {
     #[inline(always)]
     fn timewait(sk: *const u8) -> *const u8 {
         sk
+    }
+
+    #[inline(always)]
+    fn current_task() -> *const u8 {
+        core::ptr::null()
     }
 }
 
@@ -274,5 +276,17 @@ impl Kmem for Btf {
     fn timewait(sk: *const u8) -> *const u8 {
         // SAFETY: as above.
         unsafe { bpf_skc_to_tcp_timewait_sock(sk as *mut c_void) as *const u8 }
+    }
+
+    #[inline(always)]
+    fn current_task() -> *const u8 {
+        // A load-time constant: on kernels without the helper the verifier
+        // never reaches its call.
+        if global!(tuning.current_task) == current_task::TYPED {
+            // SAFETY: the helper has no preconditions.
+            unsafe { bpf_get_current_task_btf() as *const u8 }
+        } else {
+            core::ptr::null()
+        }
     }
 }

@@ -200,3 +200,69 @@ fn a_server_socket_reset_before_its_first_read_has_the_listeners_owner() {
         assert_eq!(ev["evidence"]["peer_event"]["cause"], "linger_zero", "{ev}");
     }
 }
+
+/// The owner of a refused connect() is the very thread that called it:
+/// its process and thread ids, its own name and user, and its process's
+/// cgroup v2 id, whichever way the kernel programs read the current task
+/// (`current.rs`: typed loads on 5.11+, helpers before). The thread drops
+/// to another user with the raw system call, which changes only its own
+/// credentials, and takes a name of its own.
+#[test]
+fn a_refused_connect_names_the_thread_its_name_and_user() {
+    const NAME: &str = "rsttrace-owner";
+    const NOBODY: u32 = 65534;
+    let closed = free_port();
+    let Some(mut sc) = Scenario::new("a_refused_connect_names_the_thread_its_name_and_user")
+        .trace(&["--port", &closed.to_string()])
+        .start()
+    else {
+        return;
+    };
+    let connecting = std::thread::Builder::new()
+        .name(NAME.into())
+        .spawn(move || {
+            // SAFETY: system calls without pointers; they change only this
+            // thread's credentials, which end with it.
+            let (gid, uid) = unsafe {
+                (
+                    libc::syscall(libc::SYS_setresgid, NOBODY, NOBODY, NOBODY),
+                    libc::syscall(libc::SYS_setresuid, NOBODY, NOBODY, NOBODY),
+                )
+            };
+            assert_eq!((gid, uid), (0, 0), "dropping to nobody");
+            TcpStream::connect(loopback(closed)).expect_err("nothing listens");
+            // SAFETY: gettid has no preconditions.
+            unsafe { libc::gettid() }
+        })
+        .unwrap();
+    let tid = connecting.join().unwrap();
+    let events = sc.stop();
+
+    let refused = find(&events, "received", "peer_refused");
+    assert_eq!(refused.len(), 1, "events:\n{}", describe(&events));
+    let ev = refused[0];
+    let owner = &ev["owner"];
+    assert_eq!(owner["pid"], our_pid(), "{ev}");
+    assert_eq!(owner["tid"], tid, "{ev}");
+    assert_ne!(owner["tid"], owner["pid"], "{ev}");
+    assert_eq!(owner["comm"], NAME, "{ev}");
+    assert_eq!(owner["uid"], NOBODY, "{ev}");
+    assert_eq!(owner["cgroup_id"], our_cgroup_id(), "{ev}");
+    // The receive ran in that thread's own connect() (loopback: the RST
+    // waits in the socket's backlog until connect() releases the socket).
+    assert_eq!(ev["actor"]["context"], "task", "{ev}");
+    assert_eq!(ev["actor"]["tid"], tid, "{ev}");
+    assert_eq!(ev["actor"]["comm"], NAME, "{ev}");
+}
+
+/// This process's cgroup v2 id: the inode of its directory.
+fn our_cgroup_id() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = rsttrace::enrich::procinfo::unified_cgroup_path(&cgroups)
+        .expect("a cgroup v2 line in /proc/self/cgroup");
+    let dir = rsttrace::enrich::scope::cgroup_v2_root().join(path.trim_start_matches('/'));
+    std::fs::metadata(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .ino()
+}

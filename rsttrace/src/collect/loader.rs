@@ -154,6 +154,19 @@ impl Session {
         };
         let offsets = resolve_offsets(&btf)?;
         drop(btf);
+        if helpers::available(&helpers::CURRENT_TASK_BTF)
+            && offsets.current_task_fields().iter().all(|f| f.is_present())
+        {
+            tuning.current_task = abi::current_task::TYPED;
+        }
+        debug!(
+            "the current task is read {}",
+            if tuning.current_task == abi::current_task::TYPED {
+                "by typed loads"
+            } else {
+                "by helpers"
+            }
+        );
         let mut ebpf = load_object(
             opts.transport,
             &offsets,

@@ -13,14 +13,19 @@ pub struct Helper {
     pub since: &'static str,
 }
 
+/// The current task as a typed pointer: its ids, name, user and cgroup are
+/// then loads rather than helper calls (rsttrace-ebpf `current.rs`), and
+/// `--stack` reaches its saved user registers.
+pub const CURRENT_TASK_BTF: Helper = Helper {
+    name: "bpf_get_current_task_btf",
+    id: BpfHelper::BPF_FUNC_get_current_task_btf,
+    since: "5.11",
+};
+
 /// `--stack`: the task's saved user registers, for the words at the user
 /// stack pointer (see rsttrace-ebpf `stacks.rs`).
 pub const STACK_HELPERS: [Helper; 2] = [
-    Helper {
-        name: "bpf_get_current_task_btf",
-        id: BpfHelper::BPF_FUNC_get_current_task_btf,
-        since: "5.11",
-    },
+    CURRENT_TASK_BTF,
     Helper {
         name: "bpf_task_pt_regs",
         id: BpfHelper::BPF_FUNC_task_pt_regs,

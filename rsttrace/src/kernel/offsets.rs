@@ -537,6 +537,18 @@ mod tests {
         }
         assert_eq!(o.skc_net.size, 8);
         assert_eq!(o.net_inum.size, 4);
+        // The current task's typed reads (5.11+ kernels have them all).
+        assert!(
+            o.current_task_fields().iter().all(|f| f.is_present()),
+            "{o:#?}"
+        );
+        assert_eq!(o.task_comm.size, 16);
+        assert_eq!(
+            (o.task_pid.size, o.task_tgid.size, o.cred_uid.size),
+            (4, 4, 4)
+        );
+        assert_eq!((o.task_cred.size, o.task_cgroups.size), (8, 8));
+        assert_eq!((o.css_set_dfl_cgrp.size, o.kernfs_node_id.size), (8, 8));
         assert_eq!(Some(o.write_seq.offset), expect("tcp_sock", "write_seq"));
         // The hook table's needs, on the running kernel.
         match btf.func_proto_param_count("btf_trace_tcp_send_reset") {
