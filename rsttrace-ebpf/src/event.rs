@@ -62,21 +62,30 @@ pub(crate) fn on_send_reset<M: Kmem>(
 }
 
 /// `tcp_v{4,6}_send_reset` entry: the function returns without sending when
-/// the trigger is itself an RST, so those calls are not RSTs sent.
+/// the trigger is itself an RST, so those calls are not RSTs sent. The
+/// trigger read for that test is the event's.
 pub(crate) fn on_passive_reset_call<M: Kmem>(
     ctx: *mut c_void,
     sk: *const u8,
     skb: *const u8,
     hook: u8,
 ) {
-    if !skb.is_null() {
-        zeroed!(tuple: Tuple);
-        zeroed!(pkt: Packet);
-        if read_packet::<M>(skb, pkt, tuple) && pkt.flags & tcp_flag::RST != 0 {
-            return;
-        }
+    zeroed!(tuple: Tuple);
+    zeroed!(pkt: Packet);
+    let has_packet = !skb.is_null() && read_packet::<M>(skb, pkt, tuple);
+    if has_packet && pkt.flags & tcp_flag::RST != 0 {
+        return;
     }
-    on_send_reset::<M>(ctx, sk, skb, ABSENT, hook);
+    let origin = Origin {
+        ctx,
+        sk,
+        skb,
+        reason: ABSENT,
+        hook,
+        direction: direction::SENT,
+        nf_hook: 0,
+    };
+    socket_event_with::<M>(&origin, tuple, has_packet.then_some(&*pkt));
 }
 
 /// `skb`, when the hook has it, is the received RST: its TTL and window are
@@ -135,6 +144,16 @@ pub(crate) fn on_socketless_rst<M: Kmem>(
 
 #[inline(always)]
 pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
+    zeroed!(tuple: Tuple);
+    zeroed!(pkt: Packet);
+    let has_packet = !origin.skb.is_null() && read_packet::<M>(origin.skb, pkt, tuple);
+    socket_event_with::<M>(origin, tuple, has_packet.then_some(&*pkt));
+}
+
+/// The event of `origin`, whose trigger packet (`pkt`, when there is one)
+/// has been read into `pkt` and `tuple`.
+#[inline(always)]
+fn socket_event_with<M: Kmem>(origin: &Origin, tuple: &mut Tuple, pkt: Option<&Packet>) {
     // One clock read for the event and the echo slot: in a VM it is a
     // good part of a program's time.
     // SAFETY: the helper has no preconditions.
@@ -149,14 +168,11 @@ pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
             *at = now;
         }
     }
-    zeroed!(tuple: Tuple);
-    zeroed!(pkt: Packet);
-    let has_packet = !origin.skb.is_null() && read_packet::<M>(origin.skb, pkt, tuple);
-    if !has_packet && !origin.sk.is_null() {
+    if pkt.is_none() && !origin.sk.is_null() {
         read_sock_tuple::<M>(origin.sk, tuple);
     }
     tuple.netns = netns_of::<M>(origin.sk, origin.skb);
-    emit::<M>(origin, tuple, has_packet.then_some(&*pkt), now);
+    emit::<M>(origin, tuple, pkt, now);
 }
 
 /// `now`: the event's time (bpf_ktime_get_ns).
