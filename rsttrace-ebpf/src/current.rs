@@ -9,9 +9,9 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-    bpf_get_current_uid_gid,
+    bpf_get_current_task_btf, bpf_get_current_uid_gid,
 };
-use rsttrace_ebpf::linux::PF_EXITING;
+use rsttrace_ebpf::{abi::current_task, linux::PF_EXITING};
 
 use crate::read::{Btf, Kmem, Probe, current_comm_into};
 
@@ -23,23 +23,37 @@ const _: () = {
     assert!(align_of::<History>() >= 4 && offset_of!(History, comm) % 4 == 0);
 };
 
-/// The current task: typed, or null where its facts come from helpers.
-pub(crate) struct Current(*const u8);
+/// The current task, typed, when its facts are loads from it (`typed`);
+/// else they come from helpers. Every choice tests `typed`, a load-time
+/// constant to the verifier, never the pointer: to 6.1's verifier a typed
+/// pointer may be null, and it walked both ways at every test.
+pub(crate) struct Current {
+    task: *const u8,
+    typed: bool,
+}
 
 impl Current {
     #[inline(always)]
     pub(crate) fn get<M: Kmem>() -> Current {
-        Current(M::current_task())
+        let typed = M::TYPED && global!(tuning.current_task) == current_task::TYPED;
+        let task = if typed {
+            // SAFETY: the helper has no preconditions; on kernels without
+            // it `typed` is false, and the verifier never reaches the call.
+            unsafe { bpf_get_current_task_btf() as *const u8 }
+        } else {
+            core::ptr::null()
+        };
+        Current { task, typed }
     }
 
     /// `(tgid << 32) | pid`, as `bpf_get_current_pid_tgid`.
     #[inline(always)]
     pub(crate) fn pid_tgid(&self) -> u64 {
-        if self.0.is_null() {
+        if !self.typed {
             return bpf_get_current_pid_tgid();
         }
-        let pid = Btf::load(self.0, off!(task_pid)).unwrap_or(0);
-        let tgid = Btf::load(self.0, off!(task_tgid)).unwrap_or(0);
+        let pid = Btf::load(self.task, off!(task_pid)).unwrap_or(0);
+        let tgid = Btf::load(self.task, off!(task_tgid)).unwrap_or(0);
         (tgid << 32) | pid
     }
 
@@ -51,7 +65,7 @@ impl Current {
     /// the comm fields it is given are (asserted below).
     #[inline(always)]
     pub(crate) unsafe fn comm_into(&self, out: *mut [u8; 16]) {
-        if self.0.is_null() {
+        if !self.typed {
             // SAFETY: the caller's promise.
             unsafe { current_comm_into(out) };
             return;
@@ -60,7 +74,7 @@ impl Current {
         // SAFETY: the verifier checks each load against task_struct.comm
         // (a fault reads zero); the stores are the caller's promise.
         unsafe {
-            let src = self.0.add(comm.offset as usize).cast::<u32>();
+            let src = self.task.add(comm.offset as usize).cast::<u32>();
             let dst = out.cast::<u32>();
             for i in 0..4 {
                 dst.add(i).write(core::ptr::read_volatile(src.add(i)));
@@ -71,10 +85,10 @@ impl Current {
     /// The real user id.
     #[inline(always)]
     pub(crate) fn uid(&self) -> u32 {
-        if self.0.is_null() {
+        if !self.typed {
             return bpf_get_current_uid_gid() as u32;
         }
-        Btf::load(self.0, off!(task_cred))
+        Btf::load(self.task, off!(task_cred))
             .and_then(|cred| Btf::load(cred as *const u8, off!(cred_uid)))
             .unwrap_or(0) as u32
     }
@@ -82,11 +96,11 @@ impl Current {
     /// The cgroup v2 id, as `bpf_get_current_cgroup_id`.
     #[inline(always)]
     pub(crate) fn cgroup_id(&self) -> u64 {
-        if self.0.is_null() {
+        if !self.typed {
             // SAFETY: the helper has no preconditions.
             return unsafe { bpf_get_current_cgroup_id() };
         }
-        Btf::load(self.0, off!(task_cgroups))
+        Btf::load(self.task, off!(task_cgroups))
             .and_then(|set| Btf::load(set as *const u8, off!(css_set_dfl_cgrp)))
             .and_then(|cgroup| Btf::load(cgroup as *const u8, off!(cgroup_kn)))
             .and_then(|kn| Btf::load(kn as *const u8, off!(kernfs_node_id)))
@@ -96,8 +110,8 @@ impl Current {
     /// The signal the task is exiting with, if it is exiting.
     #[inline(always)]
     pub(crate) fn exit_signal(&self) -> Option<u8> {
-        if !self.0.is_null() {
-            return exit_signal_of::<Btf>(self.0);
+        if self.typed {
+            return exit_signal_of::<Btf>(self.task);
         }
         // SAFETY: the helper returns the current task's address, which
         // the probe reads check.

@@ -7,14 +7,14 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel_buf,
         generated::{
-            bpf_get_current_comm as bpf_get_current_comm_raw, bpf_get_current_task_btf,
+            bpf_get_current_comm as bpf_get_current_comm_raw,
             bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_skc_to_tcp_sock,
             bpf_skc_to_tcp_timewait_sock,
         },
     },
     programs::TracePointContext,
 };
-use rsttrace_ebpf::abi::{ABSENT, Field, counter, current_task};
+use rsttrace_ebpf::abi::{ABSENT, Field, counter};
 
 use crate::count;
 
@@ -188,9 +188,9 @@ pub(crate) trait Kmem {
     fn full(sk: *const u8) -> *const u8;
     /// The socket as a `tcp_timewait_sock`; null when it is not one.
     fn timewait(sk: *const u8) -> *const u8;
-    /// The current task, typed; null where its facts come from helpers
-    /// (`current.rs`).
-    fn current_task() -> *const u8;
+    /// Whether the hook's own arguments are typed: then so may be the
+    /// current task (`current.rs`).
+    const TYPED: bool;
 }
 
 /// Reads through bpf_probe_read_kernel: any pointer.
@@ -200,6 +200,8 @@ pub(crate) enum Probe {}
 pub(crate) enum Btf {}
 
 impl Kmem for Probe {
+    const TYPED: bool = false;
+
     #[inline(always)]
     fn load(base: *const u8, field: Field) -> Option<u64> {
         load(base, field)
@@ -219,14 +221,11 @@ impl Kmem for Probe {
     fn timewait(sk: *const u8) -> *const u8 {
         sk
     }
-
-    #[inline(always)]
-    fn current_task() -> *const u8 {
-        core::ptr::null()
-    }
 }
 
 impl Kmem for Btf {
+    const TYPED: bool = true;
+
     #[inline(always)]
     fn load(base: *const u8, field: Field) -> Option<u64> {
         if field.offset == ABSENT || field.size == 0 || field.size > 8 {
@@ -276,17 +275,5 @@ impl Kmem for Btf {
     fn timewait(sk: *const u8) -> *const u8 {
         // SAFETY: as above.
         unsafe { bpf_skc_to_tcp_timewait_sock(sk as *mut c_void) as *const u8 }
-    }
-
-    #[inline(always)]
-    fn current_task() -> *const u8 {
-        // A load-time constant: on kernels without the helper the verifier
-        // never reaches its call.
-        if global!(tuning.current_task) == current_task::TYPED {
-            // SAFETY: the helper has no preconditions.
-            unsafe { bpf_get_current_task_btf() as *const u8 }
-        } else {
-            core::ptr::null()
-        }
     }
 }
