@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    Workspace,
+    Workspace, frames,
     system::{self, say},
     toolchain::{self, BPF_TARGET, BpfToolchain},
 };
@@ -64,7 +64,10 @@ pub fn ebpf(ws: &Workspace, toolchain: &BpfToolchain, profile: Profile) -> Resul
     strip_debug(toolchain, &object, &ebpf_perf_object(ws, profile))?;
     build_object(ws, toolchain, profile, None)?;
     strip_debug(toolchain, &object, &object)?;
+    let (program, bytes) = frames::check(&object)?;
+    frames::check(&ebpf_perf_object(ws, profile))?;
     say!("eBPF objects: {} (+ -perf)", object.display());
+    say!("deepest stack: {program}, {bytes} of 512 bytes across its calls");
     Ok(object)
 }
 

@@ -8,6 +8,7 @@ mod bench;
 mod build;
 mod causes;
 mod dist;
+mod frames;
 mod lint;
 mod run;
 mod soak;
