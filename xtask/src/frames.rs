@@ -23,7 +23,7 @@ pub fn check(path: &Path) -> Result<(String, u32)> {
     let mut deepest = (String::new(), 0);
     for (i, f) in funcs.iter().enumerate().filter(|(_, f)| f.program) {
         let chain = deepest_chain(&funcs, i);
-        let bytes: u32 = chain.iter().map(|&j| frame(funcs[j].depth)).sum();
+        let bytes = chain_bytes(&funcs, &chain);
         if bytes > LIMIT {
             let names: Vec<String> = chain
                 .iter()
@@ -50,6 +50,10 @@ fn frame(depth: u32) -> u32 {
     depth.max(1).div_ceil(32) * 32
 }
 
+fn chain_bytes(funcs: &[Func], chain: &[usize]) -> u32 {
+    chain.iter().map(|&j| frame(funcs[j].depth)).sum()
+}
+
 struct Func {
     name: String,
     /// A program (its own section), not a subprogram in `.text`.
@@ -67,7 +71,7 @@ fn deepest_chain(funcs: &[Func], start: usize) -> Vec<usize> {
     let mut best_bytes = 0;
     for &c in &funcs[start].callees {
         let chain = deepest_chain(funcs, c);
-        let bytes: u32 = chain.iter().map(|&j| frame(funcs[j].depth)).sum();
+        let bytes = chain_bytes(funcs, &chain);
         if bytes > best_bytes {
             (best, best_bytes) = (chain, bytes);
         }
@@ -273,8 +277,7 @@ mod tests {
         ];
         let chain = deepest_chain(&funcs, 0);
         assert_eq!(chain, vec![0, 1, 2]);
-        let bytes: u32 = chain.iter().map(|&j| frame(funcs[j].depth)).sum();
-        assert_eq!(bytes, 544);
+        assert_eq!(chain_bytes(&funcs, &chain), 544);
         assert_eq!((frame(0), frame(1), frame(32), frame(33)), (32, 32, 32, 64));
     }
 }
