@@ -40,6 +40,22 @@ pub(crate) struct Origin {
     pub(crate) nf_hook: u8,
 }
 
+impl Origin {
+    /// An RST the TCP stack sends.
+    #[inline(always)]
+    fn sent(ctx: *mut c_void, sk: *const u8, skb: *const u8, reason: u32, hook: u8) -> Origin {
+        Origin {
+            ctx,
+            sk,
+            skb,
+            reason,
+            hook,
+            direction: direction::SENT,
+            nf_hook: 0,
+        }
+    }
+}
+
 /// A passive RST answers the trigger `skb`; an active one (skb NULL) comes
 /// from close(), a timer or tcp_abort(). `sk` may be NULL (no socket),
 /// a timewait or request sock, or a full socket.
@@ -50,15 +66,7 @@ pub(crate) fn on_send_reset<M: Kmem>(
     reason: u32,
     hook: u8,
 ) {
-    on_socket_event::<M>(&Origin {
-        ctx,
-        sk,
-        skb,
-        reason,
-        hook,
-        direction: direction::SENT,
-        nf_hook: 0,
-    });
+    on_socket_event::<M>(&Origin::sent(ctx, sk, skb, reason, hook));
 }
 
 /// `tcp_v{4,6}_send_reset` entry: the function returns without sending when
@@ -76,15 +84,7 @@ pub(crate) fn on_passive_reset_call<M: Kmem>(
     if has_packet && pkt.flags & tcp_flag::RST != 0 {
         return;
     }
-    let origin = Origin {
-        ctx,
-        sk,
-        skb,
-        reason: ABSENT,
-        hook,
-        direction: direction::SENT,
-        nf_hook: 0,
-    };
+    let origin = Origin::sent(ctx, sk, skb, ABSENT, hook);
     let now = stamp(&origin);
     socket_event_with::<M>(&origin, tuple, has_packet.then_some(&*pkt), now);
 }
