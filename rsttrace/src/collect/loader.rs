@@ -154,14 +154,14 @@ impl Session {
         };
         let offsets = resolve_offsets(&btf)?;
         drop(btf);
-        if helpers::available(&helpers::CURRENT_TASK_BTF)
-            && offsets.current_task_fields().iter().all(|f| f.is_present())
-        {
+        let typed_task = helpers::available(&helpers::CURRENT_TASK_BTF)
+            && offsets.current_task_fields().iter().all(|f| f.is_present());
+        if typed_task {
             tuning.current_task = abi::current_task::TYPED;
         }
         debug!(
             "the current task is read {}",
-            if tuning.current_task == abi::current_task::TYPED {
+            if typed_task {
                 "by typed loads"
             } else {
                 "by helpers"
