@@ -212,6 +212,18 @@ pub mod current_task {
     pub const TYPED: u32 = 1;
 }
 
+/// `Tuning::echo_clock`: the clock that ages the echo slot (`LAST_RST`),
+/// read by every RST and by the error report that may echo it.
+pub mod echo_clock {
+    /// `bpf_ktime_get_ns`: the RST's own timestamp, read anyway; the error
+    /// report reads it again.
+    pub const KTIME: u32 = 0;
+    /// `bpf_jiffies64` (tracing programs, Linux 5.9+), which the verifier
+    /// inlines into a load: the nanosecond clock is a helper call that
+    /// reads the clock source, tens of ns in a VM.
+    pub const JIFFIES: u32 = 1;
+}
+
 /// Bits of `RstEvent::flags`.
 pub mod flag {
     /// A socket (full, request or timewait) was involved; `sk` is non-zero.
@@ -1044,8 +1056,12 @@ pub struct Tuning {
     pub stacks_per_window: u32,
     /// `current_task::*`.
     pub current_task: u32,
+    /// `echo_clock::*`.
+    pub echo_clock: u32,
+    /// Zero.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Tuning>() == 64);
+const _: () = assert!(core::mem::size_of::<Tuning>() == 72);
 
 /// The window of `Tuning::stacks_per_window`: short, so that a burst
 /// cannot take a second's budget at once and the next RSTs still get stacks
@@ -1090,6 +1106,8 @@ impl Tuning {
         wakeup_gap_ns: 0,
         stacks_per_window: 0,
         current_task: current_task::HELPERS,
+        echo_clock: echo_clock::KTIME,
+        _pad: 0,
     };
 }
 

@@ -8,10 +8,10 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_ns};
 
 use rsttrace_ebpf::{
-    abi::{ABSENT, counter, direction},
+    abi::{ABSENT, counter, direction, echo_clock},
     linux::{IPPROTO_TCP, af},
 };
 
@@ -27,6 +27,33 @@ use crate::{
 /// 10 ms. The slot is per CPU and cleared when used, so a wider window
 /// cannot swallow a later abort of another socket.
 const ECHO_WINDOW_NS: u64 = 100_000_000;
+/// The same in ticks, whatever HZ is: 25 ms at 1000, 100 ms at 250,
+/// 250 ms at 100.
+const ECHO_WINDOW_JIFFIES: u64 = 25;
+
+/// Now on the echo slot's clock (`Tuning::echo_clock`); `ns` is the
+/// nanosecond clock, for a caller that has read it already.
+#[inline(always)]
+pub(crate) fn echo_now(ns: impl FnOnce() -> u64) -> u64 {
+    if global!(tuning.echo_clock) == echo_clock::JIFFIES {
+        // SAFETY: the helper has no preconditions.
+        unsafe { bpf_jiffies64() }
+    } else {
+        ns()
+    }
+}
+
+/// Whether an RST stamped `at` (`echo_now`) is recent enough for an
+/// error report at `now` to be its echo.
+#[inline(always)]
+fn within_echo_window(now: u64, at: u64) -> bool {
+    let window = if global!(tuning.echo_clock) == echo_clock::JIFFIES {
+        ECHO_WINDOW_JIFFIES
+    } else {
+        ECHO_WINDOW_NS
+    };
+    now.wrapping_sub(at) < window
+}
 
 pub(crate) fn on_error_report<M: Kmem>(ctx: *mut c_void, sk: *const u8, hook: u8) {
     if sk.is_null() || M::load(sk, off!(sk_protocol)) != Some(IPPROTO_TCP as u64) {
@@ -51,7 +78,7 @@ pub(crate) fn on_error_report<M: Kmem>(ctx: *mut c_void, sk: *const u8, hook: u8
                 // Once used, or once old, the slot must not swallow a later
                 // abort of this socket (or of another at the same address).
                 *last = 0;
-                if bpf_ktime_get_ns().wrapping_sub(*at) < ECHO_WINDOW_NS {
+                if within_echo_window(echo_now(|| bpf_ktime_get_ns()), *at) {
                     count(counter::ABORTS_MERGED);
                     return;
                 }

@@ -11,6 +11,7 @@ use rsttrace_ebpf::{
 
 use crate::{
     LAST_RST,
+    aborts::echo_now,
     context::{self, Exec},
     count,
     current::Current,
@@ -154,11 +155,10 @@ pub(crate) fn on_socket_event<M: Kmem>(origin: &Origin) {
     socket_event_with::<M>(origin, tuple, has_packet.then_some(&*pkt), now);
 }
 
-/// The event's time; an RST's socket goes in the echo slot with it.
+/// The event's time; an RST's socket goes in the echo slot, with the
+/// time on the slot's clock (`echo_now`: this one, if it is the slot's).
 #[inline(always)]
 fn stamp(origin: &Origin) -> u64 {
-    // One clock read for the event and the echo slot: in a VM it is a
-    // good part of a program's time.
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if origin.direction != direction::ABORT
@@ -168,7 +168,7 @@ fn stamp(origin: &Origin) -> u64 {
         // SAFETY: per-CPU slots.
         unsafe {
             *sk = origin.sk as u64;
-            *at = now;
+            *at = echo_now(|| now);
         }
     }
     now

@@ -126,6 +126,11 @@ impl Session {
                 0
             },
             stacks_per_window: stacks_per_window(opts.stack_budget),
+            echo_clock: if helpers::available(&helpers::JIFFIES64) {
+                abi::echo_clock::JIFFIES
+            } else {
+                abi::echo_clock::KTIME
+            },
             ..Tuning::DEFAULT
         };
         if let Ok(preempt) = facts.preempt_count {
