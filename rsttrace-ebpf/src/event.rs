@@ -60,6 +60,7 @@ impl Origin {
 /// A passive RST answers the trigger `skb`; an active one (skb NULL) comes
 /// from close(), a timer or tcp_abort(). `sk` may be NULL (no socket),
 /// a timewait or request sock, or a full socket.
+#[inline(always)]
 pub(crate) fn on_send_reset<M: Kmem>(
     ctx: *mut c_void,
     sk: *const u8,
@@ -73,6 +74,7 @@ pub(crate) fn on_send_reset<M: Kmem>(
 /// `tcp_v{4,6}_send_reset` entry: the function returns without sending when
 /// the trigger is itself an RST, so those calls are not RSTs sent. The
 /// trigger read for that test is the event's.
+#[inline(always)]
 pub(crate) fn on_passive_reset_call<M: Kmem>(
     ctx: *mut c_void,
     sk: *const u8,
@@ -92,6 +94,7 @@ pub(crate) fn on_passive_reset_call<M: Kmem>(
 
 /// `skb`, when the hook has it, is the received RST: its TTL and window are
 /// evidence of who forged it.
+#[inline(always)]
 pub(crate) fn on_receive_reset<M: Kmem>(ctx: *mut c_void, sk: *const u8, skb: *const u8, hook: u8) {
     on_socket_event::<M>(&Origin {
         ctx,
