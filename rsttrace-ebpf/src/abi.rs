@@ -641,7 +641,8 @@ impl OwnerTracepoints {
 ///
 /// `offset` is in bytes from the start of the containing object (e.g. a
 /// `struct sock *`); `ABSENT` when the running kernel has no such field.
-#[repr(C)]
+/// 8-aligned: the programs read one as a word (`Field::from_word`).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
     /// Bytes from the start of the containing object; `ABSENT` if none.
@@ -670,6 +671,19 @@ impl Field {
     /// Whether the running kernel has the field.
     pub const fn is_present(&self) -> bool {
         self.offset != ABSENT
+    }
+
+    /// The field from its in-memory image read as one little-endian
+    /// word: a program reads its `Field`s so, in one load instead of one
+    /// per member.
+    pub const fn from_word(word: u64) -> Field {
+        Field {
+            offset: word as u32,
+            size: (word >> 32) as u8,
+            bit_shift: (word >> 40) as u8,
+            bit_width: (word >> 48) as u8,
+            _pad: (word >> 56) as u8,
+        }
     }
 }
 

@@ -277,16 +277,16 @@ pub(crate) fn read_sock<M: Kmem>(sk: *const u8, ev: &mut RstEvent) {
     }
     let sk_flags = M::load(tp, off!(sk_flags)).unwrap_or(0);
     let bit = |n: u32| n < 64 && sk_flags & (1u64 << n) != 0;
-    if bit(off!(sock_dead_bit)) {
+    if bit(global!(offsets.sock_dead_bit)) {
         ev.flags |= flag::SOCK_DEAD;
     }
-    if bit(off!(sock_linger_bit)) {
+    if bit(global!(offsets.sock_linger_bit)) {
         ev.flags |= flag::SOCK_LINGER;
     }
-    if bit(off!(sock_keepopen_bit)) {
+    if bit(global!(offsets.sock_keepopen_bit)) {
         ev.flags |= flag::SOCK_KEEPOPEN;
     }
-    if bit(off!(sock_done_bit)) {
+    if bit(global!(offsets.sock_done_bit)) {
         ev.flags |= flag::PEER_FIN;
     }
     ev.shutdown = M::load(tp, off!(sk_shutdown)).unwrap_or(0) as u8;

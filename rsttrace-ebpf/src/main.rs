@@ -114,10 +114,18 @@ macro_rules! global {
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*crate::$global()).$field)) }
     };
 }
-/// A kernel field's place (`Field`), resolved from BTF.
+/// A kernel field's place (`Field`), resolved from BTF: one 8-byte load
+/// (a volatile `Field` is a load per member, the padding's too).
 macro_rules! off {
     ($field:ident) => {
-        global!(offsets.$field)
+        rsttrace_ebpf::abi::Field::from_word(
+            // SAFETY: see `offsets()`; a `Field` is 8 bytes, 8-aligned in `Offsets`.
+            unsafe {
+                core::ptr::read_volatile(
+                    core::ptr::addr_of!((*crate::offsets()).$field).cast::<u64>(),
+                )
+            },
+        )
     };
 }
 

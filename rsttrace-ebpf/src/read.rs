@@ -21,7 +21,8 @@ use crate::count;
 /// Loads `field` from `base`; `None` when the kernel lacks it or the read fails.
 #[inline(always)]
 pub(crate) fn load(base: *const u8, field: Field) -> Option<u64> {
-    if field.offset == ABSENT || field.size == 0 || field.size > 8 {
+    // Absent fields have size 0 (`Field::ABSENT`; the loader checks).
+    if field.size == 0 || field.size > 8 {
         return None;
     }
     // Zeroed, and read in place whatever the size (little-endian): one
@@ -41,10 +42,17 @@ pub(crate) fn load(base: *const u8, field: Field) -> Option<u64> {
         count(counter::READ_ERRORS);
         return None;
     }
-    if field.bit_width != 0 && field.bit_width < 64 {
-        value = (value >> field.bit_shift) & ((1u64 << field.bit_width) - 1);
+    Some(bits(value, field))
+}
+
+/// The bitfield `field` in `value`, or all of it when `field` is none.
+#[inline(always)]
+fn bits(value: u64, field: Field) -> u64 {
+    if (1..64).contains(&field.bit_width) {
+        (value >> field.bit_shift) & ((1u64 << field.bit_width) - 1)
+    } else {
+        value
     }
-    Some(value)
 }
 
 pub(crate) fn read_bytes<const N: usize>(base: *const u8, field: Field, out: &mut [u8; N]) {
@@ -228,24 +236,22 @@ impl Kmem for Btf {
 
     #[inline(always)]
     fn load(base: *const u8, field: Field) -> Option<u64> {
-        if field.offset == ABSENT || field.size == 0 || field.size > 8 {
-            return None;
-        }
+        let p = base.wrapping_add(field.offset as usize);
+        // One match tests presence and picks the load: absent fields have
+        // size 0 (`Field::ABSENT`; the loader checks). Each test is a
+        // branch the JIT keeps, though the verifier knows its outcome.
         // SAFETY: the verifier checks the access against the kernel's BTF
-        // and a fault reads zero; sizes are 1, 2, 4 or 8 (the offsets table).
-        let mut value = unsafe {
-            let p = base.add(field.offset as usize);
+        // and a fault reads zero.
+        let value = unsafe {
             match field.size {
                 1 => core::ptr::read_volatile(p) as u64,
                 2 => core::ptr::read_volatile(p.cast::<u16>()) as u64,
                 4 => core::ptr::read_volatile(p.cast::<u32>()) as u64,
-                _ => core::ptr::read_volatile(p.cast::<u64>()),
+                8 => core::ptr::read_volatile(p.cast::<u64>()),
+                _ => return None,
             }
         };
-        if field.bit_width != 0 && field.bit_width < 64 {
-            value = (value >> field.bit_shift) & ((1u64 << field.bit_width) - 1);
-        }
-        Some(value)
+        Some(bits(value, field))
     }
 
     #[inline(always)]

@@ -99,6 +99,8 @@ fn sanity_check(o: &Offsets) -> Result<()> {
     for s in Offsets::FIELDS {
         let (name, f) = (s.name, *(s.slot)(&mut copy));
         if !f.is_present() {
+            // The programs take size 0 for absent (`Kmem::load`).
+            ensure!(f == Field::ABSENT, "{name}: absent, but {f:?}");
             continue;
         }
         ensure!(
