@@ -641,13 +641,14 @@ impl OwnerTracepoints {
 ///
 /// `offset` is in bytes from the start of the containing object (e.g. a
 /// `struct sock *`); `ABSENT` when the running kernel has no such field.
-/// 8-aligned: the programs read one as a word (`Field::from_word`).
-#[repr(C, align(8))]
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
     /// Bytes from the start of the containing object; `ABSENT` if none.
     pub offset: u32,
-    /// Size in bytes of the load (1, 2, 4 or 8).
+    /// Size in bytes of the load (1, 2, 4 or 8; 16 for an IPv6 address),
+    /// 0 when absent: `Field::ABSENT` is the only absent value (the
+    /// loader checks; the programs test `size` alone).
     pub size: u8,
     /// For bitfields: shift right by this many bits after the load...
     pub bit_shift: u8,
@@ -671,19 +672,6 @@ impl Field {
     /// Whether the running kernel has the field.
     pub const fn is_present(&self) -> bool {
         self.offset != ABSENT
-    }
-
-    /// The field from its in-memory image read as one little-endian
-    /// word: a program reads its `Field`s so, in one load instead of one
-    /// per member.
-    pub const fn from_word(word: u64) -> Field {
-        Field {
-            offset: word as u32,
-            size: (word >> 32) as u8,
-            bit_shift: (word >> 40) as u8,
-            bit_width: (word >> 48) as u8,
-            _pad: (word >> 56) as u8,
-        }
     }
 }
 

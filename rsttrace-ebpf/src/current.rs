@@ -74,7 +74,7 @@ impl Current {
         // SAFETY: the verifier checks each load against task_struct.comm
         // (a fault reads zero); the stores are the caller's promise.
         unsafe {
-            let src = self.task.add(comm.offset as usize).cast::<u32>();
+            let src = self.task.add(comm.offset() as usize).cast::<u32>();
             let dst = out.cast::<u32>();
             for i in 0..4 {
                 dst.add(i).write(core::ptr::read_volatile(src.add(i)));

@@ -5,13 +5,13 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::helpers::{bpf_jiffies64, generated::bpf_probe_read_kernel};
 use rsttrace_ebpf::{
-    abi::{Field, RstEvent, counter, flag},
+    abi::{RstEvent, counter, flag},
     linux::{af, tcp_state},
 };
 
 use crate::{
     LAST_CLOSE, count,
-    read::{Kmem, load},
+    read::{FieldRef, Kmem, load},
 };
 
 /// The connection's ends from this host's view, and its namespace.
@@ -295,7 +295,7 @@ pub(crate) fn read_sock<M: Kmem>(sk: *const u8, ev: &mut RstEvent) {
         .min(u32::MAX as u64) as u32;
     ev.sk_err = M::load(tp, off!(sk_err)).unwrap_or(0) as u32;
     ev.probes_out = M::load(tp, off!(icsk_probes_out)).unwrap_or(0) as u8;
-    let seq = |f: Field| M::load(tp, f).unwrap_or(0) as u32;
+    let seq = |f: FieldRef| M::load(tp, f).unwrap_or(0) as u32;
     ev.unread = seq(off!(rcv_nxt)).wrapping_sub(seq(off!(copied_seq)));
     // A received RST's sequence number against these (RFC 5961).
     ev.rcv_nxt = seq(off!(rcv_nxt));

@@ -114,17 +114,13 @@ macro_rules! global {
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*crate::$global()).$field)) }
     };
 }
-/// A kernel field's place (`Field`), resolved from BTF: one 8-byte load
-/// (a volatile `Field` is a load per member, the padding's too).
+/// A kernel field's place (`Field`), resolved from BTF: a handle whose
+/// members are read where used (`read::FieldRef`).
 macro_rules! off {
     ($field:ident) => {
-        rsttrace_ebpf::abi::Field::from_word(
-            // SAFETY: see `offsets()`; a `Field` is 8 bytes, 8-aligned in `Offsets`.
-            unsafe {
-                core::ptr::read_volatile(
-                    core::ptr::addr_of!((*crate::offsets()).$field).cast::<u64>(),
-                )
-            },
+        crate::read::FieldRef::of(
+            // SAFETY: see `offsets()`.
+            unsafe { core::ptr::addr_of!((*crate::offsets()).$field) },
         )
     };
 }

@@ -18,11 +18,65 @@ use rsttrace_ebpf::abi::{ABSENT, Field, counter};
 
 use crate::count;
 
+/// A `Field` of `OFFSETS` (`off!`), its members read where they are used.
+/// The verifier knows every value and drops each jump that tests one
+/// against a constant, but not the instructions that computed a tested
+/// value: a read of the whole struct, or a test of a value derived from
+/// it, costs instructions on every field read.
+#[derive(Clone, Copy)]
+pub(crate) struct FieldRef(*const Field);
+
+impl FieldRef {
+    #[inline(always)]
+    pub(crate) fn of(field: *const Field) -> FieldRef {
+        FieldRef(field)
+    }
+
+    // SAFETY (each member): a pointer into `OFFSETS`; volatile, because
+    // the loader rewrites the values after compilation (see `offsets()`).
+
+    #[inline(always)]
+    pub(crate) fn offset(self) -> u32 {
+        // SAFETY: above.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).offset)) }
+    }
+
+    /// 1, 2, 4 or 8, 16 for an address; 0 when absent (`Field::size`).
+    #[inline(always)]
+    pub(crate) fn size(self) -> u8 {
+        // SAFETY: above.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).size)) }
+    }
+
+    #[inline(always)]
+    fn bit_shift(self) -> u8 {
+        // SAFETY: above.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).bit_shift)) }
+    }
+
+    #[inline(always)]
+    fn bit_width(self) -> u8 {
+        // SAFETY: above.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).bit_width)) }
+    }
+
+    /// The bitfield in `value` (the load's), or all of it when the field
+    /// is none.
+    #[inline(always)]
+    fn bits(self, value: u64) -> u64 {
+        let width = self.bit_width();
+        if width == 0 || width >= 64 {
+            return value;
+        }
+        (value >> self.bit_shift()) & ((1u64 << width) - 1)
+    }
+}
+
 /// Loads `field` from `base`; `None` when the kernel lacks it or the read fails.
 #[inline(always)]
-pub(crate) fn load(base: *const u8, field: Field) -> Option<u64> {
-    // Absent fields have size 0 (`Field::ABSENT`; the loader checks).
-    if field.size == 0 || field.size > 8 {
+pub(crate) fn load(base: *const u8, field: FieldRef) -> Option<u64> {
+    let size = field.size();
+    if size == 0 || size > 8 {
         return None;
     }
     // Zeroed, and read in place whatever the size (little-endian): one
@@ -34,33 +88,25 @@ pub(crate) fn load(base: *const u8, field: Field) -> Option<u64> {
     let ret = unsafe {
         bpf_probe_read_kernel_raw(
             (&mut value as *mut u64).cast(),
-            field.size as u32,
-            base.add(field.offset as usize).cast(),
+            size as u32,
+            base.wrapping_add(field.offset() as usize).cast(),
         )
     };
     if ret != 0 {
         count(counter::READ_ERRORS);
         return None;
     }
-    Some(bits(value, field))
+    Some(field.bits(value))
 }
 
-/// The bitfield `field` in `value`, or all of it when `field` is none.
-#[inline(always)]
-fn bits(value: u64, field: Field) -> u64 {
-    if (1..64).contains(&field.bit_width) {
-        (value >> field.bit_shift) & ((1u64 << field.bit_width) - 1)
-    } else {
-        value
-    }
-}
-
-pub(crate) fn read_bytes<const N: usize>(base: *const u8, field: Field, out: &mut [u8; N]) {
-    if field.offset == ABSENT {
+pub(crate) fn read_bytes<const N: usize>(base: *const u8, field: FieldRef, out: &mut [u8; N]) {
+    if field.size() == 0 {
         return;
     }
     // SAFETY: bpf_probe_read_kernel_buf checks the address.
-    if unsafe { bpf_probe_read_kernel_buf(base.add(field.offset as usize), out) }.is_err() {
+    if unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(field.offset() as usize), out) }
+        .is_err()
+    {
         count(counter::READ_ERRORS);
     }
 }
@@ -188,9 +234,9 @@ pub(crate) unsafe fn current_comm_into(out: *mut [u8; 16]) {
 /// helper call each. The shared code is generic over the two.
 pub(crate) trait Kmem {
     /// `field` of the object at `base`, as `load`.
-    fn load(base: *const u8, field: Field) -> Option<u64>;
+    fn load(base: *const u8, field: FieldRef) -> Option<u64>;
     /// A 16-byte field (an IPv6 address), left as is when absent.
-    fn bytes(base: *const u8, field: Field, out: &mut [u8; 16]);
+    fn bytes(base: *const u8, field: FieldRef, out: &mut [u8; 16]);
     /// The socket as a `tcp_sock`, for members past `struct sock`; null
     /// when it is not a full TCP socket (typed reads only check this).
     fn full(sk: *const u8) -> *const u8;
@@ -211,12 +257,12 @@ impl Kmem for Probe {
     const TYPED: bool = false;
 
     #[inline(always)]
-    fn load(base: *const u8, field: Field) -> Option<u64> {
+    fn load(base: *const u8, field: FieldRef) -> Option<u64> {
         load(base, field)
     }
 
     #[inline(always)]
-    fn bytes(base: *const u8, field: Field, out: &mut [u8; 16]) {
+    fn bytes(base: *const u8, field: FieldRef, out: &mut [u8; 16]) {
         read_bytes(base, field, out);
     }
 
@@ -235,15 +281,14 @@ impl Kmem for Btf {
     const TYPED: bool = true;
 
     #[inline(always)]
-    fn load(base: *const u8, field: Field) -> Option<u64> {
-        let p = base.wrapping_add(field.offset as usize);
-        // One match tests presence and picks the load: absent fields have
-        // size 0 (`Field::ABSENT`; the loader checks). Each test is a
-        // branch the JIT keeps, though the verifier knows its outcome.
+    fn load(base: *const u8, field: FieldRef) -> Option<u64> {
+        let p = base.wrapping_add(field.offset() as usize);
+        // One match tests presence and picks the load: each arm a jump on
+        // the loaded size against a constant, which the verifier drops.
         // SAFETY: the verifier checks the access against the kernel's BTF
         // and a fault reads zero.
         let value = unsafe {
-            match field.size {
+            match field.size() {
                 1 => core::ptr::read_volatile(p) as u64,
                 2 => core::ptr::read_volatile(p.cast::<u16>()) as u64,
                 4 => core::ptr::read_volatile(p.cast::<u32>()) as u64,
@@ -251,17 +296,17 @@ impl Kmem for Btf {
                 _ => return None,
             }
         };
-        Some(bits(value, field))
+        Some(field.bits(value))
     }
 
     #[inline(always)]
-    fn bytes(base: *const u8, field: Field, out: &mut [u8; 16]) {
-        if field.offset == ABSENT {
+    fn bytes(base: *const u8, field: FieldRef, out: &mut [u8; 16]) {
+        if field.size() == 0 {
             return;
         }
         // SAFETY: as in `load`; an address is two 8-byte words.
         let (lo, hi) = unsafe {
-            let p = base.add(field.offset as usize).cast::<u64>();
+            let p = base.wrapping_add(field.offset() as usize).cast::<u64>();
             (
                 core::ptr::read_volatile(p),
                 core::ptr::read_volatile(p.add(1)),

@@ -94,7 +94,7 @@ fn within_budget(now: u64) -> bool {
 fn read_user_stack_top(ev: &mut RstEvent) {
     // Few branches on purpose: this runs inside every event path, and each
     // branch multiplies the states the verifier walks.
-    let offset = off!(pt_regs_sp).offset;
+    let offset = off!(pt_regs_sp).offset();
     if offset == ABSENT {
         return;
     }
