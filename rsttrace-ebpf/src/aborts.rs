@@ -71,14 +71,14 @@ pub(crate) fn on_error_report<M: Kmem>(ctx: *mut c_void, sk: *const u8, hook: u8
     if M::load(sk, off!(sk_err)).unwrap_or(0) == 0 {
         return;
     }
-    if let (Some(last), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1)) {
-        // SAFETY: per-CPU slots; the helper has no preconditions.
+    if let Some(last) = LAST_RST.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot; the helper has no preconditions.
         unsafe {
-            if *last == sk as u64 {
+            if (*last).sk == sk as u64 {
                 // Once used, or once old, the slot must not swallow a later
                 // abort of this socket (or of another at the same address).
-                *last = 0;
-                if within_echo_window(echo_now(|| bpf_ktime_get_ns()), *at) {
+                (*last).sk = 0;
+                if within_echo_window(echo_now(|| bpf_ktime_get_ns()), (*last).word) {
                     count(counter::ABORTS_MERGED);
                     return;
                 }

@@ -166,12 +166,12 @@ fn stamp(origin: &Origin) -> u64 {
     let now = unsafe { bpf_ktime_get_ns() };
     if origin.direction != direction::ABORT
         && !origin.sk.is_null()
-        && let (Some(sk), Some(at)) = (LAST_RST.get_ptr_mut(0), LAST_RST.get_ptr_mut(1))
+        && let Some(last) = LAST_RST.get_ptr_mut(0)
     {
-        // SAFETY: per-CPU slots.
+        // SAFETY: a per-CPU slot.
         unsafe {
-            *sk = origin.sk as u64;
-            *at = echo_now(|| now);
+            (*last).sk = origin.sk as u64;
+            (*last).word = echo_now(|| now);
         }
     }
     now

@@ -265,10 +265,10 @@ pub(crate) fn read_sock<M: Kmem>(sk: *const u8, ev: &mut RstEvent) {
     }
     ev.flags |= flag::FULL_SOCK;
     if ev.state == tcp_state::CLOSE
-        && LAST_CLOSE.get(0).copied() == Some(sk as u64)
-        && let Some(&old) = LAST_CLOSE.get(1)
+        && let Some(last) = LAST_CLOSE.get(0)
+        && last.sk == sk as u64
     {
-        ev.closed_from = old as u8;
+        ev.closed_from = last.word as u8;
     }
     // Members of inet_connection_sock and tcp_sock: read as a tcp_sock.
     let tp = M::full(sk);

@@ -77,15 +77,24 @@ static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
 /// (see `stacks.rs`).
 #[map]
 static STACK_BUDGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
-/// Per CPU: [socket, time] of the last RST, so that the error report the
-/// same reset raises a moment later (tcp_reset, tcp_abort, keepalive) is not
-/// reported a second time as an abort (see `aborts.rs`).
+/// Per CPU: the last RST's socket and time (`aborts::echo_now`), so that
+/// the error report the same reset raises a moment later (tcp_reset,
+/// tcp_abort, keepalive) is not reported a second time as an abort (see
+/// `aborts.rs`).
 #[map]
-static LAST_RST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
-/// Per CPU: [socket, old state] of the last transition to CLOSE, so that
-/// the RST sent right after it (same call) says which state it left.
+static LAST_RST: PerCpuArray<SockNote> = PerCpuArray::with_max_entries(1, 0);
+/// Per CPU: the socket and old state of the last transition to CLOSE, so
+/// that the RST sent right after it (same call) says which state it left.
 #[map]
-static LAST_CLOSE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static LAST_CLOSE: PerCpuArray<SockNote> = PerCpuArray::with_max_entries(1, 0);
+
+/// A socket and one word about it, in one map value: one lookup for both,
+/// where two slots of an array took a lookup each.
+#[repr(C)]
+struct SockNote {
+    sk: u64,
+    word: u64,
+}
 
 // The globals are read field by field through these pointers rather than
 // with `Global::load`, which would copy a whole struct onto the 512-byte

@@ -47,11 +47,11 @@ pub(crate) fn wants(newstate: i32) -> bool {
 /// `sock:inet_sock_set_state` of a TCP socket, to a state `wants` takes.
 pub(crate) fn on_set_state<M: Kmem>(sk: u64, oldstate: i32, newstate: i32) {
     if newstate == CLOSE {
-        if let (Some(s), Some(o)) = (LAST_CLOSE.get_ptr_mut(0), LAST_CLOSE.get_ptr_mut(1)) {
-            // SAFETY: per-CPU slots; no other writer on this CPU meanwhile.
+        if let Some(last) = LAST_CLOSE.get_ptr_mut(0) {
+            // SAFETY: a per-CPU slot; no other writer on this CPU meanwhile.
             unsafe {
-                *s = sk;
-                *o = oldstate as u64;
+                (*last).sk = sk;
+                (*last).word = oldstate as u64;
             }
         }
         record_close::<M>(sk as *const u8, oldstate);
