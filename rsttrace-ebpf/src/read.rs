@@ -32,50 +32,51 @@ impl FieldRef {
         FieldRef(field)
     }
 
-    // SAFETY (each member): a pointer into `OFFSETS`; volatile, because
-    // the loader rewrites the values after compilation (see `offsets()`).
-
     #[inline(always)]
     pub(crate) fn offset(self) -> u32 {
-        // SAFETY: above.
+        // SAFETY: a pointer into `OFFSETS`; volatile, because the loader
+        // rewrites the values after compilation (see `offsets()`).
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).offset)) }
     }
 
-    /// 1, 2, 4 or 8, 16 for an address; 0 when absent (`Field::size`).
+    /// `size`, `bit_shift`, `bit_width` and the zero `_pad` as one
+    /// little-endian word: a whole integer's is its size alone (1, 2, 4,
+    /// 8; 16 for an address), an absent field's 0.
     #[inline(always)]
-    pub(crate) fn size(self) -> u8 {
-        // SAFETY: above.
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).size)) }
+    pub(crate) fn meta(self) -> u32 {
+        const {
+            use core::mem::offset_of;
+            assert!(offset_of!(Field, size) == 4 && offset_of!(Field, bit_shift) == 5);
+            assert!(offset_of!(Field, bit_width) == 6 && offset_of!(Field, _pad) == 7);
+        };
+        // SAFETY: as `offset`; the four bytes from `size` on, 4-aligned.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).size).cast::<u32>()) }
     }
+}
 
-    #[inline(always)]
-    fn bit_shift(self) -> u8 {
-        // SAFETY: above.
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).bit_shift)) }
-    }
-
-    #[inline(always)]
-    fn bit_width(self) -> u8 {
-        // SAFETY: above.
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0).bit_width)) }
+/// The members of a field's meta word (`FieldRef::meta`).
+mod meta {
+    pub(super) const fn size(meta: u32) -> u32 {
+        meta & 0xff
     }
 
     /// The bitfield in `value` (the load's), or all of it when the field
     /// is none.
     #[inline(always)]
-    fn bits(self, value: u64) -> u64 {
-        let width = self.bit_width();
+    pub(super) fn bits(meta: u32, value: u64) -> u64 {
+        let (shift, width) = ((meta >> 8) & 0xff, (meta >> 16) & 0xff);
         if width == 0 || width >= 64 {
             return value;
         }
-        (value >> self.bit_shift()) & ((1u64 << width) - 1)
+        (value >> shift) & ((1u64 << width) - 1)
     }
 }
 
 /// Loads `field` from `base`; `None` when the kernel lacks it or the read fails.
 #[inline(always)]
 pub(crate) fn load(base: *const u8, field: FieldRef) -> Option<u64> {
-    let size = field.size();
+    let meta = field.meta();
+    let size = meta::size(meta);
     if size == 0 || size > 8 {
         return None;
     }
@@ -88,7 +89,7 @@ pub(crate) fn load(base: *const u8, field: FieldRef) -> Option<u64> {
     let ret = unsafe {
         bpf_probe_read_kernel_raw(
             (&mut value as *mut u64).cast(),
-            size as u32,
+            size,
             base.wrapping_add(field.offset() as usize).cast(),
         )
     };
@@ -96,11 +97,29 @@ pub(crate) fn load(base: *const u8, field: FieldRef) -> Option<u64> {
         count(counter::READ_ERRORS);
         return None;
     }
-    Some(field.bits(value))
+    Some(meta::bits(meta, value))
+}
+
+/// A direct load of `size` bytes at `p`; None for another size.
+///
+/// # Safety
+/// `p` must be a pointer the verifier allows loads of that size from.
+#[inline(always)]
+unsafe fn load_sized(p: *const u8, size: u32) -> Option<u64> {
+    // SAFETY: the caller's promise.
+    unsafe {
+        Some(match size {
+            1 => core::ptr::read_volatile(p) as u64,
+            2 => core::ptr::read_volatile(p.cast::<u16>()) as u64,
+            4 => core::ptr::read_volatile(p.cast::<u32>()) as u64,
+            8 => core::ptr::read_volatile(p.cast::<u64>()),
+            _ => return None,
+        })
+    }
 }
 
 pub(crate) fn read_bytes<const N: usize>(base: *const u8, field: FieldRef, out: &mut [u8; N]) {
-    if field.size() == 0 {
+    if field.meta() == 0 {
         return;
     }
     // SAFETY: bpf_probe_read_kernel_buf checks the address.
@@ -283,25 +302,22 @@ impl Kmem for Btf {
     #[inline(always)]
     fn load(base: *const u8, field: FieldRef) -> Option<u64> {
         let p = base.wrapping_add(field.offset() as usize);
-        // One match tests presence and picks the load: each arm a jump on
-        // the loaded size against a constant, which the verifier drops.
-        // SAFETY: the verifier checks the access against the kernel's BTF
-        // and a fault reads zero.
-        let value = unsafe {
-            match field.size() {
-                1 => core::ptr::read_volatile(p) as u64,
-                2 => core::ptr::read_volatile(p.cast::<u16>()) as u64,
-                4 => core::ptr::read_volatile(p.cast::<u32>()) as u64,
-                8 => core::ptr::read_volatile(p.cast::<u64>()),
-                _ => return None,
+        // A whole integer's meta word is its size: one load, and jumps on
+        // it against constants, which the verifier drops. A bitfield's,
+        // or an absent field's (0), takes the other arm.
+        // SAFETY: the verifier checks each access against the kernel's
+        // BTF, and a fault reads zero.
+        unsafe {
+            match field.meta() {
+                meta @ (1 | 2 | 4 | 8) => load_sized(p, meta),
+                meta => load_sized(p, meta::size(meta)).map(|v| meta::bits(meta, v)),
             }
-        };
-        Some(field.bits(value))
+        }
     }
 
     #[inline(always)]
     fn bytes(base: *const u8, field: FieldRef, out: &mut [u8; 16]) {
-        if field.size() == 0 {
+        if field.meta() == 0 {
             return;
         }
         // SAFETY: as in `load`; an address is two 8-byte words.
