@@ -52,6 +52,15 @@ pub(crate) fn record_close<M: Kmem>(sk: *const u8, oldstate: i32) {
         SYN_SENT => return,
         _ => history::CLOSED,
     };
+    write_close::<M>(sk, oldstate, kind, err);
+}
+
+/// `record_close`'s record. Not inlined: its records stay off the stack
+/// of the set-state program, whose other call (`remember_owner`) needs
+/// its own, and the 512 bytes the verifier allows are shared by both
+/// frames of a call.
+#[inline(never)]
+fn write_close<M: Kmem>(sk: *const u8, oldstate: i32, kind: u8, err: u8) {
     zeroed!(tuple: Tuple);
     read_sock_tuple::<M>(sk, tuple);
     tuple.netns = netns_of::<M>(sk, core::ptr::null());
@@ -76,7 +85,7 @@ pub(crate) fn record_close<M: Kmem>(sk: *const u8, oldstate: i32) {
         entry.pid = o.pid;
         // SAFETY: comm fields of a History and an Owner.
         unsafe { copy_comm(&mut entry.comm, &o.comm) };
-    } else if task() {
+    } else if context::current::<M>(sk) != Exec::Interrupt {
         let current = Current::get::<M>();
         let pid_tgid = current.pid_tgid();
         entry.tgid = (pid_tgid >> 32) as u32;
