@@ -14,6 +14,7 @@ use crate::{
 macro_rules! fentry_passive_reset {
     ($name:ident, $function:tt) => {
         #[fentry(function = $function)]
+        #[inline(always)]
         pub fn $name(ctx: FEntryContext) -> i32 {
             on_passive_reset_call::<Btf>(
                 ctx.as_ptr(),
@@ -30,6 +31,7 @@ fentry_passive_reset!(fe_tcp_v4_send_reset, "tcp_v4_send_reset");
 fentry_passive_reset!(fe_tcp_v6_send_reset, "tcp_v6_send_reset");
 
 #[fentry(function = "tcp_send_active_reset")]
+#[inline(always)]
 pub fn fe_tcp_send_active_reset(ctx: FEntryContext) -> i32 {
     on_send_reset::<Btf>(
         ctx.as_ptr(),
@@ -43,6 +45,7 @@ pub fn fe_tcp_send_active_reset(ctx: FEntryContext) -> i32 {
 
 /// Attached only where BTF shows `tcp_reset` takes the skb (the received RST).
 #[fentry(function = "tcp_reset")]
+#[inline(always)]
 pub fn fe_tcp_reset(ctx: FEntryContext) -> i32 {
     on_receive_reset::<Btf>(
         ctx.as_ptr(),

@@ -36,6 +36,7 @@ const MAX_NF_HOOK: u64 = 8;
 /// hook)` before: the third argument is a small hook number on the old
 /// prototype and the skb pointer on the new one.
 #[kprobe]
+#[inline(always)]
 pub fn kp_nf_send_reset(ctx: ProbeContext) -> u32 {
     let arg1: u64 = ctx.arg(1).unwrap_or(0);
     let arg2: u64 = ctx.arg(2).unwrap_or(0);
@@ -68,6 +69,7 @@ pub fn kp_nf_send_reset(ctx: ProbeContext) -> u32 {
 }
 
 #[btf_tracepoint(function = "net_dev_queue")]
+#[inline(always)]
 pub fn btf_socketless_rst(ctx: BtfTracePointContext) -> i32 {
     let skb: *const u8 = ctx.arg(0);
     // Every packet the host sends passes here: one load for almost all,

@@ -16,6 +16,7 @@ use crate::{
 };
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_send_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
@@ -24,6 +25,7 @@ pub fn kp_send_reset(ctx: ProbeContext) -> u32 {
 }
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_send_active_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     on_send_reset::<Probe>(
@@ -37,6 +39,7 @@ pub fn kp_send_active_reset(ctx: ProbeContext) -> u32 {
 }
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let skb: *const u8 = ctx.arg(1).unwrap_or(core::ptr::null());
@@ -45,6 +48,7 @@ pub fn kp_tcp_reset(ctx: ProbeContext) -> u32 {
 }
 
 #[kprobe]
+#[inline(always)]
 pub fn kp_error_report(ctx: ProbeContext) -> u32 {
     let sk: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     on_error_report::<Probe>(ctx.as_ptr(), sk, hook::KPROBE_ERROR_REPORT);

@@ -20,6 +20,7 @@ macro_rules! btf_send_reset {
     ($(#[$doc:meta])* $name:ident, |$ctx:ident| $reason:expr) => {
         $(#[$doc])*
         #[btf_tracepoint(function = "tcp_send_reset")]
+        #[inline(always)]
         pub fn $name($ctx: BtfTracePointContext) -> i32 {
             let sk: *const u8 = $ctx.arg(0);
             let skb: *const u8 = $ctx.arg(1);
@@ -41,6 +42,7 @@ btf_send_reset!(
 );
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
+#[inline(always)]
 pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     on_receive_reset::<Btf>(ctx.as_ptr(), sk, core::ptr::null(), hook::BTF_RECEIVE_RESET);
@@ -48,6 +50,7 @@ pub fn btf_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[btf_tracepoint(function = "inet_sk_error_report")]
+#[inline(always)]
 pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     on_error_report::<Btf>(ctx.as_ptr(), ctx.arg(0), hook::BTF_ERROR_REPORT);
     0
@@ -57,6 +60,7 @@ pub fn btf_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
 /// every inet socket on the host passes here, so the new state is tested
 /// before anything is read from the socket.
 #[btf_tracepoint(function = "inet_sock_set_state")]
+#[inline(always)]
 pub fn btf_owner_set_state(ctx: BtfTracePointContext) -> i32 {
     let newstate: i32 = ctx.arg(2);
     if !owners::wants(newstate) {
@@ -70,12 +74,14 @@ pub fn btf_owner_set_state(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[btf_tracepoint(function = "net_dev_queue")]
+#[inline(always)]
 pub fn pkt_net_dev_queue(ctx: BtfTracePointContext) -> i32 {
     on_dev_queue(ctx.as_ptr(), ctx.arg(0));
     0
 }
 
 #[btf_tracepoint(function = "netif_receive_skb")]
+#[inline(always)]
 pub fn pkt_netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     on_receive_skb(ctx.as_ptr(), ctx.arg(0));
     0

@@ -15,6 +15,7 @@ use crate::{
 };
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
+#[inline(always)]
 pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
     let tp = global!(tuning.tp);
     let (Some(sk), Some(skb)) = (
@@ -37,6 +38,7 @@ pub fn tp_tcp_send_reset(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+#[inline(always)]
 pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let Some(sk) = read_ctx::<u64>(&ctx, global!(tuning.tp).recv_skaddr) else {
         return 0;
@@ -54,6 +56,7 @@ pub fn tp_tcp_receive_reset(ctx: TracePointContext) -> u32 {
 /// answered with an RST (unless the segment was itself an RST) and dropped
 /// the segment. Attached only where the send hook misses socketless RSTs.
 #[tracepoint(category = "skb", name = "kfree_skb")]
+#[inline(always)]
 pub fn tp_kfree_skb(ctx: TracePointContext) -> u32 {
     let no_socket = global!(kfree_skb.no_socket);
     // Every dropped packet of the host passes here: leave fast.
@@ -86,6 +89,7 @@ pub fn tp_kfree_skb(ctx: TracePointContext) -> u32 {
 /// Where the kernel's own BTF is missing (a `--btf` file): the classic
 /// tracepoint, its record read at offsets from tracefs.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
+#[inline(always)]
 pub fn owner_set_state(ctx: TracePointContext) -> u32 {
     let Some(newstate) = read_ctx::<i32>(&ctx, global!(owner_tp.set_state_newstate)) else {
         return 0;
