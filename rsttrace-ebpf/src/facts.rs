@@ -149,7 +149,7 @@ fn read_headers(head: *const u8, nh: u64, th: u64, out: &mut MaybeUninit<Headers
 /// byte loop for bytes the read overwrites anyway. Either way the helper
 /// writes all of them (the header, or zeroes when it fails).
 #[inline(always)]
-fn read_header<const N: usize>(at: *const u8, out: &mut MaybeUninit<[u8; N]>) -> bool {
+pub(crate) fn read_header<const N: usize>(at: *const u8, out: &mut MaybeUninit<[u8; N]>) -> bool {
     // SAFETY: the helper checks the source and writes N bytes to `out`.
     unsafe { bpf_probe_read_kernel(out.as_mut_ptr().cast(), N as u32, at.cast()) == 0 }
 }

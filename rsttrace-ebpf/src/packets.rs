@@ -1,28 +1,28 @@
 //! With a pcapng export, the RST segments themselves: every packet of the
 //! host passes these two hooks, so anything that is not a TCP RST leaves
-//! after three loads. Attached only when a capture is being written.
+//! after two loads from the typed skb and one read of its headers.
+//! Attached only when a capture is being written.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf};
 use rsttrace_ebpf::{
-    abi::{ABI_VERSION, EventHeader, PACKET_BYTES, PacketRecord, counter, kind, packet_dir},
+    abi::{ABI_VERSION, PACKET_BYTES, PacketRecord, counter, kind, packet_dir},
     linux::{IPPROTO_TCP, tcp_flag},
 };
 
 use crate::{
-    facts::Tuple,
-    facts::netns_of,
+    facts::{Tuple, netns_of, read_header},
     filter::passes_packet_filter,
-    read::{Probe, load, zero},
+    read::{Btf, Kmem, zero},
     sink,
 };
 
 /// `net_dev_queue`: locally built packets have their network header set;
 /// skb->data is still at the link-layer header.
 pub(crate) fn on_dev_queue(ctx: *mut c_void, skb: *const u8) {
-    if let Some(nh) = load(skb, off!(skb_network_header))
-        && let Some(head) = load(skb, off!(skb_head))
+    if let Some(nh) = Btf::load(skb, off!(skb_network_header))
+        && let Some(head) = Btf::load(skb, off!(skb_head))
     {
         capture_rst(ctx, skb, (head + nh) as *const u8, packet_dir::TX);
     }
@@ -31,47 +31,71 @@ pub(crate) fn on_dev_queue(ctx: *mut c_void, skb: *const u8) {
 /// `netif_receive_skb`: the link-layer header is pulled, skb->data is the
 /// IP header (the network header offset is not reset yet on this path).
 pub(crate) fn on_receive_skb(ctx: *mut c_void, skb: *const u8) {
-    if let Some(data) = load(skb, off!(skb_data)) {
+    if let Some(data) = Btf::load(skb, off!(skb_data)) {
         capture_rst(ctx, skb, data as *const u8, packet_dir::RX);
     }
 }
 
+/// `skb`'s packet, whose IP header is at `ip`, if it is a TCP RST.
 fn capture_rst(ctx: *mut c_void, skb: *const u8, ip: *const u8, dir: u8) {
-    let mut hdr = [0u8; 40];
-    // SAFETY: checked read of kernel memory.
-    if unsafe { bpf_probe_read_kernel_buf(ip, &mut hdr) }.is_err() {
+    // The IP header and the start of the TCP header in one read: 60 bytes
+    // hold both for IPv4 without options and for IPv6 (RSTs carry no
+    // extension headers).
+    let mut hdr = MaybeUninit::<[u8; 60]>::uninit();
+    if !read_header(ip, &mut hdr) {
         return;
     }
-    let (ihl, total, protocol) = match hdr[0] >> 4 {
-        4 => (
-            ((hdr[0] & 0x0f) as usize) * 4,
+    // SAFETY: written by the read.
+    let hdr = unsafe { hdr.assume_init_ref() };
+    // (IP total length, TCP source port, destination port, flags): the
+    // TCP bytes at constant places, or read again after IPv4 options.
+    let (total, sport, dport, flags) = match hdr[0] >> 4 {
+        4 if hdr[9] != IPPROTO_TCP => return,
+        4 if hdr[0] & 0x0f == 5 => (
             u16::from_be_bytes([hdr[2], hdr[3]]) as u32,
-            hdr[9],
+            [hdr[20], hdr[21]],
+            [hdr[22], hdr[23]],
+            hdr[33],
         ),
-        // Without extension headers, which RSTs do not carry.
-        6 => (40, 40 + u16::from_be_bytes([hdr[4], hdr[5]]) as u32, hdr[6]),
+        4 => {
+            let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+            if !(20..=60).contains(&ihl) {
+                return;
+            }
+            let mut tcp = MaybeUninit::<[u8; 14]>::uninit();
+            if !read_header(ip.wrapping_add(ihl), &mut tcp) {
+                return;
+            }
+            // SAFETY: written by the read.
+            let tcp = unsafe { tcp.assume_init_ref() };
+            (
+                u16::from_be_bytes([hdr[2], hdr[3]]) as u32,
+                [tcp[0], tcp[1]],
+                [tcp[2], tcp[3]],
+                tcp[13],
+            )
+        }
+        6 if hdr[6] == IPPROTO_TCP => (
+            40 + u16::from_be_bytes([hdr[4], hdr[5]]) as u32,
+            [hdr[40], hdr[41]],
+            [hdr[42], hdr[43]],
+            hdr[53],
+        ),
         _ => return,
     };
-    if protocol != IPPROTO_TCP || !(20..=60).contains(&ihl) {
+    if flags & tcp_flag::RST == 0 {
         return;
     }
-    let mut tcp = [0u8; 14];
-    // SAFETY: as above.
-    if unsafe { bpf_probe_read_kernel_buf(ip.add(ihl), &mut tcp) }.is_err()
-        || tcp[13] & tcp_flag::RST == 0
-    {
-        return;
-    }
-    let mut tuple = Tuple {
-        local_port: u16::from_be_bytes([tcp[0], tcp[1]]),
-        remote_port: u16::from_be_bytes([tcp[2], tcp[3]]),
-        ..Tuple::default()
-    };
-    let ifindex = match load(skb, off!(skb_dev)) {
-        Some(dev) if dev != 0 => load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32,
+    zeroed!(tuple: Tuple);
+    tuple.local_port = u16::from_be_bytes(sport);
+    tuple.remote_port = u16::from_be_bytes(dport);
+    let ifindex = match Btf::load(skb, off!(skb_dev)) {
+        Some(dev) if dev != 0 => {
+            Btf::load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32
+        }
         _ => 0,
     };
-    tuple.netns = netns_of::<Probe>(core::ptr::null(), skb);
+    tuple.netns = netns_of::<Btf>(core::ptr::null(), skb);
     if !passes_packet_filter(&tuple) {
         return;
     }
@@ -83,12 +107,10 @@ fn capture_rst(ctx: *mut c_void, skb: *const u8, ip: *const u8, dir: u8) {
     unsafe {
         zero(rec);
         let rec = &mut *rec;
-        rec.header = EventHeader {
-            version: ABI_VERSION,
-            size: core::mem::size_of::<PacketRecord>() as u16,
-            kind: kind::PACKET,
-            _pad: [0; 3],
-        };
+        // Field by field: the literal's zero padding is a `memset` call.
+        rec.header.version = ABI_VERSION;
+        rec.header.size = core::mem::size_of::<PacketRecord>() as u16;
+        rec.header.kind = kind::PACKET;
         rec.ts_ns = bpf_ktime_get_ns();
         rec.netns = tuple.netns;
         rec.direction = dir;

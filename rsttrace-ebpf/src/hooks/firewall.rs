@@ -12,9 +12,10 @@
 //!   forwarded) and is a TCP RST was made here without a socket: netfilter's,
 //!   unless a TCP hook claims it (userspace pairs them).
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_probe_read_kernel_buf,
     macros::{btf_tracepoint, kprobe},
     programs::{BtfTracePointContext, ProbeContext},
 };
@@ -25,8 +26,8 @@ use rsttrace_ebpf::{
 
 use crate::{
     event::{on_firewall_reset, on_socketless_rst},
-    facts::{Packet, Tuple, netns_of, read_packet},
-    read::{Btf, Kmem, Probe, load},
+    facts::{Packet, Tuple, netns_of, read_header, read_packet},
+    read::{Btf, Kmem, Probe},
 };
 
 /// Kernel addresses start far above any `enum nf_inet_hooks` value.
@@ -51,9 +52,9 @@ pub fn kp_nf_send_reset(ctx: ProbeContext) -> u32 {
     let rejected = rejected as *const u8;
     // nf_send_reset returns without an RST for an RST (and for a segment
     // that is not TCP).
-    let mut tuple = Tuple::default();
-    let mut pkt = Packet::default();
-    if !read_packet::<Probe>(rejected, &mut pkt, &mut tuple)
+    zeroed!(tuple: Tuple);
+    zeroed!(pkt: Packet);
+    if !read_packet::<Probe>(rejected, pkt, tuple)
         || pkt.protocol != IPPROTO_TCP
         || pkt.flags & tcp_flag::RST != 0
     {
@@ -77,8 +78,8 @@ pub fn btf_socketless_rst(ctx: BtfTracePointContext) -> i32 {
     if Btf::load(skb, off!(skb_sk)) != Some(0) || Btf::load(skb, off!(skb_iif)) != Some(0) {
         return 0;
     }
-    let mut tuple = Tuple::default();
-    if !read_outgoing_rst(skb, &mut tuple) {
+    zeroed!(tuple: Tuple);
+    if !read_outgoing_rst(skb, tuple) {
         return 0;
     }
     tuple.netns = netns_of::<Probe>(core::ptr::null(), skb);
@@ -93,16 +94,17 @@ pub fn btf_socketless_rst(ctx: BtfTracePointContext) -> i32 {
 /// carries no IP options or IPv6 extension headers.
 fn read_outgoing_rst(skb: *const u8, tuple: &mut Tuple) -> bool {
     let (Some(head), Some(nh)) = (
-        load(skb, off!(skb_head)),
-        load(skb, off!(skb_network_header)),
+        Btf::load(skb, off!(skb_head)),
+        Btf::load(skb, off!(skb_network_header)),
     ) else {
         return false;
     };
-    let mut hdr = [0u8; 60];
-    // SAFETY: checked read of kernel memory.
-    if unsafe { bpf_probe_read_kernel_buf((head + nh) as *const u8, &mut hdr) }.is_err() {
+    let mut hdr = MaybeUninit::<[u8; 60]>::uninit();
+    if !read_header((head + nh) as *const u8, &mut hdr) {
         return false;
     }
+    // SAFETY: written by the read.
+    let hdr = unsafe { hdr.assume_init_ref() };
     let tcp = match hdr[0] {
         // IPv4 without options.
         0x45 if hdr[9] == IPPROTO_TCP => {
