@@ -112,6 +112,9 @@ impl Session {
             )
         })?;
         let mut facts = kernel.facts.clone();
+        // Probed once (a test program's load): the echo clock and the
+        // peer idle time both need it.
+        let jiffies = helpers::available(&helpers::JIFFIES64);
         let mut tuning = Tuning {
             wakeup_bytes: opts.wakeup_bytes,
             // The reader drains again within the gap (`Source`).
@@ -126,7 +129,7 @@ impl Session {
                 0
             },
             stacks_per_window: stacks_per_window(opts.stack_budget),
-            echo_clock: if helpers::available(&helpers::JIFFIES64) {
+            echo_clock: if jiffies {
                 abi::echo_clock::JIFFIES
             } else {
                 abi::echo_clock::KTIME
@@ -157,7 +160,7 @@ impl Session {
             }
             None => None,
         };
-        let offsets = resolve_offsets(&btf)?;
+        let offsets = resolve_offsets(&btf, jiffies)?;
         drop(btf);
         let typed_task = helpers::available(&helpers::CURRENT_TASK_BTF)
             && offsets.current_task_fields().iter().all(|f| f.is_present());
@@ -362,13 +365,14 @@ fn stacks_per_window(per_second: u32) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// Struct member offsets for the eBPF programs, checked for sanity.
-fn resolve_offsets(btf: &Btf) -> Result<abi::Offsets> {
+/// Struct member offsets for the eBPF programs, checked for sanity;
+/// `jiffies`: whether tracing programs may call `bpf_jiffies64`.
+fn resolve_offsets(btf: &Btf, jiffies: bool) -> Result<abi::Offsets> {
     let (mut offsets, missing) =
         offsets::resolve(btf).context("resolving kernel struct offsets")?;
     // The idle time's read is what calls the helper: without the field the
     // verifier never reaches the call.
-    if !helpers::available(&helpers::JIFFIES64) {
+    if !jiffies {
         warn!(
             "no {} for tracing programs before Linux {}: peer idle times are unknown",
             helpers::JIFFIES64.name,
@@ -455,7 +459,7 @@ fn try_fentry(ebpf: &mut Ebpf, btf: &aya::Btf, facts: &KernelFacts) -> Result<()
 pub(crate) fn probe_fentry(kernel: &KernelInfo) -> Option<Result<(), String>> {
     let btf = kernel.btf.as_ref()?;
     check_privileges().ok()?;
-    let offsets = match resolve_offsets(btf) {
+    let offsets = match resolve_offsets(btf, helpers::available(&helpers::JIFFIES64)) {
         Ok(o) => o,
         Err(e) => return Some(Err(format!("{e:#}"))),
     };
