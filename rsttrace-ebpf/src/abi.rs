@@ -1049,9 +1049,12 @@ pub struct Tuning {
     /// Where this CPU's preempt count lives, to tell task from interrupt
     /// context at RST time without hooking every softirq.
     pub preempt: PreemptCount,
-    /// With `wakeup_bytes` 0: wake the reader at most this often per CPU
-    /// (ns; 0: whenever the kernel would). The reader drains again this
-    /// soon after every batch, so the events in between wait no longer.
+    /// An event carrying a user stack (`--stack`) wakes the reader at
+    /// once, whatever is waiting, but at most this often per CPU (ns; 0:
+    /// such events follow `wakeup_bytes` like the rest). Its frames are
+    /// symbolized from /proc/PID/maps, gone once the process exits. The
+    /// reader drains again this soon after a batch that had one, so the
+    /// ones in between wait no longer.
     pub wakeup_gap_ns: u64,
     /// `--stack`: at most this many events per CPU take stacks in each
     /// `STACK_BUDGET_WINDOW_NS`; the others are sent without (0: all take them).

@@ -247,6 +247,8 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
         return;
     };
     let ev = entry.as_mut_ptr();
+    // A user stack is symbolized from its process's maps: read it soon.
+    let mut urgent = false;
     // SAFETY: `ev` points at a reserved, exclusively owned RstEvent-sized
     // slot; every field is written before submit (unread ones are zeroed).
     unsafe {
@@ -334,8 +336,9 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
             read_history(tuple, true, ev);
         }
         capture_stacks(origin.ctx, owner, ev);
+        urgent = ev.user_stack_id >= 0;
     }
-    if entry.submit() {
+    if entry.submit(urgent) {
         count(counter::SUBMITTED);
     }
 }

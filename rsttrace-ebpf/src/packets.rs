@@ -121,5 +121,5 @@ fn capture_rst(ctx: *mut c_void, skb: *const u8, ip: *const u8, dir: u8) {
             rec.caplen = 0;
         }
     }
-    entry.submit();
+    entry.submit(false);
 }

@@ -68,25 +68,25 @@ mod ring {
         avail >= threshold && (avail - threshold) % STRIDE < STEP
     }
 
-    /// Without a threshold (`--stack`: each event read soon, while its
-    /// process still exists), a wake-up at most every `wakeup_gap_ns` on
-    /// this CPU. The kernel's own rule wakes a reader that keeps up on
-    /// every record, and each wake-up is a self-IPI: in a VM an exit to
-    /// the hypervisor, microseconds of the workload's time per event.
-    fn paced_wake() -> u64 {
+    /// Whether an urgent record (`submit`) wakes the reader now: at most
+    /// once every `wakeup_gap_ns` on this CPU. The kernel's own rule would
+    /// wake a reader that keeps up on every record, and each wake-up is a
+    /// self-IPI: in a VM an exit to the hypervisor, microseconds of the
+    /// workload's time per event.
+    fn paced_wake_due() -> bool {
         let gap = global!(tuning.wakeup_gap_ns);
         let Some(last) = LAST_WAKE.get_ptr_mut(0).filter(|_| gap != 0) else {
-            return 0;
+            return false;
         };
         // SAFETY: the helper has no preconditions; a per-CPU slot.
         unsafe {
             let now = bpf_ktime_get_ns();
             if now.wrapping_sub(*last) < gap {
-                return BPF_RB_NO_WAKEUP as u64;
+                return false;
             }
             *last = now;
         }
-        BPF_RB_FORCE_WAKEUP as u64
+        true
     }
 
     impl<T: 'static> Entry<T> {
@@ -94,11 +94,16 @@ mod ring {
             self.0.as_mut_ptr()
         }
 
-        /// Publishes the record; true when it reached the buffer.
-        pub(crate) fn submit(self) -> bool {
+        /// Publishes the record; true when it reached the buffer. An
+        /// `urgent` one (`Tuning::wakeup_gap_ns`) wakes the reader at once
+        /// when this CPU's last such wake-up is a gap ago; every other one
+        /// follows `Tuning::wakeup_bytes`.
+        pub(crate) fn submit(self, urgent: bool) -> bool {
             let wakeup_bytes = global!(tuning.wakeup_bytes);
-            let wake = if wakeup_bytes == 0 {
-                paced_wake()
+            let wake = if urgent && paced_wake_due() {
+                BPF_RB_FORCE_WAKEUP as u64
+            } else if wakeup_bytes == 0 {
+                0
             } else if wakes(EVENTS.query(BPF_RB_AVAIL_DATA as u64), wakeup_bytes) {
                 BPF_RB_FORCE_WAKEUP as u64
             } else {
@@ -190,8 +195,10 @@ mod perf {
         /// true when it got there. A full buffer fails the helper (counted
         /// here, on kernels whose helper passes perf's error on) and leaves
         /// a lost-samples record that userspace counts too; it keeps
-        /// whichever total is larger.
-        pub(crate) fn submit(self) -> bool {
+        /// whichever total is larger. `urgent` is for the ring buffer: a
+        /// perf buffer's watermark wakes the reader for every record alike
+        /// (with `--stack`, userspace sets it to wake on each one).
+        pub(crate) fn submit(self, _urgent: bool) -> bool {
             // SAFETY: ctx is the program's context, EVENTS a perf event
             // array, and `slot` holds size_of::<T>() initialised bytes.
             let ret = unsafe {

@@ -119,6 +119,58 @@ fn user_and_kernel_stacks_name_the_close() {
     );
 }
 
+/// An event with a user stack wakes the reader at once, whatever the
+/// drain interval: its process exits long before the next drain would
+/// come, and its frames are named all the same.
+#[test]
+fn a_user_stack_is_read_before_its_process_exits() {
+    let Some(mut sc) = Scenario::new("a_user_stack_is_read_before_its_process_exits").start()
+    else {
+        return;
+    };
+    if let Some(why) = stack_unsupported() {
+        not_applicable(&why);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let program = close_unread_program(&dir);
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    sc.trace(&[
+        "--stack",
+        "--drain-interval",
+        "10000",
+        "--port",
+        &port.to_string(),
+    ]);
+    let mut child = Command::new(&program)
+        .args([port.to_string(), "1500".into()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    server.write_all(&[7u8; 100]).unwrap();
+    let _ = server.read(&mut [0u8; 1]);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{program:?}: {status}");
+    // Gone now, seconds before the tracer's next drain.
+    let events = sc.stop();
+    let sent: Vec<_> = find(&events, "sent", "close_unread_data")
+        .into_iter()
+        .filter(|e| e["pid"] == child.id())
+        .collect();
+    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let user = sent[0]["user_stack"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no user_stack in {}", sent[0]));
+    assert!(
+        user.iter().any(|f| f
+            .as_str()
+            .is_some_and(|f| f.starts_with("drop_connection_with_unread_data ("))),
+        "frames of an exited process: {user:#?}"
+    );
+}
+
 #[test]
 fn without_stack_no_stacks_are_written() {
     let listener = TcpListener::bind(loopback(0)).unwrap();

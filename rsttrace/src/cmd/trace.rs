@@ -125,16 +125,12 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         transport,
         filter: filter::kernel_filter(&scope)?,
         ring_buffer_bytes: ring_bytes,
-        // --stack symbolizes user frames from /proc/PID/maps, which is gone
-        // once the process exits: wake the reader on every event rather
-        // than batching, so a process that exits soon after its close()
-        // is still there more often.
-        wakeup_bytes: if args.stack {
-            0
-        } else {
-            wakeup_bytes(ring_bytes)
-        },
+        // With --stack, the events that carry a user stack wake the reader
+        // at once (`Options::paced`): their frames are symbolized from
+        // /proc/PID/maps, gone once the process exits.
+        wakeup_bytes: wakeup_bytes(ring_bytes),
         perf_bytes,
+        // A perf buffer wakes for every record alike, or none.
         perf_wakeup_bytes: if args.stack {
             0
         } else {
@@ -268,6 +264,7 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         seen_lost: 0,
         seen_drops: KernelDrops::default(),
         stacks,
+        user_stack_read: false,
         panicked: None,
         correlate: Correlator::new(
             HostNet::default(),
@@ -291,6 +288,9 @@ pub async fn trace(args: TraceArgs) -> Result<()> {
         let read = batch.context("reading the event buffers")?;
         if let Some(stacks) = &mut state.stacks {
             stacks.note_batch(read);
+        }
+        if std::mem::take(&mut state.user_stack_read) {
+            source.follow_up();
         }
         // Received RSTs that waited long enough for their sender's event.
         let released = state.release_waiting(false, &mut outputs);
@@ -384,6 +384,9 @@ struct Pipeline<'a> {
     seen_drops: KernelDrops,
     /// `--stack`.
     stacks: Option<StackResolver>,
+    /// An event with a user stack was read since the last batch ended
+    /// (`Source::follow_up`).
+    user_stack_read: bool,
     /// What a panic while handling an event said; tracing then stops,
     /// with the outputs flushed and the summary written.
     panicked: Option<String>,
@@ -453,6 +456,7 @@ impl Pipeline<'_> {
                 return;
             }
         };
+        self.user_stack_read |= raw.user_stack_id >= 0;
         let now = self.now();
         let mut event = Event::new(&raw, self.reasons, |ns| self.clock.to_wall(ns));
         if let Some(group) = &mut event.listener_group {

@@ -117,7 +117,8 @@ impl KernelDrops {
 const RECOUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// The counters take a syscall each, and the tracer asks after every
-/// batch: with `--stack` (a wake-up per event) after every event. A read
+/// batch: with `--stack` (a wake-up per event with a user stack) after
+/// nearly every such event. A read
 /// this recent stands. Well under the correlator's hold (`correlate::HOLD`),
 /// so a loss is still noted before the received events that waited
 /// through it are labelled.

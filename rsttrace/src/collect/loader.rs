@@ -51,11 +51,12 @@ pub(crate) struct Options {
 }
 
 impl Options {
-    /// The kernel paces its wake-ups (`Tuning::wakeup_gap_ns`) and the
-    /// reader must drain again after each batch (`Source`): `--stack`
-    /// without a wake-up threshold.
+    /// Events with a user stack wake the reader at once, paced
+    /// (`Tuning::wakeup_gap_ns`), and the reader drains again soon after
+    /// a batch that had one (`Source::follow_up`): `--stack` on the ring
+    /// buffer, whose records choose their own wake-ups.
     pub(crate) fn paced(&self) -> bool {
-        self.stacks && self.wakeup_bytes == 0
+        self.stacks && self.transport == Transport::Ring
     }
 }
 

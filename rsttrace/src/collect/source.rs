@@ -4,7 +4,8 @@
 //! The kernel wakes the reader only when a buffer passes a fill threshold
 //! (a wake-up per event would cost more than the tracing itself under a
 //! storm), so the reader also drains on a timer: that bounds the latency of
-//! a lone RST to one drain interval.
+//! a lone RST to one drain interval. With `--stack`, an event with a user
+//! stack wakes it at once (`PACED_GAP`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -55,15 +56,16 @@ impl Buffers {
     }
 }
 
-/// `--stack`'s pace: the kernel wakes the reader at most this often per CPU
-/// (`Tuning::wakeup_gap_ns`), and the reader drains again this soon after
-/// every batch that had records, for those that came meanwhile unannounced.
+/// `--stack`'s pace: an event with a user stack wakes the reader, at most
+/// this often per CPU (`Tuning::wakeup_gap_ns`), and the reader drains
+/// again this soon after a batch that had one (`Source::follow_up`), for
+/// those that came meanwhile unannounced.
 pub(crate) const PACED_GAP: Duration = Duration::from_millis(1);
 
 pub(crate) struct Source {
     buffers: AsyncFd<Buffers>,
     drain: Interval,
-    /// Paced: when to drain again after a batch that had records.
+    /// Paced: when to drain again (`follow_up`).
     follow_up: Option<Pin<Box<Sleep>>>,
     paced: bool,
 }
@@ -74,7 +76,7 @@ pub(crate) struct Source {
 const BATCH_LIMIT: usize = 1024;
 
 impl Source {
-    /// `paced`: the kernel paces its wake-ups (`PACED_GAP`).
+    /// `paced`: events with a user stack wake the reader, paced (`PACED_GAP`).
     pub(crate) fn new(buffers: Buffers, drain_every: Duration, paced: bool) -> io::Result<Source> {
         // SAFETY: the buffers own their fds and keep them open for as long
         // as the AsyncFd (which owns the buffers) lives.
@@ -113,8 +115,18 @@ impl Source {
             _ = self.drain.tick() => self.buffers.get_mut().drain(each, BATCH_LIMIT).0,
             () = follow_up => self.buffers.get_mut().drain(each, BATCH_LIMIT).0,
         };
-        self.follow_up = (self.paced && n > 0).then(|| Box::pin(tokio::time::sleep(PACED_GAP)));
+        self.follow_up = None;
         Ok(n)
+    }
+
+    /// The batch just read had an event with a user stack: paced, drain
+    /// again within `PACED_GAP`. The kernel woke the reader for the first
+    /// such event and stays silent for the others of the gap; a reader
+    /// that waited for the threshold would find their processes gone.
+    pub(crate) fn follow_up(&mut self) {
+        if self.paced {
+            self.follow_up = Some(Box::pin(tokio::time::sleep(PACED_GAP)));
+        }
     }
 
     /// A gauge of the ring buffer's fill (`capacity`: its size in bytes);

@@ -26,8 +26,9 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Starts rsttrace with `args` (plus `--write <tmp>.jsonl --quiet`) and
-    /// waits for its `ready` status line: its hooks are attached.
+    /// Starts rsttrace with `args` (plus `--write <tmp>.jsonl --quiet`, and
+    /// a 20 ms drain interval unless `args` choose one) and waits for its
+    /// `ready` status line: its hooks are attached.
     pub fn start(args: &[&str]) -> Tracer {
         Tracer::start_with(args, |_| {})
     }
@@ -39,13 +40,14 @@ impl Tracer {
         let export = dir.path().join("events.jsonl");
         let mut command = Command::new(env!("CARGO_BIN_EXE_rsttrace"));
         setup(&mut command);
+        command.args(args);
+        if !args.contains(&"--drain-interval") {
+            command.args(["--drain-interval", "20"]);
+        }
         let mut child = command
-            .args(args)
             .arg("--write")
             .arg(&export)
             .arg("--quiet")
-            .arg("--drain-interval")
-            .arg("20")
             .args(["--log-format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

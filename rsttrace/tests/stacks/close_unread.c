@@ -2,7 +2,8 @@
  * waits until the peer's data arrives, and closes without reading it, so
  * the kernel sends an RST (close_unread_data) from inside close(). Built
  * with frame pointers and debug info; the function names are what the test
- * looks for in the user stack. It then waits for stdin to close: rsttrace
+ * looks for in the user stack. It then waits for stdin to close, or with
+ * a second argument exits that many milliseconds after the close: rsttrace
  * reads the process's maps when the event arrives, and a process that has
  * exited by then gets raw addresses instead of symbols. */
 #include <arpa/inet.h>
@@ -32,10 +33,14 @@ __attribute__((noinline)) static int connect_and_wait_for_data(int port)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2)
+    if (argc != 2 && argc != 3)
         return 1;
     int fd = connect_and_wait_for_data(atoi(argv[1]));
     drop_connection_with_unread_data(fd);
+    if (argc == 3) {
+        usleep(atoi(argv[2]) * 1000);
+        return 0;
+    }
     char c;
     while (read(0, &c, 1) > 0)
         ;

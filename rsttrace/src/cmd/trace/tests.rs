@@ -48,6 +48,7 @@ fn bare_pipeline(reasons: &Reasons) -> Pipeline<'_> {
         seen_lost: 0,
         seen_drops: KernelDrops::default(),
         stacks: None,
+        user_stack_read: false,
         panicked: None,
         correlate: Correlator::new(HostNet::default(), None, None),
         ready: Vec::new(),
@@ -179,4 +180,22 @@ fn export_files_are_private() {
     open_export(&path, 2).unwrap().create().unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+}
+
+/// Only an event that carries a user stack asks the reader to look again
+/// soon (`Source::follow_up`): the others wait for the threshold.
+#[test]
+fn a_user_stack_asks_for_a_follow_up() {
+    let reasons = Reasons(Default::default(), Default::default());
+    let mut state = bare_pipeline(&reasons);
+    let mut outputs = Vec::new();
+    let mut raw = decode::blank_rst();
+    raw.user_stack_id = -1;
+    state.handle_guarded(&decode::encode(&raw), &mut outputs);
+    assert!(!state.user_stack_read);
+    raw.user_stack_id = 7;
+    state.handle_guarded(&decode::encode(&raw), &mut outputs);
+    raw.user_stack_id = -1;
+    state.handle_guarded(&decode::encode(&raw), &mut outputs);
+    assert!(state.user_stack_read, "kept until the batch ends");
 }
