@@ -42,6 +42,65 @@ fn close_line() -> usize {
         + 1
 }
 
+/// The program run against a listener of the test, traced with
+/// `--stack` and `trace_args`, up to its close() and the RST.
+struct CloseUnread {
+    child: std::process::Child,
+    program: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs the program through its close(). With `exit_after_ms` it exits
+/// that long after; without, it waits for its stdin to close (`finish`).
+fn run_close_unread(
+    sc: &mut Scenario,
+    trace_args: &[&str],
+    exit_after_ms: Option<u32>,
+) -> CloseUnread {
+    let dir = tempfile::tempdir().unwrap();
+    let program = close_unread_program(&dir);
+    let listener = TcpListener::bind(loopback(0)).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut args = vec!["--stack", "--port", &port];
+    args.extend_from_slice(trace_args);
+    sc.trace(&args);
+    let mut command = Command::new(&program);
+    command.arg(&port);
+    match exit_after_ms {
+        Some(ms) => command.arg(ms.to_string()).stdin(Stdio::null()),
+        None => command.stdin(Stdio::piped()),
+    };
+    let child = command.spawn().unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    server.write_all(&[7u8; 100]).unwrap();
+    // Returns once the RST arrives: the program has closed.
+    let _ = server.read(&mut [0u8; 1]);
+    CloseUnread {
+        child,
+        program,
+        _dir: dir,
+    }
+}
+
+impl CloseUnread {
+    fn wait(&mut self) -> std::process::ExitStatus {
+        drop(self.child.stdin.take());
+        self.child.wait().unwrap()
+    }
+
+    /// Waits for the program to exit; its one RST event among `events`.
+    fn finish(mut self, events: &[serde_json::Value]) -> serde_json::Value {
+        let status = self.wait();
+        assert!(status.success(), "{:?}: {status}", self.program);
+        let sent: Vec<_> = find(events, "sent", "close_unread_data")
+            .into_iter()
+            .filter(|e| e["pid"] == self.child.id())
+            .collect();
+        assert_eq!(sent.len(), 1, "events:\n{}", describe(events));
+        sent[0].clone()
+    }
+}
+
 #[test]
 fn user_and_kernel_stacks_name_the_close() {
     let Some(mut sc) = Scenario::new("user_and_kernel_stacks_name_the_close").start() else {
@@ -61,36 +120,14 @@ fn user_and_kernel_stacks_name_the_close() {
         not_applicable(&why);
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let program = close_unread_program(&dir);
-    let listener = TcpListener::bind(loopback(0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    sc.trace(&["--stack", "--port", &port.to_string()]);
-
-    let mut child = Command::new(&program)
-        .arg(port.to_string())
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut server, _) = listener.accept().unwrap();
-    server.write_all(&[7u8; 100]).unwrap();
-    // The RST arrives once the program closed; it stays alive until stdin closes.
-    let mut buf = [0u8; 1];
-    let _ = server.read(&mut buf);
+    // The program stays alive until its stdin closes.
+    let run = run_close_unread(&mut sc, &[], None);
     let events = sc.stop();
-    drop(child.stdin.take());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{program:?}: {status}");
-
-    let sent: Vec<_> = find(&events, "sent", "close_unread_data")
-        .into_iter()
-        .filter(|e| e["pid"] == child.id())
-        .collect();
-    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
+    let sent = run.finish(&events);
     let frames = |key: &str| -> Vec<String> {
-        sent[0][key]
+        sent[key]
             .as_array()
-            .unwrap_or_else(|| panic!("no {key} in {}", sent[0]))
+            .unwrap_or_else(|| panic!("no {key} in {sent}"))
             .iter()
             .map(|f| f.as_str().unwrap().to_owned())
             .collect()
@@ -132,37 +169,14 @@ fn a_user_stack_is_read_before_its_process_exits() {
         not_applicable(&why);
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let program = close_unread_program(&dir);
-    let listener = TcpListener::bind(loopback(0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    sc.trace(&[
-        "--stack",
-        "--drain-interval",
-        "10000",
-        "--port",
-        &port.to_string(),
-    ]);
-    let mut child = Command::new(&program)
-        .args([port.to_string(), "1500".into()])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (mut server, _) = listener.accept().unwrap();
-    server.write_all(&[7u8; 100]).unwrap();
-    let _ = server.read(&mut [0u8; 1]);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{program:?}: {status}");
+    let mut run = run_close_unread(&mut sc, &["--drain-interval", "10000"], Some(1500));
+    run.wait();
     // Gone now, seconds before the tracer's next drain.
     let events = sc.stop();
-    let sent: Vec<_> = find(&events, "sent", "close_unread_data")
-        .into_iter()
-        .filter(|e| e["pid"] == child.id())
-        .collect();
-    assert_eq!(sent.len(), 1, "events:\n{}", describe(&events));
-    let user = sent[0]["user_stack"]
+    let sent = run.finish(&events);
+    let user = sent["user_stack"]
         .as_array()
-        .unwrap_or_else(|| panic!("no user_stack in {}", sent[0]));
+        .unwrap_or_else(|| panic!("no user_stack in {sent}"));
     assert!(
         user.iter().any(|f| f
             .as_str()
