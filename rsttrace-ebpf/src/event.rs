@@ -247,11 +247,11 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
         return;
     };
     let ev = entry.as_mut_ptr();
-    // A user stack is symbolized from its process's maps: read it soon.
-    let mut urgent = false;
     // SAFETY: `ev` points at a reserved, exclusively owned RstEvent-sized
     // slot; every field is written before submit (unread ones are zeroed).
-    unsafe {
+    // Whether it took a user stack, which is symbolized from its process's
+    // maps: such an event is read soon (`submit`).
+    let urgent = unsafe {
         zero(ev);
         let ev = &mut *ev;
         // Field by field: a struct literal's zero padding is a `memset` call.
@@ -336,8 +336,8 @@ fn emit<M: Kmem>(origin: &Origin, tuple: &Tuple, pkt: Option<&Packet>, now: u64)
             read_history(tuple, true, ev);
         }
         capture_stacks(origin.ctx, owner, ev);
-        urgent = ev.user_stack_id >= 0;
-    }
+        ev.user_stack_id >= 0
+    };
     if entry.submit(urgent) {
         count(counter::SUBMITTED);
     }

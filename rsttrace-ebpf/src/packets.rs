@@ -12,7 +12,7 @@ use rsttrace_ebpf::{
 };
 
 use crate::{
-    facts::{Tuple, netns_of, read_header},
+    facts::{Tuple, ifindex_of, netns_of, read_header},
     filter::passes_packet_filter,
     read::{Btf, Kmem, zero},
     sink,
@@ -89,12 +89,7 @@ fn capture_rst(ctx: *mut c_void, skb: *const u8, ip: *const u8, dir: u8) {
     zeroed!(tuple: Tuple);
     tuple.local_port = u16::from_be_bytes(sport);
     tuple.remote_port = u16::from_be_bytes(dport);
-    let ifindex = match Btf::load(skb, off!(skb_dev)) {
-        Some(dev) if dev != 0 => {
-            Btf::load(dev as *const u8, off!(netdev_ifindex)).unwrap_or(0) as u32
-        }
-        _ => 0,
-    };
+    let ifindex = ifindex_of::<Btf>(skb);
     tuple.netns = netns_of::<Btf>(core::ptr::null(), skb);
     if !passes_packet_filter(&tuple) {
         return;
