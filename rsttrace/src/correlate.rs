@@ -38,6 +38,10 @@ const PAIR_WINDOW: Duration = Duration::from_millis(500);
 const CLAIM_WINDOW: Duration = Duration::from_millis(5);
 /// tcp_reset() and the RST the same socket sends right after.
 const FOLD_WINDOW: Duration = Duration::from_millis(5);
+/// The same, when both hooks read the segment and it is the same one: the
+/// headers corroborate the fold, so a softirq stalled between the two hooks
+/// (a preempted virtual CPU) does not split it.
+const SAME_SEGMENT_FOLD_WINDOW: Duration = PAIR_WINDOW;
 /// Received events waiting at once.
 const MAX_HELD: usize = 1024;
 /// Recent send events kept for pairing.
@@ -424,19 +428,24 @@ fn peer_event(s: &Sent, r: &Event) -> PeerEvent {
 
 /// The receive hook fired for a tcp_reset() the kernel ran on a socket
 /// that then sent the RST itself: same socket, sent right after, and the
-/// segment involved is data, not an RST.
+/// segment involved is data, not an RST. Where the receive hook read the
+/// segment too, it must be the send's.
 fn folds_into(r: &Event, s: &Event) -> bool {
     let (Some(rs), Some(ss)) = (r.socket, s.socket) else {
         return false;
     };
-    let not_rst =
-        |p: Option<crate::model::event::Packet>| p.is_some_and(|p| !p.flags.has(TcpFlags::RST));
+    let Some(sent_segment) = s.packet.filter(|p| !p.flags.has(TcpFlags::RST)) else {
+        return false;
+    };
+    let window = match r.packet {
+        None => FOLD_WINDOW,
+        Some(p) if p == sent_segment => SAME_SEGMENT_FOLD_WINDOW,
+        Some(_) => return false,
+    };
     rs.addr != 0
         && rs.addr == ss.addr
         && r.netns == s.netns
-        && (0..=FOLD_WINDOW.as_micros() as i64).contains(&micros(s.time, r.time))
-        && not_rst(s.packet)
-        && (r.packet.is_none() || not_rst(r.packet))
+        && (0..=window.as_micros() as i64).contains(&micros(s.time, r.time))
 }
 
 /// `a - b` in microseconds.

@@ -308,6 +308,32 @@ fn tcp_reset_before_the_sockets_own_rst_is_folded() {
     assert_eq!(run(&mut c, vec![recv, sent]).len(), 2);
 }
 
+/// A virtual CPU preempted between tcp_reset() and the send: the segment
+/// both hooks read holds the fold together; time alone does not.
+#[test]
+fn the_same_segment_folds_a_reset_across_a_stalled_softirq() {
+    let fold = |recv_packet: Option<Packet>, sent_us: u64| {
+        let mut c = host();
+        let mut recv = event(Direction::Received, SERVER, CLIENT, 10);
+        recv.state = TcpState::FIN_WAIT2;
+        recv.socket = Some(sock(0xa000));
+        recv.packet = recv_packet;
+        let mut sent = event(Direction::Sent, SERVER, CLIENT, sent_us);
+        sent.state = TcpState::CLOSE;
+        sent.packet = Some(pkt(TcpFlags::ACK | TcpFlags::PSH, 5, 6, 64));
+        let out = run(&mut c, vec![recv, sent]);
+        (c.folded, out.len())
+    };
+    let segment = pkt(TcpFlags::ACK | TcpFlags::PSH, 5, 6, 64);
+    assert_eq!(fold(Some(segment), 40_010), (1, 1));
+    assert_eq!(fold(None, 12), (1, 1));
+    assert_eq!(fold(None, 40_010), (0, 2));
+    let other = pkt(TcpFlags::ACK | TcpFlags::PSH, 7, 6, 64);
+    assert_eq!(fold(Some(other), 12), (0, 2));
+    // Beyond pairing distance even the same segment is another story.
+    assert_eq!(fold(Some(segment), 600_010), (0, 2));
+}
+
 #[test]
 fn a_killed_connection_makes_the_next_syn_sent_reset_half_open() {
     let mut c = host();
