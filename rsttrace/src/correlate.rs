@@ -10,7 +10,8 @@
 //! - When data reaches a FIN_WAIT socket after shutdown(), the kernel runs
 //!   tcp_reset() on it and then sends the RST itself: the receive hook
 //!   fires though nothing was received. That receive is folded into the
-//!   sent event that follows on the same socket, never reported.
+//!   sent event that follows on the same socket (answering the same
+//!   segment, where the receive hook read it), never reported.
 //! - How this side's last connection on a 4-tuple ended (killed, aborted),
 //!   for telling half-open peers from TIME_WAIT.
 //!
