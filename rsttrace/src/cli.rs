@@ -339,6 +339,14 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     pub ring_buffer: u64,
 
+    /// The tracer's nice value (-20..19). Default: -10, unless rsttrace was
+    /// started at another value than 0 (a service's Nice=): under an RST
+    /// storm a reader that waits its turn behind the storm's threads loses
+    /// events. Needs CAP_SYS_NICE to go below the starting value.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: Option<i32>,
+
     /// How often the reader drains the ring buffer when no wake-up came (ms).
     #[arg(long, value_name = "MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]

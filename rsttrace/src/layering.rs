@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["enrich"],
     &["classify", "correlate", "filter", "record"],
     &["output"],
-    &["cli", "signals"],
+    &["cli", "priority", "signals"],
     &["cmd"],
 ];
 

@@ -11,7 +11,7 @@
 //!   what the events around it say), which events to keep, and the record
 //!   the outputs write.
 //! - `output`: the formats, summary, metrics, OTLP and status lines.
-//! - `cli`, `signals`; `cmd`: the subcommands (trace, read, check).
+//! - `cli`, `priority`, `signals`; `cmd`: the subcommands (trace, read, check).
 //!
 //! Pure logic (decode, classify, filter, output formats) is kept apart from
 //! I/O so it can be unit-tested without a kernel.
@@ -32,6 +32,7 @@ pub mod record;
 pub mod output;
 
 pub mod cli;
+pub mod priority;
 pub mod signals;
 
 pub mod cmd;

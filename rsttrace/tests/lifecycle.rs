@@ -1,5 +1,5 @@
-//! How rsttrace ends: closed pipes, hang-ups, a second Ctrl-C. Each test
-//! runs the real binary against the real kernel.
+//! How rsttrace runs and ends: its priority, closed pipes, hang-ups, a
+//! second Ctrl-C. Each test runs the real binary against the real kernel.
 
 mod common;
 
@@ -185,4 +185,33 @@ fn a_kernel_test_without_root_is_reported_as_skipped() {
         logged.contains("sighup_flushes_and_writes_the_summary"),
         "{logged:?}"
     );
+}
+
+/// Every thread of the tracer runs at its nice value: -10 unless told
+/// otherwise, so that a storm's threads do not starve the reader.
+#[test]
+fn the_tracer_runs_ahead_of_ordinary_tasks() {
+    let Some(mut sc) = Scenario::new("the_tracer_runs_ahead_of_ordinary_tasks").start() else {
+        return;
+    };
+    for (args, nice) in [(&[][..], -10), (&["--nice", "3"][..], 3)] {
+        let port = free_port().to_string();
+        let mut all = vec!["--port", &port];
+        all.extend_from_slice(args);
+        let pid = sc.trace(&all).pid().expect("running");
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        for thread in threads {
+            let stat = std::fs::read_to_string(thread.unwrap().path().join("stat")).unwrap();
+            // Field 19; the fields after the comm's closing parenthesis start at 3.
+            let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
+            let field: i32 = after_comm
+                .split_whitespace()
+                .nth(16)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(field, nice, "{args:?}: {stat}");
+        }
+        sc.stop();
+    }
 }

@@ -41,6 +41,13 @@ pub const CAPABILITIES: &[Capability] = &[
               network namespace; --stack user frames)",
     },
     Capability {
+        name: "SYS_NICE",
+        bit: 23,
+        required: false,
+        why: "run ahead of ordinary tasks (--nice), so that an RST storm's threads \
+              do not starve the reader into losing events",
+    },
+    Capability {
         name: "SYSLOG",
         bit: 34,
         required: false,

@@ -97,6 +97,15 @@ fn kernel_scope(args: &TraceArgs) -> Result<filter::KernelScope> {
 
 pub async fn trace(args: TraceArgs) -> Result<()> {
     let started = std::time::Instant::now();
+    // First: threads started later (workers, the blocking pool) inherit it.
+    match crate::priority::apply(args.nice) {
+        crate::priority::Priority::Refused { wanted, error } => warn!(
+            "cannot run at nice {wanted} ({error}): an RST storm's threads may starve the \
+             reader into losing events; grant CAP_SYS_NICE, or pass --nice 0 to stay at the \
+             default priority"
+        ),
+        done => debug!("scheduling priority: {done:?}"),
+    }
     // Start-up parses kernel BTF (megabytes of vectors) up to three times in
     // a row: ours, then aya's twice. With glibc's sliding threshold those
     // land on the heap, where each parse's freed pages stay resident beside
