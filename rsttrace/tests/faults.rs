@@ -126,9 +126,17 @@ impl Drop for Storm {
 #[test]
 fn a_storm_beyond_capacity_is_counted_and_marked() {
     let port = free_port();
-    // One page of ring buffer and a slow drain: most events cannot be queued.
+    // One page of ring buffer, and a reader behind the storm's threads
+    // (the lowest priority): most events cannot be queued.
     let Some(mut sc) = Scenario::new("a_storm_beyond_capacity_is_counted_and_marked")
-        .trace(&["--port", &port.to_string(), "--ring-buffer", "4K"])
+        .trace(&[
+            "--port",
+            &port.to_string(),
+            "--ring-buffer",
+            "4K",
+            "--nice",
+            "19",
+        ])
         .start()
     else {
         return;

@@ -113,7 +113,8 @@ fn perf_transport_counts_every_lost_event() {
     // bytes). It, not the number of connect()s, says how many RSTs there
     // were: a SYN retransmitted under load (seen under TCG) makes a second RST.
     let reference = Tracer::start(&["--port", &port, "--ring-buffer", "64M"]);
-    // One page of perf buffer per CPU: most of a storm cannot be queued.
+    // One page of perf buffer per CPU, and a reader behind the storm's
+    // threads (the lowest priority): most of a storm cannot be queued.
     sc.trace(&[
         "--transport",
         "perf",
@@ -121,6 +122,8 @@ fn perf_transport_counts_every_lost_event() {
         &port,
         "--ring-buffer",
         "4K",
+        "--nice",
+        "19",
     ]);
     assert_eq!(sc.transport(), "perf");
     let port: u16 = port.parse().unwrap();
